@@ -1,0 +1,69 @@
+// faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
+// exception, abort, a segfault, exit, a hang or a slow call, on one sequence number or on
+// every Nth frame this instance processes; or it fails create, start or stop. For tests.
+#include <troupe/plugin.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace {
+
+class faulty : public troupe::plugin {
+ public:
+  explicit faulty(troupe::context& ctx)
+      : plugin(ctx),
+        action_(ctx.config.get_string("action", "none")),
+        on_seq_(ctx.config.get_int("on_seq", -1)),
+        every_(ctx.config.get_int("every", 0)),
+        hang_ms_(ctx.config.get_int("hang_ms", 3600000)),
+        slow_ms_(ctx.config.get_int("slow_ms", 50)),
+        fail_start_(ctx.config.get_bool("fail_start")),
+        fail_stop_(ctx.config.get_bool("fail_stop")) {
+    if (ctx.config.get_bool("fail_create")) throw troupe::fatal_error("faulty: configured to fail create");
+  }
+
+  void start() override {
+    if (fail_start_) throw troupe::fatal_error("faulty: configured to fail start");
+  }
+
+  void stop() override {
+    if (fail_stop_) throw troupe::fatal_error("faulty: configured to fail stop");
+  }
+
+  void process(const troupe::frame_in& in) override {
+    ++seen_;
+    bool hit = (on_seq_ >= 0 && in.seq() == static_cast<uint64_t>(on_seq_) && in.part() == 0) ||
+               (every_ > 0 && seen_ % every_ == 0);
+    if (hit) act(in);
+    forward(in);
+  }
+
+ private:
+  void act(const troupe::frame_in& in) {
+    auto where = "stream " + std::to_string(in.stream()) + " seq " + std::to_string(in.seq());
+    if (action_ == "error") throw troupe::frame_error("faulty: error on " + where);
+    if (action_ == "fatal") throw troupe::fatal_error("faulty: fatal error on " + where);
+    if (action_ == "throw") throw std::runtime_error("faulty: exception on " + where);
+    if (action_ == "abort") std::abort();
+    if (action_ == "segfault") {
+      volatile int* null = nullptr;
+      *null = 1;
+    }
+    if (action_ == "exit") std::_Exit(3);
+    if (action_ == "hang") std::this_thread::sleep_for(std::chrono::milliseconds(hang_ms_));
+    if (action_ == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms_));
+  }
+
+  const std::string action_;
+  const int64_t on_seq_, every_, hang_ms_, slow_ms_;
+  const bool fail_start_, fail_stop_;
+  int64_t seen_ = 0;
+};
+
+}  // namespace
+
+TROUPE_PLUGIN("faulty", faulty)

@@ -1,0 +1,25 @@
+// invert: out = 255 - in for every byte of an RGB24 frame, into a host-owned buffer.
+#include <troupe/plugin.hpp>
+
+namespace {
+
+class invert : public troupe::plugin {
+ public:
+  explicit invert(troupe::context& ctx) : plugin(ctx) {}
+  void process(const troupe::frame_in& in) override {
+    if (in.type() != "video/rgb24")
+      throw troupe::frame_error("invert: expected a video/rgb24 frame, got '" + std::string(in.type()) + "'");
+    uint8_t* out = alloc(in.size());
+    const uint8_t* src = in.data();
+    for (size_t i = 0; i < in.size(); ++i) out[i] = static_cast<uint8_t>(255 - src[i]);
+    troupe::frame_out o;
+    o.meta.assign(in.view().meta, in.view().meta + in.view().meta_count);
+    o.data = out;
+    o.size = in.size();
+    emit(o);
+  }
+};
+
+}  // namespace
+
+TROUPE_PLUGIN("invert", invert)
