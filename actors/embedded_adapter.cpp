@@ -1,0 +1,150 @@
+#include "embedded_adapter.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace troupe {
+
+embedded_adapter::embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation,
+                                   std::string log_tag)
+    : library_(std::move(library)), generation_(generation), log_tag_(std::move(log_tag)) {
+  host_.abi_version = TROUPE_ABI_VERSION;
+  host_.ctx = this;
+  host_.alloc = &host_alloc;
+  host_.emit = &host_emit;
+  host_.log = &host_log;
+  host_.set_error = &host_set_error;
+}
+
+embedded_adapter::~embedded_adapter() { destroy(); }
+
+call_result embedded_adapter::finish(troupe_status st) {
+  call_result r{st, {}};
+  if (st != TROUPE_OK && st != TROUPE_END) r.error = error_.empty() ? "plugin returned status " + std::to_string(st) : error_;
+  error_.clear();
+  return r;
+}
+
+call_result embedded_adapter::create(const config_values& config) {
+  std::vector<troupe_kv> kv;
+  kv.reserve(config.size());
+  for (auto& [k, v] : config) kv.push_back({k.c_str(), v.c_str()});
+  self_ = library_->api().create(&host_, kv.data(), static_cast<uint32_t>(kv.size()));
+  if (self_ == nullptr) {
+    auto r = finish(TROUPE_FATAL);
+    r.error = "create failed: " + r.error;
+    return r;
+  }
+  return finish(TROUPE_OK);
+}
+
+call_result embedded_adapter::start() { return finish(library_->api().start(self_)); }
+
+call_result embedded_adapter::stop() { return finish(library_->api().stop(self_)); }
+
+call_result embedded_adapter::health() {
+  auto fn = library_->api().health;
+  return fn ? finish(fn(self_)) : call_result{};
+}
+
+void embedded_adapter::destroy() {
+  if (self_ != nullptr) library_->api().destroy(self_);
+  self_ = nullptr;
+}
+
+call_result embedded_adapter::process(const frame* in, std::vector<frame>& out) {
+  troupe_frame_view view{};
+  std::vector<troupe_kv> meta;
+  if (in != nullptr) {
+    meta.reserve(in->meta.size());
+    for (auto& [k, v] : in->meta) meta.push_back({k.c_str(), v.c_str()});
+    view = troupe_frame_view{in->stream, in->seq, in->part, in->generation, in->timestamp_ns,
+                             in->type.c_str(), meta.data(), static_cast<uint32_t>(meta.size()),
+                             in->data, in->size};
+  }
+  input_ = in;
+  out_ = &out;
+  parts_ = 0;
+  auto st = library_->api().process(self_, in ? &view : nullptr);
+  input_ = nullptr;
+  out_ = nullptr;
+  allocs_.clear();
+  return finish(st);
+}
+
+uint8_t* embedded_adapter::host_alloc(void* ctx, size_t size) {
+  auto& self = *static_cast<embedded_adapter*>(ctx);
+  try {
+    auto b = buffer::allocate(size);
+    auto* p = b->data();
+    self.allocs_.push_back(std::move(b));
+    return p;
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+
+troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) {
+  auto& self = *static_cast<embedded_adapter*>(ctx);
+  if (self.out_ == nullptr || o == nullptr) {
+    self.error_ = "emit called outside process";
+    return TROUPE_ERROR;
+  }
+  const frame* in = self.input_;
+  if (in == nullptr && o->type == nullptr) {
+    self.error_ = "a source must set the type of what it emits";
+    return TROUPE_ERROR;
+  }
+  frame f;
+  if (in != nullptr) {
+    f.stream = in->stream;
+    f.seq = in->seq;
+    f.part = self.parts_++;
+    f.timestamp_ns = o->timestamp_ns != 0 ? o->timestamp_ns : in->timestamp_ns;
+  } else {
+    f.stream = o->stream;
+    f.seq = o->seq;
+    f.timestamp_ns = o->timestamp_ns;
+  }
+  f.generation = self.generation_;
+  f.type = o->type != nullptr ? o->type : in->type;
+  f.meta.reserve(o->meta_count);
+  for (uint32_t i = 0; i < o->meta_count; ++i) f.meta.emplace_back(o->meta[i].key, o->meta[i].value);
+  if (o->size > 0) {
+    if (in != nullptr && in->payload && in->payload->contains(o->data, o->size)) {
+      f.payload = in->payload;  // zero copy: a view of the input
+    } else {
+      for (auto& b : self.allocs_)
+        if (b->contains(o->data, o->size)) {
+          f.payload = b;
+          break;
+        }
+      if (!f.payload) {
+        auto b = buffer::allocate(o->size);
+        std::memcpy(b->data(), o->data, o->size);
+        f.payload = std::move(b);
+      }
+    }
+    f.data = o->data;
+    if (!f.payload->contains(f.data, o->size)) f.data = f.payload->data();  // the copied case
+    f.size = o->size;
+  }
+  self.out_->push_back(std::move(f));
+  return TROUPE_OK;
+}
+
+void embedded_adapter::host_log(void* ctx, troupe_log_level level, const char* message) {
+  auto& self = *static_cast<embedded_adapter*>(ctx);
+  static constexpr spdlog::level::level_enum levels[] = {spdlog::level::trace, spdlog::level::debug,
+                                                         spdlog::level::info, spdlog::level::warn,
+                                                         spdlog::level::err};
+  auto lvl = levels[level <= TROUPE_LOG_ERROR ? level : TROUPE_LOG_ERROR];
+  spdlog::log(lvl, "[{}] {}", self.log_tag_, message ? message : "");
+}
+
+void embedded_adapter::host_set_error(void* ctx, const char* message) {
+  static_cast<embedded_adapter*>(ctx)->error_ = message ? message : "";
+}
+
+}  // namespace troupe

@@ -1,0 +1,69 @@
+// The embedded adapter: runs one plugin instance's code in this process.
+//
+// It implements the host table (alloc, emit, log, set_error) and turns plugin calls into
+// call_results and output frames. An emitted payload that lies inside the input's buffer,
+// or inside a buffer from alloc, is shared, never copied.
+//
+// Not thread-safe: one call at a time (the instance actor guarantees it). Every call may
+// block or hang; callers run them on the executor under a deadline.
+#pragma once
+
+#include "frame.hpp"
+#include "manifest.hpp"
+#include "plugin_library.hpp"
+
+#include <troupe/plugin.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+struct call_result {
+  troupe_status status = TROUPE_OK;
+  std::string error;
+  bool ok() const { return status == TROUPE_OK; }
+};
+
+class embedded_adapter {
+ public:
+  /// log_tag is prefixed to every line the plugin logs (node, stage, instance, generation).
+  embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation, std::string log_tag);
+  /// Destroys the plugin instance if it was created and not released.
+  ~embedded_adapter();
+  embedded_adapter(const embedded_adapter&) = delete;
+  embedded_adapter& operator=(const embedded_adapter&) = delete;
+
+  call_result create(const config_values& config);
+  call_result start();
+  /// in == nullptr asks a source for frames. Outputs are appended to out.
+  call_result process(const frame* in, std::vector<frame>& out);
+  call_result stop();
+  call_result health();
+  void destroy();
+
+  uint64_t generation() const { return generation_; }
+  const std::string& log_tag() const { return log_tag_; }
+
+ private:
+  static uint8_t* host_alloc(void* ctx, size_t size);
+  static troupe_status host_emit(void* ctx, const troupe_output* out);
+  static void host_log(void* ctx, troupe_log_level level, const char* message);
+  static void host_set_error(void* ctx, const char* message);
+  call_result finish(troupe_status st);
+
+  std::shared_ptr<plugin_library> library_;
+  uint64_t generation_;
+  std::string log_tag_;
+  troupe_host host_;
+  void* self_ = nullptr;
+  // State of the call in progress.
+  const frame* input_ = nullptr;
+  std::vector<frame>* out_ = nullptr;
+  uint32_t parts_ = 0;
+  std::vector<std::shared_ptr<buffer>> allocs_;
+  std::string error_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,42 @@
+// Troupe's error codes and the caf::error they travel in.
+//
+// Every error carries a message that names the file, field, plugin or peer involved, so a
+// user can act on it without reading code. Create with make_error(errc, text); read the
+// text back with describe(err).
+#pragma once
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace troupe {
+
+enum class errc : uint8_t {
+  // 0 is "no error" in CAF.
+  invalid_manifest = 1,  // plugin.yaml unreadable or not of the expected shape
+  invalid_pipeline,      // pipeline.yaml likewise
+  invalid_config,        // a config value outside its schema
+  plugin_not_found,      // no plugin of that name on the search paths
+  library_error,         // dlopen failed, symbol missing, ABI or name mismatch
+  dependency_error,      // missing dependency or version out of range
+  cycle,                 // start order impossible
+  start_failed,          // create or start failed
+  lost,                  // crash, fatal error, deadline passed
+  teardown_failed,       // stop failed or passed its deadline
+  io_error,              // files, sockets
+};
+
+/// Name of the error category in caf::error.
+inline constexpr const char* error_category_name = "troupe";
+
+caf::error make_error(errc code, std::string text);
+
+/// The message an error was made with, prefixed by nothing; for a foreign error, CAF's text.
+std::string describe(const caf::error& err);
+
+template <class T>
+using expected = caf::expected<T>;
+
+}  // namespace troupe

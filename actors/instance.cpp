@@ -1,0 +1,499 @@
+#include "instance.hpp"
+
+#include "embedded_adapter.hpp"
+#include "router.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <tuple>
+
+namespace troupe {
+
+namespace {
+
+constexpr size_t max_batch = 32;
+constexpr size_t max_source_outputs = 16;
+constexpr auto source_idle_min = std::chrono::microseconds(500);
+constexpr auto source_idle_max = std::chrono::microseconds(16000);
+
+/// What one executor job did with a batch of inputs (or one source turn). The job adds
+/// each input's results as it completes; whoever closes the batch first takes them: the
+/// job when it returns, or the actor when the job's call passes its deadline. Results a
+/// job produces after that are stale.
+struct batch_state {
+  std::mutex mutex;
+  bool closed = false;
+  size_t processed = 0;            // inputs whose call returned (incl. errors), in order
+  uint64_t bytes_in = 0;
+  std::vector<frame> outputs;      // all outputs, in input order
+  std::vector<std::pair<uint64_t, std::string>> errors;  // (seq, message) per failed input
+  call_result fatal;               // set if a call returned TROUPE_FATAL
+  bool end = false;                // a source finished
+};
+
+/// What the actor takes out of a closed batch.
+struct batch_result {
+  size_t processed = 0;
+  uint64_t bytes_in = 0;
+  std::vector<frame> outputs;
+  std::vector<std::pair<uint64_t, std::string>> errors;
+  call_result fatal;
+  bool end = false;
+};
+
+using batch_ptr = std::shared_ptr<batch_state>;
+
+/// Closes the batch and takes its results; nothing if it was closed already.
+batch_result close_batch(batch_state& b) {
+  std::lock_guard<std::mutex> lock(b.mutex);
+  batch_result r;
+  if (b.closed) return r;
+  b.closed = true;
+  r.processed = b.processed;
+  r.bytes_in = b.bytes_in;
+  r.outputs = std::move(b.outputs);
+  r.errors = std::move(b.errors);
+  r.fatal = std::move(b.fatal);
+  r.end = b.end;
+  return r;
+}
+
+/// Adds one input's results unless the batch was closed under the job; false then.
+bool add_to_batch(batch_state& b, std::vector<frame>& outs, uint64_t bytes, bool counted) {
+  std::lock_guard<std::mutex> lock(b.mutex);
+  if (b.closed) return false;
+  if (counted) {
+    ++b.processed;
+    b.bytes_in += bytes;
+  }
+  for (auto& f : outs) b.outputs.push_back(std::move(f));
+  outs.clear();
+  return true;
+}
+
+/// The frame a batch is working on, for the overrun message.
+struct call_site {
+  std::atomic<uint64_t> stream{0}, seq{0};
+};
+
+}  // namespace
+}  // namespace troupe
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::batch_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::call_result)
+
+namespace troupe {
+namespace {
+
+using call_kind_atom = caf::atom_constant<caf::atom("call")>;
+enum class call_kind : uint8_t { start, stop };
+
+class instance_actor : public caf::event_based_actor {
+ public:
+  instance_actor(caf::actor_config& cfg, instance_setup s)
+      : caf::event_based_actor(cfg),
+        s_(std::move(s)),
+        stage_(s_.plan->stages[s_.stage]),
+        deadline_(stage_.deadline_ms),
+        router_(s_.plan->window, [this](const caf::actor& to, frame&& f) {
+          send(to, frame_atom::value, std::move(f));
+        }) {
+    tag_ = "node=" + s_.node + " stage=" + stage_.spec.name + " instance=" + std::to_string(s_.replica) +
+           " gen=" + std::to_string(s_.generation);
+    router_.set_routes(s_.routes);
+    router_.add_carry(std::move(s_.carry));
+  }
+
+  const char* name() const override { return "troupe.instance"; }
+
+  caf::behavior make_behavior() override {
+    return {
+        [this](start_atom) { start(); },
+        [this](routes_atom, const route_table& rt) {
+          router_.set_routes(rt);
+          pump();
+        },
+        [this](frame_atom, frame& f) {
+          inbox_.push_back({std::move(f), current_sender()});
+          s_.stats->queue_depth.Set(static_cast<double>(inbox_.size()));
+          pump();
+        },
+        [this](ack_atom, uint32_t n) {
+          router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
+          pump();
+        },
+        [this](upstream_done_atom) {
+          upstream_done_ = true;
+          pump();
+        },
+        [this](stop_atom) {
+          stop_requested_ = true;
+          if (!busy_) stop();
+        },
+        [this](batch_atom, uint64_t call, batch_ptr& b) {
+          if (call == call_id_) on_batch(close_batch(*b));
+        },
+        [this](tick_atom) {
+          tick_pending_ = false;
+          pump();
+        },
+        [this](lost_atom, uint64_t call, const std::string& why) {
+          if (call == call_id_ && busy_) on_overrun(why);
+        },
+        [this](call_kind_atom, uint64_t call, call_kind kind, call_result& r) {
+          if (call == call_id_) on_call(kind, r);
+        },
+    };
+  }
+
+ private:
+  struct inbound {
+    frame f;
+    caf::strong_actor_ptr sender;
+  };
+
+  void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
+              bool finished = false, carried_frames carry = {}) {
+    state_ = st;
+    s_.stats->set_state(st);
+    if (fc != failure_class::none) {
+      s_.stats->failure.store(fc);
+      s_.stats->set_error(error);
+    }
+    instance_report r{s_.slot, s_.generation, st, fc, std::move(error), finished, std::move(carry)};
+    send(s_.manager, report_atom::value, std::move(r));
+  }
+
+  // Runs fn(worker, site, call id, self) on the executor; a call past the stage deadline
+  // comes back as (lost_atom, call id, why).
+  template <class F>
+  void run_on_executor(F fn) {
+    busy_ = true;
+    auto call = ++call_id_;
+    auto self = caf::actor_cast<caf::actor>(this);
+    auto site = std::make_shared<call_site>();
+    auto deadline = deadline_;
+    s_.executor->submit([self, call, site, deadline, fn = std::move(fn)](executor::worker& w) mutable {
+      w.on_overrun([self, call, site, deadline] {
+        caf::anon_send(self, lost_atom::value, call,
+                       "call passed its deadline of " + std::to_string(deadline.count()) + " ms (stream " +
+                           std::to_string(site->stream.load()) + " seq " + std::to_string(site->seq.load()) + ")");
+      });
+      fn(w, *site, call, self);
+    });
+  }
+
+  template <class F>
+  static call_result guarded(F&& f) {
+    try {
+      return f();
+    } catch (const std::exception& e) {
+      return {TROUPE_FATAL, std::string("exception crossed the plugin ABI: ") + e.what()};
+    } catch (...) {
+      return {TROUPE_FATAL, "exception of unknown type crossed the plugin ABI"};
+    }
+  }
+
+  void start() {
+    auto adapter = std::make_shared<embedded_adapter>(s_.library, s_.generation, tag_);
+    adapter_ = adapter;
+    auto config = stage_.config;
+    spdlog::debug("[{}] starting plugin {} {}", tag_, stage_.manifest.name, stage_.manifest.version.to_string());
+    run_on_executor([adapter, config, deadline = deadline_](executor::worker& w, call_site&, uint64_t call,
+                                                            const caf::actor& self) {
+      call_result r;
+      {
+        executor::call_scope scope(w, deadline);
+        r = guarded([&] { return adapter->create(config); });
+        if (r.ok()) {
+          r = guarded([&] { return adapter->start(); });
+          if (!r.ok()) r.error = "start failed: " + r.error;
+        }
+      }
+      caf::anon_send(self, call_kind_atom::value, call, call_kind::start, std::move(r));
+    });
+  }
+
+  void stop() {
+    if (state_ == instance_state::stopping || state_ == instance_state::stopped) return;
+    if (!adapter_) {  // never started
+      report(instance_state::stopped);
+      quit();
+      return;
+    }
+    report(instance_state::stopping);
+    auto adapter = adapter_;
+    run_on_executor([adapter, deadline = deadline_](executor::worker& w, call_site&, uint64_t call,
+                                                    const caf::actor& self) {
+      call_result r;
+      {
+        executor::call_scope scope(w, deadline);
+        r = guarded([&] { return adapter->stop(); });
+        adapter->destroy();
+      }
+      caf::anon_send(self, call_kind_atom::value, call, call_kind::stop, std::move(r));
+    });
+  }
+
+  void on_call(call_kind kind, call_result& r) {
+    busy_ = false;
+    if (kind == call_kind::start) {
+      if (!r.ok()) {
+        spdlog::error("[{}] start_failed: {}", tag_, r.error);
+        report(instance_state::failed, failure_class::start_failed, r.error);
+        adapter_.reset();  // destroys the plugin instance if create succeeded
+        quit(make_error(errc::start_failed, r.error));
+        return;
+      }
+      report(instance_state::started);
+      report(instance_state::running);
+      spdlog::debug("[{}] running", tag_);
+      pump();
+      return;
+    }
+    adapter_.reset();
+    if (!r.ok()) {
+      spdlog::error("[{}] teardown_failed: {}", tag_, r.error);
+      report(instance_state::failed, failure_class::teardown_failed, r.error);
+      quit(make_error(errc::teardown_failed, r.error));
+      return;
+    }
+    report(instance_state::stopped);
+    quit();
+  }
+
+  // The current call passed its deadline: keep what the batch completed, then give up the
+  // instance. A plugin that never returned cannot be destroyed: its thread is still in it.
+  void on_overrun(const std::string& why) {
+    if (batch_) {
+      auto partial = close_batch(*batch_);
+      batch_.reset();
+      handle_results(partial);
+    }
+    hung_ = true;
+    lose(why);
+  }
+
+  // The plugin is gone: report with the outputs not yet delivered, then quit.
+  void lose(const std::string& why) {
+    if (state_ == instance_state::failed) return;
+    spdlog::error("[{}] lost: {}", tag_, why);
+    if (hung_) {
+      // The adapter stays with the job that is stuck in it; destroying it here would
+      // pull the plugin out from under that thread.
+      adapter_.reset();
+    }
+    if (state_ == instance_state::stopping) {
+      report(instance_state::failed, failure_class::teardown_failed, why);
+      quit(make_error(errc::teardown_failed, why));
+      return;
+    }
+    if (state_ != instance_state::running) {
+      report(instance_state::failed, failure_class::start_failed, why);
+      quit(make_error(errc::start_failed, why));
+      return;
+    }
+    report(instance_state::failed, failure_class::lost, why, false, router_.take_carry());
+    quit(make_error(errc::lost, why));
+  }
+
+  void pump() {
+    if (state_ != instance_state::running || busy_) return;
+    if (stop_requested_) {
+      stop();
+      return;
+    }
+    if (router_.blocked()) return;
+    if (stage_.is_source()) {
+      if (!source_ended_ && !tick_pending_) submit_source_turn();
+    } else if (!inbox_.empty()) {
+      submit_batch();
+    }
+    if (!busy_) check_finished();
+  }
+
+  void check_finished() {
+    if (finished_reported_ || !router_.idle()) return;
+    bool done = stage_.is_source() ? source_ended_ : (upstream_done_ && inbox_.empty());
+    if (!done) return;
+    finished_reported_ = true;
+    report(instance_state::running, failure_class::none, {}, true);
+  }
+
+  void submit_batch() {
+    auto n = std::min(max_batch, inbox_.size());
+    std::vector<frame> frames;
+    frames.reserve(n);
+    for (size_t i = 0; i < n; ++i) frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
+    submit_job([frames = std::move(frames)](embedded_adapter& adapter, batch_state& b, executor::worker& w,
+                                            call_site& site, std::chrono::milliseconds deadline,
+                                            slot_stats& stats) {
+      std::vector<frame> outs;
+      for (auto& f : frames) {
+        site.stream.store(f.stream);
+        site.seq.store(f.seq);
+        auto t0 = std::chrono::steady_clock::now();
+        call_result cr;
+        {
+          executor::call_scope scope(w, deadline);
+          cr = guarded([&] { return adapter.process(&f, outs); });
+        }
+        stats.processing.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        if (cr.status == TROUPE_FATAL) {
+          std::lock_guard<std::mutex> lock(b.mutex);
+          if (!b.closed) b.fatal = std::move(cr);
+          return outs.size();
+        }
+        if (cr.status != TROUPE_OK) {
+          std::lock_guard<std::mutex> lock(b.mutex);
+          if (!b.closed) b.errors.emplace_back(f.seq, std::move(cr.error));
+        }
+        if (!add_to_batch(b, outs, f.size, true)) return outs.size();
+      }
+      return size_t{0};
+    });
+  }
+
+  void submit_source_turn() {
+    submit_job([](embedded_adapter& adapter, batch_state& b, executor::worker& w, call_site&,
+                  std::chrono::milliseconds deadline, slot_stats&) {
+      std::vector<frame> outs;
+      size_t emitted = 0;
+      while (emitted < max_source_outputs) {
+        call_result cr;
+        {
+          executor::call_scope scope(w, deadline);
+          cr = guarded([&] { return adapter.process(nullptr, outs); });
+        }
+        auto n = outs.size();
+        std::lock_guard<std::mutex> lock(b.mutex);
+        if (b.closed) return n;
+        if (cr.status == TROUPE_END) b.end = true;
+        if (cr.status == TROUPE_FATAL) b.fatal = std::move(cr);
+        if (cr.status == TROUPE_ERROR) b.errors.emplace_back(0, std::move(cr.error));
+        for (auto& f : outs) b.outputs.push_back(std::move(f));
+        outs.clear();
+        emitted += n;
+        if (b.end || b.fatal.status == TROUPE_FATAL || n == 0) break;  // n == 0: nothing due yet
+      }
+      return size_t{0};
+    });
+  }
+
+  // Runs work(adapter, batch, ...) on the executor. Outputs the work made after the batch
+  // was closed under it (work returns their count) are stale: their generation was given
+  // up. They are dropped here, counted, before anyone sees them.
+  template <class Work>
+  void submit_job(Work work) {
+    batch_ = std::make_shared<batch_state>();
+    run_on_executor([adapter = adapter_, b = batch_, stats = s_.stats, deadline = deadline_,
+                     work = std::move(work)](executor::worker& w, call_site& site, uint64_t call,
+                                             const caf::actor& self) mutable {
+      size_t stale = work(*adapter, *b, w, site, deadline, *stats);
+      bool closed;
+      {
+        std::lock_guard<std::mutex> lock(b->mutex);
+        closed = b->closed;
+      }
+      if (closed) {
+        if (stale > 0) {
+          stats->stale_dropped.Increment(static_cast<double>(stale));
+          spdlog::debug("dropped {} stale outputs of a superseded generation", stale);
+        }
+        return;
+      }
+      caf::anon_send(self, batch_atom::value, call, std::move(b));
+    });
+  }
+
+  void on_batch(batch_result r) {
+    busy_ = false;
+    batch_.reset();
+    if (state_ != instance_state::running) return;
+    handle_results(r);
+    if (r.fatal.status == TROUPE_FATAL) {
+      lose(r.fatal.error);
+      return;
+    }
+    if (r.end) {
+      source_ended_ = true;
+      spdlog::debug("[{}] source finished", tag_);
+    } else if (stage_.is_source() && r.outputs.empty()) {
+      // Nothing due yet: back off a little before asking again.
+      idle_backoff_ = std::min(source_idle_max, idle_backoff_ * 2);
+      tick_pending_ = true;
+      delayed_send(this, idle_backoff_, tick_atom::value);
+      return;
+    }
+    if (!r.outputs.empty()) idle_backoff_ = source_idle_min / 2;
+    pump();
+  }
+
+  // Counts a batch's results, hands its outputs to the router and acknowledges its inputs.
+  void handle_results(batch_result& r) {
+    auto& st = *s_.stats;
+    if (r.processed > 0) {
+      st.frames_in.Increment(static_cast<double>(r.processed));
+      st.bytes_in.Increment(static_cast<double>(r.bytes_in));
+    }
+    if (!r.errors.empty()) {
+      st.errors.Increment(static_cast<double>(r.errors.size()));
+      for (auto& [seq, msg] : r.errors) spdlog::warn("[{}] frame seq {} failed: {}", tag_, seq, msg);
+    }
+    uint64_t bytes_out = 0;
+    for (auto& f : r.outputs) bytes_out += f.size;
+    st.frames_out.Increment(static_cast<double>(r.outputs.size()));
+    st.bytes_out.Increment(static_cast<double>(bytes_out));
+    for (auto& f : r.outputs) router_.route(std::move(f));
+    r.outputs.clear();
+    // The input of a fatal call is not in `processed`: it stays unacknowledged and is sent
+    // again to the next generation.
+    if (!stage_.is_source()) acknowledge(r.processed);
+    s_.stats->queue_depth.Set(static_cast<double>(inbox_.size()));
+  }
+
+  void acknowledge(size_t n) {
+    size_t i = 0;
+    while (i < n && !inbox_.empty()) {
+      auto sender = inbox_.front().sender;
+      uint32_t count = 0;
+      while (i < n && !inbox_.empty() && inbox_.front().sender == sender) {
+        inbox_.pop_front();
+        ++count;
+        ++i;
+      }
+      if (sender) send(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
+    }
+  }
+
+  instance_setup s_;
+  const planned_stage& stage_;
+  std::chrono::milliseconds deadline_;
+  router router_;
+  std::string tag_;
+  std::shared_ptr<embedded_adapter> adapter_;
+  instance_state state_ = instance_state::loaded;
+  std::deque<inbound> inbox_;
+  batch_ptr batch_;        // the batch on the executor, if any
+  uint64_t call_id_ = 0;   // of the call on the executor; older replies are ignored
+  bool busy_ = false;
+  bool hung_ = false;
+  bool stop_requested_ = false;
+  bool upstream_done_ = false;
+  bool source_ended_ = false;
+  bool tick_pending_ = false;
+  bool finished_reported_ = false;
+  std::chrono::microseconds idle_backoff_ = source_idle_min / 2;
+};
+
+}  // namespace
+
+caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup) {
+  return sys.spawn<instance_actor>(std::move(setup));
+}
+
+}  // namespace troupe

@@ -1,0 +1,52 @@
+// The instance actor: one running copy of a plugin, in one generation.
+//
+// It owns its adapter and runs the lifecycle loaded -> started -> running -> stopping ->
+// stopped, or failed with a class (start_failed, lost, teardown_failed), reporting each
+// transition to its manager. Plugin calls run on the executor in batches, one batch at a
+// time, each call under the stage's deadline. Inputs are acknowledged to their sender once
+// processed and their outputs handed to the router; a lost instance hands the outputs it
+// could not deliver to its manager for its successor, and its unacknowledged inputs are
+// sent again by their senders.
+//
+// Protocol (all from the manager unless noted):
+//   (start_atom)                 create and start the plugin
+//   (routes_atom, route_table)   where outputs go
+//   (frame_atom, frame)          an input, from an upstream instance
+//   (ack_atom, uint32_t)         n outputs acknowledged, from a downstream instance
+//   (upstream_done_atom)         no more input will come
+//   (stop_atom)                  stop and destroy the plugin, then quit
+// Reports (report_atom, instance_report) to the manager.
+#pragma once
+
+#include "executor.hpp"
+#include "messages.hpp"
+#include "pipeline.hpp"
+#include "plugin_library.hpp"
+#include "stats.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <memory>
+#include <string>
+
+namespace troupe {
+
+struct instance_setup {
+  size_t slot = 0;
+  size_t stage = 0;
+  uint32_t replica = 0;
+  uint64_t generation = 1;
+  std::shared_ptr<const troupe::plan> plan;
+  std::shared_ptr<slot_stats> stats;
+  std::shared_ptr<plugin_library> library;
+  troupe::executor* executor = nullptr;  // outlives every instance
+  caf::actor manager;
+  std::string node = "local";
+  route_table routes;
+  carried_frames carry;
+};
+
+caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup);
+
+}  // namespace troupe

@@ -1,0 +1,364 @@
+#include "manager.hpp"
+
+#include "instance.hpp"
+#include "messages.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <random>
+
+namespace troupe {
+
+slot_table make_slots(const plan& p, metrics& m) {
+  slot_table slots;
+  for (auto& s : p.stages)
+    for (uint32_t r = 0; r < s.spec.replicas; ++r)
+      slots.push_back(std::make_shared<slot_stats>(m, p.name, s.spec.name, s.manifest.name, r, s.mode));
+  return slots;
+}
+
+expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p) {
+  std::vector<std::shared_ptr<plugin_library>> libs;
+  std::map<std::string, std::shared_ptr<plugin_library>> by_path;
+  for (auto& s : p.stages) {
+    auto& lib = by_path[s.manifest.library];
+    if (!lib) {
+      auto l = plugin_library::open(s.manifest);
+      if (!l) return make_error(errc::library_error, "stage '" + s.spec.name + "': " + describe(l.error()));
+      lib = *l;
+    }
+    libs.push_back(lib);
+  }
+  return libs;
+}
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+class manager_actor : public caf::event_based_actor {
+ public:
+  manager_actor(caf::actor_config& cfg, manager_setup s)
+      : caf::event_based_actor(cfg), s_(std::move(s)), rng_(std::random_device{}()) {
+    auto& p = *s_.plan;
+    stages_.resize(p.stages.size());
+    for (size_t i = 0; i < s_.slots.size(); ++i) {
+      auto& st = *s_.slots[i];
+      size_t stage = 0;
+      while (p.stages[stage].spec.name != st.stage) ++stage;
+      slot sl;
+      sl.stage = stage;
+      sl.replica = st.replica;
+      slots_.push_back(std::move(sl));
+      stages_[stage].slots.push_back(i);
+    }
+  }
+
+  const char* name() const override { return "troupe.manager"; }
+
+  caf::behavior make_behavior() override {
+    set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
+    start_next_stage();
+    return {
+        [this](report_atom, instance_report& r) { on_report(r); },
+        [this](restart_atom, size_t slot, uint64_t failed_generation) { restart(slot, failed_generation); },
+        [this](stop_atom) { begin_stop(); },
+    };
+  }
+
+ private:
+  struct slot {
+    size_t stage;
+    uint32_t replica;
+    caf::actor actor;
+    uint64_t generation = 0;
+    bool running = false, finished = false, quarantined = false, done = false, stop_sent = false;
+    std::deque<clock::time_point> restarts;
+    uint32_t consecutive = 0;
+    clock::time_point running_since;
+    carried_frames carry;
+  };
+  struct stage_state {
+    std::vector<size_t> slots;
+    bool finished = false, upstream_done = false;
+  };
+  enum class phase { starting, running, stopping, stopped };
+
+  const planned_stage& stage_of(size_t slot) const { return s_.plan->stages[slots_[slot].stage]; }
+  slot_stats& stats(size_t slot) { return *s_.slots[slot]; }
+
+  route_table routes_for(size_t stage) const {
+    route_table rt;
+    for (auto d : s_.plan->stages[stage].downstream) {
+      edge_route e;
+      e.stage = d;
+      e.policy = s_.plan->stages[d].spec.routing;
+      for (auto i : stages_[d].slots) {
+        auto& sl = slots_[i];
+        e.receivers.push_back(sl.running ? sl.actor : caf::actor{});
+        e.generations.push_back(sl.generation);
+      }
+      rt.edges.push_back(std::move(e));
+    }
+    return rt;
+  }
+
+  void spawn_slot(size_t i) {
+    auto& sl = slots_[i];
+    sl.generation += 1;
+    stats(i).generation.store(sl.generation);  // from now on, older outputs are stale
+    stats(i).generation_gauge.Set(static_cast<double>(sl.generation));
+    stats(i).failure.store(failure_class::none);
+    stats(i).set_state(instance_state::loaded);
+    instance_setup is;
+    is.slot = i;
+    is.stage = sl.stage;
+    is.replica = sl.replica;
+    is.generation = sl.generation;
+    is.plan = s_.plan;
+    is.stats = s_.slots[i];
+    is.library = s_.libraries[sl.stage];
+    is.executor = s_.executor;
+    is.manager = caf::actor_cast<caf::actor>(this);
+    is.node = s_.node;
+    is.routes = routes_for(sl.stage);
+    is.carry = std::move(sl.carry);
+    sl.carry = {};
+    sl.actor = spawn_instance(system(), std::move(is));
+    sl.running = false;
+    monitor(sl.actor);
+    send(sl.actor, start_atom::value);
+  }
+
+  void start_next_stage() {
+    if (phase_ != phase::starting) return;
+    if (next_start_ == s_.plan->start_order.size()) {
+      phase_ = phase::running;
+      spdlog::info("pipeline '{}' running: {} stages, {} instances", s_.plan->name, stages_.size(), slots_.size());
+      return;
+    }
+    auto stage = s_.plan->start_order[next_start_];
+    for (auto i : stages_[stage].slots) spawn_slot(i);
+  }
+
+  bool stage_running(size_t stage) const {
+    for (auto i : stages_[stage].slots)
+      if (!slots_[i].running && !slots_[i].quarantined) return false;
+    return true;
+  }
+
+  void publish_routes(size_t stage) {
+    for (auto u : s_.plan->stages[stage].upstream)
+      for (auto i : stages_[u].slots)
+        if (slots_[i].actor) send(slots_[i].actor, routes_atom::value, routes_for(u));
+  }
+
+  void on_report(instance_report& r) {
+    auto& sl = slots_[r.slot];
+    if (r.generation != sl.generation) return;  // from a generation already replaced
+    auto& st = stats(r.slot);
+    switch (r.state) {
+      case instance_state::running:
+        if (r.finished) {
+          on_finished(r.slot);
+          return;
+        }
+        sl.running = true;
+        sl.running_since = clock::now();
+        publish_routes(sl.stage);
+        if (stages_[sl.stage].upstream_done) send(sl.actor, upstream_done_atom::value);
+        if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage &&
+            stage_running(sl.stage)) {
+          ++next_start_;
+          start_next_stage();
+        }
+        return;
+      case instance_state::stopped:
+        sl.done = true;
+        sl.running = false;
+        continue_stop();
+        return;
+      case instance_state::failed:
+        sl.running = false;
+        st.set_error(r.error);
+        if (phase_ == phase::stopping || phase_ == phase::stopped || r.failure == failure_class::teardown_failed) {
+          sl.done = true;
+          continue_stop();
+          return;
+        }
+        sl.carry = std::move(r.carry);
+        publish_routes(sl.stage);
+        on_failure(r.slot, r.error);
+        return;
+      default:
+        return;
+    }
+  }
+
+  void on_down(const caf::down_msg& dm) {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      auto& sl = slots_[i];
+      if (!sl.actor || sl.actor.address() != dm.source) continue;
+      sl.actor = nullptr;
+      if (sl.done || sl.quarantined) return;
+      if (phase_ == phase::stopping || phase_ == phase::stopped) {
+        sl.done = true;
+        continue_stop();
+        return;
+      }
+      // Gone without a failure report (a report always precedes a planned exit).
+      if (stats(i).state.load() != instance_state::failed) {
+        auto why = "instance actor exited: " + caf::to_string(dm.reason);
+        stats(i).set_state(instance_state::failed);
+        stats(i).failure.store(failure_class::lost);
+        stats(i).set_error(why);
+        sl.running = false;
+        publish_routes(sl.stage);
+        on_failure(i, why);
+      }
+      return;
+    }
+  }
+
+  void on_failure(size_t i, const std::string& why) {
+    auto& sl = slots_[i];
+    auto& policy = stage_of(i).spec.restart;
+    auto now = clock::now();
+    if (sl.running_since != clock::time_point{} &&
+        now - sl.running_since >= std::chrono::duration<double>(policy.stable_after_s))
+      sl.consecutive = 0;  // it had run stably: start the backoff over
+    while (!sl.restarts.empty() && now - sl.restarts.front() > std::chrono::duration<double>(policy.period_s))
+      sl.restarts.pop_front();
+    if (sl.restarts.size() >= policy.max_restarts) {
+      sl.quarantined = true;
+      stats(i).quarantined.store(true);
+      spdlog::error("[node={} stage={} instance={} gen={}] quarantined after {} restarts in {}s: {}", s_.node,
+                    stats(i).stage, sl.replica, sl.generation, sl.restarts.size(), policy.period_s, why);
+      check_viable(sl.stage);
+      return;
+    }
+    sl.restarts.push_back(now);
+    ++sl.consecutive;
+    double base = policy.backoff_initial_ms * std::pow(2.0, std::min<uint32_t>(sl.consecutive - 1, 30));
+    base = std::min<double>(base, policy.backoff_max_ms);
+    auto delay = std::chrono::milliseconds(
+        static_cast<int64_t>(std::uniform_real_distribution<double>(base / 2, base)(rng_)));
+    spdlog::warn("[node={} stage={} instance={} gen={}] restarting in {} ms as generation {}: {}", s_.node,
+                 stats(i).stage, sl.replica, sl.generation, delay.count(), sl.generation + 1, why);
+    delayed_send(this, delay, restart_atom::value, i, sl.generation);
+  }
+
+  void restart(size_t i, uint64_t failed_generation) {
+    auto& sl = slots_[i];
+    if (sl.generation != failed_generation || sl.quarantined) return;
+    if (phase_ == phase::stopping || phase_ == phase::stopped) {
+      sl.done = true;
+      continue_stop();
+      return;
+    }
+    stats(i).restarts.Increment();
+    spawn_slot(i);
+  }
+
+  // A stage with no replica left cannot make progress: the pipeline has failed.
+  void check_viable(size_t stage) {
+    for (auto i : stages_[stage].slots)
+      if (!slots_[i].quarantined) return;
+    auto& s = s_.plan->stages[stage];
+    auto why = "stage '" + s.spec.name + "' has no running instance left (quarantined: " +
+               stats(stages_[stage].slots.front()).last_error() + ")";
+    complete(false, why);
+  }
+
+  void on_finished(size_t i) {
+    auto& sl = slots_[i];
+    sl.finished = true;
+    stats(i).finished.store(true);
+    auto& stage = stages_[sl.stage];
+    for (auto j : stage.slots)
+      if (!slots_[j].finished) return;
+    stage.finished = true;
+    spdlog::debug("stage '{}' finished", s_.plan->stages[sl.stage].spec.name);
+    for (auto d : s_.plan->stages[sl.stage].downstream) {
+      bool all = true;
+      for (auto u : s_.plan->stages[d].upstream) all = all && stages_[u].finished;
+      if (!all) continue;
+      stages_[d].upstream_done = true;
+      for (auto j : stages_[d].slots)
+        if (slots_[j].running) send(slots_[j].actor, upstream_done_atom::value);
+    }
+    for (auto& st : stages_)
+      if (!st.finished) return;
+    complete(true, {});
+  }
+
+  void complete(bool ok, std::string reason) {
+    if (completed_) return;
+    completed_ = true;
+    if (ok)
+      spdlog::info("pipeline '{}' finished", s_.plan->name);
+    else
+      spdlog::error("pipeline '{}' failed: {}", s_.plan->name, reason);
+    send(s_.listener, completed_atom::value, pipeline_outcome{ok, std::move(reason)});
+  }
+
+  void begin_stop() {
+    if (phase_ == phase::stopping || phase_ == phase::stopped) return;
+    phase_ = phase::stopping;
+    next_stop_ = 0;
+    stop_next_stage();
+  }
+
+  // Stops stages in reverse start order: producers first, so consumers see all they get.
+  void stop_next_stage() {
+    auto& order = s_.plan->start_order;
+    while (next_stop_ < order.size()) {
+      auto stage = order[order.size() - 1 - next_stop_];
+      bool waiting = false;
+      for (auto i : stages_[stage].slots) {
+        auto& sl = slots_[i];
+        if (sl.done) continue;
+        if (!sl.actor) {
+          sl.done = true;
+          continue;
+        }
+        if (!sl.stop_sent) {
+          sl.stop_sent = true;
+          send(sl.actor, stop_atom::value);
+        }
+        waiting = true;
+      }
+      if (waiting) return;
+      ++next_stop_;
+    }
+    phase_ = phase::stopped;
+    spdlog::info("pipeline '{}' stopped", s_.plan->name);
+    send(s_.listener, stopped_atom::value);
+    quit();
+  }
+
+  void continue_stop() {
+    if (phase_ == phase::stopping) stop_next_stage();
+  }
+
+  manager_setup s_;
+  std::vector<slot> slots_;
+  std::vector<stage_state> stages_;
+  phase phase_ = phase::starting;
+  size_t next_start_ = 0;
+  size_t next_stop_ = 0;
+  bool completed_ = false;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
+  return sys.spawn<manager_actor>(std::move(setup));
+}
+
+}  // namespace troupe

@@ -1,0 +1,43 @@
+// The manager actor: one per node, the supervisor of a pipeline's instances.
+//
+// It starts stages in the plan's start order (consumers first), one stage's replicas at a
+// time, monitors every instance, and restarts a failed one with generation + 1 under the
+// stage's restart policy: at most max_restarts within period, exponential backoff with
+// jitter between them, the count reset after a stable run. Past the policy the slot is
+// quarantined and stays visible with its last error. When every sink has finished, or a
+// stage has no replica left, it tells the listener (completed_atom, pipeline_outcome); on
+// (stop_atom) it stops stages in reverse start order and then sends (stopped_atom).
+#pragma once
+
+#include "executor.hpp"
+#include "pipeline.hpp"
+#include "plugin_library.hpp"
+#include "stats.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+struct manager_setup {
+  std::shared_ptr<const troupe::plan> plan;
+  slot_table slots;  // from make_slots
+  std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage, from load_libraries
+  troupe::executor* executor = nullptr;
+  caf::actor listener;
+  std::string node = "local";
+};
+
+/// One slot per replica of each stage, in stage order.
+slot_table make_slots(const plan& p, metrics& m);
+
+/// Loads every stage's library; errors name the stage, library and what was wrong.
+expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p);
+
+caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup);
+
+}  // namespace troupe

@@ -1,0 +1,94 @@
+// The plugin manifest (plugin.yaml) and the config schema it declares.
+//
+// load_manifest reads and checks one manifest: every key known, every value of its type.
+// validate_config checks a stage's config against a manifest's schema and fills defaults;
+// both name the file, line and field in their errors.
+#pragma once
+
+#include "error.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace troupe {
+
+struct version {
+  uint32_t major = 0, minor = 0, patch = 0;
+  static std::optional<version> parse(const std::string& text);
+  std::string to_string() const;
+  auto operator<=>(const version&) const = default;
+};
+
+/// Comparators such as ">=1.2.0 <2.0.0", "^1.2", "~1.4.1", "1.0.0"; empty matches any.
+struct version_range {
+  std::vector<std::pair<std::string, version>> comparators;
+  std::string text;
+  static std::optional<version_range> parse(const std::string& text);
+  bool contains(const version& v) const;
+};
+
+enum class field_type { integer, real, boolean, string, enumeration };
+const char* to_string(field_type t);
+
+struct config_field {
+  std::string name;
+  field_type type = field_type::string;
+  std::string default_value;
+  std::optional<double> min, max;
+  std::vector<std::string> values;  // enumeration only
+  std::string description;
+};
+
+struct dependency {
+  std::string name;
+  version_range range;
+};
+
+enum class exec_mode { embedded, isolated };
+const char* to_string(exec_mode m);
+
+struct resource_limits {
+  uint64_t memory_mb = 0;    // 0: unlimited
+  uint64_t cpu_seconds = 0;  // 0: unlimited
+  uint64_t open_files = 0;   // 0: inherit
+  bool network = false;
+  uint32_t deadline_ms = 5000;  // per process call
+};
+
+struct manifest {
+  std::string path;     // of plugin.yaml
+  std::string library;  // absolute path of the shared library
+  std::string name;
+  troupe::version version;
+  uint32_t abi = 0;
+  std::string description;
+  std::vector<std::string> capabilities;
+  std::vector<dependency> dependencies;
+  std::vector<config_field> config;
+  exec_mode mode = exec_mode::embedded;
+  resource_limits resources;
+
+  const config_field* field(const std::string& name) const;
+  bool has_capability(const std::string& c) const;
+};
+
+expected<manifest> load_manifest(const std::string& path);
+
+/// A config value as a user wrote it, with where they wrote it.
+struct config_entry {
+  std::string key;
+  std::string value;
+  int line = 0;
+};
+
+using config_values = std::vector<std::pair<std::string, std::string>>;
+
+/// Checks entries against m's schema; returns every field, defaults filled in, in schema
+/// order. `where` names the file (and stage) for messages.
+expected<config_values> validate_config(const manifest& m, const std::vector<config_entry>& entries,
+                                        const std::string& where);
+
+}  // namespace troupe

@@ -1,0 +1,74 @@
+// The messages between instance actors, the manager and whoever drives a pipeline.
+// All are local (never serialised): frames cross nodes through the network layer instead.
+#pragma once
+
+#include "frame.hpp"
+#include "pipeline.hpp"
+#include "stats.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+using start_atom = caf::atom_constant<caf::atom("start")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using frame_atom = caf::atom_constant<caf::atom("frame")>;
+using ack_atom = caf::atom_constant<caf::atom("ack")>;
+using routes_atom = caf::atom_constant<caf::atom("routes")>;
+using upstream_done_atom = caf::atom_constant<caf::atom("updone")>;
+using report_atom = caf::atom_constant<caf::atom("report")>;
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+using batch_atom = caf::atom_constant<caf::atom("batch")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using completed_atom = caf::atom_constant<caf::atom("completed")>;
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
+
+/// Where one downstream stage's frames go: receivers by replica index; an invalid handle
+/// marks a replica that is not running.
+struct edge_route {
+  size_t stage = 0;
+  route_policy policy = route_policy::round_robin;
+  std::vector<caf::actor> receivers;
+  std::vector<uint64_t> generations;  // parallel to receivers
+};
+
+struct route_table {
+  std::vector<edge_route> edges;
+};
+
+/// Outputs an instance had not yet sent when it was lost, per downstream stage, in order;
+/// its successor sends them on.
+struct carried_frames {
+  std::vector<std::pair<size_t, std::vector<frame>>> per_stage;
+};
+
+/// An instance's lifecycle transition, for its manager.
+struct instance_report {
+  size_t slot = 0;
+  uint64_t generation = 0;
+  instance_state state = instance_state::loaded;
+  failure_class failure = failure_class::none;
+  std::string error;
+  bool finished = false;  // all input processed and every output acknowledged
+  carried_frames carry;
+};
+
+/// What the driver of a pipeline hears from the manager when it is over.
+struct pipeline_outcome {
+  bool ok = false;
+  std::string reason;
+};
+
+}  // namespace troupe
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::route_table)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::carried_frames)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::instance_report)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pipeline_outcome)

@@ -1,0 +1,299 @@
+#include "pipeline.hpp"
+
+#include "yaml_util.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace troupe {
+
+const char* to_string(route_policy p) {
+  switch (p) {
+    case route_policy::round_robin: return "round_robin";
+    case route_policy::least_loaded: return "least_loaded";
+    case route_policy::by_stream: return "by_stream";
+  }
+  return "?";
+}
+
+const planned_stage* plan::find(const std::string& stage) const {
+  for (auto& s : stages)
+    if (s.spec.name == stage) return &s;
+  return nullptr;
+}
+
+namespace {
+
+constexpr auto code = errc::invalid_pipeline;
+
+int line_of(const YAML::Node& n) { return n.Mark().is_null() ? 0 : n.Mark().line + 1; }
+
+caf::error read_restart(const std::string& file, const YAML::Node& node, restart_policy& p) {
+  if (auto err = yaml::check_keys(file, node, "restart",
+                                  {"max_restarts", "period_s", "backoff_initial_ms", "backoff_max_ms",
+                                   "stable_after_s"},
+                                  code))
+    return err;
+  auto u32 = [&](const char* key, uint32_t& slot) -> caf::error {
+    if (!node[key]) return {};
+    auto v = yaml::scalar<uint32_t>(file, node[key], std::string("restart.") + key,
+                                    "a non-negative integer", code);
+    if (!v) return v.error();
+    slot = *v;
+    return {};
+  };
+  auto real = [&](const char* key, double& slot) -> caf::error {
+    if (!node[key]) return {};
+    auto v = yaml::scalar<double>(file, node[key], std::string("restart.") + key, "a number of seconds", code);
+    if (!v) return v.error();
+    if (*v <= 0)
+      return make_error(code, yaml::where(file, node[key]) + ": field 'restart." + key +
+                                  "': expected a positive number of seconds");
+    slot = *v;
+    return {};
+  };
+  if (auto e = u32("max_restarts", p.max_restarts)) return e;
+  if (auto e = u32("backoff_initial_ms", p.backoff_initial_ms)) return e;
+  if (auto e = u32("backoff_max_ms", p.backoff_max_ms)) return e;
+  if (auto e = real("period_s", p.period_s)) return e;
+  if (auto e = real("stable_after_s", p.stable_after_s)) return e;
+  if (p.backoff_max_ms < p.backoff_initial_ms)
+    return make_error(code, yaml::where(file, node) +
+                                ": restart: backoff_max_ms must be at least backoff_initial_ms");
+  return {};
+}
+
+// "a -> b -> c" into edges a->b, b->c.
+caf::error read_edge(const std::string& file, const YAML::Node& node, std::vector<edge_spec>& out) {
+  auto bad = [&] {
+    return make_error(code, yaml::where(file, node) +
+                                ": edge: expected \"from -> to\" (or a chain \"a -> b -> c\"), got '" +
+                                (node.IsScalar() ? node.Scalar() : std::string("a non-string")) + "'");
+  };
+  if (!node.IsScalar()) return bad();
+  std::vector<std::string> names;
+  std::string text = node.Scalar();
+  size_t pos = 0;
+  while (true) {
+    auto arrow = text.find("->", pos);
+    auto name = text.substr(pos, arrow == std::string::npos ? std::string::npos : arrow - pos);
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
+    if (name.empty()) return bad();
+    names.push_back(name);
+    if (arrow == std::string::npos) break;
+    pos = arrow + 2;
+  }
+  if (names.size() < 2) return bad();
+  for (size_t i = 0; i + 1 < names.size(); ++i) out.push_back({names[i], names[i + 1], line_of(node)});
+  return {};
+}
+
+}  // namespace
+
+expected<pipeline_spec> load_pipeline(const std::string& path) {
+  auto doc = yaml::load_file(path, code);
+  if (!doc) return doc.error();
+  auto& root = *doc;
+  if (auto err = yaml::check_keys(path, root, "pipeline",
+                                  {"pipeline", "window", "restart", "stages", "edges"}, code))
+    return err;
+  pipeline_spec spec;
+  spec.path = path;
+  spec.name = root["pipeline"] ? root["pipeline"].Scalar() : "pipeline";
+  if (root["window"]) {
+    auto w = yaml::scalar<uint32_t>(path, root["window"], "window", "a positive integer", code);
+    if (!w) return w.error();
+    if (*w == 0) return make_error(code, yaml::where(path, root["window"]) + ": field 'window': expected a positive integer");
+    spec.window = *w;
+  }
+  restart_policy defaults;
+  if (root["restart"])
+    if (auto err = read_restart(path, root["restart"], defaults)) return err;
+  auto stages = root["stages"];
+  if (!stages || !stages.IsSequence() || stages.size() == 0)
+    return make_error(code, path + ": field 'stages': expected a non-empty list of stages");
+  std::set<std::string> names;
+  for (auto s : stages) {
+    if (auto err = yaml::check_keys(path, s, "stage",
+                                    {"name", "plugin", "config", "replicas", "mode", "restart",
+                                     "routing", "deadline_ms"},
+                                    code))
+      return err;
+    stage_spec st;
+    st.line = line_of(s);
+    st.restart = defaults;
+    if (!s["plugin"] || !s["plugin"].IsScalar())
+      return make_error(code, yaml::where(path, s) + ": stage: missing field 'plugin'");
+    st.plugin = s["plugin"].Scalar();
+    st.name = s["name"] ? s["name"].Scalar() : st.plugin;
+    if (!names.insert(st.name).second)
+      return make_error(code, yaml::where(path, s) + ": stage name '" + st.name +
+                                  "' is used twice (names must be unique; set 'name')");
+    if (auto cfg = s["config"]) {
+      if (!cfg.IsMap() && !cfg.IsNull())
+        return make_error(code, yaml::where(path, cfg) + ": stage '" + st.name + "': field 'config': expected a map");
+      for (auto it = cfg.begin(); it != cfg.end(); ++it) {
+        if (!it->second.IsScalar())
+          return make_error(code, yaml::where(path, it->second) + ": stage '" + st.name + "': config field '" +
+                                      it->first.Scalar() + "': expected a single value");
+        st.config.push_back({it->first.Scalar(), it->second.Scalar(), line_of(it->second)});
+      }
+    }
+    if (s["replicas"]) {
+      auto r = yaml::scalar<uint32_t>(path, s["replicas"], "replicas", "a positive integer", code);
+      if (!r) return r.error();
+      if (*r == 0 || *r > 1024)
+        return make_error(code, yaml::where(path, s["replicas"]) + ": stage '" + st.name +
+                                    "': field 'replicas': expected 1 to 1024");
+      st.replicas = *r;
+    }
+    if (auto m = s["mode"]) {
+      if (m.Scalar() == "embedded") st.mode = exec_mode::embedded;
+      else if (m.Scalar() == "isolated") st.mode = exec_mode::isolated;
+      else
+        return make_error(code, yaml::where(path, m) + ": stage '" + st.name +
+                                    "': field 'mode': expected embedded or isolated, got '" + m.Scalar() + "'");
+    }
+    if (auto r = s["routing"]) {
+      auto v = r.Scalar();
+      if (v == "round_robin") st.routing = route_policy::round_robin;
+      else if (v == "least_loaded") st.routing = route_policy::least_loaded;
+      else if (v == "by_stream") st.routing = route_policy::by_stream;
+      else
+        return make_error(code, yaml::where(path, r) + ": stage '" + st.name +
+                                    "': field 'routing': expected round_robin, least_loaded or by_stream, got '" +
+                                    v + "'");
+    }
+    if (s["deadline_ms"]) {
+      auto d = yaml::scalar<uint32_t>(path, s["deadline_ms"], "deadline_ms", "a positive integer", code);
+      if (!d) return d.error();
+      if (*d == 0) return make_error(code, yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
+      st.deadline_ms = *d;
+    }
+    if (s["restart"])
+      if (auto err = read_restart(path, s["restart"], st.restart)) return err;
+    spec.stages.push_back(std::move(st));
+  }
+  if (auto edges = root["edges"]) {
+    if (!edges.IsSequence())
+      return make_error(code, yaml::where(path, edges) + ": field 'edges': expected a list of \"from -> to\"");
+    for (auto e : edges)
+      if (auto err = read_edge(path, e, spec.edges)) return err;
+  }
+  for (auto& e : spec.edges)
+    for (auto* n : {&e.from, &e.to})
+      if (!names.count(*n))
+        return make_error(code, path + ":" + std::to_string(e.line) + ": edge '" + e.from + " -> " + e.to +
+                                    "': no stage named '" + *n + "'");
+  return spec;
+}
+
+expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) {
+  plan p;
+  p.path = spec.path;
+  p.name = spec.name;
+  p.window = spec.window;
+  std::map<std::string, size_t> index;
+  for (auto& s : spec.stages) {
+    auto m = plugins.lookup(s.plugin);
+    if (!m)
+      return make_error(errc::plugin_not_found,
+                        spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name + "': " + describe(m.error()));
+    auto where = spec.path + " (stage '" + s.name + "')";
+    auto cfg = validate_config(**m, s.config, spec.path);
+    if (!cfg) return cfg.error();
+    planned_stage ps;
+    ps.spec = s;
+    ps.manifest = **m;
+    ps.config = std::move(*cfg);
+    ps.mode = s.mode.value_or(ps.manifest.mode);
+    ps.deadline_ms = s.deadline_ms.value_or(ps.manifest.resources.deadline_ms);
+    index[s.name] = p.stages.size();
+    p.stages.push_back(std::move(ps));
+  }
+  std::set<std::pair<size_t, size_t>> seen;
+  for (auto& e : spec.edges) {
+    auto a = index[e.from], b = index[e.to];
+    if (a == b)
+      return make_error(errc::cycle, spec.path + ":" + std::to_string(e.line) + ": edge '" + e.from +
+                                         " -> " + e.to + "' feeds a stage into itself");
+    if (!seen.insert({a, b}).second) continue;
+    p.stages[a].downstream.push_back(b);
+    p.stages[b].upstream.push_back(a);
+  }
+  for (auto& s : p.stages) {
+    bool source_plugin = s.manifest.has_capability("source");
+    auto at = spec.path + ":" + std::to_string(s.spec.line) + ": stage '" + s.spec.name + "'";
+    if (s.is_source() && !source_plugin)
+      return make_error(code, at + " has no input edge, but plugin '" + s.manifest.name +
+                                  "' is not a source (capability 'source'); add an edge into it");
+    if (!s.is_source() && source_plugin)
+      return make_error(code, at + ": plugin '" + s.manifest.name +
+                                  "' is a source and takes no input, but an edge leads into it");
+  }
+  // Start-before relation: consumers before their producers, a plugin's dependencies before it.
+  struct relation {
+    size_t before;
+    std::string why;
+  };
+  std::vector<std::vector<relation>> needs(p.stages.size());
+  for (size_t i = 0; i < p.stages.size(); ++i) {
+    auto& s = p.stages[i];
+    for (auto d : s.downstream) needs[i].push_back({d, "feeds"});
+    for (auto& dep : s.manifest.dependencies) {
+      bool found = false;
+      std::string near;
+      for (size_t j = 0; j < p.stages.size(); ++j) {
+        auto& o = p.stages[j];
+        if (o.manifest.name != dep.name) continue;
+        if (!dep.range.contains(o.manifest.version)) {
+          near = "; stage '" + o.spec.name + "' runs version " + o.manifest.version.to_string();
+          continue;
+        }
+        if (j != i) needs[i].push_back({j, "depends on"});
+        found = true;
+      }
+      if (!found)
+        return make_error(errc::dependency_error,
+                          spec.path + ":" + std::to_string(s.spec.line) + ": stage '" + s.spec.name +
+                              "': plugin '" + s.manifest.name + "' depends on plugin '" + dep.name + "'" +
+                              (dep.range.text.empty() ? "" : " " + dep.range.text) +
+                              ", which no stage of the pipeline runs" + near + " (manifest " +
+                              s.manifest.path + ")");
+    }
+  }
+  // Depth-first topological sort; a back edge is a cycle, reported with its path.
+  std::vector<int> mark(p.stages.size(), 0);  // 0 new, 1 on stack, 2 done
+  std::vector<std::pair<size_t, std::string>> stack;
+  std::function<caf::error(size_t)> visit = [&](size_t i) -> caf::error {
+    mark[i] = 1;
+    for (auto& r : needs[i]) {
+      stack.push_back({i, r.why});
+      if (mark[r.before] == 1) {
+        std::string msg;
+        auto from = std::find_if(stack.begin(), stack.end(), [&](auto& e) { return e.first == r.before; });
+        for (auto it = from; it != stack.end(); ++it)
+          msg += "'" + p.stages[it->first].spec.name + "' (plugin " + p.stages[it->first].manifest.name + ") " +
+                 it->second + " ";
+        msg += "'" + p.stages[r.before].spec.name + "'";
+        return make_error(errc::cycle, spec.path + ": the start order has a cycle: " + msg);
+      }
+      if (mark[r.before] == 0)
+        if (auto err = visit(r.before)) return err;
+      stack.pop_back();
+    }
+    mark[i] = 2;
+    p.start_order.push_back(i);
+    return {};
+  };
+  for (size_t i = 0; i < p.stages.size(); ++i)
+    if (mark[i] == 0)
+      if (auto err = visit(i)) return err;
+  return p;
+}
+
+}  // namespace troupe

@@ -1,0 +1,80 @@
+// The pipeline file (pipeline.yaml) and the plan the manager runs.
+//
+// load_pipeline checks the file's shape; plan_pipeline resolves it against a catalog:
+// plugins found, configs valid, manifest dependencies present and in range, and a start
+// order (consumers before producers, dependencies before dependents) with cycles named.
+#pragma once
+
+#include "catalog.hpp"
+#include "manifest.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+/// At most max_restarts restarts within period; backoff doubles from initial to max, with
+/// jitter; the count resets after stable_after without a loss.
+struct restart_policy {
+  uint32_t max_restarts = 5;
+  double period_s = 60;
+  uint32_t backoff_initial_ms = 100;
+  uint32_t backoff_max_ms = 5000;
+  double stable_after_s = 30;
+};
+
+enum class route_policy { round_robin, least_loaded, by_stream };
+const char* to_string(route_policy p);
+
+struct stage_spec {
+  std::string name;
+  std::string plugin;
+  std::vector<config_entry> config;
+  uint32_t replicas = 1;
+  std::optional<exec_mode> mode;  // default: the manifest's
+  restart_policy restart;
+  route_policy routing = route_policy::round_robin;
+  std::optional<uint32_t> deadline_ms;  // default: the manifest's
+  int line = 0;
+};
+
+struct edge_spec {
+  std::string from, to;
+  int line = 0;
+};
+
+struct pipeline_spec {
+  std::string path;
+  std::string name;
+  uint32_t window = 16;  // unacknowledged frames per receiving instance
+  std::vector<stage_spec> stages;
+  std::vector<edge_spec> edges;
+};
+
+expected<pipeline_spec> load_pipeline(const std::string& path);
+
+struct planned_stage {
+  stage_spec spec;
+  troupe::manifest manifest;
+  config_values config;
+  exec_mode mode = exec_mode::embedded;
+  uint32_t deadline_ms = 0;
+  std::vector<size_t> upstream;    // indices into plan::stages
+  std::vector<size_t> downstream;  // likewise
+  bool is_source() const { return upstream.empty(); }
+};
+
+struct plan {
+  std::string path;
+  std::string name;
+  uint32_t window = 16;
+  std::vector<planned_stage> stages;
+  std::vector<size_t> start_order;  // stop in reverse
+  const planned_stage* find(const std::string& stage) const;
+};
+
+expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins);
+
+}  // namespace troupe

@@ -1,0 +1,35 @@
+// A loaded plugin library: dlopen()ed once, checked against its manifest, unloaded when the
+// last instance that uses it is gone.
+#pragma once
+
+#include "manifest.hpp"
+
+#include <troupe/plugin.h>
+
+#include <memory>
+#include <string>
+
+namespace troupe {
+
+class plugin_library {
+ public:
+  /// Loads m.library and checks the entry symbol, ABI version, name and functions. Errors
+  /// name the library file and what was wrong.
+  static expected<std::shared_ptr<plugin_library>> open(const manifest& m);
+
+  const troupe_plugin_api& api() const { return *api_; }
+  const std::string& path() const { return path_; }
+
+  ~plugin_library();
+  plugin_library(const plugin_library&) = delete;
+  plugin_library& operator=(const plugin_library&) = delete;
+
+ private:
+  plugin_library(void* handle, const troupe_plugin_api* api, std::string path)
+      : handle_(handle), api_(api), path_(std::move(path)) {}
+  void* handle_;
+  const troupe_plugin_api* api_;
+  std::string path_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,161 @@
+#include "router.hpp"
+
+#include <algorithm>
+
+namespace troupe {
+
+router::edge* router::find_edge(size_t stage) {
+  for (auto& e : edges_)
+    if (e.stage == stage) return &e;
+  return nullptr;
+}
+
+void router::set_routes(const route_table& routes) {
+  std::vector<edge> next;
+  for (auto& r : routes.edges) {
+    edge e;
+    e.stage = r.stage;
+    e.policy = r.policy;
+    e.receivers.resize(r.receivers.size());
+    for (size_t i = 0; i < r.receivers.size(); ++i) {
+      e.receivers[i].handle = r.receivers[i];
+      e.receivers[i].generation = i < r.generations.size() ? r.generations[i] : 0;
+    }
+    if (auto* old = find_edge(r.stage)) {
+      e.pending = std::move(old->pending);
+      e.next = old->next;
+      // A receiver still in place keeps its unacked frames; a replaced or removed one
+      // gives them back, in order, ahead of what was pending.
+      std::deque<frame> resend;
+      for (size_t i = 0; i < old->receivers.size(); ++i) {
+        auto& o = old->receivers[i];
+        bool same = i < e.receivers.size() && o.handle && e.receivers[i].handle == o.handle;
+        if (same)
+          e.receivers[i].unacked = std::move(o.unacked);
+        else
+          for (auto& f : o.unacked) resend.push_back(std::move(f));
+      }
+      for (auto it = resend.rbegin(); it != resend.rend(); ++it) e.pending.push_front(std::move(*it));
+    }
+    next.push_back(std::move(e));
+  }
+  edges_ = std::move(next);
+  for (auto& e : edges_) flush(e);
+}
+
+void router::route(frame&& f) {
+  for (size_t i = 0; i < edges_.size(); ++i) {
+    auto& e = edges_[i];
+    if (i + 1 == edges_.size())
+      e.pending.push_back(std::move(f));
+    else
+      e.pending.push_back(f);  // fan-out shares the payload
+    flush(e);
+  }
+}
+
+int router::pick(edge& e, const frame& f) {
+  auto n = e.receivers.size();
+  auto has_credit = [&](size_t i) { return e.receivers[i].handle && e.receivers[i].unacked.size() < window_; };
+  switch (e.policy) {
+    case route_policy::by_stream: {
+      // Among live receivers, the stream decides; order per stream holds while the set of
+      // live receivers does not change.
+      size_t live = 0;
+      for (auto& r : e.receivers) live += r.handle ? 1 : 0;
+      if (live == 0) return -1;
+      size_t k = f.stream % live;
+      for (size_t i = 0; i < n; ++i) {
+        if (!e.receivers[i].handle) continue;
+        if (k-- == 0) return has_credit(i) ? static_cast<int>(i) : -1;
+      }
+      return -1;
+    }
+    case route_policy::least_loaded: {
+      int best = -1;
+      for (size_t i = 0; i < n; ++i)
+        if (has_credit(i) && (best < 0 || e.receivers[i].unacked.size() < e.receivers[best].unacked.size()))
+          best = static_cast<int>(i);
+      return best;
+    }
+    case route_policy::round_robin:
+      for (size_t k = 0; k < n; ++k) {
+        size_t i = (e.next + k) % n;
+        if (has_credit(i)) {
+          e.next = (i + 1) % n;
+          return static_cast<int>(i);
+        }
+      }
+      return -1;
+  }
+  return -1;
+}
+
+void router::flush(edge& e) {
+  while (!e.pending.empty()) {
+    int i = pick(e, e.pending.front());
+    if (i < 0) return;
+    auto& r = e.receivers[static_cast<size_t>(i)];
+    r.unacked.push_back(std::move(e.pending.front()));
+    e.pending.pop_front();
+    frame copy = r.unacked.back();  // the copy shares the payload
+    send_(r.handle, std::move(copy));
+  }
+}
+
+void router::on_ack(const caf::actor_addr& from, uint32_t n) {
+  for (auto& e : edges_)
+    for (auto& r : e.receivers)
+      if (r.handle && r.handle.address() == from) {
+        auto k = std::min<size_t>(n, r.unacked.size());
+        r.unacked.erase(r.unacked.begin(), r.unacked.begin() + static_cast<ptrdiff_t>(k));
+        flush(e);
+        return;
+      }
+  // From a receiver that has been replaced since: its frames were queued again already.
+}
+
+carried_frames router::take_carry() {
+  carried_frames c;
+  for (auto& e : edges_) {
+    std::vector<frame> frames;
+    // Sent frames are in their receivers' hands: sending them again from a successor would
+    // duplicate them, since their acknowledgements come back to this router, not to it.
+    for (auto& r : e.receivers) r.unacked.clear();
+    for (auto& f : e.pending) frames.push_back(std::move(f));
+    e.pending.clear();
+    if (!frames.empty()) c.per_stage.emplace_back(e.stage, std::move(frames));
+  }
+  return c;
+}
+
+void router::add_carry(carried_frames&& c) {
+  for (auto& [stage, frames] : c.per_stage) {
+    auto* e = find_edge(stage);
+    if (e == nullptr) continue;
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it) e->pending.push_front(std::move(*it));
+    flush(*e);
+  }
+}
+
+bool router::blocked() const {
+  return std::any_of(edges_.begin(), edges_.end(), [](auto& e) { return !e.pending.empty(); });
+}
+
+bool router::idle() const {
+  for (auto& e : edges_) {
+    if (!e.pending.empty()) return false;
+    for (auto& r : e.receivers)
+      if (!r.unacked.empty()) return false;
+  }
+  return true;
+}
+
+uint64_t router::in_flight() const {
+  uint64_t n = 0;
+  for (auto& e : edges_)
+    for (auto& r : e.receivers) n += r.unacked.size();
+  return n;
+}
+
+}  // namespace troupe

@@ -1,0 +1,70 @@
+// The outbound side of one instance: which receiver gets each output, and the credits.
+//
+// Per downstream stage, outputs wait in `pending` until a receiver has credit (fewer than
+// `window` frames sent and not yet acknowledged). Sent frames stay in the receiver's
+// `unacked` list until acknowledged; when a receiver is replaced (a new generation), its
+// unacked frames go back to the front of pending and are sent again. Not thread-safe: owned
+// by one instance actor.
+#pragma once
+
+#include "frame.hpp"
+#include "messages.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <vector>
+
+namespace troupe {
+
+class router {
+ public:
+  using send_fn = std::function<void(const caf::actor&, frame&&)>;
+
+  router(uint32_t window, send_fn send) : window_(window), send_(std::move(send)) {}
+
+  /// Installs receivers; replaced receivers' unacked frames are queued again.
+  void set_routes(const route_table& routes);
+  /// Queues an output for every downstream stage and sends what credits allow.
+  void route(frame&& f);
+  /// A receiver acknowledged n frames; sends what the freed credits allow.
+  void on_ack(const caf::actor_addr& receiver, uint32_t n);
+  /// Frames to hand to a successor: those never sent, per stage. Empties the router.
+  carried_frames take_carry();
+  /// Queues a predecessor's frames ahead of anything else.
+  void add_carry(carried_frames&& c);
+
+  /// Outputs wait for credit: the instance should not take more input.
+  bool blocked() const;
+  /// Nothing pending and nothing unacknowledged.
+  bool idle() const;
+  bool has_edges() const { return !edges_.empty(); }
+  uint64_t in_flight() const;
+
+ private:
+  struct receiver {
+    caf::actor handle;
+    uint64_t generation = 0;
+    std::deque<frame> unacked;
+  };
+  struct edge {
+    size_t stage = 0;
+    route_policy policy = route_policy::round_robin;
+    std::vector<receiver> receivers;
+    std::deque<frame> pending;
+    size_t next = 0;  // round robin position
+  };
+  // Index of the receiver that should get f now, or -1 if none can.
+  int pick(edge& e, const frame& f);
+  void flush(edge& e);
+  edge* find_edge(size_t stage);
+
+  uint32_t window_;
+  send_fn send_;
+  std::vector<edge> edges_;
+};
+
+}  // namespace troupe

@@ -1,0 +1,95 @@
+#include "stats.hpp"
+
+namespace troupe {
+
+const char* to_string(instance_state s) {
+  switch (s) {
+    case instance_state::loaded: return "loaded";
+    case instance_state::started: return "started";
+    case instance_state::running: return "running";
+    case instance_state::stopping: return "stopping";
+    case instance_state::stopped: return "stopped";
+    case instance_state::failed: return "failed";
+  }
+  return "?";
+}
+
+const char* to_string(failure_class f) {
+  switch (f) {
+    case failure_class::none: return "none";
+    case failure_class::start_failed: return "start_failed";
+    case failure_class::lost: return "lost";
+    case failure_class::teardown_failed: return "teardown_failed";
+  }
+  return "?";
+}
+
+namespace {
+template <class B>
+auto& build(B&& b, const char* name, const char* help, prometheus::Registry& r) {
+  return b.Name(name).Help(help).Register(r);
+}
+}  // namespace
+
+metrics::metrics()
+    : metrics(std::make_shared<prometheus::Registry>()) {}
+
+metrics::metrics(std::shared_ptr<prometheus::Registry> r)
+    : frames_in(build(prometheus::BuildCounter(), "troupe_instance_frames_in_total",
+                      "Frames handed to the instance's plugin.", *r)),
+      frames_out(build(prometheus::BuildCounter(), "troupe_instance_frames_out_total",
+                       "Frames the instance emitted.", *r)),
+      bytes_in(build(prometheus::BuildCounter(), "troupe_instance_bytes_in_total",
+                     "Payload bytes handed to the instance's plugin.", *r)),
+      bytes_out(build(prometheus::BuildCounter(), "troupe_instance_bytes_out_total",
+                      "Payload bytes the instance emitted.", *r)),
+      errors(build(prometheus::BuildCounter(), "troupe_instance_errors_total",
+                   "Input frames whose processing failed.", *r)),
+      restarts(build(prometheus::BuildCounter(), "troupe_instance_restarts_total",
+                     "Restarts of the instance slot after a failure.", *r)),
+      stale_dropped(build(prometheus::BuildCounter(), "troupe_instance_stale_outputs_dropped_total",
+                          "Outputs dropped because their generation was no longer current.", *r)),
+      generation(build(prometheus::BuildGauge(), "troupe_instance_generation",
+                       "Current generation of the instance slot.", *r)),
+      queue_depth(build(prometheus::BuildGauge(), "troupe_instance_queue_depth",
+                        "Frames waiting for the instance, not yet processed.", *r)),
+      up(build(prometheus::BuildGauge(), "troupe_instance_up",
+               "1 while the instance is running, else 0.", *r)),
+      processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
+                       "Time the plugin spent on one input frame.", *r)),
+      registry_(std::move(r)) {}
+
+namespace {
+const prometheus::Histogram::BucketBoundaries& processing_buckets() {
+  static const prometheus::Histogram::BucketBoundaries b{
+      0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  return b;
+}
+}  // namespace
+
+slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, std::string plugin_,
+                       uint32_t replica_, exec_mode mode_)
+    : pipeline(std::move(pipeline_)),
+      stage(std::move(stage_)),
+      plugin(std::move(plugin_)),
+      replica(replica_),
+      mode(mode_),
+      frames_in(m.frames_in.Add(labels())),
+      frames_out(m.frames_out.Add(labels())),
+      bytes_in(m.bytes_in.Add(labels())),
+      bytes_out(m.bytes_out.Add(labels())),
+      errors(m.errors.Add(labels())),
+      restarts(m.restarts.Add(labels())),
+      stale_dropped(m.stale_dropped.Add(labels())),
+      generation_gauge(m.generation.Add(labels())),
+      queue_depth(m.queue_depth.Add(labels())),
+      up(m.up.Add(labels())),
+      processing(m.processing.Add(labels(), processing_buckets())) {}
+
+std::map<std::string, std::string> slot_stats::labels() const {
+  return {{"pipeline", pipeline}, {"stage", stage}, {"plugin", plugin}, {"instance", std::to_string(replica)}};
+}
+
+std::string slot_stats::name() const { return replica == 0 ? stage : stage + "#" + std::to_string(replica); }
+
+}  // namespace troupe

@@ -1,0 +1,105 @@
+// What a node knows about each instance slot: its Prometheus series and lifecycle state.
+//
+// A slot is one replica of one stage; it keeps its series across restarts (generations).
+// Counters are written by the slot's current instance actor and its executor jobs, and
+// read by anyone (status, summary, /metrics): every field is atomic or guarded.
+#pragma once
+
+#include "manifest.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+enum class instance_state : uint8_t { loaded, started, running, stopping, stopped, failed };
+enum class failure_class : uint8_t { none, start_failed, lost, teardown_failed };
+const char* to_string(instance_state s);
+const char* to_string(failure_class f);
+
+/// The families every node exports; one registry per node.
+class metrics {
+ public:
+  metrics();
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  prometheus::Family<prometheus::Counter>& frames_in;
+  prometheus::Family<prometheus::Counter>& frames_out;
+  prometheus::Family<prometheus::Counter>& bytes_in;
+  prometheus::Family<prometheus::Counter>& bytes_out;
+  prometheus::Family<prometheus::Counter>& errors;
+  prometheus::Family<prometheus::Counter>& restarts;
+  prometheus::Family<prometheus::Counter>& stale_dropped;
+  prometheus::Family<prometheus::Gauge>& generation;
+  prometheus::Family<prometheus::Gauge>& queue_depth;
+  prometheus::Family<prometheus::Gauge>& up;
+  prometheus::Family<prometheus::Histogram>& processing;
+
+ private:
+  explicit metrics(std::shared_ptr<prometheus::Registry> r);
+  std::shared_ptr<prometheus::Registry> registry_;
+};
+
+class slot_stats {
+ public:
+  slot_stats(metrics& m, std::string pipeline, std::string stage, std::string plugin, uint32_t replica,
+             exec_mode mode);
+
+  const std::string pipeline, stage, plugin;
+  const uint32_t replica;
+  const exec_mode mode;
+
+  prometheus::Counter& frames_in;
+  prometheus::Counter& frames_out;
+  prometheus::Counter& bytes_in;
+  prometheus::Counter& bytes_out;
+  prometheus::Counter& errors;
+  prometheus::Counter& restarts;
+  prometheus::Counter& stale_dropped;
+  prometheus::Gauge& generation_gauge;
+  prometheus::Gauge& queue_depth;
+  prometheus::Gauge& up;
+  prometheus::Histogram& processing;
+
+  /// The generation whose outputs are current; outputs stamped otherwise are stale.
+  std::atomic<uint64_t> generation{0};
+  std::atomic<instance_state> state{instance_state::loaded};
+  std::atomic<failure_class> failure{failure_class::none};
+  std::atomic<bool> quarantined{false};
+  std::atomic<bool> finished{false};
+
+  void set_state(instance_state s) {
+    state.store(s);
+    up.Set(s == instance_state::running ? 1 : 0);
+  }
+  void set_error(std::string e) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    last_error_ = std::move(e);
+  }
+  std::string last_error() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_error_;
+  }
+  /// "stage" or "stage#2" for replicas past the first.
+  std::string name() const;
+  std::map<std::string, std::string> labels() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::string last_error_;
+};
+
+using slot_table = std::vector<std::shared_ptr<slot_stats>>;
+
+}  // namespace troupe
