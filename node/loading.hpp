@@ -1,0 +1,23 @@
+// Reading a pipeline for a command: discovery, parsing, planning and library loading.
+#pragma once
+
+#include "commands.hpp"
+
+#include <catalog.hpp>
+#include <pipeline.hpp>
+#include <plugin_library.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace troupe::cli {
+
+struct loaded_pipeline {
+  std::shared_ptr<const troupe::plan> plan;
+  std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage
+};
+
+catalog discover(const common_options& common);
+expected<loaded_pipeline> load(const common_options& common, const std::string& path);
+
+}  // namespace troupe::cli

@@ -1,0 +1,40 @@
+// troupe: run plugin pipelines on one machine.
+#include "commands.hpp"
+
+#include <CLI/CLI.hpp>
+
+int main(int argc, char** argv) {
+  using namespace troupe::cli;
+  CLI::App app{"Troupe: an actor-based plugin runtime. Runs pipelines of plugin instances under supervision."};
+  app.require_subcommand(1);
+  common_options common;
+  app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_option("--plugin-path", common.plugin_paths,
+                 "Extra plugin directories, searched before ./plugins, TROUPE_PLUGIN_PATH and the system directory");
+
+  run_options run_opts;
+  auto* run_cmd = app.add_subcommand("run", "Run a pipeline in this process until it finishes");
+  run_cmd->add_option("pipeline", run_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
+  run_cmd->add_option("--metrics", run_opts.metrics_address, "Serve Prometheus /metrics on ADDRESS:PORT");
+  run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
+  run_cmd->add_option("--timeout", run_opts.timeout_s, "Stop and fail after this many seconds (0: never)");
+  run_cmd->add_flag("!--no-progress", run_opts.progress, "No live progress on the terminal");
+
+  std::string validate_path;
+  auto* validate_cmd = app.add_subcommand("validate", "Check a pipeline file, its plugins and configs without running it");
+  validate_cmd->add_option("pipeline", validate_path, "Pipeline file (pipeline.yaml)")->required();
+
+  auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
+
+  CLI11_PARSE(app, argc, argv);
+  if (!setup_logging(common.log_level)) {
+    fprintf(stderr, "troupe: --log-level: unknown level '%s' (expected trace, debug, info, warn, error or off)\n",
+            common.log_level.c_str());
+    return 2;
+  }
+  if (*run_cmd) return run(common, run_opts);
+  if (*validate_cmd) return validate(common, validate_path);
+  if (*plugins_cmd) return list_plugins(common);
+  return 2;
+}

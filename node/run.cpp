@@ -1,0 +1,219 @@
+// troupe run: a pipeline in this process, with live progress and a summary.
+#include "commands.hpp"
+#include "loading.hpp"
+
+#include <executor.hpp>
+#include <manager.hpp>
+#include <messages.hpp>
+#include <stats.hpp>
+
+#include <caf/all.hpp>
+#include <prometheus/exposer.h>
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <thread>
+
+namespace troupe::cli {
+
+namespace {
+
+std::atomic<int> interrupted{0};
+
+void on_signal(int sig) { interrupted.store(sig); }
+
+using clock = std::chrono::steady_clock;
+
+struct rate_tracker {
+  std::map<const slot_stats*, double> last_out;
+  clock::time_point last = clock::now();
+};
+
+std::string state_text(const slot_stats& s) {
+  std::string t = to_string(s.state.load());
+  auto f = s.failure.load();
+  if (s.state.load() == instance_state::failed && f != failure_class::none) t += "(" + std::string(to_string(f)) + ")";
+  if (s.quarantined.load()) t = "quarantined";
+  else if (s.finished.load() && s.state.load() == instance_state::running) t = "finished";
+  return t;
+}
+
+void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, bool redraw) {
+  auto now = clock::now();
+  double dt = std::chrono::duration<double>(now - rt.last).count();
+  rt.last = now;
+  if (redraw) std::printf("\x1b[%zuA", slots.size() + 1);
+  std::printf("\x1b[K%8.1fs  %-18s %-12s %4s %10s %10s %9s %8s\n", elapsed, "INSTANCE", "STATE", "GEN",
+              "IN", "OUT", "OUT/s", "RESTARTS");
+  for (auto& s : slots) {
+    double out = s->frames_out.Value();
+    double rate = dt > 0 ? (out - rt.last_out[s.get()]) / dt : 0;
+    rt.last_out[s.get()] = out;
+    std::printf("\x1b[K          %-18s %-12s %4llu %10.0f %10.0f %9.1f %8.0f\n", s->name().c_str(),
+                state_text(*s).c_str(), static_cast<unsigned long long>(s->generation.load()),
+                s->frames_in.Value(), out, rate, s->restarts.Value());
+  }
+  std::fflush(stdout);
+}
+
+void print_summary(const plan& p, const slot_table& slots, double wall, const pipeline_outcome& outcome,
+                   bool finished) {
+  std::printf("\npipeline '%s' %s in %.2f s%s%s\n", p.name.c_str(),
+              outcome.ok && finished ? "finished" : "FAILED", wall, outcome.reason.empty() ? "" : ": ",
+              outcome.reason.c_str());
+  std::printf("%-18s %-12s %-9s %-13s %4s %10s %10s %8s %8s %6s %9s\n", "INSTANCE", "PLUGIN", "MODE", "STATE", "GEN",
+              "FRAMES IN", "FRAMES OUT", "ERRORS", "RESTARTS", "STALE", "OUT/s");
+  for (auto& s : slots) {
+    std::printf("%-18s %-12s %-9s %-13s %4llu %10.0f %10.0f %8.0f %8.0f %6.0f %9.1f\n", s->name().c_str(),
+                s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
+                static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(), s->frames_out.Value(),
+                s->errors.Value(), s->restarts.Value(), s->stale_dropped.Value(),
+                wall > 0 ? s->frames_out.Value() / wall : 0.0);
+    auto err = s->last_error();
+    if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
+      std::printf("%-18s last error: %s\n", "", err.c_str());
+  }
+  // Throughput: what the sinks took in.
+  double sink_in = 0;
+  for (auto& s : slots) {
+    auto* st = p.find(s->stage);
+    if (st && st->downstream.empty()) sink_in += s->frames_in.Value();
+  }
+  std::printf("sinks took %.0f frames: %.1f frames/s\n", sink_in, wall > 0 ? sink_in / wall : 0.0);
+  std::fflush(stdout);
+}
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      o += buf;
+      continue;
+    }
+    o += c;
+  }
+  return o;
+}
+
+void write_report(const std::string& path, const plan& p, const slot_table& slots, double wall, bool ok,
+                  const std::string& reason) {
+  std::ofstream out(path);
+  out << "{\"pipeline\":\"" << json_escape(p.name) << "\",\"ok\":" << (ok ? "true" : "false") << ",\"reason\":\""
+      << json_escape(reason) << "\",\"wall_seconds\":" << wall << ",\"instances\":[";
+  for (size_t i = 0; i < slots.size(); ++i) {
+    auto& s = *slots[i];
+    out << (i ? "," : "") << "{\"stage\":\"" << json_escape(s.stage) << "\",\"replica\":" << s.replica
+        << ",\"plugin\":\"" << json_escape(s.plugin) << "\",\"mode\":\"" << to_string(s.mode) << "\",\"state\":\""
+        << to_string(s.state.load()) << "\",\"failure\":\"" << to_string(s.failure.load())
+        << "\",\"quarantined\":" << (s.quarantined.load() ? "true" : "false")
+        << ",\"generation\":" << s.generation.load() << ",\"frames_in\":" << s.frames_in.Value()
+        << ",\"frames_out\":" << s.frames_out.Value() << ",\"bytes_in\":" << s.bytes_in.Value()
+        << ",\"bytes_out\":" << s.bytes_out.Value() << ",\"errors\":" << s.errors.Value()
+        << ",\"restarts\":" << s.restarts.Value() << ",\"stale_dropped\":" << s.stale_dropped.Value()
+        << ",\"last_error\":\"" << json_escape(s.last_error()) << "\"}";
+  }
+  out << "]}\n";
+}
+
+}  // namespace
+
+int run(const common_options& common, const run_options& opts) {
+  auto lp = load(common, opts.pipeline);
+  if (!lp) {
+    std::fprintf(stderr, "troupe: %s\n", describe(lp.error()).c_str());
+    return 1;
+  }
+  auto plan = lp->plan;
+  auto cores = std::max(2u, std::thread::hardware_concurrency());
+
+  metrics m;
+  auto slots = make_slots(*plan, m);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!opts.metrics_address.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(opts.metrics_address, 1);
+      exposer->RegisterCollectable(m.registry());
+      spdlog::info("serving metrics on http://{}/metrics", opts.metrics_address);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "troupe: --metrics %s: cannot listen: %s\n", opts.metrics_address.c_str(), e.what());
+      return 1;
+    }
+  }
+
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  bool ok = false, finished = false;
+  pipeline_outcome outcome;
+  double wall = 0;
+  {
+    caf::actor_system sys{cfg};
+    executor ex(cores);
+    caf::scoped_actor self{sys};
+    manager_setup ms;
+    ms.plan = plan;
+    ms.slots = slots;
+    ms.libraries = lp->libraries;
+    ms.executor = &ex;
+    ms.listener = self;
+    auto start = clock::now();
+    auto manager = spawn_manager(sys, std::move(ms));
+
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    bool live = opts.progress && isatty(STDOUT_FILENO);
+    bool drawn = false, stop_sent = false, stopped = false;
+    rate_tracker rt;
+    auto next_draw = clock::now();
+    while (!stopped) {
+      self->receive(
+          [&](completed_atom, pipeline_outcome& o) {
+            outcome = std::move(o);
+            finished = outcome.ok;
+            if (!stop_sent) self->send(manager, stop_atom::value);
+            stop_sent = true;
+          },
+          [&](stopped_atom) { stopped = true; },
+          caf::after(std::chrono::milliseconds(100)) >> [] {});
+      auto now = clock::now();
+      double elapsed = std::chrono::duration<double>(now - start).count();
+      if (!stop_sent && interrupted.load() != 0) {
+        outcome = {false, "interrupted by signal " + std::to_string(interrupted.load())};
+        self->send(manager, stop_atom::value);
+        stop_sent = true;
+      }
+      if (!stop_sent && opts.timeout_s > 0 && elapsed > opts.timeout_s) {
+        outcome = {false, "timed out after " + std::to_string(opts.timeout_s) + " s (--timeout)"};
+        self->send(manager, stop_atom::value);
+        stop_sent = true;
+      }
+      if (live && now >= next_draw) {
+        print_progress(slots, rt, elapsed, drawn);
+        drawn = true;
+        next_draw = now + std::chrono::milliseconds(500);
+      }
+    }
+    wall = std::chrono::duration<double>(clock::now() - start).count();
+    if (live) print_progress(slots, rt, wall, drawn);
+    ok = finished;
+    for (auto& s : slots)
+      if (s->quarantined.load() || s->failure.load() == failure_class::teardown_failed) ok = false;
+    if (finished && !ok && outcome.reason.empty()) outcome.reason = "an instance failed to stop cleanly";
+  }
+  outcome.ok = ok;
+  print_summary(*plan, slots, wall, outcome, finished);
+  if (!opts.report_path.empty()) write_report(opts.report_path, *plan, slots, wall, ok, outcome.reason);
+  return ok ? 0 : 1;
+}
+
+}  // namespace troupe::cli
