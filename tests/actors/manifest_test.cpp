@@ -1,0 +1,167 @@
+#include "test_util.hpp"
+
+#include <catalog.hpp>
+#include <manifest.hpp>
+#include <plugin_library.hpp>
+
+using namespace troupe;
+using troupe::test::temp_dir;
+using ::testing::HasSubstr;
+
+namespace {
+
+const char* good_manifest = R"(name: demo
+version: 1.2.3
+abi: 1
+description: A demo.
+capabilities: [filter]
+dependencies:
+  - {name: base, version: ">=1.0.0 <2.0.0"}
+config:
+  radius: {type: int, default: 2, min: 0, max: 32}
+  gain: {type: float, default: 0.5, min: 0, max: 1}
+  label: {type: string, default: hello}
+  on: {type: bool, default: true}
+  shape: {type: enum, values: [box, disc], default: box}
+mode: isolated
+resources: {memory_mb: 128, deadline_ms: 250, network: false}
+)";
+
+}  // namespace
+
+TEST(manifest, reads_every_field) {
+  temp_dir d;
+  auto m = load_manifest(d.write("demo/plugin.yaml", good_manifest));
+  ASSERT_OK(m);
+  EXPECT_EQ(m->name, "demo");
+  EXPECT_EQ(m->version.to_string(), "1.2.3");
+  EXPECT_EQ(m->mode, exec_mode::isolated);
+  EXPECT_EQ(m->resources.memory_mb, 128u);
+  EXPECT_EQ(m->resources.deadline_ms, 250u);
+  ASSERT_EQ(m->config.size(), 5u);
+  EXPECT_EQ(m->config[4].values, (std::vector<std::string>{"box", "disc"}));
+  ASSERT_EQ(m->dependencies.size(), 1u);
+  EXPECT_TRUE(m->dependencies[0].range.contains(*version::parse("1.9.0")));
+  EXPECT_FALSE(m->dependencies[0].range.contains(*version::parse("2.0.0")));
+  EXPECT_EQ(m->library, (d.path() / "demo" / "libtroupe_demo.so").string());
+}
+
+TEST(manifest, unknown_field_type_names_file_line_and_field) {
+  temp_dir d;
+  auto path = d.write("p/plugin.yaml", "name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  size: {type: integr, default: 1}\n");
+  auto m = load_manifest(path);
+  ASSERT_FALSE(m);
+  auto text = describe(m.error());
+  EXPECT_THAT(text, HasSubstr(path + ":5"));
+  EXPECT_THAT(text, HasSubstr("config field 'size'"));
+  EXPECT_THAT(text, HasSubstr("unknown type 'integr'"));
+}
+
+TEST(manifest, unknown_key_and_bad_values_are_refused) {
+  temp_dir d;
+  struct {
+    const char* yaml;
+    const char* expect;
+  } cases[] = {
+      {"name: x\nversion: 1.0.0\nabi: 1\ncolour: red\n", "unknown field 'colour'"},
+      {"name: x\nversion: one\nabi: 1\n", "field 'version'"},
+      {"name: x\nversion: 1.0.0\nabi: 7\n", "declares ABI 7"},
+      {"version: 1.0.0\nabi: 1\n", "missing required field 'name'"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  n: {type: int, default: 50, max: 10}\n", "above the maximum 10"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  e: {type: enum, default: a}\n", "needs 'values'"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nmode: remote\n", "expected embedded or isolated"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nresources: {deadline_ms: soon}\n", "resources.deadline_ms"},
+      {"name: x\nversion: 1.0.0\nabi: 1\ndependencies: [{name: y, version: \"about 2\"}]\n", "not understood"},
+      {"name: [x\n", "not valid YAML"},
+  };
+  for (auto& c : cases) {
+    auto path = d.write("bad.yaml", c.yaml);
+    auto m = load_manifest(path);
+    ASSERT_FALSE(m) << c.yaml;
+    EXPECT_THAT(describe(m.error()), HasSubstr(path)) << c.yaml;
+    EXPECT_THAT(describe(m.error()), HasSubstr(c.expect)) << c.yaml;
+  }
+}
+
+TEST(config, defaults_filled_and_values_checked) {
+  temp_dir d;
+  auto m = load_manifest(d.write("demo/plugin.yaml", good_manifest));
+  ASSERT_OK(m);
+  auto ok = validate_config(*m, {{"radius", "7", 3}, {"shape", "disc", 4}}, "p.yaml");
+  ASSERT_OK(ok);
+  EXPECT_EQ(*ok, (config_values{{"radius", "7"}, {"gain", "0.5"}, {"label", "hello"}, {"on", "true"}, {"shape", "disc"}}));
+
+  auto out_of_range = validate_config(*m, {{"radius", "40", 9}}, "p.yaml");
+  ASSERT_FALSE(out_of_range);
+  auto text = describe(out_of_range.error());
+  EXPECT_THAT(text, HasSubstr("p.yaml:9"));
+  EXPECT_THAT(text, HasSubstr("config field 'radius'"));
+  EXPECT_THAT(text, HasSubstr("above the maximum 32"));
+
+  auto bad_enum = validate_config(*m, {{"shape", "star", 2}}, "p.yaml");
+  ASSERT_FALSE(bad_enum);
+  EXPECT_THAT(describe(bad_enum.error()), HasSubstr("not one of: box, disc"));
+  auto unknown = validate_config(*m, {{"radiu", "1", 5}}, "p.yaml");
+  ASSERT_FALSE(unknown);
+  EXPECT_THAT(describe(unknown.error()), HasSubstr("'radiu' is not in the schema of plugin 'demo'"));
+  auto not_int = validate_config(*m, {{"radius", "2.5", 5}}, "p.yaml");
+  ASSERT_FALSE(not_int);
+  EXPECT_THAT(describe(not_int.error()), HasSubstr("not an integer"));
+}
+
+TEST(catalog, local_plugin_shadows_global_and_broken_manifest_is_reported) {
+  temp_dir local, global;
+  local.write("demo/plugin.yaml", "name: demo\nversion: 2.0.0\nabi: 1\n");
+  global.write("demo/plugin.yaml", "name: demo\nversion: 1.0.0\nabi: 1\n");
+  global.write("other/plugin.yaml", "name: other\nversion: 1.0.0\nabi: 1\n");
+  global.write("broken/plugin.yaml", "name: broken\nversion: 1.0.0\nabi: 1\nbogus: 1\n");
+  auto c = catalog::discover({local.path().string(), global.path().string()});
+  auto demo = c.lookup("demo");
+  ASSERT_OK(demo);
+  EXPECT_EQ((*demo)->version.to_string(), "2.0.0");
+  ASSERT_EQ(c.entries().size(), 2u);
+  EXPECT_EQ(c.entries()[0].shadowed.size(), 1u);
+  ASSERT_EQ(c.problems().size(), 1u);
+  EXPECT_THAT(c.problems()[0].message, HasSubstr("unknown field 'bogus'"));
+  auto missing = c.lookup("nope");
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(describe(missing.error()), HasSubstr("plugin 'nope' not found"));
+}
+
+TEST(plugin_library, wrong_library_or_name_is_refused_with_the_file) {
+  temp_dir d;
+  // A file that is not a shared library.
+  d.write("fake/libtroupe_fake.so", "not an ELF file");
+  auto m = load_manifest(d.write("fake/plugin.yaml", "name: fake\nversion: 1.0.0\nabi: 1\n"));
+  ASSERT_OK(m);
+  auto lib = plugin_library::open(*m);
+  ASSERT_FALSE(lib);
+  EXPECT_THAT(describe(lib.error()), HasSubstr("libtroupe_fake.so: cannot load"));
+
+  // A real plugin library under a manifest that claims another name.
+  auto m2 = load_manifest(d.write("liar/plugin.yaml", "name: liar\nversion: 1.0.0\nabi: 1\nlibrary: " +
+                                                          troupe::test::plugin_dir() + "/passthrough/libtroupe_passthrough.so\n"));
+  ASSERT_OK(m2);
+  auto lib2 = plugin_library::open(*m2);
+  ASSERT_FALSE(lib2);
+  EXPECT_THAT(describe(lib2.error()), HasSubstr("calls itself 'passthrough', the manifest says 'liar'"));
+
+  // A real shared library without the entry symbol.
+  auto m3 = load_manifest(d.write("nosym/plugin.yaml", "name: nosym\nversion: 1.0.0\nabi: 1\nlibrary: " +
+                                                           std::string(TROUPE_NO_ENTRY_LIBRARY) + "\n"));
+  ASSERT_OK(m3);
+  auto lib3 = plugin_library::open(*m3);
+  ASSERT_FALSE(lib3);
+  EXPECT_THAT(describe(lib3.error()), HasSubstr("missing symbol 'troupe_plugin_entry'"));
+}
+
+TEST(plugin_library, wrong_abi_version_is_refused) {
+  temp_dir d;
+  auto m = load_manifest(d.write("w/plugin.yaml", "name: wrongabi\nversion: 1.0.0\nabi: 1\nlibrary: " +
+                                                       std::string(TROUPE_WRONG_ABI_LIBRARY) + "\n"));
+  ASSERT_OK(m);
+  auto lib = plugin_library::open(*m);
+  ASSERT_FALSE(lib);
+  EXPECT_THAT(describe(lib.error()), HasSubstr("library speaks ABI 99, this host speaks ABI 1"));
+  EXPECT_THAT(describe(lib.error()), HasSubstr(m->path));
+}

@@ -1,0 +1,114 @@
+// Runs a pipeline in-process for tests: real plugins, real actors, real executor.
+#pragma once
+
+#include "test_util.hpp"
+
+#include <catalog.hpp>
+#include <executor.hpp>
+#include <manager.hpp>
+#include <messages.hpp>
+#include <pipeline.hpp>
+#include <stats.hpp>
+
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace troupe::test {
+
+inline caf::actor_system_config& test_config() {
+  static caf::actor_system_config cfg = [] {
+    caf::actor_system_config c;
+    c.set("scheduler.max-threads", size_t{2});
+    c.set("logger.verbosity", caf::atom("quiet"));
+    return c;
+  }();
+  return cfg;
+}
+
+/// Plans a pipeline written as YAML (paths like {dir} are replaced by the temp dir).
+inline expected<std::shared_ptr<const plan>> plan_yaml(const temp_dir& dir, std::string yaml) {
+  for (size_t p; (p = yaml.find("{dir}")) != std::string::npos;) yaml.replace(p, 5, dir.path().string());
+  auto path = dir.write("pipeline.yaml", yaml);
+  auto spec = load_pipeline(path);
+  if (!spec) return spec.error();
+  auto cat = catalog::discover({plugin_dir()});
+  auto p = plan_pipeline(*spec, cat);
+  if (!p) return p.error();
+  return std::make_shared<const plan>(std::move(*p));
+}
+
+struct run_result {
+  bool completed = false;  // the manager reported an outcome before the deadline
+  pipeline_outcome outcome;
+  bool stopped = false;
+  slot_table slots;
+  std::shared_ptr<metrics> m;
+  const slot_stats& slot(const std::string& stage, uint32_t replica = 0) const {
+    for (auto& s : slots)
+      if (s->stage == stage && s->replica == replica) return *s;
+    throw std::runtime_error("no slot " + stage);
+  }
+};
+
+/// Runs until the pipeline completes (or `limit` passes), then stops it. `while_running`
+/// is polled every 20 ms with the slots until it returns false.
+inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::seconds limit = std::chrono::seconds(30),
+                               std::function<bool(const slot_table&)> while_running = {},
+                               std::function<void()> before_stop = {}) {
+  run_result r;
+  r.m = std::make_shared<metrics>();
+  r.slots = make_slots(*p, *r.m);
+  caf::actor_system sys{test_config()};
+  {
+    executor ex(2);
+    caf::scoped_actor self{sys};
+    manager_setup ms;
+    ms.plan = p;
+    ms.slots = r.slots;
+    auto libs = load_libraries(*p);
+    if (!libs) throw std::runtime_error(describe(libs.error()));
+    ms.libraries = *libs;
+    ms.executor = &ex;
+    ms.listener = self;
+    auto mgr = spawn_manager(sys, std::move(ms));
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    bool polling = static_cast<bool>(while_running);
+    while (!r.completed && std::chrono::steady_clock::now() < deadline) {
+      self->receive([&](completed_atom, pipeline_outcome& o) { r.outcome = o, r.completed = true; },
+                    caf::after(std::chrono::milliseconds(20)) >> [] {});
+      if (polling) polling = while_running(r.slots);
+    }
+    if (before_stop) before_stop();
+    self->send(mgr, stop_atom::value);
+    self->receive_while([&] { return !r.stopped; })(
+        [&](stopped_atom) { r.stopped = true; }, [&](completed_atom, pipeline_outcome&) {},
+        caf::after(std::chrono::seconds(10)) >> [&] { r.stopped = true; });
+  }
+  return r;
+}
+
+/// Reads "key value" pairs of the checksum plugin's summary line that starts with `first`.
+inline std::map<std::string, std::string> checksum_line(const std::string& path, const std::string& first) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(first, 0) != 0) continue;
+    std::istringstream words(line);
+    std::map<std::string, std::string> kv;
+    std::string k, v;
+    if (first == "total") words >> k;  // "total frames N bytes B duplicates D"
+    while (words >> k >> v) kv[k] = v;
+    return kv;
+  }
+  return {};
+}
+
+}  // namespace troupe::test

@@ -1,0 +1,145 @@
+#include "test_util.hpp"
+
+#include <catalog.hpp>
+#include <pipeline.hpp>
+
+using namespace troupe;
+using troupe::test::temp_dir;
+using ::testing::HasSubstr;
+
+namespace {
+
+// A catalog of fake manifests: planning needs manifests, not libraries.
+struct fixture {
+  temp_dir plugins;
+  temp_dir files;
+  catalog cat;
+  fixture() {
+    plugins.write("src/plugin.yaml", "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
+                                     "config:\n  count: {type: int, default: 10, min: 1}\n");
+    plugins.write("filt/plugin.yaml", "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n");
+    plugins.write("sink/plugin.yaml", "name: sink\nversion: 1.0.0\nabi: 1\ncapabilities: [sink]\n");
+    plugins.write("needy/plugin.yaml", "name: needy\nversion: 1.0.0\nabi: 1\n"
+                                       "dependencies: [{name: helper, version: \"^2.0\"}]\n");
+    plugins.write("helper/plugin.yaml", "name: helper\nversion: 1.5.0\nabi: 1\n");
+    cat = catalog::discover({plugins.path().string()});
+  }
+  expected<plan> make(const std::string& yaml, std::string* path_out = nullptr) {
+    auto path = files.write("pipeline.yaml", yaml);
+    if (path_out) *path_out = path;
+    auto spec = load_pipeline(path);
+    if (!spec) return spec.error();
+    return plan_pipeline(*spec, cat);
+  }
+};
+
+std::vector<std::string> order(const plan& p) {
+  std::vector<std::string> names;
+  for (auto i : p.start_order) names.push_back(p.stages[i].spec.name);
+  return names;
+}
+
+}  // namespace
+
+TEST(pipeline, starts_consumers_before_producers) {
+  fixture f;
+  auto p = f.make(R"(pipeline: t
+window: 4
+stages:
+  - {name: a, plugin: src, config: {count: 3}}
+  - {name: b, plugin: filt, replicas: 2, routing: by_stream}
+  - {name: c, plugin: filt}
+  - {name: d, plugin: sink}
+edges:
+  - a -> b -> d
+  - a -> c -> d
+)");
+  ASSERT_OK(p);
+  EXPECT_EQ(p->window, 4u);
+  auto o = order(*p);
+  auto pos = [&](const std::string& n) { return std::find(o.begin(), o.end(), n) - o.begin(); };
+  EXPECT_LT(pos("d"), pos("b"));
+  EXPECT_LT(pos("d"), pos("c"));
+  EXPECT_LT(pos("b"), pos("a"));
+  EXPECT_LT(pos("c"), pos("a"));
+  EXPECT_EQ(p->stages[1].spec.replicas, 2u);
+  EXPECT_EQ(p->stages[1].spec.routing, route_policy::by_stream);
+  EXPECT_EQ(p->stages[0].config, (config_values{{"count", "3"}}));
+}
+
+TEST(pipeline, cycle_is_named) {
+  fixture f;
+  auto p = f.make(R"(stages:
+  - {name: a, plugin: src}
+  - {name: b, plugin: filt}
+  - {name: c, plugin: filt}
+edges: ["a -> b", "b -> c", "c -> b"]
+)");
+  ASSERT_FALSE(p);
+  auto text = describe(p.error());
+  EXPECT_THAT(text, HasSubstr("cycle"));
+  EXPECT_THAT(text, HasSubstr("'b' (plugin filt)"));
+  EXPECT_THAT(text, HasSubstr("'c' (plugin filt)"));
+}
+
+TEST(pipeline, manifest_dependency_orders_and_missing_dependency_is_named) {
+  fixture f;
+  auto ok = f.make(R"(stages:
+  - {name: s, plugin: src}
+  - {name: n, plugin: needy}
+  - {name: h, plugin: helper}
+  - {name: k, plugin: sink}
+edges: ["s -> n -> k", "s -> h -> k"]
+)");
+  // helper 1.5.0 is outside ^2.0: the dependency is missing.
+  ASSERT_FALSE(ok);
+  auto text = describe(ok.error());
+  EXPECT_THAT(text, HasSubstr("plugin 'needy' depends on plugin 'helper' ^2.0"));
+  EXPECT_THAT(text, HasSubstr("stage 'h' runs version 1.5.0"));
+
+  fixture g;
+  g.plugins.write("needy/plugin.yaml", "name: needy\nversion: 1.0.0\nabi: 1\n"
+                                       "dependencies: [{name: helper, version: \">=1.0 <2.0\"}]\n");
+  g.cat = catalog::discover({g.plugins.path().string()});
+  auto p = g.make(R"(stages:
+  - {name: s, plugin: src}
+  - {name: n, plugin: needy}
+  - {name: h, plugin: helper}
+  - {name: k, plugin: sink}
+edges: ["s -> n -> k", "s -> h -> k"]
+)");
+  ASSERT_OK(p);
+  auto o = order(*p);
+  EXPECT_LT(std::find(o.begin(), o.end(), "h"), std::find(o.begin(), o.end(), "n"));
+}
+
+TEST(pipeline, errors_name_file_line_and_field) {
+  fixture f;
+  struct {
+    const char* yaml;
+    int line;
+    const char* expect;
+  } cases[] = {
+      {"stages:\n  - {name: a, plugin: src, replicas: 0}\n", 2, "'replicas': expected 1 to 1024"},
+      {"stages:\n  - {name: a, plugin: src, colour: red}\n", 2, "unknown field 'colour'"},
+      {"stages:\n  - {name: a, plugin: nope}\n", 2, "plugin 'nope' not found"},
+      {"stages:\n  - {name: a, plugin: src}\n  - {name: a, plugin: sink}\n", 3, "used twice"},
+      {"stages:\n  - {name: a, plugin: src}\nedges: [\"a -> zz\"]\n", 3, "no stage named 'zz'"},
+      {"stages:\n  - {name: a, plugin: src,\n     config: {count: 0}}\n", 3, "config field 'count' (int) of plugin 'src': 0 is below the minimum 1"},
+      {"stages:\n  - {name: a, plugin: filt}\n", 2, "is not a source"},
+      {"stages:\n  - {name: a, plugin: src, routing: random}\n", 2, "expected round_robin, least_loaded or by_stream"},
+      {"stages:\n  - {name: a, plugin: src}\nrestart: {max_restarts: -1}\n", 3, "restart.max_restarts"},
+      {"stages:\n  - {name: a, plugin: src}\nedges: [\"a - b\"]\n", 3, "expected \"from -> to\""},
+  };
+  for (auto& c : cases) {
+    std::string path;
+    auto p = f.make(c.yaml, &path);
+    ASSERT_FALSE(p) << c.yaml;
+    auto text = describe(p.error());
+    EXPECT_THAT(text, HasSubstr(path + ":" + std::to_string(c.line))) << c.yaml;
+    EXPECT_THAT(text, HasSubstr(c.expect)) << c.yaml;
+  }
+  auto missing = f.make("window: 3\n");
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(describe(missing.error()), HasSubstr("field 'stages'"));
+}

@@ -1,0 +1,114 @@
+// The router's policies, credit window and resend of unacknowledged frames.
+#include "pipeline_runner.hpp"
+
+#include <router.hpp>
+
+#include <map>
+#include <set>
+
+using namespace troupe;
+using namespace troupe::test;
+
+namespace {
+
+struct sent_log {
+  std::vector<std::pair<caf::actor, uint64_t>> sends;  // (receiver, seq)
+  size_t count_to(const caf::actor& a) const {
+    return std::count_if(sends.begin(), sends.end(), [&](auto& s) { return s.first == a; });
+  }
+};
+
+frame make(uint64_t stream, uint64_t seq) {
+  frame f;
+  f.stream = stream;
+  f.seq = seq;
+  return f;
+}
+
+struct fixture {
+  caf::actor_system sys{test_config()};
+  caf::scoped_actor a{sys}, b{sys}, c{sys};
+  sent_log log;
+  router make_router(uint32_t window) {
+    return router(window, [this](const caf::actor& to, frame&& f) { log.sends.emplace_back(to, f.seq); });
+  }
+  route_table table(route_policy p, std::vector<caf::actor> rs) {
+    route_table t;
+    t.edges.push_back(edge_route{7, p, rs, std::vector<uint64_t>(rs.size(), 1)});
+    return t;
+  }
+};
+
+}  // namespace
+
+TEST(router, window_bounds_frames_in_flight_per_receiver) {
+  fixture fx;
+  auto r = fx.make_router(3);
+  r.set_routes(fx.table(route_policy::round_robin, {fx.a}));
+  for (uint64_t i = 0; i < 10; ++i) r.route(make(0, i));
+  EXPECT_EQ(fx.log.sends.size(), 3u);
+  EXPECT_TRUE(r.blocked());
+  EXPECT_EQ(r.in_flight(), 3u);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 2);
+  EXPECT_EQ(fx.log.sends.size(), 5u);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 3);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 3);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 3);
+  EXPECT_EQ(fx.log.sends.size(), 10u);
+  EXPECT_FALSE(r.blocked());
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 1);
+  EXPECT_TRUE(r.idle());
+}
+
+TEST(router, round_robin_spreads_and_by_stream_keeps_a_stream_on_one_receiver) {
+  fixture fx;
+  auto r = fx.make_router(100);
+  r.set_routes(fx.table(route_policy::round_robin, {fx.a, fx.b}));
+  for (uint64_t i = 0; i < 10; ++i) r.route(make(i, 0));
+  EXPECT_EQ(fx.log.count_to(fx.a), 5u);
+  EXPECT_EQ(fx.log.count_to(fx.b), 5u);
+
+  fixture fy;
+  auto s = fy.make_router(100);
+  s.set_routes(fy.table(route_policy::by_stream, {fy.a, fy.b}));
+  std::map<uint64_t, std::set<caf::actor_addr>> receivers_of_stream;
+  for (uint64_t seq = 0; seq < 5; ++seq)
+    for (uint64_t stream = 0; stream < 4; ++stream) s.route(make(stream, seq));
+  ASSERT_EQ(fy.log.sends.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) receivers_of_stream[i % 4].insert(fy.log.sends[i].first.address());
+  for (auto& [stream, rs] : receivers_of_stream) EXPECT_EQ(rs.size(), 1u) << "stream " << stream;
+}
+
+TEST(router, least_loaded_prefers_the_receiver_with_fewer_in_flight) {
+  fixture fx;
+  auto r = fx.make_router(100);
+  r.set_routes(fx.table(route_policy::least_loaded, {fx.a, fx.b}));
+  r.route(make(0, 0));
+  r.route(make(0, 1));
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 1);  // a: 0 in flight, b: 1
+  r.route(make(0, 2));
+  EXPECT_EQ(fx.log.sends.back().first, fx.a);
+}
+
+TEST(router, replaced_receiver_gets_its_unacked_frames_again_in_order) {
+  fixture fx;
+  auto r = fx.make_router(4);
+  r.set_routes(fx.table(route_policy::round_robin, {fx.a}));
+  for (uint64_t i = 0; i < 6; ++i) r.route(make(0, i));
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 1);  // seq 0 done; 1..4 in flight, 5 pending
+  fx.log.sends.clear();
+  r.set_routes(fx.table(route_policy::round_robin, {fx.c}));  // a's successor
+  ASSERT_EQ(fx.log.sends.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(fx.log.sends[i].first, fx.c);
+    EXPECT_EQ(fx.log.sends[i].second, i + 1);
+  }
+  // An ack from the replaced receiver changes nothing.
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 4);
+  EXPECT_EQ(r.in_flight(), 4u);
+  auto carry = r.take_carry();
+  ASSERT_EQ(carry.per_stage.size(), 1u);
+  // Only what was never sent goes to a successor: 1..4 are in c's hands.
+  EXPECT_EQ(carry.per_stage[0].second.size(), 1u);
+  EXPECT_EQ(carry.per_stage[0].second.back().seq, 5u);
+}

@@ -1,0 +1,183 @@
+// The runtime end to end: real plugin libraries, real actors, real faults.
+#include "pipeline_runner.hpp"
+
+#include <thread>
+
+using namespace troupe;
+using namespace troupe::test;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+namespace {
+
+// testsrc -> faulty -> checksum, with the faulty config and restart policy given.
+std::string faulty_chain(const std::string& faulty_config, const std::string& extra_stage_fields = "",
+                         int count = 20, int streams = 1) {
+  return "pipeline: faulty\n"
+         "restart: {max_restarts: 10, period_s: 60, backoff_initial_ms: 5, backoff_max_ms: 20}\n"
+         "stages:\n"
+         "  - {name: src, plugin: testsrc, config: {width: 16, height: 8, count: " + std::to_string(count) +
+         ", streams: " + std::to_string(streams) + "}}\n"
+         "  - {name: f, plugin: faulty, config: {" + faulty_config + "}" + extra_stage_fields + "}\n"
+         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+         "edges: [\"src -> f -> sink\"]\n";
+}
+
+}  // namespace
+
+TEST(runtime, chain_of_example_plugins_finishes_and_counts_every_frame) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: demo
+stages:
+  - {name: src, plugin: testsrc, config: {width: 64, height: 48, count: 25, streams: 2}}
+  - {name: inv, plugin: invert}
+  - {name: blur, plugin: blur, config: {radius: 1}, replicas: 2, routing: by_stream}
+  - {name: mark, plugin: watermark}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> inv -> blur -> mark -> sink"]
+)");
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_TRUE(r.stopped);
+  EXPECT_EQ(r.slot("src").frames_out.Value(), 50);
+  EXPECT_EQ(r.slot("blur", 0).frames_in.Value() + r.slot("blur", 1).frames_in.Value(), 50);
+  EXPECT_EQ(r.slot("sink").frames_in.Value(), 50);
+  EXPECT_EQ(r.slot("sink").bytes_in.Value(), 50 * 64 * 48 * 3);
+  for (auto& s : r.slots) {
+    EXPECT_EQ(s->state.load(), instance_state::stopped) << s->name();
+    EXPECT_EQ(s->generation.load(), 1u) << s->name();
+  }
+  auto total = checksum_line((d.path() / "sum.txt").string(), "total");
+  EXPECT_EQ(total["frames"], "50");
+  EXPECT_EQ(total["duplicates"], "0");
+}
+
+TEST(runtime, start_failed_is_retried_then_quarantined) {
+  temp_dir d;
+  auto p = plan_yaml(d, faulty_chain("fail_start: true", ", restart: {max_restarts: 2, backoff_initial_ms: 5, backoff_max_ms: 10}"));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p, 20s);
+  ASSERT_TRUE(r.completed);
+  EXPECT_FALSE(r.outcome.ok);
+  EXPECT_THAT(r.outcome.reason, HasSubstr("stage 'f'"));
+  auto& f = r.slot("f");
+  EXPECT_TRUE(f.quarantined.load());
+  EXPECT_EQ(f.failure.load(), failure_class::start_failed);
+  EXPECT_EQ(f.restarts.Value(), 2);
+  EXPECT_EQ(f.generation.load(), 3u);
+  EXPECT_THAT(f.last_error(), HasSubstr("configured to fail start"));
+}
+
+TEST(runtime, fatal_error_is_lost_restarted_with_new_generation_and_loses_no_frame) {
+  temp_dir d;
+  // Each generation fails on the 5th frame it sees; the failed frame is sent again to the next.
+  auto p = plan_yaml(d, faulty_chain("action: fatal, every: 5"));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.restarts.Value(), 4);  // frames 4, 8, 12, 16 each cost one generation
+  EXPECT_EQ(f.generation.load(), 5u);
+  EXPECT_EQ(f.failure.load(), failure_class::none);  // the current generation is healthy
+  auto total = checksum_line((d.path() / "sum.txt").string(), "total");
+  EXPECT_EQ(total["frames"], "20");
+  EXPECT_EQ(total["duplicates"], "0");
+}
+
+TEST(runtime, exception_escaping_the_plugin_is_lost) {
+  temp_dir d;
+  auto p = plan_yaml(d, faulty_chain("action: throw, every: 7"));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_EQ(r.slot("f").restarts.Value(), 3);  // frames 6, 12, 18
+  auto total = checksum_line((d.path() / "sum.txt").string(), "total");
+  EXPECT_EQ(total["frames"], "20");
+}
+
+TEST(runtime, plugin_error_fails_one_frame_and_the_instance_goes_on) {
+  temp_dir d;
+  auto p = plan_yaml(d, faulty_chain("action: error, on_seq: 3", "", 10, 2));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.errors.Value(), 2);  // seq 3 of each stream
+  EXPECT_EQ(f.restarts.Value(), 0);
+  EXPECT_EQ(f.frames_in.Value(), 20);
+  EXPECT_EQ(f.frames_out.Value(), 18);
+  EXPECT_EQ(r.slot("sink").frames_in.Value(), 18);
+}
+
+TEST(runtime, lost_on_every_frame_is_quarantined_with_last_error) {
+  temp_dir d;
+  auto p = plan_yaml(d, faulty_chain("action: fatal, every: 1", ", restart: {max_restarts: 3, backoff_initial_ms: 5, backoff_max_ms: 10}"));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_FALSE(r.outcome.ok);
+  auto& f = r.slot("f");
+  EXPECT_TRUE(f.quarantined.load());
+  EXPECT_EQ(f.failure.load(), failure_class::lost);
+  EXPECT_EQ(f.restarts.Value(), 3);
+  EXPECT_EQ(f.generation.load(), 4u);
+  EXPECT_THAT(f.last_error(), HasSubstr("faulty"));
+}
+
+TEST(runtime, call_past_deadline_is_lost_and_its_late_outputs_are_dropped_as_stale) {
+  temp_dir d;
+  // Each generation hangs 800 ms on its 3rd frame; the deadline is 150 ms.
+  auto p = plan_yaml(d, faulty_chain("action: hang, every: 3, hang_ms: 800", ", deadline_ms: 150", 6));
+  ASSERT_OK(p);
+  const slot_stats* f = nullptr;
+  auto r = run_pipeline(*p, 30s, {}, [&] {});
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  f = &r.slot("f");
+  EXPECT_EQ(f->restarts.Value(), 2);  // frames 2 and 4
+  EXPECT_EQ(f->generation.load(), 3u);
+  EXPECT_THAT(f->last_error(), HasSubstr("deadline of 150 ms"));
+  // The hung calls return later, each with one output stamped with a superseded generation.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (f->stale_dropped.Value() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(f->stale_dropped.Value(), 2);
+  auto total = checksum_line((d.path() / "sum.txt").string(), "total");
+  EXPECT_EQ(total["frames"], "6");
+  EXPECT_EQ(total["duplicates"], "0");
+}
+
+TEST(runtime, hung_plugin_does_not_stall_another_stage) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: two
+stages:
+  - {name: src_a, plugin: testsrc, config: {width: 8, height: 8, count: 3}}
+  - {name: hang, plugin: faulty, config: {action: hang, on_seq: 1, hang_ms: 3000}, deadline_ms: 20000}
+  - {name: sink_a, plugin: checksum, config: {output: "{dir}/a.txt"}}
+  - {name: src_b, plugin: testsrc, config: {width: 8, height: 8, count: 100}}
+  - {name: pass, plugin: passthrough, replicas: 2}
+  - {name: sink_b, plugin: checksum, config: {output: "{dir}/b.txt"}}
+edges: ["src_a -> hang -> sink_a", "src_b -> pass -> sink_b"]
+)");
+  ASSERT_OK(p);
+  double hang_in_when_b_finished = -1;
+  auto r = run_pipeline(*p, 30s, [&](const slot_table& slots) {
+    for (auto& s : slots)
+      if (s->stage == "sink_b" && s->finished.load()) {
+        for (auto& h : slots)
+          if (h->stage == "hang") hang_in_when_b_finished = h->frames_in.Value();
+        return false;
+      }
+    return true;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  // sink_b had all 100 frames while the hung call on frame 1 had not returned yet.
+  EXPECT_EQ(hang_in_when_b_finished, 1);
+  EXPECT_EQ(r.slot("sink_b").frames_in.Value(), 100);
+  EXPECT_EQ(r.slot("sink_a").frames_in.Value(), 3);
+}

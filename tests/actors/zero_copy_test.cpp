@@ -1,0 +1,71 @@
+// A frame crosses two local stages without its payload being copied.
+#include "pipeline_runner.hpp"
+
+#include <instance.hpp>
+
+using namespace troupe;
+using namespace troupe::test;
+using namespace std::chrono_literals;
+
+TEST(zero_copy, payload_address_is_the_same_after_two_stages) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(stages:
+  - {name: src, plugin: testsrc}
+  - {name: p1, plugin: passthrough}
+  - {name: p2, plugin: passthrough}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> p1 -> p2 -> sink"]
+)");
+  ASSERT_OK(p);
+  auto libs = load_libraries(**p);
+  ASSERT_OK(libs);
+  metrics m;
+  auto slots = make_slots(**p, m);
+  caf::actor_system sys{test_config()};
+  executor ex(2);
+  caf::scoped_actor self{sys};
+  // p2 sends to this test actor in place of the sink; p1 sends to p2.
+  auto spawn = [&](size_t stage, const caf::actor& next, size_t next_stage) {
+    instance_setup s;
+    s.slot = stage;
+    s.stage = stage;
+    s.plan = *p;
+    s.stats = slots[stage];
+    s.library = (*libs)[stage];
+    s.executor = &ex;
+    s.manager = self;
+    s.routes.edges.push_back(edge_route{next_stage, route_policy::round_robin, {next}, {1}});
+    auto a = spawn_instance(sys, std::move(s));
+    self->send(a, start_atom::value);
+    return a;
+  };
+  auto p2 = spawn(2, self, 3);
+  auto p1 = spawn(1, p2, 2);
+  int running = 0;
+  self->receive_for(running, 4)([&](report_atom, instance_report&) {});  // started, running x2
+
+  auto payload = buffer::allocate(6 * 1024 * 1024);
+  std::fill(payload->data(), payload->data() + payload->size(), 7);
+  frame f;
+  f.stream = 1;
+  f.seq = 42;
+  f.type = "video/rgb24";
+  f.payload = payload;
+  f.data = payload->data();
+  f.size = payload->size();
+  self->send(p1, frame_atom::value, f);
+  bool got = false;
+  self->receive([&](frame_atom, const frame& out) {
+    got = true;
+    EXPECT_EQ(out.data, payload->data());
+    EXPECT_EQ(out.payload.get(), payload.get());
+    EXPECT_EQ(out.size, payload->size());
+    EXPECT_EQ(out.seq, 42u);
+    EXPECT_EQ(out.generation, 1u);
+  }, caf::after(10s) >> [] {});
+  EXPECT_TRUE(got);
+  // Three holders at most: the test, p1's unacked copy and p2's unacked copy. No copy of bytes.
+  EXPECT_EQ(slots[1]->bytes_out.Value(), 6 * 1024 * 1024);
+  self->send_exit(p1, caf::exit_reason::user_shutdown);
+  self->send_exit(p2, caf::exit_reason::user_shutdown);
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The troupe command as a user runs it: plugins, validate, run (exit status, summary, report).
+# Usage: cli_test.sh TROUPE_BINARY PLUGIN_DIR
+set -uo pipefail
+troupe="$1"
+export TROUPE_PLUGIN_PATH="$2"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+passed=0
+failed=0
+check() {  # check NAME CONDITION-COMMAND...
+  local name="$1"; shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
+}
+contains() { grep -qF -- "$2" <<<"$1"; }
+
+out=$("$troupe" plugins 2>&1)
+for p in testsrc passthrough invert blur watermark detect checksum faulty; do
+  check "plugins lists $p" contains "$out" "$p"
+done
+
+cat > good.yaml <<'Y'
+pipeline: tiny
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 12, streams: 3}}
+  - {name: det, plugin: detect, config: {cell: 8}}
+  - {name: sink, plugin: checksum, config: {output: sum.txt}}
+edges: ["src -> det -> sink"]
+Y
+out=$("$troupe" validate good.yaml 2>&1); rc=$?
+check "validate accepts a good pipeline" test $rc -eq 0
+check "validate prints the start order" contains "$out" "start order: sink, det, src"
+
+cat > bad.yaml <<'Y'
+pipeline: bad
+stages:
+  - {name: src, plugin: testsrc}
+  - name: blur
+    plugin: blur
+    config: {radius: 99}
+  - {name: sink, plugin: checksum}
+edges: ["src -> blur -> sink"]
+Y
+out=$("$troupe" validate bad.yaml 2>&1); rc=$?
+check "validate refuses a config out of range" test $rc -ne 0
+check "the error names file, line and field" contains "$out" "bad.yaml:6: config field 'radius'"
+
+out=$("$troupe" run good.yaml --no-progress --report report.json 2>&1); rc=$?
+check "run exits 0 on a clean finish" test $rc -eq 0
+check "run prints a summary" contains "$out" "pipeline 'tiny' finished"
+check "the summary counts the sink's frames" contains "$out" "sinks took 36 frames"
+check "the checksum plugin wrote its summary" grep -q "total frames 36" sum.txt
+check "the JSON report says ok" grep -q '"ok":true' report.json
+
+cat > failing.yaml <<'Y'
+pipeline: failing
+restart: {max_restarts: 1, backoff_initial_ms: 5, backoff_max_ms: 5}
+stages:
+  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 5}}
+  - {name: f, plugin: faulty, config: {fail_start: true}}
+  - {name: sink, plugin: checksum, config: {output: f.txt}}
+edges: ["src -> f -> sink"]
+Y
+out=$("$troupe" run failing.yaml --no-progress 2>&1); rc=$?
+check "run exits non-zero when a stage is quarantined" test $rc -ne 0
+check "the summary says why" contains "$out" "quarantined"
+check "the summary shows start_failed" contains "$out" "configured to fail start"
+
+out=$("$troupe" --log-level nonsense run good.yaml 2>&1); rc=$?
+check "an unknown log level is refused" test $rc -eq 2
+out=$("$troupe" run --help 2>&1)
+check "run --help describes --metrics" contains "$out" "--metrics"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
