@@ -1,0 +1,187 @@
+// Frames/s through a chain of three local pass-through plugin instances (the real instance
+// actors, executor, router, credits and acknowledgements), next to a bare CAF chain of
+// three forwarding actors carrying the same reference-counted payload, in the same run.
+// Prints figures; asserts nothing. Usage: chain_bench [frames_small] [frames_large]
+#include <catalog.hpp>
+#include <executor.hpp>
+#include <instance.hpp>
+#include <manager.hpp>
+#include <messages.hpp>
+#include <pipeline.hpp>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+using namespace troupe;
+
+namespace {
+
+using done_atom = caf::atom_constant<caf::atom("benchdone")>;
+using go_atom = caf::atom_constant<caf::atom("go")>;
+
+struct payload_ref {
+  std::shared_ptr<const buffer> bytes;
+};
+
+}  // namespace
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(payload_ref)
+
+namespace {
+
+// -- bare CAF -------------------------------------------------------------------------------
+
+caf::behavior forwarder(caf::event_based_actor* self, caf::actor next) {
+  return {[=](const payload_ref& p) { self->send(next, p); }};
+}
+
+caf::behavior counting_sink(caf::event_based_actor* self, uint64_t expected, caf::actor report) {
+  auto count = std::make_shared<uint64_t>(0);
+  return {[=](const payload_ref&) {
+    if (++*count == expected) self->send(report, done_atom::value);
+  }};
+}
+
+double bare_chain(caf::actor_system& sys, const std::shared_ptr<const buffer>& payload, uint64_t n) {
+  caf::scoped_actor self{sys};
+  auto sink = sys.spawn(counting_sink, n, caf::actor(self));
+  auto a3 = sys.spawn(forwarder, sink);
+  auto a2 = sys.spawn(forwarder, a3);
+  auto a1 = sys.spawn(forwarder, a2);
+  auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t i = 0; i < n; ++i) self->send(a1, payload_ref{payload});
+  self->receive([](done_atom) {});
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& a : {a1, a2, a3, sink}) self->send_exit(a, caf::exit_reason::user_shutdown);
+  return n / s;
+}
+
+// -- Troupe ---------------------------------------------------------------------------------
+
+// Feeds the first instance as an upstream stage would: at most `window` unacknowledged.
+caf::behavior feeder(caf::event_based_actor* self, caf::actor first, std::shared_ptr<const buffer> payload,
+                     uint64_t n, uint32_t window) {
+  auto sent = std::make_shared<uint64_t>(0);
+  auto send_one = [=] {
+    frame f;
+    f.stream = 0;
+    f.seq = (*sent)++;
+    f.type = "bytes";
+    f.payload = payload;
+    f.data = payload->data();
+    f.size = payload->size();
+    self->send(first, frame_atom::value, std::move(f));
+  };
+  return {
+      [=](go_atom) {
+        for (uint32_t i = 0; i < window && *sent < n; ++i) send_one();
+      },
+      [=](ack_atom, uint32_t k) {
+        for (uint32_t i = 0; i < k && *sent < n; ++i) send_one();
+      },
+  };
+}
+
+// Takes frames like a sink stage: counts and acknowledges them.
+caf::behavior acking_sink(caf::event_based_actor* self, uint64_t expected, caf::actor report) {
+  auto count = std::make_shared<uint64_t>(0);
+  return {[=](frame_atom, const frame&) {
+    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, uint32_t{1});
+    if (++*count == expected) self->send(report, done_atom::value);
+  }};
+}
+
+double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p,
+                    const std::vector<std::shared_ptr<plugin_library>>& libs, executor& ex,
+                    const std::shared_ptr<const buffer>& payload, uint64_t n) {
+  metrics m;
+  auto slots = make_slots(*p, m);
+  caf::scoped_actor self{sys};
+  auto sink = sys.spawn(acking_sink, n, caf::actor(self));
+  // Stages: 0 source (driven by the feeder instead), 1..3 pass-through, 4 sink.
+  caf::actor next = sink;
+  std::vector<caf::actor> instances;
+  for (size_t stage = 3; stage >= 1; --stage) {
+    instance_setup s;
+    s.slot = stage;
+    s.stage = stage;
+    s.plan = p;
+    s.stats = slots[stage];
+    s.library = libs[stage];
+    s.executor = &ex;
+    s.manager = self;
+    s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}});
+    next = spawn_instance(sys, std::move(s));
+    self->send(next, start_atom::value);
+    instances.push_back(next);
+  }
+  int reports = 0;
+  self->receive_for(reports, 6)([](report_atom, instance_report&) {});  // started + running, x3
+  auto feed = sys.spawn(feeder, next, payload, n, p->window);
+  auto t0 = std::chrono::steady_clock::now();
+  self->send(feed, go_atom::value);
+  self->receive([](done_atom) {});
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& a : instances) self->send_exit(a, caf::exit_reason::user_shutdown);
+  self->send_exit(sink, caf::exit_reason::user_shutdown);
+  self->send_exit(feed, caf::exit_reason::user_shutdown);
+  return n / s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t n_small = argc > 1 ? std::stoull(argv[1]) : 200000;
+  uint64_t n_large = argc > 2 ? std::stoull(argv[2]) : 20000;
+  spdlog::set_level(spdlog::level::warn);
+  auto dir = std::filesystem::temp_directory_path() / "troupe-bench";
+  std::filesystem::create_directories(dir);
+  auto path = (dir / "chain.yaml").string();
+  std::ofstream(path) << "pipeline: bench\nwindow: 64\nstages:\n"
+                         "  - {name: src, plugin: testsrc}\n  - {name: p1, plugin: passthrough}\n"
+                         "  - {name: p2, plugin: passthrough}\n  - {name: p3, plugin: passthrough}\n"
+                         "  - {name: sink, plugin: checksum, config: {output: /dev/null}}\n"
+                         "edges: [\"src -> p1 -> p2 -> p3 -> sink\"]\n";
+  auto spec = load_pipeline(path);
+  auto cat = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});
+  auto planned = spec ? plan_pipeline(*spec, cat) : expected<plan>(spec.error());
+  if (!planned) {
+    std::fprintf(stderr, "chain_bench: %s\n", describe(planned.error()).c_str());
+    return 1;
+  }
+  auto p = std::make_shared<const plan>(std::move(*planned));
+  auto libs = load_libraries(*p);
+  if (!libs) {
+    std::fprintf(stderr, "chain_bench: %s\n", describe(libs.error()).c_str());
+    return 1;
+  }
+  auto cores = std::max(2u, std::thread::hardware_concurrency());
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  caf::actor_system sys{cfg};
+  executor ex(cores);
+
+  std::printf("3-stage local chain, %u cores, window %u, median of 3 runs\n", cores, p->window);
+  std::printf("%-8s %14s %14s %8s\n", "payload", "bare CAF fr/s", "troupe fr/s", "ratio");
+  for (auto [label, size, n] : {std::tuple{"64 B", size_t{64}, n_small}, std::tuple{"6 MB", size_t{6} << 20, n_large}}) {
+    auto buf = buffer::allocate(size);
+    std::fill(buf->data(), buf->data() + size, uint8_t{1});
+    std::shared_ptr<const buffer> payload = buf;
+    std::vector<double> bare, ours;
+    for (int run = 0; run < 3; ++run) {
+      bare.push_back(bare_chain(sys, payload, n));
+      ours.push_back(troupe_chain(sys, p, *libs, ex, payload, n));
+    }
+    std::sort(bare.begin(), bare.end());
+    std::sort(ours.begin(), ours.end());
+    std::printf("%-8s %14.0f %14.0f %7.1f%%\n", label, bare[1], ours[1], 100 * ours[1] / bare[1]);
+  }
+  return 0;
+}
