@@ -54,6 +54,7 @@ struct executor_core : std::enable_shared_from_this<executor_core> {
       auto j = std::move(queue.front().first);
       queue.pop_front();
       w.busy_ = true;
+      w.busy_since_ = clock::now();
       lock.unlock();
       j(w);
       j = nullptr;  // release what the job captured before taking the lock again
@@ -91,9 +92,11 @@ struct executor_core : std::enable_shared_from_this<executor_core> {
           if (stopping) return;
         }
       }
-      // Jobs waiting while every thread is busy: a plugin is blocking; add a thread.
-      bool all_busy = std::all_of(workers.begin(), workers.end(), [](auto& w) { return w->busy_; });
-      if (!queue.empty() && all_busy && now - queue.front().second > starved_after &&
+      // Jobs waiting while every thread has been on one job for a while: plugins are
+      // blocking or slow; add a thread. Quick jobs that merely queue up do not count.
+      bool all_stuck = std::all_of(workers.begin(), workers.end(),
+                                   [&](auto& w) { return w->busy_ && now - w->busy_since_ > starved_after; });
+      if (!queue.empty() && all_stuck && now - queue.front().second > starved_after &&
           workers.size() < max_threads)
         spawn_locked();
       // Retire one extra thread idle for a while.

@@ -47,6 +47,7 @@ class executor {
     std::atomic<bool> abandoned_{false};
     std::function<void()> on_overrun_;  // guarded by the core's mutex
     clock::time_point idle_since_ = clock::now();
+    clock::time_point busy_since_;  // start of the current job
     bool busy_ = false;
     bool retired_ = false;
   };

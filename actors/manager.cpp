@@ -183,16 +183,17 @@ class manager_actor : public caf::event_based_actor {
         continue_stop();
         return;
       case instance_state::failed:
-        sl.running = false;
         st.set_error(r.error);
         if (phase_ == phase::stopping || phase_ == phase::stopped || r.failure == failure_class::teardown_failed) {
+          sl.running = false;
           sl.done = true;
           continue_stop();
           return;
         }
         sl.carry = std::move(r.carry);
-        publish_routes(sl.stage);
         on_failure(r.slot, r.error);
+        sl.running = false;
+        publish_routes(sl.stage);
         return;
       default:
         return;
@@ -216,9 +217,9 @@ class manager_actor : public caf::event_based_actor {
         stats(i).set_state(instance_state::failed);
         stats(i).failure.store(failure_class::lost);
         stats(i).set_error(why);
+        on_failure(i, why);
         sl.running = false;
         publish_routes(sl.stage);
-        on_failure(i, why);
       }
       return;
     }
@@ -228,9 +229,11 @@ class manager_actor : public caf::event_based_actor {
     auto& sl = slots_[i];
     auto& policy = stage_of(i).spec.restart;
     auto now = clock::now();
-    if (sl.running_since != clock::time_point{} &&
-        now - sl.running_since >= std::chrono::duration<double>(policy.stable_after_s))
-      sl.consecutive = 0;  // it had run stably: start the backoff over
+    if (sl.running && now - sl.running_since >= std::chrono::duration<double>(policy.stable_after_s)) {
+      // It had run stably: earlier failures no longer count, and the backoff starts over.
+      sl.consecutive = 0;
+      sl.restarts.clear();
+    }
     while (!sl.restarts.empty() && now - sl.restarts.front() > std::chrono::duration<double>(policy.period_s))
       sl.restarts.pop_front();
     if (sl.restarts.size() >= policy.max_restarts) {

@@ -1,6 +1,7 @@
 // The runtime end to end: real plugin libraries, real actors, real faults.
 #include "pipeline_runner.hpp"
 
+#include <fstream>
 #include <thread>
 
 using namespace troupe;
@@ -180,4 +181,73 @@ edges: ["src_a -> hang -> sink_a", "src_b -> pass -> sink_b"]
   EXPECT_EQ(hang_in_when_b_finished, 1);
   EXPECT_EQ(r.slot("sink_b").frames_in.Value(), 100);
   EXPECT_EQ(r.slot("sink_a").frames_in.Value(), 3);
+}
+
+namespace {
+// Threads of this process, from /proc/self/status.
+int os_threads() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  return -1;
+}
+
+// Each generation fails on its 4th frame; frames come at 50/s, so a generation lives
+// about 60 ms. stable_after_s decides whether that counts as a stable run.
+std::string paced_failures(const std::string& stable_after_s) {
+  return "pipeline: paced\n"
+         "stages:\n"
+         "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 16, rate: 50}}\n"
+         "  - {name: f, plugin: faulty, config: {action: fatal, every: 4},\n"
+         "     restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 1, backoff_max_ms: 2, stable_after_s: " +
+         stable_after_s + "}}\n"
+         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+         "edges: [\"src -> f -> sink\"]\n";
+}
+}  // namespace
+
+TEST(runtime, restart_count_resets_after_a_stable_run) {
+  temp_dir d;
+  auto stable = plan_yaml(d, paced_failures("0.02"));
+  ASSERT_OK(stable);
+  auto r = run_pipeline(*stable);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_GT(r.slot("f").restarts.Value(), 2);  // more than max_restarts, none quarantined
+  EXPECT_FALSE(r.slot("f").quarantined.load());
+  EXPECT_EQ(checksum_line((d.path() / "sum.txt").string(), "total")["frames"], "16");
+
+  temp_dir e;
+  auto unstable = plan_yaml(e, paced_failures("30"));
+  ASSERT_OK(unstable);
+  auto q = run_pipeline(*unstable);
+  ASSERT_TRUE(q.completed);
+  EXPECT_FALSE(q.outcome.ok);
+  EXPECT_EQ(q.slot("f").restarts.Value(), 2);
+  EXPECT_TRUE(q.slot("f").quarantined.load());
+}
+
+TEST(runtime, a_thousand_idle_instances_cost_no_threads) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: wide
+stages:
+  - {name: src, plugin: testsrc, config: {width: 4, height: 4, count: 50, rate: 200}}
+  - {name: pass, plugin: passthrough, replicas: 1000}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> pass -> sink"]
+)");
+  ASSERT_OK(p);
+  int before = os_threads();
+  int most = 0;
+  auto r = run_pipeline(*p, 60s, [&](const slot_table&) {
+    most = std::max(most, os_threads());
+    return true;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_EQ(r.slot("sink").frames_in.Value(), 50);
+  // 1002 instances, almost all idle at any time: the threads are CAF's scheduler and the
+  // executor's, not one per instance.
+  EXPECT_LT(most - before, 24) << "threads before " << before << ", at most " << most;
 }
