@@ -7,6 +7,7 @@ int main(int argc, char** argv) {
   using namespace troupe::cli;
   CLI::App app{"Troupe: an actor-based plugin runtime. Runs pipelines of plugin instances under supervision."};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand
   common_options common;
   app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();

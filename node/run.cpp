@@ -31,8 +31,13 @@ void on_signal(int sig) { interrupted.store(sig); }
 
 using clock = std::chrono::steady_clock;
 
+// Frames a slot has taken (or, for a source, made): what its rate is measured in.
+double throughput_count(const slot_stats& s) {
+  return s.frames_in.Value() > 0 ? s.frames_in.Value() : s.frames_out.Value();
+}
+
 struct rate_tracker {
-  std::map<const slot_stats*, double> last_out;
+  std::map<const slot_stats*, double> last_count;
   clock::time_point last = clock::now();
 };
 
@@ -51,11 +56,12 @@ void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, b
   rt.last = now;
   if (redraw) std::printf("\x1b[%zuA", slots.size() + 1);
   std::printf("\x1b[K%8.1fs  %-18s %-12s %4s %10s %10s %9s %8s\n", elapsed, "INSTANCE", "STATE", "GEN",
-              "IN", "OUT", "OUT/s", "RESTARTS");
+              "IN", "OUT", "FRAMES/s", "RESTARTS");
   for (auto& s : slots) {
+    double count = throughput_count(*s);
+    double rate = dt > 0 ? (count - rt.last_count[s.get()]) / dt : 0;
+    rt.last_count[s.get()] = count;
     double out = s->frames_out.Value();
-    double rate = dt > 0 ? (out - rt.last_out[s.get()]) / dt : 0;
-    rt.last_out[s.get()] = out;
     std::printf("\x1b[K          %-18s %-12s %4llu %10.0f %10.0f %9.1f %8.0f\n", s->name().c_str(),
                 state_text(*s).c_str(), static_cast<unsigned long long>(s->generation.load()),
                 s->frames_in.Value(), out, rate, s->restarts.Value());
@@ -69,13 +75,13 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const pi
               outcome.ok && finished ? "finished" : "FAILED", wall, outcome.reason.empty() ? "" : ": ",
               outcome.reason.c_str());
   std::printf("%-18s %-12s %-9s %-13s %4s %10s %10s %8s %8s %6s %9s\n", "INSTANCE", "PLUGIN", "MODE", "STATE", "GEN",
-              "FRAMES IN", "FRAMES OUT", "ERRORS", "RESTARTS", "STALE", "OUT/s");
+              "FRAMES IN", "FRAMES OUT", "ERRORS", "RESTARTS", "STALE", "FRAMES/s");
   for (auto& s : slots) {
     std::printf("%-18s %-12s %-9s %-13s %4llu %10.0f %10.0f %8.0f %8.0f %6.0f %9.1f\n", s->name().c_str(),
                 s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
                 static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(), s->frames_out.Value(),
                 s->errors.Value(), s->restarts.Value(), s->stale_dropped.Value(),
-                wall > 0 ? s->frames_out.Value() / wall : 0.0);
+                wall > 0 ? throughput_count(*s) / wall : 0.0);
     auto err = s->last_error();
     if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
       std::printf("%-18s last error: %s\n", "", err.c_str());

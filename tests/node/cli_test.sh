@@ -84,6 +84,9 @@ check "every frame reached the sink once" grep -q "total frames 6 bytes 1152 dup
 check "the lost calls were restarts" grep -q '"stage":"f","replica":0,"plugin":"faulty","mode":"embedded","state":"stopped","failure":"none","quarantined":false,"generation":3' hang.json
 check "the log names the deadline" contains "$out" "deadline of 200 ms"
 
+out=$("$troupe" run good.yaml --no-progress --log-level warn 2>&1); rc=$?
+check "global options may follow the subcommand" test $rc -eq 0
+check "--log-level warn hides info lines" test "$(grep -c ' info ' <<<"$out")" -eq 0
 out=$("$troupe" --log-level nonsense run good.yaml 2>&1); rc=$?
 check "an unknown log level is refused" test $rc -eq 2
 out=$("$troupe" run --help 2>&1)
