@@ -1,6 +1,7 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
 // exception, abort, a segfault, exit, a hang or a slow call, on one sequence number or on
-// every Nth frame this instance processes; or it fails create, start or stop. For tests.
+// every Nth frame this instance processes; or it fails create, start or stop, or takes its
+// time to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <chrono>
@@ -21,6 +22,7 @@ class faulty : public troupe::plugin {
         every_(ctx.config.get_int("every", 0)),
         hang_ms_(ctx.config.get_int("hang_ms", 3600000)),
         slow_ms_(ctx.config.get_int("slow_ms", 50)),
+        stop_ms_(ctx.config.get_int("stop_ms", 0)),
         fail_start_(ctx.config.get_bool("fail_start")),
         fail_stop_(ctx.config.get_bool("fail_stop")) {
     if (ctx.config.get_bool("fail_create")) throw troupe::fatal_error("faulty: configured to fail create");
@@ -31,6 +33,7 @@ class faulty : public troupe::plugin {
   }
 
   void stop() override {
+    if (stop_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(stop_ms_));
     if (fail_stop_) throw troupe::fatal_error("faulty: configured to fail stop");
   }
 
@@ -59,7 +62,7 @@ class faulty : public troupe::plugin {
   }
 
   const std::string action_;
-  const int64_t on_seq_, every_, hang_ms_, slow_ms_;
+  const int64_t on_seq_, every_, hang_ms_, slow_ms_, stop_ms_;
   const bool fail_start_, fail_stop_;
   int64_t seen_ = 0;
 };

@@ -18,6 +18,7 @@ class testsrc : public troupe::plugin {
         rate_(ctx.config.get_double("rate", 0)),
         count_(ctx.config.get_int("count", 100)),
         streams_(std::max<int64_t>(1, ctx.config.get_int("streams", 1))),
+        first_stream_(ctx.config.get_int("first_stream", 0)),
         width_text_(std::to_string(width_)),
         height_text_(std::to_string(height_)) {
     if (width_ <= 0 || height_ <= 0) throw troupe::fatal_error("testsrc: width and height must be positive");
@@ -33,7 +34,7 @@ class testsrc : public troupe::plugin {
       due = std::min<int64_t>(total, static_cast<int64_t>(elapsed * rate_ + 1) * streams_);
     }
     for (int emitted = 0; next_ < due && emitted < max_per_call; ++emitted, ++next_)
-      emit_frame(static_cast<uint64_t>(next_ % streams_), static_cast<uint64_t>(next_ / streams_));
+      emit_frame(static_cast<uint64_t>(first_stream_ + next_ % streams_), static_cast<uint64_t>(next_ / streams_));
     return next_ < total;
   }
 
@@ -72,7 +73,7 @@ class testsrc : public troupe::plugin {
 
   const int64_t width_, height_;
   const double rate_;
-  const int64_t count_, streams_;
+  const int64_t count_, streams_, first_stream_;
   const std::string width_text_, height_text_;
   std::chrono::steady_clock::time_point started_;
   int64_t next_ = 0;  // frames emitted across all streams

@@ -59,10 +59,11 @@ struct run_result {
 };
 
 /// Runs until the pipeline completes (or `limit` passes), then stops it. `while_running`
-/// is polled every 20 ms with the slots until it returns false.
+/// is polled every 20 ms with the slots until it returns false; `while_stopping` every
+/// 2 ms until the manager has stopped.
 inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::seconds limit = std::chrono::seconds(30),
                                std::function<bool(const slot_table&)> while_running = {},
-                               std::function<void()> before_stop = {}) {
+                               std::function<void(const slot_table&)> while_stopping = {}) {
   run_result r;
   r.m = std::make_shared<metrics>();
   r.slots = make_slots(*p, *r.m);
@@ -86,11 +87,14 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
                     caf::after(std::chrono::milliseconds(20)) >> [] {});
       if (polling) polling = while_running(r.slots);
     }
-    if (before_stop) before_stop();
     self->send(mgr, stop_atom::value);
-    self->receive_while([&] { return !r.stopped; })(
-        [&](stopped_atom) { r.stopped = true; }, [&](completed_atom, pipeline_outcome&) {},
-        caf::after(std::chrono::seconds(10)) >> [&] { r.stopped = true; });
+    auto stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    bool waiting = true;
+    while (waiting && std::chrono::steady_clock::now() < stop_deadline) {
+      self->receive([&](stopped_atom) { r.stopped = true, waiting = false; }, [&](completed_atom, pipeline_outcome&) {},
+                    caf::after(std::chrono::milliseconds(2)) >> [] {});
+      if (while_stopping) while_stopping(r.slots);
+    }
   }
   return r;
 }

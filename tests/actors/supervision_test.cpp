@@ -136,7 +136,7 @@ TEST(runtime, call_past_deadline_is_lost_and_its_late_outputs_are_dropped_as_sta
   auto p = plan_yaml(d, faulty_chain("action: hang, every: 3, hang_ms: 800", ", deadline_ms: 150", 6));
   ASSERT_OK(p);
   const slot_stats* f = nullptr;
-  auto r = run_pipeline(*p, 30s, {}, [&] {});
+  auto r = run_pipeline(*p, 30s);
   ASSERT_TRUE(r.completed);
   EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
   f = &r.slot("f");
@@ -250,4 +250,72 @@ edges: ["src -> pass -> sink"]
   // 1002 instances, almost all idle at any time: the threads are CAF's scheduler and the
   // executor's, not one per instance.
   EXPECT_LT(most - before, 24) << "threads before " << before << ", at most " << most;
+}
+
+TEST(runtime, teardown_failed_is_reported_and_fails_the_run) {
+  temp_dir d;
+  auto p = plan_yaml(d, faulty_chain("fail_stop: true", "", 5));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok);  // every frame went through; only the stop failed
+  EXPECT_TRUE(r.stopped);
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.state.load(), instance_state::failed);
+  EXPECT_EQ(f.failure.load(), failure_class::teardown_failed);
+  EXPECT_THAT(f.last_error(), HasSubstr("configured to fail stop"));
+  EXPECT_EQ(r.slot("sink").state.load(), instance_state::stopped);  // the others still stop
+}
+
+TEST(runtime, stages_stop_in_reverse_start_order) {
+  temp_dir d;
+  // f takes 300 ms to stop: while it is stopping, the source before it must be stopped
+  // and the sink after it still running.
+  auto p = plan_yaml(d, faulty_chain("stop_ms: 300", "", 3));
+  ASSERT_OK(p);
+  int observed = 0;
+  bool in_order = true;
+  auto r = run_pipeline(*p, 30s, {}, [&](const slot_table& slots) {
+    auto state = [&](const char* stage) {
+      for (auto& s : slots)
+        if (s->stage == stage) return s->state.load();
+      return instance_state::loaded;
+    };
+    if (state("f") != instance_state::stopping) return;
+    ++observed;
+    in_order = in_order && state("src") == instance_state::stopped && state("sink") == instance_state::running;
+  });
+  ASSERT_TRUE(r.stopped);
+  EXPECT_GT(observed, 10);
+  EXPECT_TRUE(in_order);
+  for (auto& s : r.slots) EXPECT_EQ(s->state.load(), instance_state::stopped) << s->name();
+}
+
+TEST(runtime, fan_in_and_fan_out) {
+  temp_dir d;
+  // Two sources merge into one stage, which feeds two branches: pixels and detections.
+  auto p = plan_yaml(d, R"(pipeline: fan
+stages:
+  - {name: a, plugin: testsrc, config: {width: 64, height: 64, count: 10, streams: 2}}
+  - {name: b, plugin: testsrc, config: {width: 64, height: 64, count: 10, first_stream: 10}}
+  - {name: mix, plugin: passthrough, replicas: 2, routing: least_loaded}
+  - {name: inv, plugin: invert}
+  - {name: det, plugin: detect, config: {cell: 4}}
+  - {name: pixels, plugin: checksum, config: {output: "{dir}/pixels.txt"}}
+  - {name: meta, plugin: checksum, config: {output: "{dir}/meta.txt"}}
+edges: ["a -> mix", "b -> mix", "mix -> inv -> pixels", "mix -> det -> meta"]
+)");
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_EQ(r.slot("mix", 0).frames_in.Value() + r.slot("mix", 1).frames_in.Value(), 30);
+  auto pixels = checksum_line((d.path() / "pixels.txt").string(), "total");
+  EXPECT_EQ(pixels["frames"], "30");
+  EXPECT_EQ(pixels["bytes"], std::to_string(30 * 64 * 64 * 3));
+  EXPECT_EQ(pixels["duplicates"], "0");
+  EXPECT_EQ(checksum_line((d.path() / "pixels.txt").string(), "stream 10")["frames"], "10");
+  auto meta = checksum_line((d.path() / "meta.txt").string(), "total");
+  EXPECT_EQ(meta["frames"], "30");
+  EXPECT_GT(r.slot("det").bytes_out.Value(), 0);  // testsrc's bright square is found
 }
