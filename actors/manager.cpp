@@ -62,6 +62,8 @@ class manager_actor : public caf::event_based_actor {
 
   caf::behavior make_behavior() override {
     set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
+    // An instance's exit arrives as a down message too; the link only matters the other way.
+    set_exit_handler([](caf::exit_msg&) {});
     start_next_stage();
     return {
         [this](report_atom, instance_report& r) { on_report(r); },
@@ -130,8 +132,10 @@ class manager_actor : public caf::event_based_actor {
     sl.carry = {};
     sl.actor = spawn_instance(system(), std::move(is));
     sl.running = false;
+    // Monitored for its exit, linked so that it does not outlive a manager that is killed.
     monitor(sl.actor);
-    send(sl.actor, start_atom::value);
+    link_to(sl.actor);
+    send<caf::message_priority::high>(sl.actor, start_atom::value);
   }
 
   void start_next_stage() {
@@ -154,7 +158,7 @@ class manager_actor : public caf::event_based_actor {
   void publish_routes(size_t stage) {
     for (auto u : s_.plan->stages[stage].upstream)
       for (auto i : stages_[u].slots)
-        if (slots_[i].actor) send(slots_[i].actor, routes_atom::value, routes_for(u));
+        if (slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, routes_atom::value, routes_for(u));
   }
 
   void on_report(instance_report& r) {
@@ -170,7 +174,7 @@ class manager_actor : public caf::event_based_actor {
         sl.running = true;
         sl.running_since = clock::now();
         publish_routes(sl.stage);
-        if (stages_[sl.stage].upstream_done) send(sl.actor, upstream_done_atom::value);
+        if (stages_[sl.stage].upstream_done) send<caf::message_priority::high>(sl.actor, upstream_done_atom::value);
         if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage &&
             stage_running(sl.stage)) {
           ++next_start_;
@@ -205,12 +209,12 @@ class manager_actor : public caf::event_based_actor {
       auto& sl = slots_[i];
       if (!sl.actor || sl.actor.address() != dm.source) continue;
       sl.actor = nullptr;
-      if (sl.done || sl.quarantined) return;
       if (phase_ == phase::stopping || phase_ == phase::stopped) {
         sl.done = true;
         continue_stop();
         return;
       }
+      if (sl.done || sl.quarantined) return;
       // Gone without a failure report (a report always precedes a planned exit).
       if (stats(i).state.load() != instance_state::failed) {
         auto why = "instance actor exited: " + caf::to_string(dm.reason);
@@ -292,7 +296,7 @@ class manager_actor : public caf::event_based_actor {
       if (!all) continue;
       stages_[d].upstream_done = true;
       for (auto j : stages_[d].slots)
-        if (slots_[j].running) send(slots_[j].actor, upstream_done_atom::value);
+        if (slots_[j].running) send<caf::message_priority::high>(slots_[j].actor, upstream_done_atom::value);
     }
     for (auto& st : stages_)
       if (!st.finished) return;
@@ -325,13 +329,13 @@ class manager_actor : public caf::event_based_actor {
       for (auto i : stages_[stage].slots) {
         auto& sl = slots_[i];
         if (sl.done) continue;
-        if (!sl.actor) {
+        if (!sl.actor || sl.quarantined) {  // nothing running there (a quarantined one is exiting)
           sl.done = true;
           continue;
         }
         if (!sl.stop_sent) {
           sl.stop_sent = true;
-          send(sl.actor, stop_atom::value);
+          send<caf::message_priority::high>(sl.actor, stop_atom::value);
         }
         waiting = true;
       }

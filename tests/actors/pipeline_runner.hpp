@@ -1,7 +1,7 @@
 // Runs a pipeline in-process for tests: real plugins, real actors, real executor.
 #pragma once
 
-#include "test_util.hpp"
+#include "../test_util.hpp"
 
 #include <catalog.hpp>
 #include <executor.hpp>
@@ -95,6 +95,10 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
                     caf::after(std::chrono::milliseconds(2)) >> [] {});
       if (while_stopping) while_stopping(r.slots);
     }
+    // A manager that did not stop is a failure the test reports; killing it (and, through
+    // their links, its instances) keeps the actor system from waiting on it forever.
+    EXPECT_TRUE(r.stopped) << "the manager did not stop within 10 s of (stop_atom)";
+    if (!r.stopped) self->send_exit(mgr, caf::exit_reason::kill);
   }
   return r;
 }
