@@ -55,12 +55,12 @@ void embedded_adapter::destroy() {
 
 call_result embedded_adapter::process(const frame* in, std::vector<frame>& out) {
   troupe_frame_view view{};
-  std::vector<troupe_kv> meta;
+  input_meta_.clear();  // keeps its capacity: no allocation per frame
   if (in != nullptr) {
-    meta.reserve(in->meta.size());
-    for (auto& [k, v] : in->meta) meta.push_back({k.c_str(), v.c_str()});
+    if (in->meta)
+      for (auto& [k, v] : *in->meta) input_meta_.push_back({k.c_str(), v.c_str()});
     view = troupe_frame_view{in->stream, in->seq, in->part, in->generation, in->timestamp_ns,
-                             in->type.c_str(), meta.data(), static_cast<uint32_t>(meta.size()),
+                             in->type.c_str(), input_meta_.data(), static_cast<uint32_t>(input_meta_.size()),
                              in->data, in->size};
   }
   input_ = in;
@@ -109,8 +109,20 @@ troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) {
   }
   f.generation = self.generation_;
   f.type = o->type != nullptr ? o->type : in->type;
-  f.meta.reserve(o->meta_count);
-  for (uint32_t i = 0; i < o->meta_count; ++i) f.meta.emplace_back(o->meta[i].key, o->meta[i].value);
+  if (o->meta_count > 0) {
+    // Metadata passed on unchanged (the same strings of the input) is shared, not copied.
+    bool same = in != nullptr && o->meta_count == self.input_meta_.size();
+    for (uint32_t i = 0; same && i < o->meta_count; ++i)
+      same = o->meta[i].key == self.input_meta_[i].key && o->meta[i].value == self.input_meta_[i].value;
+    if (same) {
+      f.meta = in->meta;
+    } else {
+      auto m = std::make_shared<metadata>();
+      m->reserve(o->meta_count);
+      for (uint32_t i = 0; i < o->meta_count; ++i) m->emplace_back(o->meta[i].key, o->meta[i].value);
+      f.meta = std::move(m);
+    }
+  }
   if (o->size > 0) {
     if (in != nullptr && in->payload && in->payload->contains(o->data, o->size)) {
       f.payload = in->payload;  // zero copy: a view of the input

@@ -60,6 +60,7 @@ class embedded_adapter {
   void* self_ = nullptr;
   // State of the call in progress.
   const frame* input_ = nullptr;
+  std::vector<troupe_kv> input_meta_;  // the input's metadata as the plugin sees it
   std::vector<frame>* out_ = nullptr;
   uint32_t parts_ = 0;
   std::vector<std::shared_ptr<buffer>> allocs_;

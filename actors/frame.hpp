@@ -38,9 +38,12 @@ class buffer {
   size_t size_;
 };
 
+/// A small, immutable metadata map; frames share it.
 using metadata = std::vector<std::pair<std::string, std::string>>;
+using metadata_ptr = std::shared_ptr<const metadata>;
 
-/// One unit of data moving through a pipeline. Copying a frame shares its payload.
+/// One unit of data moving through a pipeline. Copying a frame shares its payload and
+/// metadata: it allocates nothing.
 struct frame {
   uint64_t stream = 0;
   uint64_t seq = 0;
@@ -48,14 +51,15 @@ struct frame {
   uint64_t generation = 0;  // of the instance that emitted it
   int64_t timestamp_ns = 0;
   std::string type;
-  troupe::metadata meta;
+  metadata_ptr meta;  // may be null: no metadata
   std::shared_ptr<const buffer> payload;  // may be null for an empty payload
   const uint8_t* data = nullptr;          // view into payload
   size_t size = 0;
 
   /// Value of a metadata key, or nullptr.
   const std::string* find_meta(const std::string& key) const {
-    for (auto& [k, v] : meta)
+    if (!meta) return nullptr;
+    for (auto& [k, v] : *meta)
       if (k == key) return &v;
     return nullptr;
   }

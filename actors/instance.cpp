@@ -165,7 +165,7 @@ class instance_actor : public caf::event_based_actor {
       s_.stats->set_error(error);
     }
     instance_report r{s_.slot, s_.generation, st, fc, std::move(error), finished, std::move(carry)};
-    send(s_.manager, report_atom::value, std::move(r));
+    send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));
   }
 
   // Runs fn(worker, site, call id, self) on the executor; a call past the stage deadline
@@ -179,7 +179,7 @@ class instance_actor : public caf::event_based_actor {
     auto deadline = deadline_;
     s_.executor->submit([self, call, site, deadline, fn = std::move(fn)](executor::worker& w) mutable {
       w.on_overrun([self, call, site, deadline] {
-        caf::anon_send(self, lost_atom::value, call,
+        caf::anon_send<caf::message_priority::high>(self, lost_atom::value, call,
                        "call passed its deadline of " + std::to_string(deadline.count()) + " ms (stream " +
                            std::to_string(site->stream.load()) + " seq " + std::to_string(site->seq.load()) + ")");
       });
@@ -214,7 +214,7 @@ class instance_actor : public caf::event_based_actor {
           if (!r.ok()) r.error = "start failed: " + r.error;
         }
       }
-      caf::anon_send(self, call_kind_atom::value, call, call_kind::start, std::move(r));
+      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, call_kind::start, std::move(r));
     });
   }
 
@@ -235,7 +235,7 @@ class instance_actor : public caf::event_based_actor {
         r = guarded([&] { return adapter->stop(); });
         adapter->destroy();
       }
-      caf::anon_send(self, call_kind_atom::value, call, call_kind::stop, std::move(r));
+      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, call_kind::stop, std::move(r));
     });
   }
 
@@ -406,7 +406,7 @@ class instance_actor : public caf::event_based_actor {
         }
         return;
       }
-      caf::anon_send(self, batch_atom::value, call, std::move(b));
+      caf::anon_send<caf::message_priority::high>(self, batch_atom::value, call, std::move(b));
     });
   }
 
@@ -466,7 +466,7 @@ class instance_actor : public caf::event_based_actor {
         ++count;
         ++i;
       }
-      if (sender) send(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
+      if (sender) send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
     }
   }
 

@@ -3,18 +3,10 @@
 #include <troupe/plugin.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <string>
 #include <vector>
 
 namespace {
-
-int64_t meta_int(const troupe::frame_in& in, const char* key) {
-  auto v = in.meta(key);
-  int64_t x = -1;
-  std::from_chars(v.data(), v.data() + v.size(), x);
-  return x;
-}
 
 class blur : public troupe::plugin {
  public:
@@ -22,7 +14,7 @@ class blur : public troupe::plugin {
 
   void process(const troupe::frame_in& in) override {
     if (radius_ == 0) return forward(in);
-    const int64_t w = meta_int(in, "width"), h = meta_int(in, "height");
+    const int64_t w = in.meta_int("width"), h = in.meta_int("height");
     if (w <= 0 || h <= 0) throw troupe::frame_error("blur: frame has no valid width/height metadata");
     const size_t expected = static_cast<size_t>(w * h * 3);
     if (in.size() != expected)

@@ -4,17 +4,9 @@
 #include <troupe/plugin.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <string>
 
 namespace {
-
-int64_t meta_int(const troupe::frame_in& in, const char* key) {
-  auto v = in.meta(key);
-  int64_t x = -1;
-  std::from_chars(v.data(), v.data() + v.size(), x);
-  return x;
-}
 
 class detect : public troupe::plugin {
  public:
@@ -22,7 +14,7 @@ class detect : public troupe::plugin {
       : plugin(ctx), cell_(ctx.config.get_int("cell", 32)), threshold_(ctx.config.get_int("threshold", 200)) {}
 
   void process(const troupe::frame_in& in) override {
-    const int64_t w = meta_int(in, "width"), h = meta_int(in, "height");
+    const int64_t w = in.meta_int("width"), h = in.meta_int("height");
     if (w <= 0 || h <= 0 || in.size() != static_cast<size_t>(w * h * 3))
       throw troupe::frame_error("detect: expected an RGB24 frame with width/height metadata");
     boxes_.clear();

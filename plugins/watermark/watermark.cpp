@@ -4,18 +4,10 @@
 #include <troupe/plugin.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <string>
 
 namespace {
-
-int64_t meta_int(const troupe::frame_in& in, const char* key) {
-  auto v = in.meta(key);
-  int64_t x = -1;
-  std::from_chars(v.data(), v.data() + v.size(), x);
-  return x;
-}
 
 class watermark : public troupe::plugin {
  public:
@@ -29,7 +21,7 @@ class watermark : public troupe::plugin {
         opacity_(std::clamp(ctx.config.get_double("opacity", 0.5), 0.0, 1.0)) {}
 
   void process(const troupe::frame_in& in) override {
-    const int64_t w = meta_int(in, "width"), h = meta_int(in, "height");
+    const int64_t w = in.meta_int("width"), h = in.meta_int("height");
     if (w <= 0 || h <= 0 || in.size() != static_cast<size_t>(w * h * 3))
       throw troupe::frame_error("watermark: expected an RGB24 frame with width/height metadata");
     uint8_t* out = alloc(in.size());

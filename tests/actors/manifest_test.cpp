@@ -1,4 +1,4 @@
-#include "test_util.hpp"
+#include "../test_util.hpp"
 
 #include <catalog.hpp>
 #include <manifest.hpp>

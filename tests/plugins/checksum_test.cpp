@@ -5,8 +5,8 @@ using namespace troupe::test;
 using ::testing::HasSubstr;
 
 namespace {
-std::string run_checksum(const scratch_dir& d, const std::string& name, const std::vector<frame>& frames) {
-  auto out = (d.path / name).string();
+std::string run_checksum(const temp_dir& d, const std::string& name, const std::vector<frame>& frames) {
+  auto out = (d.path() / name).string();
   plugin_fixture p("checksum", {{"output", out}, {"frames_log", out + ".frames"}});
   EXPECT_TRUE(p.create_result.ok() && p.start().ok());
   for (auto& f : frames) {
@@ -19,7 +19,7 @@ std::string run_checksum(const scratch_dir& d, const std::string& name, const st
 }  // namespace
 
 TEST(checksum, summary_counts_per_stream_and_digest_ignores_order) {
-  scratch_dir d;
+  temp_dir d;
   std::vector<frame> frames;
   for (uint64_t s = 0; s < 2; ++s)
     for (uint64_t q = 0; q < 3; ++q)
@@ -32,7 +32,7 @@ TEST(checksum, summary_counts_per_stream_and_digest_ignores_order) {
   EXPECT_THAT(forward, HasSubstr("stream 1 frames 3 bytes 36 digest "));
   EXPECT_THAT(forward, HasSubstr("total frames 6 bytes 72 duplicates 0\n"));
   EXPECT_EQ(std::count(forward.begin(), forward.end(), '\n'), 3);
-  auto log = read_file(d.path / "a.txt.frames");
+  auto log = read_file(d.path() / "a.txt.frames");
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 6);
   // Different bytes, different digest.
   frames[0] = rgb_frame(2, 2, [](int, int, int) { return uint8_t(200); }, frames[0].stream, frames[0].seq);
@@ -40,7 +40,7 @@ TEST(checksum, summary_counts_per_stream_and_digest_ignores_order) {
 }
 
 TEST(checksum, a_frame_seen_twice_is_a_duplicate) {
-  scratch_dir d;
+  temp_dir d;
   auto f = rgb_frame(2, 2, [](int, int, int) { return uint8_t(1); }, 4, 7);
   auto text = run_checksum(d, "dup.txt", {f, f});
   EXPECT_THAT(text, HasSubstr("stream 4 frames 1 bytes 12"));

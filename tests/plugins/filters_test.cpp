@@ -15,6 +15,7 @@ TEST(passthrough, output_shares_the_input_payload) {
   EXPECT_EQ(p.outputs[0].stream, 3u);
   EXPECT_EQ(p.outputs[0].seq, 9u);
   EXPECT_EQ(p.outputs[0].generation, 1u);
+  EXPECT_EQ(p.outputs[0].meta.get(), in.meta.get());  // metadata shared too
 }
 
 TEST(invert, twice_is_identity_and_a_pixel_is_inverted) {
@@ -66,7 +67,7 @@ TEST(blur, radius_zero_forwards_and_a_wrong_size_fails_the_frame) {
 
   plugin_fixture q("blur", {{"radius", "2"}});
   ASSERT_TRUE(q.create_result.ok() && q.start().ok());
-  in.meta = {{"width", "5"}, {"height", "4"}};
+  in.meta = std::make_shared<metadata>(metadata{{"width", "5"}, {"height", "4"}});
   auto r = q.process(in);
   EXPECT_EQ(r.status, TROUPE_ERROR);
   EXPECT_THAT(r.error, ::testing::HasSubstr("expected 60 bytes"));

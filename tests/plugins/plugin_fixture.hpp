@@ -2,6 +2,8 @@
 // manifest and library from the build tree, validate a config, and call it.
 #pragma once
 
+#include "../test_util.hpp"
+
 #include <embedded_adapter.hpp>
 #include <manifest.hpp>
 #include <plugin_library.hpp>
@@ -69,7 +71,7 @@ frame rgb_frame(int w, int h, F fn, uint64_t stream = 0, uint64_t seq = 0) {
   f.stream = stream;
   f.seq = seq;
   f.type = "video/rgb24";
-  f.meta = {{"width", std::to_string(w)}, {"height", std::to_string(h)}};
+  f.meta = std::make_shared<metadata>(metadata{{"width", std::to_string(w)}, {"height", std::to_string(h)}});
   f.payload = b;
   f.data = b->data();
   f.size = b->size();
@@ -77,20 +79,6 @@ frame rgb_frame(int w, int h, F fn, uint64_t stream = 0, uint64_t seq = 0) {
 }
 
 inline uint8_t px(const frame& f, int w, int x, int y, int c) { return f.data[(y * w + x) * 3 + c]; }
-
-/// A fresh temp directory, removed at the end.
-struct scratch_dir {
-  std::filesystem::path path;
-  scratch_dir() {
-    std::random_device rd;
-    path = std::filesystem::temp_directory_path() / ("troupe-plugin-" + std::to_string(rd()) + std::to_string(rd()));
-    std::filesystem::create_directories(path);
-  }
-  ~scratch_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p);

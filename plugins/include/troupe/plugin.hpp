@@ -15,6 +15,7 @@
 
 #include <troupe/plugin.h>
 
+#include <charconv>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -88,6 +89,13 @@ class frame_in {
     for (uint32_t i = 0; i < v_.meta_count; ++i)
       if (key == v_.meta[i].key) return v_.meta[i].value;
     return {};
+  }
+  /// A metadata value read as an integer, or fallback if absent or not a number.
+  int64_t meta_int(std::string_view key, int64_t fallback = -1) const {
+    auto v = meta(key);
+    int64_t x = fallback;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    return ec == std::errc{} && p == v.data() + v.size() && !v.empty() ? x : fallback;
   }
   const troupe_frame_view& view() const { return v_; }
 
