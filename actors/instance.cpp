@@ -1,5 +1,6 @@
 #include "instance.hpp"
 
+#include "dedupe.hpp"
 #include "embedded_adapter.hpp"
 #include "router.hpp"
 
@@ -118,7 +119,11 @@ class instance_actor : public caf::event_based_actor {
           pump();
         },
         [this](frame_atom, frame& f) {
-          inbox_.push_back({std::move(f), current_sender()});
+          // A frame taken before is acknowledged in its turn (acks go in arrival order)
+          // but not processed again.
+          bool duplicate = !dedupe_.admit(f.stream, f.seq, f.part);
+          if (duplicate) s_.stats->duplicates.Increment();
+          inbox_.push_back({std::move(f), current_sender(), duplicate});
           s_.stats->queue_depth.Set(static_cast<double>(inbox_.size()));
           pump();
         },
@@ -154,6 +159,7 @@ class instance_actor : public caf::event_based_actor {
   struct inbound {
     frame f;
     caf::strong_actor_ptr sender;
+    bool duplicate = false;
   };
 
   void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
@@ -310,8 +316,9 @@ class instance_actor : public caf::event_based_actor {
     if (router_.blocked()) return;
     if (stage_.is_source()) {
       if (!source_ended_ && !tick_pending_) submit_source_turn();
-    } else if (!inbox_.empty()) {
-      submit_batch();
+    } else {
+      acknowledge_duplicates();
+      if (!inbox_.empty()) submit_batch();
     }
     if (!busy_) check_finished();
   }
@@ -324,11 +331,19 @@ class instance_actor : public caf::event_based_actor {
     report(instance_state::running, failure_class::none, {}, true);
   }
 
+  // Duplicates at the head of the inbox are acknowledged now, unprocessed.
+  void acknowledge_duplicates() {
+    size_t n = 0;
+    while (n < inbox_.size() && inbox_[n].duplicate) ++n;
+    if (n > 0) acknowledge(n);
+  }
+
+  // A batch is the run of fresh frames at the head of the inbox (a duplicate ends it, so
+  // that acknowledgements stay in arrival order).
   void submit_batch() {
-    auto n = std::min(max_batch, inbox_.size());
     std::vector<frame> frames;
-    frames.reserve(n);
-    for (size_t i = 0; i < n; ++i) frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
+    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && !inbox_[i].duplicate; ++i)
+      frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
     submit_job([frames = std::move(frames)](embedded_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
                                             slot_stats& stats) {
@@ -478,6 +493,7 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<embedded_adapter> adapter_;
   instance_state state_ = instance_state::loaded;
   std::deque<inbound> inbox_;
+  dedupe_window dedupe_;
   batch_ptr batch_;        // the batch on the executor, if any
   uint64_t call_id_ = 0;   // of the call on the executor; older replies are ignored
   bool busy_ = false;

@@ -43,8 +43,8 @@ struct route_table {
   std::vector<edge_route> edges;
 };
 
-/// Outputs an instance had not yet sent when it was lost, per downstream stage, in order;
-/// its successor sends them on.
+/// Outputs an instance had not yet delivered (sent but unacknowledged, or not sent) when it
+/// was lost, per downstream stage, in order; its successor sends them on.
 struct carried_frames {
   std::vector<std::pair<size_t, std::vector<frame>>> per_stage;
 };

@@ -119,9 +119,12 @@ carried_frames router::take_carry() {
   carried_frames c;
   for (auto& e : edges_) {
     std::vector<frame> frames;
-    // Sent frames are in their receivers' hands: sending them again from a successor would
-    // duplicate them, since their acknowledgements come back to this router, not to it.
-    for (auto& r : e.receivers) r.unacked.clear();
+    // Unacknowledged frames may or may not have been taken: the successor sends them again
+    // and receivers drop the ones they have (their acknowledgements came back here).
+    for (auto& r : e.receivers) {
+      for (auto& f : r.unacked) frames.push_back(std::move(f));
+      r.unacked.clear();
+    }
     for (auto& f : e.pending) frames.push_back(std::move(f));
     e.pending.clear();
     if (!frames.empty()) c.per_stage.emplace_back(e.stage, std::move(frames));

@@ -32,7 +32,8 @@ class router {
   void route(frame&& f);
   /// A receiver acknowledged n frames; sends what the freed credits allow.
   void on_ack(const caf::actor_addr& receiver, uint32_t n);
-  /// Frames to hand to a successor: those never sent, per stage. Empties the router.
+  /// Frames to hand to a successor: unacknowledged, then pending, per stage. Empties the
+  /// router.
   carried_frames take_carry();
   /// Queues a predecessor's frames ahead of anything else.
   void add_carry(carried_frames&& c);

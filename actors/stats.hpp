@@ -41,6 +41,7 @@ class metrics {
   prometheus::Family<prometheus::Counter>& errors;
   prometheus::Family<prometheus::Counter>& restarts;
   prometheus::Family<prometheus::Counter>& stale_dropped;
+  prometheus::Family<prometheus::Counter>& duplicates;
   prometheus::Family<prometheus::Gauge>& generation;
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& up;
@@ -67,6 +68,7 @@ class slot_stats {
   prometheus::Counter& errors;
   prometheus::Counter& restarts;
   prometheus::Counter& stale_dropped;
+  prometheus::Counter& duplicates;
   prometheus::Gauge& generation_gauge;
   prometheus::Gauge& queue_depth;
   prometheus::Gauge& up;

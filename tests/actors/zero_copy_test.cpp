@@ -69,3 +69,55 @@ edges: ["src -> p1 -> p2 -> sink"]
   self->send_exit(p1, caf::exit_reason::user_shutdown);
   self->send_exit(p2, caf::exit_reason::user_shutdown);
 }
+
+TEST(instance, a_frame_sent_twice_is_processed_once_and_acknowledged_twice) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(stages:
+  - {name: src, plugin: testsrc}
+  - {name: p1, plugin: passthrough}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> p1 -> sink"]
+)");
+  ASSERT_OK(p);
+  auto libs = load_libraries(**p);
+  ASSERT_OK(libs);
+  metrics m;
+  auto slots = make_slots(**p, m);
+  caf::actor_system sys{test_config()};
+  executor ex(2);
+  caf::scoped_actor self{sys};
+  instance_setup s;
+  s.slot = 1;
+  s.stage = 1;
+  s.plan = *p;
+  s.stats = slots[1];
+  s.library = (*libs)[1];
+  s.executor = &ex;
+  s.manager = self;
+  s.routes.edges.push_back(edge_route{2, route_policy::round_robin, {self}, {1}});
+  auto inst = spawn_instance(sys, std::move(s));
+  self->send(inst, start_atom::value);
+  int reports = 0;
+  self->receive_for(reports, 2)([&](report_atom, instance_report&) {});
+  frame f;
+  f.stream = 2;
+  f.seq = 7;
+  f.type = "bytes";
+  for (uint64_t seq : {7, 7, 8}) {
+    f.seq = seq;
+    self->send(inst, frame_atom::value, f);
+  }
+  std::vector<uint64_t> outputs;
+  uint32_t acked = 0;
+  while (acked < 3) {
+    bool timed_out = false;
+    self->receive([&](frame_atom, const frame& out) { outputs.push_back(out.seq); },
+                  [&](ack_atom, uint32_t n) { acked += n; }, caf::after(10s) >> [&] { timed_out = true; });
+    ASSERT_FALSE(timed_out) << "acked " << acked;
+  }
+  // Outputs come before the acks of their inputs.
+  EXPECT_EQ(outputs, (std::vector<uint64_t>{7, 8}));
+  EXPECT_EQ(slots[1]->duplicates.Value(), 1);
+  EXPECT_EQ(slots[1]->frames_in.Value(), 2);
+  self->send_exit(inst, caf::exit_reason::user_shutdown);
+}
