@@ -33,6 +33,7 @@ struct batch_state {
   std::vector<frame> outputs;      // all outputs, in input order
   std::vector<std::pair<uint64_t, std::string>> errors;  // (seq, message) per failed input
   call_result fatal;               // set if a call returned TROUPE_FATAL
+  std::optional<frame_key> fatal_input;  // the input of that call
   bool end = false;                // a source finished
 };
 
@@ -43,6 +44,7 @@ struct batch_result {
   std::vector<frame> outputs;
   std::vector<std::pair<uint64_t, std::string>> errors;
   call_result fatal;
+  std::optional<frame_key> fatal_input;
   bool end = false;
 };
 
@@ -59,6 +61,7 @@ batch_result close_batch(batch_state& b) {
   r.outputs = std::move(b.outputs);
   r.errors = std::move(b.errors);
   r.fatal = std::move(b.fatal);
+  r.fatal_input = b.fatal_input;
   r.end = b.end;
   return r;
 }
@@ -76,9 +79,15 @@ bool add_to_batch(batch_state& b, std::vector<frame>& outs, uint64_t bytes, bool
   return true;
 }
 
-/// The frame a batch is working on, for the overrun message.
+/// The input a job is working on, for the overrun message and the culprit of a loss.
 struct call_site {
+  std::atomic<bool> has_input{false};
   std::atomic<uint64_t> stream{0}, seq{0};
+  std::atomic<uint32_t> part{0};
+  std::optional<frame_key> input() const {
+    if (!has_input.load()) return std::nullopt;
+    return frame_key{stream.load(), seq.load(), part.load()};
+  }
 };
 
 }  // namespace
@@ -119,16 +128,30 @@ class instance_actor : public caf::event_based_actor {
           pump();
         },
         [this](frame_atom, frame& f) {
-          // A frame taken before is acknowledged in its turn (acks go in arrival order)
-          // but not processed again.
-          bool duplicate = !dedupe_.admit(f.stream, f.seq, f.part);
-          if (duplicate) s_.stats->duplicates.Increment();
-          inbox_.push_back({std::move(f), current_sender(), duplicate});
+          // A frame taken before, or given up on, is acknowledged in its turn (acks go in
+          // arrival order) but not processed.
+          bool skip = true;
+          if (s_.dead.count(frame_key{f.stream, f.seq, f.part}))
+            s_.stats->dead_letters.Increment();
+          else if (!dedupe_.admit(f.stream, f.seq, f.part))
+            s_.stats->duplicates.Increment();
+          else
+            skip = false;
+          inbox_.push_back({std::move(f), current_sender(), skip});
           s_.stats->queue_depth.Set(static_cast<double>(inbox_.size()));
           pump();
         },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
+          pump();
+        },
+        [this](skip_atom, const frame_key& k) {
+          s_.dead.insert(k);
+          for (auto& in : inbox_)
+            if (!in.skip && frame_key{in.f.stream, in.f.seq, in.f.part} == k) {
+              in.skip = true;
+              s_.stats->dead_letters.Increment();
+            }
           pump();
         },
         [this](upstream_done_atom) {
@@ -159,18 +182,18 @@ class instance_actor : public caf::event_based_actor {
   struct inbound {
     frame f;
     caf::strong_actor_ptr sender;
-    bool duplicate = false;
+    bool skip = false;  // a duplicate or a dead letter
   };
 
   void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
-              bool finished = false, carried_frames carry = {}) {
+              bool finished = false, carried_frames carry = {}, std::optional<frame_key> culprit = {}) {
     state_ = st;
     s_.stats->set_state(st);
     if (fc != failure_class::none) {
       s_.stats->failure.store(fc);
       s_.stats->set_error(error);
     }
-    instance_report r{s_.slot, s_.generation, st, fc, std::move(error), finished, std::move(carry)};
+    instance_report r{s_.slot, s_.generation, st, fc, std::move(error), finished, std::move(carry), culprit};
     send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));
   }
 
@@ -182,6 +205,7 @@ class instance_actor : public caf::event_based_actor {
     auto call = ++call_id_;
     auto self = caf::actor_cast<caf::actor>(this);
     auto site = std::make_shared<call_site>();
+    site_ = site;
     auto deadline = deadline_;
     s_.executor->submit([self, call, site, deadline, fn = std::move(fn)](executor::worker& w) mutable {
       w.on_overrun([self, call, site, deadline] {
@@ -281,11 +305,11 @@ class instance_actor : public caf::event_based_actor {
       handle_results(partial);
     }
     hung_ = true;
-    lose(why);
+    lose(why, site_ ? site_->input() : std::nullopt);
   }
 
   // The plugin is gone: report with the outputs not yet delivered, then quit.
-  void lose(const std::string& why) {
+  void lose(const std::string& why, std::optional<frame_key> culprit = std::nullopt) {
     if (state_ == instance_state::failed) return;
     spdlog::error("[{}] lost: {}", tag_, why);
     if (hung_) {
@@ -303,7 +327,7 @@ class instance_actor : public caf::event_based_actor {
       quit(make_error(errc::start_failed, why));
       return;
     }
-    report(instance_state::failed, failure_class::lost, why, false, router_.take_carry());
+    report(instance_state::failed, failure_class::lost, why, false, router_.take_carry(), culprit);
     quit(make_error(errc::lost, why));
   }
 
@@ -317,7 +341,7 @@ class instance_actor : public caf::event_based_actor {
     if (stage_.is_source()) {
       if (!source_ended_ && !tick_pending_) submit_source_turn();
     } else {
-      acknowledge_duplicates();
+      acknowledge_skipped();
       if (!inbox_.empty()) submit_batch();
     }
     if (!busy_) check_finished();
@@ -331,18 +355,18 @@ class instance_actor : public caf::event_based_actor {
     report(instance_state::running, failure_class::none, {}, true);
   }
 
-  // Duplicates at the head of the inbox are acknowledged now, unprocessed.
-  void acknowledge_duplicates() {
+  // Skipped inputs at the head of the inbox are acknowledged now, unprocessed.
+  void acknowledge_skipped() {
     size_t n = 0;
-    while (n < inbox_.size() && inbox_[n].duplicate) ++n;
+    while (n < inbox_.size() && inbox_[n].skip) ++n;
     if (n > 0) acknowledge(n);
   }
 
-  // A batch is the run of fresh frames at the head of the inbox (a duplicate ends it, so
+  // A batch is the run of fresh frames at the head of the inbox (a skipped one ends it, so
   // that acknowledgements stay in arrival order).
   void submit_batch() {
     std::vector<frame> frames;
-    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && !inbox_[i].duplicate; ++i)
+    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && !inbox_[i].skip; ++i)
       frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
     submit_job([frames = std::move(frames)](embedded_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
@@ -351,6 +375,8 @@ class instance_actor : public caf::event_based_actor {
       for (auto& f : frames) {
         site.stream.store(f.stream);
         site.seq.store(f.seq);
+        site.part.store(f.part);
+        site.has_input.store(true);
         auto t0 = std::chrono::steady_clock::now();
         call_result cr;
         {
@@ -360,7 +386,10 @@ class instance_actor : public caf::event_based_actor {
         stats.processing.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         if (cr.status == TROUPE_FATAL) {
           std::lock_guard<std::mutex> lock(b.mutex);
-          if (!b.closed) b.fatal = std::move(cr);
+          if (!b.closed) {
+            b.fatal = std::move(cr);
+            b.fatal_input = frame_key{f.stream, f.seq, f.part};
+          }
           return outs.size();
         }
         if (cr.status != TROUPE_OK) {
@@ -431,7 +460,7 @@ class instance_actor : public caf::event_based_actor {
     if (state_ != instance_state::running) return;
     handle_results(r);
     if (r.fatal.status == TROUPE_FATAL) {
-      lose(r.fatal.error);
+      lose(r.fatal.error, r.fatal_input);
       return;
     }
     if (r.end) {
@@ -495,6 +524,7 @@ class instance_actor : public caf::event_based_actor {
   std::deque<inbound> inbox_;
   dedupe_window dedupe_;
   batch_ptr batch_;        // the batch on the executor, if any
+  std::shared_ptr<call_site> site_;  // what the call on the executor is working on
   uint64_t call_id_ = 0;   // of the call on the executor; older replies are ignored
   bool busy_ = false;
   bool hung_ = false;

@@ -14,6 +14,7 @@
 //   (frame_atom, frame)          an input, from an upstream instance
 //   (ack_atom, uint32_t)         n outputs acknowledged, from a downstream instance
 //   (upstream_done_atom)         no more input will come
+//   (skip_atom, frame_key)       an input given up on (dead letter): do not process it
 //   (stop_atom)                  stop and destroy the plugin, then quit
 // Reports (report_atom, instance_report) to the manager.
 #pragma once
@@ -28,6 +29,7 @@
 #include <caf/actor_system.hpp>
 
 #include <memory>
+#include <set>
 #include <string>
 
 namespace troupe {
@@ -45,6 +47,7 @@ struct instance_setup {
   std::string node = "local";
   route_table routes;
   carried_frames carry;
+  std::set<frame_key> dead;  // inputs given up on: acknowledged, never processed
 };
 
 caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <set>
 #include <random>
 
 namespace troupe {
@@ -44,6 +45,7 @@ class manager_actor : public caf::event_based_actor {
  public:
   manager_actor(caf::actor_config& cfg, manager_setup s)
       : caf::event_based_actor(cfg), s_(std::move(s)), rng_(std::random_device{}()) {
+    if (!s_.dead_letters) s_.dead_letters = std::make_shared<dead_letter_log>();
     auto& p = *s_.plan;
     stages_.resize(p.stages.size());
     for (size_t i = 0; i < s_.slots.size(); ++i) {
@@ -87,6 +89,8 @@ class manager_actor : public caf::event_based_actor {
   struct stage_state {
     std::vector<size_t> slots;
     bool finished = false, upstream_done = false;
+    std::map<frame_key, uint32_t> losses;  // per input, losses it caused
+    std::set<frame_key> dead;              // inputs given up on
   };
   enum class phase { starting, running, stopping, stopped };
 
@@ -130,6 +134,7 @@ class manager_actor : public caf::event_based_actor {
     is.routes = routes_for(sl.stage);
     is.carry = std::move(sl.carry);
     sl.carry = {};
+    is.dead = stages_[sl.stage].dead;
     sl.actor = spawn_instance(system(), std::move(is));
     sl.running = false;
     // Monitored for its exit, linked so that it does not outlive a manager that is killed.
@@ -195,6 +200,7 @@ class manager_actor : public caf::event_based_actor {
           return;
         }
         sl.carry = std::move(r.carry);
+        if (r.failure == failure_class::lost && r.culprit) count_loss(r.slot, *r.culprit, r.error);
         on_failure(r.slot, r.error);
         sl.running = false;
         publish_routes(sl.stage);
@@ -227,6 +233,25 @@ class manager_actor : public caf::event_based_actor {
       }
       return;
     }
+  }
+
+  // An input that keeps killing the stage's instances is given up after
+  // dead_letter_after losses: recorded, and skipped by every instance of the stage.
+  void count_loss(size_t i, const frame_key& k, const std::string& why) {
+    auto& stage = stages_[slots_[i].stage];
+    if (stage.dead.count(k)) return;
+    if (stage.losses.size() > 4096) stage.losses.clear();  // bounded: old suspects are forgotten
+    auto n = ++stage.losses[k];
+    if (n < s_.plan->dead_letter_after) return;
+    stage.losses.erase(k);
+    stage.dead.insert(k);
+    auto& ps = stage_of(i);
+    spdlog::error("[node={} stage={}] dead letter: stream {} seq {} part {} was lost on {} times: {}", s_.node,
+                  ps.spec.name, k.stream, k.seq, k.part, n, why);
+    auto problem = s_.dead_letters->add({k, ps.spec.name, ps.manifest.name, "lost", why, n});
+    if (!problem.empty()) spdlog::error("{}", problem);
+    for (auto j : stage.slots)
+      if (slots_[j].actor) send<caf::message_priority::high>(slots_[j].actor, skip_atom::value, k);
   }
 
   void on_failure(size_t i, const std::string& why) {

@@ -4,11 +4,14 @@
 // time, monitors every instance, and restarts a failed one with generation + 1 under the
 // stage's restart policy: at most max_restarts within period, exponential backoff with
 // jitter between them, the count reset after a stable run. Past the policy the slot is
-// quarantined and stays visible with its last error. When every sink has finished, or a
+// quarantined and stays visible with its last error. An input during which the stage's
+// instances are lost dead_letter_after times is given up: recorded as a dead letter and
+// skipped by every instance of the stage, so the stream goes on. When every sink has finished, or a
 // stage has no replica left, it tells the listener (completed_atom, pipeline_outcome); on
 // (stop_atom) it stops stages in reverse start order and then sends (stopped_atom).
 #pragma once
 
+#include "dead_letters.hpp"
 #include "executor.hpp"
 #include "pipeline.hpp"
 #include "plugin_library.hpp"
@@ -28,6 +31,7 @@ struct manager_setup {
   slot_table slots;  // from make_slots
   std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage, from load_libraries
   troupe::executor* executor = nullptr;
+  std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
   caf::actor listener;
   std::string node = "local";
 };

@@ -2,6 +2,7 @@
 // All are local (never serialised): frames cross nodes through the network layer instead.
 #pragma once
 
+#include "dead_letters.hpp"
 #include "frame.hpp"
 #include "pipeline.hpp"
 #include "stats.hpp"
@@ -11,6 +12,7 @@
 #include <caf/atom.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using completed_atom = caf::atom_constant<caf::atom("completed")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
+using skip_atom = caf::atom_constant<caf::atom("skip")>;
 
 /// Where one downstream stage's frames go: receivers by replica index; an invalid handle
 /// marks a replica that is not running.
@@ -58,6 +61,7 @@ struct instance_report {
   std::string error;
   bool finished = false;  // all input processed and every output acknowledged
   carried_frames carry;
+  std::optional<frame_key> culprit;  // the input being processed when it was lost
 };
 
 /// What the driver of a pipeline hears from the manager when it is over.
@@ -72,3 +76,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::route_table)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::carried_frames)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::instance_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pipeline_outcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame_key)

@@ -99,7 +99,9 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   if (!doc) return doc.error();
   auto& root = *doc;
   if (auto err = yaml::check_keys(path, root, "pipeline",
-                                  {"pipeline", "window", "restart", "stages", "edges"}, code))
+                                  {"pipeline", "window", "restart", "stages", "edges", "dead_letter_after",
+                                   "dead_letters"},
+                                  code))
     return err;
   pipeline_spec spec;
   spec.path = path;
@@ -109,6 +111,19 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     if (!w) return w.error();
     if (*w == 0) return make_error(code, yaml::where(path, root["window"]) + ": field 'window': expected a positive integer");
     spec.window = *w;
+  }
+  if (root["dead_letter_after"]) {
+    auto k = yaml::scalar<uint32_t>(path, root["dead_letter_after"], "dead_letter_after", "a positive integer", code);
+    if (!k) return k.error();
+    if (*k == 0)
+      return make_error(code, yaml::where(path, root["dead_letter_after"]) +
+                                  ": field 'dead_letter_after': expected a positive integer");
+    spec.dead_letter_after = *k;
+  }
+  if (root["dead_letters"]) {
+    auto f = yaml::scalar<std::string>(path, root["dead_letters"], "dead_letters", "a file path", code);
+    if (!f) return f.error();
+    spec.dead_letters = *f;
   }
   restart_policy defaults;
   if (root["restart"])
@@ -197,6 +212,8 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) 
   p.path = spec.path;
   p.name = spec.name;
   p.window = spec.window;
+  p.dead_letter_after = spec.dead_letter_after;
+  p.dead_letters = spec.dead_letters;
   std::map<std::string, size_t> index;
   for (auto& s : spec.stages) {
     auto m = plugins.lookup(s.plugin);

@@ -49,6 +49,8 @@ struct pipeline_spec {
   std::string path;
   std::string name;
   uint32_t window = 16;  // unacknowledged frames per receiving instance
+  uint32_t dead_letter_after = 3;  // losses on one frame before it is given up
+  std::string dead_letters;        // file for dead-letter records; empty: none
   std::vector<stage_spec> stages;
   std::vector<edge_spec> edges;
 };
@@ -70,6 +72,8 @@ struct plan {
   std::string path;
   std::string name;
   uint32_t window = 16;
+  uint32_t dead_letter_after = 3;
+  std::string dead_letters;
   std::vector<planned_stage> stages;
   std::vector<size_t> start_order;  // stop in reverse
   const planned_stage* find(const std::string& stage) const;

@@ -42,6 +42,7 @@ class metrics {
   prometheus::Family<prometheus::Counter>& restarts;
   prometheus::Family<prometheus::Counter>& stale_dropped;
   prometheus::Family<prometheus::Counter>& duplicates;
+  prometheus::Family<prometheus::Counter>& dead_letters;
   prometheus::Family<prometheus::Gauge>& generation;
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& up;
@@ -69,6 +70,7 @@ class slot_stats {
   prometheus::Counter& restarts;
   prometheus::Counter& stale_dropped;
   prometheus::Counter& duplicates;
+  prometheus::Counter& dead_letters;
   prometheus::Gauge& generation_gauge;
   prometheus::Gauge& queue_depth;
   prometheus::Gauge& up;

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "loading.hpp"
 
+#include <dead_letters.hpp>
 #include <executor.hpp>
 #include <manager.hpp>
 #include <messages.hpp>
@@ -70,18 +71,18 @@ void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, b
 }
 
 void print_summary(const plan& p, const slot_table& slots, double wall, const pipeline_outcome& outcome,
-                   bool finished) {
+                   bool finished, const std::vector<dead_letter>& dead) {
   std::printf("\npipeline '%s' %s in %.2f s%s%s\n", p.name.c_str(),
               outcome.ok && finished ? "finished" : "FAILED", wall, outcome.reason.empty() ? "" : ": ",
               outcome.reason.c_str());
-  std::printf("%-18s %-12s %-9s %-13s %4s %10s %10s %8s %8s %6s %9s\n", "INSTANCE", "PLUGIN", "MODE", "STATE", "GEN",
-              "FRAMES IN", "FRAMES OUT", "ERRORS", "RESTARTS", "STALE", "FRAMES/s");
+  std::printf("%-18s %-12s %-9s %-13s %4s %10s %10s %7s %8s %6s %5s %5s %9s\n", "INSTANCE", "PLUGIN", "MODE",
+              "STATE", "GEN", "FRAMES IN", "FRAMES OUT", "ERRORS", "RESTARTS", "STALE", "DUPS", "DEAD", "FRAMES/s");
   for (auto& s : slots) {
-    std::printf("%-18s %-12s %-9s %-13s %4llu %10.0f %10.0f %8.0f %8.0f %6.0f %9.1f\n", s->name().c_str(),
-                s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
+    std::printf("%-18s %-12s %-9s %-13s %4llu %10.0f %10.0f %7.0f %8.0f %6.0f %5.0f %5.0f %9.1f\n",
+                s->name().c_str(), s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
                 static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(), s->frames_out.Value(),
-                s->errors.Value(), s->restarts.Value(), s->stale_dropped.Value(),
-                wall > 0 ? throughput_count(*s) / wall : 0.0);
+                s->errors.Value(), s->restarts.Value(), s->stale_dropped.Value(), s->duplicates.Value(),
+                s->dead_letters.Value(), wall > 0 ? throughput_count(*s) / wall : 0.0);
     auto err = s->last_error();
     if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
       std::printf("%-18s last error: %s\n", "", err.c_str());
@@ -93,6 +94,15 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const pi
     if (st && st->downstream.empty()) sink_in += s->frames_in.Value();
   }
   std::printf("sinks took %.0f frames: %.1f frames/s\n", sink_in, wall > 0 ? sink_in / wall : 0.0);
+  if (!dead.empty()) {
+    std::printf("%zu dead letter%s%s%s:\n", dead.size(), dead.size() == 1 ? "" : "s",
+                p.dead_letters.empty() ? "" : ", recorded in ", p.dead_letters.c_str());
+    for (auto& d : dead)
+      std::printf("  stage %s (%s): stream %llu seq %llu part %u, %s %u times: %s\n", d.stage.c_str(),
+                  d.plugin.c_str(), static_cast<unsigned long long>(d.frame.stream),
+                  static_cast<unsigned long long>(d.frame.seq), d.frame.part, d.failure.c_str(), d.losses,
+                  d.error.c_str());
+  }
   std::fflush(stdout);
 }
 
@@ -112,7 +122,7 @@ std::string json_escape(const std::string& s) {
 }
 
 void write_report(const std::string& path, const plan& p, const slot_table& slots, double wall, bool ok,
-                  const std::string& reason) {
+                  const std::string& reason, const std::vector<dead_letter>& dead) {
   std::ofstream out(path);
   out << "{\"pipeline\":\"" << json_escape(p.name) << "\",\"ok\":" << (ok ? "true" : "false") << ",\"reason\":\""
       << json_escape(reason) << "\",\"wall_seconds\":" << wall << ",\"instances\":[";
@@ -126,7 +136,15 @@ void write_report(const std::string& path, const plan& p, const slot_table& slot
         << ",\"frames_out\":" << s.frames_out.Value() << ",\"bytes_in\":" << s.bytes_in.Value()
         << ",\"bytes_out\":" << s.bytes_out.Value() << ",\"errors\":" << s.errors.Value()
         << ",\"restarts\":" << s.restarts.Value() << ",\"stale_dropped\":" << s.stale_dropped.Value()
+        << ",\"duplicates\":" << s.duplicates.Value() << ",\"dead_letters\":" << s.dead_letters.Value()
         << ",\"last_error\":\"" << json_escape(s.last_error()) << "\"}";
+  }
+  out << "],\"dead_letters\":[";
+  for (size_t i = 0; i < dead.size(); ++i) {
+    auto& d = dead[i];
+    out << (i ? "," : "") << "{\"stage\":\"" << json_escape(d.stage) << "\",\"stream\":" << d.frame.stream
+        << ",\"seq\":" << d.frame.seq << ",\"part\":" << d.frame.part << ",\"failure\":\"" << d.failure
+        << "\",\"error\":\"" << json_escape(d.error) << "\"}";
   }
   out << "]}\n";
 }
@@ -156,6 +174,7 @@ int run(const common_options& common, const run_options& opts) {
     }
   }
 
+  auto dead = std::make_shared<dead_letter_log>(plan->dead_letters);
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -171,6 +190,7 @@ int run(const common_options& common, const run_options& opts) {
     ms.slots = slots;
     ms.libraries = lp->libraries;
     ms.executor = &ex;
+    ms.dead_letters = dead;
     ms.listener = self;
     auto start = clock::now();
     auto manager = spawn_manager(sys, std::move(ms));
@@ -217,8 +237,9 @@ int run(const common_options& common, const run_options& opts) {
     if (finished && !ok && outcome.reason.empty()) outcome.reason = "an instance failed to stop cleanly";
   }
   outcome.ok = ok;
-  print_summary(*plan, slots, wall, outcome, finished);
-  if (!opts.report_path.empty()) write_report(opts.report_path, *plan, slots, wall, ok, outcome.reason);
+  auto dead_letters = dead->records();
+  print_summary(*plan, slots, wall, outcome, finished, dead_letters);
+  if (!opts.report_path.empty()) write_report(opts.report_path, *plan, slots, wall, ok, outcome.reason, dead_letters);
   return ok ? 0 : 1;
 }
 

@@ -51,6 +51,7 @@ struct run_result {
   bool stopped = false;
   slot_table slots;
   std::shared_ptr<metrics> m;
+  std::shared_ptr<dead_letter_log> dead_letters;
   const slot_stats& slot(const std::string& stage, uint32_t replica = 0) const {
     for (auto& s : slots)
       if (s->stage == stage && s->replica == replica) return *s;
@@ -67,6 +68,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
   run_result r;
   r.m = std::make_shared<metrics>();
   r.slots = make_slots(*p, *r.m);
+  r.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
   caf::actor_system sys{test_config()};
   {
     executor ex(2);
@@ -78,6 +80,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     if (!libs) throw std::runtime_error(describe(libs.error()));
     ms.libraries = *libs;
     ms.executor = &ex;
+    ms.dead_letters = r.dead_letters;
     ms.listener = self;
     auto mgr = spawn_manager(sys, std::move(ms));
     auto deadline = std::chrono::steady_clock::now() + limit;

@@ -2,6 +2,7 @@
 #include "pipeline_runner.hpp"
 
 #include <fstream>
+#include <set>
 #include <thread>
 
 using namespace troupe;
@@ -318,4 +319,61 @@ edges: ["a -> mix", "b -> mix", "mix -> inv -> pixels", "mix -> det -> meta"]
   auto meta = checksum_line((d.path() / "meta.txt").string(), "total");
   EXPECT_EQ(meta["frames"], "30");
   EXPECT_GT(r.slot("det").bytes_out.Value(), 0);  // testsrc's bright square is found
+}
+
+TEST(runtime, poison_frame_goes_to_dead_letters_and_the_stream_goes_on) {
+  temp_dir d;
+  // Frame seq 4 kills faulty on both streams, every time it is sent again.
+  auto p = plan_yaml(d, R"(pipeline: poison
+dead_letter_after: 3
+dead_letters: "{dir}/dead.jsonl"
+restart: {max_restarts: 10, backoff_initial_ms: 2, backoff_max_ms: 5}
+stages:
+  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 10, streams: 2}}
+  - {name: f, plugin: faulty, config: {action: fatal, on_seq: 4}}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt", frames_log: "{dir}/frames.txt"}}
+edges: ["src -> f -> sink"]
+)");
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.restarts.Value(), 6);  // three losses per poison frame
+  EXPECT_FALSE(f.quarantined.load());
+  auto dead = r.dead_letters->records();
+  ASSERT_EQ(dead.size(), 2u);
+  std::set<uint64_t> streams;
+  for (auto& l : dead) {
+    streams.insert(l.frame.stream);
+    EXPECT_EQ(l.frame.seq, 4u);
+    EXPECT_EQ(l.stage, "f");
+    EXPECT_EQ(l.plugin, "faulty");
+    EXPECT_EQ(l.failure, "lost");
+    EXPECT_EQ(l.losses, 3u);
+    EXPECT_THAT(l.error, HasSubstr("fatal error on stream"));
+  }
+  EXPECT_EQ(streams, (std::set<uint64_t>{0, 1}));
+  EXPECT_GE(f.dead_letters.Value(), 2);
+  // The file has one JSON line per dead letter.
+  std::ifstream in(d.path() / "dead.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    EXPECT_THAT(line, HasSubstr("\"seq\":4"));
+    EXPECT_THAT(line, HasSubstr("\"stage\":\"f\",\"plugin\":\"faulty\",\"failure\":\"lost\""));
+  }
+  EXPECT_EQ(lines, 2);
+  // Everything else reached the sink exactly once, in both streams.
+  auto total = checksum_line((d.path() / "sum.txt").string(), "total");
+  EXPECT_EQ(total["frames"], "18");
+  EXPECT_EQ(total["duplicates"], "0");
+  std::ifstream frames(d.path() / "frames.txt");
+  std::set<std::pair<uint64_t, uint64_t>> seen;
+  uint64_t stream, seq, part;
+  std::string hash;
+  while (frames >> stream >> seq >> part >> hash) seen.insert({stream, seq});
+  for (uint64_t s = 0; s < 2; ++s)
+    for (uint64_t q = 0; q < 10; ++q) EXPECT_EQ(seen.count({s, q}), q == 4 ? 0u : 1u) << s << "/" << q;
 }

@@ -84,6 +84,24 @@ check "every frame reached the sink once" grep -q "total frames 6 bytes 1152 dup
 check "the lost calls were restarts" grep -q '"stage":"f","replica":0,"plugin":"faulty","mode":"embedded","state":"stopped","failure":"none","quarantined":false,"generation":3' hang.json
 check "the log names the deadline" contains "$out" "deadline of 200 ms"
 
+cat > poison.yaml <<'Y'
+pipeline: poison
+dead_letter_after: 2
+dead_letters: dead.jsonl
+restart: {backoff_initial_ms: 2, backoff_max_ms: 5}
+stages:
+  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 8}}
+  - {name: f, plugin: faulty, config: {action: throw, on_seq: 5}}
+  - {name: sink, plugin: checksum, config: {output: p.txt}}
+edges: ["src -> f -> sink"]
+Y
+out=$("$troupe" run poison.yaml --no-progress 2>&1); rc=$?
+check "a run with a dead letter still finishes (exit 0)" test $rc -eq 0
+check "the summary lists the dead letter" contains "$out" "1 dead letter, recorded in dead.jsonl:"
+check "the summary names the frame and the error" contains "$out" "stage f (faulty): stream 0 seq 5 part 0, lost 2 times: uncaught exception: faulty: exception on stream 0 seq 5"
+check "the dead letter file has the record" grep -q '"seq":5,"part":0,"stage":"f","plugin":"faulty","failure":"lost"' dead.jsonl
+check "the other frames reached the sink" grep -q "total frames 7 " p.txt
+
 out=$("$troupe" run good.yaml --no-progress --log-level warn 2>&1); rc=$?
 check "global options may follow the subcommand" test $rc -eq 0
 check "--log-level warn hides info lines" test "$(grep -c ' info ' <<<"$out")" -eq 0
