@@ -27,6 +27,7 @@ constexpr auto source_idle_max = std::chrono::microseconds(16000);
 /// job produces after that are stale.
 struct batch_state {
   std::mutex mutex;
+  std::atomic<bool> cancel{false};  // stop requested: leave the remaining inputs undone
   bool closed = false;
   size_t processed = 0;            // inputs whose call returned (incl. errors), in order
   uint64_t bytes_in = 0;
@@ -143,6 +144,7 @@ class instance_actor : public caf::event_based_actor {
         },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
+          s_.stats->in_flight.Set(static_cast<double>(router_.in_flight()));
           pump();
         },
         [this](skip_atom, const frame_key& k) {
@@ -160,6 +162,7 @@ class instance_actor : public caf::event_based_actor {
         },
         [this](stop_atom) {
           stop_requested_ = true;
+          if (batch_) batch_->cancel.store(true);  // a stop waits for one call, not a batch
           if (!busy_) stop();
         },
         [this](batch_atom, uint64_t call, batch_ptr& b) {
@@ -373,6 +376,7 @@ class instance_actor : public caf::event_based_actor {
                                             slot_stats& stats) {
       std::vector<frame> outs;
       for (auto& f : frames) {
+        if (b.cancel.load(std::memory_order_relaxed)) break;
         site.stream.store(f.stream);
         site.seq.store(f.seq);
         site.part.store(f.part);
@@ -407,7 +411,7 @@ class instance_actor : public caf::event_based_actor {
                   std::chrono::milliseconds deadline, slot_stats&) {
       std::vector<frame> outs;
       size_t emitted = 0;
-      while (emitted < max_source_outputs) {
+      while (emitted < max_source_outputs && !b.cancel.load(std::memory_order_relaxed)) {
         call_result cr;
         {
           executor::call_scope scope(w, deadline);
@@ -494,6 +498,7 @@ class instance_actor : public caf::event_based_actor {
     st.bytes_out.Increment(static_cast<double>(bytes_out));
     for (auto& f : r.outputs) router_.route(std::move(f));
     r.outputs.clear();
+    s_.stats->in_flight.Set(static_cast<double>(router_.in_flight()));
     // The input of a fatal call is not in `processed`: it stays unacknowledged and is sent
     // again to the next generation.
     if (!stage_.is_source()) acknowledge(r.processed);

@@ -40,6 +40,9 @@ void router::set_routes(const route_table& routes) {
     next.push_back(std::move(e));
   }
   edges_ = std::move(next);
+  in_flight_ = 0;
+  for (auto& e : edges_)
+    for (auto& r : e.receivers) in_flight_ += r.unacked.size();
   for (auto& e : edges_) flush(e);
 }
 
@@ -98,6 +101,7 @@ void router::flush(edge& e) {
     auto& r = e.receivers[static_cast<size_t>(i)];
     r.unacked.push_back(std::move(e.pending.front()));
     e.pending.pop_front();
+    ++in_flight_;
     frame copy = r.unacked.back();  // the copy shares the payload
     send_(r.handle, std::move(copy));
   }
@@ -109,6 +113,7 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
       if (r.handle && r.handle.address() == from) {
         auto k = std::min<size_t>(n, r.unacked.size());
         r.unacked.erase(r.unacked.begin(), r.unacked.begin() + static_cast<ptrdiff_t>(k));
+        in_flight_ -= k;
         flush(e);
         return;
       }
@@ -129,6 +134,7 @@ carried_frames router::take_carry() {
     e.pending.clear();
     if (!frames.empty()) c.per_stage.emplace_back(e.stage, std::move(frames));
   }
+  in_flight_ = 0;
   return c;
 }
 
@@ -152,13 +158,6 @@ bool router::idle() const {
       if (!r.unacked.empty()) return false;
   }
   return true;
-}
-
-uint64_t router::in_flight() const {
-  uint64_t n = 0;
-  for (auto& e : edges_)
-    for (auto& r : e.receivers) n += r.unacked.size();
-  return n;
 }
 
 }  // namespace troupe

@@ -43,7 +43,7 @@ class router {
   /// Nothing pending and nothing unacknowledged.
   bool idle() const;
   bool has_edges() const { return !edges_.empty(); }
-  uint64_t in_flight() const;
+  uint64_t in_flight() const { return in_flight_; }
 
  private:
   struct receiver {
@@ -66,6 +66,7 @@ class router {
   uint32_t window_;
   send_fn send_;
   std::vector<edge> edges_;
+  uint64_t in_flight_ = 0;  // sum of unacked over all receivers
 };
 
 }  // namespace troupe

@@ -57,6 +57,8 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
                        "Current generation of the instance slot.", *r)),
       queue_depth(build(prometheus::BuildGauge(), "troupe_instance_queue_depth",
                         "Frames waiting for the instance, not yet processed.", *r)),
+      in_flight(build(prometheus::BuildGauge(), "troupe_instance_in_flight",
+                      "Outputs sent to the next stage and not yet acknowledged.", *r)),
       up(build(prometheus::BuildGauge(), "troupe_instance_up",
                "1 while the instance is running, else 0.", *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
@@ -89,6 +91,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       dead_letters(m.dead_letters.Add(labels())),
       generation_gauge(m.generation.Add(labels())),
       queue_depth(m.queue_depth.Add(labels())),
+      in_flight(m.in_flight.Add(labels())),
       up(m.up.Add(labels())),
       processing(m.processing.Add(labels(), processing_buckets())) {}
 

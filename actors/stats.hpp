@@ -45,6 +45,7 @@ class metrics {
   prometheus::Family<prometheus::Counter>& dead_letters;
   prometheus::Family<prometheus::Gauge>& generation;
   prometheus::Family<prometheus::Gauge>& queue_depth;
+  prometheus::Family<prometheus::Gauge>& in_flight;
   prometheus::Family<prometheus::Gauge>& up;
   prometheus::Family<prometheus::Histogram>& processing;
 
@@ -73,6 +74,7 @@ class slot_stats {
   prometheus::Counter& dead_letters;
   prometheus::Gauge& generation_gauge;
   prometheus::Gauge& queue_depth;
+  prometheus::Gauge& in_flight;  // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
   prometheus::Histogram& processing;
 

@@ -59,12 +59,13 @@ struct run_result {
   }
 };
 
-/// Runs until the pipeline completes (or `limit` passes), then stops it. `while_running`
-/// is polled every 20 ms with the slots until it returns false; `while_stopping` every
-/// 2 ms until the manager has stopped.
+/// Runs until the pipeline completes, `stop_when` returns true or `limit` passes, then
+/// stops it. `while_running` is polled every 20 ms with the slots until it returns false;
+/// `while_stopping` every 2 ms until the manager has stopped.
 inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::seconds limit = std::chrono::seconds(30),
                                std::function<bool(const slot_table&)> while_running = {},
-                               std::function<void(const slot_table&)> while_stopping = {}) {
+                               std::function<void(const slot_table&)> while_stopping = {},
+                               std::function<bool(const slot_table&)> stop_when = {}) {
   run_result r;
   r.m = std::make_shared<metrics>();
   r.slots = make_slots(*p, *r.m);
@@ -89,6 +90,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
       self->receive([&](completed_atom, pipeline_outcome& o) { r.outcome = o, r.completed = true; },
                     caf::after(std::chrono::milliseconds(20)) >> [] {});
       if (polling) polling = while_running(r.slots);
+      if (stop_when && stop_when(r.slots)) break;
     }
     self->send(mgr, stop_atom::value);
     auto stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
