@@ -212,9 +212,10 @@ class instance_actor : public caf::event_based_actor {
     auto deadline = deadline_;
     s_.executor->submit([self, call, site, deadline, fn = std::move(fn)](executor::worker& w) mutable {
       w.on_overrun([self, call, site, deadline] {
-        caf::anon_send<caf::message_priority::high>(self, lost_atom::value, call,
-                       "call passed its deadline of " + std::to_string(deadline.count()) + " ms (stream " +
-                           std::to_string(site->stream.load()) + " seq " + std::to_string(site->seq.load()) + ")");
+        auto why = "call passed its deadline of " + std::to_string(deadline.count()) + " ms";
+        if (auto k = site->input())
+          why += " (stream " + std::to_string(k->stream) + " seq " + std::to_string(k->seq) + ")";
+        caf::anon_send<caf::message_priority::high>(self, lost_atom::value, call, std::move(why));
       });
       fn(w, *site, call, self);
     });
@@ -300,14 +301,13 @@ class instance_actor : public caf::event_based_actor {
   }
 
   // The current call passed its deadline: keep what the batch completed, then give up the
-  // instance. A plugin that never returned cannot be destroyed: its thread is still in it.
+  // instance.
   void on_overrun(const std::string& why) {
     if (batch_) {
       auto partial = close_batch(*batch_);
       batch_.reset();
       handle_results(partial);
     }
-    hung_ = true;
     lose(why, site_ ? site_->input() : std::nullopt);
   }
 
@@ -315,11 +315,9 @@ class instance_actor : public caf::event_based_actor {
   void lose(const std::string& why, std::optional<frame_key> culprit = std::nullopt) {
     if (state_ == instance_state::failed) return;
     spdlog::error("[{}] lost: {}", tag_, why);
-    if (hung_) {
-      // The adapter stays with the job that is stuck in it; destroying it here would
-      // pull the plugin out from under that thread.
-      adapter_.reset();
-    }
+    // The plugin instance is destroyed with the last reference to the adapter: here, or,
+    // if a call never returned, by the stuck job when (if ever) it returns.
+    adapter_.reset();
     if (state_ == instance_state::stopping) {
       report(instance_state::failed, failure_class::teardown_failed, why);
       quit(make_error(errc::teardown_failed, why));
@@ -532,7 +530,6 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<call_site> site_;  // what the call on the executor is working on
   uint64_t call_id_ = 0;   // of the call on the executor; older replies are ignored
   bool busy_ = false;
-  bool hung_ = false;
   bool stop_requested_ = false;
   bool upstream_done_ = false;
   bool source_ended_ = false;

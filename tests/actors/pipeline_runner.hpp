@@ -4,6 +4,7 @@
 #include "../test_util.hpp"
 
 #include <catalog.hpp>
+#include <instance.hpp>
 #include <executor.hpp>
 #include <manager.hpp>
 #include <messages.hpp>
@@ -106,6 +107,26 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     if (!r.stopped) self->send_exit(mgr, caf::exit_reason::kill);
   }
   return r;
+}
+
+/// One instance of `stage`, outside any manager: it reports to `manager` and sends its
+/// outputs to `next` as if that were the only replica of `next_stage`. Started.
+inline caf::actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr<const plan> p,
+                                         const std::vector<std::shared_ptr<plugin_library>>& libs,
+                                         const slot_table& slots, executor& ex, size_t stage,
+                                         const caf::actor& manager, const caf::actor& next) {
+  instance_setup s;
+  s.slot = stage;
+  s.stage = stage;
+  s.plan = p;
+  s.stats = slots[stage];
+  s.library = libs[stage];
+  s.executor = &ex;
+  s.manager = manager;
+  s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}});
+  auto a = spawn_instance(sys, std::move(s));
+  caf::anon_send(a, start_atom::value);
+  return a;
 }
 
 /// Reads "key value" pairs of the checksum plugin's summary line that starts with `first`.

@@ -1,7 +1,6 @@
 // A frame crosses two local stages without its payload being copied.
 #include "pipeline_runner.hpp"
 
-#include <instance.hpp>
 
 using namespace troupe;
 using namespace troupe::test;
@@ -25,22 +24,8 @@ edges: ["src -> p1 -> p2 -> sink"]
   executor ex(2);
   caf::scoped_actor self{sys};
   // p2 sends to this test actor in place of the sink; p1 sends to p2.
-  auto spawn = [&](size_t stage, const caf::actor& next, size_t next_stage) {
-    instance_setup s;
-    s.slot = stage;
-    s.stage = stage;
-    s.plan = *p;
-    s.stats = slots[stage];
-    s.library = (*libs)[stage];
-    s.executor = &ex;
-    s.manager = self;
-    s.routes.edges.push_back(edge_route{next_stage, route_policy::round_robin, {next}, {1}});
-    auto a = spawn_instance(sys, std::move(s));
-    self->send(a, start_atom::value);
-    return a;
-  };
-  auto p2 = spawn(2, self, 3);
-  auto p1 = spawn(1, p2, 2);
+  auto p2 = spawn_started_instance(sys, *p, *libs, slots, ex, 2, self, self);
+  auto p1 = spawn_started_instance(sys, *p, *libs, slots, ex, 1, self, p2);
   int running = 0;
   self->receive_for(running, 4)([&](report_atom, instance_report&) {});  // started, running x2
 
@@ -86,17 +71,7 @@ edges: ["src -> p1 -> sink"]
   caf::actor_system sys{test_config()};
   executor ex(2);
   caf::scoped_actor self{sys};
-  instance_setup s;
-  s.slot = 1;
-  s.stage = 1;
-  s.plan = *p;
-  s.stats = slots[1];
-  s.library = (*libs)[1];
-  s.executor = &ex;
-  s.manager = self;
-  s.routes.edges.push_back(edge_route{2, route_policy::round_robin, {self}, {1}});
-  auto inst = spawn_instance(sys, std::move(s));
-  self->send(inst, start_atom::value);
+  auto inst = spawn_started_instance(sys, *p, *libs, slots, ex, 1, self, self);
   int reports = 0;
   self->receive_for(reports, 2)([&](report_atom, instance_report&) {});
   frame f;
