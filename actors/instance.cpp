@@ -121,6 +121,19 @@ class instance_actor : public caf::event_based_actor {
 
   const char* name() const override { return "troupe.instance"; }
 
+  // Handles to the manager, to receivers (routes) and to senders (inbox) would otherwise
+  // keep each other's actors alive after they all quit.
+  void on_exit() override {
+    inbox_.clear();
+    router_.clear();
+    s_.manager = nullptr;
+    s_.routes = {};
+    s_.carry = {};
+    batch_.reset();
+    site_.reset();
+    adapter_.reset();
+  }
+
   caf::behavior make_behavior() override {
     return {
         [this](start_atom) { start(); },

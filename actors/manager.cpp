@@ -62,6 +62,12 @@ class manager_actor : public caf::event_based_actor {
 
   const char* name() const override { return "troupe.manager"; }
 
+  // Instances hold the manager's handle and it holds theirs: release ours on the way out.
+  void on_exit() override {
+    for (auto& sl : slots_) sl.actor = nullptr;
+    s_.listener = nullptr;
+  }
+
   caf::behavior make_behavior() override {
     set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
     // An instance's exit arrives as a down message too; the link only matters the other way.

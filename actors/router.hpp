@@ -38,6 +38,12 @@ class router {
   /// Queues a predecessor's frames ahead of anything else.
   void add_carry(carried_frames&& c);
 
+  /// Drops every route and frame (and so every actor handle) the router holds.
+  void clear() {
+    edges_.clear();
+    in_flight_ = 0;
+  }
+
   /// Outputs wait for credit: the instance should not take more input.
   bool blocked() const;
   /// Nothing pending and nothing unacknowledged.
