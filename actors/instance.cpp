@@ -30,7 +30,7 @@ struct batch_state {
   std::atomic<bool> cancel{false};  // stop requested: leave the remaining inputs undone
   bool closed = false;
   size_t processed = 0;            // inputs whose call returned (incl. errors), in order
-  uint64_t bytes_in = 0;
+  size_t completed = 0, filtered = 0;  // of those, with and without outputs (errors apart)
   std::vector<frame> outputs;      // all outputs, in input order
   std::vector<std::pair<uint64_t, std::string>> errors;  // (seq, message) per failed input
   call_result fatal;               // set if a call returned TROUPE_FATAL
@@ -41,7 +41,7 @@ struct batch_state {
 /// What the actor takes out of a closed batch.
 struct batch_result {
   size_t processed = 0;
-  uint64_t bytes_in = 0;
+  size_t completed = 0, filtered = 0;
   std::vector<frame> outputs;
   std::vector<std::pair<uint64_t, std::string>> errors;
   call_result fatal;
@@ -58,7 +58,8 @@ batch_result close_batch(batch_state& b) {
   if (b.closed) return r;
   b.closed = true;
   r.processed = b.processed;
-  r.bytes_in = b.bytes_in;
+  r.completed = b.completed;
+  r.filtered = b.filtered;
   r.outputs = std::move(b.outputs);
   r.errors = std::move(b.errors);
   r.fatal = std::move(b.fatal);
@@ -68,13 +69,11 @@ batch_result close_batch(batch_state& b) {
 }
 
 /// Adds one input's results unless the batch was closed under the job; false then.
-bool add_to_batch(batch_state& b, std::vector<frame>& outs, uint64_t bytes, bool counted) {
+bool add_to_batch(batch_state& b, std::vector<frame>& outs, bool ok) {
   std::lock_guard<std::mutex> lock(b.mutex);
   if (b.closed) return false;
-  if (counted) {
-    ++b.processed;
-    b.bytes_in += bytes;
-  }
+  ++b.processed;
+  if (ok) ++(outs.empty() ? b.filtered : b.completed);
   for (auto& f : outs) b.outputs.push_back(std::move(f));
   outs.clear();
   return true;
@@ -144,15 +143,18 @@ class instance_actor : public caf::event_based_actor {
         [this](frame_atom, frame& f) {
           // A frame taken before, or given up on, is acknowledged in its turn (acks go in
           // arrival order) but not processed.
-          bool skip = true;
-          if (s_.dead.count(frame_key{f.stream, f.seq, f.part}))
-            s_.stats->dead_letters.Increment();
-          else if (!dedupe_.admit(f.stream, f.seq, f.part))
+          auto kind = input_kind::fresh;
+          if (!dedupe_.admit(f.stream, f.seq, f.part)) {
+            kind = input_kind::duplicate;
             s_.stats->duplicates.Increment();
-          else
-            skip = false;
-          inbox_.push_back({std::move(f), current_sender(), skip});
-          s_.stats->queue_depth.Set(static_cast<double>(inbox_.size()));
+          } else {
+            if (s_.dead.count(frame_key{f.stream, f.seq, f.part})) kind = input_kind::dead;
+            s_.stats->frames_in.Increment();
+            s_.stats->bytes_in.Increment(static_cast<double>(f.size));
+            ++held_;
+          }
+          inbox_.push_back({std::move(f), current_sender(), kind});
+          s_.stats->queue_depth.Set(static_cast<double>(held_));
           pump();
         },
         [this](ack_atom, uint32_t n) {
@@ -163,10 +165,8 @@ class instance_actor : public caf::event_based_actor {
         [this](skip_atom, const frame_key& k) {
           s_.dead.insert(k);
           for (auto& in : inbox_)
-            if (!in.skip && frame_key{in.f.stream, in.f.seq, in.f.part} == k) {
-              in.skip = true;
-              s_.stats->dead_letters.Increment();
-            }
+            if (in.kind == input_kind::fresh && frame_key{in.f.stream, in.f.seq, in.f.part} == k)
+              in.kind = input_kind::dead;
           pump();
         },
         [this](upstream_done_atom) {
@@ -195,10 +195,11 @@ class instance_actor : public caf::event_based_actor {
   }
 
  private:
+  enum class input_kind : uint8_t { fresh, duplicate, dead };
   struct inbound {
     frame f;
     caf::strong_actor_ptr sender;
-    bool skip = false;  // a duplicate or a dead letter
+    input_kind kind = input_kind::fresh;
   };
 
   void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
@@ -341,6 +342,10 @@ class instance_actor : public caf::event_based_actor {
       quit(make_error(errc::start_failed, why));
       return;
     }
+    // What this generation holds is sent again by its senders, to the next generation.
+    s_.stats->frames_abandoned.Increment(static_cast<double>(held_));
+    held_ = 0;
+    s_.stats->queue_depth.Set(0);
     report(instance_state::failed, failure_class::lost, why, false, router_.take_carry(), culprit);
     quit(make_error(errc::lost, why));
   }
@@ -369,10 +374,13 @@ class instance_actor : public caf::event_based_actor {
     report(instance_state::running, failure_class::none, {}, true);
   }
 
-  // Skipped inputs at the head of the inbox are acknowledged now, unprocessed.
+  // Skipped inputs (duplicates, dead letters) at the head of the inbox are acknowledged
+  // now, unprocessed.
   void acknowledge_skipped() {
-    size_t n = 0;
-    while (n < inbox_.size() && inbox_[n].skip) ++n;
+    size_t n = 0, dead = 0;
+    for (; n < inbox_.size() && inbox_[n].kind != input_kind::fresh; ++n)
+      dead += inbox_[n].kind == input_kind::dead ? 1 : 0;
+    if (dead > 0) s_.stats->dead_letters.Increment(static_cast<double>(dead));
     if (n > 0) acknowledge(n);
   }
 
@@ -380,7 +388,7 @@ class instance_actor : public caf::event_based_actor {
   // that acknowledgements stay in arrival order).
   void submit_batch() {
     std::vector<frame> frames;
-    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && !inbox_[i].skip; ++i)
+    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && inbox_[i].kind == input_kind::fresh; ++i)
       frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
     submit_job([frames = std::move(frames)](embedded_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
@@ -407,11 +415,12 @@ class instance_actor : public caf::event_based_actor {
           }
           return outs.size();
         }
-        if (cr.status != TROUPE_OK) {
+        bool ok = cr.status == TROUPE_OK;
+        if (!ok) {
           std::lock_guard<std::mutex> lock(b.mutex);
           if (!b.closed) b.errors.emplace_back(f.seq, std::move(cr.error));
         }
-        if (!add_to_batch(b, outs, f.size, true)) return outs.size();
+        if (!add_to_batch(b, outs, ok)) return outs.size();
       }
       return size_t{0};
     });
@@ -495,10 +504,8 @@ class instance_actor : public caf::event_based_actor {
   // Counts a batch's results, hands its outputs to the router and acknowledges its inputs.
   void handle_results(batch_result& r) {
     auto& st = *s_.stats;
-    if (r.processed > 0) {
-      st.frames_in.Increment(static_cast<double>(r.processed));
-      st.bytes_in.Increment(static_cast<double>(r.bytes_in));
-    }
+    if (r.completed > 0) st.frames_completed.Increment(static_cast<double>(r.completed));
+    if (r.filtered > 0) st.frames_filtered.Increment(static_cast<double>(r.filtered));
     if (!r.errors.empty()) {
       st.errors.Increment(static_cast<double>(r.errors.size()));
       for (auto& [seq, msg] : r.errors) spdlog::warn("[{}] frame seq {} failed: {}", tag_, seq, msg);
@@ -513,7 +520,6 @@ class instance_actor : public caf::event_based_actor {
     // The input of a fatal call is not in `processed`: it stays unacknowledged and is sent
     // again to the next generation.
     if (!stage_.is_source()) acknowledge(r.processed);
-    s_.stats->queue_depth.Set(static_cast<double>(inbox_.size()));
   }
 
   void acknowledge(size_t n) {
@@ -522,12 +528,14 @@ class instance_actor : public caf::event_based_actor {
       auto sender = inbox_.front().sender;
       uint32_t count = 0;
       while (i < n && !inbox_.empty() && inbox_.front().sender == sender) {
+        if (inbox_.front().kind != input_kind::duplicate) --held_;
         inbox_.pop_front();
         ++count;
         ++i;
       }
       if (sender) send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
     }
+    s_.stats->queue_depth.Set(static_cast<double>(held_));
   }
 
   instance_setup s_;
@@ -538,6 +546,7 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<embedded_adapter> adapter_;
   instance_state state_ = instance_state::loaded;
   std::deque<inbound> inbox_;
+  size_t held_ = 0;  // inputs in the inbox that are not duplicates (the books' "in flight")
   dedupe_window dedupe_;
   batch_ptr batch_;        // the batch on the executor, if any
   std::shared_ptr<call_site> site_;  // what the call on the executor is working on

@@ -35,6 +35,9 @@ class metrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   prometheus::Family<prometheus::Counter>& frames_in;
+  prometheus::Family<prometheus::Counter>& frames_completed;
+  prometheus::Family<prometheus::Counter>& frames_filtered;
+  prometheus::Family<prometheus::Counter>& frames_abandoned;
   prometheus::Family<prometheus::Counter>& frames_out;
   prometheus::Family<prometheus::Counter>& bytes_in;
   prometheus::Family<prometheus::Counter>& bytes_out;
@@ -63,7 +66,12 @@ class slot_stats {
   const uint32_t replica;
   const exec_mode mode;
 
+  // The books, per input: frames_in = completed + filtered + errors (failed) + dead_letters
+  // + abandoned + queue_depth (held now). Outputs are counted apart, in frames_out.
   prometheus::Counter& frames_in;
+  prometheus::Counter& frames_completed;  // processed, one or more outputs
+  prometheus::Counter& frames_filtered;   // processed, no output
+  prometheus::Counter& frames_abandoned;  // held by a generation that was lost; sent again
   prometheus::Counter& frames_out;
   prometheus::Counter& bytes_in;
   prometheus::Counter& bytes_out;
@@ -73,7 +81,7 @@ class slot_stats {
   prometheus::Counter& duplicates;
   prometheus::Counter& dead_letters;
   prometheus::Gauge& generation_gauge;
-  prometheus::Gauge& queue_depth;
+  prometheus::Gauge& queue_depth;  // inputs held: received, not yet done
   prometheus::Gauge& in_flight;  // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
   prometheus::Histogram& processing;

@@ -75,14 +75,17 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const pi
   std::printf("\npipeline '%s' %s in %.2f s%s%s\n", p.name.c_str(),
               outcome.ok && finished ? "finished" : "FAILED", wall, outcome.reason.empty() ? "" : ": ",
               outcome.reason.c_str());
-  std::printf("%-18s %-12s %-9s %-13s %4s %10s %10s %7s %8s %6s %5s %5s %9s\n", "INSTANCE", "PLUGIN", "MODE",
-              "STATE", "GEN", "FRAMES IN", "FRAMES OUT", "ERRORS", "RESTARTS", "STALE", "DUPS", "DEAD", "FRAMES/s");
+  // The books per instance: IN = DONE + FILT + FAIL + DEAD + RESENT + HELD. OUT counts outputs.
+  std::printf("%-18s %-12s %-9s %-13s %4s %8s %8s %6s %5s %5s %6s %5s %8s %8s %6s %5s %9s\n", "INSTANCE", "PLUGIN",
+              "MODE", "STATE", "GEN", "IN", "DONE", "FILT", "FAIL", "DEAD", "RESENT", "HELD", "OUT", "RESTARTS",
+              "STALE", "DUPS", "FRAMES/s");
   for (auto& s : slots) {
-    std::printf("%-18s %-12s %-9s %-13s %4llu %10.0f %10.0f %7.0f %8.0f %6.0f %5.0f %5.0f %9.1f\n",
+    std::printf("%-18s %-12s %-9s %-13s %4llu %8.0f %8.0f %6.0f %5.0f %5.0f %6.0f %5.0f %8.0f %8.0f %6.0f %5.0f %9.1f\n",
                 s->name().c_str(), s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
-                static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(), s->frames_out.Value(),
-                s->errors.Value(), s->restarts.Value(), s->stale_dropped.Value(), s->duplicates.Value(),
-                s->dead_letters.Value(), wall > 0 ? throughput_count(*s) / wall : 0.0);
+                static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(),
+                s->frames_completed.Value(), s->frames_filtered.Value(), s->errors.Value(), s->dead_letters.Value(),
+                s->frames_abandoned.Value(), s->queue_depth.Value(), s->frames_out.Value(), s->restarts.Value(),
+                s->stale_dropped.Value(), s->duplicates.Value(), wall > 0 ? throughput_count(*s) / wall : 0.0);
     auto err = s->last_error();
     if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
       std::printf("%-18s last error: %s\n", "", err.c_str());
@@ -133,6 +136,9 @@ void write_report(const std::string& path, const plan& p, const slot_table& slot
         << to_string(s.state.load()) << "\",\"failure\":\"" << to_string(s.failure.load())
         << "\",\"quarantined\":" << (s.quarantined.load() ? "true" : "false")
         << ",\"generation\":" << s.generation.load() << ",\"frames_in\":" << s.frames_in.Value()
+        << ",\"frames_completed\":" << s.frames_completed.Value()
+        << ",\"frames_filtered\":" << s.frames_filtered.Value()
+        << ",\"frames_abandoned\":" << s.frames_abandoned.Value() << ",\"frames_held\":" << s.queue_depth.Value()
         << ",\"frames_out\":" << s.frames_out.Value() << ",\"bytes_in\":" << s.bytes_in.Value()
         << ",\"bytes_out\":" << s.bytes_out.Value() << ",\"errors\":" << s.errors.Value()
         << ",\"restarts\":" << s.restarts.Value() << ",\"stale_dropped\":" << s.stale_dropped.Value()

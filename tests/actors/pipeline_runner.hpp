@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 
 namespace troupe::test {
 
@@ -127,6 +128,32 @@ inline caf::actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr
   auto a = spawn_instance(sys, std::move(s));
   caf::anon_send(a, start_atom::value);
   return a;
+}
+
+/// Every input a slot took is accounted for exactly once.
+inline void expect_books_balance(const slot_stats& s) {
+  EXPECT_EQ(s.frames_in.Value(), s.frames_completed.Value() + s.frames_filtered.Value() + s.errors.Value() +
+                                     s.dead_letters.Value() + s.frames_abandoned.Value() + s.queue_depth.Value())
+      << s.name() << ": in " << s.frames_in.Value() << " completed " << s.frames_completed.Value() << " filtered "
+      << s.frames_filtered.Value() << " failed " << s.errors.Value() << " dead " << s.dead_letters.Value()
+      << " abandoned " << s.frames_abandoned.Value() << " held " << s.queue_depth.Value();
+}
+
+/// The checksum plugin's frames log: (stream, seq, part) -> payload hash, and how many
+/// lines named a frame already named.
+struct frames_log {
+  std::map<std::tuple<uint64_t, uint64_t, uint32_t>, std::string> hashes;
+  size_t repeated = 0;
+};
+inline frames_log read_frames_log(const std::string& path) {
+  frames_log log;
+  std::ifstream in(path);
+  uint64_t stream, seq;
+  uint32_t part;
+  std::string hash;
+  while (in >> stream >> seq >> part >> hash)
+    if (!log.hashes.emplace(std::make_tuple(stream, seq, part), hash).second) ++log.repeated;
+  return log;
 }
 
 /// Reads "key value" pairs of the checksum plugin's summary line that starts with `first`.

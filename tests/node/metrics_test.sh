@@ -40,7 +40,8 @@ for _ in $(seq 1 100); do
 done
 check "metrics were served while the pipeline ran" test -n "$got"
 check "promtool accepts the exposition" promtool check metrics <metrics.txt
-for m in troupe_instance_frames_in_total troupe_instance_frames_out_total troupe_instance_bytes_in_total \
+for m in troupe_instance_frames_in_total troupe_instance_frames_completed_total troupe_instance_frames_filtered_total \
+         troupe_instance_frames_abandoned_total troupe_instance_frames_out_total troupe_instance_bytes_in_total \
          troupe_instance_bytes_out_total troupe_instance_errors_total troupe_instance_restarts_total \
          troupe_instance_generation troupe_instance_processing_seconds_bucket troupe_instance_up; do
   check "exposes $m" grep -q "^$m{" metrics.txt
