@@ -7,8 +7,8 @@
 namespace troupe {
 
 embedded_adapter::embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation,
-                                   std::string log_tag)
-    : library_(std::move(library)), generation_(generation), log_tag_(std::move(log_tag)) {
+                                   std::string log_tag, allocator alloc)
+    : library_(std::move(library)), generation_(generation), alloc_(std::move(alloc)), log_tag_(std::move(log_tag)) {
   host_.abi_version = TROUPE_ABI_VERSION;
   host_.ctx = this;
   host_.alloc = &host_alloc;
@@ -76,7 +76,8 @@ call_result embedded_adapter::process(const frame* in, std::vector<frame>& out) 
 uint8_t* embedded_adapter::host_alloc(void* ctx, size_t size) {
   auto& self = *static_cast<embedded_adapter*>(ctx);
   try {
-    auto b = buffer::allocate(size);
+    auto b = self.alloc_ ? self.alloc_(size) : buffer::allocate(size);
+    if (!b) return nullptr;
     auto* p = b->data();
     self.allocs_.push_back(std::move(b));
     return p;

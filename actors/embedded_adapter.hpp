@@ -3,45 +3,39 @@
 // It implements the host table (alloc, emit, log, set_error) and turns plugin calls into
 // call_results and output frames. An emitted payload that lies inside the input's buffer,
 // or inside a buffer from alloc, is shared, never copied.
-//
-// Not thread-safe: one call at a time (the instance actor guarantees it). Every call may
-// block or hang; callers run them on the executor under a deadline.
 #pragma once
 
-#include "frame.hpp"
-#include "manifest.hpp"
+#include "adapter.hpp"
 #include "plugin_library.hpp"
 
 #include <troupe/plugin.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace troupe {
 
-struct call_result {
-  troupe_status status = TROUPE_OK;
-  std::string error;
-  bool ok() const { return status == TROUPE_OK; }
-};
-
-class embedded_adapter {
+class embedded_adapter : public plugin_adapter {
  public:
+  /// Where host_alloc takes memory from; the default allocates a fresh buffer.
+  using allocator = std::function<std::shared_ptr<buffer>(size_t)>;
+
   /// log_tag is prefixed to every line the plugin logs (node, stage, instance, generation).
-  embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation, std::string log_tag);
+  embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation, std::string log_tag,
+                   allocator alloc = {});
   /// Destroys the plugin instance if it was created and not released.
-  ~embedded_adapter();
+  ~embedded_adapter() override;
   embedded_adapter(const embedded_adapter&) = delete;
   embedded_adapter& operator=(const embedded_adapter&) = delete;
 
-  call_result create(const config_values& config);
-  call_result start();
-  /// in == nullptr asks a source for frames. Outputs are appended to out.
-  call_result process(const frame* in, std::vector<frame>& out);
-  call_result stop();
-  call_result health();
-  void destroy();
+  call_result create(const config_values& config) override;
+  call_result start() override;
+  call_result process(const frame* in, std::vector<frame>& out) override;
+  call_result stop() override;
+  call_result health() override;
+  void destroy() override;
 
   uint64_t generation() const { return generation_; }
   const std::string& log_tag() const { return log_tag_; }
@@ -55,6 +49,7 @@ class embedded_adapter {
 
   std::shared_ptr<plugin_library> library_;
   uint64_t generation_;
+  allocator alloc_;
   std::string log_tag_;
   troupe_host host_;
   void* self_ = nullptr;

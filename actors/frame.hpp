@@ -16,25 +16,31 @@
 
 namespace troupe {
 
-/// Bytes written once by their producer, then only read. Not copyable.
+/// Bytes written once by their producer, then only read. Not copyable. Usually owned; a
+/// view of memory someone else keeps alive (a shared-memory region) is possible too.
 class buffer {
  public:
   /// Uninitialised storage of size bytes.
   static std::shared_ptr<buffer> allocate(size_t size);
-  uint8_t* data() { return bytes_.get(); }
-  const uint8_t* data() const { return bytes_.get(); }
+  /// size bytes at p, which stay valid as long as keeper (may be null: the caller's promise).
+  static std::shared_ptr<buffer> view(uint8_t* p, size_t size, std::shared_ptr<const void> keeper);
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   /// Whether [p, p+n) lies inside this buffer.
   bool contains(const uint8_t* p, size_t n) const {
-    return p >= bytes_.get() && n <= size_ && p - bytes_.get() <= static_cast<ptrdiff_t>(size_ - n);
+    return p >= data_ && n <= size_ && p - data_ <= static_cast<ptrdiff_t>(size_ - n);
   }
 
   buffer(const buffer&) = delete;
   buffer& operator=(const buffer&) = delete;
   explicit buffer(size_t size);
+  buffer(uint8_t* p, size_t size, std::shared_ptr<const void> keeper);
 
  private:
-  std::unique_ptr<uint8_t[]> bytes_;
+  std::unique_ptr<uint8_t[]> owned_;
+  std::shared_ptr<const void> keeper_;
+  uint8_t* data_;
   size_t size_;
 };
 
