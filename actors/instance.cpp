@@ -2,6 +2,7 @@
 
 #include "dedupe.hpp"
 #include "embedded_adapter.hpp"
+#include "isolated_adapter.hpp"
 #include "router.hpp"
 
 #include <caf/all.hpp>
@@ -196,6 +197,7 @@ class instance_actor : public caf::event_based_actor {
 
  private:
   enum class input_kind : uint8_t { fresh, duplicate, dead };
+  static constexpr std::chrono::milliseconds worker_start_allowance{5000};
   struct inbound {
     frame f;
     caf::strong_actor_ptr sender;
@@ -247,12 +249,18 @@ class instance_actor : public caf::event_based_actor {
   }
 
   void start() {
-    auto adapter = std::make_shared<embedded_adapter>(s_.library, s_.generation, tag_);
+    std::shared_ptr<plugin_adapter> adapter;
+    if (stage_.mode == exec_mode::isolated)
+      adapter = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
+    else
+      adapter = std::make_shared<embedded_adapter>(s_.library, s_.generation, tag_);
     adapter_ = adapter;
     auto config = stage_.config;
     spdlog::debug("[{}] starting plugin {} {}", tag_, stage_.manifest.name, stage_.manifest.version.to_string());
-    run_on_executor([adapter, config, deadline = deadline_](executor::worker& w, call_site&, uint64_t call,
-                                                            const caf::actor& self) {
+    // Starting a worker process (exec, loading, limits) is not the plugin's time.
+    auto deadline = stage_.mode == exec_mode::isolated ? deadline_ + worker_start_allowance : deadline_;
+    run_on_executor([adapter, config, deadline](executor::worker& w, call_site&, uint64_t call,
+                                                const caf::actor& self) {
       call_result r;
       {
         executor::call_scope scope(w, deadline);
@@ -297,6 +305,7 @@ class instance_actor : public caf::event_based_actor {
         quit(make_error(errc::start_failed, r.error));
         return;
       }
+      s_.stats->worker_pid.store(adapter_ ? adapter_->worker_pid() : -1);
       report(instance_state::started);
       report(instance_state::running);
       spdlog::debug("[{}] running", tag_);
@@ -330,7 +339,9 @@ class instance_actor : public caf::event_based_actor {
     if (state_ == instance_state::failed) return;
     spdlog::error("[{}] lost: {}", tag_, why);
     // The plugin instance is destroyed with the last reference to the adapter: here, or,
-    // if a call never returned, by the stuck job when (if ever) it returns.
+    // if a call never returned, by the stuck job when (if ever) it returns. A worker
+    // process is killed now, which also ends a call stuck in it.
+    if (adapter_) adapter_->terminate();
     adapter_.reset();
     if (state_ == instance_state::stopping) {
       report(instance_state::failed, failure_class::teardown_failed, why);
@@ -390,7 +401,7 @@ class instance_actor : public caf::event_based_actor {
     std::vector<frame> frames;
     for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && inbox_[i].kind == input_kind::fresh; ++i)
       frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
-    submit_job([frames = std::move(frames)](embedded_adapter& adapter, batch_state& b, executor::worker& w,
+    submit_job([frames = std::move(frames)](plugin_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
                                             slot_stats& stats) {
       std::vector<frame> outs;
@@ -427,7 +438,7 @@ class instance_actor : public caf::event_based_actor {
   }
 
   void submit_source_turn() {
-    submit_job([](embedded_adapter& adapter, batch_state& b, executor::worker& w, call_site&,
+    submit_job([](plugin_adapter& adapter, batch_state& b, executor::worker& w, call_site&,
                   std::chrono::milliseconds deadline, slot_stats&) {
       std::vector<frame> outs;
       size_t emitted = 0;
@@ -543,7 +554,7 @@ class instance_actor : public caf::event_based_actor {
   std::chrono::milliseconds deadline_;
   router router_;
   std::string tag_;
-  std::shared_ptr<embedded_adapter> adapter_;
+  std::shared_ptr<plugin_adapter> adapter_;
   instance_state state_ = instance_state::loaded;
   std::deque<inbound> inbox_;
   size_t held_ = 0;  // inputs in the inbox that are not duplicates (the books' "in flight")

@@ -92,6 +92,7 @@ class slot_stats {
   std::atomic<failure_class> failure{failure_class::none};
   std::atomic<bool> quarantined{false};
   std::atomic<bool> finished{false};
+  std::atomic<int> worker_pid{-1};  // the isolated worker serving the current generation; -1: none
 
   void set_state(instance_state s) {
     state.store(s);

@@ -1,6 +1,8 @@
 // The troupe subcommands. Each returns the process exit status.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,7 +21,17 @@ struct run_options {
   bool progress = true;         // live progress when stdout is a terminal
 };
 
+/// `troupe worker`: started by a node for an isolated instance, never by users.
+struct worker_options {
+  std::string manifest;  // plugin.yaml of the plugin to serve
+  uint64_t generation = 1;
+  std::string tag;       // log tag of the instance
+  int parent = 0;        // the node's pid: the worker ends if its node is gone
+  size_t region_bytes = 0;
+};
+
 int run(const common_options& common, const run_options& opts);
+int serve_worker(const worker_options& opts);
 int list_plugins(const common_options& common);
 int validate(const common_options& common, const std::string& pipeline);
 

@@ -28,12 +28,22 @@ int main(int argc, char** argv) {
 
   auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
 
+  worker_options worker_opts;
+  auto* worker_cmd = app.add_subcommand("worker", "Serve one isolated plugin instance (started by a node)");
+  worker_cmd->group("");  // not for users: hidden from --help
+  worker_cmd->add_option("--manifest", worker_opts.manifest)->required();
+  worker_cmd->add_option("--generation", worker_opts.generation)->required();
+  worker_cmd->add_option("--tag", worker_opts.tag);
+  worker_cmd->add_option("--parent", worker_opts.parent)->required();
+  worker_cmd->add_option("--region-bytes", worker_opts.region_bytes)->required();
+
   CLI11_PARSE(app, argc, argv);
   if (!setup_logging(common.log_level)) {
     fprintf(stderr, "troupe: --log-level: unknown level '%s' (expected trace, debug, info, warn, error or off)\n",
             common.log_level.c_str());
     return 2;
   }
+  if (*worker_cmd) return serve_worker(worker_opts);
   if (*run_cmd) return run(common, run_opts);
   if (*validate_cmd) return validate(common, validate_path);
   if (*plugins_cmd) return list_plugins(common);

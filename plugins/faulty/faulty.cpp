@@ -1,15 +1,22 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
-// exception, abort, a segfault, exit, a hang or a slow call, on one sequence number or on
-// every Nth frame this instance processes; or it fails create, start or stop, or takes its
-// time to stop. For tests.
+// exception, abort, a segfault, exit, a hang, a slow call, a memory hog or a network
+// socket, on one sequence number or on every Nth frame this instance processes; or it
+// fails create, start or stop, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace {
 
@@ -22,6 +29,7 @@ class faulty : public troupe::plugin {
         every_(ctx.config.get_int("every", 0)),
         hang_ms_(ctx.config.get_int("hang_ms", 3600000)),
         slow_ms_(ctx.config.get_int("slow_ms", 50)),
+        hog_mb_(ctx.config.get_int("hog_mb", 1024)),
         stop_ms_(ctx.config.get_int("stop_ms", 0)),
         fail_start_(ctx.config.get_bool("fail_start")),
         fail_stop_(ctx.config.get_bool("fail_stop")) {
@@ -53,16 +61,31 @@ class faulty : public troupe::plugin {
     if (action_ == "throw") throw std::runtime_error("faulty: exception on " + where);
     if (action_ == "abort") std::abort();
     if (action_ == "segfault") {
-      volatile int* null = nullptr;
-      *null = 1;
+      // A real invalid access (to a page with no access rights), not undefined behaviour
+      // that a sanitizer would report first.
+      void* page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      *static_cast<volatile int*>(page) = 1;
     }
     if (action_ == "exit") std::_Exit(3);
     if (action_ == "hang") std::this_thread::sleep_for(std::chrono::milliseconds(hang_ms_));
     if (action_ == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms_));
+    if (action_ == "hog") {
+      // Kept, and touched page by page: the memory is really used.
+      for (int64_t mb = 0; mb < hog_mb_; ++mb) {
+        hoard_.emplace_back(new char[1 << 20]);
+        std::memset(hoard_.back().get(), 1, 1 << 20);
+      }
+    }
+    if (action_ == "socket") {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      if (fd < 0) throw troupe::frame_error("faulty: socket failed on " + where);
+      ::close(fd);
+    }
   }
 
   const std::string action_;
-  const int64_t on_seq_, every_, hang_ms_, slow_ms_, stop_ms_;
+  const int64_t on_seq_, every_, hang_ms_, slow_ms_, hog_mb_, stop_ms_;
+  std::vector<std::unique_ptr<char[]>> hoard_;
   const bool fail_start_, fail_stop_;
   int64_t seen_ = 0;
 };

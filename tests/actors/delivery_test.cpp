@@ -105,7 +105,9 @@ TEST(delivery, crashes_lose_only_dead_letters_and_duplicate_nothing_and_the_book
   EXPECT_EQ(f.generation.load(), uint64_t(sched.losses) + 1);
   EXPECT_FALSE(f.quarantined.load());
   for (auto& s : r.slots)
-    if (s->stage != "faulty") EXPECT_EQ(s->restarts.Value(), 0) << s->name();
+    if (s->stage != "faulty") {
+      EXPECT_EQ(s->restarts.Value(), 0) << s->name();
+    }
 
   // Every input of every instance is accounted for, and nothing is held at the end.
   for (auto& s : r.slots) {

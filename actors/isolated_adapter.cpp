@@ -1,0 +1,379 @@
+#include "isolated_adapter.hpp"
+
+#include "worker_protocol.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <kj/exception.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
+#include <thread>
+
+extern char** environ;
+
+namespace troupe {
+
+namespace wp = worker_protocol;
+
+namespace {
+
+// Function-local: set_worker_executable may run during static initialisation.
+struct exe_setting {
+  std::mutex mutex;
+  std::string path;
+};
+exe_setting& exe() {
+  static exe_setting s;
+  return s;
+}
+
+// Workers are spawned from one long-lived thread: a worker asks the kernel to kill it when
+// the thread that spawned it ends (PR_SET_PDEATHSIG), and executor threads come and go.
+class spawner {
+ public:
+  static spawner& get() {
+    static spawner s;
+    return s;
+  }
+  template <class F>
+  auto run(F f) -> decltype(f()) {
+    std::packaged_task<decltype(f())()> task(std::move(f));
+    auto result = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      jobs_.emplace_back([&task] { task(); });
+    }
+    cv_.notify_one();
+    return result.get();
+  }
+  ~spawner() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  spawner() : thread_([this] { loop(); }) {}
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      cv_.wait(lock, [this] { return done_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// A descriptor above the ones a worker is given, so that dup2 onto 3..5 always clears
+// close-on-exec.
+int high_fd(int fd) {
+  int h = fcntl(fd, F_DUPFD_CLOEXEC, 64);
+  close(fd);
+  return h;
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  const char* desc = sigdescr_np(sig);
+  return std::string("SIG") + (abbrev ? abbrev : std::to_string(sig)) + " (" + (desc ? desc : "unknown") + ")";
+}
+
+}  // namespace
+
+void set_worker_executable(std::string path) {
+  std::lock_guard<std::mutex> lock(exe().mutex);
+  exe().path = std::move(path);
+}
+
+std::string worker_executable() {
+  std::lock_guard<std::mutex> lock(exe().mutex);
+  if (!exe().path.empty()) return exe().path;
+  char buf[4096];
+  auto n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("troupe");
+}
+
+struct isolated_adapter::channel {
+  int sock = -1;
+  int region_fd[2] = {-1, -1};
+  uint8_t* region[2] = {nullptr, nullptr};
+  size_t region_bytes = 0;
+  ~channel() {
+    if (sock >= 0) close(sock);
+    for (int i = 0; i < 2; ++i) {
+      if (region[i]) munmap(region[i], region_bytes);
+      if (region_fd[i] >= 0) close(region_fd[i]);
+    }
+  }
+};
+
+isolated_adapter::isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag, size_t region_bytes)
+    : manifest_(m), generation_(generation), log_tag_(std::move(log_tag)), region_bytes_(region_bytes) {}
+
+isolated_adapter::~isolated_adapter() { reap(true); }
+
+void isolated_adapter::terminate() {
+  terminated_.store(true);
+  std::lock_guard<std::mutex> lock(pid_mutex_);
+  if (auto p = pid_.load(); p > 0) ::kill(p, SIGKILL);
+}
+
+void isolated_adapter::reap(bool kill_first) {
+  std::lock_guard<std::mutex> lock(pid_mutex_);
+  auto p = pid_.load();
+  if (p <= 0) return;
+  if (kill_first) ::kill(p, SIGKILL);
+  int status = 0;
+  while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_.store(-1);
+}
+
+call_result isolated_adapter::worker_gone(const std::string& during) {
+  // The worker closed its end: it is exiting. Give it a moment, then make sure.
+  auto p = pid_.load();
+  std::string what = "worker " + std::to_string(p);
+  if (p <= 0) return {TROUPE_FATAL, "no worker process (" + during + ")"};
+  int status = 0;
+  pid_t got = 0;
+  for (int i = 0; i < 200 && got == 0; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(pid_mutex_);
+      got = waitpid(p, &status, WNOHANG);
+      if (got == p) pid_.store(-1);
+    }
+    if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (got == 0) {
+    reap(true);
+    return {TROUPE_FATAL, what + " stopped answering during " + during + " and was killed"};
+  }
+  const auto& lim = manifest_.resources;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == wp::exit_memory_limit)
+    return {TROUPE_FATAL, "memory limit " + std::to_string(lim.memory_mb) + " MiB exceeded (" + what + ")"};
+  if (WIFEXITED(status) && WEXITSTATUS(status) == wp::exit_out_of_memory)
+    return {TROUPE_FATAL, what + " ran out of memory during " + during};
+  if (WIFEXITED(status))
+    return {TROUPE_FATAL, what + " exited with status " + std::to_string(WEXITSTATUS(status)) + " during " + during};
+  if (!WIFSIGNALED(status)) return {TROUPE_FATAL, what + " ended during " + during};
+  int sig = WTERMSIG(status);
+  if (sig == SIGXCPU)
+    return {TROUPE_FATAL, "cpu limit " + std::to_string(lim.cpu_seconds) + " s exceeded (" + what + ", " +
+                              signal_name(sig) + ")"};
+  if (sig == SIGSYS)
+    return {TROUPE_FATAL, std::string("a forbidden system call was made") +
+                              (lim.network ? "" : " (network access is not permitted: resources.network is false)") +
+                              " (" + what + " killed by seccomp, " + signal_name(sig) + ")"};
+  if (sig == SIGKILL && terminated_.load())
+    return {TROUPE_FATAL, what + " was killed (" + signal_name(sig) + ") during " + during};
+  return {TROUPE_FATAL, what + " killed by " + signal_name(sig) + " during " + during};
+}
+
+call_result isolated_adapter::create(const config_values& config) {
+  auto ch = std::make_unique<channel>();
+  ch->region_bytes = region_bytes_;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return {TROUPE_FATAL, std::string("cannot create the worker socket: ") + std::strerror(errno)};
+  ch->sock = high_fd(sv[0]);
+  int child_sock = high_fd(sv[1]);
+  for (int i = 0; i < 2; ++i) {
+    int fd = memfd_create(i == 0 ? "troupe-inputs" : "troupe-outputs", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, static_cast<off_t>(region_bytes_)) != 0) {
+      if (fd >= 0) close(fd);
+      close(child_sock);
+      return {TROUPE_FATAL, std::string("cannot create a shared region: ") + std::strerror(errno)};
+    }
+    ch->region_fd[i] = high_fd(fd);
+    void* p = mmap(nullptr, region_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, ch->region_fd[i], 0);
+    if (p == MAP_FAILED) {
+      close(child_sock);
+      return {TROUPE_FATAL, std::string("cannot map a shared region: ") + std::strerror(errno)};
+    }
+    ch->region[i] = static_cast<uint8_t*>(p);
+  }
+
+  auto exe = worker_executable();
+  std::vector<std::string> args = {exe,
+                                   "worker",
+                                   "--manifest",
+                                   manifest_.path,
+                                   "--generation",
+                                   std::to_string(generation_),
+                                   "--tag",
+                                   log_tag_,
+                                   "--parent",
+                                   std::to_string(getpid()),
+                                   "--region-bytes",
+                                   std::to_string(region_bytes_),
+                                   "--log-level",
+                                   std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
+  pid_t pid = spawner::get().run([&]() -> pid_t {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, child_sock, wp::socket_fd);
+    posix_spawn_file_actions_adddup2(&fa, ch->region_fd[0], wp::input_region_fd);
+    posix_spawn_file_actions_adddup2(&fa, ch->region_fd[1], wp::output_region_fd);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t child = -1;
+    int rc = posix_spawn(&child, exe.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+      errno = rc;
+      return -1;
+    }
+    return child;
+  });
+  int spawn_errno = errno;
+  close(child_sock);
+  if (pid < 0)
+    return {TROUPE_FATAL, "cannot start worker " + exe + ": " + std::strerror(spawn_errno)};
+  pid_.store(pid);
+  ch_ = std::move(ch);
+
+  // The worker says hello once its limits are in force and the library is loaded.
+  try {
+    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
+    auto hello = reader.getRoot<wire::Hello>();
+    if (hello.getProtocol() != wire::PROTOCOL_VERSION)
+      return {TROUPE_FATAL, "worker " + std::to_string(pid) + " speaks protocol " +
+                                std::to_string(hello.getProtocol()) + ", expected " +
+                                std::to_string(wire::PROTOCOL_VERSION)};
+    if (hello.getError().size() > 0) {
+      std::string e = hello.getError().cStr();
+      reap(true);
+      return {TROUPE_FATAL, "create failed: " + e};
+    }
+  } catch (const kj::Exception&) {
+    return worker_gone("start-up");
+  }
+  spdlog::debug("[{}] worker {} runs {}", log_tag_, pid, manifest_.library);
+
+  capnp::MallocMessageBuilder msg;
+  auto kv = msg.initRoot<wire::Request>().initCreate(static_cast<unsigned>(config.size()));
+  for (unsigned i = 0; i < config.size(); ++i) {
+    kv[i].setKey(config[i].first);
+    kv[i].setValue(config[i].second);
+  }
+  if (!wp::send_message(ch_->sock, msg)) return worker_gone("create");
+  try {
+    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
+    auto results = reader.getRoot<wire::Reply>().getResults();
+    if (results.size() != 1) return {TROUPE_FATAL, "worker sent a malformed reply to create"};
+    return {static_cast<troupe_status>(results[0].getStatus()), results[0].getError().cStr()};
+  } catch (const kj::Exception&) {
+    return worker_gone("create");
+  }
+}
+
+call_result isolated_adapter::simple_call(int which) {
+  static const char* names[] = {"start", "stop", "health", "destroy"};
+  const char* name = names[which];
+  if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, std::string("no worker for ") + name};
+  capnp::MallocMessageBuilder msg;
+  auto req = msg.initRoot<wire::Request>();
+  switch (which) {
+    case 0: req.setStart(); break;
+    case 1: req.setStop(); break;
+    case 2: req.setHealth(); break;
+    default: req.setDestroy(); break;
+  }
+  if (!wp::send_message(ch_->sock, msg)) return worker_gone(name);
+  try {
+    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
+    auto results = reader.getRoot<wire::Reply>().getResults();
+    if (results.size() != 1) return {TROUPE_FATAL, std::string("worker sent a malformed reply to ") + name};
+    return {static_cast<troupe_status>(results[0].getStatus()), results[0].getError().cStr()};
+  } catch (const kj::Exception&) {
+    return worker_gone(name);
+  }
+}
+
+call_result isolated_adapter::start() { return simple_call(0); }
+call_result isolated_adapter::stop() { return simple_call(1); }
+call_result isolated_adapter::health() { return simple_call(2); }
+
+void isolated_adapter::destroy() {
+  if (!ch_ || pid_.load() <= 0) return;
+  simple_call(3);
+  reap(false);  // the worker exits after destroy
+  ch_.reset();
+}
+
+call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) {
+  if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, "no worker for process"};
+  if (in != nullptr && in->size > region_bytes_)
+    return {TROUPE_ERROR, "frame of " + std::to_string(in->size) + " bytes is larger than the worker's input region (" +
+                              std::to_string(region_bytes_) + " bytes)"};
+  capnp::MallocMessageBuilder msg;
+  auto inputs = msg.initRoot<wire::Request>().initProcess(in ? 1 : 0);
+  if (in != nullptr) {
+    if (in->size > 0) std::memcpy(ch_->region[0], in->data, in->size);  // the one copy in
+    wp::write_header(inputs[0], *in, wp::input_region, 0);
+  }
+  if (!wp::send_message(ch_->sock, msg)) return worker_gone("process");
+  try {
+    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
+    auto reply = reader.getRoot<wire::Reply>();
+    auto results = reply.getResults();
+    if (results.size() != 1 || reply.getDone() != 1)
+      return {TROUPE_FATAL, "worker sent a malformed reply to process"};
+    auto r = results[0];
+    for (auto o : r.getOutputs()) {
+      frame f = wp::read_header(o);
+      auto p = o.getPayload();
+      uint64_t off = p.getOffset(), size = p.getSize();
+      if (in != nullptr && in->meta && f.meta && *f.meta == *in->meta) f.meta = in->meta;  // shared, as embedded
+      if (size > 0) {
+        if (p.getRegion() == wp::input_region) {
+          // A view of the input: the node's own buffer serves, no copy.
+          if (in == nullptr || off > in->size || size > in->size - off)
+            return {TROUPE_FATAL, "worker named bytes outside its input"};
+          f.payload = in->payload;
+          f.data = in->data + off;
+        } else {
+          if (off > region_bytes_ || size > region_bytes_ - off)
+            return {TROUPE_FATAL, "worker named bytes outside its output region"};
+          auto b = buffer::allocate(size);
+          std::memcpy(b->data(), ch_->region[1] + off, size);  // the one copy out
+          f.data = b->data();
+          f.payload = std::move(b);
+        }
+        f.size = size;
+      }
+      out.push_back(std::move(f));
+    }
+    return {static_cast<troupe_status>(r.getStatus()), r.getError().cStr()};
+  } catch (const kj::Exception&) {
+    return worker_gone("process");
+  }
+}
+
+}  // namespace troupe

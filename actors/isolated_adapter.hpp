@@ -1,0 +1,74 @@
+// The isolated adapter: runs one plugin instance in its own worker process (`troupe
+// worker`), so that a plugin that crashes, aborts, leaks or hangs takes only its worker
+// down.
+//
+// The worker is spawned by create() and serves exactly one instance. Requests and replies
+// go over a Unix socket as Cap'n Proto messages (schema/worker.capnp); payloads go through
+// two shared-memory regions: an input is copied once into the input region, an output
+// comes back through the output region and is copied once out of it. An output that is a
+// view of its input (a pass-through) costs no copy on the way back.
+//
+// A worker that dies, or is killed by terminate() (the instance's deadline passed), turns
+// the call in progress into TROUPE_FATAL with a message naming what happened: the signal,
+// the exit status, or the resource limit that was broken.
+#pragma once
+
+#include "adapter.hpp"
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace troupe {
+
+/// The executable that serves `troupe worker`; by default this process's own executable.
+void set_worker_executable(std::string path);
+std::string worker_executable();
+
+class isolated_adapter : public plugin_adapter {
+ public:
+  /// Bytes of each shared region (inputs, outputs): the largest payload that can cross.
+  static constexpr size_t default_region_bytes = size_t{64} << 20;
+
+  isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag,
+                   size_t region_bytes = default_region_bytes);
+  /// Kills and reaps the worker if it still runs.
+  ~isolated_adapter() override;
+  isolated_adapter(const isolated_adapter&) = delete;
+  isolated_adapter& operator=(const isolated_adapter&) = delete;
+
+  /// Spawns the worker, waits for it to run with its limits in force, then creates the
+  /// plugin instance there.
+  call_result create(const config_values& config) override;
+  call_result start() override;
+  call_result process(const frame* in, std::vector<frame>& out) override;
+  call_result stop() override;
+  call_result health() override;
+  /// Destroys the plugin instance and lets the worker exit.
+  void destroy() override;
+  /// Kills the worker (SIGKILL); the call in progress returns TROUPE_FATAL.
+  void terminate() override;
+
+  /// The worker's process id, or -1 when there is none.
+  int worker_pid() const override { return pid_.load(); }
+
+ private:
+  struct channel;
+  call_result simple_call(int which);
+  call_result worker_gone(const std::string& during);
+  void reap(bool kill_first);
+
+  const manifest manifest_;
+  const uint64_t generation_;
+  const std::string log_tag_;
+  const size_t region_bytes_;
+  std::unique_ptr<channel> ch_;
+  std::atomic<pid_t> pid_{-1};
+  std::mutex pid_mutex_;  // kill() and waitpid() never race: a reaped pid is never signalled
+  std::atomic<bool> terminated_{false};
+};
+
+}  // namespace troupe

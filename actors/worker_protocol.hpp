@@ -1,0 +1,84 @@
+// What the node and an isolated worker share: the fds a worker is given, how frame
+// headers are written and read, and how messages cross the socket.
+#pragma once
+
+#include "frame.hpp"
+
+#include <worker.capnp.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <string>
+
+namespace troupe::worker_protocol {
+
+// A worker finds its socket and its two regions at these descriptors.
+constexpr int socket_fd = 3, input_region_fd = 4, output_region_fd = 5;
+constexpr uint8_t input_region = 0, output_region = 1;
+// Exit statuses of a worker that ran out of memory: past the manifest's limit, or without one.
+constexpr int exit_memory_limit = 86, exit_out_of_memory = 87;
+
+inline void write_header(wire::Frame::Builder b, const frame& f, uint8_t region, uint64_t offset) {
+  b.setStream(f.stream);
+  b.setSeq(f.seq);
+  b.setPart(f.part);
+  b.setGeneration(f.generation);
+  b.setTimestampNs(f.timestamp_ns);
+  b.setType(f.type);
+  if (f.meta) {
+    auto m = b.initMeta(static_cast<unsigned>(f.meta->size()));
+    for (unsigned i = 0; i < f.meta->size(); ++i) {
+      m[i].setKey((*f.meta)[i].first);
+      m[i].setValue((*f.meta)[i].second);
+    }
+  }
+  auto p = b.initPayload();
+  p.setRegion(region);
+  p.setOffset(offset);
+  p.setSize(f.size);
+}
+
+/// The frame a header describes, without its payload.
+inline frame read_header(wire::Frame::Reader r) {
+  frame f;
+  f.stream = r.getStream();
+  f.seq = r.getSeq();
+  f.part = r.getPart();
+  f.generation = r.getGeneration();
+  f.timestamp_ns = r.getTimestampNs();
+  f.type = r.getType().cStr();
+  if (r.getMeta().size() > 0) {
+    auto m = std::make_shared<metadata>();
+    for (auto kv : r.getMeta()) m->emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
+    f.meta = std::move(m);
+  }
+  return f;
+}
+
+/// Writes a whole message; false if the peer is gone (never raises SIGPIPE).
+inline bool send_message(int fd, capnp::MessageBuilder& msg) {
+  auto words = capnp::messageToFlatArray(msg);
+  auto bytes = words.asBytes();
+  size_t done = 0;
+  while (done < bytes.size()) {
+    auto n = ::send(fd, bytes.begin() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+/// Reader options for messages from the other side: bounded, so a broken peer cannot make
+/// the reader allocate without limit.
+inline capnp::ReaderOptions reader_options() {
+  capnp::ReaderOptions o;
+  o.traversalLimitInWords = 64 * 1024 * 1024 / 8;
+  return o;
+}
+
+}  // namespace troupe::worker_protocol

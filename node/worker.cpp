@@ -1,0 +1,255 @@
+// `troupe worker`: serves one isolated plugin instance for the node that spawned it.
+//
+// It finds its control socket and its two shared regions at fixed descriptors
+// (worker_protocol.hpp), loads the plugin library, puts the manifest's limits in force
+// (address space, CPU time, open files, no new privileges, and a seccomp filter that kills
+// it on a network socket unless the manifest asks for network), says hello, and then
+// answers requests one by one, running the plugin through the same embedded adapter the
+// node uses in-process: the plugin cannot tell the difference.
+#include "commands.hpp"
+
+#include <embedded_adapter.hpp>
+#include <manifest.hpp>
+#include <plugin_library.hpp>
+#include <worker_protocol.hpp>
+
+#include <kj/exception.h>
+#include <seccomp.h>
+#include <spdlog/spdlog.h>
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <new>
+
+namespace troupe::cli {
+
+namespace wp = worker_protocol;
+
+namespace {
+
+// Bytes of address space this process maps now.
+uint64_t mapped_bytes() {
+  std::ifstream in("/proc/self/statm");
+  uint64_t pages = 0;
+  in >> pages;
+  return pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Puts the manifest's limits in force; an error names the limit that could not be set.
+std::string apply_limits(const resource_limits& lim) {
+  if (lim.open_files > 0) {
+    rlimit r{lim.open_files, lim.open_files};
+    if (setrlimit(RLIMIT_NOFILE, &r) != 0) return std::string("open file limit: ") + std::strerror(errno);
+  }
+  if (lim.cpu_seconds > 0) {
+    rlimit r{lim.cpu_seconds, lim.cpu_seconds + 1};  // SIGXCPU at the limit, SIGKILL a second later
+    if (setrlimit(RLIMIT_CPU, &r) != 0) return std::string("cpu limit: ") + std::strerror(errno);
+  }
+  // What the worker maps already (its code, the library, the shared regions) is not the
+  // plugin's: the limit is on top of it.
+  if (lim.memory_mb > 0) {
+    rlim_t bytes = mapped_bytes() + (lim.memory_mb << 20);
+    rlimit r{bytes, bytes};
+    if (setrlimit(RLIMIT_AS, &r) != 0) return std::string("memory limit: ") + std::strerror(errno);
+  }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return std::string("no_new_privs: ") + std::strerror(errno);
+  if (!lim.network) {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (ctx == nullptr) return "seccomp: cannot initialise a filter";
+    int rc = 0;
+    for (int domain : {AF_INET, AF_INET6, AF_PACKET, AF_NETLINK})
+      if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(socket), 1,
+                              SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)));
+    if (rc == 0) rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);
+  }
+  return {};
+}
+
+bool send_result(troupe_status st, const std::string& error) {
+  capnp::MallocMessageBuilder msg;
+  auto reply = msg.initRoot<wire::Reply>();
+  reply.setDone(1);
+  auto r = reply.initResults(1)[0];
+  r.setStatus(st);
+  r.setError(error);
+  return wp::send_message(wp::socket_fd, msg);
+}
+
+template <class F>
+call_result guarded(F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    throw;  // the memory limit: the worker ends and says so
+  } catch (const std::exception& e) {
+    return {TROUPE_FATAL, std::string("exception crossed the plugin ABI: ") + e.what()};
+  } catch (...) {
+    return {TROUPE_FATAL, "exception of unknown type crossed the plugin ABI"};
+  }
+}
+
+}  // namespace
+
+int serve_worker(const worker_options& o) {
+  // Dies with the node; a node that died before this line is noticed here.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != o.parent) return 1;
+  close_range(wp::output_region_fd + 1, ~0U, 0);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto hello = [](const std::string& error) {
+    capnp::MallocMessageBuilder msg;
+    auto h = msg.initRoot<wire::Hello>();
+    h.setProtocol(wire::PROTOCOL_VERSION);
+    h.setPid(getpid());
+    h.setError(error);
+    return wp::send_message(wp::socket_fd, msg);
+  };
+  uint8_t* region[2];
+  for (int i = 0; i < 2; ++i) {
+    void* p = mmap(nullptr, o.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, wp::input_region_fd + i, 0);
+    if (p == MAP_FAILED) {
+      hello(std::string("cannot map the shared regions: ") + std::strerror(errno));
+      return 1;
+    }
+    region[i] = static_cast<uint8_t*>(p);
+  }
+  auto m = load_manifest(o.manifest);
+  if (!m) {
+    hello(describe(m.error()));
+    return 1;
+  }
+  auto lib = plugin_library::open(*m);
+  if (!lib) {
+    hello(describe(lib.error()));
+    return 1;
+  }
+  if (auto e = apply_limits(m->resources); !e.empty()) {
+    hello("cannot put the limits of " + m->path + " in force: " + e);
+    return 1;
+  }
+  if (!hello({})) return 1;
+
+  // Outputs the plugin allocates live in the output region: they cross without a copy.
+  size_t out_used = 0;
+  auto out_alloc = [&](size_t size) -> std::shared_ptr<buffer> {
+    size_t at = (out_used + 63) & ~size_t{63};
+    if (at > o.region_bytes || size > o.region_bytes - at) return buffer::allocate(size);
+    out_used = at + size;
+    return buffer::view(region[1] + at, size, nullptr);
+  };
+  embedded_adapter adapter(*lib, o.generation, o.tag, out_alloc);
+  const auto memory_mb = m->resources.memory_mb;
+
+  try {
+    for (;;) {
+      capnp::StreamFdMessageReader reader(wp::socket_fd, wp::reader_options());
+      auto req = reader.getRoot<wire::Request>();
+      switch (req.which()) {
+        case wire::Request::CREATE: {
+          config_values config;
+          for (auto kv : req.getCreate()) config.emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
+          auto r = guarded([&] { return adapter.create(config); });
+          if (!send_result(r.status, r.error)) return 1;
+          break;
+        }
+        case wire::Request::START: {
+          auto r = guarded([&] { return adapter.start(); });
+          if (!send_result(r.status, r.error)) return 1;
+          break;
+        }
+        case wire::Request::STOP: {
+          auto r = guarded([&] { return adapter.stop(); });
+          if (!send_result(r.status, r.error)) return 1;
+          break;
+        }
+        case wire::Request::HEALTH: {
+          auto r = guarded([&] { return adapter.health(); });
+          if (!send_result(r.status, r.error)) return 1;
+          break;
+        }
+        case wire::Request::DESTROY:
+          adapter.destroy();
+          send_result(TROUPE_OK, {});
+          return 0;
+        case wire::Request::PROCESS: {
+          auto inputs = req.getProcess();
+          capnp::MallocMessageBuilder msg;
+          auto results = msg.initRoot<wire::Reply>().initResults(std::max(1u, inputs.size()));
+          std::vector<frame> outs;
+          out_used = 0;
+          auto serve = [&](const frame* in, wire::Result::Builder res) {
+            outs.clear();
+            auto r = guarded([&] { return adapter.process(in, outs); });
+            auto list = res.initOutputs(static_cast<unsigned>(outs.size()));
+            for (unsigned i = 0; i < outs.size(); ++i) {
+              auto& f = outs[i];
+              uint8_t reg = wp::output_region;
+              const uint8_t* base = region[1];
+              if (f.size > 0 && f.data >= region[0] && f.data + f.size <= region[0] + o.region_bytes) {
+                reg = wp::input_region, base = region[0];
+              } else if (f.size > 0 && !(f.data >= region[1] && f.data + f.size <= region[1] + o.region_bytes)) {
+                // Emitted from the plugin's own memory: copied into the output region.
+                auto b = out_alloc(f.size);
+                if (!(b->data() >= region[1] && b->data() < region[1] + o.region_bytes)) {
+                  r = {TROUPE_FATAL, "outputs do not fit the worker's output region of " +
+                                         std::to_string(o.region_bytes) + " bytes"};
+                  list = res.initOutputs(0);
+                  break;
+                }
+                std::memcpy(b->data(), f.data, f.size);
+                f.data = b->data();
+              }
+              wp::write_header(list[i], f, reg, f.size > 0 ? static_cast<uint64_t>(f.data - base) : 0);
+            }
+            if (r.status != TROUPE_OK && memory_mb > 0 && r.error.find("bad_alloc") != std::string::npos)
+              r = {TROUPE_FATAL, "memory limit " + std::to_string(memory_mb) + " MiB exceeded (" + r.error + ")"};
+            res.setStatus(r.status);
+            res.setError(r.error);
+            return r.status;
+          };
+          if (inputs.size() == 0) {
+            msg.getRoot<wire::Reply>().setDone(1);
+            serve(nullptr, results[0]);
+          } else {
+            for (unsigned i = 0; i < inputs.size(); ++i) {
+              frame in = wp::read_header(inputs[i]);
+              auto p = inputs[i].getPayload();
+              if (p.getRegion() != wp::input_region || p.getOffset() > o.region_bytes ||
+                  p.getSize() > o.region_bytes - p.getOffset()) {
+                spdlog::error("[{}] worker: the node named bytes outside the input region", o.tag);
+                return 1;
+              }
+              in.payload = buffer::view(region[0] + p.getOffset(), p.getSize(), nullptr);
+              in.data = in.payload->data();
+              in.size = p.getSize();
+              msg.getRoot<wire::Reply>().setDone(i + 1);
+              if (serve(&in, results[i]) == TROUPE_FATAL) break;  // the rest stay undone
+            }
+          }
+          if (!wp::send_message(wp::socket_fd, msg)) return 1;
+          break;
+        }
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    // Reported by the exit status: the node names the limit.
+    if (memory_mb > 0) _exit(wp::exit_memory_limit);
+    _exit(wp::exit_out_of_memory);
+  } catch (const kj::Exception& e) {
+    // The node closed the socket (it stops or died): nothing is waiting for an answer.
+    return 0;
+  }
+}
+
+}  // namespace troupe::cli

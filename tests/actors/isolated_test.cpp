@@ -1,0 +1,246 @@
+// Isolated mode end to end: plugins in real `troupe worker` processes, real crashes,
+// real signals, real limits. The node (this test process) survives every one of them.
+#include "pipeline_runner.hpp"
+
+#include <isolated_adapter.hpp>
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <set>
+#include <thread>
+
+using namespace troupe;
+using namespace troupe::test;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+namespace {
+
+// Workers are served by the troupe executable, not by this test binary. Under the
+// sanitizers, workers crash as they would without them: the signal, not a sanitizer report.
+const bool worker_set = [] {
+  set_worker_executable(TROUPE_EXE);
+  std::string asan = getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "";
+  setenv("ASAN_OPTIONS", (asan + ":handle_segv=0:handle_abort=0").c_str(), 1);
+  return true;
+}();
+
+bool process_exists(int pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH); }
+
+// Whether the process is gone (reaped) within two seconds.
+bool gone(int pid) {
+  for (int i = 0; i < 200 && process_exists(pid); ++i) std::this_thread::sleep_for(10ms);
+  return !process_exists(pid);
+}
+
+// testsrc -> f -> checksum, with f's plugin, mode and config given.
+std::string chain(const std::string& f, int count = 20, const std::string& extra = "") {
+  return "pipeline: isolated\n"
+         "dead_letter_after: 2\n"
+         "restart: {max_restarts: 20, period_s: 60, backoff_initial_ms: 2, backoff_max_ms: 10}\n" + extra +
+         "stages:\n"
+         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
+         ", streams: 2}}\n"
+         "  - " + f + "\n"
+         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
+         "edges: [\"src -> f -> sink\"]\n";
+}
+
+// The sink's frames log of a run of faulty doing nothing, in process.
+frames_log clean_log(int count) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty}", count));
+  EXPECT_TRUE(static_cast<bool>(p));
+  auto r = run_pipeline(*p);
+  EXPECT_TRUE(r.completed && r.outcome.ok);
+  return read_frames_log((d.path() / "frames.txt").string());
+}
+
+}  // namespace
+
+TEST(isolated, outputs_are_those_of_embedded_mode_byte_for_byte) {
+  auto pipeline = [](const std::string& mode) {
+    return "pipeline: modes\n"
+           "stages:\n"
+           "  - {name: src, plugin: testsrc, config: {width: 64, height: 36, count: 15, streams: 2}}\n"
+           "  - {name: invert, plugin: invert, mode: " + mode + "}\n"
+           "  - {name: blur, plugin: blur, mode: " + mode + ", config: {radius: 2}}\n"
+           "  - {name: det, plugin: detect, mode: " + mode + "}\n"
+           "  - {name: pass, plugin: passthrough, mode: " + mode + "}\n"
+           "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
+           "  - {name: dsink, plugin: checksum, config: {output: \"{dir}/det.txt\"}}\n"
+           "edges: [\"src -> invert -> blur -> pass -> sink\", \"blur -> det -> dsink\"]\n";
+  };
+  temp_dir e, i;
+  auto pe = plan_yaml(e, pipeline("embedded"));
+  auto pi = plan_yaml(i, pipeline("isolated"));
+  ASSERT_OK(pe);
+  ASSERT_OK(pi);
+  auto re = run_pipeline(*pe);
+  std::vector<int> pids;
+  auto ri = run_pipeline(*pi, 30s, [&](const slot_table& slots) {
+    pids.clear();
+    for (auto& s : slots)
+      if (s->mode == exec_mode::isolated) pids.push_back(s->worker_pid.load());
+    return std::count(pids.begin(), pids.end(), -1) > 0;  // until every worker is up
+  });
+  ASSERT_TRUE(re.completed && re.outcome.ok) << re.outcome.reason;
+  ASSERT_TRUE(ri.completed && ri.outcome.ok) << ri.outcome.reason;
+  auto le = read_frames_log((e.path() / "frames.txt").string());
+  auto li = read_frames_log((i.path() / "frames.txt").string());
+  EXPECT_EQ(li.hashes.size(), 30u);
+  EXPECT_EQ(li.hashes, le.hashes);
+  EXPECT_EQ(checksum_line((i.path() / "det.txt").string(), "total"),
+            checksum_line((e.path() / "det.txt").string(), "total"));
+  // Each isolated instance ran in a worker of its own, gone once the pipeline stopped.
+  ASSERT_EQ(pids.size(), 4u);
+  EXPECT_EQ(std::set<int>(pids.begin(), pids.end()).size(), 4u);
+  for (int pid : pids) {
+    EXPECT_NE(pid, getpid());
+    EXPECT_TRUE(gone(pid)) << "worker " << pid << " outlived its pipeline";
+  }
+  for (auto& s : ri.slots) expect_books_balance(*s);
+}
+
+TEST(isolated, a_crashing_worker_is_lost_restarted_and_loses_no_frame) {
+  auto want = clean_log(20);
+  struct kind {
+    std::string action, error;
+  };
+  for (auto& k : {kind{"segfault", "killed by SIGSEGV"}, kind{"abort", "killed by SIGABRT"},
+                  kind{"exit", "exited with status 3"}, kind{"throw", "exception"}}) {
+    SCOPED_TRACE(k.action);
+    temp_dir d;
+    // Each generation dies on the 7th frame it sees: frames 6, 12, 18... of the 40.
+    auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: " + k.action +
+                                ", every: 7}}"));
+    ASSERT_OK(p);
+    auto r = run_pipeline(*p);
+    ASSERT_TRUE(r.completed);
+    EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+    auto& f = r.slot("f");
+    EXPECT_EQ(f.restarts.Value(), 6);
+    EXPECT_EQ(f.generation.load(), 7u);
+    EXPECT_THAT(f.last_error(), HasSubstr(k.error));
+    auto got = read_frames_log((d.path() / "frames.txt").string());
+    EXPECT_EQ(got.repeated, 0u);
+    EXPECT_EQ(got.hashes, want.hashes);
+    for (auto& s : r.slots) expect_books_balance(*s);
+  }
+}
+
+TEST(isolated, sigkill_from_outside_is_lost_and_the_next_worker_takes_over) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: slow, every: 1, slow_ms: 5}}",
+                              50));
+  ASSERT_OK(p);
+  int killed = -1;
+  auto r = run_pipeline(*p, 30s, [&](const slot_table& slots) {
+    for (auto& s : slots)
+      if (s->stage == "f" && s->frames_completed.Value() >= 10) {
+        killed = s->worker_pid.load();
+        ::kill(killed, SIGKILL);
+        return false;
+      }
+    return true;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  ASSERT_GT(killed, 0);
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.restarts.Value(), 1);
+  EXPECT_EQ(f.generation.load(), 2u);
+  EXPECT_THAT(f.last_error(), HasSubstr("killed by SIGKILL"));
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes.size(), 100u);
+  EXPECT_EQ(got.repeated, 0u);
+  EXPECT_TRUE(gone(killed));
+}
+
+TEST(isolated, a_hung_worker_is_killed_at_its_deadline) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 300, "
+                              "config: {action: hang, on_seq: 3}}", 10));
+  ASSERT_OK(p);
+  std::set<int> pids;
+  auto r = run_pipeline(*p, 30s, [&](const slot_table& slots) {
+    for (auto& s : slots)
+      if (s->stage == "f" && s->worker_pid.load() > 0) pids.insert(s->worker_pid.load());
+    return true;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_GE(f.restarts.Value(), 2);  // seq 3 hangs on both streams until it is a dead letter
+  EXPECT_THAT(f.last_error(), HasSubstr("deadline of 300 ms"));
+  EXPECT_EQ(r.dead_letters->records().size(), 2u);
+  EXPECT_GE(pids.size(), 2u);
+  for (int pid : pids) EXPECT_TRUE(gone(pid)) << "hung worker " << pid << " was not killed";
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes.size(), 18u);
+}
+
+TEST(isolated, breaking_the_memory_limit_is_named) {
+  temp_dir d;
+  // faulty's manifest allows 256 MiB; seq 2 asks for 512.
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 20000, "
+                              "config: {action: hog, hog_mb: 512, on_seq: 2}}",
+                              6));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer's own allocator ends the worker when the limit denies it memory.
+  EXPECT_FALSE(r.slot("f").last_error().empty());
+#else
+  EXPECT_THAT(r.slot("f").last_error(), HasSubstr("memory limit 256 MiB exceeded"));
+#endif
+  EXPECT_EQ(r.dead_letters->records().size(), 2u);
+  EXPECT_EQ(read_frames_log((d.path() / "frames.txt").string()).hashes.size(), 10u);
+}
+
+TEST(isolated, a_network_socket_without_the_network_permission_stops_the_worker) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: socket, on_seq: 1}}", 4));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_THAT(r.slot("f").last_error(), HasSubstr("network access is not permitted"));
+  auto dead = r.dead_letters->records();
+  ASSERT_EQ(dead.size(), 2u);
+  EXPECT_EQ(dead[0].frame.seq, 1u);
+  // Embedded, the same plugin may open its socket: the limit belongs to the worker.
+  temp_dir e;
+  auto pe = plan_yaml(e, chain("{name: f, plugin: faulty, config: {action: socket, on_seq: 1}}", 4));
+  ASSERT_OK(pe);
+  auto re = run_pipeline(*pe);
+  EXPECT_EQ(re.dead_letters->records().size(), 0u);
+  EXPECT_EQ(re.slot("f").restarts.Value(), 0);
+}
+
+TEST(isolated, a_worker_that_does_not_stop_in_time_is_killed_and_teardown_failed) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 300, config: {stop_ms: 20000}}", 3));
+  ASSERT_OK(p);
+  int pid = -1;
+  auto start = std::chrono::steady_clock::now();
+  auto r = run_pipeline(*p, 30s, [&](const slot_table& slots) {
+    for (auto& s : slots)
+      if (s->stage == "f") pid = std::max(pid, s->worker_pid.load());
+    return pid <= 0;
+  });
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok);  // every frame went through; only the stop failed
+  EXPECT_TRUE(r.stopped);
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.state.load(), instance_state::failed);
+  EXPECT_EQ(f.failure.load(), failure_class::teardown_failed);
+  EXPECT_THAT(f.last_error(), HasSubstr("deadline of 300 ms"));
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(gone(pid)) << "worker " << pid << " was not killed";
+}

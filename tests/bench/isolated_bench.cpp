@@ -1,0 +1,114 @@
+// Isolated against embedded: frames/s through one pass-through plugin instance, called as
+// the instance actor calls it, embedded (in process) and isolated (in a worker process,
+// across the socket and the shared regions), in the same run. For 6 MB frames, next to a
+// plain loop that copies the payload twice with memcpy: the floor an isolated stage that
+// copies in and out cannot beat.
+//
+//   build/tests/bench/isolated_bench [seconds per figure, default 1]
+#include <catalog.hpp>
+#include <embedded_adapter.hpp>
+#include <isolated_adapter.hpp>
+#include <plugin_library.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+using namespace troupe;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_per_figure = 1.0;
+
+// Frames/s of `one` (which handles one frame) run for about seconds_per_figure.
+template <class F>
+double rate(F&& one) {
+  for (int i = 0; i < 3; ++i) one();  // warm up
+  uint64_t n = 0;
+  auto start = clock_type::now();
+  double elapsed = 0;
+  while (elapsed < seconds_per_figure) {
+    for (int i = 0; i < 16; ++i) one();
+    n += 16;
+    elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  }
+  return static_cast<double>(n) / elapsed;
+}
+
+double through(plugin_adapter& a, const frame& f) {
+  std::vector<frame> out;
+  return rate([&] {
+    out.clear();
+    auto r = a.process(&f, out);
+    if (!r.ok() || out.size() != 1) {
+      std::fprintf(stderr, "isolated_bench: process failed: %s\n", r.error.c_str());
+      std::exit(1);
+    }
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1) seconds_per_figure = std::atof(argv[1]);
+  set_worker_executable(TROUPE_EXE);
+  auto cat = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});
+  auto m = cat.lookup("passthrough");
+  if (!m) {
+    std::fprintf(stderr, "isolated_bench: %s\n", describe(m.error()).c_str());
+    return 1;
+  }
+  auto lib = plugin_library::open(**m);
+  if (!lib) {
+    std::fprintf(stderr, "isolated_bench: %s\n", describe(lib.error()).c_str());
+    return 1;
+  }
+  embedded_adapter embedded(*lib, 1, "bench embedded");
+  isolated_adapter isolated(**m, 1, "bench isolated");
+  for (plugin_adapter* a : {static_cast<plugin_adapter*>(&embedded), static_cast<plugin_adapter*>(&isolated)}) {
+    auto r = a->create({});
+    if (r.ok()) r = a->start();
+    if (!r.ok()) {
+      std::fprintf(stderr, "isolated_bench: start failed: %s\n", r.error.c_str());
+      return 1;
+    }
+  }
+
+  std::printf("one pass-through stage, frames/s (%.1f s per figure)\n", seconds_per_figure);
+  std::printf("%-8s %14s %14s %8s %16s %8s\n", "payload", "embedded", "isolated", "ratio", "2x memcpy loop",
+              "iso/loop");
+  for (size_t size : {size_t{64}, size_t{6} << 20}) {
+    auto b = buffer::allocate(size);
+    std::memset(b->data(), 7, size);
+    frame f;
+    f.type = "bytes";
+    f.payload = b;
+    f.data = b->data();
+    f.size = size;
+    double emb = through(embedded, f);
+    double iso = through(isolated, f);
+    const char* label = size == 64 ? "64 B" : "6 MB";
+    if (size == 64) {
+      std::printf("%-8s %14.0f %14.0f %7.1f%% %16s %8s\n", label, emb, iso, 100 * iso / emb, "-", "-");
+      continue;
+    }
+    // The same bytes copied in and out, as an isolated call must at least do.
+    auto mid = buffer::allocate(size), out = buffer::allocate(size);
+    double loop = rate([&] {
+      std::memcpy(mid->data(), f.data, size);
+      std::memcpy(out->data(), mid->data(), size);
+      asm volatile("" : : "r"(out->data()) : "memory");
+    });
+    std::printf("%-8s %14.0f %14.0f %7.1f%% %16.0f %7.1f%%\n", label, emb, iso, 100 * iso / emb, loop,
+                100 * iso / loop);
+  }
+  isolated.stop();
+  isolated.destroy();
+  embedded.stop();
+  return 0;
+}
