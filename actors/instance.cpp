@@ -101,7 +101,8 @@ namespace troupe {
 namespace {
 
 using call_kind_atom = caf::atom_constant<caf::atom("call")>;
-enum class call_kind : uint8_t { start, stop };
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+enum class call_kind : uint8_t { start, stop, health };
 
 class instance_actor : public caf::event_based_actor {
  public:
@@ -186,6 +187,7 @@ class instance_actor : public caf::event_based_actor {
           tick_pending_ = false;
           pump();
         },
+        [this](heartbeat_atom) { heartbeat(); },
         [this](lost_atom, uint64_t call, const std::string& why) {
           if (call == call_id_ && busy_) on_overrun(why);
         },
@@ -198,6 +200,27 @@ class instance_actor : public caf::event_based_actor {
  private:
   enum class input_kind : uint8_t { fresh, duplicate, dead };
   static constexpr std::chrono::milliseconds worker_start_allowance{5000};
+  // An idle isolated instance asks its worker for a health answer this often; a worker that
+  // does not answer within the stage's deadline (stopped, wedged) is lost.
+  static constexpr std::chrono::milliseconds heartbeat_interval{1000};
+
+  void heartbeat() {
+    if (state_ != instance_state::running || !adapter_) return;
+    if (busy_ || stop_requested_) {  // a call in progress is watched by its own deadline
+      delayed_send(this, heartbeat_interval, heartbeat_atom::value);
+      return;
+    }
+    run_on_executor([adapter = adapter_, deadline = deadline_](executor::worker& w, call_site&, uint64_t call,
+                                                              const caf::actor& self) {
+      call_result r;
+      {
+        executor::call_scope scope(w, deadline);
+        r = guarded([&] { return adapter->health(); });
+      }
+      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, call_kind::health, std::move(r));
+    });
+  }
+
   struct inbound {
     frame f;
     caf::strong_actor_ptr sender;
@@ -297,6 +320,15 @@ class instance_actor : public caf::event_based_actor {
 
   void on_call(call_kind kind, call_result& r) {
     busy_ = false;
+    if (kind == call_kind::health) {
+      if (!r.ok()) {
+        lose("health check failed: " + r.error);
+        return;
+      }
+      delayed_send(this, heartbeat_interval, heartbeat_atom::value);
+      pump();
+      return;
+    }
     if (kind == call_kind::start) {
       if (!r.ok()) {
         spdlog::error("[{}] start_failed: {}", tag_, r.error);
@@ -308,6 +340,7 @@ class instance_actor : public caf::event_based_actor {
       s_.stats->worker_pid.store(adapter_ ? adapter_->worker_pid() : -1);
       report(instance_state::started);
       report(instance_state::running);
+      if (stage_.mode == exec_mode::isolated) delayed_send(this, heartbeat_interval, heartbeat_atom::value);
       spdlog::debug("[{}] running", tag_);
       pump();
       return;

@@ -15,6 +15,7 @@ using namespace troupe;
 using namespace troupe::test;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -243,4 +244,52 @@ TEST(isolated, a_worker_that_does_not_stop_in_time_is_killed_and_teardown_failed
   EXPECT_THAT(f.last_error(), HasSubstr("deadline of 300 ms"));
   ASSERT_GT(pid, 0);
   EXPECT_TRUE(gone(pid)) << "worker " << pid << " was not killed";
+}
+
+TEST(isolated, an_idle_worker_that_stops_answering_is_lost) {
+  temp_dir d;
+  // f takes one frame, then idles while another branch keeps the pipeline running: only
+  // heartbeats reach its worker.
+  auto p = plan_yaml(d, "pipeline: frozen\n"
+                        "restart: {max_restarts: 5, backoff_initial_ms: 2, backoff_max_ms: 10}\n"
+                        "stages:\n"
+                        "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 1}}\n"
+                        "  - {name: f, plugin: passthrough, mode: isolated, deadline_ms: 300}\n"
+                        "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                        "  - {name: slow, plugin: testsrc, config: {width: 8, height: 8, count: 1000, rate: 2}}\n"
+                        "  - {name: sink2, plugin: checksum, config: {output: \"{dir}/sum2.txt\"}}\n"
+                        "edges: [\"src -> f -> sink\", \"slow -> sink2\"]\n");
+  ASSERT_OK(p);
+  int frozen = -1;
+  std::chrono::steady_clock::time_point frozen_at, lost_at;
+  auto r = run_pipeline(
+      *p, 30s,
+      [&](const slot_table& slots) {
+        for (auto& s : slots)
+          if (s->stage == "f" && s->frames_completed.Value() >= 1 && s->worker_pid.load() > 0) {
+            frozen = s->worker_pid.load();
+            ::kill(frozen, SIGSTOP);  // alive, its socket open, answering nothing
+            frozen_at = std::chrono::steady_clock::now();
+            return false;
+          }
+        return true;
+      },
+      {},
+      [&](const slot_table& slots) {
+        for (auto& s : slots)
+          if (s->stage == "f" && s->restarts.Value() >= 1 && s->state.load() == instance_state::running) {
+            lost_at = std::chrono::steady_clock::now();
+            return true;
+          }
+        return false;
+      });
+  ASSERT_GT(frozen, 0);
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.restarts.Value(), 1);
+  EXPECT_THAT(f.last_error(), HasSubstr("deadline of 300 ms"));
+  EXPECT_THAT(f.last_error(), Not(HasSubstr("seq")));  // no frame was in the worker: a heartbeat found it
+  EXPECT_NE(f.worker_pid.load(), frozen);
+  EXPECT_TRUE(gone(frozen)) << "the frozen worker " << frozen << " was not killed";
+  // Found out within a heartbeat interval and a deadline, with room for a loaded machine.
+  EXPECT_LT(lost_at - frozen_at, 5s);
 }
