@@ -210,15 +210,7 @@ class instance_actor : public caf::event_based_actor {
       delayed_send(this, heartbeat_interval, heartbeat_atom::value);
       return;
     }
-    run_on_executor([adapter = adapter_, deadline = deadline_](executor::worker& w, call_site&, uint64_t call,
-                                                              const caf::actor& self) {
-      call_result r;
-      {
-        executor::call_scope scope(w, deadline);
-        r = guarded([&] { return adapter->health(); });
-      }
-      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, call_kind::health, std::move(r));
-    });
+    run_call(call_kind::health, deadline_, [](plugin_adapter& a) { return guarded([&] { return a.health(); }); });
   }
 
   struct inbound {
@@ -260,6 +252,21 @@ class instance_actor : public caf::event_based_actor {
     });
   }
 
+  // Runs one lifecycle call, work(adapter) -> call_result, on the executor under deadline;
+  // its result comes back as (call_kind_atom).
+  template <class Work>
+  void run_call(call_kind kind, std::chrono::milliseconds deadline, Work work) {
+    run_on_executor([adapter = adapter_, kind, deadline, work = std::move(work)](
+                        executor::worker& w, call_site&, uint64_t call, const caf::actor& self) mutable {
+      call_result r;
+      {
+        executor::call_scope scope(w, deadline);
+        r = work(*adapter);
+      }
+      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, kind, std::move(r));
+    });
+  }
+
   template <class F>
   static call_result guarded(F&& f) {
     try {
@@ -272,28 +279,21 @@ class instance_actor : public caf::event_based_actor {
   }
 
   void start() {
-    std::shared_ptr<plugin_adapter> adapter;
     if (stage_.mode == exec_mode::isolated)
-      adapter = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
+      adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
     else
-      adapter = std::make_shared<embedded_adapter>(s_.library, s_.generation, tag_);
-    adapter_ = adapter;
+      adapter_ = std::make_shared<embedded_adapter>(s_.library, s_.generation, tag_);
     auto config = stage_.config;
     spdlog::debug("[{}] starting plugin {} {}", tag_, stage_.manifest.name, stage_.manifest.version.to_string());
     // Starting a worker process (exec, loading, limits) is not the plugin's time.
     auto deadline = stage_.mode == exec_mode::isolated ? deadline_ + worker_start_allowance : deadline_;
-    run_on_executor([adapter, config, deadline](executor::worker& w, call_site&, uint64_t call,
-                                                const caf::actor& self) {
-      call_result r;
-      {
-        executor::call_scope scope(w, deadline);
-        r = guarded([&] { return adapter->create(config); });
-        if (r.ok()) {
-          r = guarded([&] { return adapter->start(); });
-          if (!r.ok()) r.error = "start failed: " + r.error;
-        }
+    run_call(call_kind::start, deadline, [config](plugin_adapter& a) {
+      auto r = guarded([&] { return a.create(config); });
+      if (r.ok()) {
+        r = guarded([&] { return a.start(); });
+        if (!r.ok()) r.error = "start failed: " + r.error;
       }
-      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, call_kind::start, std::move(r));
+      return r;
     });
   }
 
@@ -305,16 +305,10 @@ class instance_actor : public caf::event_based_actor {
       return;
     }
     report(instance_state::stopping);
-    auto adapter = adapter_;
-    run_on_executor([adapter, deadline = deadline_](executor::worker& w, call_site&, uint64_t call,
-                                                    const caf::actor& self) {
-      call_result r;
-      {
-        executor::call_scope scope(w, deadline);
-        r = guarded([&] { return adapter->stop(); });
-        adapter->destroy();
-      }
-      caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, call_kind::stop, std::move(r));
+    run_call(call_kind::stop, deadline_, [](plugin_adapter& a) {
+      auto r = guarded([&] { return a.stop(); });
+      a.destroy();
+      return r;
     });
   }
 

@@ -282,53 +282,57 @@ call_result isolated_adapter::create(const config_values& config) {
     kv[i].setKey(config[i].first);
     kv[i].setValue(config[i].second);
   }
-  if (!wp::send_message(ch_->sock, msg)) return worker_gone("create");
+  return exchange("create", msg, plain_result);
+}
+
+call_result isolated_adapter::plain_result(wire::Result::Reader r) {
+  return {static_cast<troupe_status>(r.getStatus()), r.getError().cStr()};
+}
+
+template <class Take>
+call_result isolated_adapter::exchange(const char* during, capnp::MessageBuilder& msg, Take take) {
+  if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, std::string("no worker for ") + during};
+  if (!wp::send_message(ch_->sock, msg)) return worker_gone(during);
   try {
     capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
-    auto results = reader.getRoot<wire::Reply>().getResults();
-    if (results.size() != 1) return {TROUPE_FATAL, "worker sent a malformed reply to create"};
-    return {static_cast<troupe_status>(results[0].getStatus()), results[0].getError().cStr()};
+    auto reply = reader.getRoot<wire::Reply>();
+    if (reply.getResults().size() != 1 || reply.getDone() != 1)
+      return {TROUPE_FATAL, std::string("worker sent a malformed reply to ") + during};
+    return take(reply.getResults()[0]);
   } catch (const kj::Exception&) {
-    return worker_gone("create");
+    return worker_gone(during);
   }
 }
 
-call_result isolated_adapter::simple_call(int which) {
-  static const char* names[] = {"start", "stop", "health", "destroy"};
-  const char* name = names[which];
-  if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, std::string("no worker for ") + name};
+call_result isolated_adapter::start() {
   capnp::MallocMessageBuilder msg;
-  auto req = msg.initRoot<wire::Request>();
-  switch (which) {
-    case 0: req.setStart(); break;
-    case 1: req.setStop(); break;
-    case 2: req.setHealth(); break;
-    default: req.setDestroy(); break;
-  }
-  if (!wp::send_message(ch_->sock, msg)) return worker_gone(name);
-  try {
-    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
-    auto results = reader.getRoot<wire::Reply>().getResults();
-    if (results.size() != 1) return {TROUPE_FATAL, std::string("worker sent a malformed reply to ") + name};
-    return {static_cast<troupe_status>(results[0].getStatus()), results[0].getError().cStr()};
-  } catch (const kj::Exception&) {
-    return worker_gone(name);
-  }
+  msg.initRoot<wire::Request>().setStart();
+  return exchange("start", msg, plain_result);
 }
 
-call_result isolated_adapter::start() { return simple_call(0); }
-call_result isolated_adapter::stop() { return simple_call(1); }
-call_result isolated_adapter::health() { return simple_call(2); }
+call_result isolated_adapter::stop() {
+  capnp::MallocMessageBuilder msg;
+  msg.initRoot<wire::Request>().setStop();
+  return exchange("stop", msg, plain_result);
+}
+
+call_result isolated_adapter::health() {
+  capnp::MallocMessageBuilder msg;
+  msg.initRoot<wire::Request>().setHealth();
+  return exchange("health", msg, plain_result);
+}
 
 void isolated_adapter::destroy() {
   if (!ch_ || pid_.load() <= 0) return;
-  simple_call(3);
+  capnp::MallocMessageBuilder msg;
+  msg.initRoot<wire::Request>().setDestroy();
+  exchange("destroy", msg, plain_result);
   reap(false);  // the worker exits after destroy
   ch_.reset();
 }
 
 call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) {
-  if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, "no worker for process"};
+  if (!ch_) return {TROUPE_FATAL, "no worker for process"};
   if (in != nullptr && in->size > region_bytes_)
     return {TROUPE_ERROR, "frame of " + std::to_string(in->size) + " bytes is larger than the worker's input region (" +
                               std::to_string(region_bytes_) + " bytes)"};
@@ -338,14 +342,7 @@ call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) 
     if (in->size > 0) std::memcpy(ch_->region[0], in->data, in->size);  // the one copy in
     wp::write_header(inputs[0], *in, wp::input_region, 0);
   }
-  if (!wp::send_message(ch_->sock, msg)) return worker_gone("process");
-  try {
-    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
-    auto reply = reader.getRoot<wire::Reply>();
-    auto results = reply.getResults();
-    if (results.size() != 1 || reply.getDone() != 1)
-      return {TROUPE_FATAL, "worker sent a malformed reply to process"};
-    auto r = results[0];
+  return exchange("process", msg, [&](wire::Result::Reader r) -> call_result {
     for (auto o : r.getOutputs()) {
       frame f = wp::read_header(o);
       auto p = o.getPayload();
@@ -370,10 +367,8 @@ call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) 
       }
       out.push_back(std::move(f));
     }
-    return {static_cast<troupe_status>(r.getStatus()), r.getError().cStr()};
-  } catch (const kj::Exception&) {
-    return worker_gone("process");
-  }
+    return plain_result(r);
+  });
 }
 
 }  // namespace troupe

@@ -15,6 +15,8 @@
 
 #include "adapter.hpp"
 
+#include <worker.capnp.h>
+
 #include <sys/types.h>
 
 #include <atomic>
@@ -57,7 +59,11 @@ class isolated_adapter : public plugin_adapter {
 
  private:
   struct channel;
-  call_result simple_call(int which);
+  // Sends msg and reads the reply's one result through take(wire::Result::Reader); a worker
+  // that is gone meanwhile turns into TROUPE_FATAL naming what happened `during`.
+  template <class Take>
+  call_result exchange(const char* during, capnp::MessageBuilder& msg, Take take);
+  static call_result plain_result(wire::Result::Reader r);
   call_result worker_gone(const std::string& during);
   void reap(bool kill_first);
 

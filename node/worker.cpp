@@ -163,18 +163,15 @@ int serve_worker(const worker_options& o) {
           if (!send_result(r.status, r.error)) return 1;
           break;
         }
-        case wire::Request::START: {
-          auto r = guarded([&] { return adapter.start(); });
-          if (!send_result(r.status, r.error)) return 1;
-          break;
-        }
-        case wire::Request::STOP: {
-          auto r = guarded([&] { return adapter.stop(); });
-          if (!send_result(r.status, r.error)) return 1;
-          break;
-        }
+        case wire::Request::START:
+        case wire::Request::STOP:
         case wire::Request::HEALTH: {
-          auto r = guarded([&] { return adapter.health(); });
+          auto which = req.which();
+          auto r = guarded([&] {
+            return which == wire::Request::START  ? adapter.start()
+                   : which == wire::Request::STOP ? adapter.stop()
+                                                  : adapter.health();
+          });
           if (!send_result(r.status, r.error)) return 1;
           break;
         }
@@ -246,7 +243,7 @@ int serve_worker(const worker_options& o) {
     // Reported by the exit status: the node names the limit.
     if (memory_mb > 0) _exit(wp::exit_memory_limit);
     _exit(wp::exit_out_of_memory);
-  } catch (const kj::Exception& e) {
+  } catch (const kj::Exception&) {
     // The node closed the socket (it stops or died): nothing is waiting for an answer.
     return 0;
   }

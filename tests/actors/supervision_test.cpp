@@ -373,12 +373,10 @@ edges: ["src -> f -> sink"]
   auto total = checksum_line((d.path() / "sum.txt").string(), "total");
   EXPECT_EQ(total["frames"], "18");
   EXPECT_EQ(total["duplicates"], "0");
-  std::ifstream frames(d.path() / "frames.txt");
-  std::set<std::pair<uint64_t, uint64_t>> seen;
-  uint64_t stream, seq, part;
-  std::string hash;
-  while (frames >> stream >> seq >> part >> hash) seen.insert({stream, seq});
+  auto seen = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(seen.repeated, 0u);
   for (uint64_t s = 0; s < 2; ++s)
-    for (uint64_t q = 0; q < 10; ++q) EXPECT_EQ(seen.count({s, q}), q == 4 ? 0u : 1u) << s << "/" << q;
+    for (uint64_t q = 0; q < 10; ++q)
+      EXPECT_EQ(seen.hashes.count({s, q, 0u}), q == 4 ? 0u : 1u) << s << "/" << q;
   for (auto& slot : r.slots) expect_books_balance(*slot);
 }

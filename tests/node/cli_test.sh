@@ -2,18 +2,12 @@
 # The troupe command as a user runs it: plugins, validate, run (exit status, summary, report).
 # Usage: cli_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
+source "$(dirname "$0")/check.sh"
 troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-passed=0
-failed=0
-check() {  # check NAME CONDITION-COMMAND...
-  local name="$1"; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
-contains() { grep -qF -- "$2" <<<"$1"; }
 
 out=$("$troupe" plugins 2>&1)
 for p in testsrc passthrough invert blur watermark detect checksum faulty; do
@@ -110,5 +104,4 @@ check "an unknown log level is refused" test $rc -eq 2
 out=$("$troupe" run --help 2>&1)
 check "run --help describes --metrics" contains "$out" "--metrics"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+verdict

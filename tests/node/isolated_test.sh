@@ -3,6 +3,7 @@
 # down, and no worker outlives a node killed with SIGKILL.
 # Usage: isolated_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
+source "$(dirname "$0")/check.sh"
 troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
 # Under the sanitizers, a worker's segfault stays a signal rather than a sanitizer report.
@@ -16,13 +17,6 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-passed=0
-failed=0
-check() {  # check NAME CONDITION-COMMAND...
-  local name="$1"; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
-contains() { grep -qF -- "$2" <<<"$1"; }
 alive() { kill -0 "$1" 2>/dev/null; }
 
 cat > crash.yaml <<Y
@@ -73,5 +67,4 @@ for _ in $(seq 50); do
 done
 check "no worker outlives its node (left:$left)" test -z "$left"
 
-echo "isolated: $passed passed, $failed failed"
-test "$failed" -eq 0
+verdict

@@ -2,6 +2,7 @@
 # Scrapes a running `troupe run --metrics` over HTTP and checks the exposition with promtool.
 # Usage: metrics_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
+source "$(dirname "$0")/check.sh"
 troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
 work=$(mktemp -d)
@@ -9,12 +10,6 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$work"
-passed=0
-failed=0
-check() {
-  local name="$1"; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name"; fi
-}
 
 # A free port on loopback.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -55,5 +50,4 @@ pid=""
 check "SIGINT stops the run (non-zero: interrupted)" test "$rc" -eq 1
 check "the summary says it was interrupted" grep -q "interrupted by signal" run.log
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+verdict
