@@ -12,6 +12,7 @@
 
 #include <troupe/plugin.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,19 @@ struct call_result {
   bool ok() const { return status == TROUPE_OK; }
 };
 
+/// Receives what process_batch does, input by input, in input order.
+class batch_sink {
+ public:
+  virtual ~batch_sink() = default;
+  /// Input i's call begins: its deadline runs from now. Not every input is announced (a
+  /// batch that crosses to a worker at once is announced by its first input, and then as
+  /// the worker is seen to move on).
+  virtual void begin(size_t i) = 0;
+  /// Input i's call returned r after `took`, with outputs outs (the sink takes them).
+  /// False: process no more inputs.
+  virtual bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds took) = 0;
+};
+
 class plugin_adapter {
  public:
   virtual ~plugin_adapter() = default;
@@ -31,6 +45,22 @@ class plugin_adapter {
   virtual call_result start() = 0;
   /// in == nullptr asks a source for frames. Outputs are appended to out.
   virtual call_result process(const frame* in, std::vector<frame>& out) = 0;
+  /// Processes inputs in order, reporting each to sink, until one returns TROUPE_FATAL or
+  /// the sink says stop. An input whose call was cut short by a fatal failure (a crash) is
+  /// reported as TROUPE_FATAL; inputs before it that were never reported were not
+  /// processed as far as anyone can tell. This default calls process() once per input; an
+  /// adapter that can carry many inputs per wake-up does better.
+  virtual void process_batch(const std::vector<frame>& in, batch_sink& sink) {
+    std::vector<frame> outs;
+    for (size_t i = 0; i < in.size(); ++i) {
+      sink.begin(i);
+      auto t0 = std::chrono::steady_clock::now();
+      auto r = process(&in[i], outs);
+      auto took = std::chrono::steady_clock::now() - t0;
+      if (!sink.done(i, r, outs, took) || r.status == TROUPE_FATAL) return;
+      outs.clear();
+    }
+  }
   virtual call_result stop() = 0;
   virtual call_result health() = 0;
   virtual void destroy() = 0;

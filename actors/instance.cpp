@@ -431,38 +431,74 @@ class instance_actor : public caf::event_based_actor {
     submit_job([frames = std::move(frames)](plugin_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
                                             slot_stats& stats) {
-      std::vector<frame> outs;
-      for (auto& f : frames) {
-        if (b.cancel.load(std::memory_order_relaxed)) break;
-        site.stream.store(f.stream);
-        site.seq.store(f.seq);
-        site.part.store(f.part);
-        site.has_input.store(true);
-        auto t0 = std::chrono::steady_clock::now();
-        call_result cr;
-        {
-          executor::call_scope scope(w, deadline);
-          cr = guarded([&] { return adapter.process(&f, outs); });
-        }
-        stats.processing.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        if (cr.status == TROUPE_FATAL) {
-          std::lock_guard<std::mutex> lock(b.mutex);
-          if (!b.closed) {
-            b.fatal = std::move(cr);
-            b.fatal_input = frame_key{f.stream, f.seq, f.part};
-          }
-          return outs.size();
-        }
-        bool ok = cr.status == TROUPE_OK;
-        if (!ok) {
-          std::lock_guard<std::mutex> lock(b.mutex);
-          if (!b.closed) b.errors.emplace_back(f.seq, std::move(cr.error));
-        }
-        if (!add_to_batch(b, outs, ok)) return outs.size();
-      }
-      return size_t{0};
+      batch_job sink(frames, b, w, site, deadline, stats);
+      auto r = guarded([&] {
+        adapter.process_batch(frames, sink);
+        return call_result{};
+      });
+      if (!r.ok()) sink.fail(std::move(r));
+      return sink.stale;
     });
   }
+
+  // Takes the results of one batch as the adapter reports them, into the batch state.
+  struct batch_job final : batch_sink {
+    batch_job(const std::vector<frame>& frames, batch_state& b, executor::worker& w, call_site& site,
+              std::chrono::milliseconds deadline, slot_stats& stats)
+        : frames(frames), b(b), w(w), site(site), deadline(deadline), stats(stats) {}
+
+    void begin(size_t i) override {
+      current = i;
+      auto& f = frames[i];
+      site.stream.store(f.stream);
+      site.seq.store(f.seq);
+      site.part.store(f.part);
+      site.has_input.store(true);
+      scope.reset();
+      scope.emplace(w, deadline);
+    }
+
+    bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds took) override {
+      current = i;
+      scope.reset();
+      stats.processing.Observe(std::chrono::duration<double>(took).count());
+      if (r.status == TROUPE_FATAL) {
+        fail(std::move(r));
+        stale += outs.size();
+        return false;
+      }
+      bool ok = r.status == TROUPE_OK;
+      if (!ok) {
+        std::lock_guard<std::mutex> lock(b.mutex);
+        if (!b.closed) b.errors.emplace_back(frames[i].seq, std::move(r.error));
+      }
+      if (!add_to_batch(b, outs, ok)) {
+        stale += outs.size();
+        return false;
+      }
+      return !b.cancel.load(std::memory_order_relaxed);
+    }
+
+    // The call on input `current` failed fatally: that input is the culprit.
+    void fail(call_result r) {
+      scope.reset();
+      std::lock_guard<std::mutex> lock(b.mutex);
+      if (b.closed) return;
+      auto& f = frames[current];
+      b.fatal = std::move(r);
+      b.fatal_input = frame_key{f.stream, f.seq, f.part};
+    }
+
+    const std::vector<frame>& frames;
+    batch_state& b;
+    executor::worker& w;
+    call_site& site;
+    std::chrono::milliseconds deadline;
+    slot_stats& stats;
+    std::optional<executor::call_scope> scope;
+    size_t current = 0;
+    size_t stale = 0;  // outputs made after the batch was closed under the job
+  };
 
   void submit_source_turn() {
     submit_job([](plugin_adapter& adapter, batch_state& b, executor::worker& w, call_site&,

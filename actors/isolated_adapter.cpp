@@ -7,6 +7,7 @@
 #include <kj/exception.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
@@ -331,44 +332,169 @@ void isolated_adapter::destroy() {
   ch_.reset();
 }
 
-call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) {
-  if (!ch_) return {TROUPE_FATAL, "no worker for process"};
-  if (in != nullptr && in->size > region_bytes_)
-    return {TROUPE_ERROR, "frame of " + std::to_string(in->size) + " bytes is larger than the worker's input region (" +
-                              std::to_string(region_bytes_) + " bytes)"};
-  capnp::MallocMessageBuilder msg;
-  auto inputs = msg.initRoot<wire::Request>().initProcess(in ? 1 : 0);
-  if (in != nullptr) {
-    if (in->size > 0) std::memcpy(ch_->region[0], in->data, in->size);  // the one copy in
-    wp::write_header(inputs[0], *in, wp::input_region, 0);
-  }
-  return exchange("process", msg, [&](wire::Result::Reader r) -> call_result {
-    for (auto o : r.getOutputs()) {
-      frame f = wp::read_header(o);
-      auto p = o.getPayload();
-      uint64_t off = p.getOffset(), size = p.getSize();
-      if (in != nullptr && in->meta && f.meta && *f.meta == *in->meta) f.meta = in->meta;  // shared, as embedded
-      if (size > 0) {
-        if (p.getRegion() == wp::input_region) {
-          // A view of the input: the node's own buffer serves, no copy.
-          if (in == nullptr || off > in->size || size > in->size - off)
-            return {TROUPE_FATAL, "worker named bytes outside its input"};
-          f.payload = in->payload;
-          f.data = in->data + off;
-        } else {
-          if (off > region_bytes_ || size > region_bytes_ - off)
-            return {TROUPE_FATAL, "worker named bytes outside its output region"};
-          auto b = buffer::allocate(size);
-          std::memcpy(b->data(), ch_->region[1] + off, size);  // the one copy out
-          f.data = b->data();
-          f.payload = std::move(b);
-        }
-        f.size = size;
+call_result isolated_adapter::read_outputs(wire::Result::Reader r, const frame* in, uint64_t in_offset,
+                                           std::vector<frame>& out) {
+  for (auto o : r.getOutputs()) {
+    frame f = wp::read_header(o);
+    auto p = o.getPayload();
+    uint64_t off = p.getOffset(), size = p.getSize();
+    if (in != nullptr && in->meta && f.meta && *f.meta == *in->meta) f.meta = in->meta;  // shared, as embedded
+    if (size > 0) {
+      if (p.getRegion() == wp::input_region) {
+        // A view of the input: the node's own buffer serves, no copy.
+        if (in == nullptr || off < in_offset || off - in_offset > in->size || size > in->size - (off - in_offset))
+          return {TROUPE_FATAL, "worker named bytes outside its input"};
+        f.payload = in->payload;
+        f.data = in->data + (off - in_offset);
+      } else {
+        if (off > region_bytes_ || size > region_bytes_ - off)
+          return {TROUPE_FATAL, "worker named bytes outside its output region"};
+        auto b = buffer::allocate(size);
+        std::memcpy(b->data(), ch_->region[1] + off, size);  // the one copy out
+        f.data = b->data();
+        f.payload = std::move(b);
       }
-      out.push_back(std::move(f));
+      f.size = size;
     }
-    return plain_result(r);
-  });
+    out.push_back(std::move(f));
+  }
+  return plain_result(r);
+}
+
+call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) {
+  struct one final : batch_sink {
+    std::vector<frame>& out;
+    call_result result{TROUPE_FATAL, "no result"};
+    explicit one(std::vector<frame>& o) : out(o) {}
+    void begin(size_t) override {}
+    bool done(size_t, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds) override {
+      result = std::move(r);
+      for (auto& f : outs) out.push_back(std::move(f));
+      return true;
+    }
+  } sink(out);
+  if (in == nullptr) {  // a source's turn
+    if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, "no worker for process"};
+    capnp::MallocMessageBuilder msg;
+    msg.initRoot<wire::Request>().initProcess(0);
+    run_process(msg, nullptr, nullptr, 0, 0, sink);
+  } else {
+    process_batch(std::vector<frame>{*in}, sink);
+  }
+  return sink.result;
+}
+
+void isolated_adapter::process_batch(const std::vector<frame>& in, batch_sink& sink) {
+  const size_t room = region_bytes_ - wp::control_bytes;
+  size_t next = 0;
+  while (next < in.size()) {
+    std::vector<frame> none;
+    if (!ch_ || pid_.load() <= 0) {
+      sink.begin(next);
+      call_result r{TROUPE_FATAL, "no worker for process"};
+      sink.done(next, r, none, {});
+      return;
+    }
+    if (in[next].size > room) {
+      sink.begin(next);
+      call_result r{TROUPE_ERROR, "frame of " + std::to_string(in[next].size) +
+                                      " bytes is larger than the worker's input region (" + std::to_string(room) +
+                                      " bytes)"};
+      if (!sink.done(next, r, none, {})) return;
+      ++next;
+      continue;
+    }
+    // As many inputs as fit, each copied once into the input region.
+    size_t end = next, used = 0;
+    std::vector<uint64_t> offsets;
+    for (; end < in.size() && end - next < max_request_frames; ++end) {
+      size_t at = wp::aligned(used);
+      if (in[end].size > room - std::min(room, at)) break;
+      if (end > next && at + in[end].size > max_request_bytes) break;
+      offsets.push_back(wp::control_bytes + at);
+      used = at + in[end].size;
+    }
+    const auto count = static_cast<unsigned>(end - next);
+    capnp::MallocMessageBuilder msg;
+    auto list = msg.initRoot<wire::Request>().initProcess(count);
+    for (unsigned k = 0; k < count; ++k) {
+      auto& f = in[next + k];
+      if (f.size > 0) std::memcpy(ch_->region[0] + offsets[k], f.data, f.size);  // the one copy in
+      wp::write_header(list[k], f, wp::input_region, offsets[k]);
+    }
+    auto done = run_process(msg, &in[next], offsets.data(), count, next, sink);
+    if (done == 0) return;
+    next += done;
+  }
+}
+
+size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets,
+                                     unsigned count, size_t base, batch_sink& sink) {
+  std::vector<frame> outs;
+  // Reports input k's result; false: the batch ends here.
+  auto report = [&](unsigned k, call_result r, std::chrono::nanoseconds took) {
+    bool go_on = sink.done(base + k, r, outs, took) && r.status != TROUPE_FATAL;
+    outs.clear();
+    return go_on;
+  };
+  wp::control ctl(ch_->region[0]);
+  ctl.progress.store(0, std::memory_order_relaxed);
+  ctl.committed.store(0, std::memory_order_relaxed);
+  sink.begin(base);
+  auto t0 = std::chrono::steady_clock::now();
+  bool gone = !wp::send_message(ch_->sock, msg);
+  if (!gone) {
+    // Wait for the reply, announcing each input the worker is seen to move on to.
+    uint32_t seen = 0;
+    for (;;) {
+      pollfd pfd{ch_->sock, POLLIN, 0};
+      int n = poll(&pfd, 1, 10);
+      if (n > 0 || (n < 0 && errno != EINTR)) break;
+      uint32_t at = ctl.progress.load(std::memory_order_relaxed);
+      if (at != seen && at < count) {
+        seen = at;
+        sink.begin(base + at);
+      }
+    }
+    try {
+      capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
+      reader.getRoot<wire::Reply>();
+    } catch (const kj::Exception&) {
+      gone = true;
+    }
+  }
+  // The results the worker committed, also if it died after.
+  const unsigned expected = std::max(1u, count);
+  const uint32_t committed = ctl.committed.load(std::memory_order_acquire);
+  if (committed > expected || (committed == 0 && !gone)) {
+    report(0, {TROUPE_FATAL, "worker counted " + std::to_string(committed) + " results for " +
+                                 std::to_string(expected) + " calls"},
+           {});
+    return 0;
+  }
+  const auto* words = reinterpret_cast<const capnp::word*>(ch_->region[1]);
+  kj::ArrayPtr<const capnp::word> area(words, wp::results_bytes(region_bytes_) / sizeof(capnp::word));
+  for (unsigned k = 0; k < committed; ++k) {
+    call_result r;
+    std::chrono::nanoseconds took{0};
+    try {
+      capnp::FlatArrayMessageReader reader(area, wp::reader_options());
+      auto res = reader.getRoot<wire::Result>();
+      took = std::chrono::nanoseconds(res.getNanos());
+      r = read_outputs(res, count > 0 ? &in[k] : nullptr, count > 0 ? offsets[k] : 0, outs);
+      area = kj::arrayPtr(reader.getEnd(), area.end());
+    } catch (const kj::Exception& e) {
+      outs.clear();
+      r = {TROUPE_FATAL, std::string("worker wrote a malformed result: ") + e.getDescription().cStr()};
+    }
+    if (!report(k, std::move(r), took)) return 0;
+  }
+  if (gone && committed < expected) {
+    // The worker died working on the input after the last result it committed.
+    report(committed, worker_gone("process"), std::chrono::steady_clock::now() - t0);
+    return 0;
+  }
+  return committed;
 }
 
 }  // namespace troupe

@@ -6,7 +6,8 @@
 // go over a Unix socket as Cap'n Proto messages (schema/worker.capnp); payloads go through
 // two shared-memory regions: an input is copied once into the input region, an output
 // comes back through the output region and is copied once out of it. An output that is a
-// view of its input (a pass-through) costs no copy on the way back.
+// view of its input (a pass-through) costs no copy on the way back. Small inputs travel in
+// batches, many per request, so that one wake-up of the worker serves them all.
 //
 // A worker that dies, or is killed by terminate() (the instance's deadline passed), turns
 // the call in progress into TROUPE_FATAL with a message naming what happened: the signal,
@@ -34,6 +35,8 @@ class isolated_adapter : public plugin_adapter {
  public:
   /// Bytes of each shared region (inputs, outputs): the largest payload that can cross.
   static constexpr size_t default_region_bytes = size_t{64} << 20;
+  static constexpr size_t max_request_frames = 256;
+  static constexpr size_t max_request_bytes = size_t{1} << 20;
 
   isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag,
                    size_t region_bytes = default_region_bytes);
@@ -47,6 +50,9 @@ class isolated_adapter : public plugin_adapter {
   call_result create(const config_values& config) override;
   call_result start() override;
   call_result process(const frame* in, std::vector<frame>& out) override;
+  /// Carries many inputs per request: as many as fit the input region, up to
+  /// max_request_frames and (unless one frame alone is larger) max_request_bytes.
+  void process_batch(const std::vector<frame>& in, batch_sink& sink) override;
   call_result stop() override;
   call_result health() override;
   /// Destroys the plugin instance and lets the worker exit.
@@ -64,6 +70,14 @@ class isolated_adapter : public plugin_adapter {
   template <class Take>
   call_result exchange(const char* during, capnp::MessageBuilder& msg, Take take);
   static call_result plain_result(wire::Result::Reader r);
+  // Appends r's outputs to out. An output in the input region must lie within `in`, which
+  // was placed at in_offset there.
+  call_result read_outputs(wire::Result::Reader r, const frame* in, uint64_t in_offset, std::vector<frame>& out);
+  // Sends a process request (count inputs, in[k] placed at offsets[k]; none: a source's
+  // turn) and reports its results to sink as inputs base + k. Returns how many inputs are
+  // done; 0 when the batch ends here (a fatal result, or the sink said stop).
+  size_t run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets, unsigned count,
+                     size_t base, batch_sink& sink);
   call_result worker_gone(const std::string& during);
   void reap(bool kill_first);
 

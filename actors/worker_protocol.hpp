@@ -11,6 +11,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <string>
 
@@ -19,6 +20,27 @@ namespace troupe::worker_protocol {
 // A worker finds its socket and its two regions at these descriptors.
 constexpr int socket_fd = 3, input_region_fd = 4, output_region_fd = 5;
 constexpr uint8_t input_region = 0, output_region = 1;
+// The input region starts with a control block; payloads follow it.
+constexpr size_t control_bytes = 64;
+// Payloads in a region start at multiples of this.
+constexpr size_t payload_alignment = 64;
+inline size_t aligned(size_t at) { return (at + payload_alignment - 1) & ~(payload_alignment - 1); }
+
+/// What the worker tells the node through the control block while it serves a process
+/// request: the index of the input it works on, and how many results it committed to the
+/// results area. Both survive the worker: after a crash the node still reads them.
+struct control {
+  std::atomic_ref<uint32_t> progress;
+  std::atomic_ref<uint32_t> committed;
+  explicit control(uint8_t* input_region)
+      : progress(*reinterpret_cast<uint32_t*>(input_region)),
+        committed(*reinterpret_cast<uint32_t*>(input_region + sizeof(uint32_t))) {}
+};
+
+/// The output region starts with the results area: one flat Result message per input
+/// served, one after the other. Output payloads follow it.
+inline size_t results_bytes(size_t region_bytes) { return (region_bytes / 16) & ~size_t{63}; }
+
 // Exit statuses of a worker that ran out of memory: past the manifest's limit, or without one.
 constexpr int exit_memory_limit = 86, exit_out_of_memory = 87;
 

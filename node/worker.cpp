@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <new>
@@ -141,9 +142,10 @@ int serve_worker(const worker_options& o) {
   if (!hello({})) return 1;
 
   // Outputs the plugin allocates live in the output region: they cross without a copy.
-  size_t out_used = 0;
+  const size_t results_bytes = wp::results_bytes(o.region_bytes);
+  size_t out_used = results_bytes;
   auto out_alloc = [&](size_t size) -> std::shared_ptr<buffer> {
-    size_t at = (out_used + 63) & ~size_t{63};
+    size_t at = wp::aligned(out_used);
     if (at > o.region_bytes || size > o.region_bytes - at) return buffer::allocate(size);
     out_used = at + size;
     return buffer::view(region[1] + at, size, nullptr);
@@ -181,13 +183,19 @@ int serve_worker(const worker_options& o) {
           return 0;
         case wire::Request::PROCESS: {
           auto inputs = req.getProcess();
-          capnp::MallocMessageBuilder msg;
-          auto results = msg.initRoot<wire::Reply>().initResults(std::max(1u, inputs.size()));
+          wp::control ctl(region[0]);
+          size_t results_used = 0;
+          out_used = results_bytes;
           std::vector<frame> outs;
-          out_used = 0;
-          auto serve = [&](const frame* in, wire::Result::Builder res) {
+          // Runs one call and commits its result to the results area.
+          auto serve = [&](const frame* in) {
             outs.clear();
+            auto t0 = std::chrono::steady_clock::now();
             auto r = guarded([&] { return adapter.process(in, outs); });
+            auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
+            capnp::MallocMessageBuilder msg;
+            auto res = msg.initRoot<wire::Result>();
+            res.setNanos(static_cast<uint64_t>(nanos.count()));
             auto list = res.initOutputs(static_cast<unsigned>(outs.size()));
             for (unsigned i = 0; i < outs.size(); ++i) {
               auto& f = outs[i];
@@ -213,27 +221,47 @@ int serve_worker(const worker_options& o) {
               r = {TROUPE_FATAL, "memory limit " + std::to_string(memory_mb) + " MiB exceeded (" + r.error + ")"};
             res.setStatus(r.status);
             res.setError(r.error);
+            auto words = capnp::messageToFlatArray(msg);
+            if (words.asBytes().size() > results_bytes - results_used) {
+              // Half the area is always free when a call begins: this one fits.
+              capnp::MallocMessageBuilder small;
+              auto e = small.initRoot<wire::Result>();
+              e.setStatus(TROUPE_FATAL);
+              e.setError("the outputs of one frame do not fit the worker's results area of " +
+                         std::to_string(results_bytes) + " bytes");
+              words = capnp::messageToFlatArray(small);
+              r.status = TROUPE_FATAL;
+            }
+            std::memcpy(region[1] + results_used, words.asBytes().begin(), words.asBytes().size());
+            results_used += words.asBytes().size();
+            ctl.committed.fetch_add(1, std::memory_order_release);
             return r.status;
           };
           if (inputs.size() == 0) {
-            msg.getRoot<wire::Reply>().setDone(1);
-            serve(nullptr, results[0]);
+            serve(nullptr);
           } else {
             for (unsigned i = 0; i < inputs.size(); ++i) {
+              // Half the output region or half the results area is used: the node takes
+              // these results and sends the rest again.
+              if (i > 0 && (out_used - results_bytes > (o.region_bytes - results_bytes) / 2 ||
+                            results_used > results_bytes / 2))
+                break;
               frame in = wp::read_header(inputs[i]);
               auto p = inputs[i].getPayload();
-              if (p.getRegion() != wp::input_region || p.getOffset() > o.region_bytes ||
-                  p.getSize() > o.region_bytes - p.getOffset()) {
+              if (p.getRegion() != wp::input_region || p.getOffset() < wp::control_bytes ||
+                  p.getOffset() > o.region_bytes || p.getSize() > o.region_bytes - p.getOffset()) {
                 spdlog::error("[{}] worker: the node named bytes outside the input region", o.tag);
                 return 1;
               }
               in.payload = buffer::view(region[0] + p.getOffset(), p.getSize(), nullptr);
               in.data = in.payload->data();
               in.size = p.getSize();
-              msg.getRoot<wire::Reply>().setDone(i + 1);
-              if (serve(&in, results[i]) == TROUPE_FATAL) break;  // the rest stay undone
+              ctl.progress.store(i, std::memory_order_relaxed);
+              if (serve(&in) == TROUPE_FATAL) break;  // the rest stay undone
             }
           }
+          capnp::MallocMessageBuilder msg;
+          msg.initRoot<wire::Reply>().setDone(ctl.committed.load(std::memory_order_relaxed));
           if (!wp::send_message(wp::socket_fd, msg)) return 1;
           break;
         }

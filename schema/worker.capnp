@@ -5,11 +5,18 @@
 # lie in two shared-memory regions the node creates (memfd) and hands to the worker at
 # spawn: region 0 carries inputs to the worker, region 1 carries outputs back. A header
 # names a payload by region, offset and size.
+#
+# A process request carries a batch of inputs. The worker writes each input's Result, as
+# a flat message, into the results area at the start of region 1 as soon as the call
+# returns, and counts it in the control block at the start of region 0 (with the index of
+# the input it works on): what a worker finished before it crashed is not lost, and the
+# node can name the input it crashed on. The Reply to a process request says only how many
+# results there are.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("troupe::wire");
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
 
 struct KeyValue {
   key @0 :Text;
@@ -37,7 +44,7 @@ struct Request {
   union {
     create @0 :List(KeyValue);   # the validated config; the worker creates the instance
     start @1 :Void;
-    process @2 :List(Frame);     # inputs, in order; empty: ask a source for frames
+    process @2 :List(Frame);     # inputs, in order (a batch); empty: ask a source for frames
     stop @3 :Void;
     health @4 :Void;
     destroy @5 :Void;            # the worker destroys the instance and exits
@@ -48,11 +55,14 @@ struct Result {
   status @0 :Int32;              # troupe_status of the call
   error @1 :Text;
   outputs @2 :List(Frame);
+  nanos @3 :UInt64;              # how long the call took
 }
 
 struct Reply {
-  results @0 :List(Result);      # one per input (one for every other request)
-  done @1 :UInt32;               # results that hold a call made: after a fatal one, none
+  results @0 :List(Result);      # the one result of any request but process
+  done @1 :UInt32;               # results committed: fewer than the inputs after a fatal
+                                 # one, or when the output region filled up (the node
+                                 # sends the rest again)
 }
 
 struct Hello {

@@ -1,6 +1,6 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
-// exception, abort, a segfault, exit, a hang, a slow call, a memory hog or a network
-// socket, on one sequence number or on every Nth frame this instance processes; or it
+// exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog or a
+// network socket, on one sequence number or on every Nth frame this instance processes; or it
 // fails create, start or stop, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
@@ -69,6 +69,12 @@ class faulty : public troupe::plugin {
     if (action_ == "exit") std::_Exit(3);
     if (action_ == "hang") std::this_thread::sleep_for(std::chrono::milliseconds(hang_ms_));
     if (action_ == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms_));
+    if (action_ == "spin") {
+      // Burns CPU time for hang_ms of wall-clock time.
+      auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(hang_ms_);
+      volatile uint64_t x = 0;
+      while (std::chrono::steady_clock::now() < until) x = x + 1;
+    }
     if (action_ == "hog") {
       // Kept, and touched page by page: the memory is really used.
       for (int64_t mb = 0; mb < hog_mb_; ++mb) {

@@ -2,13 +2,17 @@
 // real signals, real limits. The node (this test process) survives every one of them.
 #include "pipeline_runner.hpp"
 
+#include <catalog.hpp>
 #include <isolated_adapter.hpp>
 
 #include <signal.h>
 #include <sys/types.h>
 
 #include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 using namespace troupe;
@@ -292,4 +296,84 @@ TEST(isolated, an_idle_worker_that_stops_answering_is_lost) {
   EXPECT_TRUE(gone(frozen)) << "the frozen worker " << frozen << " was not killed";
   // Found out within a heartbeat interval and a deadline, with room for a loaded machine.
   EXPECT_LT(lost_at - frozen_at, 5s);
+}
+
+TEST(isolated, a_worker_past_its_cpu_limit_is_named) {
+  // faulty, as a plugin author would limit it: one second of CPU time per worker.
+  temp_dir plugins;
+  std::ifstream in(plugin_dir() + "/faulty/plugin.yaml");
+  std::stringstream manifest;
+  manifest << in.rdbuf();
+  auto text = manifest.str();
+  text.replace(text.find("cpu_seconds: 0"), 14, "cpu_seconds: 1");
+  text.replace(text.find("library: libtroupe_faulty.so"), 28,
+               "library: " + plugin_dir() + "/faulty/libtroupe_faulty.so");
+  plugins.write("faulty/plugin.yaml", text);
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 30000, "
+                              "config: {action: spin, hang_ms: 20000, on_seq: 2}}", 4),
+                     plugins.path().string());
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p, 60s);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_THAT(f.last_error(), HasSubstr("cpu limit 1 s exceeded"));
+  EXPECT_EQ(f.restarts.Value(), 4);  // seq 2 spins twice on each stream, then is a dead letter
+  EXPECT_EQ(r.dead_letters->records().size(), 2u);
+  EXPECT_EQ(read_frames_log((d.path() / "frames.txt").string()).hashes.size(), 6u);
+}
+
+TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
+  auto cat = catalog::discover({plugin_dir()});
+  auto m = cat.lookup("faulty");
+  ASSERT_OK(m);
+  isolated_adapter a(**m, 1, "batch");
+  auto r = a.create({{"action", "segfault"}, {"on_seq", "60"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  ASSERT_TRUE(a.start().ok());
+  std::vector<frame> inputs;
+  for (uint64_t seq = 0; seq < 100; ++seq) {
+    auto b = buffer::allocate(64);
+    std::memset(b->data(), static_cast<int>(seq), 64);
+    frame f;
+    f.seq = seq;
+    f.type = "bytes";
+    f.data = b->data();
+    f.size = 64;
+    f.payload = std::move(b);
+    inputs.push_back(std::move(f));
+  }
+  struct recorder final : batch_sink {
+    std::vector<size_t> begun;
+    std::vector<std::pair<size_t, call_result>> results;
+    std::vector<frame> outputs;
+    void begin(size_t i) override { begun.push_back(i); }
+    bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds) override {
+      results.emplace_back(i, r);
+      for (auto& f : outs) outputs.push_back(std::move(f));
+      return true;
+    }
+  } sink;
+  a.process_batch(inputs, sink);
+  // The 100 small frames crossed in one request: the first was announced, and the worker
+  // was never waited for per frame.
+  ASSERT_FALSE(sink.begun.empty());
+  EXPECT_EQ(sink.begun.front(), 0u);
+  EXPECT_LT(sink.begun.size(), 10u);
+  // Seq 0..59 came back with their outputs, seq 60 is named as the crash, nothing after.
+  ASSERT_EQ(sink.results.size(), 61u);
+  for (size_t i = 0; i < 60; ++i) {
+    EXPECT_EQ(sink.results[i].first, i);
+    EXPECT_TRUE(sink.results[i].second.ok()) << sink.results[i].second.error;
+  }
+  EXPECT_EQ(sink.results[60].first, 60u);
+  EXPECT_EQ(sink.results[60].second.status, TROUPE_FATAL);
+  EXPECT_THAT(sink.results[60].second.error, HasSubstr("killed by SIGSEGV"));
+  ASSERT_EQ(sink.outputs.size(), 60u);
+  for (size_t i = 0; i < 60; ++i) {
+    EXPECT_EQ(sink.outputs[i].seq, i);
+    ASSERT_EQ(sink.outputs[i].size, 64u);
+    EXPECT_EQ(sink.outputs[i].data[0], static_cast<uint8_t>(i));
+  }
 }

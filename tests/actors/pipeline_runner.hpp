@@ -35,13 +35,17 @@ inline caf::actor_system_config& test_config() {
   return cfg;
 }
 
-/// Plans a pipeline written as YAML (paths like {dir} are replaced by the temp dir).
-inline expected<std::shared_ptr<const plan>> plan_yaml(const temp_dir& dir, std::string yaml) {
+/// Plans a pipeline written as YAML (paths like {dir} are replaced by the temp dir) with the
+/// example plugins; plugins found in `first` shadow them.
+inline expected<std::shared_ptr<const plan>> plan_yaml(const temp_dir& dir, std::string yaml,
+                                                       const std::string& first = {}) {
   for (size_t p; (p = yaml.find("{dir}")) != std::string::npos;) yaml.replace(p, 5, dir.path().string());
   auto path = dir.write("pipeline.yaml", yaml);
   auto spec = load_pipeline(path);
   if (!spec) return spec.error();
-  auto cat = catalog::discover({plugin_dir()});
+  std::vector<std::string> dirs = {plugin_dir()};
+  if (!first.empty()) dirs.insert(dirs.begin(), first);
+  auto cat = catalog::discover(dirs);
   auto p = plan_pipeline(*spec, cat);
   if (!p) return p.error();
   return std::make_shared<const plan>(std::move(*p));

@@ -1,10 +1,13 @@
 // Frames/s through a chain of three local pass-through plugin instances (the real instance
 // actors, executor, router, credits and acknowledgements), next to a bare CAF chain of
 // three forwarding actors carrying the same reference-counted payload, in the same run.
-// Prints figures; asserts nothing. Usage: chain_bench [frames_small] [frames_large]
+// Then frames/s through one pass-through stage, embedded against isolated (a worker
+// process), through the same instance actors. Prints figures; asserts nothing.
+// Usage: chain_bench [frames_small] [frames_large]
 #include <catalog.hpp>
 #include <executor.hpp>
 #include <instance.hpp>
+#include <isolated_adapter.hpp>
 #include <manager.hpp>
 #include <messages.hpp>
 #include <pipeline.hpp>
@@ -16,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 using namespace troupe;
@@ -104,10 +108,11 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
   auto slots = make_slots(*p, m);
   caf::scoped_actor self{sys};
   auto sink = sys.spawn(acking_sink, n, caf::actor(self));
-  // Stages: 0 source (driven by the feeder instead), 1..3 pass-through, 4 sink.
+  // Stages: 0 source (driven by the feeder instead), 1..k pass-through, k+1 sink.
+  const size_t k = p->stages.size() - 2;
   caf::actor next = sink;
   std::vector<caf::actor> instances;
-  for (size_t stage = 3; stage >= 1; --stage) {
+  for (size_t stage = k; stage >= 1; --stage) {
     instance_setup s;
     s.slot = stage;
     s.stage = stage;
@@ -122,13 +127,15 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
     instances.push_back(next);
   }
   int reports = 0;
-  self->receive_for(reports, 6)([](report_atom, instance_report&) {});  // started + running, x3
+  self->receive_for(reports, static_cast<int>(2 * k))([](report_atom, instance_report&) {});  // started + running
   auto feed = sys.spawn(feeder, next, payload, n, p->window);
   auto t0 = std::chrono::steady_clock::now();
   self->send(feed, go_atom::value);
   self->receive([](done_atom) {});
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  for (auto& a : instances) self->send_exit(a, caf::exit_reason::user_shutdown);
+  // Stopped, not killed: no plugin call may still run when the metrics go away.
+  for (auto& a : instances) self->send(a, stop_atom::value);
+  for (auto& a : instances) self->wait_for(a);
   self->send_exit(sink, caf::exit_reason::user_shutdown);
   self->send_exit(feed, caf::exit_reason::user_shutdown);
   return n / s;
@@ -142,25 +149,39 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   auto dir = std::filesystem::temp_directory_path() / "troupe-bench";
   std::filesystem::create_directories(dir);
-  auto path = (dir / "chain.yaml").string();
-  std::ofstream(path) << "pipeline: bench\nwindow: 64\nstages:\n"
-                         "  - {name: src, plugin: testsrc}\n  - {name: p1, plugin: passthrough}\n"
-                         "  - {name: p2, plugin: passthrough}\n  - {name: p3, plugin: passthrough}\n"
-                         "  - {name: sink, plugin: checksum, config: {output: /dev/null}}\n"
-                         "edges: [\"src -> p1 -> p2 -> p3 -> sink\"]\n";
-  auto spec = load_pipeline(path);
   auto cat = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});
-  auto planned = spec ? plan_pipeline(*spec, cat) : expected<plan>(spec.error());
-  if (!planned) {
-    std::fprintf(stderr, "chain_bench: %s\n", describe(planned.error()).c_str());
-    return 1;
-  }
-  auto p = std::make_shared<const plan>(std::move(*planned));
-  auto libs = load_libraries(*p);
-  if (!libs) {
-    std::fprintf(stderr, "chain_bench: %s\n", describe(libs.error()).c_str());
-    return 1;
-  }
+  struct loaded {
+    std::shared_ptr<const plan> p;
+    std::vector<std::shared_ptr<plugin_library>> libs;
+  };
+  auto load = [&](const std::string& name, const std::string& middle,
+                  const std::string& edges) -> std::optional<loaded> {
+    auto path = (dir / (name + ".yaml")).string();
+    std::ofstream(path) << "pipeline: bench\nwindow: 64\nstages:\n  - {name: src, plugin: testsrc}\n" << middle
+                        << "  - {name: sink, plugin: checksum, config: {output: /dev/null}}\nedges: [\"" << edges
+                        << "\"]\n";
+    auto spec = load_pipeline(path);
+    auto planned = spec ? plan_pipeline(*spec, cat) : expected<plan>(spec.error());
+    if (!planned) {
+      std::fprintf(stderr, "chain_bench: %s\n", describe(planned.error()).c_str());
+      return std::nullopt;
+    }
+    auto p = std::make_shared<const plan>(std::move(*planned));
+    auto libs = load_libraries(*p);
+    if (!libs) {
+      std::fprintf(stderr, "chain_bench: %s\n", describe(libs.error()).c_str());
+      return std::nullopt;
+    }
+    return loaded{p, std::move(*libs)};
+  };
+  auto chain = load("chain",
+                    "  - {name: p1, plugin: passthrough}\n  - {name: p2, plugin: passthrough}\n"
+                    "  - {name: p3, plugin: passthrough}\n",
+                    "src -> p1 -> p2 -> p3 -> sink");
+  auto one_embedded = load("embedded", "  - {name: p1, plugin: passthrough}\n", "src -> p1 -> sink");
+  auto one_isolated = load("isolated", "  - {name: p1, plugin: passthrough, mode: isolated}\n", "src -> p1 -> sink");
+  if (!chain || !one_embedded || !one_isolated) return 1;
+  set_worker_executable(TROUPE_EXE);
   auto cores = std::max(2u, std::thread::hardware_concurrency());
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
@@ -168,20 +189,33 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
   executor ex(cores);
 
-  std::printf("3-stage local chain, %u cores, window %u, median of 3 runs\n", cores, p->window);
+  auto median_of_3 = [](auto&& run) {
+    std::vector<double> v;
+    for (int i = 0; i < 3; ++i) v.push_back(run());
+    std::sort(v.begin(), v.end());
+    return v[1];
+  };
+  const std::tuple<const char*, size_t, uint64_t> sizes[] = {{"64 B", size_t{64}, n_small},
+                                                            {"6 MB", size_t{6} << 20, n_large}};
+  std::printf("3-stage local chain, %u cores, window %u, median of 3 runs\n", cores, chain->p->window);
   std::printf("%-8s %14s %14s %8s\n", "payload", "bare CAF fr/s", "troupe fr/s", "ratio");
-  for (auto [label, size, n] : {std::tuple{"64 B", size_t{64}, n_small}, std::tuple{"6 MB", size_t{6} << 20, n_large}}) {
+  for (auto [label, size, n] : sizes) {
     auto buf = buffer::allocate(size);
     std::fill(buf->data(), buf->data() + size, uint8_t{1});
     std::shared_ptr<const buffer> payload = buf;
-    std::vector<double> bare, ours;
-    for (int run = 0; run < 3; ++run) {
-      bare.push_back(bare_chain(sys, payload, n));
-      ours.push_back(troupe_chain(sys, p, *libs, ex, payload, n));
-    }
-    std::sort(bare.begin(), bare.end());
-    std::sort(ours.begin(), ours.end());
-    std::printf("%-8s %14.0f %14.0f %7.1f%%\n", label, bare[1], ours[1], 100 * ours[1] / bare[1]);
+    double bare = median_of_3([&] { return bare_chain(sys, payload, n); });
+    double ours = median_of_3([&] { return troupe_chain(sys, chain->p, chain->libs, ex, payload, n); });
+    std::printf("%-8s %14.0f %14.0f %7.1f%%\n", label, bare, ours, 100 * ours / bare);
+  }
+  std::printf("\none pass-through stage, embedded and isolated (worker process), median of 3 runs\n");
+  std::printf("%-8s %14s %14s %8s\n", "payload", "embedded fr/s", "isolated fr/s", "ratio");
+  for (auto [label, size, n] : sizes) {
+    auto buf = buffer::allocate(size);
+    std::fill(buf->data(), buf->data() + size, uint8_t{1});
+    std::shared_ptr<const buffer> payload = buf;
+    double emb = median_of_3([&] { return troupe_chain(sys, one_embedded->p, one_embedded->libs, ex, payload, n); });
+    double iso = median_of_3([&] { return troupe_chain(sys, one_isolated->p, one_isolated->libs, ex, payload, n); });
+    std::printf("%-8s %14.0f %14.0f %7.1f%%\n", label, emb, iso, 100 * iso / emb);
   }
   return 0;
 }

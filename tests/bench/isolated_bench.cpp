@@ -1,10 +1,11 @@
 // Isolated against embedded: frames/s through one pass-through plugin instance, called as
-// the instance actor calls it, embedded (in process) and isolated (in a worker process,
-// across the socket and the shared regions), in the same run. For 6 MB frames, next to a
+// the instance actor calls it (process_batch, up to `batch` inputs a call), embedded (in
+// process) and isolated (in a worker process, across the socket and the shared regions),
+// in the same run. For 6 MB frames, next to a
 // plain loop that copies the payload twice with memcpy: the floor an isolated stage that
 // copies in and out cannot beat.
 //
-//   build/tests/bench/isolated_bench [seconds per figure, default 1]
+//   build/tests/bench/isolated_bench [seconds per figure, default 1] [batch, default 32]
 #include <catalog.hpp>
 #include <embedded_adapter.hpp>
 #include <isolated_adapter.hpp>
@@ -24,8 +25,9 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 double seconds_per_figure = 1.0;
+size_t batch = 32;
 
-// Frames/s of `one` (which handles one frame) run for about seconds_per_figure.
+// Calls of `one` per second, run for about seconds_per_figure.
 template <class F>
 double rate(F&& one) {
   for (int i = 0; i < 3; ++i) one();  // warm up
@@ -40,13 +42,25 @@ double rate(F&& one) {
   return static_cast<double>(n) / elapsed;
 }
 
-double through(plugin_adapter& a, const frame& f) {
-  std::vector<frame> out;
-  return rate([&] {
-    out.clear();
-    auto r = a.process(&f, out);
-    if (!r.ok() || out.size() != 1) {
-      std::fprintf(stderr, "isolated_bench: process failed: %s\n", r.error.c_str());
+struct counting_sink final : batch_sink {
+  size_t outputs = 0;
+  std::string error;
+  void begin(size_t) override {}
+  bool done(size_t, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds) override {
+    if (!r.ok()) error = r.error;
+    outputs += outs.size();
+    return r.ok();
+  }
+};
+
+// Frames/s through a, in batches of n copies of f.
+double through(plugin_adapter& a, const frame& f, size_t n) {
+  std::vector<frame> inputs(n, f);
+  return n * rate([&] {
+    counting_sink sink;
+    a.process_batch(inputs, sink);
+    if (!sink.error.empty() || sink.outputs != n) {
+      std::fprintf(stderr, "isolated_bench: process failed: %s\n", sink.error.c_str());
       std::exit(1);
     }
   });
@@ -56,6 +70,7 @@ double through(plugin_adapter& a, const frame& f) {
 
 int main(int argc, char** argv) {
   if (argc > 1) seconds_per_figure = std::atof(argv[1]);
+  if (argc > 2) batch = std::max(1, std::atoi(argv[2]));
   set_worker_executable(TROUPE_EXE);
   auto cat = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});
   auto m = cat.lookup("passthrough");
@@ -79,7 +94,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("one pass-through stage, frames/s (%.1f s per figure)\n", seconds_per_figure);
+  std::printf("one pass-through stage, frames/s (%.1f s per figure, up to %zu inputs per call)\n",
+              seconds_per_figure, batch);
   std::printf("%-8s %14s %14s %8s %16s %8s\n", "payload", "embedded", "isolated", "ratio", "2x memcpy loop",
               "iso/loop");
   for (size_t size : {size_t{64}, size_t{6} << 20}) {
@@ -90,8 +106,11 @@ int main(int argc, char** argv) {
     f.payload = b;
     f.data = b->data();
     f.size = size;
-    double emb = through(embedded, f);
-    double iso = through(isolated, f);
+    // A stage takes up to `batch` small frames per call; large ones come one at a time
+    // when they come slower than they are processed.
+    size_t n = size == 64 ? batch : 1;
+    double emb = through(embedded, f, n);
+    double iso = through(isolated, f, n);
     const char* label = size == 64 ? "64 B" : "6 MB";
     if (size == 64) {
       std::printf("%-8s %14.0f %14.0f %7.1f%% %16s %8s\n", label, emb, iso, 100 * iso / emb, "-", "-");
