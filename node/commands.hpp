@@ -30,7 +30,16 @@ struct worker_options {
   size_t region_bytes = 0;
 };
 
+/// `troupe conformance`: the plugin contract, checked under both adapters.
+struct conformance_options {
+  std::string plugin;               // name, found on the plugin paths
+  std::vector<std::string> config;  // KEY=VALUE for the plugin under test
+  std::string source = "testsrc";   // where known inputs come from (a source plugin)
+  uint32_t frames = 8;              // known inputs, or a source's turns
+};
+
 int run(const common_options& common, const run_options& opts);
+int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
 int list_plugins(const common_options& common);
 int validate(const common_options& common, const std::string& pipeline);

@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   app.add_option("--plugin-path", common.plugin_paths,
-                 "Extra plugin directories, searched before ./plugins, TROUPE_PLUGIN_PATH and the system directory");
+                 "Extra plugin directories, searched before ./plugins, TROUPE_PLUGIN_PATH and the system directory")
+      ->allow_extra_args(false);  // one directory per --plugin-path: a positional may follow
 
   run_options run_opts;
   auto* run_cmd = app.add_subcommand("run", "Run a pipeline in this process until it finishes");
@@ -29,6 +30,15 @@ int main(int argc, char** argv) {
   auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
 
   worker_options worker_opts;
+  conformance_options conf_opts;
+  auto* conf_cmd = app.add_subcommand(
+      "conformance", "Check a plugin against the plugin contract, embedded and isolated (exit 0: conformant)");
+  conf_cmd->add_option("plugin", conf_opts.plugin, "Plugin name (found on the plugin paths)")->required();
+  conf_cmd->add_option("--config", conf_opts.config, "KEY=VALUE config for the plugin (repeatable)")
+      ->allow_extra_args(false);
+  conf_cmd->add_option("--source", conf_opts.source, "Source plugin whose frames are the known inputs");
+  conf_cmd->add_option("--frames", conf_opts.frames, "Known inputs (or a source's turns)")->check(CLI::Range(1u, 10000u));
+
   auto* worker_cmd = app.add_subcommand("worker", "Serve one isolated plugin instance (started by a node)");
   worker_cmd->group("");  // not for users: hidden from --help
   worker_cmd->add_option("--manifest", worker_opts.manifest)->required();
@@ -47,5 +57,6 @@ int main(int argc, char** argv) {
   if (*run_cmd) return run(common, run_opts);
   if (*validate_cmd) return validate(common, validate_path);
   if (*plugins_cmd) return list_plugins(common);
+  if (*conf_cmd) return conformance(common, conf_opts);
   return 2;
 }

@@ -1,6 +1,6 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
-// exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog or a
-// network socket, on one sequence number or on every Nth frame this instance processes; or it
+// exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
+// network socket, or an output that reveals which process it runs in, on one sequence number or on every Nth frame this instance processes; or it
 // fails create, start or stop, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
@@ -49,6 +49,19 @@ class faulty : public troupe::plugin {
     ++seen_;
     bool hit = (on_seq_ >= 0 && in.seq() == static_cast<uint64_t>(on_seq_) && in.part() == 0) ||
                (every_ > 0 && seen_ % every_ == 0);
+    if (hit && action_ == "reveal") {
+      // Tells which process it runs in: the one thing a plugin must not depend on.
+      auto pid = std::to_string(getpid());
+      troupe::frame_out o;
+      o.type = in.view().type;
+      o.timestamp_ns = in.timestamp_ns();
+      o.data = in.data();
+      o.size = in.size();
+      o.meta.assign(in.view().meta, in.view().meta + in.view().meta_count);
+      o.meta.push_back({"pid", pid.c_str()});
+      emit(o);
+      return;
+    }
     if (hit) act(in);
     forward(in);
   }
