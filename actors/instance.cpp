@@ -111,9 +111,9 @@ class instance_actor : public caf::event_based_actor {
         s_(std::move(s)),
         stage_(s_.plan->stages[s_.stage]),
         deadline_(stage_.deadline_ms),
-        router_(s_.plan->window, [this](const caf::actor& to, frame&& f) {
-          send(to, frame_atom::value, std::move(f));
-        }) {
+        router_(
+            s_.plan->window, [this](const caf::actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
+            [this](const caf::actor& to) { send<caf::message_priority::high>(to, drained_atom::value, s_.slot); }) {
     tag_ = "node=" + s_.node + " stage=" + stage_.spec.name + " instance=" + std::to_string(s_.replica) +
            " gen=" + std::to_string(s_.generation);
     router_.set_routes(s_.routes);
@@ -175,6 +175,15 @@ class instance_actor : public caf::event_based_actor {
           upstream_done_ = true;
           pump();
         },
+        [this](drain_atom, std::vector<size_t>& upstream) {
+          draining_ = true;
+          drain_from_ = std::set<size_t>(upstream.begin(), upstream.end());
+          pump();
+        },
+        [this](drained_atom, size_t upstream_slot) {
+          drained_by_.insert(upstream_slot);
+          pump();
+        },
         [this](stop_atom) {
           stop_requested_ = true;
           if (batch_) batch_->cancel.store(true);  // a stop waits for one call, not a batch
@@ -227,7 +236,14 @@ class instance_actor : public caf::event_based_actor {
       s_.stats->failure.store(fc);
       s_.stats->set_error(error);
     }
-    instance_report r{s_.slot, s_.generation, st, fc, std::move(error), finished, std::move(carry), culprit};
+    instance_report r{.slot = s_.slot,
+                      .generation = s_.generation,
+                      .state = st,
+                      .failure = fc,
+                      .error = std::move(error),
+                      .finished = finished,
+                      .carry = std::move(carry),
+                      .culprit = culprit};
     send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));
   }
 
@@ -401,7 +417,26 @@ class instance_actor : public caf::event_based_actor {
       acknowledge_skipped();
       if (!inbox_.empty()) submit_batch();
     }
-    if (!busy_) check_finished();
+    if (!busy_) {
+      check_finished();
+      check_drained();
+    }
+  }
+
+  // Scaled away: reports once no input can come (every upstream instance said so), all
+  // input was processed and every output acknowledged.
+  void check_drained() {
+    if (!draining_ || drained_reported_ || !inbox_.empty() || !router_.idle()) return;
+    for (auto u : drain_from_)
+      if (!drained_by_.count(u)) return;
+    drained_reported_ = true;
+    spdlog::debug("[{}] drained", tag_);
+    instance_report r;
+    r.slot = s_.slot;
+    r.generation = s_.generation;
+    r.state = instance_state::running;
+    r.drained = true;
+    send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));
   }
 
   void check_finished() {
@@ -631,6 +666,10 @@ class instance_actor : public caf::event_based_actor {
   bool source_ended_ = false;
   bool tick_pending_ = false;
   bool finished_reported_ = false;
+  bool draining_ = false;  // scaled away: finish what was taken, then report drained
+  bool drained_reported_ = false;
+  std::set<size_t> drain_from_;  // upstream slots that must say they will send nothing more
+  std::set<size_t> drained_by_;  // ... and those that did
   std::chrono::microseconds idle_backoff_ = source_idle_min / 2;
 };
 

@@ -6,6 +6,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -48,8 +49,9 @@ class manager_actor : public caf::event_based_actor {
     if (!s_.dead_letters) s_.dead_letters = std::make_shared<dead_letter_log>();
     auto& p = *s_.plan;
     stages_.resize(p.stages.size());
-    for (size_t i = 0; i < s_.slots.size(); ++i) {
-      auto& st = *s_.slots[i];
+    stats_ = s_.slots->snapshot();
+    for (size_t i = 0; i < stats_.size(); ++i) {
+      auto& st = *stats_[i];
       size_t stage = 0;
       while (p.stages[stage].spec.name != st.stage) ++stage;
       slot sl;
@@ -57,6 +59,7 @@ class manager_actor : public caf::event_based_actor {
       sl.replica = st.replica;
       slots_.push_back(std::move(sl));
       stages_[stage].slots.push_back(i);
+      stages_[stage].next_replica = std::max(stages_[stage].next_replica, st.replica + 1);
     }
   }
 
@@ -77,6 +80,7 @@ class manager_actor : public caf::event_based_actor {
         [this](report_atom, instance_report& r) { on_report(r); },
         [this](restart_atom, size_t slot, uint64_t failed_generation) { restart(slot, failed_generation); },
         [this](stop_atom) { begin_stop(); },
+        [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
     };
   }
 
@@ -87,6 +91,7 @@ class manager_actor : public caf::event_based_actor {
     caf::actor actor;
     uint64_t generation = 0;
     bool running = false, finished = false, quarantined = false, done = false, stop_sent = false;
+    bool retiring = false;  // scaled away: draining, then stopped and removed from its stage
     std::deque<clock::time_point> restarts;
     uint32_t consecutive = 0;
     clock::time_point running_since;
@@ -97,11 +102,12 @@ class manager_actor : public caf::event_based_actor {
     bool finished = false, upstream_done = false;
     std::map<frame_key, uint32_t> losses;  // per input, losses it caused
     std::set<frame_key> dead;              // inputs given up on
+    uint32_t next_replica = 0;             // number of the next replica scaling up adds
   };
   enum class phase { starting, running, stopping, stopped };
 
   const planned_stage& stage_of(size_t slot) const { return s_.plan->stages[slots_[slot].stage]; }
-  slot_stats& stats(size_t slot) { return *s_.slots[slot]; }
+  slot_stats& stats(size_t slot) { return *stats_[slot]; }
 
   route_table routes_for(size_t stage) const {
     route_table rt;
@@ -113,6 +119,7 @@ class manager_actor : public caf::event_based_actor {
         auto& sl = slots_[i];
         e.receivers.push_back(sl.running ? sl.actor : caf::actor{});
         e.generations.push_back(sl.generation);
+        e.draining.push_back(sl.retiring);
       }
       rt.edges.push_back(std::move(e));
     }
@@ -132,7 +139,7 @@ class manager_actor : public caf::event_based_actor {
     is.replica = sl.replica;
     is.generation = sl.generation;
     is.plan = s_.plan;
-    is.stats = s_.slots[i];
+    is.stats = stats_[i];
     is.library = s_.libraries[sl.stage];
     is.executor = s_.executor;
     is.manager = caf::actor_cast<caf::actor>(this);
@@ -143,6 +150,7 @@ class manager_actor : public caf::event_based_actor {
     is.dead = stages_[sl.stage].dead;
     sl.actor = spawn_instance(system(), std::move(is));
     sl.running = false;
+    sl.stop_sent = false;
     // Monitored for its exit, linked so that it does not outlive a manager that is killed.
     monitor(sl.actor);
     link_to(sl.actor);
@@ -178,6 +186,13 @@ class manager_actor : public caf::event_based_actor {
     auto& st = stats(r.slot);
     switch (r.state) {
       case instance_state::running:
+        if (r.drained) {
+          if (sl.retiring && !sl.stop_sent) {
+            sl.stop_sent = true;
+            send<caf::message_priority::high>(sl.actor, stop_atom::value);
+          }
+          return;
+        }
         if (r.finished) {
           on_finished(r.slot);
           return;
@@ -185,6 +200,7 @@ class manager_actor : public caf::event_based_actor {
         sl.running = true;
         sl.running_since = clock::now();
         publish_routes(sl.stage);
+        if (sl.retiring) begin_drain(r.slot);
         if (stages_[sl.stage].upstream_done) send<caf::message_priority::high>(sl.actor, upstream_done_atom::value);
         if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage &&
             stage_running(sl.stage)) {
@@ -195,6 +211,10 @@ class manager_actor : public caf::event_based_actor {
       case instance_state::stopped:
         sl.done = true;
         sl.running = false;
+        if (sl.retiring && phase_ == phase::running) {
+          retire(r.slot);
+          return;
+        }
         continue_stop();
         return;
       case instance_state::failed:
@@ -202,6 +222,10 @@ class manager_actor : public caf::event_based_actor {
         if (phase_ == phase::stopping || phase_ == phase::stopped || r.failure == failure_class::teardown_failed) {
           sl.running = false;
           sl.done = true;
+          if (sl.retiring && phase_ == phase::running) {
+            retire(r.slot);
+            return;
+          }
           continue_stop();
           return;
         }
@@ -274,6 +298,7 @@ class manager_actor : public caf::event_based_actor {
     if (sl.restarts.size() >= policy.max_restarts) {
       sl.quarantined = true;
       stats(i).quarantined.store(true);
+      tell_drained_for(i);
       spdlog::error("[node={} stage={} instance={} gen={}] quarantined after {} restarts in {}s: {}", s_.node,
                     stats(i).stage, sl.replica, sl.generation, sl.restarts.size(), policy.period_s, why);
       check_viable(sl.stage);
@@ -306,6 +331,7 @@ class manager_actor : public caf::event_based_actor {
   void check_viable(size_t stage) {
     for (auto i : stages_[stage].slots)
       if (!slots_[i].quarantined) return;
+    if (stages_[stage].slots.empty()) return;
     auto& s = s_.plan->stages[stage];
     auto why = "stage '" + s.spec.name + "' has no running instance left (quarantined: " +
                stats(stages_[stage].slots.front()).last_error() + ")";
@@ -316,12 +342,23 @@ class manager_actor : public caf::event_based_actor {
     auto& sl = slots_[i];
     sl.finished = true;
     stats(i).finished.store(true);
-    auto& stage = stages_[sl.stage];
-    for (auto j : stage.slots)
+    check_stage_finished(sl.stage);
+  }
+
+  // A stage is finished when each of its replicas is (one being scaled away does not count).
+  void check_stage_finished(size_t s) {
+    auto& stage = stages_[s];
+    if (stage.finished) return;
+    bool any = false;
+    for (auto j : stage.slots) {
+      if (slots_[j].retiring) continue;
       if (!slots_[j].finished) return;
+      any = true;
+    }
+    if (!any) return;
     stage.finished = true;
-    spdlog::debug("stage '{}' finished", s_.plan->stages[sl.stage].spec.name);
-    for (auto d : s_.plan->stages[sl.stage].downstream) {
+    spdlog::debug("stage '{}' finished", s_.plan->stages[s].spec.name);
+    for (auto d : s_.plan->stages[s].downstream) {
       bool all = true;
       for (auto u : s_.plan->stages[d].upstream) all = all && stages_[u].finished;
       if (!all) continue;
@@ -332,6 +369,79 @@ class manager_actor : public caf::event_based_actor {
     for (auto& st : stages_)
       if (!st.finished) return;
     complete(true, {});
+  }
+
+  // -- scaling ---------------------------------------------------------------------------
+
+  std::string scale(const std::string& name, uint32_t n) {
+    size_t stage = 0;
+    while (stage < s_.plan->stages.size() && s_.plan->stages[stage].spec.name != name) ++stage;
+    if (stage == s_.plan->stages.size()) return "no stage named '" + name + "' in pipeline '" + s_.plan->name + "'";
+    auto& ps = s_.plan->stages[stage];
+    if (phase_ == phase::starting) return "pipeline '" + s_.plan->name + "' is still starting";
+    if (phase_ != phase::running || completed_) return "pipeline '" + s_.plan->name + "' is not running";
+    if (ps.is_source()) return "stage '" + name + "' is a source: its replicas are fixed while it runs";
+    if (n < 1 || n > max_replicas) return "replicas must be between 1 and " + std::to_string(max_replicas);
+    auto& st = stages_[stage];
+    std::vector<size_t> active;
+    for (auto i : st.slots) {
+      if (slots_[i].retiring) return "stage '" + name + "' is still draining a replica scaled away; try again";
+      if (!slots_[i].quarantined) active.push_back(i);
+    }
+    if (st.finished) return "stage '" + name + "' has finished";
+    if (active.size() == n) return {};
+    spdlog::info("[node={} stage={}] scaling from {} to {} replicas", s_.node, name, active.size(), n);
+    for (auto k = active.size(); k < n; ++k) {
+      auto replica = st.next_replica++;
+      stats_.push_back(s_.slots->add(s_.plan->name, name, ps.manifest.name, replica, ps.mode));
+      slot sl;
+      sl.stage = stage;
+      sl.replica = replica;
+      slots_.push_back(std::move(sl));
+      st.slots.push_back(slots_.size() - 1);
+      spawn_slot(slots_.size() - 1);
+    }
+    // The newest replicas go first.
+    for (auto k = active.size(); k > n; --k) {
+      auto i = active[k - 1];
+      slots_[i].retiring = true;
+      if (slots_[i].running) begin_drain(i);  // otherwise once it runs
+    }
+    publish_routes(stage);
+    return {};
+  }
+
+  // Tells a replica scaled away to drain: it is done once every upstream instance has no
+  // frame left unacknowledged to it, and it has processed and delivered all it took.
+  void begin_drain(size_t i) {
+    auto& sl = slots_[i];
+    std::vector<size_t> upstream;
+    for (auto u : s_.plan->stages[sl.stage].upstream)
+      for (auto j : stages_[u].slots)
+        if (!slots_[j].quarantined) upstream.push_back(j);
+    spdlog::debug("[node={} stage={} instance={}] draining", s_.node, stats(i).stage, sl.replica);
+    send<caf::message_priority::high>(sl.actor, drain_atom::value, std::move(upstream));
+  }
+
+  // Slot i will send nothing more (quarantined or removed): draining receivers stop waiting
+  // for it.
+  void tell_drained_for(size_t i) {
+    for (auto d : s_.plan->stages[slots_[i].stage].downstream)
+      for (auto j : stages_[d].slots)
+        if (slots_[j].retiring && slots_[j].actor)
+          send<caf::message_priority::high>(slots_[j].actor, drained_atom::value, i);
+  }
+
+  // A drained replica stopped: it leaves its stage and the routes.
+  void retire(size_t i) {
+    auto& sl = slots_[i];
+    auto& st = stages_[sl.stage];
+    st.slots.erase(std::remove(st.slots.begin(), st.slots.end(), i), st.slots.end());
+    sl.running = false;
+    spdlog::info("[node={} stage={} instance={}] scaled away", s_.node, stats(i).stage, sl.replica);
+    publish_routes(sl.stage);
+    tell_drained_for(i);
+    check_stage_finished(sl.stage);
   }
 
   void complete(bool ok, std::string reason) {
@@ -383,7 +493,10 @@ class manager_actor : public caf::event_based_actor {
     if (phase_ == phase::stopping) stop_next_stage();
   }
 
+  static constexpr uint32_t max_replicas = 256;
+
   manager_setup s_;
+  slot_table stats_;  // per slot, as slots_
   std::vector<slot> slots_;
   std::vector<stage_state> stages_;
   phase phase_ = phase::starting;
@@ -397,6 +510,16 @@ class manager_actor : public caf::event_based_actor {
 
 caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
   return sys.spawn<manager_actor>(std::move(setup));
+}
+
+std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
+                        uint32_t replicas, std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  std::string answer = "the manager did not answer within " + std::to_string(timeout.count()) + " ms";
+  self->request(manager, timeout, scale_atom::value, stage, replicas)
+      .receive([&](std::string& a) { answer = std::move(a); },
+               [&](caf::error& e) { answer = "the manager did not answer: " + sys.render(e); });
+  return answer;
 }
 
 }  // namespace troupe

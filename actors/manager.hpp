@@ -9,6 +9,12 @@
 // skipped by every instance of the stage, so the stream goes on. When every sink has finished, or a
 // stage has no replica left, it tells the listener (completed_atom, pipeline_outcome); on
 // (stop_atom) it stops stages in reverse start order and then sends (stopped_atom).
+//
+// (scale_atom, stage, n) -> std::string changes a running stage's replicas: an empty
+// answer means the change is under way, anything else says why it was refused. A new
+// replica starts and joins the routes; a replica scaled away drains first: its senders
+// give it nothing new, it finishes what it holds and delivers its outputs, and only then
+// is it stopped, so no frame is lost or processed twice.
 #pragma once
 
 #include "dead_letters.hpp"
@@ -20,6 +26,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,7 +35,7 @@ namespace troupe {
 
 struct manager_setup {
   std::shared_ptr<const troupe::plan> plan;
-  slot_table slots;  // from make_slots
+  std::shared_ptr<slot_registry> slots;  // from make_slots; scaling up adds to it
   std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage, from load_libraries
   troupe::executor* executor = nullptr;
   std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
@@ -43,5 +50,10 @@ slot_table make_slots(const plan& p, metrics& m);
 expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p);
 
 caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup);
+
+/// Asks the manager to run `replicas` instances of `stage`; waits for its answer (at most
+/// timeout). Empty: the change is under way; otherwise why it was refused.
+std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
+                        uint32_t replicas, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 }  // namespace troupe

@@ -32,14 +32,19 @@ using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using completed_atom = caf::atom_constant<caf::atom("completed")>;
 using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using skip_atom = caf::atom_constant<caf::atom("skip")>;
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
 
 /// Where one downstream stage's frames go: receivers by replica index; an invalid handle
-/// marks a replica that is not running.
+/// marks a replica that is not running. A draining receiver (being scaled away) gets no new
+/// frames; once every frame sent to it is acknowledged, the sender tells it so (drained).
 struct edge_route {
   size_t stage = 0;
   route_policy policy = route_policy::round_robin;
   std::vector<caf::actor> receivers;
   std::vector<uint64_t> generations;  // parallel to receivers
+  std::vector<bool> draining;         // parallel to receivers; may be empty: none
 };
 
 struct route_table {
@@ -60,6 +65,7 @@ struct instance_report {
   failure_class failure = failure_class::none;
   std::string error;
   bool finished = false;  // all input processed and every output acknowledged
+  bool drained = false;   // draining: no input will come, all taken was processed and delivered
   carried_frames carry;
   std::optional<frame_key> culprit;  // the input being processed when it was lost
 };

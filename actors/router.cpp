@@ -20,6 +20,7 @@ void router::set_routes(const route_table& routes) {
     for (size_t i = 0; i < r.receivers.size(); ++i) {
       e.receivers[i].handle = r.receivers[i];
       e.receivers[i].generation = i < r.generations.size() ? r.generations[i] : 0;
+      e.receivers[i].draining = i < r.draining.size() && r.draining[i];
     }
     if (auto* old = find_edge(r.stage)) {
       e.pending = std::move(old->pending);
@@ -27,13 +28,15 @@ void router::set_routes(const route_table& routes) {
       // A receiver still in place keeps its unacked frames; a replaced or removed one
       // gives them back, in order, ahead of what was pending.
       std::deque<frame> resend;
-      for (size_t i = 0; i < old->receivers.size(); ++i) {
-        auto& o = old->receivers[i];
-        bool same = i < e.receivers.size() && o.handle && e.receivers[i].handle == o.handle;
-        if (same)
-          e.receivers[i].unacked = std::move(o.unacked);
-        else
+      for (auto& o : old->receivers) {
+        auto it = std::find_if(e.receivers.begin(), e.receivers.end(),
+                               [&](const receiver& n) { return o.handle && n.handle == o.handle; });
+        if (it != e.receivers.end()) {
+          it->unacked = std::move(o.unacked);
+          it->told_drained = o.told_drained && it->draining;
+        } else {
           for (auto& f : o.unacked) resend.push_back(std::move(f));
+        }
       }
       for (auto it = resend.rbegin(); it != resend.rend(); ++it) e.pending.push_front(std::move(*it));
     }
@@ -43,7 +46,16 @@ void router::set_routes(const route_table& routes) {
   in_flight_ = 0;
   for (auto& e : edges_)
     for (auto& r : e.receivers) in_flight_ += r.unacked.size();
-  for (auto& e : edges_) flush(e);
+  for (auto& e : edges_) {
+    flush(e);
+    for (auto& r : e.receivers) tell_drained(r);
+  }
+}
+
+void router::tell_drained(receiver& r) {
+  if (!r.draining || r.told_drained || !r.handle || !r.unacked.empty()) return;
+  r.told_drained = true;
+  if (drained_) drained_(r.handle);
 }
 
 void router::route(frame&& f) {
@@ -59,17 +71,20 @@ void router::route(frame&& f) {
 
 int router::pick(edge& e, const frame& f) {
   auto n = e.receivers.size();
-  auto has_credit = [&](size_t i) { return e.receivers[i].handle && e.receivers[i].unacked.size() < window_; };
+  auto has_credit = [&](size_t i) {
+    auto& r = e.receivers[i];
+    return r.handle && !r.draining && r.unacked.size() < window_;
+  };
   switch (e.policy) {
     case route_policy::by_stream: {
       // Among live receivers, the stream decides; order per stream holds while the set of
       // live receivers does not change.
       size_t live = 0;
-      for (auto& r : e.receivers) live += r.handle ? 1 : 0;
+      for (auto& r : e.receivers) live += r.handle && !r.draining ? 1 : 0;
       if (live == 0) return -1;
       size_t k = f.stream % live;
       for (size_t i = 0; i < n; ++i) {
-        if (!e.receivers[i].handle) continue;
+        if (!e.receivers[i].handle || e.receivers[i].draining) continue;
         if (k-- == 0) return has_credit(i) ? static_cast<int>(i) : -1;
       }
       return -1;
@@ -114,6 +129,7 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
         auto k = std::min<size_t>(n, r.unacked.size());
         r.unacked.erase(r.unacked.begin(), r.unacked.begin() + static_cast<ptrdiff_t>(k));
         in_flight_ -= k;
+        tell_drained(r);
         flush(e);
         return;
       }

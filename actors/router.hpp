@@ -2,9 +2,10 @@
 //
 // Per downstream stage, outputs wait in `pending` until a receiver has credit (fewer than
 // `window` frames sent and not yet acknowledged). Sent frames stay in the receiver's
-// `unacked` list until acknowledged; when a receiver is replaced (a new generation), its
-// unacked frames go back to the front of pending and are sent again. Not thread-safe: owned
-// by one instance actor.
+// `unacked` list until acknowledged; when a receiver is replaced (a new generation) or
+// removed, its unacked frames go back to the front of pending and are sent again. A
+// receiver is known by its handle, wherever it sits in the list. A draining receiver gets
+// nothing new. Not thread-safe: owned by one instance actor.
 #pragma once
 
 #include "frame.hpp"
@@ -23,8 +24,12 @@ namespace troupe {
 class router {
  public:
   using send_fn = std::function<void(const caf::actor&, frame&&)>;
+  using drained_fn = std::function<void(const caf::actor&)>;
 
-  router(uint32_t window, send_fn send) : window_(window), send_(std::move(send)) {}
+  /// drained(r) is called once per draining receiver r, when nothing sent to it is left
+  /// unacknowledged.
+  router(uint32_t window, send_fn send, drained_fn drained = {})
+      : window_(window), send_(std::move(send)), drained_(std::move(drained)) {}
 
   /// Installs receivers; replaced receivers' unacked frames are queued again.
   void set_routes(const route_table& routes);
@@ -56,6 +61,8 @@ class router {
     caf::actor handle;
     uint64_t generation = 0;
     std::deque<frame> unacked;
+    bool draining = false;
+    bool told_drained = false;
   };
   struct edge {
     size_t stage = 0;
@@ -68,9 +75,11 @@ class router {
   int pick(edge& e, const frame& f);
   void flush(edge& e);
   edge* find_edge(size_t stage);
+  void tell_drained(receiver& r);
 
   uint32_t window_;
   send_fn send_;
+  drained_fn drained_;
   std::vector<edge> edges_;
   uint64_t in_flight_ = 0;  // sum of unacked over all receivers
 };

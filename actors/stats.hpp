@@ -117,4 +117,27 @@ class slot_stats {
 
 using slot_table = std::vector<std::shared_ptr<slot_stats>>;
 
+/// Every slot of a pipeline: those it started with, and those scaling up adds while it
+/// runs (a slot scaled away stays, stopped, so its books still count). Thread-safe.
+class slot_registry {
+ public:
+  slot_registry(metrics& m, slot_table initial) : metrics_(m), slots_(std::move(initial)) {}
+  slot_table snapshot() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return slots_;
+  }
+  std::shared_ptr<slot_stats> add(const std::string& pipeline, const std::string& stage, const std::string& plugin,
+                                  uint32_t replica, exec_mode mode) {
+    auto s = std::make_shared<slot_stats>(metrics_, pipeline, stage, plugin, replica, mode);
+    std::lock_guard<std::mutex> lock(mutex_);
+    slots_.push_back(s);
+    return s;
+  }
+
+ private:
+  metrics& metrics_;
+  mutable std::mutex mutex_;
+  slot_table slots_;
+};
+
 }  // namespace troupe

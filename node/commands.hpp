@@ -19,6 +19,7 @@ struct run_options {
   std::string report_path;      // empty: no JSON report
   double timeout_s = 0;         // 0: none
   bool progress = true;         // live progress when stdout is a terminal
+  std::string scale_stage;      // SIGUSR1 adds a replica to it, SIGUSR2 removes one
 };
 
 /// `troupe worker`: started by a node for an isolated instance, never by users.

@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
   run_cmd->add_option("--timeout", run_opts.timeout_s, "Stop and fail after this many seconds (0: never)");
   run_cmd->add_flag("!--no-progress", run_opts.progress, "No live progress on the terminal");
+  run_cmd->add_option("--scale-stage", run_opts.scale_stage,
+                      "The stage SIGUSR1 adds a replica to and SIGUSR2 removes one from "
+                      "(the terminal takes 'scale STAGE N' at any time)");
 
   std::string validate_path;
   auto* validate_cmd = app.add_subcommand("validate", "Check a pipeline file, its plugins and configs without running it");

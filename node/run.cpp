@@ -12,6 +12,7 @@
 #include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,15 +21,67 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <mutex>
+#include <sstream>
 #include <thread>
+#include <utility>
 
 namespace troupe::cli {
 
 namespace {
 
 std::atomic<int> interrupted{0};
+std::atomic<int> scale_signals{0};  // replicas to add (SIGUSR1) or remove (SIGUSR2), not yet asked for
 
 void on_signal(int sig) { interrupted.store(sig); }
+void on_scale_signal(int sig) { scale_signals.fetch_add(sig == SIGUSR1 ? 1 : -1); }
+
+// Control commands typed on the terminal (or written to stdin), one per line.
+class command_reader {
+ public:
+  command_reader() : thread_([this] { loop(); }) {}
+  ~command_reader() {
+    done_.store(true);
+    thread_.join();
+  }
+  std::vector<std::string> take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::exchange(lines_, {});
+  }
+
+ private:
+  void loop() {
+    std::string partial;
+    char buf[512];
+    while (!done_.load()) {
+      pollfd pfd{STDIN_FILENO, POLLIN, 0};
+      int n = poll(&pfd, 1, 100);
+      if (n <= 0) continue;
+      auto got = read(STDIN_FILENO, buf, sizeof buf);
+      if (got <= 0) return;  // end of input: no more commands
+      partial.append(buf, static_cast<size_t>(got));
+      for (size_t nl; (nl = partial.find('\n')) != std::string::npos; partial.erase(0, nl + 1)) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        lines_.push_back(partial.substr(0, nl));
+      }
+    }
+  }
+  std::atomic<bool> done_{false};
+  std::mutex mutex_;
+  std::vector<std::string> lines_;
+  std::thread thread_;
+};
+
+// Replicas of a stage that serve now (not scaled away, stopped or quarantined).
+uint32_t serving_replicas(const slot_table& slots, const std::string& stage) {
+  uint32_t n = 0;
+  for (auto& s : slots) {
+    auto st = s->state.load();
+    if (s->stage == stage && !s->quarantined.load() && st != instance_state::stopping && st != instance_state::stopped)
+      ++n;
+  }
+  return n;
+}
 
 using clock = std::chrono::steady_clock;
 
@@ -40,6 +93,7 @@ double throughput_count(const slot_stats& s) {
 struct rate_tracker {
   std::map<const slot_stats*, double> last_count;
   clock::time_point last = clock::now();
+  size_t lines = 0;  // drawn last time (scaling changes the number of instances)
 };
 
 std::string state_text(const slot_stats& s) {
@@ -55,7 +109,8 @@ void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, b
   auto now = clock::now();
   double dt = std::chrono::duration<double>(now - rt.last).count();
   rt.last = now;
-  if (redraw) std::printf("\x1b[%zuA", slots.size() + 1);
+  if (redraw) std::printf("\x1b[%zuA", rt.lines);
+  rt.lines = slots.size() + 1;
   std::printf("\x1b[K%8.1fs  %-18s %-12s %4s %10s %10s %9s %8s\n", elapsed, "INSTANCE", "STATE", "GEN",
               "IN", "OUT", "FRAMES/s", "RESTARTS");
   for (auto& s : slots) {
@@ -167,7 +222,7 @@ int run(const common_options& common, const run_options& opts) {
   auto cores = std::max(2u, std::thread::hardware_concurrency());
 
   metrics m;
-  auto slots = make_slots(*plan, m);
+  auto registry = std::make_shared<slot_registry>(m, make_slots(*plan, m));
   std::unique_ptr<prometheus::Exposer> exposer;
   if (!opts.metrics_address.empty()) {
     try {
@@ -193,7 +248,7 @@ int run(const common_options& common, const run_options& opts) {
     caf::scoped_actor self{sys};
     manager_setup ms;
     ms.plan = plan;
-    ms.slots = slots;
+    ms.slots = registry;
     ms.libraries = lp->libraries;
     ms.executor = &ex;
     ms.dead_letters = dead;
@@ -203,6 +258,19 @@ int run(const common_options& common, const run_options& opts) {
 
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    if (!opts.scale_stage.empty()) {
+      std::signal(SIGUSR1, on_scale_signal);
+      std::signal(SIGUSR2, on_scale_signal);
+    }
+    command_reader commands;
+    // Asks the manager for n replicas of stage and says what came of it.
+    auto scale = [&](const std::string& stage, uint32_t n) {
+      auto answer = scale_stage(sys, manager, stage, n);
+      if (answer.empty())
+        spdlog::info("scaling stage '{}' to {} replicas", stage, n);
+      else
+        spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, answer);
+    };
     bool live = opts.progress && isatty(STDOUT_FILENO);
     bool drawn = false, stop_sent = false, stopped = false;
     rate_tracker rt;
@@ -229,20 +297,37 @@ int run(const common_options& common, const run_options& opts) {
         self->send(manager, stop_atom::value);
         stop_sent = true;
       }
+      for (auto& line : commands.take()) {
+        std::istringstream in(line);
+        std::string word, stage, extra;
+        long n = -1;
+        in >> word;
+        if (word.empty()) continue;
+        if (word == "scale" && (in >> stage >> n) && !(in >> extra) && n >= 0)
+          scale(stage, static_cast<uint32_t>(n));
+        else
+          spdlog::error("unknown command '{}' (expected: scale STAGE REPLICAS)", line);
+      }
+      if (int k = scale_signals.exchange(0); k != 0 && !stop_sent) {
+        auto now_serving = static_cast<int>(serving_replicas(registry->snapshot(), opts.scale_stage));
+        scale(opts.scale_stage, static_cast<uint32_t>(std::max(0, now_serving + k)));
+      }
       if (live && now >= next_draw) {
-        print_progress(slots, rt, elapsed, drawn);
+        print_progress(registry->snapshot(), rt, elapsed, drawn);
         drawn = true;
         next_draw = now + std::chrono::milliseconds(500);
       }
     }
     wall = std::chrono::duration<double>(clock::now() - start).count();
-    if (live) print_progress(slots, rt, wall, drawn);
+    if (live) print_progress(registry->snapshot(), rt, wall, drawn);
     ok = finished;
+    auto slots = registry->snapshot();
     for (auto& s : slots)
       if (s->quarantined.load() || s->failure.load() == failure_class::teardown_failed) ok = false;
     if (finished && !ok && outcome.reason.empty()) outcome.reason = "an instance failed to stop cleanly";
   }
   outcome.ok = ok;
+  auto slots = registry->snapshot();
   auto dead_letters = dead->records();
   print_summary(*plan, slots, wall, outcome, finished, dead_letters);
   if (!opts.report_path.empty()) write_report(opts.report_path, *plan, slots, wall, ok, outcome.reason, dead_letters);

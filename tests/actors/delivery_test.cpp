@@ -118,3 +118,91 @@ TEST(delivery, crashes_lose_only_dead_letters_and_duplicate_nothing_and_the_book
   EXPECT_EQ(r.slot("checksum").frames_in.Value(), double(expected.size()));
   EXPECT_EQ(r.slot("checksum").frames_filtered.Value(), double(expected.size()));  // a sink emits nothing
 }
+
+namespace {
+
+// testsrc -> f (one replica to start, each frame taking a few milliseconds) -> checksum,
+// with the sink's frames log.
+std::string scalable(const std::string& f_mode, int count) {
+  return "pipeline: scaling\n"
+         "window: 4\n"
+         "stages:\n"
+         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
+         ", streams: 2}}\n"
+         "  - {name: f, plugin: faulty, " + f_mode + "config: {action: slow, every: 1, slow_ms: 3}, routing: round_robin}\n"
+         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
+         "edges: [\"src -> f -> sink\"]\n";
+}
+
+double completed(const slot_table& slots, const std::string& stage) {
+  double n = 0;
+  for (auto& s : slots)
+    if (s->stage == stage) n += s->frames_completed.Value();
+  return n;
+}
+
+}  // namespace
+
+TEST(delivery, scaling_a_stage_up_and_down_while_frames_flow_loses_and_duplicates_nothing) {
+  for (std::string mode : {"", "mode: isolated, "}) {
+    SCOPED_TRACE(mode.empty() ? "embedded" : "isolated");
+    constexpr int count = 150;
+    temp_dir clean_dir;
+    auto clean = plan_yaml(clean_dir, scalable(mode, count));
+    ASSERT_OK(clean);
+    auto want_run = run_pipeline(*clean);
+    ASSERT_TRUE(want_run.completed && want_run.outcome.ok) << want_run.outcome.reason;
+    auto want = read_frames_log((clean_dir.path() / "frames.txt").string());
+    ASSERT_EQ(want.hashes.size(), 2u * count);
+
+    temp_dir d;
+    auto p = plan_yaml(d, scalable(mode, count));
+    ASSERT_OK(p);
+    enum { start, up, down, done } step = start;
+    std::vector<std::string> refusals;
+    bool retired_while_running = false;
+    auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const scale_fn& scale) {
+      auto n = completed(slots, "f");
+      if (step == start && n >= 30) {
+        refusals = {scale("src", 2), scale("nope", 2), scale("f", 0)};
+        EXPECT_EQ(scale("f", 3), "");
+        step = up;
+      } else if (step == up && n >= 150) {
+        EXPECT_EQ(scale("f", 1), "");
+        step = down;
+      } else if (step == down) {
+        // Both replicas scaled away are stopped while the pipeline still runs.
+        int stopped = 0;
+        for (auto& s : slots)
+          if (s->stage == "f" && s->replica > 0 && s->state.load() == instance_state::stopped) ++stopped;
+        if (stopped == 2) {
+          retired_while_running = n < 2 * count;
+          step = done;
+        }
+      }
+      return step != done;
+    });
+    ASSERT_TRUE(r.completed);
+    EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+    ASSERT_EQ(step, done);
+    EXPECT_TRUE(retired_while_running);
+    ASSERT_EQ(refusals.size(), 3u);
+    EXPECT_THAT(refusals[0], ::testing::HasSubstr("is a source"));
+    EXPECT_THAT(refusals[1], ::testing::HasSubstr("no stage named 'nope'"));
+    EXPECT_THAT(refusals[2], ::testing::HasSubstr("between 1 and"));
+    // Three replicas of f took frames; the sink saw every frame once, with the clean run's bytes.
+    int f_slots = 0;
+    for (auto& s : r.slots)
+      if (s->stage == "f") {
+        ++f_slots;
+        EXPECT_GT(s->frames_in.Value(), 0) << s->name();
+        EXPECT_EQ(s->frames_abandoned.Value(), 0) << s->name();
+      }
+    EXPECT_EQ(f_slots, 3);
+    auto got = read_frames_log((d.path() / "frames.txt").string());
+    EXPECT_EQ(got.repeated, 0u);
+    EXPECT_EQ(got.hashes, want.hashes);
+    EXPECT_EQ(r.slot("sink").duplicates.Value(), 0);
+    for (auto& s : r.slots) expect_books_balance(*s);
+  }
+}

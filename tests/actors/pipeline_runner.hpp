@@ -65,16 +65,22 @@ struct run_result {
   }
 };
 
+/// Asks the running pipeline's manager for n replicas of stage; empty, or why not.
+using scale_fn = std::function<std::string(const std::string& stage, uint32_t n)>;
+
 /// Runs until the pipeline completes, `stop_when` returns true or `limit` passes, then
-/// stops it. `while_running` is polled every 20 ms with the slots until it returns false;
-/// `while_stopping` every 2 ms until the manager has stopped.
+/// stops it. `while_running` is polled every 20 ms with the slots until it returns false
+/// (`control`, likewise, with a way to scale stages); `while_stopping` every 2 ms until the
+/// manager has stopped.
 inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::seconds limit = std::chrono::seconds(30),
                                std::function<bool(const slot_table&)> while_running = {},
                                std::function<void(const slot_table&)> while_stopping = {},
-                               std::function<bool(const slot_table&)> stop_when = {}) {
+                               std::function<bool(const slot_table&)> stop_when = {},
+                               std::function<bool(const slot_table&, const scale_fn&)> control = {}) {
   run_result r;
   r.m = std::make_shared<metrics>();
-  r.slots = make_slots(*p, *r.m);
+  auto registry = std::make_shared<slot_registry>(*r.m, make_slots(*p, *r.m));
+  r.slots = registry->snapshot();
   r.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
   caf::actor_system sys{test_config()};
   {
@@ -82,7 +88,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     caf::scoped_actor self{sys};
     manager_setup ms;
     ms.plan = p;
-    ms.slots = r.slots;
+    ms.slots = registry;
     auto libs = load_libraries(*p);
     if (!libs) throw std::runtime_error(describe(libs.error()));
     ms.libraries = *libs;
@@ -91,11 +97,14 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     ms.listener = self;
     auto mgr = spawn_manager(sys, std::move(ms));
     auto deadline = std::chrono::steady_clock::now() + limit;
-    bool polling = static_cast<bool>(while_running);
+    bool polling = static_cast<bool>(while_running), controlling = static_cast<bool>(control);
+    scale_fn scale = [&](const std::string& stage, uint32_t n) { return scale_stage(sys, mgr, stage, n); };
     while (!r.completed && std::chrono::steady_clock::now() < deadline) {
       self->receive([&](completed_atom, pipeline_outcome& o) { r.outcome = o, r.completed = true; },
                     caf::after(std::chrono::milliseconds(20)) >> [] {});
+      r.slots = registry->snapshot();
       if (polling) polling = while_running(r.slots);
+      if (controlling) controlling = control(r.slots, scale);
       if (stop_when && stop_when(r.slots)) break;
     }
     self->send(mgr, stop_atom::value);
@@ -111,6 +120,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     EXPECT_TRUE(r.stopped) << "the manager did not stop within 10 s of (stop_atom)";
     if (!r.stopped) self->send_exit(mgr, caf::exit_reason::kill);
   }
+  r.slots = registry->snapshot();
   return r;
 }
 

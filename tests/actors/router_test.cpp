@@ -113,3 +113,34 @@ TEST(router, replaced_receiver_gets_its_unacked_frames_again_in_order) {
   EXPECT_EQ(carry.per_stage[0].second.front().seq, 1u);
   EXPECT_EQ(carry.per_stage[0].second.back().seq, 5u);
 }
+
+TEST(router, a_draining_receiver_gets_nothing_new_and_is_told_once_its_frames_are_acknowledged) {
+  fixture fx;
+  std::vector<caf::actor> told;
+  router r(2, [&](const caf::actor& to, frame&& f) { fx.log.sends.emplace_back(to, f.seq); },
+           [&](const caf::actor& to) { told.push_back(to); });
+  r.set_routes(fx.table(route_policy::round_robin, {fx.a, fx.b}));
+  for (uint64_t i = 0; i < 4; ++i) r.route(make(0, i));  // a: 0, 2; b: 1, 3
+  ASSERT_EQ(fx.log.count_to(fx.b), 2u);
+  auto t = fx.table(route_policy::round_robin, {fx.a, fx.b});
+  t.edges[0].draining = {false, true};
+  r.set_routes(t);
+  EXPECT_TRUE(told.empty());  // b still holds two frames
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 2);
+  for (uint64_t i = 4; i < 6; ++i) r.route(make(0, i));
+  EXPECT_EQ(fx.log.count_to(fx.a), 4u);
+  EXPECT_EQ(fx.log.count_to(fx.b), 2u);  // nothing new for b
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.b), 1);
+  EXPECT_TRUE(told.empty());
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.b), 1);
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0], caf::actor(fx.b));
+  r.set_routes(t);  // published again: not told twice
+  EXPECT_EQ(told.size(), 1u);
+  // b leaves the routes and c joins in front: a keeps its unacknowledged frames (nothing
+  // is sent twice), whatever its position.
+  auto before = fx.log.sends.size();
+  r.set_routes(fx.table(route_policy::round_robin, {fx.c, fx.a}));
+  EXPECT_EQ(fx.log.sends.size(), before);
+  EXPECT_EQ(r.in_flight(), 2u);
+}

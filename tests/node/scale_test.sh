@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Scaling a stage of a running `troupe run` from the terminal (a command on stdin) and by
+# signal (SIGUSR1 adds a replica of --scale-stage, SIGUSR2 removes one): the sink still
+# gets every frame once.
+# Usage: scale_test.sh TROUPE_BINARY PLUGIN_DIR
+set -uo pipefail
+source "$(dirname "$0")/check.sh"
+troupe="$1"
+export TROUPE_PLUGIN_PATH="$2"
+work=$(mktemp -d)
+node=""
+cleanup() {
+  [ -n "$node" ] && kill -9 "$node" 2>/dev/null
+  exec 3>&- 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+cat > scale.yaml <<Y
+pipeline: scale
+window: 4
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
+  - {name: f, plugin: faulty, config: {action: slow, every: 1, slow_ms: 8}}
+  - {name: sink, plugin: checksum, config: {output: $work/sum.txt, frames_log: $work/frames.txt}}
+edges: ["src -> f -> sink"]
+Y
+
+mkfifo commands
+trap '' PIPE  # a run that ended early fails the checks below, not this script
+"$troupe" run scale.yaml --timeout 60 --scale-stage f --no-progress < commands > out.txt 2> err.txt &
+node=$!
+exec 3> commands  # held open: the run reads commands from it
+echo "scale nope 2" >&3
+sleep 0.5
+echo "scale f 3" >&3
+sleep 0.6
+kill -USR2 "$node"   # 3 -> 2
+sleep 0.6
+kill -USR1 "$node"   # 2 -> 3 (a fresh replica, f#3)
+wait "$node"; rc=$?
+node=""
+out=$(cat out.txt); err=$(cat err.txt)
+echo "$out"
+check "the run finishes" [ "$rc" -eq 0 ]
+check "the terminal command scales f" contains "$err" "scaling stage 'f' to 3 replicas"
+check "SIGUSR2 takes one away" contains "$err" "scaling stage 'f' to 2 replicas"
+check "a replica scaled away is drained, then stopped" contains "$err" "scaled away"
+check "a bad command is refused by name" contains "$err" "no stage named 'nope'"
+check "the summary lists the replicas" grep -qE "^f#2 +faulty" <<<"$out"
+check "SIGUSR1 adds a fresh replica" grep -qE "^f#3 +faulty" <<<"$out"
+lines=$(wc -l < frames.txt)
+unique=$(awk '{print $1, $2, $3}' frames.txt | sort -u | wc -l)
+check "the sink got every frame (600)" [ "$lines" -eq 600 ]
+check "the sink got no frame twice" [ "$unique" -eq 600 ]
+verdict
