@@ -10,6 +10,7 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <random>
 
@@ -81,6 +82,7 @@ class manager_actor : public caf::event_based_actor {
         [this](restart_atom, size_t slot, uint64_t failed_generation) { restart(slot, failed_generation); },
         [this](stop_atom) { begin_stop(); },
         [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
+        [this](reload_atom, reload_request& r) -> caf::result<std::string> { return reload(r); },
     };
   }
 
@@ -92,6 +94,9 @@ class manager_actor : public caf::event_based_actor {
     uint64_t generation = 0;
     bool running = false, finished = false, quarantined = false, done = false, stop_sent = false;
     bool retiring = false;  // scaled away: draining, then stopped and removed from its stage
+    bool incoming = false;  // a reload's new version, not yet in its stage's routes
+    std::shared_ptr<const troupe::plan> plan;        // its plan and library, if not the
+    std::shared_ptr<plugin_library> library;         // manager's current ones
     std::deque<clock::time_point> restarts;
     uint32_t consecutive = 0;
     clock::time_point running_since;
@@ -138,9 +143,9 @@ class manager_actor : public caf::event_based_actor {
     is.stage = sl.stage;
     is.replica = sl.replica;
     is.generation = sl.generation;
-    is.plan = s_.plan;
+    is.plan = sl.plan ? sl.plan : s_.plan;
     is.stats = stats_[i];
-    is.library = s_.libraries[sl.stage];
+    is.library = sl.library ? sl.library : s_.libraries[sl.stage];
     is.executor = s_.executor;
     is.manager = caf::actor_cast<caf::actor>(this);
     is.node = s_.node;
@@ -197,6 +202,12 @@ class manager_actor : public caf::event_based_actor {
           on_finished(r.slot);
           return;
         }
+        if (sl.incoming) {
+          sl.running = true;
+          sl.running_since = clock::now();
+          incoming_running();
+          return;
+        }
         sl.running = true;
         sl.running_since = clock::now();
         publish_routes(sl.stage);
@@ -219,6 +230,12 @@ class manager_actor : public caf::event_based_actor {
         return;
       case instance_state::failed:
         st.set_error(r.error);
+        if (sl.incoming) {
+          sl.running = false;
+          sl.done = true;
+          abort_reload(stats(r.slot).stage + " " + to_string(r.failure) + ": " + r.error);
+          return;
+        }
         if (phase_ == phase::stopping || phase_ == phase::stopped || r.failure == failure_class::teardown_failed) {
           sl.running = false;
           sl.done = true;
@@ -382,6 +399,7 @@ class manager_actor : public caf::event_based_actor {
     if (phase_ != phase::running || completed_) return "pipeline '" + s_.plan->name + "' is not running";
     if (ps.is_source()) return "stage '" + name + "' is a source: its replicas are fixed while it runs";
     if (n < 1 || n > max_replicas) return "replicas must be between 1 and " + std::to_string(max_replicas);
+    if (reload_) return "stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again";
     auto& st = stages_[stage];
     std::vector<size_t> active;
     for (auto i : st.slots) {
@@ -409,6 +427,125 @@ class manager_actor : public caf::event_based_actor {
     }
     publish_routes(stage);
     return {};
+  }
+
+  // -- reloading -------------------------------------------------------------------------
+
+  caf::result<std::string> reload(const reload_request& req) {
+    size_t stage = 0;
+    while (stage < s_.plan->stages.size() && s_.plan->stages[stage].spec.name != req.stage) ++stage;
+    if (stage == s_.plan->stages.size())
+      return "no stage named '" + req.stage + "' in pipeline '" + s_.plan->name + "'";
+    auto& ps = s_.plan->stages[stage];
+    if (phase_ != phase::running || completed_) return std::string("pipeline '" + s_.plan->name + "' is not running");
+    if (ps.is_source()) return "stage '" + req.stage + "' is a source: a new instance would start its streams over";
+    if (reload_) return std::string("stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again");
+    auto& st = stages_[stage];
+    std::vector<size_t> old;
+    for (auto i : st.slots) {
+      if (slots_[i].retiring) return "stage '" + req.stage + "' is still draining a replica; try again";
+      if (!slots_[i].quarantined) old.push_back(i);
+    }
+    if (old.empty() || st.finished) return "stage '" + req.stage + "' has no replica serving";
+    // The new version: its manifest, its config (the stage's, with the changes), its library.
+    auto path = req.manifest.empty() ? ps.manifest.path : req.manifest;
+    auto m = load_manifest(path);
+    if (!m) return "reload of stage '" + req.stage + "': " + describe(m.error());
+    if (m->name != ps.manifest.name)
+      return "reload of stage '" + req.stage + "': " + path + " is plugin '" + m->name + "', the stage runs '" +
+             ps.manifest.name + "'";
+    auto entries = ps.spec.config;
+    for (auto& [key, value] : req.config) {
+      auto it = std::find_if(entries.begin(), entries.end(), [&](auto& e) { return e.key == key; });
+      if (it != entries.end()) it->value = value;
+      else entries.push_back({key, value, 0});
+    }
+    auto config = validate_config(*m, entries, "reload of stage '" + req.stage + "'");
+    if (!config) return describe(config.error());
+    std::shared_ptr<plugin_library> lib;
+    if (ps.mode == exec_mode::embedded) {
+      auto l = plugin_library::open(*m, true);
+      if (!l) return "reload of stage '" + req.stage + "': " + describe(l.error());
+      lib = *l;
+    } else {
+      lib = s_.libraries[stage];  // the worker loads the new library itself
+    }
+    auto next = std::make_shared<troupe::plan>(*s_.plan);
+    auto& ns = next->stages[stage];
+    ns.manifest = std::move(*m);
+    ns.config = std::move(*config);
+    ns.spec.config = std::move(entries);
+    if (!ns.spec.deadline_ms) ns.deadline_ms = ns.manifest.resources.deadline_ms;
+    spdlog::info("[node={} stage={}] reloading: {} {} beside {} {}", s_.node, req.stage, ns.manifest.name,
+                 ns.manifest.version.to_string(), ps.manifest.name, ps.manifest.version.to_string());
+    reload_state rs;
+    rs.stage = stage;
+    rs.plan = next;
+    rs.library = lib;
+    rs.old = old;
+    rs.promise = make_response_promise<std::string>();
+    for (auto i : old) {
+      slot sl;
+      sl.stage = stage;
+      // A replica of its own (its own metrics), as the next generation of the one it replaces.
+      sl.replica = st.next_replica++;
+      sl.generation = slots_[i].generation;
+      sl.incoming = true;
+      sl.plan = next;
+      sl.library = lib;
+      stats_.push_back(s_.slots->add(next->name, req.stage, ns.manifest.name, sl.replica, ns.mode));
+      slots_.push_back(std::move(sl));
+      rs.incoming.push_back(slots_.size() - 1);
+      spawn_slot(slots_.size() - 1);
+    }
+    reload_ = std::move(rs);
+    return reload_->promise;
+  }
+
+  // Every new version runs: the routes switch to them, and the old ones drain.
+  void incoming_running() {
+    auto& rs = *reload_;
+    for (auto i : rs.incoming)
+      if (!slots_[i].running) return;
+    auto& st = stages_[rs.stage];
+    for (auto i : rs.incoming) {
+      slots_[i].incoming = false;
+      st.slots.push_back(i);
+      if (st.upstream_done) send<caf::message_priority::high>(slots_[i].actor, upstream_done_atom::value);
+    }
+    for (auto i : rs.old) {
+      slots_[i].retiring = true;
+      if (slots_[i].running) begin_drain(i);
+    }
+    // From now on restarts and new replicas use the new version.
+    s_.plan = rs.plan;
+    s_.libraries[rs.stage] = rs.library;
+    publish_routes(rs.stage);
+    auto& ps = s_.plan->stages[rs.stage];
+    spdlog::info("[node={} stage={}] reloaded: {} {} serves", s_.node, ps.spec.name, ps.manifest.name,
+                 ps.manifest.version.to_string());
+    rs.promise.deliver(std::string{});
+    reload_.reset();
+  }
+
+  // A new version did not come up: it is stopped, and the old one goes on serving.
+  void abort_reload(const std::string& why) {
+    if (!reload_) return;
+    auto& rs = *reload_;
+    for (auto i : rs.incoming) {
+      auto& sl = slots_[i];
+      sl.incoming = false;
+      if (sl.actor && !sl.done) {
+        sl.stop_sent = true;
+        sl.done = true;
+        send<caf::message_priority::high>(sl.actor, stop_atom::value);
+      }
+      sl.done = true;
+    }
+    spdlog::error("[node={} stage={}] reload failed, the old version goes on serving: {}", s_.node,
+                  s_.plan->stages[rs.stage].spec.name, why);
+    rs.promise.deliver("start_failed: " + why);
+    reload_.reset();
   }
 
   // Tells a replica scaled away to drain: it is done once every upstream instance has no
@@ -456,6 +593,7 @@ class manager_actor : public caf::event_based_actor {
 
   void begin_stop() {
     if (phase_ == phase::stopping || phase_ == phase::stopped) return;
+    abort_reload("the pipeline is stopping");
     phase_ = phase::stopping;
     next_stop_ = 0;
     stop_next_stage();
@@ -495,6 +633,15 @@ class manager_actor : public caf::event_based_actor {
 
   static constexpr uint32_t max_replicas = 256;
 
+  struct reload_state {
+    size_t stage = 0;
+    std::shared_ptr<const troupe::plan> plan;
+    std::shared_ptr<plugin_library> library;
+    std::vector<size_t> old, incoming;  // slots
+    caf::typed_response_promise<std::string> promise;
+  };
+  std::optional<reload_state> reload_;
+
   manager_setup s_;
   slot_table stats_;  // per slot, as slots_
   std::vector<slot> slots_;
@@ -510,6 +657,16 @@ class manager_actor : public caf::event_based_actor {
 
 caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
   return sys.spawn<manager_actor>(std::move(setup));
+}
+
+std::string reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+                         std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{sys};
+  std::string answer = "the manager did not answer within " + std::to_string(timeout.count()) + " ms";
+  self->request(manager, timeout, reload_atom::value, std::move(request))
+      .receive([&](std::string& a) { answer = std::move(a); },
+               [&](caf::error& e) { answer = "the manager did not answer: " + sys.render(e); });
+  return answer;
 }
 
 std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,

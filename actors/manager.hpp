@@ -15,10 +15,17 @@
 // replica starts and joins the routes; a replica scaled away drains first: its senders
 // give it nothing new, it finishes what it holds and delivers its outputs, and only then
 // is it stopped, so no frame is lost or processed twice.
+//
+// (reload_atom, reload_request) -> std::string swaps a running stage's plugin for its new
+// version or config: the manager starts the new version beside each replica as a new
+// generation, and once all of them run, switches the routes to them and drains the old
+// ones. The answer comes then: empty, or why the old version goes on serving (a new
+// version that does not start is stopped, and the answer says start_failed).
 #pragma once
 
 #include "dead_letters.hpp"
 #include "executor.hpp"
+#include "messages.hpp"
 #include "pipeline.hpp"
 #include "plugin_library.hpp"
 #include "stats.hpp"
@@ -50,6 +57,10 @@ slot_table make_slots(const plan& p, metrics& m);
 expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p);
 
 caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup);
+
+/// Asks the manager to reload a stage (see above); waits at most timeout for the switch.
+std::string reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 /// Asks the manager to run `replicas` instances of `stage`; waits for its answer (at most
 /// timeout). Empty: the change is under way; otherwise why it was refused.

@@ -35,6 +35,7 @@ using skip_atom = caf::atom_constant<caf::atom("skip")>;
 using scale_atom = caf::atom_constant<caf::atom("scale")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 /// Where one downstream stage's frames go: receivers by replica index; an invalid handle
 /// marks a replica that is not running. A draining receiver (being scaled away) gets no new
@@ -70,6 +71,14 @@ struct instance_report {
   std::optional<frame_key> culprit;  // the input being processed when it was lost
 };
 
+/// A stage's plugin to load again: from its manifest as it is on disk now (or another
+/// manifest of the same plugin), with some config fields changed.
+struct reload_request {
+  std::string stage;
+  std::string manifest;  // plugin.yaml to load; empty: the stage's own, read again
+  std::vector<std::pair<std::string, std::string>> config;  // fields to change
+};
+
 /// What the driver of a pipeline hears from the manager when it is over.
 struct pipeline_outcome {
   bool ok = false;
@@ -82,4 +91,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::route_table)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::carried_frames)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::instance_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pipeline_outcome)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::reload_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame_key)

@@ -14,8 +14,10 @@ namespace troupe {
 class plugin_library {
  public:
   /// Loads m.library and checks the entry symbol, ABI version, name and functions. Errors
-  /// name the library file and what was wrong.
-  static expected<std::shared_ptr<plugin_library>> open(const manifest& m);
+  /// name the library file and what was wrong. A library loaded before from the same path
+  /// is shared; with `fresh`, the file is loaded anew from a private copy of its current
+  /// bytes (a new version put in place of the old one, for a reload).
+  static expected<std::shared_ptr<plugin_library>> open(const manifest& m, bool fresh = false);
 
   const troupe_plugin_api& api() const { return *api_; }
   const std::string& path() const { return path_; }
@@ -25,9 +27,10 @@ class plugin_library {
   plugin_library& operator=(const plugin_library&) = delete;
 
  private:
-  plugin_library(void* handle, const troupe_plugin_api* api, std::string path)
-      : handle_(handle), api_(api), path_(std::move(path)) {}
+  plugin_library(void* handle, const troupe_plugin_api* api, std::string path, int copy_fd)
+      : handle_(handle), api_(api), path_(std::move(path)), copy_fd_(copy_fd) {}
   void* handle_;
+  int copy_fd_;  // the private copy a fresh load was made from; -1: none
   const troupe_plugin_api* api_;
   std::string path_;
 };

@@ -271,6 +271,19 @@ int run(const common_options& common, const run_options& opts) {
       else
         spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, answer);
     };
+    // A reload answers once the new version serves (or failed): it waits on a thread of
+    // its own, so the run goes on meanwhile.
+    std::vector<std::thread> reloads;
+    auto reload = [&](reload_request req) {
+      reloads.emplace_back([&sys, manager, req = std::move(req)]() mutable {
+        auto stage = req.stage;
+        auto answer = reload_stage(sys, manager, std::move(req));
+        if (answer.empty())
+          spdlog::info("stage '{}' reloaded", stage);
+        else
+          spdlog::error("stage '{}' not reloaded: {}", stage, answer);
+      });
+    };
     bool live = opts.progress && isatty(STDOUT_FILENO);
     bool drawn = false, stop_sent = false, stopped = false;
     rate_tracker rt;
@@ -303,10 +316,25 @@ int run(const common_options& common, const run_options& opts) {
         long n = -1;
         in >> word;
         if (word.empty()) continue;
-        if (word == "scale" && (in >> stage >> n) && !(in >> extra) && n >= 0)
+        if (word == "scale" && (in >> stage >> n) && !(in >> extra) && n >= 0) {
           scale(stage, static_cast<uint32_t>(n));
-        else
-          spdlog::error("unknown command '{}' (expected: scale STAGE REPLICAS)", line);
+        } else if (word == "reload" && (in >> stage)) {
+          reload_request req;
+          req.stage = stage;
+          bool ok = true;
+          for (std::string arg; in >> arg;) {
+            auto eq = arg.find('=');
+            if (eq != std::string::npos) req.config.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
+            else if (req.manifest.empty()) req.manifest = arg;
+            else ok = false;
+          }
+          if (ok) reload(std::move(req));
+          else spdlog::error("reload: one manifest at most (expected: reload STAGE [PLUGIN_YAML] [KEY=VALUE...])");
+        } else {
+          spdlog::error("unknown command '{}' (expected: scale STAGE REPLICAS, or reload STAGE [PLUGIN_YAML] "
+                        "[KEY=VALUE...])",
+                        line);
+        }
       }
       if (int k = scale_signals.exchange(0); k != 0 && !stop_sent) {
         auto now_serving = static_cast<int>(serving_replicas(registry->snapshot(), opts.scale_stage));
@@ -318,6 +346,7 @@ int run(const common_options& common, const run_options& opts) {
         next_draw = now + std::chrono::milliseconds(500);
       }
     }
+    for (auto& t : reloads) t.join();
     wall = std::chrono::duration<double>(clock::now() - start).count();
     if (live) print_progress(registry->snapshot(), rt, wall, drawn);
     ok = finished;

@@ -2,6 +2,7 @@
 // it gives up on, sees nothing twice, and every instance's books balance.
 #include "pipeline_runner.hpp"
 
+#include <filesystem>
 #include <set>
 
 using namespace troupe;
@@ -161,7 +162,8 @@ TEST(delivery, scaling_a_stage_up_and_down_while_frames_flow_loses_and_duplicate
     enum { start, up, down, done } step = start;
     std::vector<std::string> refusals;
     bool retired_while_running = false;
-    auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const scale_fn& scale) {
+    auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
+      auto scale = c.scale;
       auto n = completed(slots, "f");
       if (step == start && n >= 30) {
         refusals = {scale("src", 2), scale("nope", 2), scale("f", 0)};
@@ -199,10 +201,130 @@ TEST(delivery, scaling_a_stage_up_and_down_while_frames_flow_loses_and_duplicate
         EXPECT_EQ(s->frames_abandoned.Value(), 0) << s->name();
       }
     EXPECT_EQ(f_slots, 3);
+    EXPECT_EQ(completed(r.slots, "f"), 2 * count);
     auto got = read_frames_log((d.path() / "frames.txt").string());
     EXPECT_EQ(got.repeated, 0u);
     EXPECT_EQ(got.hashes, want.hashes);
     EXPECT_EQ(r.slot("sink").duplicates.Value(), 0);
     for (auto& s : r.slots) expect_books_balance(*s);
   }
+}
+
+namespace {
+
+// Puts version v of the versioned plugin into dir/versioned, as an operator would: each file
+// written beside its place, then renamed over it.
+void install_versioned(const std::filesystem::path& dir, int v) {
+  namespace fs = std::filesystem;
+  auto from = fs::path(TROUPE_VERSIONED_DIR) / ("v" + std::to_string(v));
+  fs::create_directories(dir / "versioned");
+  for (auto name : {"libtroupe_versioned.so", "plugin.yaml"}) {
+    fs::copy_file(from / name, dir / "versioned" / (std::string(name) + ".new"), fs::copy_options::overwrite_existing);
+    fs::rename(dir / "versioned" / (std::string(name) + ".new"), dir / "versioned" / name);
+  }
+}
+
+std::string reloadable(const std::string& f_mode, int count) {
+  return "pipeline: reload\n"
+         "window: 4\n"
+         "stages:\n"
+         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
+         ", streams: 2}}\n"
+         "  - {name: f, plugin: versioned, " + f_mode + "replicas: 2, config: {delay_ms: 3}}\n"
+         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
+         "edges: [\"src -> f -> sink\"]\n";
+}
+
+// The sink's frames log of a run of version v alone.
+frames_log versioned_run(const std::string& mode, int v, int count) {
+  temp_dir plugins, d;
+  install_versioned(plugins.path(), v);
+  auto p = plan_yaml(d, reloadable(mode, count), plugins.path().string());
+  EXPECT_TRUE(static_cast<bool>(p));
+  auto r = run_pipeline(*p);
+  EXPECT_TRUE(r.completed && r.outcome.ok) << r.outcome.reason;
+  return read_frames_log((d.path() / "frames.txt").string());
+}
+
+}  // namespace
+
+TEST(delivery, a_new_library_swapped_in_while_frames_flow_serves_from_one_frame_on) {
+  for (std::string mode : {"", "mode: isolated, "}) {
+    SCOPED_TRACE(mode.empty() ? "embedded" : "isolated");
+    constexpr int count = 120;
+    auto v1 = versioned_run(mode, 1, count), v2 = versioned_run(mode, 2, count);
+    ASSERT_EQ(v1.hashes.size(), 2u * count);
+    temp_dir plugins, d;
+    install_versioned(plugins.path(), 1);
+    auto p = plan_yaml(d, reloadable(mode, count), plugins.path().string());
+    ASSERT_OK(p);
+    std::string answer = "not asked";
+    auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
+      if (completed(slots, "f") < 40) return true;
+      install_versioned(plugins.path(), 2);  // the new library, put in place of the old
+      answer = c.reload({"f", "", {}});
+      return false;
+    });
+    ASSERT_TRUE(r.completed);
+    EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+    EXPECT_EQ(answer, "");
+    // Per stream: version 1 up to some frame, version 2 from that frame on; each frame once.
+    auto got = read_frames_log((d.path() / "frames.txt").string());
+    EXPECT_EQ(got.repeated, 0u);
+    ASSERT_EQ(got.hashes.size(), 2u * count);
+    for (uint64_t stream = 0; stream < 2; ++stream) {
+      SCOPED_TRACE("stream " + std::to_string(stream));
+      int switched_at = -1, by_v1 = 0, by_v2 = 0;
+      for (int seq = 0; seq < count; ++seq) {
+        auto k = std::make_tuple(stream, uint64_t(seq), uint32_t{0});
+        bool is_v1 = got.hashes[k] == v1.hashes[k], is_v2 = got.hashes[k] == v2.hashes[k];
+        ASSERT_TRUE(is_v1 != is_v2) << "seq " << seq << " is neither version's output";
+        (is_v1 ? by_v1 : by_v2) += 1;
+        if (is_v2 && switched_at < 0) switched_at = seq;
+        if (is_v1) EXPECT_LT(switched_at, 0) << "seq " << seq << " by version 1 after the switch at " << switched_at;
+      }
+      EXPECT_GT(by_v1, 0);
+      EXPECT_GT(by_v2, 0);
+    }
+    // The new version runs as the next generation of each replica; the old ones stopped.
+    int old_stopped = 0, new_running = 0;
+    for (auto& s : r.slots) {
+      if (s->stage != "f") continue;
+      if (s->generation.load() == 1 && s->state.load() == instance_state::stopped) ++old_stopped;
+      if (s->generation.load() == 2 && s->frames_in.Value() > 0) ++new_running;
+      EXPECT_EQ(s->frames_abandoned.Value(), 0) << s->name();
+    }
+    EXPECT_EQ(old_stopped, 2);
+    EXPECT_EQ(new_running, 2);
+    double f_in = 0;
+    for (auto& s : r.slots)
+      if (s->stage == "f") f_in += s->frames_in.Value();
+    EXPECT_EQ(f_in, 2 * count);  // each replica, old and new, counts only what it took
+    for (auto& s : r.slots) expect_books_balance(*s);
+  }
+}
+
+TEST(delivery, a_new_version_that_does_not_start_leaves_the_old_one_serving) {
+  constexpr int count = 60;
+  auto v1 = versioned_run("", 1, count);
+  temp_dir plugins, d;
+  install_versioned(plugins.path(), 1);
+  auto p = plan_yaml(d, reloadable("", count), plugins.path().string());
+  ASSERT_OK(p);
+  std::string answer = "not asked", bad_config = "not asked";
+  auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
+    if (completed(slots, "f") < 10) return true;
+    bad_config = c.reload({"f", "", {{"delay_ms", "-5"}}});
+    answer = c.reload({"f", "", {{"fail_start", "true"}}});
+    return false;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_THAT(bad_config, ::testing::HasSubstr("delay_ms"));
+  EXPECT_THAT(answer, ::testing::HasSubstr("start_failed"));
+  EXPECT_THAT(answer, ::testing::HasSubstr("configured to fail start"));
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.repeated, 0u);
+  EXPECT_EQ(got.hashes, v1.hashes);  // version 1 served every frame
+  for (auto& s : r.slots) expect_books_balance(*s);
 }

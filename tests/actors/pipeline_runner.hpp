@@ -65,18 +65,21 @@ struct run_result {
   }
 };
 
-/// Asks the running pipeline's manager for n replicas of stage; empty, or why not.
-using scale_fn = std::function<std::string(const std::string& stage, uint32_t n)>;
+/// What a test can ask of a running pipeline's manager; each answers empty, or why not.
+struct pipeline_controls {
+  std::function<std::string(const std::string& stage, uint32_t n)> scale;
+  std::function<std::string(reload_request)> reload;
+};
 
 /// Runs until the pipeline completes, `stop_when` returns true or `limit` passes, then
 /// stops it. `while_running` is polled every 20 ms with the slots until it returns false
-/// (`control`, likewise, with a way to scale stages); `while_stopping` every 2 ms until the
-/// manager has stopped.
+/// (`control`, likewise, with a way to scale and reload stages); `while_stopping` every 2 ms
+/// until the manager has stopped.
 inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::seconds limit = std::chrono::seconds(30),
                                std::function<bool(const slot_table&)> while_running = {},
                                std::function<void(const slot_table&)> while_stopping = {},
                                std::function<bool(const slot_table&)> stop_when = {},
-                               std::function<bool(const slot_table&, const scale_fn&)> control = {}) {
+                               std::function<bool(const slot_table&, const pipeline_controls&)> control = {}) {
   run_result r;
   r.m = std::make_shared<metrics>();
   auto registry = std::make_shared<slot_registry>(*r.m, make_slots(*p, *r.m));
@@ -98,13 +101,15 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     auto mgr = spawn_manager(sys, std::move(ms));
     auto deadline = std::chrono::steady_clock::now() + limit;
     bool polling = static_cast<bool>(while_running), controlling = static_cast<bool>(control);
-    scale_fn scale = [&](const std::string& stage, uint32_t n) { return scale_stage(sys, mgr, stage, n); };
+    pipeline_controls controls{
+        [&](const std::string& stage, uint32_t n) { return scale_stage(sys, mgr, stage, n); },
+        [&](reload_request req) { return reload_stage(sys, mgr, std::move(req)); }};
     while (!r.completed && std::chrono::steady_clock::now() < deadline) {
       self->receive([&](completed_atom, pipeline_outcome& o) { r.outcome = o, r.completed = true; },
                     caf::after(std::chrono::milliseconds(20)) >> [] {});
       r.slots = registry->snapshot();
       if (polling) polling = while_running(r.slots);
-      if (controlling) controlling = control(r.slots, scale);
+      if (controlling) controlling = control(r.slots, controls);
       if (stop_when && stop_when(r.slots)) break;
     }
     self->send(mgr, stop_atom::value);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Scaling a stage of a running `troupe run` from the terminal (a command on stdin) and by
-# signal (SIGUSR1 adds a replica of --scale-stage, SIGUSR2 removes one): the sink still
-# gets every frame once.
+# Controlling a running `troupe run`: scaling a stage from the terminal (a command on
+# stdin) and by signal (SIGUSR1 adds a replica of --scale-stage, SIGUSR2 removes one), and
+# reloading it with a new config: the sink still gets every frame once.
 # Usage: scale_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
 source "$(dirname "$0")/check.sh"
@@ -21,7 +21,7 @@ cat > scale.yaml <<Y
 pipeline: scale
 window: 4
 stages:
-  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 400, streams: 2}}
   - {name: f, plugin: faulty, config: {action: slow, every: 1, slow_ms: 8}}
   - {name: sink, plugin: checksum, config: {output: $work/sum.txt, frames_log: $work/frames.txt}}
 edges: ["src -> f -> sink"]
@@ -39,6 +39,8 @@ sleep 0.6
 kill -USR2 "$node"   # 3 -> 2
 sleep 0.6
 kill -USR1 "$node"   # 2 -> 3 (a fresh replica, f#3)
+sleep 0.5
+echo "reload f slow_ms=2" >&3  # live config: each replica's next generation takes it
 wait "$node"; rc=$?
 node=""
 out=$(cat out.txt); err=$(cat err.txt)
@@ -50,8 +52,11 @@ check "a replica scaled away is drained, then stopped" contains "$err" "scaled a
 check "a bad command is refused by name" contains "$err" "no stage named 'nope'"
 check "the summary lists the replicas" grep -qE "^f#2 +faulty" <<<"$out"
 check "SIGUSR1 adds a fresh replica" grep -qE "^f#3 +faulty" <<<"$out"
+f_in=$(awk '$1 ~ /^f(#[0-9]+)?$/ {n += $6} END {print n}' <<<"$out")
+check "the replicas of f took 800 frames between them" [ "$f_in" = 800 ]
 lines=$(wc -l < frames.txt)
 unique=$(awk '{print $1, $2, $3}' frames.txt | sort -u | wc -l)
-check "the sink got every frame (600)" [ "$lines" -eq 600 ]
-check "the sink got no frame twice" [ "$unique" -eq 600 ]
+check "reload takes the new config" contains "$err" "stage 'f' reloaded"
+check "the sink got every frame (800)" [ "$lines" -eq 800 ]
+check "the sink got no frame twice" [ "$unique" -eq 800 ]
 verdict
