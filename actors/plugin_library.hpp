@@ -30,9 +30,9 @@ class plugin_library {
   plugin_library(void* handle, const troupe_plugin_api* api, std::string path, int copy_fd)
       : handle_(handle), api_(api), path_(std::move(path)), copy_fd_(copy_fd) {}
   void* handle_;
-  int copy_fd_;  // the private copy a fresh load was made from; -1: none
   const troupe_plugin_api* api_;
   std::string path_;
+  int copy_fd_;  // the private copy a fresh load was made from; -1: none
 };
 
 }  // namespace troupe

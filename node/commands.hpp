@@ -39,7 +39,32 @@ struct conformance_options {
   uint32_t frames = 8;              // known inputs, or a source's turns
 };
 
+/// node.yaml: one member of a cluster.
+struct node_config {
+  std::string path;
+  std::string name;
+  std::string listen;   // host:port for peers
+  std::string admin;    // host:port for the CLI
+  std::string metrics;  // host:port for /metrics; empty: none
+  std::vector<std::string> seeds;
+  std::vector<std::string> plugin_paths;
+  std::string token;
+  uint32_t heartbeat_ms = 500;
+  uint32_t down_after_ms = 3000;
+};
+
+struct node_options {
+  std::string config;  // node.yaml
+};
+
+struct status_options {
+  std::string node;   // admin address of any member
+  std::string token;  // the cluster token
+};
+
 int run(const common_options& common, const run_options& opts);
+int run_node(const common_options& common, const node_options& opts);
+int cluster_status(const common_options& common, const status_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
 int list_plugins(const common_options& common);

@@ -33,6 +33,16 @@ int main(int argc, char** argv) {
   auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
 
   worker_options worker_opts;
+  node_options node_opts;
+  auto* node_cmd = app.add_subcommand("node", "Run a cluster node until SIGINT or SIGTERM");
+  node_cmd->add_option("--config", node_opts.config, "Node config (node.yaml)")->required();
+
+  status_options status_opts;
+  if (const char* t = std::getenv("TROUPE_TOKEN")) status_opts.token = t;
+  auto* status_cmd = app.add_subcommand("status", "Show the cluster as a node sees it");
+  status_cmd->add_option("--node", status_opts.node, "Admin address of any node (HOST:PORT)")->required();
+  status_cmd->add_option("--token", status_opts.token, "The cluster token (default: $TROUPE_TOKEN)");
+
   conformance_options conf_opts;
   auto* conf_cmd = app.add_subcommand(
       "conformance", "Check a plugin against the plugin contract, embedded and isolated (exit 0: conformant)");
@@ -61,5 +71,7 @@ int main(int argc, char** argv) {
   if (*validate_cmd) return validate(common, validate_path);
   if (*plugins_cmd) return list_plugins(common);
   if (*conf_cmd) return conformance(common, conf_opts);
+  if (*node_cmd) return run_node(common, node_opts);
+  if (*status_cmd) return cluster_status(common, status_opts);
   return 2;
 }

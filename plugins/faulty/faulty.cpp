@@ -89,11 +89,11 @@ class faulty : public troupe::plugin {
       while (std::chrono::steady_clock::now() < until) x = x + 1;
     }
     if (action_ == "hog") {
-      // Kept, and touched page by page: the memory is really used.
-      for (int64_t mb = 0; mb < hog_mb_; ++mb) {
-        hoard_.emplace_back(new char[1 << 20]);
-        std::memset(hoard_.back().get(), 1, 1 << 20);
-      }
+      // One block, kept and touched page by page: the memory is really used. (One block
+      // also leaves a limited process the memory it has: a sanitizer can still report.)
+      auto bytes = static_cast<size_t>(hog_mb_) << 20;
+      hoard_.emplace_back(new char[bytes]);
+      std::memset(hoard_.back().get(), 1, bytes);
     }
     if (action_ == "socket") {
       int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -1,0 +1,498 @@
+// `troupe node` and `troupe status`: a long-running cluster member, and the admin view of
+// the cluster through any member.
+//
+// A node runs the KJ event loop on its main thread: it serves the Peer interface on its
+// peer address and the Admin interface on its admin address (schema/node.capnp), and every
+// heartbeat interval it calls each member it knows with who it is and whom it knows. What
+// it hears back (and what callers tell it) is how it learns the rest of the cluster from its
+// seeds. A member not heard from within down_after is marked down; it is up again (as a
+// fresh member if it restarted) once it is heard from. A peer with another token or protocol
+// version is refused, and both sides log why.
+#include "commands.hpp"
+
+#include <error.hpp>
+#include <stats.hpp>
+#include <yaml_util.hpp>
+
+#include <node.capnp.h>
+
+#include <capnp/ez-rpc.h>
+#include <kj/async-io.h>
+#include <kj/async.h>
+#include <kj/timer.h>
+#include <prometheus/exposer.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+
+namespace troupe::cli {
+
+namespace {
+
+std::atomic<int> node_signal{0};
+void on_node_signal(int sig) { node_signal.store(sig); }
+
+using steady = std::chrono::steady_clock;
+
+// An exception's description without the RPC system's prefix.
+std::string reason(const kj::Exception& e) {
+  std::string d = e.getDescription().cStr();
+  const std::string prefix = "remote exception: ";
+  return d.rfind(prefix, 0) == 0 ? d.substr(prefix.size()) : d;
+}
+
+
+// -- node.yaml --------------------------------------------------------------------------
+
+expected<node_config> load_node_config(const std::string& path) {
+  constexpr auto code = errc::invalid_pipeline;
+  auto doc = yaml::load_file(path, code);
+  if (!doc) return doc.error();
+  auto& root = *doc;
+  if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
+  if (auto e = yaml::check_keys(path, root, "node",
+                                {"name", "listen", "admin", "metrics", "seeds", "plugin_paths", "token",
+                                 "heartbeat_ms", "down_after_ms"},
+                                code))
+    return e;
+  node_config c;
+  c.path = path;
+  auto text = [&](const char* field, std::string& out, bool required) -> caf::error {
+    if (!root[field]) {
+      if (required) return make_error(code, path + ": field '" + field + "' is missing");
+      return {};
+    }
+    auto v = yaml::scalar<std::string>(path, root[field], field, "a string", code);
+    if (!v) return v.error();
+    out = *v;
+    return {};
+  };
+  for (auto [field, out, required] : {std::tuple{"name", &c.name, true}, std::tuple{"listen", &c.listen, true},
+                                      std::tuple{"admin", &c.admin, true}, std::tuple{"metrics", &c.metrics, false},
+                                      std::tuple{"token", &c.token, true}})
+    if (auto e = text(field, *out, required)) return e;
+  for (auto [field, out] : {std::pair{"seeds", &c.seeds}, std::pair{"plugin_paths", &c.plugin_paths}}) {
+    auto n = root[field];
+    if (!n) continue;
+    if (!n.IsSequence())
+      return make_error(code, yaml::where(path, n) + ": field '" + field + "': expected a list of strings");
+    for (auto item : n) {
+      auto v = yaml::scalar<std::string>(path, item, field, "a string", code);
+      if (!v) return v.error();
+      out->push_back(*v);
+    }
+  }
+  for (auto [field, out] : {std::pair{"heartbeat_ms", &c.heartbeat_ms}, std::pair{"down_after_ms", &c.down_after_ms}}) {
+    if (!root[field]) continue;
+    auto v = yaml::scalar<uint32_t>(path, root[field], field, "a positive number of milliseconds", code);
+    if (!v) return v.error();
+    if (*v == 0)
+      return make_error(code, yaml::where(path, root[field]) + ": field '" + field +
+                                  "': expected a positive number of milliseconds");
+    *out = *v;
+  }
+  if (c.down_after_ms <= c.heartbeat_ms)
+    return make_error(code, path + ": field 'down_after_ms' (" + std::to_string(c.down_after_ms) +
+                                ") must be longer than 'heartbeat_ms' (" + std::to_string(c.heartbeat_ms) + ")");
+  if (c.token.empty()) return make_error(code, path + ": field 'token': expected a non-empty cluster token");
+  return c;
+}
+
+// -- the node -------------------------------------------------------------------------------
+
+void write_info(wire::NodeInfo::Builder b, const node_config& c, uint64_t incarnation) {
+  b.setName(c.name);
+  b.setPeerAddress(c.listen);
+  b.setAdminAddress(c.admin);
+  b.setMetricsAddress(c.metrics);
+  b.setIncarnation(incarnation);
+}
+
+struct member {
+  std::string name, peer_address, admin_address, metrics_address;
+  uint64_t incarnation = 0;
+  enum class state { joining, up, down } st = state::joining;
+  std::optional<steady::time_point> last_heard;
+  double rtt_ms = -1;
+  kj::Own<capnp::EzRpcClient> client;  // to call it
+  std::optional<wire::Peer::Client> cap;  // its Peer interface, taken once per connection
+  bool reconnect = false;              // a call failed: a new connection next time
+  bool call_pending = false;
+  std::string last_problem;  // logged once until it changes
+  prometheus::Gauge* up_gauge = nullptr;
+  prometheus::Gauge* rtt_gauge = nullptr;
+  prometheus::Counter* heartbeats = nullptr;
+  prometheus::Counter* failures = nullptr;
+};
+
+const char* to_string(member::state s) {
+  switch (s) {
+    case member::state::joining: return "joining";
+    case member::state::up: return "up";
+    case member::state::down: return "down";
+  }
+  return "?";
+}
+
+class cluster_node {
+ public:
+  cluster_node(node_config c)
+      : c_(std::move(c)),
+        incarnation_(static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count())),
+        registry_(std::make_shared<prometheus::Registry>()),
+        up_family_(prometheus::BuildGauge()
+                       .Name("troupe_peer_up")
+                       .Help("Whether the peer is up (heard from within down_after)")
+                       .Register(*registry_)),
+        rtt_family_(prometheus::BuildGauge()
+                        .Name("troupe_peer_rtt_seconds")
+                        .Help("Round trip of the last heartbeat answered by the peer")
+                        .Register(*registry_)),
+        heartbeat_family_(prometheus::BuildCounter()
+                              .Name("troupe_peer_heartbeats_total")
+                              .Help("Heartbeats the peer answered")
+                              .Register(*registry_)),
+        failure_family_(prometheus::BuildCounter()
+                            .Name("troupe_peer_heartbeat_failures_total")
+                            .Help("Heartbeats to the peer that failed or went unanswered")
+                            .Register(*registry_)),
+        refused_(prometheus::BuildCounter()
+                     .Name("troupe_node_refused_calls_total")
+                     .Help("Calls refused for a wrong cluster token or protocol version")
+                     .Register(*registry_)
+                     .Add({})) {}
+
+  const node_config& config() const { return c_; }
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  uint64_t incarnation() const { return incarnation_; }
+
+  // Why a caller is refused, or empty.
+  std::string refuse(uint32_t protocol, kj::StringPtr token, const std::string& who) {
+    std::string why;
+    if (protocol != wire::CLUSTER_PROTOCOL)
+      why = "protocol version " + std::to_string(protocol) + ", this node speaks " +
+            std::to_string(wire::CLUSTER_PROTOCOL);
+    else if (token != c_.token.c_str())
+      why = "wrong cluster token";
+    if (!why.empty()) {
+      refused_.Increment();
+      spdlog::error("[node={}] refused {}: {}", c_.name, who, why);
+    }
+    return why;
+  }
+
+  // A member as it describes itself (or as another describes it).
+  member& learn(wire::NodeInfo::Reader info) {
+    std::string name = info.getName();
+    auto it = members_.find(name);
+    if (it == members_.end()) {
+      it = members_.emplace(name, member{}).first;
+      auto& m = it->second;
+      m.name = name;
+      std::map<std::string, std::string> labels{{"node", c_.name}, {"peer", name}};
+      m.up_gauge = &up_family_.Add(labels);
+      m.rtt_gauge = &rtt_family_.Add(labels);
+      m.heartbeats = &heartbeat_family_.Add(labels);
+      m.failures = &failure_family_.Add(labels);
+      spdlog::info("[node={}] learned of node {} at {}", c_.name, name, info.getPeerAddress().cStr());
+    }
+    auto& m = it->second;
+    if (m.peer_address != info.getPeerAddress().cStr()) m.reconnect = true;
+    m.peer_address = info.getPeerAddress();
+    m.admin_address = info.getAdminAddress();
+    m.metrics_address = info.getMetricsAddress();
+    return m;
+  }
+
+  // The member said something itself: it is up (again, or as a fresh member).
+  void heard_from(member& m, uint64_t incarnation) {
+    m.last_heard = steady::now();
+    if (m.st != member::state::up) {
+      bool fresh = m.incarnation != 0 && incarnation != m.incarnation;
+      spdlog::info("[node={}] node {} is up{}", c_.name, m.name,
+                   m.st == member::state::down ? (fresh ? " again, as a fresh member (it restarted)" : " again") : "");
+    } else if (m.incarnation != 0 && incarnation != m.incarnation) {
+      spdlog::info("[node={}] node {} restarted: it rejoins as a fresh member", c_.name, m.name);
+    }
+    m.incarnation = incarnation;
+    m.st = member::state::up;
+    m.up_gauge->Set(1);
+  }
+
+  void fill_members(capnp::List<wire::NodeInfo>::Builder list) {
+    unsigned i = 0;
+    write_info(list[i++], c_, incarnation_);
+    for (auto& [name, m] : members_) {
+      auto b = list[i++];
+      b.setName(m.name);
+      b.setPeerAddress(m.peer_address);
+      b.setAdminAddress(m.admin_address);
+      b.setMetricsAddress(m.metrics_address);
+      b.setIncarnation(m.incarnation);
+    }
+  }
+  unsigned member_count() const { return static_cast<unsigned>(members_.size()) + 1; }
+
+  void learn_all(capnp::List<wire::NodeInfo>::Reader list) {
+    for (auto info : list)
+      if (info.getName() != c_.name.c_str() && info.getPeerAddress().size() > 0) learn(info);
+  }
+
+  // Calls every member (and each seed not yet known by name); marks the silent ones down.
+  void tick(kj::Timer& timer, kj::TaskSet& tasks) {
+    auto now = steady::now();
+    for (auto& [name, m] : members_) {
+      if (m.st == member::state::up && m.last_heard && now - *m.last_heard > down_after()) {
+        m.st = member::state::down;
+        m.up_gauge->Set(0);
+        spdlog::error("[node={}] node {} is down: no heartbeat for {} ms", c_.name, name,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(now - *m.last_heard).count());
+      }
+      if (!m.call_pending) tasks.add(call(m.name, m.peer_address, timer));
+    }
+    for (auto& seed : c_.seeds) {
+      if (seed == c_.listen) continue;  // one config for every node may name itself
+      bool known = false;
+      for (auto& [name, m] : members_) known = known || m.peer_address == seed;
+      if (!known && !seed_pending_[seed]) tasks.add(call({}, seed, timer));
+    }
+  }
+
+  void status(wire::Admin::StatusResults::Builder r) {
+    r.setNode(c_.name);
+    auto list = r.initMembers(member_count());
+    auto now = steady::now();
+    auto self = list[0];
+    write_info(self.initInfo(), c_, incarnation_);
+    self.setState("self");
+    self.setLastHeardMs(0);
+    self.setRttMs(0);
+    unsigned i = 1;
+    for (auto& [name, m] : members_) {
+      auto b = list[i++];
+      auto info = b.initInfo();
+      info.setName(m.name);
+      info.setPeerAddress(m.peer_address);
+      info.setAdminAddress(m.admin_address);
+      info.setMetricsAddress(m.metrics_address);
+      info.setIncarnation(m.incarnation);
+      b.setState(to_string(m.st));
+      b.setLastHeardMs(
+          m.last_heard ? std::chrono::duration_cast<std::chrono::milliseconds>(now - *m.last_heard).count() : -1);
+      b.setRttMs(m.rtt_ms);
+    }
+  }
+
+ private:
+  std::chrono::milliseconds down_after() const { return std::chrono::milliseconds(c_.down_after_ms); }
+
+  // One heartbeat to a member (by name) or to a seed (by address only).
+  kj::Promise<void> call(std::string name, std::string address, kj::Timer& timer) {
+    // The bootstrap interface is taken once per connection: asking a connection that broke
+    // for it again aborts in this Cap'n Proto version, while a call on the capability taken
+    // before just fails.
+    kj::Own<capnp::EzRpcClient> seed_client;
+    std::optional<wire::Peer::Client> seed_cap;
+    wire::Peer::Client* cap = nullptr;
+    if (!name.empty()) {
+      auto& m = members_.at(name);
+      if (m.reconnect) {
+        m.cap.reset();
+        m.client = nullptr;
+      }
+      m.reconnect = false;
+      if (!m.client) {
+        m.client = kj::heap<capnp::EzRpcClient>(address);
+        m.cap = m.client->getMain<wire::Peer>();
+      }
+      cap = &*m.cap;
+      m.call_pending = true;
+    } else {
+      seed_pending_[address] = true;
+      seed_client = kj::heap<capnp::EzRpcClient>(address);
+      seed_cap = seed_client->getMain<wire::Peer>();
+      cap = &*seed_cap;
+    }
+    auto req = cap->heartbeatRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(c_.token);
+    write_info(req.initFrom(), c_, incarnation_);
+    fill_members(req.initMembers(member_count()));
+    auto sent = steady::now();
+    auto timeout = std::chrono::milliseconds(c_.heartbeat_ms);
+    return timer.timeoutAfter(timeout.count() * kj::MILLISECONDS, req.send())
+        .then(
+            [this, name, address, sent](capnp::Response<wire::Peer::HeartbeatResults>&& r) {
+              auto& m = learn(r.getNode());
+              m.rtt_ms = std::chrono::duration<double, std::milli>(steady::now() - sent).count();
+              m.rtt_gauge->Set(m.rtt_ms / 1000);
+              m.heartbeats->Increment();
+              m.last_problem.clear();
+              heard_from(m, r.getNode().getIncarnation());
+              learn_all(r.getMembers());
+            },
+            [this, name, address](kj::Exception&& e) {
+              std::string why = reason(e);
+              if (!name.empty()) {
+                auto& m = members_.at(name);
+                m.failures->Increment();
+                m.reconnect = true;
+                if (why != m.last_problem)
+                  spdlog::warn("[node={}] heartbeat to node {} at {} failed: {}", c_.name, name, address, why);
+                m.last_problem = why;
+              } else if (why != seed_problem_[address]) {
+                seed_problem_[address] = why;
+                if (why.rfind("refused by node", 0) == 0)
+                  spdlog::error("[node={}] refused by seed {}: {}", c_.name, address, why);
+                else
+                  spdlog::warn("[node={}] seed {} not reached: {}", c_.name, address, why);
+              }
+            })
+        .attach(std::move(seed_cap))  // dropped before the connection it came from
+        .attach(std::move(seed_client))
+        .then([this, name, address]() {
+          if (!name.empty()) members_.at(name).call_pending = false;
+          else seed_pending_[address] = false;
+        });
+  }
+
+  node_config c_;
+  uint64_t incarnation_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>& up_family_;
+  prometheus::Family<prometheus::Gauge>& rtt_family_;
+  prometheus::Family<prometheus::Counter>& heartbeat_family_;
+  prometheus::Family<prometheus::Counter>& failure_family_;
+  prometheus::Counter& refused_;
+  std::map<std::string, member> members_;  // by name, not this node
+  std::map<std::string, bool> seed_pending_;
+  std::map<std::string, std::string> seed_problem_;
+};
+
+// The exception a refused caller gets: it names this node and why.
+kj::Exception refusal(const cluster_node& n, const std::string& why) {
+  return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                       kj::heapString("refused by node " + n.config().name + ": " + why));
+}
+
+class peer_service final : public wire::Peer::Server {
+ public:
+  explicit peer_service(cluster_node& n) : n_(n) {}
+  kj::Promise<void> heartbeat(HeartbeatContext ctx) override {
+    auto p = ctx.getParams();
+    auto from = p.getFrom();
+    auto who = std::string("node ") + from.getName().cStr() + " at " + from.getPeerAddress().cStr();
+    auto why = n_.refuse(p.getProtocol(), p.getToken(), who);
+    if (!why.empty()) return refusal(n_, why);
+    if (from.getName() == n_.config().name.c_str()) return refusal(n_, "it has the same name");
+    auto& m = n_.learn(from);
+    n_.heard_from(m, from.getIncarnation());
+    n_.learn_all(p.getMembers());
+    auto r = ctx.getResults();
+    write_info(r.initNode(), n_.config(), n_.incarnation());
+    n_.fill_members(r.initMembers(n_.member_count()));
+    return kj::READY_NOW;
+  }
+
+ private:
+  cluster_node& n_;
+};
+
+class admin_service final : public wire::Admin::Server {
+ public:
+  explicit admin_service(cluster_node& n) : n_(n) {}
+  kj::Promise<void> status(StatusContext ctx) override {
+    auto p = ctx.getParams();
+    auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call");
+    if (!why.empty()) return refusal(n_, why);
+    n_.status(ctx.getResults());
+    return kj::READY_NOW;
+  }
+
+ private:
+  cluster_node& n_;
+};
+
+struct task_errors final : kj::TaskSet::ErrorHandler {
+  void taskFailed(kj::Exception&& e) override { spdlog::warn("node task failed: {}", e.getDescription().cStr()); }
+};
+
+}  // namespace
+
+int run_node(const common_options&, const node_options& o) {
+  auto c = load_node_config(o.config);
+  if (!c) {
+    std::fprintf(stderr, "troupe node: %s\n", describe(c.error()).c_str());
+    return 2;
+  }
+  cluster_node node(*c);
+  try {
+    capnp::EzRpcServer peers(kj::heap<peer_service>(node), c->listen);
+    auto& wait = peers.getWaitScope();
+    peers.getPort().wait(wait);
+    capnp::EzRpcServer admin(kj::heap<admin_service>(node), c->admin);
+    admin.getPort().wait(wait);
+    std::unique_ptr<prometheus::Exposer> exposer;
+    if (!c->metrics.empty()) {
+      try {
+        exposer = std::make_unique<prometheus::Exposer>(c->metrics, 1);
+        exposer->RegisterCollectable(node.registry());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "troupe node: %s: metrics %s: cannot listen: %s\n", c->path.c_str(), c->metrics.c_str(),
+                     e.what());
+        return 1;
+      }
+    }
+    spdlog::info("[node={}] serving peers on {}, admin on {}{}{}", c->name, c->listen, c->admin,
+                 c->metrics.empty() ? "" : ", metrics on http://", c->metrics.empty() ? "" : c->metrics + "/metrics");
+    std::signal(SIGINT, on_node_signal);
+    std::signal(SIGTERM, on_node_signal);
+    auto& timer = peers.getIoProvider().getTimer();
+    task_errors errors;
+    kj::TaskSet tasks(errors);
+    while (node_signal.load() == 0) {
+      node.tick(timer, tasks);
+      timer.afterDelay(c->heartbeat_ms * kj::MILLISECONDS).wait(wait);
+    }
+    spdlog::info("[node={}] stopping (signal {})", c->name, node_signal.load());
+  } catch (const kj::Exception& e) {
+    std::fprintf(stderr, "troupe node: %s: %s\n", c->path.c_str(), e.getDescription().cStr());
+    return 1;
+  }
+  return 0;
+}
+
+int cluster_status(const common_options&, const status_options& o) {
+  try {
+    capnp::EzRpcClient client(o.node);
+    auto req = client.getMain<wire::Admin>().statusRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    auto& wait = client.getWaitScope();
+    auto& timer = client.getIoProvider().getTimer();
+    auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "HEARD", "RTT");
+    for (auto m : r.getMembers()) {
+      auto info = m.getInfo();
+      std::string heard = m.getLastHeardMs() < 0 ? "never" : std::to_string(m.getLastHeardMs()) + " ms ago";
+      char rtt[32];
+      if (m.getRttMs() < 0) std::snprintf(rtt, sizeof rtt, "-");
+      else std::snprintf(rtt, sizeof rtt, "%.1f ms", m.getRttMs());
+      std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", info.getName().cStr(), m.getState().cStr(),
+                  info.getPeerAddress().cStr(), info.getAdminAddress().cStr(),
+                  std::string(m.getState()) == "self" ? "-" : heard.c_str(), rtt);
+    }
+    return 0;
+  } catch (const kj::Exception& e) {
+    std::fprintf(stderr, "troupe status: node %s: %s\n", o.node.c_str(), reason(e).c_str());
+    return 1;
+  }
+}
+
+}  // namespace troupe::cli

@@ -1,0 +1,38 @@
+@0xe01391527e57f6a7;
+# Between nodes of a cluster, and between the CLI and a node (admin).
+#
+# Every call carries the cluster's protocol version and token: a peer or an admin client
+# that presents another is refused with an exception that says which, and the refusing
+# node logs it too.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("troupe::wire");
+
+const clusterProtocol :UInt32 = 1;
+
+struct NodeInfo {
+  name @0 :Text;
+  peerAddress @1 :Text;     # where peers reach it (host:port)
+  adminAddress @2 :Text;
+  metricsAddress @3 :Text;  # empty: no /metrics
+  incarnation @4 :UInt64;   # changes on every start of the node
+}
+
+interface Peer {
+  # Membership: each node calls each member it knows every heartbeat interval. The caller
+  # says who it is and whom it knows; the answer, likewise. A peer not heard from within
+  # the configured bound is marked down.
+  heartbeat @0 (protocol :UInt32, token :Text, from :NodeInfo, members :List(NodeInfo))
+      -> (node :NodeInfo, members :List(NodeInfo));
+}
+
+struct MemberState {
+  info @0 :NodeInfo;
+  state @1 :Text;           # "self", "up", "down" or "joining" (known, never heard from)
+  lastHeardMs @2 :Int64;    # since the last heartbeat from it; -1: never
+  rttMs @3 :Float64;        # of the last heartbeat this node sent it; -1: none yet
+}
+
+interface Admin {
+  status @0 (protocol :UInt32, token :Text) -> (node :Text, members :List(MemberState));
+}

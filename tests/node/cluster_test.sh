@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Three real `troupe node` processes on 127.0.0.1 find each other from one seed, answer
+# `troupe status`, expose per-peer metrics, refuse a node and an admin client with the wrong
+# token (both sides say why), and mark a frozen (SIGSTOP) or killed (SIGKILL) node down
+# within the configured bound; a thawed node is up again.
+# Usage: cluster_test.sh TROUPE_BINARY
+set -uo pipefail
+source "$(dirname "$0")/check.sh"
+troupe="$1"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+# Free ports on loopback, as the kernel hands them out.
+read -r -a port <<<"$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(13)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+seed="127.0.0.1:${port[1]}"
+start_node() {  # start_node NAME INDEX TOKEN
+  cat > "$1.yaml" <<Y
+name: $1
+listen: 127.0.0.1:${port[$2]}
+admin: 127.0.0.1:${port[$(($2 + 4))]}
+metrics: 127.0.0.1:${port[$(($2 + 8))]}
+seeds: [$seed]
+token: $3
+heartbeat_ms: 200
+down_after_ms: 1500
+Y
+  "$troupe" node --config "$1.yaml" > "$1.log" 2>&1 &
+  pids+=($!)
+}
+status() { "$troupe" status --node "127.0.0.1:${port[$1]}" --token secret 2>&1; }
+# wait_for SECONDS COMMAND...: until the command succeeds, at most that long.
+wait_for() {
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
+}
+state_is() { status "$1" | grep -qE "^$2 +$3 "; }
+
+# A config with a mistake is refused, naming the file and the field.
+printf 'name: bad\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\ntoken: t\nheartbeat_ms: often\n' > bad.yaml
+out=$("$troupe" node --config bad.yaml 2>&1); rc=$?
+check "a bad node config is refused" [ "$rc" -eq 2 ]
+check "... naming the file, line and field" contains "$out" "bad.yaml:5: field 'heartbeat_ms': expected a positive number of milliseconds"
+printf 'name: bad\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\n' > notoken.yaml
+out=$("$troupe" node --config notoken.yaml 2>&1)
+check "a node needs a cluster token" contains "$out" "notoken.yaml: field 'token' is missing"
+
+start_node n1 1 secret
+start_node n2 2 secret
+start_node n3 3 secret
+check "n1 sees n2 and n3 up" wait_for 10 eval 'state_is 5 n2 up && state_is 5 n3 up'
+check "n3 learned n2 through the seed" wait_for 10 state_is 7 n2 up
+out=$(status 6)
+echo "$out"
+check "status lists three nodes" [ "$(grep -cE '^n[123] ' <<<"$out")" -eq 3 ]
+check "status marks the node asked" grep -qE "^n2 +self " <<<"$out"
+
+metrics=$(curl -s "127.0.0.1:${port[9]}/metrics")
+check "metrics: n1's link to n2 is up" contains "$metrics" 'troupe_peer_up{node="n1",peer="n2"} 1'
+check "metrics: heartbeats are counted" grep -qE 'troupe_peer_heartbeats_total\{node="n1",peer="n3"\} [1-9]' <<<"$metrics"
+if command -v promtool >/dev/null; then
+  check "metrics pass promtool" bash -c "promtool check metrics <<<'$metrics' >/dev/null 2>&1"
+fi
+
+out=$("$troupe" status --node "127.0.0.1:${port[5]}" --token wrong 2>&1); rc=$?
+check "an admin client with the wrong token is refused" [ "$rc" -ne 0 ]
+check "... and told why" contains "$out" "refused by node n1: wrong cluster token"
+
+start_node intruder 4 wrong
+check "a node with the wrong token says it was refused" \
+  wait_for 10 grep -q "refused by seed $seed: refused by node n1: wrong cluster token" intruder.log
+check "the seed says whom it refused" grep -q "refused node intruder at 127.0.0.1:${port[4]}: wrong cluster token" n1.log
+check "the intruder is not a member" bash -c "! (\"$troupe\" status --node 127.0.0.1:${port[5]} --token secret | grep -q intruder)"
+
+# Frozen: its sockets stay open, only missed heartbeats tell.
+kill -STOP "${pids[2]}"
+frozen_at=$SECONDS
+check "a frozen node is marked down" wait_for 10 state_is 5 n3 down
+check "... within the bound (1.5 s, with room for a loaded machine)" [ $((SECONDS - frozen_at)) -le 5 ]
+check "n1 logs it" grep -q "node n3 is down: no heartbeat for" n1.log
+kill -CONT "${pids[2]}"
+check "a thawed node is up again" wait_for 10 state_is 5 n3 up
+
+kill -9 "${pids[1]}"
+check "a killed node is marked down" wait_for 10 state_is 5 n2 down
+check "the others stay up" state_is 7 n1 up
+verdict
