@@ -57,8 +57,8 @@ expected<node_config> load_node_config(const std::string& path) {
   auto& root = *doc;
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
   if (auto e = yaml::check_keys(path, root, "node",
-                                {"name", "listen", "admin", "metrics", "seeds", "plugin_paths", "token",
-                                 "heartbeat_ms", "down_after_ms"},
+                                {"name", "listen", "advertise", "admin", "metrics", "seeds", "plugin_paths",
+                                 "token", "heartbeat_ms", "down_after_ms"},
                                 code))
     return e;
   node_config c;
@@ -74,9 +74,10 @@ expected<node_config> load_node_config(const std::string& path) {
     return {};
   };
   for (auto [field, out, required] : {std::tuple{"name", &c.name, true}, std::tuple{"listen", &c.listen, true},
-                                      std::tuple{"admin", &c.admin, true}, std::tuple{"metrics", &c.metrics, false},
-                                      std::tuple{"token", &c.token, true}})
+                                      std::tuple{"advertise", &c.advertise, false}, std::tuple{"admin", &c.admin, true},
+                                      std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, true}})
     if (auto e = text(field, *out, required)) return e;
+  if (c.advertise.empty()) c.advertise = c.listen;
   for (auto [field, out] : {std::pair{"seeds", &c.seeds}, std::pair{"plugin_paths", &c.plugin_paths}}) {
     auto n = root[field];
     if (!n) continue;
@@ -108,7 +109,7 @@ expected<node_config> load_node_config(const std::string& path) {
 
 void write_info(wire::NodeInfo::Builder b, const node_config& c, uint64_t incarnation) {
   b.setName(c.name);
-  b.setPeerAddress(c.listen);
+  b.setPeerAddress(c.advertise);
   b.setAdminAddress(c.admin);
   b.setMetricsAddress(c.metrics);
   b.setIncarnation(incarnation);
@@ -257,7 +258,7 @@ class cluster_node {
       if (!m.call_pending) tasks.add(call(m.name, m.peer_address, timer));
     }
     for (auto& seed : c_.seeds) {
-      if (seed == c_.listen) continue;  // one config for every node may name itself
+      if (seed == c_.listen || seed == c_.advertise) continue;  // a seed list may name this node
       bool known = false;
       for (auto& [name, m] : members_) known = known || m.peer_address == seed;
       if (!known && !seed_pending_[seed]) tasks.add(call({}, seed, timer));
@@ -430,6 +431,12 @@ int run_node(const common_options&, const node_options& o) {
   if (!c) {
     std::fprintf(stderr, "troupe node: %s\n", describe(c.error()).c_str());
     return 2;
+  }
+  if (o.check_only) {
+    std::printf("%s: node %s, peers on %s (reached at %s), admin on %s, %zu seed%s\n", c->path.c_str(),
+                c->name.c_str(), c->listen.c_str(), c->advertise.c_str(), c->admin.c_str(), c->seeds.size(),
+                c->seeds.size() == 1 ? "" : "s");
+    return 0;
   }
   cluster_node node(*c);
   try {

@@ -43,7 +43,8 @@ struct conformance_options {
 struct node_config {
   std::string path;
   std::string name;
-  std::string listen;   // host:port for peers
+  std::string listen;     // host:port to listen on for peers
+  std::string advertise;  // host:port peers reach it at; default: listen
   std::string admin;    // host:port for the CLI
   std::string metrics;  // host:port for /metrics; empty: none
   std::vector<std::string> seeds;
@@ -55,6 +56,7 @@ struct node_config {
 
 struct node_options {
   std::string config;  // node.yaml
+  bool check_only = false;  // check the config, print it, exit
 };
 
 struct status_options {

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   node_options node_opts;
   auto* node_cmd = app.add_subcommand("node", "Run a cluster node until SIGINT or SIGTERM");
   node_cmd->add_option("--config", node_opts.config, "Node config (node.yaml)")->required();
+  node_cmd->add_flag("--check", node_opts.check_only, "Check the config and exit");
 
   status_options status_opts;
   if (const char* t = std::getenv("TROUPE_TOKEN")) status_opts.token = t;

@@ -281,7 +281,9 @@ TEST(delivery, a_new_library_swapped_in_while_frames_flow_serves_from_one_frame_
         ASSERT_TRUE(is_v1 != is_v2) << "seq " << seq << " is neither version's output";
         (is_v1 ? by_v1 : by_v2) += 1;
         if (is_v2 && switched_at < 0) switched_at = seq;
-        if (is_v1) EXPECT_LT(switched_at, 0) << "seq " << seq << " by version 1 after the switch at " << switched_at;
+        if (is_v1) {
+          EXPECT_LT(switched_at, 0) << "seq " << seq << " by version 1 after the switch at " << switched_at;
+        }
       }
       EXPECT_GT(by_v1, 0);
       EXPECT_GT(by_v2, 0);

@@ -143,7 +143,7 @@ inline caf::actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr
   s.library = libs[stage];
   s.executor = &ex;
   s.manager = manager;
-  s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}});
+  s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}, {}});
   auto a = spawn_instance(sys, std::move(s));
   caf::anon_send(a, start_atom::value);
   return a;

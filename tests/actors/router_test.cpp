@@ -34,7 +34,7 @@ struct fixture {
   }
   route_table table(route_policy p, std::vector<caf::actor> rs) {
     route_table t;
-    t.edges.push_back(edge_route{7, p, rs, std::vector<uint64_t>(rs.size(), 1)});
+    t.edges.push_back(edge_route{7, p, rs, std::vector<uint64_t>(rs.size(), 1), {}});
     return t;
   }
 };

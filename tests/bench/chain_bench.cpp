@@ -121,7 +121,7 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
     s.library = libs[stage];
     s.executor = &ex;
     s.manager = self;
-    s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}});
+    s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}, {}});
     next = spawn_instance(sys, std::move(s));
     self->send(next, start_atom::value);
     instances.push_back(next);
