@@ -17,16 +17,22 @@
 #include <node.capnp.h>
 
 #include <capnp/ez-rpc.h>
+#include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/async.h>
 #include <kj/timer.h>
 #include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,6 +42,8 @@ namespace troupe::cli {
 namespace {
 
 std::atomic<int> node_signal{0};
+// The largest message a peer may send (a heartbeat is far smaller; frames will travel apart).
+constexpr uint64_t max_peer_message_bytes = uint64_t{16} << 20;
 void on_node_signal(int sig) { node_signal.store(sig); }
 
 using steady = std::chrono::steady_clock;
@@ -167,7 +175,18 @@ class cluster_node {
                      .Name("troupe_node_refused_calls_total")
                      .Help("Calls refused for a wrong cluster token or protocol version")
                      .Register(*registry_)
-                     .Add({})) {}
+                     .Add({})),
+        bad_messages_(prometheus::BuildCounter()
+                          .Name("troupe_node_bad_messages_total")
+                          .Help("Peer connections closed for a malformed, oversized or truncated message")
+                          .Register(*registry_)
+                          .Add({})) {}
+
+  // A peer connection sent what is not a message: it is closed, the node goes on.
+  void bad_message(const std::string& from, const std::string& why) {
+    bad_messages_.Increment();
+    spdlog::error("[node={}] closed the connection from {}: {}", c_.name, from, why);
+  }
 
   const node_config& config() const { return c_; }
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
@@ -371,6 +390,7 @@ class cluster_node {
   prometheus::Family<prometheus::Counter>& heartbeat_family_;
   prometheus::Family<prometheus::Counter>& failure_family_;
   prometheus::Counter& refused_;
+  prometheus::Counter& bad_messages_;
   std::map<std::string, member> members_;  // by name, not this node
   std::map<std::string, bool> seed_pending_;
   std::map<std::string, std::string> seed_problem_;
@@ -381,6 +401,92 @@ kj::Exception refusal(const cluster_node& n, const std::string& why) {
   return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                        kj::heapString("refused by node " + n.config().name + ": " + why));
 }
+
+// A peer connection as the RPC system reads it, with the framing of every message checked
+// on the way: a message with an absurd segment table or larger than the limit, or a
+// connection that ends in the middle of a message, closes that connection with a reason
+// that is logged and counted. (The RPC system refuses a well-framed message with bad
+// contents itself, and closes the connection.)
+class checked_stream final : public kj::AsyncIoStream {
+ public:
+  using bad_fn = std::function<void(const std::string&)>;
+  checked_stream(kj::Own<kj::AsyncIoStream> inner, uint64_t max_bytes, bad_fn bad)
+      : inner_(kj::mv(inner)), max_bytes_(max_bytes), bad_(std::move(bad)) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return inner_->tryRead(buffer, min_bytes, max_bytes).then([this, buffer, min_bytes](size_t n) -> size_t {
+      inspect(static_cast<const uint8_t*>(buffer), n);
+      if (n < min_bytes && (state_ != expect::count || have_ > 0)) {
+        fail("the connection ended " + std::to_string(in_message_) + " bytes into a message (truncated)");
+      }
+      return n;
+    });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override { return inner_->write(buffer, size); }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+
+ private:
+  enum class expect { count, sizes, body };
+
+  [[noreturn]] void fail(const std::string& why) {
+    if (!failed_) bad_(why);
+    failed_ = true;
+    kj::throwFatalException(
+        kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why)));
+  }
+
+  // Walks the framing: a 4-byte segment count minus one, a 4-byte size (in words) per
+  // segment, padding to 8 bytes, then the segments.
+  void inspect(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      if (state_ == expect::body) {
+        auto take = static_cast<size_t>(std::min<uint64_t>(n, body_left_));
+        body_left_ -= take, p += take, n -= take, in_message_ += take;
+        if (body_left_ == 0) state_ = expect::count, in_message_ = 0;
+        continue;
+      }
+      header_[have_++] = *p++;
+      --n;
+      ++in_message_;
+      if (state_ == expect::count && have_ == 4) {
+        segments_ = uint64_t{load(0)} + 1;
+        if (segments_ > max_segments)
+          fail("malformed message: its header claims " + std::to_string(segments_) + " segments (at most " +
+               std::to_string(max_segments) + ")");
+        state_ = expect::sizes;
+      } else if (state_ == expect::sizes && have_ == 4 + 4 * segments_ + (segments_ % 2 == 0 ? 4 : 0)) {
+        uint64_t words = 0;
+        for (uint64_t i = 0; i < segments_; ++i) words += load(4 + 4 * i);
+        if (words * 8 > max_bytes_)
+          fail("oversized message: " + std::to_string(words * 8) + " bytes (at most " + std::to_string(max_bytes_) +
+               ")");
+        body_left_ = words * 8;
+        have_ = 0;
+        state_ = body_left_ > 0 ? expect::body : expect::count;
+        if (state_ == expect::count) in_message_ = 0;
+      }
+    }
+  }
+  uint32_t load(size_t at) const {
+    return uint32_t{header_[at]} | uint32_t{header_[at + 1]} << 8 | uint32_t{header_[at + 2]} << 16 |
+           uint32_t{header_[at + 3]} << 24;
+  }
+
+  static constexpr uint64_t max_segments = 512;
+  kj::Own<kj::AsyncIoStream> inner_;
+  uint64_t max_bytes_;
+  bad_fn bad_;
+  expect state_ = expect::count;
+  uint8_t header_[4 + 4 * max_segments + 4];
+  size_t have_ = 0;
+  uint64_t segments_ = 0, body_left_ = 0, in_message_ = 0;
+  bool failed_ = false;
+};
 
 class peer_service final : public wire::Peer::Server {
  public:
@@ -440,11 +546,36 @@ int run_node(const common_options&, const node_options& o) {
   }
   cluster_node node(*c);
   try {
-    capnp::EzRpcServer peers(kj::heap<peer_service>(node), c->listen);
-    auto& wait = peers.getWaitScope();
-    peers.getPort().wait(wait);
     capnp::EzRpcServer admin(kj::heap<admin_service>(node), c->admin);
+    auto& wait = admin.getWaitScope();
     admin.getPort().wait(wait);
+    // Peers: each connection's framing is checked before the RPC system reads it.
+    auto& io = admin.getIoProvider();
+    capnp::TwoPartyServer peers(kj::heap<peer_service>(node));
+    auto listener = io.getNetwork().parseAddress(c->listen).wait(wait)->listen();
+    task_errors accept_errors;
+    kj::TaskSet accepting(accept_errors);
+    std::function<kj::Promise<void>()> accept_loop = [&]() -> kj::Promise<void> {
+      return listener->accept().then([&](kj::Own<kj::AsyncIoStream>&& conn) {
+        std::string from = "?";
+        sockaddr_storage sa{};
+        kj::uint len = sizeof sa;
+        try {
+          conn->getpeername(reinterpret_cast<sockaddr*>(&sa), &len);
+          char host[INET6_ADDRSTRLEN] = "?";
+          if (sa.ss_family == AF_INET) {
+            auto* in = reinterpret_cast<sockaddr_in*>(&sa);
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            from = std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+          }
+        } catch (const kj::Exception&) {
+        }
+        peers.accept(kj::heap<checked_stream>(kj::mv(conn), max_peer_message_bytes,
+                                              [&node, from](const std::string& why) { node.bad_message(from, why); }));
+        return accept_loop();
+      });
+    };
+    accepting.add(accept_loop());
     std::unique_ptr<prometheus::Exposer> exposer;
     if (!c->metrics.empty()) {
       try {
@@ -460,7 +591,7 @@ int run_node(const common_options&, const node_options& o) {
                  c->metrics.empty() ? "" : ", metrics on http://", c->metrics.empty() ? "" : c->metrics + "/metrics");
     std::signal(SIGINT, on_node_signal);
     std::signal(SIGTERM, on_node_signal);
-    auto& timer = peers.getIoProvider().getTimer();
+    auto& timer = io.getTimer();
     task_errors errors;
     kj::TaskSet tasks(errors);
     while (node_signal.load() == 0) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Three real `troupe node` processes on 127.0.0.1 find each other from one seed, answer
-# `troupe status`, expose per-peer metrics, refuse a node and an admin client with the wrong
-# token (both sides say why), and mark a frozen (SIGSTOP) or killed (SIGKILL) node down
-# within the configured bound; a thawed node is up again.
+# `troupe status`, expose per-peer metrics, close connections that send garbage (saying why)
+# and go on serving, refuse a node and an admin client with the wrong token (both sides say
+# why), and mark a frozen (SIGSTOP) or killed (SIGKILL) node down within the configured
+# bound; a thawed node is up again.
 # Usage: cluster_test.sh TROUPE_BINARY
 set -uo pipefail
 source "$(dirname "$0")/check.sh"
@@ -69,6 +70,26 @@ metrics=$(curl -s "127.0.0.1:${port[9]}/metrics")
 check "metrics: n1's link to n2 is up" contains "$metrics" 'troupe_peer_up{node="n1",peer="n2"} 1'
 check "metrics: heartbeats are counted" grep -qE 'troupe_peer_heartbeats_total\{node="n1",peer="n3"\} [1-9]' <<<"$metrics"
 check "metrics pass promtool" bash -c "promtool check metrics <<<'$metrics' >/dev/null 2>&1"
+
+# Garbage, an oversized message, a truncated one and a well-framed one with nonsense inside,
+# each on a connection of its own to n1's peer port.
+python3 - "${port[1]}" <<'PY'
+import socket, struct, sys, time
+def send(b):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b)
+    time.sleep(0.2)
+    s.close()
+send(b"\xff" * 64)
+send(struct.pack("<II", 0, 10_000_000))
+send(struct.pack("<II", 0, 100) + b"\0" * 40)
+send(struct.pack("<II", 0, 2) + b"\xff" * 16)
+PY
+check "garbage closes its connection and says why" grep -q "closed the connection from 127.0.0.1:[0-9]*: malformed message: its header claims 4294967296 segments" n1.log
+check "an oversized message is refused with its size" grep -q "oversized message: 80000000 bytes (at most 16777216)" n1.log
+check "a truncated message is named" grep -q "the connection ended 48 bytes into a message (truncated)" n1.log
+check "the bad connections are counted" bash -c "curl -s 127.0.0.1:${port[9]}/metrics | grep -q '^troupe_node_bad_messages_total 3'"
+check "n1 still serves its peers" wait_for 5 eval 'state_is 5 n2 up && state_is 6 n1 up'
 
 out=$("$troupe" status --node "127.0.0.1:${port[5]}" --token wrong 2>&1); rc=$?
 check "an admin client with the wrong token is refused" [ "$rc" -ne 0 ]
