@@ -175,6 +175,12 @@ class instance_actor : public caf::event_based_actor {
           upstream_done_ = true;
           pump();
         },
+        [this](end_atom) {
+          if (!stage_.is_source() || source_ended_) return;
+          source_ended_ = true;  // the turn in progress, if any, is the last
+          spdlog::debug("[{}] told to end its streams", tag_);
+          pump();
+        },
         [this](drain_atom, std::vector<size_t>& upstream) {
           draining_ = true;
           drain_from_ = std::set<size_t>(upstream.begin(), upstream.end());

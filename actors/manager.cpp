@@ -81,6 +81,14 @@ class manager_actor : public caf::event_based_actor {
         [this](report_atom, instance_report& r) { on_report(r); },
         [this](restart_atom, size_t slot, uint64_t failed_generation) { restart(slot, failed_generation); },
         [this](stop_atom) { begin_stop(); },
+        [this](end_atom) {
+          if (ending_) return;
+          ending_ = true;
+          spdlog::info("pipeline '{}': the sources end their streams; draining", s_.plan->name);
+          for (size_t i = 0; i < slots_.size(); ++i)
+            if (stage_of(i).is_source() && slots_[i].actor)
+              send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
+        },
         [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
         [this](reload_atom, reload_request& r) -> caf::result<std::string> { return reload(r); },
     };
@@ -212,6 +220,7 @@ class manager_actor : public caf::event_based_actor {
         sl.running_since = clock::now();
         publish_routes(sl.stage);
         if (sl.retiring) begin_drain(r.slot);
+        if (ending_ && stage_of(r.slot).is_source()) send<caf::message_priority::high>(sl.actor, end_atom::value);
         if (stages_[sl.stage].upstream_done) send<caf::message_priority::high>(sl.actor, upstream_done_atom::value);
         if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage &&
             stage_running(sl.stage)) {
@@ -650,6 +659,7 @@ class manager_actor : public caf::event_based_actor {
   size_t next_start_ = 0;
   size_t next_stop_ = 0;
   bool completed_ = false;
+  bool ending_ = false;  // the sources were told to end their streams
   std::mt19937_64 rng_;
 };
 

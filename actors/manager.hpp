@@ -8,7 +8,9 @@
 // instances are lost dead_letter_after times is given up: recorded as a dead letter and
 // skipped by every instance of the stage, so the stream goes on. When every sink has finished, or a
 // stage has no replica left, it tells the listener (completed_atom, pipeline_outcome); on
-// (stop_atom) it stops stages in reverse start order and then sends (stopped_atom).
+// (stop_atom) it stops stages in reverse start order and then sends (stopped_atom). On
+// (end_atom) the sources end their streams now: what they made flows through and the
+// pipeline completes as if the streams had ended (a drain, before a stop).
 //
 // (scale_atom, stage, n) -> std::string changes a running stage's replicas: an empty
 // answer means the change is under way, anything else says why it was refused. A new

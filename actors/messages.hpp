@@ -36,6 +36,7 @@ using scale_atom = caf::atom_constant<caf::atom("scale")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
+using end_atom = caf::atom_constant<caf::atom("end")>;
 
 /// Where one downstream stage's frames go: receivers by replica index; an invalid handle
 /// marks a replica that is not running. A draining receiver (being scaled away) gets no new

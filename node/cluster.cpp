@@ -9,6 +9,7 @@
 // fresh member if it restarted) once it is heard from. A peer with another token or protocol
 // version is refused, and both sides log why.
 #include "commands.hpp"
+#include "hosting.hpp"
 
 #include <error.hpp>
 #include <stats.hpp>
@@ -32,7 +33,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -513,17 +516,57 @@ class peer_service final : public wire::Peer::Server {
 
 class admin_service final : public wire::Admin::Server {
  public:
-  explicit admin_service(cluster_node& n) : n_(n) {}
+  admin_service(cluster_node& n, pipeline_host& host) : n_(n), host_(host) {}
   kj::Promise<void> status(StatusContext ctx) override {
     auto p = ctx.getParams();
-    auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call");
-    if (!why.empty()) return refusal(n_, why);
-    n_.status(ctx.getResults());
+    if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+    auto r = ctx.getResults();
+    n_.status(r);
+    auto instances = host_.instances();
+    auto list = r.initInstances(static_cast<unsigned>(instances.size()));
+    for (unsigned i = 0; i < instances.size(); ++i) {
+      auto& x = instances[i];
+      auto b = list[i];
+      b.setPipeline(x.pipeline);
+      b.setStage(x.stage);
+      b.setInstance(x.instance);
+      b.setNode(n_.config().name);
+      b.setMode(x.mode);
+      b.setState(x.state);
+      b.setGeneration(x.generation);
+      b.setFramesIn(x.frames_in);
+      b.setFramesOut(x.frames_out);
+      b.setRestarts(x.restarts);
+    }
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> deploy(DeployContext ctx) override {
+    auto p = ctx.getParams();
+    if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+    std::string name;
+    if (auto e = host_.deploy(p.getPipeline(), p.getSource(), name); !e.empty()) return failure(e);
+    ctx.getResults().setName(name);
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> scale(ScaleContext ctx) override {
+    auto p = ctx.getParams();
+    if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+    if (auto e = host_.scale(p.getPipeline(), p.getStage(), p.getReplicas()); !e.empty()) return failure(e);
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> stop(StopContext ctx) override {
+    auto p = ctx.getParams();
+    if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+    if (auto e = host_.stop(p.getPipeline()); !e.empty()) return failure(e);
     return kj::READY_NOW;
   }
 
  private:
+  static kj::Exception failure(const std::string& why) {
+    return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why));
+  }
   cluster_node& n_;
+  pipeline_host& host_;
 };
 
 struct task_errors final : kj::TaskSet::ErrorHandler {
@@ -545,8 +588,9 @@ int run_node(const common_options&, const node_options& o) {
     return 0;
   }
   cluster_node node(*c);
+  pipeline_host host(c->name, c->plugin_paths);
   try {
-    capnp::EzRpcServer admin(kj::heap<admin_service>(node), c->admin);
+    capnp::EzRpcServer admin(kj::heap<admin_service>(node, host), c->admin);
     auto& wait = admin.getWaitScope();
     admin.getPort().wait(wait);
     // Peers: each connection's framing is checked before the RPC system reads it.
@@ -581,6 +625,7 @@ int run_node(const common_options&, const node_options& o) {
       try {
         exposer = std::make_unique<prometheus::Exposer>(c->metrics, 1);
         exposer->RegisterCollectable(node.registry());
+        exposer->RegisterCollectable(host.registry());
       } catch (const std::exception& e) {
         std::fprintf(stderr, "troupe node: %s: metrics %s: cannot listen: %s\n", c->path.c_str(), c->metrics.c_str(),
                      e.what());
@@ -606,14 +651,28 @@ int run_node(const common_options&, const node_options& o) {
   return 0;
 }
 
-int cluster_status(const common_options&, const status_options& o) {
+namespace {
+
+// Calls the admin interface of the node at `address`; prints failures naming the node.
+template <class F>
+int admin_call(const char* command, const std::string& address, F f) {
   try {
-    capnp::EzRpcClient client(o.node);
-    auto req = client.getMain<wire::Admin>().statusRequest();
+    capnp::EzRpcClient client(address);
+    auto admin = client.getMain<wire::Admin>();
+    return f(admin, client.getWaitScope(), client.getIoProvider().getTimer());
+  } catch (const kj::Exception& e) {
+    std::fprintf(stderr, "troupe %s: node %s: %s\n", command, address.c_str(), reason(e).c_str());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int cluster_status(const common_options&, const status_options& o) {
+  return admin_call("status", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.statusRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
-    auto& wait = client.getWaitScope();
-    auto& timer = client.getIoProvider().getTimer();
     auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
     std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "HEARD", "RTT");
     for (auto m : r.getMembers()) {
@@ -626,11 +685,66 @@ int cluster_status(const common_options&, const status_options& o) {
                   info.getPeerAddress().cStr(), info.getAdminAddress().cStr(),
                   std::string(m.getState()) == "self" ? "-" : heard.c_str(), rtt);
     }
+    if (r.getInstances().size() > 0) {
+      std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE",
+                  "STATE", "GEN", "IN", "OUT", "RESTARTS");
+      for (auto i : r.getInstances())
+        std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu\n", i.getPipeline().cStr(),
+                    i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(), i.getState().cStr(),
+                    static_cast<unsigned long long>(i.getGeneration()),
+                    static_cast<unsigned long long>(i.getFramesIn()),
+                    static_cast<unsigned long long>(i.getFramesOut()),
+                    static_cast<unsigned long long>(i.getRestarts()));
+    }
     return 0;
-  } catch (const kj::Exception& e) {
-    std::fprintf(stderr, "troupe status: node %s: %s\n", o.node.c_str(), reason(e).c_str());
-    return 1;
+  });
+}
+
+int cluster_deploy(const common_options&, const admin_options& o) {
+  std::ifstream in(o.pipeline);
+  if (!in) {
+    std::fprintf(stderr, "troupe deploy: %s: cannot read the pipeline file\n", o.pipeline.c_str());
+    return 2;
   }
+  std::stringstream text;
+  text << in.rdbuf();
+  return admin_call("deploy", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.deployRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    req.setPipeline(text.str());
+    req.setSource(o.pipeline);
+    auto r = timer.timeoutAfter(30 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("pipeline '%s' deployed on %s\n", r.getName().cStr(), o.node.c_str());
+    return 0;
+  });
+}
+
+int cluster_scale(const common_options&, const admin_options& o) {
+  return admin_call("scale", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.scaleRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    req.setPipeline(o.pipeline);
+    req.setStage(o.stage);
+    req.setReplicas(o.replicas);
+    timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas\n", o.stage.c_str(), o.pipeline.c_str(),
+                o.replicas);
+    return 0;
+  });
+}
+
+int cluster_stop(const common_options&, const admin_options& o) {
+  return admin_call("stop", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.stopRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    req.setPipeline(o.pipeline);
+    timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("stopping pipeline '%s'\n", o.pipeline.c_str());
+    return 0;
+  });
 }
 
 }  // namespace troupe::cli

@@ -64,7 +64,19 @@ struct status_options {
   std::string token;  // the cluster token
 };
 
+/// troupe deploy / scale / stop: a node's admin calls.
+struct admin_options {
+  std::string node;   // admin address of the node
+  std::string token;
+  std::string pipeline;  // deploy: the pipeline file; scale, stop: the pipeline's name
+  std::string stage;     // scale
+  uint32_t replicas = 1;  // scale
+};
+
 int run(const common_options& common, const run_options& opts);
+int cluster_deploy(const common_options& common, const admin_options& opts);
+int cluster_scale(const common_options& common, const admin_options& opts);
+int cluster_stop(const common_options& common, const admin_options& opts);
 int run_node(const common_options& common, const node_options& opts);
 int cluster_status(const common_options& common, const status_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);

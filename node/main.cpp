@@ -44,6 +44,21 @@ int main(int argc, char** argv) {
   status_cmd->add_option("--node", status_opts.node, "Admin address of any node (HOST:PORT)")->required();
   status_cmd->add_option("--token", status_opts.token, "The cluster token (default: $TROUPE_TOKEN)");
 
+  admin_options admin_opts;
+  if (const char* t = std::getenv("TROUPE_TOKEN")) admin_opts.token = t;
+  auto* deploy_cmd = app.add_subcommand("deploy", "Run a pipeline on a node");
+  deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
+  auto* scale_cmd = app.add_subcommand("scale", "Change a running stage's replicas on a node");
+  scale_cmd->add_option("stage", admin_opts.stage, "Stage")->required();
+  scale_cmd->add_option("replicas", admin_opts.replicas, "Replicas")->required();
+  scale_cmd->add_option("--pipeline", admin_opts.pipeline, "Pipeline name")->required();
+  auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on a node");
+  stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
+  for (auto* cmd : {deploy_cmd, scale_cmd, stop_cmd}) {
+    cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT)")->required();
+    cmd->add_option("--token", admin_opts.token, "The cluster token (default: $TROUPE_TOKEN)");
+  }
+
   conformance_options conf_opts;
   auto* conf_cmd = app.add_subcommand(
       "conformance", "Check a plugin against the plugin contract, embedded and isolated (exit 0: conformant)");
@@ -74,5 +89,8 @@ int main(int argc, char** argv) {
   if (*conf_cmd) return conformance(common, conf_opts);
   if (*node_cmd) return run_node(common, node_opts);
   if (*status_cmd) return cluster_status(common, status_opts);
+  if (*deploy_cmd) return cluster_deploy(common, admin_opts);
+  if (*scale_cmd) return cluster_scale(common, admin_opts);
+  if (*stop_cmd) return cluster_stop(common, admin_opts);
   return 2;
 }

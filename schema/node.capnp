@@ -33,6 +33,25 @@ struct MemberState {
   rttMs @3 :Float64;        # of the last heartbeat this node sent it; -1: none yet
 }
 
+struct InstanceState {
+  pipeline @0 :Text;
+  stage @1 :Text;
+  instance @2 :Text;        # "stage" or "stage#N" for further replicas
+  node @3 :Text;
+  mode @4 :Text;            # embedded or isolated
+  state @5 :Text;
+  generation @6 :UInt64;
+  framesIn @7 :UInt64;
+  framesOut @8 :UInt64;
+  restarts @9 :UInt64;
+}
+
 interface Admin {
-  status @0 (protocol :UInt32, token :Text) -> (node :Text, members :List(MemberState));
+  status @0 (protocol :UInt32, token :Text) -> (node :Text, members :List(MemberState),
+                                                instances :List(InstanceState));
+  # A pipeline file's text, run on this node; its name must not be running here already.
+  deploy @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text) -> (name :Text);
+  scale @2 (protocol :UInt32, token :Text, pipeline :Text, stage :Text, replicas :UInt32) -> ();
+  # Stops a pipeline: sources first, so consumers take all they get.
+  stop @3 (protocol :UInt32, token :Text, pipeline :Text) -> ();
 }

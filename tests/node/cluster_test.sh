@@ -4,10 +4,12 @@
 # and go on serving, refuse a node and an admin client with the wrong token (both sides say
 # why), and mark a frozen (SIGSTOP) or killed (SIGKILL) node down within the configured
 # bound; a thawed node is up again.
-# Usage: cluster_test.sh TROUPE_BINARY
+# A pipeline is deployed on a node through its admin interface, scaled and stopped there.
+# Usage: cluster_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
 source "$(dirname "$0")/check.sh"
 troupe="$1"
+export TROUPE_PLUGIN_PATH="$2"
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -70,6 +72,38 @@ metrics=$(curl -s "127.0.0.1:${port[9]}/metrics")
 check "metrics: n1's link to n2 is up" contains "$metrics" 'troupe_peer_up{node="n1",peer="n2"} 1'
 check "metrics: heartbeats are counted" grep -qE 'troupe_peer_heartbeats_total\{node="n1",peer="n3"\} [1-9]' <<<"$metrics"
 check "metrics pass promtool" bash -c "promtool check metrics <<<'$metrics' >/dev/null 2>&1"
+
+# A pipeline deployed on n1 through its admin interface, scaled while it runs, then stopped:
+# the sink takes every frame the source made.
+cat > remote.yaml <<Y
+pipeline: remote
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 100000, streams: 2, rate: 200}}
+  - {name: f, plugin: faulty, config: {action: slow, every: 1, slow_ms: 2}}
+  - {name: sink, plugin: checksum, config: {output: $work/remote-sum.txt}}
+edges: ["src -> f -> sink"]
+Y
+admin="--node 127.0.0.1:${port[5]} --token secret"
+out=$("$troupe" deploy remote.yaml $admin 2>&1)
+check "deploy starts the pipeline on n1" contains "$out" "pipeline 'remote' deployed"
+out=$("$troupe" deploy remote.yaml $admin 2>&1); rc=$?
+check "a second deploy of a running pipeline is refused" [ "$rc" -ne 0 ]
+check "... saying why" contains "$out" "pipeline 'remote' is already running on node n1"
+check "status shows the instances, on n1, running" \
+  wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^remote +f +n1 +embedded +running '"
+out=$("$troupe" scale f 2 --pipeline remote $admin 2>&1)
+check "scale is taken" contains "$out" "scaling stage 'f' of pipeline 'remote' to 2 replicas"
+out=$("$troupe" scale nope 2 --pipeline remote $admin 2>&1); rc=$?
+check "scaling an unknown stage is refused by name" bash -c "[ $rc -ne 0 ] && grep -q \"no stage named 'nope'\" <<<\"$out\""
+check "the new replica serves" \
+  wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^remote +f#1 +n1 +embedded +running +1 +[1-9]'"
+out=$("$troupe" stop remote $admin 2>&1)
+check "stop is taken" contains "$out" "stopping pipeline 'remote'"
+check "the pipeline stops" wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^remote +sink +n1 +embedded +stopped '"
+made=$("$troupe" status $admin | awk '$1 == "remote" && $2 == "src" {print $8}')
+taken=$(awk '$1 == "total" {print $3}' "$work/remote-sum.txt")
+echo "source made $made, sink took $taken"
+check "stop drained: the sink took every frame the source made ($made)" test "${made:-none}" = "${taken:-nothing}"
 
 # Garbage, an oversized message, a truncated one and a well-framed one with nonsense inside,
 # each on a connection of its own to n1's peer port.

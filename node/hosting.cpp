@@ -1,0 +1,222 @@
+#include "hosting.hpp"
+
+#include <catalog.hpp>
+#include <dead_letters.hpp>
+#include <executor.hpp>
+#include <manager.hpp>
+#include <messages.hpp>
+#include <pipeline.hpp>
+#include <stats.hpp>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace troupe::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// How a hosted pipeline ended, as its manager tells it.
+struct outcome_cell {
+  std::mutex mutex;
+  std::string state = "running";  // running, finished, failed, stopping, stopped
+  std::string reason;
+};
+
+using drain_timeout_atom = caf::atom_constant<caf::atom("draintime")>;
+constexpr auto drain_bound = std::chrono::seconds(30);
+
+// Hears the manager: once the pipeline is complete it is stopped; once stopped, done.
+// (end_atom, manager) drains it: the sources end their streams, and what is in flight goes
+// through; a drain that does not complete within drain_bound is cut short by a stop.
+caf::behavior listener(caf::event_based_actor* self, std::shared_ptr<outcome_cell> cell) {
+  return {
+      [=](end_atom, const caf::actor& manager) {
+        self->send(manager, end_atom::value);
+        self->delayed_send(self, drain_bound, drain_timeout_atom::value, manager);
+      },
+      [=](drain_timeout_atom, const caf::actor& manager) {
+        spdlog::warn("a drain did not complete within {} s: stopping now", drain_bound.count());
+        self->send(manager, stop_atom::value);
+      },
+      [=](completed_atom, pipeline_outcome& o) {
+        {
+          std::lock_guard<std::mutex> lock(cell->mutex);
+          bool stopping = cell->state == "stopping";
+          cell->state = !o.ok ? "failed" : stopping ? "stopping" : "finished";
+          cell->reason = o.reason;
+        }
+        self->send(caf::actor_cast<caf::actor>(self->current_sender()), stop_atom::value);
+      },
+      [=](stopped_atom) {
+        std::lock_guard<std::mutex> lock(cell->mutex);
+        if (cell->state == "running" || cell->state == "stopping") cell->state = "stopped";
+        self->quit();
+      },
+  };
+}
+
+}  // namespace
+
+struct pipeline_host::impl {
+  struct hosted {
+    std::shared_ptr<const plan> p;
+    std::shared_ptr<slot_registry> slots;
+    std::shared_ptr<outcome_cell> outcome;
+    caf::actor manager, listener;
+  };
+
+  impl(std::string node_name, std::vector<std::string> paths)
+      : node(std::move(node_name)),
+        plugin_paths(std::move(paths)),
+        cores(std::max(2u, std::thread::hardware_concurrency())),
+        sys(config(cores)),
+        ex(cores),
+        dir(fs::temp_directory_path() / ("troupe-node-" + node + "-" + std::to_string(getpid()))) {
+    fs::create_directories(dir);
+  }
+  ~impl() {
+    std::vector<caf::actor> managers;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (auto& [name, h] : pipelines)
+        if (running(h)) managers.push_back(h.manager);
+    }
+    caf::scoped_actor self{sys};
+    for (auto& m : managers) self->send(m, stop_atom::value);
+    for (auto& m : managers) self->wait_for(m);
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  static caf::actor_system_config& config(unsigned cores) {
+    static caf::actor_system_config cfg;
+    cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
+    cfg.set("logger.verbosity", caf::atom("quiet"));
+    return cfg;
+  }
+
+  static bool running(const hosted& h) {
+    std::lock_guard<std::mutex> lock(h.outcome->mutex);
+    return h.outcome->state == "running" || h.outcome->state == "stopping";
+  }
+
+  std::string node;
+  std::vector<std::string> plugin_paths;
+  unsigned cores;
+  caf::actor_system sys;
+  executor ex;
+  metrics m;
+  fs::path dir;
+  mutable std::mutex mutex;
+  std::map<std::string, hosted> pipelines;
+};
+
+pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths)
+    : impl_(std::make_unique<impl>(std::move(node), std::move(plugin_paths))) {}
+
+pipeline_host::~pipeline_host() = default;
+
+std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return impl_->m.registry(); }
+
+std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name) {
+  auto& d = *impl_;
+  // The text is read as the file it came from; messages name that file.
+  auto base = fs::path(source).filename().string();
+  auto path = (d.dir / (base.empty() ? "pipeline.yaml" : base)).string();
+  std::ofstream(path) << text;
+  auto named = [&](std::string e) {
+    for (size_t at; (at = e.find(path)) != std::string::npos;) e.replace(at, path.size(), source);
+    return e;
+  };
+  auto spec = load_pipeline(path);
+  if (!spec) return named(describe(spec.error()));
+  auto paths = d.plugin_paths;
+  for (auto& p : catalog::default_search_paths()) paths.push_back(p);
+  auto cat = catalog::discover(paths);
+  auto planned = plan_pipeline(*spec, cat);
+  if (!planned) return named(describe(planned.error()));
+  auto p = std::make_shared<const plan>(std::move(*planned));
+  auto libs = load_libraries(*p);
+  if (!libs) return named(describe(libs.error()));
+  std::lock_guard<std::mutex> lock(d.mutex);
+  if (auto it = d.pipelines.find(p->name); it != d.pipelines.end() && impl::running(it->second))
+    return "pipeline '" + p->name + "' is already running on node " + d.node;
+  impl::hosted h;
+  h.p = p;
+  h.slots = std::make_shared<slot_registry>(d.m, make_slots(*p, d.m));
+  h.outcome = std::make_shared<outcome_cell>();
+  manager_setup ms;
+  ms.plan = p;
+  ms.slots = h.slots;
+  ms.libraries = *libs;
+  ms.executor = &d.ex;
+  ms.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
+  h.listener = d.sys.spawn(listener, h.outcome);
+  ms.listener = h.listener;
+  ms.node = d.node;
+  h.manager = spawn_manager(d.sys, std::move(ms));
+  name = p->name;
+  spdlog::info("[node={}] deployed pipeline '{}' from {}", d.node, p->name, source);
+  d.pipelines[p->name] = std::move(h);
+  return {};
+}
+
+std::string pipeline_host::scale(const std::string& pipeline, const std::string& stage, uint32_t replicas) {
+  caf::actor manager;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto it = impl_->pipelines.find(pipeline);
+    if (it == impl_->pipelines.end() || !impl::running(it->second))
+      return "no pipeline '" + pipeline + "' runs on node " + impl_->node;
+    manager = it->second.manager;
+  }
+  return scale_stage(impl_->sys, manager, stage, replicas);
+}
+
+std::string pipeline_host::stop(const std::string& pipeline) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto it = impl_->pipelines.find(pipeline);
+  if (it == impl_->pipelines.end() || !impl::running(it->second))
+    return "no pipeline '" + pipeline + "' runs on node " + impl_->node;
+  {
+    std::lock_guard<std::mutex> cell(it->second.outcome->mutex);
+    it->second.outcome->state = "stopping";
+  }
+  caf::anon_send(it->second.listener, end_atom::value, it->second.manager);
+  spdlog::info("[node={}] draining pipeline '{}', then stopping it", impl_->node, pipeline);
+  return {};
+}
+
+std::vector<hosted_instance> pipeline_host::instances() const {
+  std::vector<hosted_instance> out;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  for (auto& [name, h] : impl_->pipelines)
+    for (auto& s : h.slots->snapshot()) {
+      hosted_instance i;
+      i.pipeline = name;
+      i.stage = s->stage;
+      i.instance = s->name();
+      i.mode = to_string(s->mode);
+      i.state = to_string(s->state.load());
+      if (s->quarantined.load()) i.state = "quarantined";
+      else if (s->finished.load() && s->state.load() == instance_state::running) i.state = "finished";
+      i.generation = s->generation.load();
+      i.frames_in = static_cast<uint64_t>(s->frames_in.Value());
+      i.frames_out = static_cast<uint64_t>(s->frames_out.Value());
+      i.restarts = static_cast<uint64_t>(s->restarts.Value());
+      out.push_back(std::move(i));
+    }
+  return out;
+}
+
+}  // namespace troupe::cli
