@@ -143,6 +143,14 @@ struct member {
   prometheus::Counter* failures = nullptr;
 };
 
+void write_info(wire::NodeInfo::Builder b, const member& m) {
+  b.setName(m.name);
+  b.setPeerAddress(m.peer_address);
+  b.setAdminAddress(m.admin_address);
+  b.setMetricsAddress(m.metrics_address);
+  b.setIncarnation(m.incarnation);
+}
+
 const char* to_string(member::state s) {
   switch (s) {
     case member::state::joining: return "joining";
@@ -251,14 +259,7 @@ class cluster_node {
   void fill_members(capnp::List<wire::NodeInfo>::Builder list) {
     unsigned i = 0;
     write_info(list[i++], c_, incarnation_);
-    for (auto& [name, m] : members_) {
-      auto b = list[i++];
-      b.setName(m.name);
-      b.setPeerAddress(m.peer_address);
-      b.setAdminAddress(m.admin_address);
-      b.setMetricsAddress(m.metrics_address);
-      b.setIncarnation(m.incarnation);
-    }
+    for (auto& [name, m] : members_) write_info(list[i++], m);
   }
   unsigned member_count() const { return static_cast<unsigned>(members_.size()) + 1; }
 
@@ -287,6 +288,14 @@ class cluster_node {
     }
   }
 
+  // Admin addresses of the members that are up.
+  std::vector<std::pair<std::string, std::string>> up_admins() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& [name, m] : members_)
+      if (m.st == member::state::up && !m.admin_address.empty()) out.emplace_back(name, m.admin_address);
+    return out;
+  }
+
   void status(wire::Admin::StatusResults::Builder r) {
     r.setNode(c_.name);
     auto list = r.initMembers(member_count());
@@ -299,12 +308,7 @@ class cluster_node {
     unsigned i = 1;
     for (auto& [name, m] : members_) {
       auto b = list[i++];
-      auto info = b.initInfo();
-      info.setName(m.name);
-      info.setPeerAddress(m.peer_address);
-      info.setAdminAddress(m.admin_address);
-      info.setMetricsAddress(m.metrics_address);
-      info.setIncarnation(m.incarnation);
+      write_info(b.initInfo(), m);
       b.setState(to_string(m.st));
       b.setLastHeardMs(
           m.last_heard ? std::chrono::duration_cast<std::chrono::milliseconds>(now - *m.last_heard).count() : -1);
@@ -517,28 +521,44 @@ class peer_service final : public wire::Peer::Server {
 class admin_service final : public wire::Admin::Server {
  public:
   admin_service(cluster_node& n, pipeline_host& host) : n_(n), host_(host) {}
+  /// The event loop's timer, once the server that runs this service has one.
+  void set_timer(kj::Timer& t) { timer_ = &t; }
   kj::Promise<void> status(StatusContext ctx) override {
     auto p = ctx.getParams();
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
-    auto r = ctx.getResults();
-    n_.status(r);
-    auto instances = host_.instances();
-    auto list = r.initInstances(static_cast<unsigned>(instances.size()));
-    for (unsigned i = 0; i < instances.size(); ++i) {
-      auto& x = instances[i];
-      auto b = list[i];
-      b.setPipeline(x.pipeline);
-      b.setStage(x.stage);
-      b.setInstance(x.instance);
-      b.setNode(n_.config().name);
-      b.setMode(x.mode);
-      b.setState(x.state);
-      b.setGeneration(x.generation);
-      b.setFramesIn(x.frames_in);
-      b.setFramesOut(x.frames_out);
-      b.setRestarts(x.restarts);
+    // This node's instances, then (unless asked for this node only) those of every member
+    // that is up, asked in parallel; a member that does not answer in time is left out.
+    auto rows = std::make_shared<std::vector<instance_row>>();
+    for (auto& x : host_.instances()) rows->push_back({x, n_.config().name});
+    if (p.getThisNodeOnly() || timer_ == nullptr) {
+      fill(ctx.getResults(), *rows);
+      return kj::READY_NOW;
     }
-    return kj::READY_NOW;
+    std::string token = p.getToken();
+    auto asks = kj::heapArrayBuilder<kj::Promise<void>>(n_.up_admins().size());
+    for (auto& [name, address] : n_.up_admins()) {
+      auto client = kj::heap<capnp::EzRpcClient>(address);
+      auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
+      auto req = cap->statusRequest();
+      req.setProtocol(wire::CLUSTER_PROTOCOL);
+      req.setToken(token);
+      req.setThisNodeOnly(true);
+      asks.add(timer_->timeoutAfter(2 * kj::SECONDS, req.send())
+                   .then(
+                       [rows](capnp::Response<wire::Admin::StatusResults>&& r) {
+                         for (auto i : r.getInstances())
+                           rows->push_back({hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(),
+                                                            i.getMode(), i.getState(), i.getGeneration(),
+                                                            i.getFramesIn(), i.getFramesOut(), i.getRestarts()},
+                                            i.getNode()});
+                       },
+                       [name = name](kj::Exception&& e) {
+                         spdlog::warn("status: node {} did not answer: {}", name, reason(e));
+                       })
+                   .attach(kj::mv(cap))  // dropped before the connection it came from
+                   .attach(kj::mv(client)));
+    }
+    return kj::joinPromises(asks.finish()).then([this, ctx, rows]() mutable { fill(ctx.getResults(), *rows); });
   }
   kj::Promise<void> deploy(DeployContext ctx) override {
     auto p = ctx.getParams();
@@ -565,8 +585,31 @@ class admin_service final : public wire::Admin::Server {
   static kj::Exception failure(const std::string& why) {
     return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why));
   }
+  struct instance_row {
+    hosted_instance i;
+    std::string node;
+  };
+  void fill(wire::Admin::StatusResults::Builder r, const std::vector<instance_row>& rows) {
+    n_.status(r);
+    auto list = r.initInstances(static_cast<unsigned>(rows.size()));
+    for (unsigned k = 0; k < rows.size(); ++k) {
+      auto& x = rows[k].i;
+      auto b = list[k];
+      b.setPipeline(x.pipeline);
+      b.setStage(x.stage);
+      b.setInstance(x.instance);
+      b.setNode(rows[k].node);
+      b.setMode(x.mode);
+      b.setState(x.state);
+      b.setGeneration(x.generation);
+      b.setFramesIn(x.frames_in);
+      b.setFramesOut(x.frames_out);
+      b.setRestarts(x.restarts);
+    }
+  }
   cluster_node& n_;
   pipeline_host& host_;
+  kj::Timer* timer_ = nullptr;
 };
 
 struct task_errors final : kj::TaskSet::ErrorHandler {
@@ -590,7 +633,10 @@ int run_node(const common_options&, const node_options& o) {
   cluster_node node(*c);
   pipeline_host host(c->name, c->plugin_paths);
   try {
-    capnp::EzRpcServer admin(kj::heap<admin_service>(node, host), c->admin);
+    auto admin_impl = kj::heap<admin_service>(node, host);
+    auto* admin_svc = admin_impl.get();
+    capnp::EzRpcServer admin(kj::mv(admin_impl), c->admin);
+    admin_svc->set_timer(admin.getIoProvider().getTimer());
     auto& wait = admin.getWaitScope();
     admin.getPort().wait(wait);
     // Peers: each connection's framing is checked before the RPC system reads it.

@@ -47,8 +47,10 @@ struct InstanceState {
 }
 
 interface Admin {
-  status @0 (protocol :UInt32, token :Text) -> (node :Text, members :List(MemberState),
-                                                instances :List(InstanceState));
+  # The members as this node sees them, and the instances of every member that is up
+  # (asked with thisNodeOnly), or of this node alone.
+  status @0 (protocol :UInt32, token :Text, thisNodeOnly :Bool)
+      -> (node :Text, members :List(MemberState), instances :List(InstanceState));
   # A pipeline file's text, run on this node; its name must not be running here already.
   deploy @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text) -> (name :Text);
   scale @2 (protocol :UInt32, token :Text, pipeline :Text, stage :Text, replicas :UInt32) -> ();

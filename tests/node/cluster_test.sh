@@ -91,6 +91,14 @@ check "a second deploy of a running pipeline is refused" [ "$rc" -ne 0 ]
 check "... saying why" contains "$out" "pipeline 'remote' is already running on node n1"
 check "status shows the instances, on n1, running" \
   wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^remote +f +n1 +embedded +running '"
+# Another pipeline on n2; a node that runs nothing shows both, with their nodes.
+sed -e 's/pipeline: remote/pipeline: other/' -e 's/remote-sum/other-sum/' remote.yaml > other.yaml
+out=$("$troupe" deploy other.yaml --node "127.0.0.1:${port[6]}" --token secret 2>&1)
+check "deploy on n2" contains "$out" "pipeline 'other' deployed"
+check "status through n3 lists the instances of n1 and n2" wait_for 10 bash -c \
+  "s=\$(\"$troupe\" status --node 127.0.0.1:${port[7]} --token secret); grep -qE '^remote +f +n1 ' <<<\"\$s\" && grep -qE '^other +f +n2 ' <<<\"\$s\""
+"$troupe" stop other --node "127.0.0.1:${port[6]}" --token secret >/dev/null
+
 out=$("$troupe" scale f 2 --pipeline remote $admin 2>&1)
 check "scale is taken" contains "$out" "scaling stage 'f' of pipeline 'remote' to 2 replicas"
 out=$("$troupe" scale nope 2 --pipeline remote $admin 2>&1); rc=$?
