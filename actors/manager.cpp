@@ -523,6 +523,10 @@ class manager_actor : public caf::event_based_actor {
       if (st.upstream_done) send<caf::message_priority::high>(slots_[i].actor, upstream_done_atom::value);
     }
     for (auto i : rs.old) {
+      // An old replica lost while it drains comes back as the old version: what it held is
+      // processed by the version it was sent to.
+      if (!slots_[i].plan) slots_[i].plan = s_.plan;
+      if (!slots_[i].library) slots_[i].library = s_.libraries[rs.stage];
       slots_[i].retiring = true;
       if (slots_[i].running) begin_drain(i);
     }
