@@ -327,6 +327,10 @@ class manager_actor : public caf::event_based_actor {
       tell_drained_for(i);
       spdlog::error("[node={} stage={} instance={} gen={}] quarantined after {} restarts in {}s: {}", s_.node,
                     stats(i).stage, sl.replica, sl.generation, sl.restarts.size(), policy.period_s, why);
+      if (sl.retiring) {
+        retire(i);  // it was leaving anyway; its stage must not wait for it to drain
+        return;
+      }
       check_viable(sl.stage);
       return;
     }
