@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <random>
+#include <variant>
 
 namespace troupe {
 
@@ -403,10 +404,17 @@ class manager_actor : public caf::event_based_actor {
 
   // -- scaling ---------------------------------------------------------------------------
 
+  // The index of the stage of that name, or why there is none.
+  std::variant<size_t, std::string> find_stage(const std::string& name) const {
+    for (size_t i = 0; i < s_.plan->stages.size(); ++i)
+      if (s_.plan->stages[i].spec.name == name) return i;
+    return "no stage named '" + name + "' in pipeline '" + s_.plan->name + "'";
+  }
+
   std::string scale(const std::string& name, uint32_t n) {
-    size_t stage = 0;
-    while (stage < s_.plan->stages.size() && s_.plan->stages[stage].spec.name != name) ++stage;
-    if (stage == s_.plan->stages.size()) return "no stage named '" + name + "' in pipeline '" + s_.plan->name + "'";
+    auto found = find_stage(name);
+    if (auto* why = std::get_if<std::string>(&found)) return *why;
+    auto stage = std::get<size_t>(found);
     auto& ps = s_.plan->stages[stage];
     if (phase_ == phase::starting) return "pipeline '" + s_.plan->name + "' is still starting";
     if (phase_ != phase::running || completed_) return "pipeline '" + s_.plan->name + "' is not running";
@@ -445,10 +453,9 @@ class manager_actor : public caf::event_based_actor {
   // -- reloading -------------------------------------------------------------------------
 
   caf::result<std::string> reload(const reload_request& req) {
-    size_t stage = 0;
-    while (stage < s_.plan->stages.size() && s_.plan->stages[stage].spec.name != req.stage) ++stage;
-    if (stage == s_.plan->stages.size())
-      return "no stage named '" + req.stage + "' in pipeline '" + s_.plan->name + "'";
+    auto found = find_stage(req.stage);
+    if (auto* why = std::get_if<std::string>(&found)) return *why;
+    auto stage = std::get<size_t>(found);
     auto& ps = s_.plan->stages[stage];
     if (phase_ != phase::running || completed_) return std::string("pipeline '" + s_.plan->name + "' is not running");
     if (ps.is_source()) return "stage '" + req.stage + "' is a source: a new instance would start its streams over";
@@ -551,12 +558,11 @@ class manager_actor : public caf::event_based_actor {
     auto& rs = *reload_;
     for (auto i : rs.incoming) {
       auto& sl = slots_[i];
-      sl.incoming = false;
       if (sl.actor && !sl.done) {
         sl.stop_sent = true;
-        sl.done = true;
         send<caf::message_priority::high>(sl.actor, stop_atom::value);
       }
+      sl.incoming = false;
       sl.done = true;
     }
     spdlog::error("[node={} stage={}] reload failed, the old version goes on serving: {}", s_.node,
@@ -677,24 +683,29 @@ caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
   return sys.spawn<manager_actor>(std::move(setup));
 }
 
-std::string reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
-                         std::chrono::milliseconds timeout) {
+namespace {
+
+// Asks the manager and waits at most timeout for its answer (a string, empty meaning yes).
+template <class... Ts>
+std::string ask(caf::actor_system& sys, const caf::actor& manager, std::chrono::milliseconds timeout, Ts&&... xs) {
   caf::scoped_actor self{sys};
   std::string answer = "the manager did not answer within " + std::to_string(timeout.count()) + " ms";
-  self->request(manager, timeout, reload_atom::value, std::move(request))
+  self->request(manager, timeout, std::forward<Ts>(xs)...)
       .receive([&](std::string& a) { answer = std::move(a); },
                [&](caf::error& e) { answer = "the manager did not answer: " + sys.render(e); });
   return answer;
 }
 
+}  // namespace
+
+std::string reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+                         std::chrono::milliseconds timeout) {
+  return ask(sys, manager, timeout, reload_atom::value, std::move(request));
+}
+
 std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
                         uint32_t replicas, std::chrono::milliseconds timeout) {
-  caf::scoped_actor self{sys};
-  std::string answer = "the manager did not answer within " + std::to_string(timeout.count()) + " ms";
-  self->request(manager, timeout, scale_atom::value, stage, replicas)
-      .receive([&](std::string& a) { answer = std::move(a); },
-               [&](caf::error& e) { answer = "the manager did not answer: " + sys.render(e); });
-  return answer;
+  return ask(sys, manager, timeout, scale_atom::value, stage, replicas);
 }
 
 }  // namespace troupe

@@ -535,8 +535,9 @@ class admin_service final : public wire::Admin::Server {
       return kj::READY_NOW;
     }
     std::string token = p.getToken();
-    auto asks = kj::heapArrayBuilder<kj::Promise<void>>(n_.up_admins().size());
-    for (auto& [name, address] : n_.up_admins()) {
+    auto members = n_.up_admins();
+    auto asks = kj::heapArrayBuilder<kj::Promise<void>>(members.size());
+    for (auto& [name, address] : members) {
       auto client = kj::heap<capnp::EzRpcClient>(address);
       auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
       auto req = cap->statusRequest();
@@ -714,7 +715,7 @@ int admin_call(const char* command, const std::string& address, F f) {
 
 }  // namespace
 
-int cluster_status(const common_options&, const status_options& o) {
+int cluster_status(const common_options&, const admin_options& o) {
   return admin_call("status", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
     auto req = admin.statusRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);

@@ -59,14 +59,9 @@ struct node_options {
   bool check_only = false;  // check the config, print it, exit
 };
 
-struct status_options {
-  std::string node;   // admin address of any member
-  std::string token;  // the cluster token
-};
-
-/// troupe deploy / scale / stop: a node's admin calls.
+/// troupe status / deploy / scale / stop: a node's admin calls.
 struct admin_options {
-  std::string node;   // admin address of the node
+  std::string node;   // admin address of the node (status: of any node)
   std::string token;
   std::string pipeline;  // deploy: the pipeline file; scale, stop: the pipeline's name
   std::string stage;     // scale
@@ -78,7 +73,7 @@ int cluster_deploy(const common_options& common, const admin_options& opts);
 int cluster_scale(const common_options& common, const admin_options& opts);
 int cluster_stop(const common_options& common, const admin_options& opts);
 int run_node(const common_options& common, const node_options& opts);
-int cluster_status(const common_options& common, const status_options& opts);
+int cluster_status(const common_options& common, const admin_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
 int list_plugins(const common_options& common);

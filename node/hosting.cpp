@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -25,20 +26,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// How a hosted pipeline ended, as its manager tells it.
-struct outcome_cell {
-  std::mutex mutex;
-  std::string state = "running";  // running, finished, failed, stopping, stopped
-  std::string reason;
-};
 
 using drain_timeout_atom = caf::atom_constant<caf::atom("draintime")>;
 constexpr auto drain_bound = std::chrono::seconds(30);
 
-// Hears the manager: once the pipeline is complete it is stopped; once stopped, done.
-// (end_atom, manager) drains it: the sources end their streams, and what is in flight goes
-// through; a drain that does not complete within drain_bound is cut short by a stop.
-caf::behavior listener(caf::event_based_actor* self, std::shared_ptr<outcome_cell> cell) {
+// Hears the manager: once the pipeline is complete it is stopped; once stopped, it is over
+// (the manager has logged how it ended). (end_atom, manager) drains it: the sources end
+// their streams, and what is in flight goes through; a drain that does not complete within
+// drain_bound is cut short by a stop.
+caf::behavior listener(caf::event_based_actor* self, std::shared_ptr<std::atomic<bool>> over) {
   return {
       [=](end_atom, const caf::actor& manager) {
         self->send(manager, end_atom::value);
@@ -48,18 +44,11 @@ caf::behavior listener(caf::event_based_actor* self, std::shared_ptr<outcome_cel
         spdlog::warn("a drain did not complete within {} s: stopping now", drain_bound.count());
         self->send(manager, stop_atom::value);
       },
-      [=](completed_atom, pipeline_outcome& o) {
-        {
-          std::lock_guard<std::mutex> lock(cell->mutex);
-          bool stopping = cell->state == "stopping";
-          cell->state = !o.ok ? "failed" : stopping ? "stopping" : "finished";
-          cell->reason = o.reason;
-        }
+      [=](completed_atom, pipeline_outcome&) {
         self->send(caf::actor_cast<caf::actor>(self->current_sender()), stop_atom::value);
       },
       [=](stopped_atom) {
-        std::lock_guard<std::mutex> lock(cell->mutex);
-        if (cell->state == "running" || cell->state == "stopping") cell->state = "stopped";
+        over->store(true);
         self->quit();
       },
   };
@@ -71,7 +60,7 @@ struct pipeline_host::impl {
   struct hosted {
     std::shared_ptr<const plan> p;
     std::shared_ptr<slot_registry> slots;
-    std::shared_ptr<outcome_cell> outcome;
+    std::shared_ptr<std::atomic<bool>> over;  // stopped
     caf::actor manager, listener;
   };
 
@@ -105,10 +94,7 @@ struct pipeline_host::impl {
     return cfg;
   }
 
-  static bool running(const hosted& h) {
-    std::lock_guard<std::mutex> lock(h.outcome->mutex);
-    return h.outcome->state == "running" || h.outcome->state == "stopping";
-  }
+  static bool running(const hosted& h) { return !h.over->load(); }
 
   std::string node;
   std::vector<std::string> plugin_paths;
@@ -154,14 +140,14 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   impl::hosted h;
   h.p = p;
   h.slots = std::make_shared<slot_registry>(d.m, make_slots(*p, d.m));
-  h.outcome = std::make_shared<outcome_cell>();
+  h.over = std::make_shared<std::atomic<bool>>(false);
   manager_setup ms;
   ms.plan = p;
   ms.slots = h.slots;
   ms.libraries = *libs;
   ms.executor = &d.ex;
   ms.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
-  h.listener = d.sys.spawn(listener, h.outcome);
+  h.listener = d.sys.spawn(listener, h.over);
   ms.listener = h.listener;
   ms.node = d.node;
   h.manager = spawn_manager(d.sys, std::move(ms));
@@ -188,10 +174,6 @@ std::string pipeline_host::stop(const std::string& pipeline) {
   auto it = impl_->pipelines.find(pipeline);
   if (it == impl_->pipelines.end() || !impl::running(it->second))
     return "no pipeline '" + pipeline + "' runs on node " + impl_->node;
-  {
-    std::lock_guard<std::mutex> cell(it->second.outcome->mutex);
-    it->second.outcome->state = "stopping";
-  }
   caf::anon_send(it->second.listener, end_atom::value, it->second.manager);
   spdlog::info("[node={}] draining pipeline '{}', then stopping it", impl_->node, pipeline);
   return {};

@@ -16,7 +16,10 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);  // one directory per --plugin-path: a positional may follow
 
   run_options run_opts;
-  auto* run_cmd = app.add_subcommand("run", "Run a pipeline in this process until it finishes");
+  auto* run_cmd = app.add_subcommand(
+      "run",
+      "Run a pipeline in this process until it finishes. While it runs, stdin takes "
+      "'scale STAGE N' and 'reload STAGE [PLUGIN_YAML] [KEY=VALUE...]'");
   run_cmd->add_option("pipeline", run_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
   run_cmd->add_option("--metrics", run_opts.metrics_address, "Serve Prometheus /metrics on ADDRESS:PORT");
   run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
@@ -38,14 +41,9 @@ int main(int argc, char** argv) {
   node_cmd->add_option("--config", node_opts.config, "Node config (node.yaml)")->required();
   node_cmd->add_flag("--check", node_opts.check_only, "Check the config and exit");
 
-  status_options status_opts;
-  if (const char* t = std::getenv("TROUPE_TOKEN")) status_opts.token = t;
-  auto* status_cmd = app.add_subcommand("status", "Show the cluster as a node sees it");
-  status_cmd->add_option("--node", status_opts.node, "Admin address of any node (HOST:PORT)")->required();
-  status_cmd->add_option("--token", status_opts.token, "The cluster token (default: $TROUPE_TOKEN)");
-
   admin_options admin_opts;
   if (const char* t = std::getenv("TROUPE_TOKEN")) admin_opts.token = t;
+  auto* status_cmd = app.add_subcommand("status", "Show the cluster's nodes and instances as a node sees them");
   auto* deploy_cmd = app.add_subcommand("deploy", "Run a pipeline on a node");
   deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
   auto* scale_cmd = app.add_subcommand("scale", "Change a running stage's replicas on a node");
@@ -54,7 +52,7 @@ int main(int argc, char** argv) {
   scale_cmd->add_option("--pipeline", admin_opts.pipeline, "Pipeline name")->required();
   auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on a node");
   stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
-  for (auto* cmd : {deploy_cmd, scale_cmd, stop_cmd}) {
+  for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd}) {
     cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT)")->required();
     cmd->add_option("--token", admin_opts.token, "The cluster token (default: $TROUPE_TOKEN)");
   }
@@ -88,7 +86,7 @@ int main(int argc, char** argv) {
   if (*plugins_cmd) return list_plugins(common);
   if (*conf_cmd) return conformance(common, conf_opts);
   if (*node_cmd) return run_node(common, node_opts);
-  if (*status_cmd) return cluster_status(common, status_opts);
+  if (*status_cmd) return cluster_status(common, admin_opts);
   if (*deploy_cmd) return cluster_deploy(common, admin_opts);
   if (*scale_cmd) return cluster_scale(common, admin_opts);
   if (*stop_cmd) return cluster_stop(common, admin_opts);

@@ -14,6 +14,7 @@
 #include <worker_protocol.hpp>
 
 #include <kj/exception.h>
+#include <kj/io.h>
 #include <seccomp.h>
 #include <spdlog/spdlog.h>
 
@@ -221,19 +222,25 @@ int serve_worker(const worker_options& o) {
               r = {TROUPE_FATAL, "memory limit " + std::to_string(memory_mb) + " MiB exceeded (" + r.error + ")"};
             res.setStatus(r.status);
             res.setError(r.error);
-            auto words = capnp::messageToFlatArray(msg);
-            if (words.asBytes().size() > results_bytes - results_used) {
+            // Written in place, straight into the results area.
+            auto commit = [&](capnp::MessageBuilder& m) {
+              auto bytes = capnp::computeSerializedSizeInWords(m) * sizeof(capnp::word);
+              if (bytes > results_bytes - results_used) return false;
+              kj::ArrayOutputStream out(kj::arrayPtr(region[1] + results_used, bytes));
+              capnp::writeMessage(out, m);
+              results_used += bytes;
+              return true;
+            };
+            if (!commit(msg)) {
               // Half the area is always free when a call begins: this one fits.
               capnp::MallocMessageBuilder small;
               auto e = small.initRoot<wire::Result>();
               e.setStatus(TROUPE_FATAL);
               e.setError("the outputs of one frame do not fit the worker's results area of " +
                          std::to_string(results_bytes) + " bytes");
-              words = capnp::messageToFlatArray(small);
+              commit(small);
               r.status = TROUPE_FATAL;
             }
-            std::memcpy(region[1] + results_used, words.asBytes().begin(), words.asBytes().size());
-            results_used += words.asBytes().size();
             ctl.committed.fetch_add(1, std::memory_order_release);
             return r.status;
           };

@@ -122,17 +122,23 @@ TEST(delivery, crashes_lose_only_dead_letters_and_duplicate_nothing_and_the_book
 
 namespace {
 
-// testsrc -> f (one replica to start, each frame taking a few milliseconds) -> checksum,
-// with the sink's frames log.
-std::string scalable(const std::string& f_mode, int count) {
-  return "pipeline: scaling\n"
+// testsrc (two streams of `count` small frames) -> {name: f, <f>} -> checksum, with the
+// sink's frames log.
+std::string through_f(const std::string& f, int count) {
+  return "pipeline: through-f\n"
          "window: 4\n"
          "stages:\n"
          "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
          ", streams: 2}}\n"
-         "  - {name: f, plugin: faulty, " + f_mode + "config: {action: slow, every: 1, slow_ms: 3}, routing: round_robin}\n"
+         "  - {name: f, " + f + "}\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
          "edges: [\"src -> f -> sink\"]\n";
+}
+
+// f: one faulty replica to start, each frame taking a few milliseconds.
+std::string scalable(const std::string& f_mode, int count) {
+  return through_f("plugin: faulty, " + f_mode + "config: {action: slow, every: 1, slow_ms: 3}, routing: round_robin",
+                   count);
 }
 
 double completed(const slot_table& slots, const std::string& stage) {
@@ -224,15 +230,9 @@ void install_versioned(const std::filesystem::path& dir, int v) {
   }
 }
 
+// f: two replicas of the versioned plugin, each frame taking a few milliseconds.
 std::string reloadable(const std::string& f_mode, int count) {
-  return "pipeline: reload\n"
-         "window: 4\n"
-         "stages:\n"
-         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
-         ", streams: 2}}\n"
-         "  - {name: f, plugin: versioned, " + f_mode + "replicas: 2, config: {delay_ms: 3}}\n"
-         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
-         "edges: [\"src -> f -> sink\"]\n";
+  return through_f("plugin: versioned, " + f_mode + "replicas: 2, config: {delay_ms: 3}", count);
 }
 
 // The sink's frames log of a run of version v alone.
