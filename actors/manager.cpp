@@ -2,6 +2,7 @@
 
 #include "instance.hpp"
 #include "messages.hpp"
+#include "remote.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -20,7 +21,7 @@ namespace troupe {
 slot_table make_slots(const plan& p, metrics& m) {
   slot_table slots;
   for (auto& s : p.stages)
-    for (uint32_t r = 0; r < s.spec.replicas; ++r)
+    for (uint32_t r = 0; s.remote ? false : r < s.spec.replicas; ++r)
       slots.push_back(std::make_shared<slot_stats>(m, p.name, s.spec.name, s.manifest.name, r, s.mode));
   return slots;
 }
@@ -29,6 +30,10 @@ expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan
   std::vector<std::shared_ptr<plugin_library>> libs;
   std::map<std::string, std::shared_ptr<plugin_library>> by_path;
   for (auto& s : p.stages) {
+    if (s.remote) {
+      libs.push_back(nullptr);
+      continue;
+    }
     auto& lib = by_path[s.manifest.library];
     if (!lib) {
       auto l = plugin_library::open(s.manifest);
@@ -49,6 +54,7 @@ class manager_actor : public caf::event_based_actor {
   manager_actor(caf::actor_config& cfg, manager_setup s)
       : caf::event_based_actor(cfg), s_(std::move(s)), rng_(std::random_device{}()) {
     if (!s_.dead_letters) s_.dead_letters = std::make_shared<dead_letter_log>();
+    if (s_.run.empty()) s_.run = s_.plan->name;
     auto& p = *s_.plan;
     stages_.resize(p.stages.size());
     stats_ = s_.slots->snapshot();
@@ -63,6 +69,19 @@ class manager_actor : public caf::event_based_actor {
       stages_[stage].slots.push_back(i);
       stages_[stage].next_replica = std::max(stages_[stage].next_replica, st.replica + 1);
     }
+    // A stage on another node: one slot, its series kept apart (that node exports the
+    // stage's own).
+    for (size_t stage = 0; stage < p.stages.size(); ++stage) {
+      auto& ps = p.stages[stage];
+      if (!ps.remote) continue;
+      if (!hidden_) hidden_ = std::make_unique<metrics>();
+      stats_.push_back(std::make_shared<slot_stats>(*hidden_, p.name, ps.spec.name, ps.manifest.name, 0, ps.mode));
+      slot sl;
+      sl.stage = stage;
+      slots_.push_back(std::move(sl));
+      stages_[stage].slots.push_back(slots_.size() - 1);
+      participants_.insert(ps.node);
+    }
   }
 
   const char* name() const override { return "troupe.manager"; }
@@ -71,12 +90,16 @@ class manager_actor : public caf::event_based_actor {
   void on_exit() override {
     for (auto& sl : slots_) sl.actor = nullptr;
     s_.listener = nullptr;
+    if (s_.plane) s_.plane->unserve(s_.run);
+    for (auto& [stage, a] : ingress_) anon_send_exit(a, caf::exit_reason::user_shutdown);
+    ingress_.clear();
   }
 
   caf::behavior make_behavior() override {
     set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
     // An instance's exit arrives as a down message too; the link only matters the other way.
     set_exit_handler([](caf::exit_msg&) {});
+    start_ingresses();
     start_next_stage();
     return {
         [this](report_atom, instance_report& r) { on_report(r); },
@@ -84,11 +107,11 @@ class manager_actor : public caf::event_based_actor {
         [this](stop_atom) { begin_stop(); },
         [this](end_atom) {
           if (ending_) return;
-          ending_ = true;
-          spdlog::info("pipeline '{}': the sources end their streams; draining", s_.plan->name);
-          for (size_t i = 0; i < slots_.size(); ++i)
-            if (stage_of(i).is_source() && slots_[i].actor)
-              send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
+          tell_participants("end", {});
+          end_sources();
+        },
+        [this](link_control_atom, const std::string& what, const std::string& stage) {
+          on_control(what, stage);
         },
         [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
         [this](reload_atom, reload_request& r) -> caf::result<std::string> { return reload(r); },
@@ -123,21 +146,84 @@ class manager_actor : public caf::event_based_actor {
   const planned_stage& stage_of(size_t slot) const { return s_.plan->stages[slots_[slot].stage]; }
   slot_stats& stats(size_t slot) { return *stats_[slot]; }
 
+  // Where frames for stage d go: its replicas.
+  edge_route edge_to(size_t d) const {
+    edge_route e;
+    e.stage = d;
+    e.policy = s_.plan->stages[d].spec.routing;
+    for (auto i : stages_[d].slots) {
+      auto& sl = slots_[i];
+      e.receivers.push_back(sl.running ? sl.actor : caf::actor{});
+      e.generations.push_back(sl.generation);
+      e.draining.push_back(sl.retiring);
+    }
+    return e;
+  }
+
   route_table routes_for(size_t stage) const {
     route_table rt;
-    for (auto d : s_.plan->stages[stage].downstream) {
-      edge_route e;
-      e.stage = d;
-      e.policy = s_.plan->stages[d].spec.routing;
-      for (auto i : stages_[d].slots) {
-        auto& sl = slots_[i];
-        e.receivers.push_back(sl.running ? sl.actor : caf::actor{});
-        e.generations.push_back(sl.generation);
-        e.draining.push_back(sl.retiring);
-      }
-      rt.edges.push_back(std::move(e));
-    }
+    for (auto d : s_.plan->stages[stage].downstream) rt.edges.push_back(edge_to(d));
     return rt;
+  }
+
+  // -- across nodes ----------------------------------------------------------------------
+
+  // Each local stage fed from another node gets an ingress for what the data link brings.
+  void start_ingresses() {
+    if (!s_.plane) return;
+    auto& p = *s_.plan;
+    for (size_t stage = 0; stage < p.stages.size(); ++stage) {
+      auto& ps = p.stages[stage];
+      if (ps.remote) continue;
+      ingress_setup is;
+      for (auto u : ps.upstream)
+        if (p.stages[u].remote)
+          for (auto i : stages_[u].slots) is.upstream_slots.push_back(i);
+      if (is.upstream_slots.empty()) continue;
+      is.plane = s_.plane;
+      is.window = p.window;
+      is.tag = "node=" + s_.node + " stage=" + ps.spec.name;
+      is.routes.edges.push_back(edge_to(stage));  // changes come as (routes_atom)
+      auto a = spawn_ingress(system(), std::move(is));
+      s_.plane->serve(s_.run, ps.spec.name, a);
+      ingress_[stage] = a;
+    }
+    s_.plane->serve_control(s_.run, caf::actor_cast<caf::actor>(this));
+  }
+
+  void tell_participants(const std::string& what, const std::string& stage) {
+    if (!s_.plane) return;
+    for (auto& node : participants_) {
+      auto it = s_.data_address.find(node);
+      if (it == s_.data_address.end()) {
+        spdlog::error("pipeline '{}': no data address for node {}; it is not told '{}'", s_.plan->name, node, what);
+        continue;
+      }
+      s_.plane->control(it->second, s_.run, what, stage);
+    }
+  }
+
+  void end_sources() {
+    ending_ = true;
+    spdlog::info("pipeline '{}': the sources end their streams; draining", s_.plan->name);
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (stage_of(i).is_source() && slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
+  }
+
+  void on_control(const std::string& what, const std::string& stage) {
+    if (what == "end") {
+      if (!ending_) end_sources();
+      return;
+    }
+    auto found = find_stage(stage);
+    if (auto* why = std::get_if<std::string>(&found)) {
+      spdlog::error("pipeline '{}': told '{}' of {}", s_.plan->name, what, *why);
+      return;
+    }
+    auto i = std::get<size_t>(found);
+    if (!s_.plan->stages[i].remote) return;
+    spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, stage, s_.plan->stages[i].node);
+    for (auto j : stages_[i].slots) on_finished(j);
   }
 
   void spawn_slot(size_t i) {
@@ -147,6 +233,24 @@ class manager_actor : public caf::event_based_actor {
     stats(i).generation_gauge.Set(static_cast<double>(sl.generation));
     stats(i).failure.store(failure_class::none);
     stats(i).set_state(instance_state::loaded);
+    if (auto& ps = s_.plan->stages[sl.stage]; ps.remote) {
+      remote_stage_setup rs;
+      rs.slot = i;
+      rs.generation = sl.generation;
+      rs.manager = caf::actor_cast<caf::actor>(this);
+      rs.plane = s_.plane;
+      rs.address = s_.data_address[ps.node];
+      rs.pipeline = s_.run;
+      rs.stage = ps.spec.name;
+      rs.node = ps.node;
+      sl.actor = spawn_remote_stage(system(), std::move(rs));
+      sl.running = false;
+      sl.stop_sent = false;
+      monitor(sl.actor);
+      link_to(sl.actor);
+      send<caf::message_priority::high>(sl.actor, start_atom::value);
+      return;
+    }
     instance_setup is;
     is.slot = i;
     is.stage = sl.stage;
@@ -175,7 +279,13 @@ class manager_actor : public caf::event_based_actor {
     if (phase_ != phase::starting) return;
     if (next_start_ == s_.plan->start_order.size()) {
       phase_ = phase::running;
-      spdlog::info("pipeline '{}' running: {} stages, {} instances", s_.plan->name, stages_.size(), slots_.size());
+      size_t here = 0, elsewhere = 0;
+      for (auto& sl : slots_) ++(s_.plan->stages[sl.stage].remote ? elsewhere : here);
+      if (elsewhere == 0)
+        spdlog::info("pipeline '{}' running: {} stages, {} instances", s_.plan->name, stages_.size(), here);
+      else
+        spdlog::info("[node={}] pipeline '{}' running: {} instances here, {} stages on other nodes", s_.node,
+                     s_.plan->name, here, elsewhere);
       return;
     }
     auto stage = s_.plan->start_order[next_start_];
@@ -189,6 +299,11 @@ class manager_actor : public caf::event_based_actor {
   }
 
   void publish_routes(size_t stage) {
+    if (auto it = ingress_.find(stage); it != ingress_.end()) {
+      route_table rt;
+      rt.edges.push_back(edge_to(stage));
+      send<caf::message_priority::high>(it->second, routes_atom::value, std::move(rt));
+    }
     for (auto u : s_.plan->stages[stage].upstream)
       for (auto i : stages_[u].slots)
         if (slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, routes_atom::value, routes_for(u));
@@ -389,6 +504,7 @@ class manager_actor : public caf::event_based_actor {
     if (!any) return;
     stage.finished = true;
     spdlog::debug("stage '{}' finished", s_.plan->stages[s].spec.name);
+    if (!s_.plan->stages[s].remote) tell_participants("finished", s_.plan->stages[s].spec.name);
     for (auto d : s_.plan->stages[s].downstream) {
       bool all = true;
       for (auto u : s_.plan->stages[d].upstream) all = all && stages_[u].finished;
@@ -418,6 +534,7 @@ class manager_actor : public caf::event_based_actor {
     auto& ps = s_.plan->stages[stage];
     if (phase_ == phase::starting) return "pipeline '" + s_.plan->name + "' is still starting";
     if (phase_ != phase::running || completed_) return "pipeline '" + s_.plan->name + "' is not running";
+    if (ps.remote) return "stage '" + name + "' runs on node " + ps.node + ": scale it there";
     if (ps.is_source()) return "stage '" + name + "' is a source: its replicas are fixed while it runs";
     if (n < 1 || n > max_replicas) return "replicas must be between 1 and " + std::to_string(max_replicas);
     if (reload_) return "stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again";
@@ -458,6 +575,7 @@ class manager_actor : public caf::event_based_actor {
     auto stage = std::get<size_t>(found);
     auto& ps = s_.plan->stages[stage];
     if (phase_ != phase::running || completed_) return std::string("pipeline '" + s_.plan->name + "' is not running");
+    if (ps.remote) return "stage '" + req.stage + "' runs on node " + ps.node + ": reload it there";
     if (ps.is_source()) return "stage '" + req.stage + "' is a source: a new instance would start its streams over";
     if (reload_) return std::string("stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again");
     auto& st = stages_[stage];
@@ -666,6 +784,9 @@ class manager_actor : public caf::event_based_actor {
   std::optional<reload_state> reload_;
 
   manager_setup s_;
+  std::unique_ptr<metrics> hidden_;  // series of the slots of stages on other nodes
+  std::set<std::string> participants_;  // the other nodes the pipeline runs on
+  std::map<size_t, caf::actor> ingress_;  // per local stage fed from other nodes
   slot_table stats_;  // per slot, as slots_
   std::vector<slot> slots_;
   std::vector<stage_state> stages_;

@@ -18,6 +18,13 @@
 // give it nothing new, it finishes what it holds and delivers its outputs, and only then
 // is it stopped, so no frame is lost or processed twice.
 //
+// A pipeline placed across nodes (manager_setup::plane) has a manager on each node it
+// touches, each supervising its own stages. A stage on another node is one slot here, run
+// by a remote_stage actor; a local stage fed from other nodes gets its frames through an
+// ingress actor (remote.hpp). When a local stage finishes, the manager tells every other
+// node; a remote stage is finished here when its node says so (link_control_atom
+// "finished"). A drain (end_atom) reaches every node ("end").
+//
 // (reload_atom, reload_request) -> std::string swaps a running stage's plugin for its new
 // version or config: the manager starts the new version beside each replica as a new
 // generation, and once all of them run, switches the routes to them and drains the old
@@ -27,6 +34,7 @@
 
 #include "dead_letters.hpp"
 #include "executor.hpp"
+#include "link.hpp"
 #include "messages.hpp"
 #include "pipeline.hpp"
 #include "plugin_library.hpp"
@@ -36,6 +44,7 @@
 #include <caf/actor_system.hpp>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,6 +59,10 @@ struct manager_setup {
   std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
   caf::actor listener;
   std::string node = "local";
+  // A pipeline placed across nodes: the data plane, and each other node's data address.
+  std::shared_ptr<data_plane> plane;
+  std::map<std::string, std::string> data_address;
+  std::string run;  // names this run of the pipeline on the data links; empty: its name
 };
 
 /// One slot per replica of each stage, in stage order.

@@ -135,7 +135,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   for (auto s : stages) {
     if (auto err = yaml::check_keys(path, s, "stage",
                                     {"name", "plugin", "config", "replicas", "mode", "restart",
-                                     "routing", "deadline_ms"},
+                                     "routing", "deadline_ms", "node"},
                                     code))
       return err;
     stage_spec st;
@@ -189,6 +189,13 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
       if (*d == 0) return make_error(code, yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
       st.deadline_ms = *d;
     }
+    if (s["node"]) {
+      auto n = yaml::scalar<std::string>(path, s["node"], "node", "a node name", code);
+      if (!n) return n.error();
+      if (n->empty())
+        return make_error(code, yaml::where(path, s["node"]) + ": stage '" + st.name + "': field 'node': expected a node name");
+      st.node = *n;
+    }
     if (s["restart"])
       if (auto err = read_restart(path, s["restart"], st.restart)) return err;
     spec.stages.push_back(std::move(st));
@@ -207,7 +214,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   return spec;
 }
 
-expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) {
+expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, const placement* placed) {
   plan p;
   p.path = spec.path;
   p.name = spec.name;
@@ -216,6 +223,21 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) 
   p.dead_letters = spec.dead_letters;
   std::map<std::string, size_t> index;
   for (auto& s : spec.stages) {
+    if (placed) {
+      auto it = placed->node_of.find(s.name);
+      auto node = it != placed->node_of.end() ? it->second : placed->self;
+      if (node != placed->self) {
+        planned_stage ps;
+        ps.spec = s;
+        ps.manifest.name = s.plugin;
+        ps.mode = s.mode.value_or(exec_mode::embedded);
+        ps.node = node;
+        ps.remote = true;
+        index[s.name] = p.stages.size();
+        p.stages.push_back(std::move(ps));
+        continue;
+      }
+    }
     auto m = plugins.lookup(s.plugin);
     if (!m)
       return make_error(errc::plugin_not_found,
@@ -229,6 +251,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) 
     ps.config = std::move(*cfg);
     ps.mode = s.mode.value_or(ps.manifest.mode);
     ps.deadline_ms = s.deadline_ms.value_or(ps.manifest.resources.deadline_ms);
+    if (placed) ps.node = placed->self;
     index[s.name] = p.stages.size();
     p.stages.push_back(std::move(ps));
   }
@@ -243,6 +266,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) 
     p.stages[b].upstream.push_back(a);
   }
   for (auto& s : p.stages) {
+    if (s.remote) continue;  // its node checks it
     bool source_plugin = s.manifest.has_capability("source");
     auto at = spec.path + ":" + std::to_string(s.spec.line) + ": stage '" + s.spec.name + "'";
     if (s.is_source() && !source_plugin)
@@ -267,7 +291,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins) 
       for (size_t j = 0; j < p.stages.size(); ++j) {
         auto& o = p.stages[j];
         if (o.manifest.name != dep.name) continue;
-        if (!dep.range.contains(o.manifest.version)) {
+        if (!o.remote && !dep.range.contains(o.manifest.version)) {
           near = "; stage '" + o.spec.name + "' runs version " + o.manifest.version.to_string();
           continue;
         }

@@ -9,6 +9,7 @@
 #include "manifest.hpp"
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ struct stage_spec {
   restart_policy restart;
   route_policy routing = route_policy::round_robin;
   std::optional<uint32_t> deadline_ms;  // default: the manifest's
+  std::string node;  // on a cluster, the node it runs on; empty: the node deployed to
   int line = 0;
 };
 
@@ -65,6 +67,8 @@ struct planned_stage {
   uint32_t deadline_ms = 0;
   std::vector<size_t> upstream;    // indices into plan::stages
   std::vector<size_t> downstream;  // likewise
+  std::string node;     // the node it runs on, when placed
+  bool remote = false;  // runs on another node: here it is only sent to (manifest: a stand-in)
   bool is_source() const { return upstream.empty(); }
 };
 
@@ -79,6 +83,14 @@ struct plan {
   const planned_stage* find(const std::string& stage) const;
 };
 
-expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins);
+/// Where a cluster runs each stage: stage name -> node name, as seen from node `self`.
+struct placement {
+  std::string self;
+  std::map<std::string, std::string> node_of;
+};
+
+/// Without a placement every stage runs here. With one, a stage on another node is only
+/// named: its plugin, config and manifest are that node's to check.
+expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, const placement* where = nullptr);
 
 }  // namespace troupe

@@ -127,6 +127,8 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
     for (auto& r : e.receivers)
       if (r.handle && r.handle.address() == from) {
         auto k = std::min<size_t>(n, r.unacked.size());
+        if (acked_)
+          for (size_t j = 0; j < k; ++j) acked_(r.unacked[j]);
         r.unacked.erase(r.unacked.begin(), r.unacked.begin() + static_cast<ptrdiff_t>(k));
         in_flight_ -= k;
         tell_drained(r);

@@ -43,6 +43,9 @@ class router {
   /// Queues a predecessor's frames ahead of anything else.
   void add_carry(carried_frames&& c);
 
+  /// acked(f) is called for each frame a receiver acknowledges, before it is let go.
+  void on_acked(std::function<void(const frame&)> acked) { acked_ = std::move(acked); }
+
   /// Drops every route and frame (and so every actor handle) the router holds.
   void clear() {
     edges_.clear();
@@ -80,6 +83,7 @@ class router {
   uint32_t window_;
   send_fn send_;
   drained_fn drained_;
+  std::function<void(const frame&)> acked_;
   std::vector<edge> edges_;
   uint64_t in_flight_ = 0;  // sum of unacked over all receivers
 };

@@ -1,0 +1,1009 @@
+#include "link.hpp"
+
+#include <link.capnp.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <caf/all.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <spdlog/spdlog.h>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace troupe {
+
+namespace {
+
+constexpr uint32_t wire_magic = 0x4c505254;  // "TRPL"
+constexpr uint64_t max_header_bytes = uint64_t{16} << 20;
+constexpr uint64_t max_payload_bytes = uint64_t{1} << 30;
+constexpr size_t max_batch_frames = 4096;
+constexpr uint64_t max_batch_bytes = uint64_t{64} << 20;
+constexpr int handshake_timeout_s = 5;
+
+struct wire_prefix {
+  uint32_t magic;
+  uint32_t header_words;
+  uint64_t payload_bytes;
+};
+static_assert(sizeof(wire_prefix) == 16);
+
+// "host:port" into a socket address; an empty host or "*" means every interface.
+bool resolve(const std::string& address, bool passive, sockaddr_storage& out, socklen_t& len, std::string& why) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    why = "expected host:port, got '" + address + "'";
+    return false;
+  }
+  auto host = address.substr(0, colon);
+  auto port = address.substr(colon + 1);
+  if (host == "*") host.clear();
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  if (passive) hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res) {
+    why = "cannot resolve '" + address + "': " + gai_strerror(rc);
+    return false;
+  }
+  std::memcpy(&out, res->ai_addr, res->ai_addrlen);
+  len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return true;
+}
+
+std::string peer_of(int fd) {
+  sockaddr_in sa{};
+  socklen_t len = sizeof sa;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return "?";
+  char host[INET_ADDRSTRLEN] = "?";
+  inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
+  return std::string(host) + ":" + std::to_string(ntohs(sa.sin_port));
+}
+
+bool read_exact(int fd, void* p, size_t n) {
+  auto* b = static_cast<uint8_t*>(p);
+  while (n > 0) {
+    auto r = ::recv(fd, b, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    b += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Writes every piece, in as few calls as the kernel allows.
+bool write_all(int fd, std::vector<iovec>& iov) {
+  size_t at = 0;
+  while (at < iov.size()) {
+    msghdr mh{};
+    mh.msg_iov = iov.data() + at;
+    mh.msg_iovlen = std::min<size_t>(iov.size() - at, IOV_MAX);
+    auto w = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    auto left = static_cast<size_t>(w);
+    while (at < iov.size() && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (left > 0) {
+      iov[at].iov_base = static_cast<uint8_t*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  return true;
+}
+
+// One message ready to write: prefix, flat header, and the payload pieces it names.
+struct out_message {
+  wire_prefix prefix{};
+  kj::Array<capnp::word> header;
+  std::vector<iovec> payload;
+  std::vector<std::shared_ptr<const buffer>> keep;
+  void add_to(std::vector<iovec>& iov) {
+    iov.push_back({&prefix, sizeof prefix});
+    iov.push_back({header.begin(), header.size() * sizeof(capnp::word)});
+    for (auto& p : payload) iov.push_back(p);
+  }
+};
+
+out_message finish(capnp::MallocMessageBuilder& mb, uint64_t payload_bytes = 0) {
+  out_message m;
+  m.header = capnp::messageToFlatArray(mb);
+  m.prefix = {wire_magic, static_cast<uint32_t>(m.header.size()), payload_bytes};
+  return m;
+}
+
+bool write_message(int fd, out_message& m) {
+  std::vector<iovec> iov;
+  m.add_to(iov);
+  return write_all(fd, iov);
+}
+
+// A message read off a connection, or why the connection must close.
+struct in_message {
+  kj::Array<capnp::word> header;
+  std::shared_ptr<buffer> payload;
+  uint64_t payload_bytes = 0;
+};
+
+enum class read_status { ok, closed, bad };
+
+read_status read_message(int fd, in_message& m, std::string& why) {
+  wire_prefix p{};
+  if (!read_exact(fd, &p, sizeof p)) return read_status::closed;
+  if (p.magic != wire_magic) {
+    why = "not a data link message (bad magic)";
+    return read_status::bad;
+  }
+  if (p.header_words == 0 || uint64_t{p.header_words} * 8 > max_header_bytes) {
+    why = "message header of " + std::to_string(uint64_t{p.header_words} * 8) + " bytes (at most " +
+          std::to_string(max_header_bytes) + ")";
+    return read_status::bad;
+  }
+  if (p.payload_bytes > max_payload_bytes) {
+    why = "message payload of " + std::to_string(p.payload_bytes) + " bytes (at most " +
+          std::to_string(max_payload_bytes) + ")";
+    return read_status::bad;
+  }
+  m.header = kj::heapArray<capnp::word>(p.header_words);
+  if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word))) {
+    why = "connection ended inside a message";
+    return read_status::bad;
+  }
+  m.payload_bytes = p.payload_bytes;
+  if (p.payload_bytes > 0) {
+    m.payload = buffer::allocate(p.payload_bytes);
+    if (!read_exact(fd, m.payload->data(), p.payload_bytes)) {
+      why = "connection ended inside a message";
+      return read_status::bad;
+    }
+  }
+  return read_status::ok;
+}
+
+void set_timeout(int fd, int seconds) {
+  timeval tv{seconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+std::string channel_key(const std::string& pipeline, const std::string& stage) { return pipeline + '\0' + stage; }
+
+}  // namespace
+
+// -- the plane ---------------------------------------------------------------------------------
+
+struct data_plane::impl {
+  link_options o;
+  int listen_fd = -1;
+  int wake_fd = -1;
+  std::string bound;
+  std::thread acceptor;
+  std::atomic<bool> stopping{false};
+
+  // Metrics (may be absent).
+  prometheus::Family<prometheus::Counter>* frames_sent = nullptr;
+  prometheus::Family<prometheus::Counter>* bytes_sent = nullptr;
+  prometheus::Family<prometheus::Counter>* frames_received = nullptr;
+  prometheus::Family<prometheus::Counter>* bytes_received = nullptr;
+  prometheus::Family<prometheus::Counter>* connects = nullptr;
+  prometheus::Family<prometheus::Gauge>* up = nullptr;
+  prometheus::Counter* bad_messages = nullptr;
+
+  struct item {
+    bool is_frame = true;
+    uint32_t channel = 0;
+    uint64_t id = 0;
+    frame f;
+    std::string pipeline, what, stage;  // control
+  };
+
+  // A connection this node opened to send to a peer.
+  struct peer_link {
+    std::string address;
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<item> q;
+    // Control sent on this link: it may have been lost with a connection, so each new
+    // connection carries all of it again (the receiver takes it once).
+    std::vector<item> sent_control;
+    bool stopping = false, broken = false;
+    int fd = -1;
+    uint64_t connection = 0;  // how many connections it has made
+    std::thread writer, reader;
+    prometheus::Counter* frames = nullptr;
+    prometheus::Counter* bytes = nullptr;
+    prometheus::Gauge* up = nullptr;
+    prometheus::Counter* connects = nullptr;
+  };
+
+  // A connection a peer opened to send here.
+  struct inbound {
+    int fd = -1;
+    std::string from = "?", address;
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<out_message> q;
+    bool closed = false;
+    std::thread reader, writer;
+    std::atomic<bool> done{false};
+    prometheus::Counter* frames = nullptr;
+    prometheus::Counter* bytes = nullptr;
+  };
+
+  struct channel_info {
+    std::string address, pipeline, stage;
+    caf::actor owner;
+    peer_link* link = nullptr;
+  };
+
+  std::mutex mutex;  // guards everything below; taken before any link's own mutex
+  std::map<std::string, std::unique_ptr<peer_link>> links;
+  std::map<uint32_t, channel_info> channels;
+  uint32_t next_channel = 1;
+  std::map<std::string, caf::actor> served;  // channel_key(pipeline, stage)
+  std::map<std::string, caf::actor> managers;
+  std::map<std::string, std::set<std::pair<std::string, std::string>>> early_control;
+  // When this node's part of a pipeline ended: a while later its control is not sent again.
+  std::map<std::string, std::chrono::steady_clock::time_point> unserved_at;
+  static constexpr auto control_kept = std::chrono::seconds(60);
+
+  bool control_expired(const std::string& pipeline) {
+    auto it = unserved_at.find(pipeline);
+    return it != unserved_at.end() && std::chrono::steady_clock::now() - it->second > control_kept;
+  }
+  std::list<std::unique_ptr<inbound>> inbounds;
+  std::map<std::string, inbound*> inbound_by_node;
+
+  void log_bad(const std::string& from, const std::string& why) {
+    if (bad_messages) bad_messages->Increment();
+    spdlog::error("[node={}] closed the data link from {}: {}", o.node, from, why);
+  }
+
+  // -- accepting -------------------------------------------------------------------------
+
+  void accept_loop() {
+    while (!stopping.load()) {
+      pollfd fds[2] = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      if (::poll(fds, 2, 1000) < 0 && errno != EINTR) break;
+      reap();
+      if (stopping.load()) break;
+      if (!(fds[0].revents & POLLIN)) continue;
+      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto in = std::make_unique<inbound>();
+      in->fd = fd;
+      in->address = peer_of(fd);
+      auto* p = in.get();
+      std::lock_guard<std::mutex> lock(mutex);
+      inbounds.push_back(std::move(in));
+      p->writer = std::thread([this, p] { inbound_writer(*p); });
+      p->reader = std::thread([this, p] { inbound_reader(*p); });
+    }
+  }
+
+  void reap() {
+    std::list<std::unique_ptr<inbound>> dead;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (auto it = inbounds.begin(); it != inbounds.end();) {
+        if ((*it)->done.load()) {
+          dead.push_back(std::move(*it));
+          it = inbounds.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& in : dead) {
+      if (in->reader.joinable()) in->reader.join();
+      ::close(in->fd);
+    }
+  }
+
+  void inbound_writer(inbound& in) {
+    std::unique_lock<std::mutex> lk(in.m);
+    while (true) {
+      in.cv.wait(lk, [&] { return in.closed || !in.q.empty(); });
+      if (in.closed) return;
+      std::vector<out_message> batch;
+      while (!in.q.empty()) {
+        batch.push_back(std::move(in.q.front()));
+        in.q.pop_front();
+      }
+      lk.unlock();
+      std::vector<iovec> iov;
+      for (auto& m : batch) m.add_to(iov);
+      bool ok = write_all(in.fd, iov);
+      lk.lock();
+      if (!ok) {
+        in.closed = true;
+        ::shutdown(in.fd, SHUT_RDWR);
+        return;
+      }
+    }
+  }
+
+  void push(inbound& in, out_message m) {
+    std::lock_guard<std::mutex> lk(in.m);
+    if (in.closed) return;
+    in.q.push_back(std::move(m));
+    in.cv.notify_one();
+  }
+
+  void inbound_reader(inbound& in) {
+    serve_inbound(in);
+    {
+      std::lock_guard<std::mutex> lk(in.m);
+      in.closed = true;
+      in.cv.notify_one();
+    }
+    ::shutdown(in.fd, SHUT_RDWR);
+    in.writer.join();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (auto it = inbound_by_node.find(in.from); it != inbound_by_node.end() && it->second == &in)
+        inbound_by_node.erase(it);
+    }
+    in.done.store(true);
+    if (wake_fd >= 0) {
+      uint64_t one = 1;
+      [[maybe_unused]] auto r = ::write(wake_fd, &one, sizeof one);
+    }
+  }
+
+  void serve_inbound(inbound& in) {
+    set_timeout(in.fd, handshake_timeout_s);
+    in_message m;
+    std::string why;
+    auto st = read_message(in.fd, m, why);
+    if (st == read_status::closed) return;
+    if (st == read_status::bad) return log_bad(in.address, why);
+    try {
+      capnp::FlatArrayMessageReader r(m.header);
+      auto msg = r.getRoot<wire::LinkMessage>();
+      if (!msg.isHello()) return log_bad(in.address, "the first message was not a hello");
+      auto h = msg.getHello();
+      std::string node = h.getNode();
+      std::string refused;
+      if (h.getProtocol() != wire::LINK_PROTOCOL)
+        refused = "link protocol " + std::to_string(h.getProtocol()) + ", this node speaks " +
+                  std::to_string(wire::LINK_PROTOCOL);
+      else if (h.getToken() != o.token.c_str())
+        refused = "wrong cluster token";
+      capnp::MallocMessageBuilder mb;
+      auto reply = mb.initRoot<wire::LinkMessage>().initHelloReply();
+      reply.setOk(refused.empty());
+      reply.setReason(refused);
+      reply.setNode(o.node);
+      auto out = finish(mb);
+      if (!write_message(in.fd, out)) return;
+      if (!refused.empty()) {
+        if (bad_messages) bad_messages->Increment();
+        spdlog::error("[node={}] refused the data link from {} (node '{}'): {}", o.node, in.address, node, refused);
+        return;
+      }
+      std::lock_guard<std::mutex> lock(mutex);
+      in.from = node;
+      inbound_by_node[node] = &in;
+      if (frames_received) {
+        in.frames = &frames_received->Add({{"node", o.node}, {"peer", node}});
+        in.bytes = &bytes_received->Add({{"node", o.node}, {"peer", node}});
+      }
+    } catch (const kj::Exception& e) {
+      return log_bad(in.address, std::string("malformed hello: ") + e.getDescription().cStr());
+    }
+    set_timeout(in.fd, 0);
+    spdlog::info("[node={}] data link from node {} ({})", o.node, in.from, in.address);
+    while (!stopping.load()) {
+      in_message msg;
+      st = read_message(in.fd, msg, why);
+      if (st == read_status::closed) break;
+      if (st == read_status::bad) return log_bad(in.from + " (" + in.address + ")", why);
+      if (!dispatch(in, msg, why)) return log_bad(in.from + " (" + in.address + ")", why);
+    }
+    spdlog::info("[node={}] data link from node {} closed", o.node, in.from);
+  }
+
+  // Hands a message from a peer to whom it is for; false (with why) if it is malformed.
+  bool dispatch(inbound& in, in_message& m, std::string& why) {
+    try {
+      capnp::ReaderOptions opts;
+      opts.traversalLimitInWords = m.header.size() * 4 + 1024;
+      capnp::FlatArrayMessageReader r(m.header, opts);
+      auto msg = r.getRoot<wire::LinkMessage>();
+      switch (msg.which()) {
+        case wire::LinkMessage::FRAMES: {
+          auto fr = msg.getFrames();
+          link_batch b;
+          b.from = in.from;
+          b.channel = fr.getChannel();
+          auto list = fr.getBatch();
+          if (list.size() > max_batch_frames) {
+            why = "a batch of " + std::to_string(list.size()) + " frames (at most " +
+                  std::to_string(max_batch_frames) + ")";
+            return false;
+          }
+          uint64_t at = 0;
+          b.frames.reserve(list.size());
+          for (auto lf : list) {
+            auto size = lf.getSize();
+            if (size > m.payload_bytes - at) {
+              why = "frame payloads overrun the message's payload section";
+              return false;
+            }
+            frame f;
+            f.stream = lf.getStream();
+            f.seq = lf.getSeq();
+            f.part = lf.getPart();
+            f.generation = lf.getGeneration();
+            f.timestamp_ns = lf.getTimestampNs();
+            f.type = lf.getType();
+            if (lf.hasMeta()) {
+              auto meta = std::make_shared<metadata>();
+              for (auto kv : lf.getMeta()) meta->emplace_back(kv.getKey(), kv.getValue());
+              f.meta = std::move(meta);
+            }
+            if (size > 0) {
+              f.payload = m.payload;
+              f.data = m.payload->data() + at;
+              f.size = size;
+            }
+            at += size;
+            b.frames.emplace_back(lf.getId(), std::move(f));
+          }
+          if (at != m.payload_bytes) {
+            why = "the message's payload section is longer than its frames";
+            return false;
+          }
+          if (in.frames) {
+            in.frames->Increment(static_cast<double>(b.frames.size()));
+            in.bytes->Increment(static_cast<double>(m.payload_bytes));
+          }
+          std::string pipeline = fr.getPipeline(), stage = fr.getStage();
+          caf::actor to;
+          {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (auto it = served.find(channel_key(pipeline, stage)); it != served.end()) to = it->second;
+          }
+          if (to) {
+            caf::anon_send(to, link_frames_atom::value, std::move(b));
+          } else {
+            // Not served here (yet, or any more): the sender tries again later.
+            capnp::MallocMessageBuilder mb;
+            auto a = mb.initRoot<wire::LinkMessage>().initAcks();
+            a.setChannel(b.channel);
+            auto retry = a.initRetry(static_cast<unsigned>(b.frames.size()));
+            for (unsigned i = 0; i < b.frames.size(); ++i) retry.set(i, b.frames[i].first);
+            a.setReason("stage '" + stage + "' of pipeline '" + pipeline + "' is not served on node " + o.node);
+            push(in, finish(mb));
+          }
+          return true;
+        }
+        case wire::LinkMessage::CONTROL: {
+          auto c = msg.getControl();
+          std::string pipeline = c.getPipeline(), what = c.getWhat(), stage = c.getStage();
+          if (what != "finished" && what != "end") {
+            why = "unknown control '" + what + "'";
+            return false;
+          }
+          std::lock_guard<std::mutex> lock(mutex);
+          if (auto it = managers.find(pipeline); it != managers.end())
+            caf::anon_send(it->second, link_control_atom::value, what, stage);
+          else if (early_control.size() < 1024 || early_control.count(pipeline))
+            early_control[pipeline].emplace(what, stage);
+          return true;
+        }
+        default:
+          why = "unexpected message on a data link";
+          return false;
+      }
+    } catch (const kj::Exception& e) {
+      why = std::string("malformed message: ") + e.getDescription().cStr();
+      return false;
+    }
+  }
+
+  // -- sending ---------------------------------------------------------------------------
+
+  peer_link& link_to(const std::string& address) {
+    auto& l = links[address];
+    if (!l) {
+      l = std::make_unique<peer_link>();
+      l->address = address;
+      if (frames_sent) {
+        std::map<std::string, std::string> labels{{"node", o.node}, {"peer", address}};
+        l->frames = &frames_sent->Add(labels);
+        l->bytes = &bytes_sent->Add(labels);
+        l->up = &up->Add(labels);
+        l->connects = &connects->Add(labels);
+      }
+      auto* p = l.get();
+      p->writer = std::thread([this, p] { writer_loop(*p); });
+    }
+    return *l;
+  }
+
+  // Connects and says hello; -1 with why if that fails.
+  int connect_to(const std::string& address, std::string& why) {
+    sockaddr_storage sa{};
+    socklen_t len = 0;
+    if (!resolve(address, false, sa, len, why)) return -1;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      return -1;
+    }
+    set_timeout(fd, handshake_timeout_s);
+    timeval tv{handshake_timeout_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
+      why = std::string("cannot connect: ") + std::strerror(errno);
+      ::close(fd);
+      return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    capnp::MallocMessageBuilder mb;
+    auto h = mb.initRoot<wire::LinkMessage>().initHello();
+    h.setProtocol(wire::LINK_PROTOCOL);
+    h.setToken(o.token);
+    h.setNode(o.node);
+    h.setIncarnation(o.incarnation);
+    auto out = finish(mb);
+    in_message reply;
+    std::string rwhy;
+    if (!write_message(fd, out) || read_message(fd, reply, rwhy) != read_status::ok) {
+      why = rwhy.empty() ? "no answer to hello" : rwhy;
+      ::close(fd);
+      return -1;
+    }
+    try {
+      capnp::FlatArrayMessageReader r(reply.header);
+      auto msg = r.getRoot<wire::LinkMessage>();
+      if (!msg.isHelloReply()) {
+        why = "the answer to hello was something else";
+      } else if (!msg.getHelloReply().getOk()) {
+        why = std::string("refused by node ") + msg.getHelloReply().getNode().cStr() + ": " +
+              msg.getHelloReply().getReason().cStr();
+      }
+    } catch (const kj::Exception& e) {
+      why = std::string("malformed answer to hello: ") + e.getDescription().cStr();
+    }
+    if (!why.empty()) {
+      ::close(fd);
+      return -1;
+    }
+    timeval none{0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    return fd;
+  }
+
+  void notify_up(peer_link& l, uint64_t connection) {
+    std::vector<caf::actor> owners;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (auto& [id, c] : channels)
+        if (c.link == &l) owners.push_back(c.owner);
+    }
+    for (auto& o : owners) caf::anon_send(o, link_up_atom::value, connection);
+  }
+
+  void writer_loop(peer_link& l) {
+    int backoff_ms = 50;
+    std::string last_why;
+    std::unique_lock<std::mutex> lk(l.m);
+    while (!l.stopping) {
+      if (l.fd < 0) {
+        lk.unlock();
+        std::string why;
+        int fd = connect_to(l.address, why);
+        lk.lock();
+        if (fd < 0) {
+          if (why != last_why) spdlog::warn("[node={}] data link to {}: {}; retrying", o.node, l.address, why);
+          last_why = why;
+          l.cv.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return l.stopping; });
+          backoff_ms = std::min(backoff_ms * 2, 1000);
+          continue;
+        }
+        if (l.stopping) {
+          ::close(fd);
+          break;
+        }
+        spdlog::info("[node={}] data link to {} up", o.node, l.address);
+        last_why.clear();
+        backoff_ms = 50;
+        l.fd = fd;
+        l.broken = false;
+        auto connection = ++l.connection;
+        // Frames queued for an earlier connection are sent again by their owners; control
+        // goes again from here.
+        l.q.clear();
+        lk.unlock();
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          std::lock_guard<std::mutex> again(l.m);
+          std::erase_if(l.sent_control, [&](const item& i) { return control_expired(i.pipeline); });
+          for (auto& c : l.sent_control) l.q.push_back(c);
+        }
+        lk.lock();
+        if (l.up) {
+          l.up->Set(1);
+          l.connects->Increment();
+        }
+        l.reader = std::thread([this, &l, fd] { link_reader(l, fd); });
+        lk.unlock();
+        notify_up(l, connection);
+        lk.lock();
+        continue;
+      }
+      l.cv.wait(lk, [&] { return l.stopping || l.broken || !l.q.empty(); });
+      if (l.stopping) break;
+      if (l.broken) {
+        disconnect(l, lk);
+        continue;
+      }
+      std::vector<item> items;
+      uint64_t bytes = 0;
+      while (!l.q.empty() && items.size() < max_batch_frames && bytes < max_batch_bytes) {
+        bytes += l.q.front().f.size;
+        items.push_back(std::move(l.q.front()));
+        l.q.pop_front();
+      }
+      int fd = l.fd;
+      lk.unlock();
+      bool ok = write_items(l, fd, items);
+      lk.lock();
+      if (!ok) l.broken = true;
+    }
+    if (l.fd >= 0) disconnect(l, lk);
+  }
+
+  void disconnect(peer_link& l, std::unique_lock<std::mutex>& lk) {
+    ::shutdown(l.fd, SHUT_RDWR);
+    lk.unlock();
+    if (l.reader.joinable()) l.reader.join();
+    lk.lock();
+    ::close(l.fd);
+    l.fd = -1;
+    if (l.up) l.up->Set(0);
+    if (!l.stopping) spdlog::warn("[node={}] data link to {} dropped; reconnecting", o.node, l.address);
+  }
+
+  bool write_items(peer_link& l, int fd, std::vector<item>& items) {
+    std::vector<out_message> msgs;
+    uint64_t frames = 0, bytes = 0;
+    {
+      // Channel names, once per batch.
+      std::lock_guard<std::mutex> lock(mutex);
+      for (size_t i = 0; i < items.size();) {
+        if (!items[i].is_frame) {
+          capnp::MallocMessageBuilder mb;
+          auto c = mb.initRoot<wire::LinkMessage>().initControl();
+          c.setPipeline(items[i].pipeline);
+          c.setWhat(items[i].what);
+          c.setStage(items[i].stage);
+          msgs.push_back(finish(mb));
+          ++i;
+          continue;
+        }
+        size_t j = i;
+        while (j < items.size() && items[j].is_frame && items[j].channel == items[i].channel) ++j;
+        auto ch = channels.find(items[i].channel);
+        if (ch == channels.end()) {  // closed since
+          i = j;
+          continue;
+        }
+        capnp::MallocMessageBuilder mb;
+        auto fr = mb.initRoot<wire::LinkMessage>().initFrames();
+        fr.setChannel(items[i].channel);
+        fr.setPipeline(ch->second.pipeline);
+        fr.setStage(ch->second.stage);
+        auto list = fr.initBatch(static_cast<unsigned>(j - i));
+        out_message m;
+        uint64_t payload = 0;
+        for (size_t k = i; k < j; ++k) {
+          auto& f = items[k].f;
+          auto b = list[static_cast<unsigned>(k - i)];
+          b.setId(items[k].id);
+          b.setStream(f.stream);
+          b.setSeq(f.seq);
+          b.setPart(f.part);
+          b.setGeneration(f.generation);
+          b.setTimestampNs(f.timestamp_ns);
+          b.setType(f.type);
+          if (f.meta && !f.meta->empty()) {
+            auto ml = b.initMeta(static_cast<unsigned>(f.meta->size()));
+            for (unsigned x = 0; x < f.meta->size(); ++x) {
+              ml[x].setKey((*f.meta)[x].first);
+              ml[x].setValue((*f.meta)[x].second);
+            }
+          }
+          b.setSize(f.size);
+          if (f.size > 0) {
+            m.payload.push_back({const_cast<uint8_t*>(f.data), f.size});
+            m.keep.push_back(f.payload);
+            payload += f.size;
+          }
+        }
+        auto done = finish(mb, payload);
+        m.header = std::move(done.header);
+        m.prefix = done.prefix;
+        frames += j - i;
+        bytes += payload;
+        msgs.push_back(std::move(m));
+        i = j;
+      }
+    }
+    std::vector<iovec> iov;
+    for (auto& m : msgs) m.add_to(iov);
+    if (iov.empty()) return true;
+    if (!write_all(fd, iov)) return false;
+    if (l.frames) {
+      l.frames->Increment(static_cast<double>(frames));
+      l.bytes->Increment(static_cast<double>(bytes));
+    }
+    return true;
+  }
+
+  void link_reader(peer_link& l, int fd) {
+    while (true) {
+      in_message m;
+      std::string why;
+      auto st = read_message(fd, m, why);
+      if (st != read_status::ok) {
+        if (st == read_status::bad) log_bad(l.address, why);
+        break;
+      }
+      try {
+        capnp::FlatArrayMessageReader r(m.header);
+        auto msg = r.getRoot<wire::LinkMessage>();
+        if (!msg.isAcks()) {
+          log_bad(l.address, "unexpected message on a link this node sends on");
+          break;
+        }
+        auto a = msg.getAcks();
+        std::vector<uint64_t> acked, retry;
+        for (auto id : a.getAcked()) acked.push_back(id);
+        for (auto id : a.getRetry()) retry.push_back(id);
+        if (!retry.empty())
+          spdlog::debug("[node={}] {} frames to send again to {}: {}", o.node, retry.size(), l.address,
+                        a.getReason().cStr());
+        caf::actor owner;
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (auto it = channels.find(a.getChannel()); it != channels.end()) owner = it->second.owner;
+        }
+        if (owner) caf::anon_send(owner, link_acks_atom::value, std::move(acked), std::move(retry));
+      } catch (const kj::Exception& e) {
+        log_bad(l.address, std::string("malformed message: ") + e.getDescription().cStr());
+        break;
+      }
+    }
+    std::lock_guard<std::mutex> lk(l.m);
+    l.broken = true;
+    l.cv.notify_one();
+  }
+
+  void stop() {
+    stopping.store(true);
+    if (wake_fd >= 0) {
+      uint64_t one = 1;
+      [[maybe_unused]] auto r = ::write(wake_fd, &one, sizeof one);
+    }
+    if (acceptor.joinable()) acceptor.join();
+    std::map<std::string, std::unique_ptr<peer_link>> ls;
+    std::list<std::unique_ptr<inbound>> ins;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ls = std::move(links);
+      ins = std::move(inbounds);
+      channels.clear();
+      served.clear();
+      managers.clear();
+    }
+    for (auto& [a, l] : ls) {
+      {
+        std::lock_guard<std::mutex> lk(l->m);
+        l->stopping = true;
+        l->cv.notify_one();
+      }
+      l->writer.join();
+    }
+    for (auto& in : ins) {
+      ::shutdown(in->fd, SHUT_RDWR);
+      if (in->reader.joinable()) in->reader.join();
+      ::close(in->fd);
+    }
+    if (listen_fd >= 0) ::close(listen_fd);
+    if (wake_fd >= 0) ::close(wake_fd);
+    listen_fd = wake_fd = -1;
+  }
+};
+
+data_plane::data_plane(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
+
+data_plane::~data_plane() { impl_->stop(); }
+
+expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
+  auto d = std::make_unique<impl>();
+  d->o = std::move(o);
+  std::string why;
+  sockaddr_storage sa{};
+  socklen_t len = 0;
+  auto fail = [&](const std::string& w) {
+    return make_error(errc::io_error, "data address " + d->o.listen + ": " + w);
+  };
+  if (!resolve(d->o.listen, true, sa, len, why)) return fail(why);
+  d->listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(d->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(d->listen_fd, reinterpret_cast<sockaddr*>(&sa), len) != 0 || ::listen(d->listen_fd, 64) != 0) {
+    auto w = std::string("cannot listen: ") + std::strerror(errno);
+    ::close(d->listen_fd);
+    return fail(w);
+  }
+  sockaddr_in bound{};
+  socklen_t blen = sizeof bound;
+  getsockname(d->listen_fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+  auto host = d->o.listen.substr(0, d->o.listen.rfind(':'));
+  d->bound = host + ":" + std::to_string(ntohs(bound.sin_port));
+  d->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (auto& r = d->o.registry) {
+    d->frames_sent = &prometheus::BuildCounter()
+                          .Name("troupe_link_frames_sent_total")
+                          .Help("Frames written to the data link to the peer (each send again counts)")
+                          .Register(*r);
+    d->bytes_sent = &prometheus::BuildCounter()
+                         .Name("troupe_link_bytes_sent_total")
+                         .Help("Payload bytes written to the data link to the peer")
+                         .Register(*r);
+    d->frames_received = &prometheus::BuildCounter()
+                              .Name("troupe_link_frames_received_total")
+                              .Help("Frames read from the data link of the peer")
+                              .Register(*r);
+    d->bytes_received = &prometheus::BuildCounter()
+                             .Name("troupe_link_bytes_received_total")
+                             .Help("Payload bytes read from the data link of the peer")
+                             .Register(*r);
+    d->connects = &prometheus::BuildCounter()
+                       .Name("troupe_link_connects_total")
+                       .Help("Connections made to the data address of the peer (1 plus reconnects)")
+                       .Register(*r);
+    d->up = &prometheus::BuildGauge()
+                 .Name("troupe_link_up")
+                 .Help("Whether the data link to the peer is connected")
+                 .Register(*r);
+    d->bad_messages = &prometheus::BuildCounter()
+                           .Name("troupe_link_bad_messages_total")
+                           .Help("Data links closed for a malformed or oversized message, or refused")
+                           .Register(*r)
+                           .Add({{"node", d->o.node}});
+  }
+  auto* raw = d.get();
+  raw->acceptor = std::thread([raw] { raw->accept_loop(); });
+  return std::shared_ptr<data_plane>(new data_plane(std::move(d)));
+}
+
+std::string data_plane::address() const { return impl_->bound; }
+const std::string& data_plane::node() const { return impl_->o.node; }
+
+void data_plane::serve(const std::string& pipeline, const std::string& stage, caf::actor ingress) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->served[channel_key(pipeline, stage)] = std::move(ingress);
+}
+
+void data_plane::serve_control(const std::string& pipeline, caf::actor manager) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (auto it = impl_->early_control.find(pipeline); it != impl_->early_control.end()) {
+    for (auto& [what, stage] : it->second) caf::anon_send(manager, link_control_atom::value, what, stage);
+    impl_->early_control.erase(it);
+  }
+  impl_->managers[pipeline] = std::move(manager);
+}
+
+void data_plane::unserve(const std::string& pipeline) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto prefix = pipeline + '\0';
+  std::erase_if(impl_->served, [&](auto& kv) { return kv.first.rfind(prefix, 0) == 0; });
+  impl_->unserved_at[pipeline] = std::chrono::steady_clock::now();
+  impl_->managers.erase(pipeline);
+  impl_->early_control.erase(pipeline);
+}
+
+void data_plane::ack(const std::string& from, uint32_t channel, std::vector<uint64_t> ids) {
+  capnp::MallocMessageBuilder mb;
+  auto a = mb.initRoot<wire::LinkMessage>().initAcks();
+  a.setChannel(channel);
+  auto list = a.initAcked(static_cast<unsigned>(ids.size()));
+  for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
+  auto m = finish(mb);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  // Without a connection from that node the acks are lost; it sends the frames again when
+  // it reconnects, and they are acknowledged again.
+  if (auto it = impl_->inbound_by_node.find(from); it != impl_->inbound_by_node.end()) impl_->push(*it->second, std::move(m));
+}
+
+uint32_t data_plane::open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
+                                  caf::actor owner) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto id = impl_->next_channel++;
+  auto& l = impl_->link_to(address);
+  impl_->channels[id] = {address, pipeline, stage, std::move(owner), &l};
+  std::lock_guard<std::mutex> lk(l.m);
+  if (l.fd >= 0) caf::anon_send(impl_->channels[id].owner, link_up_atom::value, l.connection);
+  return id;
+}
+
+void data_plane::close_channel(uint32_t channel) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->channels.erase(channel);
+}
+
+bool data_plane::send(uint32_t channel, uint64_t id, const frame& f) {
+  impl::peer_link* l = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto it = impl_->channels.find(channel);
+    if (it == impl_->channels.end()) return false;
+    l = it->second.link;
+  }
+  std::lock_guard<std::mutex> lk(l->m);
+  impl::item i;
+  i.channel = channel;
+  i.id = id;
+  i.f = f;
+  l->q.push_back(std::move(i));
+  l->cv.notify_one();
+  return true;
+}
+
+void data_plane::control(const std::string& address, const std::string& pipeline, const std::string& what,
+                         const std::string& stage) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& l = impl_->link_to(address);
+  std::lock_guard<std::mutex> lk(l.m);
+  impl::item i;
+  i.is_frame = false;
+  i.pipeline = pipeline;
+  i.what = what;
+  i.stage = stage;
+  l.sent_control.push_back(i);
+  l.q.push_back(std::move(i));
+  l.cv.notify_one();
+}
+
+void data_plane::cut_connections() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  for (auto& [a, l] : impl_->links) {
+    std::lock_guard<std::mutex> lk(l->m);
+    if (l->fd >= 0) ::shutdown(l->fd, SHUT_RDWR);
+  }
+  for (auto& in : impl_->inbounds) ::shutdown(in->fd, SHUT_RDWR);
+}
+
+}  // namespace troupe

@@ -1,0 +1,106 @@
+// The data plane: frames of a pipeline's edges that cross nodes (schema/link.capnp).
+//
+// Each node has one data_plane. It listens on the node's data address; every peer that
+// sends to it opens one connection, says hello (cluster token, protocol) and then sends
+// batches of frames per channel and pipeline control. The receiver hands each batch to the
+// actor serving the pipeline stage (the stage's ingress), and sends back the numbers of
+// the frames that stage's instances have acknowledged. A sender keeps one connection per
+// peer address: frames queue there, a writer thread batches what has queued (payloads
+// written straight from the frames' buffers) and reconnects with backoff when the
+// connection drops, after which every channel's owner sends again what is unacknowledged.
+//
+// Threads: one accepting thread, a reader and a writer per connection. Actors talk to the
+// plane by calling it (it only queues) and hear from it by messages:
+//   channel owner:  (link_acks_atom, acked ids, retry ids), (link_up_atom, connection number)
+//                   after a connect (once per connection)
+//   stage ingress:  (link_frames_atom, link_batch)
+//   pipeline:       (link_control_atom, what, stage)
+#pragma once
+
+#include "error.hpp"
+#include "frame.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <prometheus/registry.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+using link_frames_atom = caf::atom_constant<caf::atom("lframes")>;
+using link_acks_atom = caf::atom_constant<caf::atom("lacks")>;
+using link_up_atom = caf::atom_constant<caf::atom("lup")>;
+using link_control_atom = caf::atom_constant<caf::atom("lcontrol")>;
+
+/// Frames that arrived on one channel from one node, with the sender's numbers.
+struct link_batch {
+  std::string from;  // the sending node
+  uint32_t channel = 0;
+  std::vector<std::pair<uint64_t, frame>> frames;
+};
+
+struct link_options {
+  std::string node;    // this node's name
+  std::string token;   // the cluster token both sides must present
+  std::string listen;  // host:port to accept on; port 0 picks one
+  uint64_t incarnation = 0;
+  std::shared_ptr<prometheus::Registry> registry;  // null: no metrics
+};
+
+class data_plane {
+ public:
+  /// Listens and starts the accepting thread; an error names the address.
+  static expected<std::shared_ptr<data_plane>> start(link_options o);
+  /// Closes every connection and joins every thread.
+  ~data_plane();
+  data_plane(const data_plane&) = delete;
+  data_plane& operator=(const data_plane&) = delete;
+
+  /// The address it listens on, with the port it got.
+  std::string address() const;
+  const std::string& node() const;
+
+  // -- receiving ---------------------------------------------------------------------------
+
+  /// Frames for (pipeline, stage) go to ingress. Until a stage is served, its frames are
+  /// answered "retry" and sent again later.
+  void serve(const std::string& pipeline, const std::string& stage, caf::actor ingress);
+  /// Control for a pipeline goes to manager; what came before it was served is handed
+  /// over now.
+  void serve_control(const std::string& pipeline, caf::actor manager);
+  /// Forgets a pipeline's ingresses and manager (its control is still sent again on a
+  /// reconnect for a while, in case the last connection lost it).
+  void unserve(const std::string& pipeline);
+  /// The frames numbered ids on a channel from a node were acknowledged end to end.
+  void ack(const std::string& from, uint32_t channel, std::vector<uint64_t> ids);
+
+  // -- sending -----------------------------------------------------------------------------
+
+  /// A channel to a stage on the node at address; owner hears its acks and reconnects.
+  uint32_t open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
+                        caf::actor owner);
+  void close_channel(uint32_t channel);
+  /// Queues a frame; false if the channel is closed.
+  bool send(uint32_t channel, uint64_t id, const frame& f);
+  /// Queues pipeline control for the node at address; it is kept across reconnects.
+  void control(const std::string& address, const std::string& pipeline, const std::string& what,
+               const std::string& stage);
+
+  /// For tests: drops every connection, both ways, as a network fault would.
+  void cut_connections();
+
+  struct impl;
+
+ private:
+  explicit data_plane(std::unique_ptr<impl> i);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace troupe
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::link_batch)

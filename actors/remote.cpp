@@ -1,0 +1,205 @@
+#include "remote.hpp"
+
+#include "router.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <map>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+
+namespace troupe {
+
+namespace {
+
+using resend_atom = caf::atom_constant<caf::atom("resend")>;
+constexpr auto retry_delay = std::chrono::milliseconds(200);
+
+class remote_stage_actor : public caf::event_based_actor {
+ public:
+  remote_stage_actor(caf::actor_config& cfg, remote_stage_setup s)
+      : caf::event_based_actor(cfg), s_(std::move(s)) {}
+
+  const char* name() const override { return "troupe.remote_stage"; }
+
+  void on_exit() override {
+    if (channel_ != 0) s_.plane->close_channel(channel_);
+    channel_ = 0;
+    entries_.clear();
+    senders_.clear();
+    s_.manager = nullptr;
+  }
+
+  caf::behavior make_behavior() override {
+    return {
+        [this](start_atom) {
+          channel_ = s_.plane->open_channel(s_.address, s_.pipeline, s_.stage, caf::actor_cast<caf::actor>(this));
+          report(instance_state::started);
+          report(instance_state::running);
+        },
+        [this](frame_atom, frame& f) {
+          auto id = ++next_id_;
+          auto from = caf::actor_cast<caf::actor>(current_sender());
+          auto& q = senders_[from.address()];
+          if (!q.who) q.who = from;
+          q.ids.push_back(id);
+          auto& e = entries_[id];
+          e.f = std::move(f);
+          e.from = from.address();
+          s_.plane->send(channel_, id, e.f);
+        },
+        [this](link_acks_atom, const std::vector<uint64_t>& acked, const std::vector<uint64_t>& retry) {
+          std::set<caf::actor_addr> touched;
+          for (auto id : acked)
+            if (auto it = entries_.find(id); it != entries_.end()) {
+              it->second.acked = true;
+              touched.insert(it->second.from);
+            }
+          for (auto& who : touched) release(who);
+          if (!retry.empty()) delayed_send(this, retry_delay, resend_atom::value, retry);
+        },
+        [this](resend_atom, const std::vector<uint64_t>& ids) {
+          for (auto id : ids)
+            if (auto it = entries_.find(id); it != entries_.end() && !it->second.acked)
+              s_.plane->send(channel_, id, it->second.f);
+        },
+        [this](link_up_atom, uint64_t connection) {
+          if (connection <= connection_) return;  // heard of this connection already
+          connection_ = connection;
+          // Whatever the last connection carried may be lost: all of it goes again.
+          if (!entries_.empty())
+            spdlog::debug("[node={} stage={}] sending {} unacknowledged frames again", s_.plane->node(), s_.stage,
+                          entries_.size());
+          for (auto& [id, e] : entries_)
+            if (!e.acked) s_.plane->send(channel_, id, e.f);
+        },
+        [this](stop_atom) {
+          report(instance_state::stopping);
+          report(instance_state::stopped);
+          quit();
+        },
+        [](upstream_done_atom) {},
+        [](end_atom) {},
+        [](skip_atom, const frame_key&) {},
+        [](drain_atom, std::vector<size_t>&) {},
+        [](drained_atom, size_t) {},
+        [](routes_atom, const route_table&) {},
+    };
+  }
+
+ private:
+  struct entry {
+    frame f;
+    caf::actor_addr from;
+    bool acked = false;
+  };
+  struct sender {
+    caf::actor who;
+    std::deque<uint64_t> ids;  // in the order it sent them
+  };
+
+  // Acknowledges to a sender the frames at the front of its order that are acknowledged.
+  void release(const caf::actor_addr& who) {
+    auto it = senders_.find(who);
+    if (it == senders_.end()) return;
+    auto& q = it->second;
+    uint32_t n = 0;
+    while (!q.ids.empty()) {
+      auto e = entries_.find(q.ids.front());
+      if (e != entries_.end() && !e->second.acked) break;
+      if (e != entries_.end()) entries_.erase(e);
+      q.ids.pop_front();
+      ++n;
+    }
+    if (n > 0) send(q.who, ack_atom::value, n);
+    if (q.ids.empty()) senders_.erase(it);
+  }
+
+  void report(instance_state st) {
+    instance_report r;
+    r.slot = s_.slot;
+    r.generation = s_.generation;
+    r.state = st;
+    send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));
+  }
+
+  remote_stage_setup s_;
+  uint32_t channel_ = 0;
+  uint64_t connection_ = 0;
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, entry> entries_;
+  std::map<caf::actor_addr, sender> senders_;
+};
+
+class ingress_actor : public caf::event_based_actor {
+ public:
+  ingress_actor(caf::actor_config& cfg, ingress_setup s)
+      : caf::event_based_actor(cfg),
+        s_(std::move(s)),
+        router_(
+            s_.window, [this](const caf::actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
+            [this](const caf::actor& to) {
+              for (auto slot : s_.upstream_slots) send<caf::message_priority::high>(to, drained_atom::value, slot);
+            }) {
+    router_.set_routes(s_.routes);
+    s_.routes = {};
+    router_.on_acked([this](const frame& f) {
+      auto it = origins_.find(f.route_tag);
+      if (it == origins_.end()) return;
+      auto& [from, channel, id] = it->second;
+      acked_[{from, channel}].push_back(id);
+      held_.erase(it->second);
+      origins_.erase(it);
+    });
+  }
+
+  const char* name() const override { return "troupe.ingress"; }
+
+  void on_exit() override { router_.clear(); }
+
+  caf::behavior make_behavior() override {
+    return {
+        [this](routes_atom, const route_table& rt) { router_.set_routes(rt); },
+        [this](link_frames_atom, link_batch& b) {
+          for (auto& [id, f] : b.frames) {
+            origin o{b.from, b.channel, id};
+            if (!held_.insert(o).second) continue;  // sent again while it is still here
+            auto tag = ++next_tag_;
+            origins_.emplace(tag, std::move(o));
+            f.route_tag = tag;
+            router_.route(std::move(f));
+          }
+        },
+        [this](ack_atom, uint32_t n) {
+          router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
+          for (auto& [key, ids] : acked_) s_.plane->ack(key.first, key.second, std::move(ids));
+          acked_.clear();
+        },
+        [this](stop_atom) { quit(); },
+    };
+  }
+
+ private:
+  using origin = std::tuple<std::string, uint32_t, uint64_t>;  // node, channel, number
+  ingress_setup s_;
+  router router_;
+  uint64_t next_tag_ = 0;
+  std::unordered_map<uint64_t, origin> origins_;  // by route tag
+  std::set<origin> held_;
+  std::map<std::pair<std::string, uint32_t>, std::vector<uint64_t>> acked_;
+};
+
+}  // namespace
+
+caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup) {
+  return sys.spawn<remote_stage_actor>(std::move(setup));
+}
+
+caf::actor spawn_ingress(caf::actor_system& sys, ingress_setup setup) {
+  return sys.spawn<ingress_actor>(std::move(setup));
+}
+
+}  // namespace troupe

@@ -1,0 +1,51 @@
+// The two ends of an edge that crosses nodes, as actors of the pipeline's manager.
+//
+// A stage placed on another node is one slot here, run by a remote_stage actor: local
+// instances send it frames as to any receiver; it numbers them and sends them over the
+// data link to the stage's node, and acknowledges each frame to its sender once that node
+// says the stage took it (so acknowledgements stay end to end, in each sender's order).
+// When the link reconnects it sends again whatever is unacknowledged.
+//
+// A local stage fed from other nodes has one ingress actor: it takes the frames the data
+// link brings, routes them to the stage's replicas with the stage's policy and window (so
+// replacement, replay and draining work as for local senders), and tells the link which
+// numbers its replicas acknowledged. A number it already holds (sent again after a
+// reconnect) is not routed twice.
+#pragma once
+
+#include "link.hpp"
+#include "messages.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace troupe {
+
+struct remote_stage_setup {
+  size_t slot = 0;
+  uint64_t generation = 1;
+  caf::actor manager;
+  std::shared_ptr<data_plane> plane;
+  std::string address;  // the stage's node's data address
+  std::string pipeline, stage, node;
+};
+
+/// Reports (report_atom, instance_report) running once started, stopped on (stop_atom).
+caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
+
+struct ingress_setup {
+  std::shared_ptr<data_plane> plane;
+  uint32_t window = 16;
+  std::vector<size_t> upstream_slots;  // the remote slots feeding the stage, for drained
+  route_table routes;                  // the stage's edge as it is now
+  std::string tag;                     // for logs
+};
+
+/// Takes (routes_atom, route_table) with the stage's edge, as an upstream instance does.
+caf::actor spawn_ingress(caf::actor_system& sys, ingress_setup setup);
+
+}  // namespace troupe

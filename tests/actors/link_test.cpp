@@ -1,0 +1,216 @@
+// Frames across nodes, in one process: two data planes on loopback, and a manager per node
+// running its part of a pipeline placed across both. The sink must take what a single-node
+// run gives it, each frame once, also when the connections drop under it.
+#include "pipeline_runner.hpp"
+
+#include <link.hpp>
+#include <remote.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+using namespace troupe;
+using namespace troupe::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string chain(int count, int rate) {
+  return "pipeline: across\n"
+         "window: 8\n"
+         "stages:\n"
+         "  - {name: source, plugin: testsrc, config: {width: 64, height: 36, count: " +
+         std::to_string(count) + ", streams: 2, rate: " + std::to_string(rate) + "}}\n"
+         "  - {name: invert, plugin: invert, replicas: 2, node: b}\n"
+         "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
+         "edges: [\"source -> invert -> sink\"]\n";
+}
+
+double family_total(const prometheus::Registry& r, const std::string& name) {
+  double total = 0;
+  for (auto& f : r.Collect())
+    if (f.name == name)
+      for (auto& m : f.metric) total += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+  return total;
+}
+
+std::shared_ptr<data_plane> start_plane(const std::string& node, const std::string& token,
+                                        std::shared_ptr<prometheus::Registry> registry) {
+  link_options o;
+  o.node = node;
+  o.token = token;
+  o.listen = "127.0.0.1:0";
+  o.registry = std::move(registry);
+  auto p = data_plane::start(std::move(o));
+  if (!p) throw std::runtime_error(describe(p.error()));
+  return *p;
+}
+
+struct across_result {
+  bool completed_a = false, completed_b = false, ok = true, stopped = true;
+  std::shared_ptr<prometheus::Registry> registry_a, registry_b;
+};
+
+// Runs the pipeline with source and sink on node a and invert on node b; `during` is called
+// every few milliseconds with both planes until both managers report the pipeline done.
+across_result run_across(const temp_dir& dir, std::string yaml,
+                         std::function<void(data_plane&, data_plane&)> during = {}) {
+  for (size_t p; (p = yaml.find("{dir}")) != std::string::npos;) yaml.replace(p, 5, dir.path().string());
+  auto spec = load_pipeline(dir.write("pipeline.yaml", yaml));
+  if (!spec) throw std::runtime_error(describe(spec.error()));
+  auto cat = catalog::discover({plugin_dir()});
+  across_result r;
+  r.registry_a = std::make_shared<prometheus::Registry>();
+  r.registry_b = std::make_shared<prometheus::Registry>();
+  auto pa = start_plane("a", "t", r.registry_a);
+  auto pb = start_plane("b", "t", r.registry_b);
+  std::map<std::string, std::string> node_of{{"source", "a"}, {"invert", "b"}, {"sink", "a"}};
+  std::map<std::string, std::string> addresses{{"a", pa->address()}, {"b", pb->address()}};
+  caf::actor_system sys{test_config()};
+  {
+    executor ex(2);
+    caf::scoped_actor self{sys};
+    std::vector<caf::actor> managers;
+    std::vector<std::shared_ptr<metrics>> ms;
+    for (auto& [node, plane] : {std::pair{std::string("a"), pa}, std::pair{std::string("b"), pb}}) {
+      placement where{node, node_of};
+      auto planned = plan_pipeline(*spec, cat, &where);
+      if (!planned) throw std::runtime_error(describe(planned.error()));
+      auto p = std::make_shared<const plan>(std::move(*planned));
+      ms.push_back(std::make_shared<metrics>());
+      manager_setup s;
+      s.plan = p;
+      s.slots = std::make_shared<slot_registry>(*ms.back(), make_slots(*p, *ms.back()));
+      auto libs = load_libraries(*p);
+      if (!libs) throw std::runtime_error(describe(libs.error()));
+      s.libraries = *libs;
+      s.executor = &ex;
+      s.listener = self;
+      s.node = node;
+      s.plane = plane;
+      s.data_address = addresses;
+      managers.push_back(spawn_manager(sys, std::move(s)));
+    }
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!(r.completed_a && r.completed_b) && std::chrono::steady_clock::now() < deadline) {
+      self->receive(
+          [&](completed_atom, pipeline_outcome& o) {
+            r.ok = r.ok && o.ok;
+            (self->current_sender() == managers[0] ? r.completed_a : r.completed_b) = true;
+          },
+          caf::after(5ms) >> [] {});
+      if (during) during(*pa, *pb);
+    }
+    for (auto& m : managers) self->send(m, stop_atom::value);
+    int stopped = 0;
+    self->receive_for(stopped, 2)([&](stopped_atom) {}, [&](completed_atom, pipeline_outcome&) { --stopped; });
+    for (auto& m : managers) self->wait_for(m);
+  }
+  return r;
+}
+
+frames_log single_node_run(int count) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain(count, 0));
+  if (!p) throw std::runtime_error(describe(p.error()));
+  auto r = run_pipeline(*p);
+  EXPECT_TRUE(r.completed && r.outcome.ok) << r.outcome.reason;
+  return read_frames_log((d.path() / "frames.txt").string());
+}
+
+}  // namespace
+
+TEST(link, frames_cross_nodes_as_on_one) {
+  auto want = single_node_run(50);
+  ASSERT_EQ(want.hashes.size(), 100u);
+  temp_dir d;
+  auto r = run_across(d, chain(50, 0));
+  ASSERT_TRUE(r.completed_a && r.completed_b) << "both nodes finish the pipeline";
+  EXPECT_TRUE(r.ok);
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes, want.hashes);
+  EXPECT_EQ(got.repeated, 0u);
+  // Every frame went a -> b and back b -> a, in batches over one connection each way.
+  EXPECT_GE(family_total(*r.registry_a, "troupe_link_frames_sent_total"), 100);
+  EXPECT_GE(family_total(*r.registry_b, "troupe_link_frames_sent_total"), 100);
+  EXPECT_GE(family_total(*r.registry_a, "troupe_link_bytes_received_total"), 100.0 * 64 * 36 * 3);
+  EXPECT_EQ(family_total(*r.registry_a, "troupe_link_connects_total"), 1);
+}
+
+TEST(link, resumes_without_loss_or_repeat_when_connections_drop) {
+  constexpr int count = 300;
+  auto want = single_node_run(count);
+  temp_dir d;
+  int cuts = 0;
+  auto last = std::chrono::steady_clock::now();
+  auto r = run_across(d, chain(count, 1500), [&](data_plane& a, data_plane& b) {
+    if (cuts >= 12 || std::chrono::steady_clock::now() - last < 15ms) return;
+    last = std::chrono::steady_clock::now();
+    (cuts++ % 2 == 0 ? a : b).cut_connections();
+  });
+  ASSERT_TRUE(r.completed_a && r.completed_b) << "both nodes finish the pipeline";
+  EXPECT_TRUE(r.ok);
+  EXPECT_GE(cuts, 6) << "the run outlasted several cuts";
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes.size(), want.hashes.size());
+  EXPECT_EQ(got.hashes, want.hashes);
+  EXPECT_EQ(got.repeated, 0u) << "a frame sent again after a reconnect reached the sink twice";
+  EXPECT_GT(family_total(*r.registry_a, "troupe_link_connects_total") +
+                family_total(*r.registry_b, "troupe_link_connects_total"),
+            2)
+      << "the links reconnected";
+}
+
+TEST(link, closes_garbage_and_refuses_a_wrong_token_and_goes_on_serving) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto a = start_plane("a", "t", registry);
+  auto bad = [&] { return family_total(*registry, "troupe_link_bad_messages_total"); };
+  auto wait_bad = [&](double n) {
+    for (int i = 0; i < 200 && bad() < n; ++i) std::this_thread::sleep_for(10ms);
+    return bad();
+  };
+  // Not a data link message at all.
+  {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(std::stoi(a->address().substr(a->address().rfind(':') + 1))));
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    std::string junk(64, 'x');
+    ASSERT_EQ(::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL), 64);
+    EXPECT_EQ(wait_bad(1), 1);
+    char c;
+    EXPECT_LE(::recv(fd, &c, 1, 0), 0) << "the node closed the connection";
+    ::close(fd);
+  }
+  caf::actor_system sys{test_config()};
+  caf::scoped_actor self{sys};
+  frame f;
+  f.stream = 1;
+  f.seq = 1;
+  // A node with another token is refused.
+  {
+    auto c = start_plane("c", "other", nullptr);
+    auto ch = c->open_channel(a->address(), "p", "s", self);
+    c->send(ch, 1, f);
+    EXPECT_GE(wait_bad(2), 2);
+  }
+  // A node with the token is served: its frames for a stage not served there are answered
+  // "send again later".
+  auto b = start_plane("b", "t", nullptr);
+  auto ch = b->open_channel(a->address(), "p", "s", self);
+  b->send(ch, 7, f);
+  std::vector<uint64_t> retry;
+  bool answered = false;
+  for (int i = 0; i < 3 && !answered; ++i)
+    self->receive([&](link_up_atom, uint64_t) { b->send(ch, 7, f); },
+                  [&](link_acks_atom, std::vector<uint64_t>&, std::vector<uint64_t>& r) { retry = r, answered = true; },
+                  caf::after(2s) >> [] {});
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(retry, std::vector<uint64_t>{7});
+}
