@@ -12,6 +12,7 @@
 #include "hosting.hpp"
 
 #include <error.hpp>
+#include <link.hpp>
 #include <stats.hpp>
 #include <yaml_util.hpp>
 
@@ -68,8 +69,8 @@ expected<node_config> load_node_config(const std::string& path) {
   auto& root = *doc;
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
   if (auto e = yaml::check_keys(path, root, "node",
-                                {"name", "listen", "advertise", "admin", "metrics", "seeds", "plugin_paths",
-                                 "token", "heartbeat_ms", "down_after_ms"},
+                                {"name", "listen", "advertise", "data", "admin", "metrics", "seeds",
+                                 "plugin_paths", "token", "heartbeat_ms", "down_after_ms"},
                                 code))
     return e;
   node_config c;
@@ -85,10 +86,37 @@ expected<node_config> load_node_config(const std::string& path) {
     return {};
   };
   for (auto [field, out, required] : {std::tuple{"name", &c.name, true}, std::tuple{"listen", &c.listen, true},
-                                      std::tuple{"advertise", &c.advertise, false}, std::tuple{"admin", &c.admin, true},
+                                      std::tuple{"advertise", &c.advertise, false}, std::tuple{"data", &c.data, false},
+                                      std::tuple{"admin", &c.admin, true},
                                       std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, true}})
     if (auto e = text(field, *out, required)) return e;
   if (c.advertise.empty()) c.advertise = c.listen;
+  // Frames travel on their own port: by default the one after the peer port.
+  auto split = [&](const std::string& field, const std::string& address, std::string& host,
+                   uint32_t& port) -> caf::error {
+    auto colon = address.rfind(':');
+    unsigned long n = 0;
+    try {
+      if (colon != std::string::npos) n = std::stoul(address.substr(colon + 1));
+    } catch (const std::exception&) {
+    }
+    if (colon == std::string::npos || n > 65535)
+      return make_error(code, path + ": field '" + field + "': expected host:port, got '" + address + "'");
+    host = address.substr(0, colon);
+    port = static_cast<uint32_t>(n);
+    return {};
+  };
+  std::string host, advertise_host;
+  uint32_t port = 0, advertise_port = 0, data_port = 0;
+  if (auto e = split("listen", c.listen, host, port)) return e;
+  if (auto e = split("advertise", c.advertise, advertise_host, advertise_port)) return e;
+  if (c.data.empty()) {
+    if (port == 0 || port == 65535)
+      return make_error(code, path + ": field 'data': needed when 'listen' has port " + std::to_string(port));
+    c.data = host + ":" + std::to_string(port + 1);
+  }
+  if (auto e = split("data", c.data, host, data_port)) return e;
+  c.advertise_data = advertise_host + ":" + std::to_string(data_port);
   for (auto [field, out] : {std::pair{"seeds", &c.seeds}, std::pair{"plugin_paths", &c.plugin_paths}}) {
     auto n = root[field];
     if (!n) continue;
@@ -124,10 +152,11 @@ void write_info(wire::NodeInfo::Builder b, const node_config& c, uint64_t incarn
   b.setAdminAddress(c.admin);
   b.setMetricsAddress(c.metrics);
   b.setIncarnation(incarnation);
+  b.setDataAddress(c.advertise_data);
 }
 
 struct member {
-  std::string name, peer_address, admin_address, metrics_address;
+  std::string name, peer_address, admin_address, metrics_address, data_address;
   uint64_t incarnation = 0;
   enum class state { joining, up, down } st = state::joining;
   std::optional<steady::time_point> last_heard;
@@ -149,6 +178,7 @@ void write_info(wire::NodeInfo::Builder b, const member& m) {
   b.setAdminAddress(m.admin_address);
   b.setMetricsAddress(m.metrics_address);
   b.setIncarnation(m.incarnation);
+  b.setDataAddress(m.data_address);
 }
 
 const char* to_string(member::state s) {
@@ -238,6 +268,7 @@ class cluster_node {
     m.peer_address = info.getPeerAddress();
     m.admin_address = info.getAdminAddress();
     m.metrics_address = info.getMetricsAddress();
+    m.data_address = info.getDataAddress();
     return m;
   }
 
@@ -286,6 +317,17 @@ class cluster_node {
       for (auto& [name, m] : members_) known = known || m.peer_address == seed;
       if (!known && !seed_pending_[seed]) tasks.add(call({}, seed, timer));
     }
+  }
+
+  // A member by name, if known.
+  const member* find(const std::string& name) const {
+    auto it = members_.find(name);
+    return it == members_.end() ? nullptr : &it->second;
+  }
+  std::vector<std::string> member_names() const {
+    std::vector<std::string> out{c_.name};
+    for (auto& [name, m] : members_) out.push_back(name);
+    return out;
   }
 
   // Admin addresses of the members that are up.
@@ -497,7 +539,7 @@ class checked_stream final : public kj::AsyncIoStream {
 
 class peer_service final : public wire::Peer::Server {
  public:
-  explicit peer_service(cluster_node& n) : n_(n) {}
+  peer_service(cluster_node& n, pipeline_host& host) : n_(n), host_(host) {}
   kj::Promise<void> heartbeat(HeartbeatContext ctx) override {
     auto p = ctx.getParams();
     auto from = p.getFrom();
@@ -513,9 +555,23 @@ class peer_service final : public wire::Peer::Server {
     n_.fill_members(r.initMembers(n_.member_count()));
     return kj::READY_NOW;
   }
+  kj::Promise<void> host(HostContext ctx) override {
+    auto p = ctx.getParams();
+    if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "a deploy from a peer"); !why.empty())
+      return refusal(n_, why);
+    pipeline_placement placed;
+    for (auto x : p.getPlacement()) placed.node_of[x.getStage()] = x.getNode();
+    for (auto x : p.getNodes()) placed.data_address[x.getNode()] = x.getDataAddress();
+    placed.run = p.getRun();
+    std::string name;
+    if (auto e = host_.deploy(p.getPipeline(), p.getSource(), name, &placed, p.getCheckOnly()); !e.empty())
+      return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(e));
+    return kj::READY_NOW;
+  }
 
  private:
   cluster_node& n_;
+  pipeline_host& host_;
 };
 
 class admin_service final : public wire::Admin::Server {
@@ -564,10 +620,89 @@ class admin_service final : public wire::Admin::Server {
   kj::Promise<void> deploy(DeployContext ctx) override {
     auto p = ctx.getParams();
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+    std::string text = p.getPipeline(), source = p.getSource(), token = p.getToken();
     std::string name;
-    if (auto e = host_.deploy(p.getPipeline(), p.getSource(), name); !e.empty()) return failure(e);
-    ctx.getResults().setName(name);
-    return kj::READY_NOW;
+    std::vector<std::pair<std::string, std::string>> stages;
+    if (auto e = host_.read_placement(text, source, name, stages); !e.empty()) return failure(e);
+    auto& self = n_.config().name;
+    // Where each stage runs (a stage without a node runs here), and how to reach the nodes.
+    auto placed = std::make_shared<pipeline_placement>();
+    auto peers = std::make_shared<std::map<std::string, std::string>>();  // node -> peer address
+    placed->data_address[self] = n_.config().advertise_data;
+    placed->run = name + "." + self + "." +
+                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+    for (auto& [stage, node] : stages) {
+      auto where = node.empty() ? self : node;
+      placed->node_of[stage] = where;
+      if (where == self) continue;
+      auto* m = n_.find(where);
+      if (m == nullptr) {
+        std::string names;
+        for (auto& x : n_.member_names()) names += (names.empty() ? "" : ", ") + x;
+        return failure(source + ": stage '" + stage + "' is placed on node '" + where +
+                       "', which is not a member of the cluster (members: " + names + ")");
+      }
+      if (m->st != member::state::up)
+        return failure(source + ": stage '" + stage + "' is placed on node '" + where + "', which is " +
+                       to_string(m->st));
+      if (m->data_address.empty()) return failure("node " + where + " has not said where it takes frames");
+      placed->data_address[where] = m->data_address;
+      (*peers)[where] = m->peer_address;
+    }
+    if (peers->empty()) {
+      if (auto e = host_.deploy(text, source, name); !e.empty()) return failure(e);
+      ctx.getResults().setName(name);
+      return kj::READY_NOW;
+    }
+    // Every node checks its part before any starts; then the others start, then this one.
+    if (auto e = host_.deploy(text, source, name, placed.get(), true); !e.empty()) return failure(e);
+    auto ask_all = [this, text, source, token, placed, peers](bool check) {
+      auto asks = kj::heapArrayBuilder<kj::Promise<void>>(peers->size());
+      for (auto& [node, address] : *peers) {
+        auto client = kj::heap<capnp::EzRpcClient>(address);
+        auto cap = kj::heap<wire::Peer::Client>(client->getMain<wire::Peer>());
+        auto req = cap->hostRequest();
+        req.setProtocol(wire::CLUSTER_PROTOCOL);
+        req.setToken(token);
+        req.setPipeline(text);
+        req.setSource(source);
+        req.setCheckOnly(check);
+        req.setRun(placed->run);
+        auto pl = req.initPlacement(static_cast<unsigned>(placed->node_of.size()));
+        unsigned i = 0;
+        for (auto& [stage, where] : placed->node_of) {
+          pl[i].setStage(stage);
+          pl[i++].setNode(where);
+        }
+        auto nodes = req.initNodes(static_cast<unsigned>(placed->data_address.size()));
+        i = 0;
+        for (auto& [n, a] : placed->data_address) {
+          nodes[i].setNode(n);
+          nodes[i++].setDataAddress(a);
+        }
+        asks.add(timer_->timeoutAfter(30 * kj::SECONDS, req.send())
+                     .then([](auto&&) {},
+                           [node = node](kj::Exception&& e) -> void {
+                             throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                                 kj::heapString(reason(e)));
+                           })
+                     .attach(kj::mv(cap))
+                     .attach(kj::mv(client)));
+      }
+      return kj::joinPromises(asks.finish());
+    };
+    return ask_all(true)
+        .then([ask_all]() mutable { return ask_all(false); })
+        .then([this, ctx, text, source, placed, peers]() mutable {
+          std::string name;
+          if (auto e = host_.deploy(text, source, name, placed.get()); !e.empty()) throw failure(e);
+          std::string where;
+          for (auto& [stage, node] : placed->node_of) where += (where.empty() ? "" : ", ") + stage + "@" + node;
+          spdlog::info("[node={}] pipeline '{}' placed: {}", n_.config().name, name, where);
+          ctx.getResults().setName(name);
+        });
   }
   kj::Promise<void> scale(ScaleContext ctx) override {
     auto p = ctx.getParams();
@@ -626,13 +761,24 @@ int run_node(const common_options&, const node_options& o) {
     return 2;
   }
   if (o.check_only) {
-    std::printf("%s: node %s, peers on %s (reached at %s), admin on %s, %zu seed%s\n", c->path.c_str(),
-                c->name.c_str(), c->listen.c_str(), c->advertise.c_str(), c->admin.c_str(), c->seeds.size(),
-                c->seeds.size() == 1 ? "" : "s");
+    std::printf("%s: node %s, peers on %s (reached at %s), frames on %s (reached at %s), admin on %s, %zu seed%s\n",
+                c->path.c_str(), c->name.c_str(), c->listen.c_str(), c->advertise.c_str(), c->data.c_str(),
+                c->advertise_data.c_str(), c->admin.c_str(), c->seeds.size(), c->seeds.size() == 1 ? "" : "s");
     return 0;
   }
   cluster_node node(*c);
-  pipeline_host host(c->name, c->plugin_paths);
+  link_options lo;
+  lo.node = c->name;
+  lo.token = c->token;
+  lo.listen = c->data;
+  lo.incarnation = node.incarnation();
+  lo.registry = node.registry();
+  auto plane = data_plane::start(std::move(lo));
+  if (!plane) {
+    std::fprintf(stderr, "troupe node: %s: %s\n", c->path.c_str(), describe(plane.error()).c_str());
+    return 1;
+  }
+  pipeline_host host(c->name, c->plugin_paths, *plane);
   try {
     auto admin_impl = kj::heap<admin_service>(node, host);
     auto* admin_svc = admin_impl.get();
@@ -642,7 +788,7 @@ int run_node(const common_options&, const node_options& o) {
     admin.getPort().wait(wait);
     // Peers: each connection's framing is checked before the RPC system reads it.
     auto& io = admin.getIoProvider();
-    capnp::TwoPartyServer peers(kj::heap<peer_service>(node));
+    capnp::TwoPartyServer peers(kj::heap<peer_service>(node, host));
     auto listener = io.getNetwork().parseAddress(c->listen).wait(wait)->listen();
     task_errors accept_errors;
     kj::TaskSet accepting(accept_errors);
@@ -679,7 +825,7 @@ int run_node(const common_options&, const node_options& o) {
         return 1;
       }
     }
-    spdlog::info("[node={}] serving peers on {}, admin on {}{}{}", c->name, c->listen, c->admin,
+    spdlog::info("[node={}] serving peers on {}, frames on {}, admin on {}{}{}", c->name, c->listen, c->data, c->admin,
                  c->metrics.empty() ? "" : ", metrics on http://", c->metrics.empty() ? "" : c->metrics + "/metrics");
     std::signal(SIGINT, on_node_signal);
     std::signal(SIGTERM, on_node_signal);

@@ -45,6 +45,8 @@ struct node_config {
   std::string name;
   std::string listen;     // host:port to listen on for peers
   std::string advertise;  // host:port peers reach it at; default: listen
+  std::string data;       // host:port to listen on for frames; default: listen's port + 1
+  std::string advertise_data;  // where peers send frames: advertise's host, data's port
   std::string admin;    // host:port for the CLI
   std::string metrics;  // host:port for /metrics; empty: none
   std::vector<std::string> seeds;

@@ -3,6 +3,7 @@
 #include <catalog.hpp>
 #include <dead_letters.hpp>
 #include <executor.hpp>
+#include <link.hpp>
 #include <manager.hpp>
 #include <messages.hpp>
 #include <pipeline.hpp>
@@ -64,9 +65,10 @@ struct pipeline_host::impl {
     caf::actor manager, listener;
   };
 
-  impl(std::string node_name, std::vector<std::string> paths)
+  impl(std::string node_name, std::vector<std::string> paths, std::shared_ptr<data_plane> p)
       : node(std::move(node_name)),
         plugin_paths(std::move(paths)),
+        plane(std::move(p)),
         cores(std::max(2u, std::thread::hardware_concurrency())),
         sys(config(cores)),
         ex(cores),
@@ -98,6 +100,7 @@ struct pipeline_host::impl {
 
   std::string node;
   std::vector<std::string> plugin_paths;
+  std::shared_ptr<data_plane> plane;
   unsigned cores;
   caf::actor_system sys;
   executor ex;
@@ -107,36 +110,68 @@ struct pipeline_host::impl {
   std::map<std::string, hosted> pipelines;
 };
 
-pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths)
-    : impl_(std::make_unique<impl>(std::move(node), std::move(plugin_paths))) {}
+pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths,
+                             std::shared_ptr<data_plane> plane)
+    : impl_(std::make_unique<impl>(std::move(node), std::move(plugin_paths), std::move(plane))) {}
 
 pipeline_host::~pipeline_host() = default;
 
 std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return impl_->m.registry(); }
 
-std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name) {
-  auto& d = *impl_;
-  // The text is read as the file it came from; messages name that file.
-  auto base = fs::path(source).filename().string();
-  auto path = (d.dir / (base.empty() ? "pipeline.yaml" : base)).string();
-  std::ofstream(path) << text;
-  auto named = [&](std::string e) {
+namespace {
+
+// Reads a pipeline file's text as the file it came from: messages name that file.
+struct read_text {
+  std::string path, source;
+  read_text(const fs::path& dir, const std::string& text, const std::string& src) : source(src) {
+    auto base = fs::path(source).filename().string();
+    path = (dir / (base.empty() ? "pipeline.yaml" : base)).string();
+    std::ofstream(path) << text;
+  }
+  std::string named(std::string e) const {
     for (size_t at; (at = e.find(path)) != std::string::npos;) e.replace(at, path.size(), source);
     return e;
-  };
-  auto spec = load_pipeline(path);
+  }
+};
+
+}  // namespace
+
+std::string pipeline_host::read_placement(const std::string& text, const std::string& source, std::string& name,
+                                          std::vector<std::pair<std::string, std::string>>& stages) {
+  read_text in(impl_->dir, text, source);
+  auto spec = load_pipeline(in.path);
+  if (!spec) return in.named(describe(spec.error()));
+  name = spec->name;
+  for (auto& s : spec->stages) stages.emplace_back(s.name, s.node);
+  return {};
+}
+
+std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name,
+                                  const pipeline_placement* placed, bool check_only) {
+  auto& d = *impl_;
+  read_text in(d.dir, text, source);
+  auto named = [&](std::string e) { return in.named(std::move(e)); };
+  auto spec = load_pipeline(in.path);
   if (!spec) return named(describe(spec.error()));
   auto paths = d.plugin_paths;
   for (auto& p : catalog::default_search_paths()) paths.push_back(p);
   auto cat = catalog::discover(paths);
-  auto planned = plan_pipeline(*spec, cat);
-  if (!planned) return named(describe(planned.error()));
+  placement where;
+  if (placed) {
+    if (!d.plane) return "node " + d.node + " has no data plane for a pipeline placed across nodes";
+    where.self = d.node;
+    where.node_of = placed->node_of;
+  }
+  auto planned = plan_pipeline(*spec, cat, placed ? &where : nullptr);
+  if (!planned) return named("node " + d.node + ": " + describe(planned.error()));
   auto p = std::make_shared<const plan>(std::move(*planned));
   auto libs = load_libraries(*p);
-  if (!libs) return named(describe(libs.error()));
+  if (!libs) return named("node " + d.node + ": " + describe(libs.error()));
   std::lock_guard<std::mutex> lock(d.mutex);
   if (auto it = d.pipelines.find(p->name); it != d.pipelines.end() && impl::running(it->second))
     return "pipeline '" + p->name + "' is already running on node " + d.node;
+  name = p->name;
+  if (check_only) return {};
   impl::hosted h;
   h.p = p;
   h.slots = std::make_shared<slot_registry>(d.m, make_slots(*p, d.m));
@@ -150,8 +185,12 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   h.listener = d.sys.spawn(listener, h.over);
   ms.listener = h.listener;
   ms.node = d.node;
+  if (placed) {
+    ms.plane = d.plane;
+    ms.data_address = placed->data_address;
+    ms.run = placed->run;
+  }
   h.manager = spawn_manager(d.sys, std::move(ms));
-  name = p->name;
   spdlog::info("[node={}] deployed pipeline '{}' from {}", d.node, p->name, source);
   d.pipelines[p->name] = std::move(h);
   return {};

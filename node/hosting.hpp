@@ -6,11 +6,23 @@
 #include <prometheus/registry.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+namespace troupe {
+class data_plane;
+}
+
 namespace troupe::cli {
+
+/// A pipeline placed across nodes: each stage's node, each node's data address.
+struct pipeline_placement {
+  std::map<std::string, std::string> node_of;
+  std::map<std::string, std::string> data_address;
+  std::string run;  // this deployment's name on the data links, the same on every node
+};
 
 struct hosted_instance {
   std::string pipeline, stage, instance, mode, state;
@@ -20,7 +32,8 @@ struct hosted_instance {
 class pipeline_host {
  public:
   /// node names the node in logs and metrics; plugin_paths are searched before the defaults.
-  pipeline_host(std::string node, std::vector<std::string> plugin_paths);
+  pipeline_host(std::string node, std::vector<std::string> plugin_paths,
+                std::shared_ptr<data_plane> plane = nullptr);
   /// Stops every pipeline still running (bounded), then the actor system.
   ~pipeline_host();
   pipeline_host(const pipeline_host&) = delete;
@@ -28,7 +41,13 @@ class pipeline_host {
 
   /// Runs the pipeline file's text (source: the file name it came from, for messages).
   /// Returns an error naming what was wrong, or empty with the pipeline's name in `name`.
-  std::string deploy(const std::string& text, const std::string& source, std::string& name);
+  /// With a placement, only this node's stages run here, and frames for the others go to
+  /// their nodes; check_only plans and loads but starts nothing.
+  std::string deploy(const std::string& text, const std::string& source, std::string& name,
+                     const pipeline_placement* placed = nullptr, bool check_only = false);
+  /// The pipeline file's placement: stage -> node named in the file (empty: none).
+  std::string read_placement(const std::string& text, const std::string& source, std::string& name,
+                             std::vector<std::pair<std::string, std::string>>& stages);
   /// Empty, or why not.
   std::string scale(const std::string& pipeline, const std::string& stage, uint32_t replicas);
   std::string stop(const std::string& pipeline);

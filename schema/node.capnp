@@ -16,6 +16,17 @@ struct NodeInfo {
   adminAddress @2 :Text;
   metricsAddress @3 :Text;  # empty: no /metrics
   incarnation @4 :UInt64;   # changes on every start of the node
+  dataAddress @5 :Text;     # where peers send frames (schema/link.capnp)
+}
+
+struct StagePlacement {
+  stage @0 :Text;
+  node @1 :Text;
+}
+
+struct NodeAddress {
+  node @0 :Text;
+  dataAddress @1 :Text;
 }
 
 interface Peer {
@@ -24,6 +35,12 @@ interface Peer {
   # the configured bound is marked down.
   heartbeat @0 (protocol :UInt32, token :Text, from :NodeInfo, members :List(NodeInfo))
       -> (node :NodeInfo, members :List(NodeInfo));
+  # Runs this node's part of a pipeline placed across nodes (the node that was asked to
+  # deploy it asks every node it places stages on): first with checkOnly, on every node,
+  # then for real. The placement names every stage's node, and nodes their data address.
+  host @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text,
+           placement :List(StagePlacement), nodes :List(NodeAddress), checkOnly :Bool,
+           run :Text) -> ();   # run: names this deployment on the data links
 }
 
 struct MemberState {

@@ -22,7 +22,7 @@ cd "$work"
 # Free ports on loopback, as the kernel hands them out.
 read -r -a port <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(13)]
+socks = [socket.socket() for _ in range(18)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')"
 seed="127.0.0.1:${port[1]}"
@@ -31,6 +31,7 @@ start_node() {  # start_node NAME INDEX TOKEN [LISTEN_HOST]
 name: $1
 listen: ${4:-127.0.0.1}:${port[$2]}
 advertise: 127.0.0.1:${port[$2]}
+data: 127.0.0.1:${port[$(($2 + 13))]}
 admin: 127.0.0.1:${port[$(($2 + 4))]}
 metrics: 127.0.0.1:${port[$(($2 + 8))]}
 seeds: [$seed]

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A pipeline placed across three real `troupe node` processes on 127.0.0.1: deployed through
+# one node, each node runs its stages, frames cross over the data links, and the sink's
+# per-stream digests equal those of `troupe run` of the same file on one node. A placement
+# the cluster cannot run is refused before anything starts, naming the stage and node. A
+# long-running pipeline across the nodes is stopped through one node: every node drains,
+# and the sink takes every frame the source made. Link metrics are exposed and valid.
+# Usage: placement_test.sh TROUPE_BINARY PLUGIN_DIR
+set -uo pipefail
+source "$(dirname "$0")/check.sh"
+troupe="$1"
+export TROUPE_PLUGIN_PATH="$2"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+read -r -a port <<<"$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(16)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+start_node() {  # start_node NAME INDEX
+  cat > "$1.yaml" <<Y
+name: $1
+listen: 127.0.0.1:${port[$2]}
+data: 127.0.0.1:${port[$(($2 + 4))]}
+admin: 127.0.0.1:${port[$(($2 + 8))]}
+metrics: 127.0.0.1:${port[$(($2 + 12))]}
+seeds: [127.0.0.1:${port[1]}]
+token: secret
+heartbeat_ms: 200
+down_after_ms: 1500
+Y
+  "$troupe" node --config "$1.yaml" > "$1.log" 2>&1 &
+  pids+=($!)
+}
+wait_for() {
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
+}
+admin="--node 127.0.0.1:${port[9]} --token secret"
+status() { "$troupe" status $admin 2>&1; }
+start_node n1 1
+start_node n2 2
+start_node n3 3
+check "the three nodes see each other" wait_for 10 bash -c \
+  "s=\$(\"$troupe\" status $admin); grep -qE '^n2 +up ' <<<\"\$s\" && grep -qE '^n3 +up ' <<<\"\$s\""
+
+# The demo, placed as examples/cluster.yaml places it, on smaller frames.
+sed -e 's/width: 1280, height: 720, count: 120/width: 320, height: 180, count: 60/' \
+    -e "s#output: cluster-checksum.txt#output: $work/cluster-sum.txt#" \
+    "$(dirname "$0")/../../examples/cluster.yaml" > placed.yaml 2>/dev/null ||
+  sed -e 's/width: 1280, height: 720, count: 120/width: 320, height: 180, count: 60/' \
+      -e "s#output: cluster-checksum.txt#output: $work/cluster-sum.txt#" "$OLDPWD/$(dirname "$0")/../../examples/cluster.yaml" > placed.yaml
+out=$("$troupe" deploy placed.yaml $admin 2>&1)
+echo "$out"
+check "deploy places the pipeline across the nodes" contains "$out" "pipeline 'cluster-demo' deployed"
+check "the pipeline runs to its end on every node" wait_for 30 bash -c \
+  "[ \$(\"$troupe\" status $admin | grep -cE '^cluster-demo .* stopped ') -eq 6 ]"
+out=$(status)
+echo "$out"
+check "source and sink ran on n1" bash -c "grep -qE '^cluster-demo +source +n1 ' <<<'$out' && grep -qE '^cluster-demo +checksum +n1 ' <<<'$out'"
+check "invert and watermark ran on n2" bash -c "grep -qE '^cluster-demo +invert +n2 ' <<<'$out' && grep -qE '^cluster-demo +watermark +n2 ' <<<'$out'"
+check "both blur replicas ran on n3" bash -c "grep -qE '^cluster-demo +blur +n3 ' <<<'$out' && grep -qE '^cluster-demo +blur#1 +n3 ' <<<'$out'"
+sed "s#$work/cluster-sum.txt#$work/single-sum.txt#" placed.yaml > single.yaml
+"$troupe" run single.yaml > single.out 2>&1
+check "the single-node run completes" grep -q "total frames 120" single-sum.txt
+cat cluster-sum.txt
+check "the sink's digests across nodes equal the single-node run's" diff cluster-sum.txt single-sum.txt
+check "no frame reached the sink twice" grep -q "total frames 120 bytes [0-9]* duplicates 0" cluster-sum.txt
+
+metrics=$(curl -s "127.0.0.1:${port[13]}/metrics")
+check "metrics: n1 sent frames to n2's data address" grep -qE \
+  "troupe_link_frames_sent_total\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} 120" <<<"$metrics"
+check "metrics: n1 took frames from n2" grep -qE \
+  "troupe_link_frames_received_total\{node=\"n1\",peer=\"n2\"\} 120" <<<"$metrics"
+check "metrics: the link is up" grep -qE "troupe_link_up\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} 1" <<<"$metrics"
+echo "$metrics" > metrics.txt
+check "metrics pass promtool" bash -c "promtool check metrics < metrics.txt"
+
+# Placements the cluster cannot run: refused, naming what is wrong, and nothing starts.
+sed -e 's/pipeline: cluster-demo/pipeline: nowhere/' -e 's/node: n3/node: n9/' placed.yaml > nowhere.yaml
+out=$("$troupe" deploy nowhere.yaml $admin 2>&1); rc=$?
+check "a stage on an unknown node is refused" [ "$rc" -ne 0 ]
+check "... naming the stage, the node and the members" \
+  contains "$out" "nowhere.yaml: stage 'blur' is placed on node 'n9', which is not a member of the cluster (members: n1, n2, n3)"
+sed -e 's/pipeline: cluster-demo/pipeline: missing/' -e 's/plugin: watermark/plugin: nosuchplugin/' placed.yaml > missing.yaml
+out=$("$troupe" deploy missing.yaml $admin 2>&1); rc=$?
+check "a plugin missing where its stage is placed is refused" [ "$rc" -ne 0 ]
+check "... by the node that lacks it, naming the stage" \
+  contains "$out" "node n2: missing.yaml:21: stage 'watermark': plugin 'nosuchplugin' not found"
+sleep 0.5
+check "nothing of a refused pipeline started anywhere" bash -c "! (\"$troupe\" status $admin | grep -qE '^(nowhere|missing) ')"
+
+# A long-running pipeline across the nodes, stopped through n1: the sources end their
+# streams, every node drains, and the sink takes every frame the source made.
+cat > long.yaml <<Y
+pipeline: long
+window: 4
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 100000, streams: 2, rate: 300}}
+  - {name: f, plugin: faulty, node: n2, replicas: 2, config: {action: slow, every: 1, slow_ms: 1}}
+  - {name: inv, plugin: invert, node: n3}
+  - {name: sink, plugin: checksum, config: {output: $work/long-sum.txt}}
+edges: ["src -> f -> inv -> sink"]
+Y
+out=$("$troupe" deploy long.yaml $admin 2>&1)
+check "the long pipeline is deployed" contains "$out" "pipeline 'long' deployed"
+check "its frames flow through n2 and n3" wait_for 10 bash -c \
+  "\"$troupe\" status $admin | grep -qE '^long +inv +n3 +embedded +running +1 +[1-9][0-9][0-9]'"
+out=$("$troupe" stop long $admin 2>&1)
+check "stop is taken" contains "$out" "stopping pipeline 'long'"
+check "every node stops its part" wait_for 15 bash -c \
+  "[ \$(\"$troupe\" status $admin | grep -cE '^long .* stopped ') -eq 5 ]"
+made=$("$troupe" status $admin | awk '$1 == "long" && $2 == "src" {print $8}')
+taken=$(awk '$1 == "total" {print $3}' "$work/long-sum.txt")
+echo "source made $made, sink took $taken"
+check "stop drained across the nodes: the sink took every frame the source made ($made)" \
+  test "${made:-none}" = "${taken:-nothing}"
+verdict
