@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <tuple>
 
@@ -118,6 +119,11 @@ class instance_actor : public caf::event_based_actor {
            " gen=" + std::to_string(s_.generation);
     router_.set_routes(s_.routes);
     router_.add_carry(std::move(s_.carry));
+    router_.on_acked([this](const frame& f) {
+      if (outstanding_.empty()) return;
+      auto it = outstanding_.find({f.stream, f.seq});
+      if (it != outstanding_.end() && --it->second == 0) outstanding_.erase(it);
+    });
   }
 
   const char* name() const override { return "troupe.instance"; }
@@ -126,6 +132,7 @@ class instance_actor : public caf::event_based_actor {
   // keep each other's actors alive after they all quit.
   void on_exit() override {
     inbox_.clear();
+    deferred_.clear();
     router_.clear();
     s_.manager = nullptr;
     s_.routes = {};
@@ -139,7 +146,7 @@ class instance_actor : public caf::event_based_actor {
     return {
         [this](start_atom) { start(); },
         [this](routes_atom, const route_table& rt) {
-          router_.set_routes(rt);
+          if (auto n = router_.set_routes(rt)) s_.stats->replayed.Increment(static_cast<double>(n));
           pump();
         },
         [this](frame_atom, frame& f) {
@@ -155,12 +162,15 @@ class instance_actor : public caf::event_based_actor {
             s_.stats->bytes_in.Increment(static_cast<double>(f.size));
             ++held_;
           }
-          inbox_.push_back({std::move(f), current_sender(), kind});
+          bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
+          custody_ = custody_ || custody;
+          inbox_.push_back({std::move(f), current_sender(), kind, custody});
           s_.stats->queue_depth.Set(static_cast<double>(held_));
           pump();
         },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
+          if (!deferred_.empty()) release_deferred();
           s_.stats->in_flight.Set(static_cast<double>(router_.in_flight()));
           pump();
         },
@@ -232,6 +242,7 @@ class instance_actor : public caf::event_based_actor {
     frame f;
     caf::strong_actor_ptr sender;
     input_kind kind = input_kind::fresh;
+    bool custody = false;  // acknowledged only once its outputs are (see acknowledge)
   };
 
   void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
@@ -432,7 +443,7 @@ class instance_actor : public caf::event_based_actor {
   // Scaled away: reports once no input can come (every upstream instance said so), all
   // input was processed and every output acknowledged.
   void check_drained() {
-    if (!draining_ || drained_reported_ || !inbox_.empty() || !router_.idle()) return;
+    if (!draining_ || drained_reported_ || !inbox_.empty() || !router_.idle() || !deferred_.empty()) return;
     for (auto u : drain_from_)
       if (!drained_by_.count(u)) return;
     drained_reported_ = true;
@@ -446,7 +457,7 @@ class instance_actor : public caf::event_based_actor {
   }
 
   void check_finished() {
-    if (finished_reported_ || !router_.idle()) return;
+    if (finished_reported_ || !router_.idle() || !deferred_.empty()) return;
     bool done = stage_.is_source() ? source_ended_ : (upstream_done_ && inbox_.empty());
     if (!done) return;
     finished_reported_ = true;
@@ -629,6 +640,8 @@ class instance_actor : public caf::event_based_actor {
     for (auto& f : r.outputs) bytes_out += f.size;
     st.frames_out.Increment(static_cast<double>(r.outputs.size()));
     st.bytes_out.Increment(static_cast<double>(bytes_out));
+    if (custody_)  // outputs of inputs from another node: counted until acknowledged
+      for (auto& f : r.outputs) outstanding_[{f.stream, f.seq}] += router_.edge_count();
     for (auto& f : r.outputs) router_.route(std::move(f));
     r.outputs.clear();
     s_.stats->in_flight.Set(static_cast<double>(router_.in_flight()));
@@ -637,20 +650,43 @@ class instance_actor : public caf::event_based_actor {
     if (!stage_.is_source()) acknowledge(r.processed);
   }
 
+  // Acknowledges the first n inputs to their senders, in arrival order per sender. An input
+  // from another node is acknowledged only once its outputs are: while they are not, the node
+  // it came from keeps it, so that losing this node loses no frame (the sender's node replays
+  // it elsewhere; receivers drop what they had).
   void acknowledge(size_t n) {
     size_t i = 0;
     while (i < n && !inbox_.empty()) {
       auto sender = inbox_.front().sender;
       uint32_t count = 0;
       while (i < n && !inbox_.empty() && inbox_.front().sender == sender) {
-        if (inbox_.front().kind != input_kind::duplicate) --held_;
+        auto& in = inbox_.front();
+        if (in.kind != input_kind::duplicate) --held_;
+        if (in.custody) deferred_.push_back({in.sender, {in.f.stream, in.f.seq}});
+        else ++count;
         inbox_.pop_front();
-        ++count;
         ++i;
       }
-      if (sender) send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
+      if (sender && count > 0)
+        send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
     }
     s_.stats->queue_depth.Set(static_cast<double>(held_));
+    if (!deferred_.empty()) release_deferred();
+  }
+
+  // Acknowledges the inputs at the front of deferred_ whose outputs are all acknowledged.
+  void release_deferred() {
+    while (!deferred_.empty()) {
+      auto sender = deferred_.front().sender;
+      uint32_t count = 0;
+      while (!deferred_.empty() && deferred_.front().sender == sender &&
+             !outstanding_.count(deferred_.front().key)) {
+        deferred_.pop_front();
+        ++count;
+      }
+      if (count == 0) return;
+      if (sender) send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
+    }
   }
 
   instance_setup s_;
@@ -661,6 +697,13 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<plugin_adapter> adapter_;
   instance_state state_ = instance_state::loaded;
   std::deque<inbound> inbox_;
+  struct deferred_ack {
+    caf::strong_actor_ptr sender;
+    std::pair<uint64_t, uint64_t> key;  // (stream, seq) of the input, which its outputs carry
+  };
+  std::deque<deferred_ack> deferred_;  // processed inputs from other nodes, in arrival order
+  std::map<std::pair<uint64_t, uint64_t>, size_t> outstanding_;  // unacknowledged outputs per input
+  bool custody_ = false;  // it has had input from another node
   size_t held_ = 0;  // inputs in the inbox that are not duplicates (the books' "in flight")
   dedupe_window dedupe_;
   batch_ptr batch_;        // the batch on the executor, if any
