@@ -30,6 +30,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <tuple>
 
 namespace troupe {
 
@@ -210,6 +211,7 @@ struct data_plane::impl {
   prometheus::Family<prometheus::Counter>* connects = nullptr;
   prometheus::Family<prometheus::Gauge>* up = nullptr;
   prometheus::Counter* bad_messages = nullptr;
+  prometheus::Family<prometheus::Counter>* fenced_frames = nullptr;
 
   struct item {
     bool is_frame = true;
@@ -264,7 +266,8 @@ struct data_plane::impl {
   uint32_t next_channel = 1;
   std::map<std::string, caf::actor> served;  // channel_key(pipeline, stage)
   std::map<std::string, caf::actor> managers;
-  std::map<std::string, std::set<std::pair<std::string, std::string>>> early_control;
+  std::set<std::string> fenced_logged;
+  std::map<std::string, std::set<std::tuple<std::string, std::string, std::string>>> early_control;
   // When this node's part of a pipeline ended: a while later its control is not sent again.
   std::map<std::string, std::chrono::steady_clock::time_point> unserved_at;
   static constexpr auto control_kept = std::chrono::seconds(60);
@@ -512,9 +515,9 @@ struct data_plane::impl {
           }
           std::lock_guard<std::mutex> lock(mutex);
           if (auto it = managers.find(pipeline); it != managers.end())
-            caf::anon_send(it->second, link_control_atom::value, what, stage);
+            caf::anon_send(it->second, link_control_atom::value, what, stage, in.from);
           else if (early_control.size() < 1024 || early_control.count(pipeline))
-            early_control[pipeline].emplace(what, stage);
+            early_control[pipeline].emplace(what, stage, in.from);
           return true;
         }
         default:
@@ -898,6 +901,10 @@ expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
                  .Name("troupe_link_up")
                  .Help("Whether the data link to the peer is connected")
                  .Register(*r);
+    d->fenced_frames = &prometheus::BuildCounter()
+                            .Name("troupe_link_fenced_frames_total")
+                            .Help("Frames dropped because their node no longer runs the stage that sent them")
+                            .Register(*r);
     d->bad_messages = &prometheus::BuildCounter()
                            .Name("troupe_link_bad_messages_total")
                            .Help("Data links closed for a malformed or oversized message, or refused")
@@ -920,7 +927,8 @@ void data_plane::serve(const std::string& pipeline, const std::string& stage, ca
 void data_plane::serve_control(const std::string& pipeline, caf::actor manager) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (auto it = impl_->early_control.find(pipeline); it != impl_->early_control.end()) {
-    for (auto& [what, stage] : it->second) caf::anon_send(manager, link_control_atom::value, what, stage);
+    for (auto& [what, stage, from] : it->second)
+      caf::anon_send(manager, link_control_atom::value, what, stage, from);
     impl_->early_control.erase(it);
   }
   impl_->managers[pipeline] = std::move(manager);
@@ -995,6 +1003,17 @@ void data_plane::control(const std::string& address, const std::string& pipeline
   l.sent_control.push_back(i);
   l.q.push_back(std::move(i));
   l.cv.notify_one();
+}
+
+void data_plane::fenced(const std::string& from, const std::string& pipeline, size_t frames) {
+  if (impl_->fenced_frames) impl_->fenced_frames->Add({{"node", impl_->o.node}, {"peer", from}}).Increment(double(frames));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    if (!impl_->fenced_logged.insert(from + '\0' + pipeline).second) return;  // said once
+  }
+  spdlog::warn("[node={}] dropped {} frames of pipeline run '{}' from node {}: it no longer runs the stage that "
+               "sent them (fenced)",
+               impl_->o.node, frames, pipeline, from);
 }
 
 void data_plane::cut_connections() {

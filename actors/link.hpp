@@ -14,7 +14,7 @@
 //   channel owner:  (link_acks_atom, acked ids, retry ids), (link_up_atom, connection number)
 //                   after a connect (once per connection)
 //   stage ingress:  (link_frames_atom, link_batch)
-//   pipeline:       (link_control_atom, what, stage)
+//   pipeline:       (link_control_atom, what, stage, from node)
 #pragma once
 
 #include "error.hpp"
@@ -90,6 +90,9 @@ class data_plane {
   /// Queues pipeline control for the node at address; it is kept across reconnects.
   void control(const std::string& address, const std::string& pipeline, const std::string& what,
                const std::string& stage);
+
+  /// Frames from a node that no longer runs the stage that sent them: dropped, counted.
+  void fenced(const std::string& from, const std::string& pipeline, size_t frames);
 
   /// For tests: drops every connection, both ways, as a network fault would.
   void cut_connections();

@@ -65,6 +65,7 @@ class manager_actor : public caf::event_based_actor {
       slot sl;
       sl.stage = stage;
       sl.replica = st.replica;
+      if (auto mv = s_.moves.find(st.stage); mv != s_.moves.end()) sl.generation = mv->second;
       slots_.push_back(std::move(sl));
       stages_[stage].slots.push_back(i);
       stages_[stage].next_replica = std::max(stages_[stage].next_replica, st.replica + 1);
@@ -110,9 +111,10 @@ class manager_actor : public caf::event_based_actor {
           tell_participants("end", {});
           end_sources();
         },
-        [this](link_control_atom, const std::string& what, const std::string& stage) {
-          on_control(what, stage);
+        [this](link_control_atom, const std::string& what, const std::string& stage, const std::string& from) {
+          on_control(what, stage, from);
         },
+        [this](place_atom, placement_update& u) { adopt(u); },
         [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
         [this](reload_atom, reload_request& r) -> caf::result<std::string> { return reload(r); },
     };
@@ -175,11 +177,30 @@ class manager_actor : public caf::event_based_actor {
     for (size_t stage = 0; stage < p.stages.size(); ++stage) {
       auto& ps = p.stages[stage];
       if (ps.remote) continue;
+      start_ingress(stage);
+    }
+    s_.plane->serve_control(s_.run, caf::actor_cast<caf::actor>(this));
+  }
+
+  // The nodes running the stages that feed a stage.
+  std::set<std::string> senders_of(size_t stage) const {
+    std::set<std::string> out;
+    for (auto u : s_.plan->stages[stage].upstream)
+      if (s_.plan->stages[u].remote) out.insert(s_.plan->stages[u].node);
+    return out;
+  }
+
+  void start_ingress(size_t stage) {
+    auto& p = *s_.plan;
+    auto& ps = p.stages[stage];
+    {
       ingress_setup is;
       for (auto u : ps.upstream)
         if (p.stages[u].remote)
           for (auto i : stages_[u].slots) is.upstream_slots.push_back(i);
-      if (is.upstream_slots.empty()) continue;
+      if (is.upstream_slots.empty()) return;
+      is.run = s_.run;
+      is.senders = senders_of(stage);
       is.plane = s_.plane;
       is.window = p.window;
       is.tag = "node=" + s_.node + " stage=" + ps.spec.name;
@@ -188,7 +209,79 @@ class manager_actor : public caf::event_based_actor {
       s_.plane->serve(s_.run, ps.spec.name, a);
       ingress_[stage] = a;
     }
-    s_.plane->serve_control(s_.run, caf::actor_cast<caf::actor>(this));
+  }
+
+  // The stages placed anew (a node died): see placement_update.
+  void adopt(placement_update& u) {
+    if (phase_ == phase::stopping || phase_ == phase::stopped || completed_) return;
+    auto old = s_.plan;
+    auto& next = *u.plan;
+    std::vector<size_t> moved_away, moved_here;
+    for (size_t i = 0; i < next.stages.size(); ++i) {
+      auto &o = old->stages[i], &n = next.stages[i];
+      if (o.remote && n.remote && o.node != n.node)
+        moved_away.push_back(i);
+      else if (o.remote && !n.remote)
+        moved_here.push_back(i);
+      else if (!o.remote && n.remote)
+        spdlog::error("[node={}] stage '{}' of pipeline '{}' is placed on node {} now: this node's instances of it "
+                      "are fenced",
+                      s_.node, n.spec.name, next.name, n.node);
+    }
+    s_.plan = u.plan;
+    s_.data_address = u.data_address;
+    for (auto i : moved_here) s_.libraries[i] = u.libraries[i];  // the others keep theirs (reloads)
+    participants_.clear();
+    for (auto& ps : next.stages)
+      if (ps.remote) participants_.insert(ps.node);
+    for (auto i : moved_away) {
+      for (auto j : stages_[i].slots) {
+        auto& sl = slots_[j];
+        spdlog::warn("[node={}] stage '{}' moved from node {} to node {}: what it did not acknowledge goes there",
+                     s_.node, next.stages[i].spec.name, old->stages[i].node, next.stages[i].node);
+        if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
+        spawn_slot(j);
+      }
+      publish_routes(i);  // senders queue again what the old node held, until the new one runs
+    }
+    for (auto i : moved_here) {
+      auto& st = stages_[i];
+      auto& ps = next.stages[i];
+      uint64_t generation = 0;
+      if (auto mv = u.moves.find(ps.spec.name); mv != u.moves.end()) generation = mv->second;
+      for (auto j : st.slots) {
+        auto& sl = slots_[j];
+        generation = std::max(generation, sl.generation);
+        if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
+        sl.done = true;
+        sl.running = false;
+      }
+      st.slots.clear();
+      if (st.finished) {  // it finished on the node that died: the others hear it from here
+        tell_participants("finished", ps.spec.name);
+        continue;
+      }
+      spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here from node {}: starting {} instance{}", s_.node,
+                   ps.spec.name, next.name, old->stages[i].node, ps.spec.replicas, ps.spec.replicas == 1 ? "" : "s");
+      for (uint32_t r = 0; r < ps.spec.replicas; ++r) {
+        auto replica = st.next_replica++;
+        stats_.push_back(s_.slots->add(next.name, ps.spec.name, ps.manifest.name, replica, ps.mode));
+        slot sl;
+        sl.stage = i;
+        sl.replica = replica;
+        sl.generation = generation;  // the next generation of the stage
+        slots_.push_back(std::move(sl));
+        st.slots.push_back(slots_.size() - 1);
+        spawn_slot(slots_.size() - 1);
+      }
+      publish_routes(i);
+      if (!ingress_.count(i)) start_ingress(i);
+    }
+    for (auto& [stage, a] : ingress_) send<caf::message_priority::high>(a, fence_atom::value, senders_of(stage));
+    // A node new to the pipeline hears what has finished here, and a drain under way.
+    for (size_t i = 0; i < next.stages.size(); ++i)
+      if (!next.stages[i].remote && stages_[i].finished) tell_participants("finished", next.stages[i].spec.name);
+    if (ending_) tell_participants("end", {});
   }
 
   void tell_participants(const std::string& what, const std::string& stage) {
@@ -210,7 +303,12 @@ class manager_actor : public caf::event_based_actor {
       if (stage_of(i).is_source() && slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
   }
 
-  void on_control(const std::string& what, const std::string& stage) {
+  void on_control(const std::string& what, const std::string& stage, const std::string& from) {
+    if (!participants_.count(from)) {
+      spdlog::warn("[node={}] pipeline '{}': ignored '{}' from node {}, which runs no part of it now", s_.node,
+                   s_.plan->name, what, from);
+      return;
+    }
     if (what == "end") {
       if (!ending_) end_sources();
       return;
@@ -221,7 +319,7 @@ class manager_actor : public caf::event_based_actor {
       return;
     }
     auto i = std::get<size_t>(found);
-    if (!s_.plan->stages[i].remote) return;
+    if (!s_.plan->stages[i].remote || s_.plan->stages[i].node != from) return;  // fenced
     spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, stage, s_.plan->stages[i].node);
     for (auto j : stages_[i].slots) on_finished(j);
   }

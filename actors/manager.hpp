@@ -42,6 +42,8 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
 
 #include <chrono>
 #include <map>
@@ -63,6 +65,22 @@ struct manager_setup {
   std::shared_ptr<data_plane> plane;
   std::map<std::string, std::string> data_address;
   std::string run;  // names this run of the pipeline on the data links; empty: its name
+  // Stages placed here after their node died (stage -> times): their first generation is
+  // past that, so it is newer than any the dead node ran.
+  std::map<std::string, uint32_t> moves;
+};
+
+using place_atom = caf::atom_constant<caf::atom("place")>;
+
+/// (place_atom, placement_update): the pipeline's stages placed anew (a node died). Stages
+/// now placed here start here; stages on other nodes are sent their frames at their node,
+/// as a new generation, and what their old node did not acknowledge goes there again.
+/// Frames from a node that no longer runs a stage feeding a local one are dropped (fenced).
+struct placement_update {
+  std::shared_ptr<const troupe::plan> plan;
+  std::vector<std::shared_ptr<plugin_library>> libraries;
+  std::map<std::string, std::string> data_address;
+  std::map<std::string, uint32_t> moves;  // as manager_setup::moves
 };
 
 /// One slot per replica of each stage, in stage order.
@@ -83,3 +101,5 @@ std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const
                         uint32_t replicas, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 }  // namespace troupe
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::placement_update)

@@ -135,7 +135,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   for (auto s : stages) {
     if (auto err = yaml::check_keys(path, s, "stage",
                                     {"name", "plugin", "config", "replicas", "mode", "restart",
-                                     "routing", "deadline_ms", "node"},
+                                     "routing", "deadline_ms", "node", "nodes"},
                                     code))
       return err;
     stage_spec st;
@@ -189,12 +189,29 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
       if (*d == 0) return make_error(code, yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
       st.deadline_ms = *d;
     }
+    if (s["node"] && s["nodes"])
+      return make_error(code, yaml::where(path, s["nodes"]) + ": stage '" + st.name +
+                                  "': give either 'node' or 'nodes', not both");
     if (s["node"]) {
       auto n = yaml::scalar<std::string>(path, s["node"], "node", "a node name", code);
       if (!n) return n.error();
       if (n->empty())
-        return make_error(code, yaml::where(path, s["node"]) + ": stage '" + st.name + "': field 'node': expected a node name");
-      st.node = *n;
+        return make_error(code, yaml::where(path, s["node"]) + ": stage '" + st.name +
+                                    "': field 'node': expected a node name or 'any'");
+      st.nodes.push_back(*n == "any" ? "*" : *n);
+    }
+    if (auto list = s["nodes"]) {
+      if (!list.IsSequence() || list.size() == 0)
+        return make_error(code, yaml::where(path, list) + ": stage '" + st.name +
+                                    "': field 'nodes': expected a list of node names, in order of preference");
+      for (auto item : list) {
+        auto n = yaml::scalar<std::string>(path, item, "nodes", "a node name", code);
+        if (!n) return n.error();
+        if (n->empty() || *n == "any")
+          return make_error(code, yaml::where(path, item) + ": stage '" + st.name +
+                                      "': field 'nodes': expected node names (for any node, write node: any)");
+        st.nodes.push_back(*n);
+      }
     }
     if (s["restart"])
       if (auto err = read_restart(path, s["restart"], st.restart)) return err;

@@ -38,7 +38,9 @@ struct stage_spec {
   restart_policy restart;
   route_policy routing = route_policy::round_robin;
   std::optional<uint32_t> deadline_ms;  // default: the manifest's
-  std::string node;  // on a cluster, the node it runs on; empty: the node deployed to
+  // On a cluster, the nodes it may run on, in order of preference: the first live one runs
+  // it, and if that node dies the next live one. Empty: the node deployed to; {"*"}: any.
+  std::vector<std::string> nodes;
   int line = 0;
 };
 

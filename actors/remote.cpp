@@ -163,7 +163,12 @@ class ingress_actor : public caf::event_based_actor {
   caf::behavior make_behavior() override {
     return {
         [this](routes_atom, const route_table& rt) { router_.set_routes(rt); },
+        [this](fence_atom, std::set<std::string>& senders) { s_.senders = std::move(senders); },
         [this](link_frames_atom, link_batch& b) {
+          if (!s_.senders.count(b.from)) {
+            s_.plane->fenced(b.from, s_.run, b.frames.size());
+            return;
+          }
           for (auto& [id, f] : b.frames) {
             origin o{b.from, b.channel, id};
             if (!held_.insert(o).second) continue;  // sent again while it is still here

@@ -20,6 +20,7 @@
 #include <caf/actor_system.hpp>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,13 @@ struct remote_stage_setup {
 /// Reports (report_atom, instance_report) running once started, stopped on (stop_atom).
 caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
 
+/// (fence_atom, std::set<std::string>): the nodes an ingress takes frames from now.
+using fence_atom = caf::atom_constant<caf::atom("fence")>;
+
 struct ingress_setup {
   std::shared_ptr<data_plane> plane;
+  std::string run;                     // the pipeline's run, for logs
+  std::set<std::string> senders;       // the nodes running the stages that feed it
   uint32_t window = 16;
   std::vector<size_t> upstream_slots;  // the remote slots feeding the stage, for drained
   route_table routes;                  // the stage's edge as it is now

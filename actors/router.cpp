@@ -10,8 +10,9 @@ router::edge* router::find_edge(size_t stage) {
   return nullptr;
 }
 
-void router::set_routes(const route_table& routes) {
+size_t router::set_routes(const route_table& routes) {
   std::vector<edge> next;
+  size_t replayed = 0;
   for (auto& r : routes.edges) {
     edge e;
     e.stage = r.stage;
@@ -38,6 +39,7 @@ void router::set_routes(const route_table& routes) {
           for (auto& f : o.unacked) resend.push_back(std::move(f));
         }
       }
+      replayed += resend.size();
       for (auto it = resend.rbegin(); it != resend.rend(); ++it) e.pending.push_front(std::move(*it));
     }
     next.push_back(std::move(e));
@@ -50,6 +52,7 @@ void router::set_routes(const route_table& routes) {
     flush(e);
     for (auto& r : e.receivers) tell_drained(r);
   }
+  return replayed;
 }
 
 void router::tell_drained(receiver& r) {

@@ -31,8 +31,9 @@ class router {
   router(uint32_t window, send_fn send, drained_fn drained = {})
       : window_(window), send_(std::move(send)), drained_(std::move(drained)) {}
 
-  /// Installs receivers; replaced receivers' unacked frames are queued again.
-  void set_routes(const route_table& routes);
+  /// Installs receivers; replaced receivers' unacked frames are queued again (returns how
+  /// many).
+  size_t set_routes(const route_table& routes);
   /// Queues an output for every downstream stage and sends what credits allow.
   void route(frame&& f);
   /// A receiver acknowledged n frames; sends what the freed credits allow.
@@ -57,6 +58,7 @@ class router {
   /// Nothing pending and nothing unacknowledged.
   bool idle() const;
   bool has_edges() const { return !edges_.empty(); }
+  size_t edge_count() const { return edges_.size(); }
   uint64_t in_flight() const { return in_flight_; }
 
  private:

@@ -57,6 +57,10 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
                           "Outputs dropped because their generation was no longer current.", *r)),
       duplicates(build(prometheus::BuildCounter(), "troupe_instance_duplicates_dropped_total",
                        "Input frames dropped because the instance had taken them already.", *r)),
+      replayed(build(prometheus::BuildCounter(), "troupe_instance_frames_replayed_total",
+                     "Outputs sent again to the successor of a receiver that was lost, replaced or moved "
+                     "to another node without acknowledging them.",
+                     *r)),
       dead_letters(build(prometheus::BuildCounter(), "troupe_instance_dead_letters_total",
                          "Input frames given up on after killing the stage's instances repeatedly.", *r)),
       generation(build(prometheus::BuildGauge(), "troupe_instance_generation",
@@ -97,6 +101,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       restarts(m.restarts.Add(labels())),
       stale_dropped(m.stale_dropped.Add(labels())),
       duplicates(m.duplicates.Add(labels())),
+      replayed(m.replayed.Add(labels())),
       dead_letters(m.dead_letters.Add(labels())),
       generation_gauge(m.generation.Add(labels())),
       queue_depth(m.queue_depth.Add(labels())),

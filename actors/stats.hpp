@@ -45,6 +45,7 @@ class metrics {
   prometheus::Family<prometheus::Counter>& restarts;
   prometheus::Family<prometheus::Counter>& stale_dropped;
   prometheus::Family<prometheus::Counter>& duplicates;
+  prometheus::Family<prometheus::Counter>& replayed;
   prometheus::Family<prometheus::Counter>& dead_letters;
   prometheus::Family<prometheus::Gauge>& generation;
   prometheus::Family<prometheus::Gauge>& queue_depth;
@@ -79,6 +80,7 @@ class slot_stats {
   prometheus::Counter& restarts;
   prometheus::Counter& stale_dropped;
   prometheus::Counter& duplicates;
+  prometheus::Counter& replayed;  // outputs sent again: their receiver was replaced or moved
   prometheus::Counter& dead_letters;
   prometheus::Gauge& generation_gauge;
   prometheus::Gauge& queue_depth;  // inputs held: received, not yet done

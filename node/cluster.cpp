@@ -40,6 +40,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 
 namespace troupe::cli {
 
@@ -282,9 +283,11 @@ class cluster_node {
     } else if (m.incarnation != 0 && incarnation != m.incarnation) {
       spdlog::info("[node={}] node {} restarted: it rejoins as a fresh member", c_.name, m.name);
     }
+    bool back = m.st == member::state::down && m.incarnation == incarnation;
     m.incarnation = incarnation;
     m.st = member::state::up;
     m.up_gauge->Set(1);
+    if (back && on_back_) on_back_(m.name);
   }
 
   void fill_members(capnp::List<wire::NodeInfo>::Builder list) {
@@ -302,12 +305,23 @@ class cluster_node {
   // Calls every member (and each seed not yet known by name); marks the silent ones down.
   void tick(kj::Timer& timer, kj::TaskSet& tasks) {
     auto now = steady::now();
+    std::vector<std::string> went_down;
+    if (last_tick_ && now - *last_tick_ > down_after()) {
+      // This node itself stood still (frozen, or starved): its peers' silence is its own. They
+      // get a fresh grace period instead of being taken for dead, and leave it if they are.
+      spdlog::warn("[node={}] this node stood still for {} ms: peers get a fresh grace period", c_.name,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(now - *last_tick_).count());
+      for (auto& [name, m] : members_)
+        if (m.st == member::state::up) m.last_heard = now;
+    }
+    last_tick_ = now;
     for (auto& [name, m] : members_) {
       if (m.st == member::state::up && m.last_heard && now - *m.last_heard > down_after()) {
         m.st = member::state::down;
         m.up_gauge->Set(0);
         spdlog::error("[node={}] node {} is down: no heartbeat for {} ms", c_.name, name,
                       std::chrono::duration_cast<std::chrono::milliseconds>(now - *m.last_heard).count());
+        went_down.push_back(name);
       }
       if (!m.call_pending) tasks.add(call(m.name, m.peer_address, timer));
     }
@@ -317,6 +331,58 @@ class cluster_node {
       for (auto& [name, m] : members_) known = known || m.peer_address == seed;
       if (!known && !seed_pending_[seed]) tasks.add(call({}, seed, timer));
     }
+    if (on_down_)
+      for (auto& name : went_down) on_down_(name);
+  }
+
+  // Asks the node at a peer address to run its part of a placed pipeline (or to check it).
+  kj::Promise<void> ask_host(const std::string& address, const std::string& text, const std::string& source,
+                             const pipeline_placement& placed, bool check, kj::Timer& timer) {
+    auto client = kj::heap<capnp::EzRpcClient>(address);
+    auto cap = kj::heap<wire::Peer::Client>(client->getMain<wire::Peer>());
+    auto req = cap->hostRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(c_.token);
+    req.setPipeline(text);
+    req.setSource(source);
+    req.setCheckOnly(check);
+    req.setRun(placed.run);
+    auto pl = req.initPlacement(static_cast<unsigned>(placed.node_of.size()));
+    unsigned i = 0;
+    for (auto& [stage, where] : placed.node_of) {
+      pl[i].setStage(stage);
+      pl[i].setNode(where);
+      if (auto mv = placed.moves.find(stage); mv != placed.moves.end()) pl[i].setMoves(mv->second);
+      auto it = placed.candidates.find(stage);
+      if (it != placed.candidates.end()) {
+        auto c = pl[i].initCandidates(static_cast<unsigned>(it->second.size()));
+        for (unsigned k = 0; k < it->second.size(); ++k) c.set(k, it->second[k]);
+      }
+      ++i;
+    }
+    auto nodes = req.initNodes(static_cast<unsigned>(placed.data_address.size()));
+    i = 0;
+    for (auto& [n, a] : placed.data_address) {
+      nodes[i].setNode(n);
+      nodes[i++].setDataAddress(a);
+    }
+    return timer.timeoutAfter(30 * kj::SECONDS, req.send())
+        .then([](auto&&) {},
+              [](kj::Exception&& e) -> void {
+                throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(reason(e)));
+              })
+        .attach(kj::mv(cap))  // dropped before the connection it came from
+        .attach(kj::mv(client));
+  }
+
+  /// Called with each member that goes down, and each that comes back with the same
+  /// incarnation (it was frozen or cut off, not restarted).
+  void on_down(std::function<void(const std::string&)> f) { on_down_ = std::move(f); }
+  void on_back(std::function<void(const std::string&)> f) { on_back_ = std::move(f); }
+  bool is_up(const std::string& name) const {
+    if (name == c_.name) return true;
+    auto it = members_.find(name);
+    return it != members_.end() && it->second.st == member::state::up;
   }
 
   // A member by name, if known.
@@ -441,6 +507,8 @@ class cluster_node {
   prometheus::Counter& refused_;
   prometheus::Counter& bad_messages_;
   std::map<std::string, member> members_;  // by name, not this node
+  std::function<void(const std::string&)> on_down_, on_back_;
+  std::optional<steady::time_point> last_tick_;
   std::map<std::string, bool> seed_pending_;
   std::map<std::string, std::string> seed_problem_;
 };
@@ -560,7 +628,12 @@ class peer_service final : public wire::Peer::Server {
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "a deploy from a peer"); !why.empty())
       return refusal(n_, why);
     pipeline_placement placed;
-    for (auto x : p.getPlacement()) placed.node_of[x.getStage()] = x.getNode();
+    for (auto x : p.getPlacement()) {
+      placed.node_of[x.getStage()] = x.getNode();
+      if (x.getMoves() > 0) placed.moves[x.getStage()] = x.getMoves();
+      auto& c = placed.candidates[x.getStage()];
+      for (auto n : x.getCandidates()) c.push_back(n);
+    }
     for (auto x : p.getNodes()) placed.data_address[x.getNode()] = x.getDataAddress();
     placed.run = p.getRun();
     std::string name;
@@ -622,7 +695,7 @@ class admin_service final : public wire::Admin::Server {
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
     std::string text = p.getPipeline(), source = p.getSource(), token = p.getToken();
     std::string name;
-    std::vector<std::pair<std::string, std::string>> stages;
+    std::vector<std::pair<std::string, std::vector<std::string>>> stages;
     if (auto e = host_.read_placement(text, source, name, stages); !e.empty()) return failure(e);
     auto& self = n_.config().name;
     // Where each stage runs (a stage without a node runs here), and how to reach the nodes.
@@ -633,8 +706,19 @@ class admin_service final : public wire::Admin::Server {
                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
-    for (auto& [stage, node] : stages) {
-      auto where = node.empty() ? self : node;
+    for (auto& [stage, nodes] : stages) {
+      placed->candidates[stage] = nodes;
+      // The first of its nodes that is up (any node: this one).
+      std::string where = self;
+      if (!nodes.empty() && nodes[0] != "*") {
+        where.clear();
+        for (auto& n : nodes)
+          if (n_.is_up(n)) {
+            where = n;
+            break;
+          }
+        if (where.empty()) where = nodes[0];  // refused below, naming it
+      }
       placed->node_of[stage] = where;
       if (where == self) continue;
       auto* m = n_.find(where);
@@ -658,39 +742,9 @@ class admin_service final : public wire::Admin::Server {
     }
     // Every node checks its part before any starts; then the others start, then this one.
     if (auto e = host_.deploy(text, source, name, placed.get(), true); !e.empty()) return failure(e);
-    auto ask_all = [this, text, source, token, placed, peers](bool check) {
+    auto ask_all = [this, text, source, placed, peers](bool check) {
       auto asks = kj::heapArrayBuilder<kj::Promise<void>>(peers->size());
-      for (auto& [node, address] : *peers) {
-        auto client = kj::heap<capnp::EzRpcClient>(address);
-        auto cap = kj::heap<wire::Peer::Client>(client->getMain<wire::Peer>());
-        auto req = cap->hostRequest();
-        req.setProtocol(wire::CLUSTER_PROTOCOL);
-        req.setToken(token);
-        req.setPipeline(text);
-        req.setSource(source);
-        req.setCheckOnly(check);
-        req.setRun(placed->run);
-        auto pl = req.initPlacement(static_cast<unsigned>(placed->node_of.size()));
-        unsigned i = 0;
-        for (auto& [stage, where] : placed->node_of) {
-          pl[i].setStage(stage);
-          pl[i++].setNode(where);
-        }
-        auto nodes = req.initNodes(static_cast<unsigned>(placed->data_address.size()));
-        i = 0;
-        for (auto& [n, a] : placed->data_address) {
-          nodes[i].setNode(n);
-          nodes[i++].setDataAddress(a);
-        }
-        asks.add(timer_->timeoutAfter(30 * kj::SECONDS, req.send())
-                     .then([](auto&&) {},
-                           [node = node](kj::Exception&& e) -> void {
-                             throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                                                 kj::heapString(reason(e)));
-                           })
-                     .attach(kj::mv(cap))
-                     .attach(kj::mv(client)));
-      }
+      for (auto& [node, address] : *peers) asks.add(n_.ask_host(address, text, source, *placed, check, *timer_));
       return kj::joinPromises(asks.finish());
     };
     return ask_all(true)
@@ -752,7 +806,99 @@ struct task_errors final : kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& e) override { spdlog::warn("node task failed: {}", e.getDescription().cStr()); }
 };
 
+// A member went down: the pipelines this node runs part of that had stages on it are placed
+// again where their files allow. The lowest-named live node running part of a pipeline
+// leads; it tells every node of the new placement (new ones start the stages, the others
+// send them their frames, and what the dead node did not acknowledge goes there again).
+void place_again(cluster_node& node, pipeline_host& host, const std::string& down, kj::Timer& timer,
+                 kj::TaskSet& tasks) {
+  auto& self = node.config().name;
+  for (auto& pp : host.placed_pipelines()) {
+    auto& pl = pp.placement;
+    bool touched = false;
+    std::string leader;
+    for (auto& [stage, n] : pl.node_of) {
+      touched = touched || n == down;
+      if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
+    }
+    if (!touched || leader != self) continue;
+    auto next = pl;
+    std::string moves;
+    for (auto& [stage, n] : next.node_of) {
+      if (node.is_up(n)) continue;
+      auto& allowed = pl.candidates[stage];
+      std::string to;
+      if (allowed.size() == 1 && allowed[0] == "*") {
+        // Any node: the first live one that runs part of the pipeline already.
+        for (auto& [other, m] : pl.node_of)
+          if (node.is_up(m) && (to.empty() || m < to)) to = m;
+      } else {
+        for (auto& c : allowed)
+          if (node.is_up(c)) {
+            to = c;
+            break;
+          }
+      }
+      if (to.empty()) {
+        spdlog::error("[node={}] stage '{}' of pipeline '{}' ran on node {}, which is down, and its placement allows no "
+                      "live node: it waits for {}",
+                      self, stage, pp.name, n, n);
+        continue;
+      }
+      if (to != self) {
+        auto* m = node.find(to);
+        if (m == nullptr || m->data_address.empty()) continue;
+        next.data_address[to] = m->data_address;
+      }
+      moves += (moves.empty() ? "" : ", ") + stage + " to " + to;
+      n = to;
+      next.moves[stage] += 1;
+    }
+    if (moves.empty()) continue;
+    spdlog::warn("[node={}] node {} is down: pipeline '{}' moves {}", self, down, pp.name, moves);
+    std::set<std::string> nodes;
+    for (auto& [stage, n] : next.node_of) nodes.insert(n);
+    for (auto& n : nodes) {
+      if (n == self) continue;
+      auto* m = node.find(n);
+      if (m == nullptr) continue;
+      tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, next, false, timer)
+                    .catch_([self, n, name = pp.name](kj::Exception&& e) {
+                      spdlog::error("[node={}] node {} did not take the new placement of pipeline '{}': {}", self, n,
+                                    name, reason(e));
+                    }));
+    }
+    std::string name;
+    if (auto e = host.deploy(pp.text, pp.source, name, &next); !e.empty())
+      spdlog::error("[node={}] the new placement of pipeline '{}' failed here: {}", self, pp.name, e);
+  }
+}
+
 }  // namespace
+
+// A member taken for dead is heard again, the same incarnation: a pipeline this node leads
+// that no longer runs anything there tells it so, and it stops what it still runs of it.
+void fence_returned(cluster_node& node, pipeline_host& host, const std::string& back, kj::Timer& timer,
+                    kj::TaskSet& tasks) {
+  auto& self = node.config().name;
+  auto* m = node.find(back);
+  if (m == nullptr) return;
+  for (auto& pp : host.placed_pipelines()) {
+    auto& pl = pp.placement;
+    std::string leader;
+    bool there = false;
+    for (auto& [stage, n] : pl.node_of) {
+      there = there || n == back;
+      if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
+    }
+    if (there || leader != self) continue;
+    spdlog::warn("[node={}] node {} is back: telling it pipeline '{}' runs elsewhere now", self, back, pp.name);
+    tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, pl, false, timer)
+                  .catch_([self, back](kj::Exception&& e) {
+                    spdlog::warn("[node={}] node {} was not told: {}", self, back, reason(e));
+                  }));
+  }
+}
 
 int run_node(const common_options&, const node_options& o) {
   auto c = load_node_config(o.config);
@@ -832,6 +978,8 @@ int run_node(const common_options&, const node_options& o) {
     auto& timer = io.getTimer();
     task_errors errors;
     kj::TaskSet tasks(errors);
+    node.on_down([&](const std::string& down) { place_again(node, host, down, timer, tasks); });
+    node.on_back([&](const std::string& back) { fence_returned(node, host, back, timer, tasks); });
     while (node_signal.load() == 0) {
       node.tick(timer, tasks);
       timer.afterDelay(c->heartbeat_ms * kj::MILLISECONDS).wait(wait);

@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace troupe::cli {
@@ -59,6 +60,8 @@ caf::behavior listener(caf::event_based_actor* self, std::shared_ptr<std::atomic
 
 struct pipeline_host::impl {
   struct hosted {
+    std::string text, source;
+    std::optional<pipeline_placement> placed;
     std::shared_ptr<const plan> p;
     std::shared_ptr<slot_registry> slots;
     std::shared_ptr<std::atomic<bool>> over;  // stopped
@@ -137,13 +140,21 @@ struct read_text {
 }  // namespace
 
 std::string pipeline_host::read_placement(const std::string& text, const std::string& source, std::string& name,
-                                          std::vector<std::pair<std::string, std::string>>& stages) {
+                                          std::vector<std::pair<std::string, std::vector<std::string>>>& stages) {
   read_text in(impl_->dir, text, source);
   auto spec = load_pipeline(in.path);
   if (!spec) return in.named(describe(spec.error()));
   name = spec->name;
-  for (auto& s : spec->stages) stages.emplace_back(s.name, s.node);
+  for (auto& s : spec->stages) stages.emplace_back(s.name, s.nodes);
   return {};
+}
+
+std::vector<placed_pipeline> pipeline_host::placed_pipelines() const {
+  std::vector<placed_pipeline> out;
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  for (auto& [name, h] : impl_->pipelines)
+    if (impl::running(h) && h.placed) out.push_back({name, h.text, h.source, *h.placed});
+  return out;
 }
 
 std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name,
@@ -168,11 +179,40 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   auto libs = load_libraries(*p);
   if (!libs) return named("node " + d.node + ": " + describe(libs.error()));
   std::lock_guard<std::mutex> lock(d.mutex);
-  if (auto it = d.pipelines.find(p->name); it != d.pipelines.end() && impl::running(it->second))
-    return "pipeline '" + p->name + "' is already running on node " + d.node;
+  if (auto it = d.pipelines.find(p->name); it != d.pipelines.end() && impl::running(it->second)) {
+    auto& h = it->second;
+    if (!placed || !h.placed || h.placed->run != placed->run)
+      return "pipeline '" + p->name + "' is already running on node " + d.node;
+    // The same run, placed anew: stages move.
+    name = p->name;
+    if (check_only) return {};
+    bool here = false;
+    for (auto& [stage, node] : placed->node_of) here = here || node == d.node;
+    if (!here) {
+      // This node was taken for dead and its stages run elsewhere now: what it still runs
+      // of the pipeline is stopped (the others drop what it sends).
+      spdlog::warn("[node={}] pipeline '{}' runs elsewhere now (this node was taken for dead): stopping its part here",
+                   d.node, p->name);
+      caf::anon_send(h.manager, stop_atom::value);
+      return {};
+    }
+    h.placed = *placed;
+    h.p = p;
+    caf::anon_send(h.manager, place_atom::value,
+                   placement_update{p, *libs, placed->data_address, placed->moves});
+    return {};
+  }
   name = p->name;
   if (check_only) return {};
+  if (placed) {
+    bool here = false;
+    for (auto& [stage, node] : placed->node_of) here = here || node == d.node;
+    if (!here) return {};  // a placement for others (this node restarted since): nothing to run
+  }
   impl::hosted h;
+  h.text = text;
+  h.source = source;
+  if (placed) h.placed = *placed;
   h.p = p;
   h.slots = std::make_shared<slot_registry>(d.m, make_slots(*p, d.m));
   h.over = std::make_shared<std::atomic<bool>>(false);
@@ -189,6 +229,7 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
     ms.plane = d.plane;
     ms.data_address = placed->data_address;
     ms.run = placed->run;
+    ms.moves = placed->moves;
   }
   h.manager = spawn_manager(d.sys, std::move(ms));
   spdlog::info("[node={}] deployed pipeline '{}' from {}", d.node, p->name, source);

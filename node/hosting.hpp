@@ -22,6 +22,16 @@ struct pipeline_placement {
   std::map<std::string, std::string> node_of;
   std::map<std::string, std::string> data_address;
   std::string run;  // this deployment's name on the data links, the same on every node
+  // Each stage's nodes as the file gives them (empty: the node deployed to, "*": any), for
+  // placing it again when its node dies.
+  std::map<std::string, std::vector<std::string>> candidates;
+  std::map<std::string, uint32_t> moves;  // stage -> times placed again after a node died
+};
+
+/// A pipeline this node runs part of, as deployed (for placing stages again).
+struct placed_pipeline {
+  std::string name, text, source;
+  pipeline_placement placement;
 };
 
 struct hosted_instance {
@@ -42,12 +52,16 @@ class pipeline_host {
   /// Runs the pipeline file's text (source: the file name it came from, for messages).
   /// Returns an error naming what was wrong, or empty with the pipeline's name in `name`.
   /// With a placement, only this node's stages run here, and frames for the others go to
-  /// their nodes; check_only plans and loads but starts nothing.
+  /// their nodes; check_only plans and loads but starts nothing. A placement for the run
+  /// this node already runs part of moves stages: those now placed here start here, those
+  /// placed on other nodes are sent their frames there.
   std::string deploy(const std::string& text, const std::string& source, std::string& name,
                      const pipeline_placement* placed = nullptr, bool check_only = false);
   /// The pipeline file's placement: stage -> node named in the file (empty: none).
   std::string read_placement(const std::string& text, const std::string& source, std::string& name,
-                             std::vector<std::pair<std::string, std::string>>& stages);
+                             std::vector<std::pair<std::string, std::vector<std::string>>>& stages);
+  /// The running pipelines placed across nodes that this node runs part of.
+  std::vector<placed_pipeline> placed_pipelines() const;
   /// Empty, or why not.
   std::string scale(const std::string& pipeline, const std::string& stage, uint32_t replicas);
   std::string stop(const std::string& pipeline);

@@ -22,6 +22,8 @@ struct NodeInfo {
 struct StagePlacement {
   stage @0 :Text;
   node @1 :Text;
+  candidates @2 :List(Text);  # the nodes the file allows, in order ("*": any; none: as deployed)
+  moves @3 :UInt32;           # how often it was placed again: its instances start past that generation
 }
 
 struct NodeAddress {

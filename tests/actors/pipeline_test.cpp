@@ -143,3 +143,57 @@ TEST(pipeline, errors_name_file_line_and_field) {
   ASSERT_FALSE(missing);
   EXPECT_THAT(describe(missing.error()), HasSubstr("field 'stages'"));
 }
+
+TEST(pipeline, placement_fields_are_read_and_checked) {
+  fixture f;
+  auto path = f.files.write("placed.yaml",
+                            "stages:\n"
+                            "  - {name: a, plugin: src}\n"
+                            "  - {name: b, plugin: filt, node: n2}\n"
+                            "  - {name: c, plugin: filt, nodes: [n3, n2]}\n"
+                            "  - {name: d, plugin: sink, node: any}\n"
+                            "edges: [\"a -> b -> c -> d\"]\n");
+  auto spec = load_pipeline(path);
+  ASSERT_OK(spec);
+  EXPECT_TRUE(spec->stages[0].nodes.empty());
+  EXPECT_EQ(spec->stages[1].nodes, std::vector<std::string>{"n2"});
+  EXPECT_EQ(spec->stages[2].nodes, (std::vector<std::string>{"n3", "n2"}));
+  EXPECT_EQ(spec->stages[3].nodes, std::vector<std::string>{"*"});
+  for (auto [yaml, want] : {std::pair{"stages:\n  - {plugin: src, node: n1, nodes: [n2]}\n",
+                                      "give either 'node' or 'nodes', not both"},
+                            std::pair{"stages:\n  - {plugin: src, nodes: []}\n",
+                                      "field 'nodes': expected a list of node names, in order of preference"},
+                            std::pair{"stages:\n  - {plugin: src, nodes: [n1, any]}\n",
+                                      "for any node, write node: any"}}) {
+    auto bad = load_pipeline(f.files.write("bad.yaml", yaml));
+    ASSERT_FALSE(bad) << yaml;
+    EXPECT_THAT(describe(bad.error()), HasSubstr(want));
+  }
+}
+
+TEST(pipeline, a_stage_placed_elsewhere_is_named_but_not_resolved_here) {
+  fixture f;
+  // 'ghost' is no plugin this node has: the node it is placed on checks it.
+  auto path = f.files.write("placed.yaml",
+                            "stages:\n"
+                            "  - {name: a, plugin: src}\n"
+                            "  - {name: b, plugin: ghost, config: {anything: 1}, node: n2}\n"
+                            "  - {name: c, plugin: sink}\n"
+                            "edges: [\"a -> b -> c\"]\n");
+  auto spec = load_pipeline(path);
+  ASSERT_OK(spec);
+  placement where{"n1", {{"a", "n1"}, {"b", "n2"}, {"c", "n1"}}};
+  auto p = plan_pipeline(*spec, f.cat, &where);
+  ASSERT_OK(p);
+  EXPECT_FALSE(p->stages[0].remote);
+  EXPECT_TRUE(p->stages[1].remote);
+  EXPECT_EQ(p->stages[1].node, "n2");
+  EXPECT_EQ(p->stages[1].manifest.name, "ghost");
+  EXPECT_EQ(order(*p), (std::vector<std::string>{"c", "b", "a"}));
+  // Seen from n2, the same stage is resolved there: not found.
+  placement there{"n2", where.node_of};
+  auto q = plan_pipeline(*spec, f.cat, &there);
+  ASSERT_FALSE(q);
+  EXPECT_THAT(describe(q.error()), HasSubstr("stage 'b'"));
+  EXPECT_THAT(describe(q.error()), HasSubstr("ghost"));
+}
