@@ -761,8 +761,45 @@ class admin_service final : public wire::Admin::Server {
   kj::Promise<void> scale(ScaleContext ctx) override {
     auto p = ctx.getParams();
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
-    if (auto e = host_.scale(p.getPipeline(), p.getStage(), p.getReplicas()); !e.empty()) return failure(e);
-    return kj::READY_NOW;
+    std::string pipeline = p.getPipeline(), stage = p.getStage(), on = p.getOn(), token = p.getToken();
+    auto& self = n_.config().name;
+    // Where the stage runs: by the placement of a pipeline this node runs part of, else here
+    // (or on the node named, if this node runs none of it).
+    std::string target = on.empty() ? self : on;
+    for (auto& pp : host_.placed_pipelines())
+      if (pp.name == pipeline) {
+        auto it = pp.placement.node_of.find(stage);
+        if (it == pp.placement.node_of.end())
+          return failure("no stage named '" + stage + "' in pipeline '" + pipeline + "'");
+        if (!on.empty() && on != it->second)
+          return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node " + it->second +
+                         ", not on node " + on);
+        target = it->second;
+      }
+    if (target == self) {
+      if (auto e = host_.scale(pipeline, stage, p.getReplicas()); !e.empty()) return failure(e);
+      ctx.getResults().setNode(self);
+      return kj::READY_NOW;
+    }
+    auto* m = n_.find(target);
+    if (m == nullptr || m->st != member::state::up || m->admin_address.empty() || timer_ == nullptr)
+      return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node " + target +
+                     ", which is not reachable now");
+    auto client = kj::heap<capnp::EzRpcClient>(m->admin_address);
+    auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
+    auto req = cap->scaleRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(token);
+    req.setPipeline(pipeline);
+    req.setStage(stage);
+    req.setReplicas(p.getReplicas());
+    req.setOn(target);
+    return timer_->timeoutAfter(10 * kj::SECONDS, req.send())
+        .then(
+            [ctx](capnp::Response<wire::Admin::ScaleResults>&& r) mutable { ctx.getResults().setNode(r.getNode()); },
+            [](kj::Exception&& e) -> void { throw failure(reason(e)); })
+        .attach(kj::mv(cap))
+        .attach(kj::mv(client));
   }
   kj::Promise<void> stop(StopContext ctx) override {
     auto p = ctx.getParams();
@@ -1069,9 +1106,10 @@ int cluster_scale(const common_options&, const admin_options& o) {
     req.setPipeline(o.pipeline);
     req.setStage(o.stage);
     req.setReplicas(o.replicas);
-    timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas\n", o.stage.c_str(), o.pipeline.c_str(),
-                o.replicas);
+    req.setOn(o.on);
+    auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas on node %s\n", o.stage.c_str(),
+                o.pipeline.c_str(), o.replicas, r.getNode().cStr());
     return 0;
   });
 }

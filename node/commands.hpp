@@ -68,6 +68,7 @@ struct admin_options {
   std::string pipeline;  // deploy: the pipeline file; scale, stop: the pipeline's name
   std::string stage;     // scale
   uint32_t replicas = 1;  // scale
+  std::string on;         // scale: the node the stage runs on (checked), empty: wherever
 };
 
 int run(const common_options& common, const run_options& opts);

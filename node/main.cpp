@@ -46,10 +46,12 @@ int main(int argc, char** argv) {
   auto* status_cmd = app.add_subcommand("status", "Show the cluster's nodes and instances as a node sees them");
   auto* deploy_cmd = app.add_subcommand("deploy", "Run a pipeline on a node");
   deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
-  auto* scale_cmd = app.add_subcommand("scale", "Change a running stage's replicas on a node");
+  auto* scale_cmd = app.add_subcommand("scale", "Change a running stage's replicas, on whichever node runs it");
   scale_cmd->add_option("stage", admin_opts.stage, "Stage")->required();
   scale_cmd->add_option("replicas", admin_opts.replicas, "Replicas")->required();
   scale_cmd->add_option("--pipeline", admin_opts.pipeline, "Pipeline name")->required();
+  scale_cmd->add_option("--on", admin_opts.on,
+                        "The node the stage runs on (the call is passed on to it; another is refused)");
   auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on a node");
   stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
   for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd}) {

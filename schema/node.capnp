@@ -72,7 +72,10 @@ interface Admin {
       -> (node :Text, members :List(MemberState), instances :List(InstanceState));
   # A pipeline file's text, run on this node; its name must not be running here already.
   deploy @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text) -> (name :Text);
-  scale @2 (protocol :UInt32, token :Text, pipeline :Text, stage :Text, replicas :UInt32) -> ();
+  # Scales a stage wherever it runs: the node asked passes the call on to the stage's node.
+  # on: the node the caller expects it on (empty: wherever); another is refused, naming it.
+  scale @2 (protocol :UInt32, token :Text, pipeline :Text, stage :Text, replicas :UInt32, on :Text)
+      -> (node :Text);
   # Stops a pipeline: sources first, so consumers take all they get.
   stop @3 (protocol :UInt32, token :Text, pipeline :Text) -> ();
 }
