@@ -70,19 +70,8 @@ class manager_actor : public caf::event_based_actor {
       stages_[stage].slots.push_back(i);
       stages_[stage].next_replica = std::max(stages_[stage].next_replica, st.replica + 1);
     }
-    // A stage on another node: one slot, its series kept apart (that node exports the
-    // stage's own).
-    for (size_t stage = 0; stage < p.stages.size(); ++stage) {
-      auto& ps = p.stages[stage];
-      if (!ps.remote) continue;
-      if (!hidden_) hidden_ = std::make_unique<metrics>();
-      stats_.push_back(std::make_shared<slot_stats>(*hidden_, p.name, ps.spec.name, ps.manifest.name, 0, ps.mode));
-      slot sl;
-      sl.stage = stage;
-      slots_.push_back(std::move(sl));
-      stages_[stage].slots.push_back(slots_.size() - 1);
-      participants_.insert(ps.node);
-    }
+    for (size_t stage = 0; stage < p.stages.size(); ++stage)
+      for (auto& node : p.stages[stage].elsewhere) add_remote_slots(stage, node);
   }
 
   const char* name() const override { return "troupe.manager"; }
@@ -124,6 +113,7 @@ class manager_actor : public caf::event_based_actor {
   struct slot {
     size_t stage;
     uint32_t replica;
+    std::string node;  // another node's share of the stage, sent there; empty: an instance here
     caf::actor actor;
     uint64_t generation = 0;
     bool running = false, finished = false, quarantined = false, done = false, stop_sent = false;
@@ -138,6 +128,7 @@ class manager_actor : public caf::event_based_actor {
   };
   struct stage_state {
     std::vector<size_t> slots;
+    bool told_finished = false;  // its instances here finished, and the other nodes were told
     bool finished = false, upstream_done = false;
     std::map<frame_key, uint32_t> losses;  // per input, losses it caused
     std::set<frame_key> dead;              // inputs given up on
@@ -170,6 +161,50 @@ class manager_actor : public caf::event_based_actor {
 
   // -- across nodes ----------------------------------------------------------------------
 
+  // The share of a stage that another node runs: one slot per replica there, each sent to
+  // that node on a channel of its own; their series are kept apart (that node exports the
+  // stage's own). Returns the new slots.
+  std::vector<size_t> add_remote_slots(size_t stage, const std::string& node, uint64_t generation = 0) {
+    auto& ps = s_.plan->stages[stage];
+    if (!hidden_) hidden_ = std::make_unique<metrics>();
+    std::vector<size_t> added;
+    for (uint32_t r = 0; r < ps.spec.replicas; ++r) {
+      stats_.push_back(std::make_shared<slot_stats>(*hidden_, s_.plan->name, ps.spec.name, ps.manifest.name, r, ps.mode));
+      slot sl;
+      sl.stage = stage;
+      sl.replica = r;
+      sl.node = node;
+      sl.generation = generation;
+      slots_.push_back(std::move(sl));
+      stages_[stage].slots.push_back(slots_.size() - 1);
+      added.push_back(slots_.size() - 1);
+    }
+    participants_.insert(node);
+    return added;
+  }
+
+  // Where the ingress of a stage sends what other nodes send it: the instances here.
+  edge_route local_edge_to(size_t d) const {
+    auto e = edge_to(d);
+    auto& slots = stages_[d].slots;
+    for (size_t k = slots.size(); k-- > 0;)
+      if (!slots_[slots[k]].node.empty()) {
+        e.receivers.erase(e.receivers.begin() + static_cast<ptrdiff_t>(k));
+        e.generations.erase(e.generations.begin() + static_cast<ptrdiff_t>(k));
+        e.draining.erase(e.draining.begin() + static_cast<ptrdiff_t>(k));
+      }
+    return e;
+  }
+
+  // The slots of other nodes' shares of the stages feeding a stage (they say 'drained').
+  std::vector<size_t> remote_upstream_slots(size_t stage) const {
+    std::vector<size_t> out;
+    for (auto u : s_.plan->stages[stage].upstream)
+      for (auto i : stages_[u].slots)
+        if (!slots_[i].node.empty()) out.push_back(i);
+    return out;
+  }
+
   // Each local stage fed from another node gets an ingress for what the data link brings.
   void start_ingresses() {
     if (!s_.plane) return;
@@ -186,25 +221,22 @@ class manager_actor : public caf::event_based_actor {
   std::set<std::string> senders_of(size_t stage) const {
     std::set<std::string> out;
     for (auto u : s_.plan->stages[stage].upstream)
-      if (s_.plan->stages[u].remote) out.insert(s_.plan->stages[u].node);
+      for (auto& n : s_.plan->stages[u].elsewhere) out.insert(n);
     return out;
   }
 
   void start_ingress(size_t stage) {
-    auto& p = *s_.plan;
-    auto& ps = p.stages[stage];
+    auto& ps = s_.plan->stages[stage];
     {
       ingress_setup is;
-      for (auto u : ps.upstream)
-        if (p.stages[u].remote)
-          for (auto i : stages_[u].slots) is.upstream_slots.push_back(i);
+      is.upstream_slots = remote_upstream_slots(stage);
       if (is.upstream_slots.empty()) return;
       is.run = s_.run;
       is.senders = senders_of(stage);
       is.plane = s_.plane;
-      is.window = p.window;
+      is.window = s_.plan->window;
       is.tag = "node=" + s_.node + " stage=" + ps.spec.name;
-      is.routes.edges.push_back(edge_to(stage));  // changes come as (routes_atom)
+      is.routes.edges.push_back(local_edge_to(stage));  // changes come as (routes_atom)
       auto a = spawn_ingress(system(), std::move(is));
       s_.plane->serve(s_.run, ps.spec.name, a);
       ingress_[stage] = a;
@@ -216,72 +248,75 @@ class manager_actor : public caf::event_based_actor {
     if (phase_ == phase::stopping || phase_ == phase::stopped || completed_) return;
     auto old = s_.plan;
     auto& next = *u.plan;
-    std::vector<size_t> moved_away, moved_here;
-    for (size_t i = 0; i < next.stages.size(); ++i) {
-      auto &o = old->stages[i], &n = next.stages[i];
-      if (o.remote && n.remote && o.node != n.node)
-        moved_away.push_back(i);
-      else if (o.remote && !n.remote)
-        moved_here.push_back(i);
-      else if (!o.remote && n.remote)
-        spdlog::error("[node={}] stage '{}' of pipeline '{}' is placed on node {} now: this node's instances of it "
-                      "are fenced",
-                      s_.node, n.spec.name, next.name, n.node);
-    }
     s_.plan = u.plan;
     s_.data_address = u.data_address;
-    for (auto i : moved_here) s_.libraries[i] = u.libraries[i];  // the others keep theirs (reloads)
     participants_.clear();
     for (auto& ps : next.stages)
-      if (ps.remote) participants_.insert(ps.node);
-    for (auto i : moved_away) {
-      for (auto j : stages_[i].slots) {
-        auto& sl = slots_[j];
-        spdlog::warn("[node={}] stage '{}' moved from node {} to node {}: what it did not acknowledge goes there",
-                     s_.node, next.stages[i].spec.name, old->stages[i].node, next.stages[i].node);
-        if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
-        spawn_slot(j);
-      }
-      publish_routes(i);  // senders queue again what the old node held, until the new one runs
-    }
-    for (auto i : moved_here) {
+      for (auto& n : ps.elsewhere) participants_.insert(n);
+    for (size_t i = 0; i < next.stages.size(); ++i) {
+      auto &o = old->stages[i], &n = next.stages[i];
       auto& st = stages_[i];
-      auto& ps = next.stages[i];
+      bool changed = false;
       uint64_t generation = 0;
-      if (auto mv = u.moves.find(ps.spec.name); mv != u.moves.end()) generation = mv->second;
-      for (auto j : st.slots) {
-        auto& sl = slots_[j];
-        generation = std::max(generation, sl.generation);
-        if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
-        sl.done = true;
-        sl.running = false;
+      if (auto mv = u.moves.find(n.spec.name); mv != u.moves.end()) generation = mv->second;
+      // Shares of nodes that no longer run it: what they did not acknowledge goes to the rest.
+      for (auto& gone : o.elsewhere) {
+        if (std::find(n.elsewhere.begin(), n.elsewhere.end(), gone) != n.elsewhere.end()) continue;
+        spdlog::warn("[node={}] stage '{}' runs no more on node {}: what it did not acknowledge goes to {}", s_.node,
+                     n.spec.name, gone, nodes_text(n));
+        for (auto j : st.slots) {
+          auto& sl = slots_[j];
+          if (sl.node != gone) continue;
+          generation = std::max(generation, sl.generation);
+          if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
+          sl.done = true;
+          sl.running = false;
+        }
+        std::erase_if(st.slots, [&](size_t j) { return slots_[j].node == gone; });
+        changed = true;
       }
-      st.slots.clear();
-      if (st.finished) {  // it finished on the node that died: the others hear it from here
-        tell_participants("finished", ps.spec.name);
-        continue;
+      // Nodes that run it now.
+      for (auto& added : n.elsewhere) {
+        if (std::find(o.elsewhere.begin(), o.elsewhere.end(), added) != o.elsewhere.end()) continue;
+        for (auto j : add_remote_slots(i, added, generation)) spawn_slot(j);
+        changed = true;
       }
-      spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here from node {}: starting {} instance{}", s_.node,
-                   ps.spec.name, next.name, old->stages[i].node, ps.spec.replicas, ps.spec.replicas == 1 ? "" : "s");
-      for (uint32_t r = 0; r < ps.spec.replicas; ++r) {
-        auto replica = st.next_replica++;
-        stats_.push_back(s_.slots->add(next.name, ps.spec.name, ps.manifest.name, replica, ps.mode));
-        slot sl;
-        sl.stage = i;
-        sl.replica = replica;
-        sl.generation = generation;  // the next generation of the stage
-        slots_.push_back(std::move(sl));
-        st.slots.push_back(slots_.size() - 1);
-        spawn_slot(slots_.size() - 1);
+      if (o.remote && !n.remote) {  // it runs here now
+        s_.libraries[i] = u.libraries[i];
+        if (st.finished) {  // it finished where it ran: the others hear it from here
+          tell_participants("finished", n.spec.name);
+        } else {
+          spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here: starting {} instance{}", s_.node,
+                       n.spec.name, next.name, n.spec.replicas, n.spec.replicas == 1 ? "" : "s");
+          for (uint32_t r = 0; r < n.spec.replicas; ++r) {
+            auto replica = st.next_replica++;
+            stats_.push_back(s_.slots->add(next.name, n.spec.name, n.manifest.name, replica, n.mode));
+            slot sl;
+            sl.stage = i;
+            sl.replica = replica;
+            sl.generation = generation;  // the next generation of the stage
+            slots_.push_back(std::move(sl));
+            st.slots.push_back(slots_.size() - 1);
+            spawn_slot(slots_.size() - 1);
+          }
+        }
+        changed = true;
+      } else if (!o.remote && n.remote) {
+        spdlog::error("[node={}] stage '{}' of pipeline '{}' runs on {} now: this node's instances of it are fenced",
+                      s_.node, n.spec.name, next.name, nodes_text(n));
       }
-      publish_routes(i);
-      if (!ingress_.count(i)) start_ingress(i);
+      if (changed) publish_routes(i);
     }
-    for (auto& [stage, a] : ingress_) send<caf::message_priority::high>(a, fence_atom::value, senders_of(stage));
+    // Ingresses: who feeds them now (and whose drained they wait for).
+    for (size_t i = 0; i < next.stages.size(); ++i)
+      if (!next.stages[i].remote && !ingress_.count(i)) start_ingress(i);
+    for (auto& [stage, a] : ingress_)
+      send<caf::message_priority::high>(a, fence_atom::value, senders_of(stage), remote_upstream_slots(stage));
     // A node new to the pipeline hears what has finished here, and a drain under way.
     for (size_t i = 0; i < next.stages.size(); ++i)
-      if (!next.stages[i].remote && stages_[i].finished) tell_participants("finished", next.stages[i].spec.name);
+      if (stages_[i].told_finished) tell_participants("finished", next.stages[i].spec.name);
     if (ending_) tell_participants("end", {});
+    for (size_t i = 0; i < next.stages.size(); ++i) check_stage_finished(i);
   }
 
   void tell_participants(const std::string& what, const std::string& stage) {
@@ -319,9 +354,9 @@ class manager_actor : public caf::event_based_actor {
       return;
     }
     auto i = std::get<size_t>(found);
-    if (!s_.plan->stages[i].remote || s_.plan->stages[i].node != from) return;  // fenced
-    spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, stage, s_.plan->stages[i].node);
-    for (auto j : stages_[i].slots) on_finished(j);
+    spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, stage, from);
+    for (auto j : stages_[i].slots)
+      if (slots_[j].node == from) on_finished(j);  // none if that node no longer runs it: fenced
   }
 
   void spawn_slot(size_t i) {
@@ -331,16 +366,17 @@ class manager_actor : public caf::event_based_actor {
     stats(i).generation_gauge.Set(static_cast<double>(sl.generation));
     stats(i).failure.store(failure_class::none);
     stats(i).set_state(instance_state::loaded);
-    if (auto& ps = s_.plan->stages[sl.stage]; ps.remote) {
+    if (!sl.node.empty()) {
+      auto& ps = s_.plan->stages[sl.stage];
       remote_stage_setup rs;
       rs.slot = i;
       rs.generation = sl.generation;
       rs.manager = caf::actor_cast<caf::actor>(this);
       rs.plane = s_.plane;
-      rs.address = s_.data_address[ps.node];
+      rs.address = s_.data_address[sl.node];
       rs.pipeline = s_.run;
       rs.stage = ps.spec.name;
-      rs.node = ps.node;
+      rs.node = sl.node;
       sl.actor = spawn_remote_stage(system(), std::move(rs));
       sl.running = false;
       sl.stop_sent = false;
@@ -378,11 +414,11 @@ class manager_actor : public caf::event_based_actor {
     if (next_start_ == s_.plan->start_order.size()) {
       phase_ = phase::running;
       size_t here = 0, elsewhere = 0;
-      for (auto& sl : slots_) ++(s_.plan->stages[sl.stage].remote ? elsewhere : here);
+      for (auto& sl : slots_) ++(sl.node.empty() ? here : elsewhere);
       if (elsewhere == 0)
         spdlog::info("pipeline '{}' running: {} stages, {} instances", s_.plan->name, stages_.size(), here);
       else
-        spdlog::info("[node={}] pipeline '{}' running: {} instances here, {} stages on other nodes", s_.node,
+        spdlog::info("[node={}] pipeline '{}' running: {} instances here, {} on other nodes", s_.node,
                      s_.plan->name, here, elsewhere);
       return;
     }
@@ -399,7 +435,7 @@ class manager_actor : public caf::event_based_actor {
   void publish_routes(size_t stage) {
     if (auto it = ingress_.find(stage); it != ingress_.end()) {
       route_table rt;
-      rt.edges.push_back(edge_to(stage));
+      rt.edges.push_back(local_edge_to(stage));
       send<caf::message_priority::high>(it->second, routes_atom::value, std::move(rt));
     }
     for (auto u : s_.plan->stages[stage].upstream)
@@ -586,7 +622,24 @@ class manager_actor : public caf::event_based_actor {
     auto& sl = slots_[i];
     sl.finished = true;
     stats(i).finished.store(true);
+    if (sl.node.empty()) check_part_finished(sl.stage);
     check_stage_finished(sl.stage);
+  }
+
+  // This node's share of a stage finished: the other nodes running the pipeline hear it.
+  void check_part_finished(size_t s) {
+    auto& stage = stages_[s];
+    if (!s_.plane || stage.told_finished) return;
+    bool any = false;
+    for (auto j : stage.slots) {
+      auto& sl = slots_[j];
+      if (!sl.node.empty() || sl.retiring) continue;
+      if (!sl.finished) return;
+      any = true;
+    }
+    if (!any) return;
+    stage.told_finished = true;
+    tell_participants("finished", s_.plan->stages[s].spec.name);
   }
 
   // A stage is finished when each of its replicas is (one being scaled away does not count).
@@ -602,7 +655,7 @@ class manager_actor : public caf::event_based_actor {
     if (!any) return;
     stage.finished = true;
     spdlog::debug("stage '{}' finished", s_.plan->stages[s].spec.name);
-    if (!s_.plan->stages[s].remote) tell_participants("finished", s_.plan->stages[s].spec.name);
+
     for (auto d : s_.plan->stages[s].downstream) {
       bool all = true;
       for (auto u : s_.plan->stages[d].upstream) all = all && stages_[u].finished;
@@ -625,6 +678,12 @@ class manager_actor : public caf::event_based_actor {
     return "no stage named '" + name + "' in pipeline '" + s_.plan->name + "'";
   }
 
+  static std::string nodes_text(const planned_stage& ps) {
+    std::string out = ps.nodes.size() == 1 ? "node " : "nodes ";
+    for (size_t i = 0; i < ps.nodes.size(); ++i) out += (i ? ", " : "") + ps.nodes[i];
+    return out;
+  }
+
   std::string scale(const std::string& name, uint32_t n) {
     auto found = find_stage(name);
     if (auto* why = std::get_if<std::string>(&found)) return *why;
@@ -632,13 +691,14 @@ class manager_actor : public caf::event_based_actor {
     auto& ps = s_.plan->stages[stage];
     if (phase_ == phase::starting) return "pipeline '" + s_.plan->name + "' is still starting";
     if (phase_ != phase::running || completed_) return "pipeline '" + s_.plan->name + "' is not running";
-    if (ps.remote) return "stage '" + name + "' runs on node " + ps.node + ": scale it there";
+    if (ps.remote) return "stage '" + name + "' runs on " + nodes_text(ps) + ": scale it there";
     if (ps.is_source()) return "stage '" + name + "' is a source: its replicas are fixed while it runs";
     if (n < 1 || n > max_replicas) return "replicas must be between 1 and " + std::to_string(max_replicas);
     if (reload_) return "stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again";
     auto& st = stages_[stage];
     std::vector<size_t> active;
     for (auto i : st.slots) {
+      if (!slots_[i].node.empty()) continue;  // other nodes' shares: scaled there
       if (slots_[i].retiring) return "stage '" + name + "' is still draining a replica scaled away; try again";
       if (!slots_[i].quarantined) active.push_back(i);
     }
@@ -673,12 +733,13 @@ class manager_actor : public caf::event_based_actor {
     auto stage = std::get<size_t>(found);
     auto& ps = s_.plan->stages[stage];
     if (phase_ != phase::running || completed_) return std::string("pipeline '" + s_.plan->name + "' is not running");
-    if (ps.remote) return "stage '" + req.stage + "' runs on node " + ps.node + ": reload it there";
+    if (ps.remote) return "stage '" + req.stage + "' runs on " + nodes_text(ps) + ": reload it there";
     if (ps.is_source()) return "stage '" + req.stage + "' is a source: a new instance would start its streams over";
     if (reload_) return std::string("stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again");
     auto& st = stages_[stage];
     std::vector<size_t> old;
     for (auto i : st.slots) {
+      if (!slots_[i].node.empty()) continue;  // other nodes' shares: reloaded there
       if (slots_[i].retiring) return "stage '" + req.stage + "' is still draining a replica; try again";
       if (!slots_[i].quarantined) old.push_back(i);
     }

@@ -240,15 +240,19 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
   p.dead_letters = spec.dead_letters;
   std::map<std::string, size_t> index;
   for (auto& s : spec.stages) {
+    std::vector<std::string> nodes, elsewhere;
     if (placed) {
-      auto it = placed->node_of.find(s.name);
-      auto node = it != placed->node_of.end() ? it->second : placed->self;
-      if (node != placed->self) {
+      auto it = placed->nodes_of.find(s.name);
+      nodes = it != placed->nodes_of.end() ? it->second : std::vector<std::string>{placed->self};
+      for (auto& n : nodes)
+        if (n != placed->self) elsewhere.push_back(n);
+      if (elsewhere.size() == nodes.size()) {
         planned_stage ps;
         ps.spec = s;
         ps.manifest.name = s.plugin;
         ps.mode = s.mode.value_or(exec_mode::embedded);
-        ps.node = node;
+        ps.nodes = nodes;
+        ps.elsewhere = elsewhere;
         ps.remote = true;
         index[s.name] = p.stages.size();
         p.stages.push_back(std::move(ps));
@@ -268,7 +272,8 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
     ps.config = std::move(*cfg);
     ps.mode = s.mode.value_or(ps.manifest.mode);
     ps.deadline_ms = s.deadline_ms.value_or(ps.manifest.resources.deadline_ms);
-    if (placed) ps.node = placed->self;
+    ps.nodes = std::move(nodes);
+    ps.elsewhere = std::move(elsewhere);
     index[s.name] = p.stages.size();
     p.stages.push_back(std::move(ps));
   }

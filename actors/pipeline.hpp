@@ -38,8 +38,8 @@ struct stage_spec {
   restart_policy restart;
   route_policy routing = route_policy::round_robin;
   std::optional<uint32_t> deadline_ms;  // default: the manifest's
-  // On a cluster, the nodes it may run on, in order of preference: the first live one runs
-  // it, and if that node dies the next live one. Empty: the node deployed to; {"*"}: any.
+  // On a cluster, the nodes it runs on, `replicas` instances on each; if one dies, the others
+  // take its share. Empty: the node deployed to; {"*"}: any one node (another if it dies).
   std::vector<std::string> nodes;
   int line = 0;
 };
@@ -69,8 +69,9 @@ struct planned_stage {
   uint32_t deadline_ms = 0;
   std::vector<size_t> upstream;    // indices into plan::stages
   std::vector<size_t> downstream;  // likewise
-  std::string node;     // the node it runs on, when placed
-  bool remote = false;  // runs on another node: here it is only sent to (manifest: a stand-in)
+  std::vector<std::string> nodes;      // the nodes it runs on, when placed
+  std::vector<std::string> elsewhere;  // of those, the ones other than this node
+  bool remote = false;  // no instance of it here: it is only sent to (manifest: a stand-in)
   bool is_source() const { return upstream.empty(); }
 };
 
@@ -85,10 +86,11 @@ struct plan {
   const planned_stage* find(const std::string& stage) const;
 };
 
-/// Where a cluster runs each stage: stage name -> node name, as seen from node `self`.
+/// Where a cluster runs each stage: stage name -> the nodes running it, as seen from node
+/// `self`. A stage not named runs on `self`.
 struct placement {
   std::string self;
-  std::map<std::string, std::string> node_of;
+  std::map<std::string, std::vector<std::string>> nodes_of;
 };
 
 /// Without a placement every stage runs here. With one, a stage on another node is only

@@ -163,7 +163,10 @@ class ingress_actor : public caf::event_based_actor {
   caf::behavior make_behavior() override {
     return {
         [this](routes_atom, const route_table& rt) { router_.set_routes(rt); },
-        [this](fence_atom, std::set<std::string>& senders) { s_.senders = std::move(senders); },
+        [this](fence_atom, std::set<std::string>& senders, std::vector<size_t>& upstream) {
+          s_.senders = std::move(senders);
+          s_.upstream_slots = std::move(upstream);
+        },
         [this](link_frames_atom, link_batch& b) {
           if (!s_.senders.count(b.from)) {
             s_.plane->fenced(b.from, s_.run, b.frames.size());

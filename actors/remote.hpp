@@ -38,7 +38,8 @@ struct remote_stage_setup {
 /// Reports (report_atom, instance_report) running once started, stopped on (stop_atom).
 caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
 
-/// (fence_atom, std::set<std::string>): the nodes an ingress takes frames from now.
+/// (fence_atom, std::set<std::string>, std::vector<size_t>): the nodes an ingress takes frames
+/// from now, and the slots of their shares (they say drained).
 using fence_atom = caf::atom_constant<caf::atom("fence")>;
 
 struct ingress_setup {

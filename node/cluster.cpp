@@ -27,6 +27,8 @@
 #include <spdlog/spdlog.h>
 
 #include <arpa/inet.h>
+
+#include <algorithm>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -347,11 +349,12 @@ class cluster_node {
     req.setSource(source);
     req.setCheckOnly(check);
     req.setRun(placed.run);
-    auto pl = req.initPlacement(static_cast<unsigned>(placed.node_of.size()));
+    auto pl = req.initPlacement(static_cast<unsigned>(placed.nodes_of.size()));
     unsigned i = 0;
-    for (auto& [stage, where] : placed.node_of) {
+    for (auto& [stage, where] : placed.nodes_of) {
       pl[i].setStage(stage);
-      pl[i].setNode(where);
+      auto nl = pl[i].initNodes(static_cast<unsigned>(where.size()));
+      for (unsigned k = 0; k < where.size(); ++k) nl.set(k, where[k]);
       if (auto mv = placed.moves.find(stage); mv != placed.moves.end()) pl[i].setMoves(mv->second);
       auto it = placed.candidates.find(stage);
       if (it != placed.candidates.end()) {
@@ -629,7 +632,8 @@ class peer_service final : public wire::Peer::Server {
       return refusal(n_, why);
     pipeline_placement placed;
     for (auto x : p.getPlacement()) {
-      placed.node_of[x.getStage()] = x.getNode();
+      auto& where = placed.nodes_of[x.getStage()];
+      for (auto n : x.getNodes()) where.push_back(n);
       if (x.getMoves() > 0) placed.moves[x.getStage()] = x.getMoves();
       auto& c = placed.candidates[x.getStage()];
       for (auto n : x.getCandidates()) c.push_back(n);
@@ -706,34 +710,43 @@ class admin_service final : public wire::Admin::Server {
                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
+    std::map<std::string, int> load;  // stages on each node, for node: any
+    for (auto& [stage, nodes] : stages) {
+      if (nodes.empty()) ++load[self];
+      else if (nodes[0] != "*")
+        for (auto& n : nodes) ++load[n];
+    }
     for (auto& [stage, nodes] : stages) {
       placed->candidates[stage] = nodes;
-      // The first of its nodes that is up (any node: this one).
-      std::string where = self;
-      if (!nodes.empty() && nodes[0] != "*") {
-        where.clear();
-        for (auto& n : nodes)
-          if (n_.is_up(n)) {
-            where = n;
-            break;
-          }
-        if (where.empty()) where = nodes[0];  // refused below, naming it
+      std::vector<std::string> where;
+      if (nodes.empty()) {
+        where = {self};
+      } else if (nodes[0] == "*") {  // any: the live node running the fewest of its stages
+        std::string best;
+        for (auto& n : n_.member_names())
+          if (n_.is_up(n) && (best.empty() || load[n] < load[best])) best = n;
+        where = {best};
+        ++load[best];
+      } else {
+        where = nodes;
       }
-      placed->node_of[stage] = where;
-      if (where == self) continue;
-      auto* m = n_.find(where);
-      if (m == nullptr) {
-        std::string names;
-        for (auto& x : n_.member_names()) names += (names.empty() ? "" : ", ") + x;
-        return failure(source + ": stage '" + stage + "' is placed on node '" + where +
-                       "', which is not a member of the cluster (members: " + names + ")");
+      placed->nodes_of[stage] = where;
+      for (auto& n : where) {
+        if (n == self) continue;
+        auto* m = n_.find(n);
+        if (m == nullptr) {
+          std::string names;
+          for (auto& x : n_.member_names()) names += (names.empty() ? "" : ", ") + x;
+          return failure(source + ": stage '" + stage + "' is placed on node '" + n +
+                         "', which is not a member of the cluster (members: " + names + ")");
+        }
+        if (m->st != member::state::up)
+          return failure(source + ": stage '" + stage + "' is placed on node '" + n + "', which is " +
+                         to_string(m->st));
+        if (m->data_address.empty()) return failure("node " + n + " has not said where it takes frames");
+        placed->data_address[n] = m->data_address;
+        (*peers)[n] = m->peer_address;
       }
-      if (m->st != member::state::up)
-        return failure(source + ": stage '" + stage + "' is placed on node '" + where + "', which is " +
-                       to_string(m->st));
-      if (m->data_address.empty()) return failure("node " + where + " has not said where it takes frames");
-      placed->data_address[where] = m->data_address;
-      (*peers)[where] = m->peer_address;
     }
     if (peers->empty()) {
       if (auto e = host_.deploy(text, source, name); !e.empty()) return failure(e);
@@ -753,7 +766,8 @@ class admin_service final : public wire::Admin::Server {
           std::string name;
           if (auto e = host_.deploy(text, source, name, placed.get()); !e.empty()) throw failure(e);
           std::string where;
-          for (auto& [stage, node] : placed->node_of) where += (where.empty() ? "" : ", ") + stage + "@" + node;
+          for (auto& [stage, nodes] : placed->nodes_of)
+            for (auto& n : nodes) where += (where.empty() ? "" : ", ") + stage + "@" + n;
           spdlog::info("[node={}] pipeline '{}' placed: {}", n_.config().name, name, where);
           ctx.getResults().setName(name);
         });
@@ -768,13 +782,19 @@ class admin_service final : public wire::Admin::Server {
     std::string target = on.empty() ? self : on;
     for (auto& pp : host_.placed_pipelines())
       if (pp.name == pipeline) {
-        auto it = pp.placement.node_of.find(stage);
-        if (it == pp.placement.node_of.end())
+        auto it = pp.placement.nodes_of.find(stage);
+        if (it == pp.placement.nodes_of.end())
           return failure("no stage named '" + stage + "' in pipeline '" + pipeline + "'");
-        if (!on.empty() && on != it->second)
-          return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node " + it->second +
-                         ", not on node " + on);
-        target = it->second;
+        auto& nodes = it->second;
+        auto runs_on = [&](const std::string& n) { return std::find(nodes.begin(), nodes.end(), n) != nodes.end(); };
+        if (!on.empty() && !runs_on(on)) {
+          std::string list;
+          for (auto& n : nodes) list += (list.empty() ? "" : ", ") + n;
+          return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node" +
+                         (nodes.size() == 1 ? " " : "s ") + list + ", not on node " + on);
+        }
+        // A stage on several nodes is scaled on each (replicas per node): here if it runs here.
+        target = !on.empty() ? on : runs_on(self) ? self : nodes.front();
       }
     if (target == self) {
       if (auto e = host_.scale(pipeline, stage, p.getReplicas()); !e.empty()) return failure(e);
@@ -854,47 +874,51 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
     auto& pl = pp.placement;
     bool touched = false;
     std::string leader;
-    for (auto& [stage, n] : pl.node_of) {
-      touched = touched || n == down;
-      if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
-    }
+    for (auto& [stage, nodes] : pl.nodes_of)
+      for (auto& n : nodes) {
+        touched = touched || n == down;
+        if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
+      }
     if (!touched || leader != self) continue;
     auto next = pl;
     std::string moves;
-    for (auto& [stage, n] : next.node_of) {
-      if (node.is_up(n)) continue;
+    for (auto& [stage, nodes] : next.nodes_of) {
+      std::vector<std::string> live;
+      for (auto& n : nodes)
+        if (node.is_up(n)) live.push_back(n);
+      if (live.size() == nodes.size()) continue;
       auto& allowed = pl.candidates[stage];
-      std::string to;
-      if (allowed.size() == 1 && allowed[0] == "*") {
+      if (live.empty() && allowed.size() == 1 && allowed[0] == "*") {
         // Any node: the first live one that runs part of the pipeline already.
-        for (auto& [other, m] : pl.node_of)
-          if (node.is_up(m) && (to.empty() || m < to)) to = m;
-      } else {
-        for (auto& c : allowed)
-          if (node.is_up(c)) {
-            to = c;
-            break;
-          }
+        std::string to;
+        for (auto& [other, ns] : pl.nodes_of)
+          for (auto& m : ns)
+            if (node.is_up(m) && (to.empty() || m < to)) to = m;
+        if (!to.empty()) {
+          live = {to};
+          next.moves[stage] += 1;
+        }
       }
-      if (to.empty()) {
+      if (live.empty()) {
         spdlog::error("[node={}] stage '{}' of pipeline '{}' ran on node {}, which is down, and its placement allows no "
                       "live node: it waits for {}",
-                      self, stage, pp.name, n, n);
+                      self, stage, pp.name, down, down);
         continue;
       }
-      if (to != self) {
-        auto* m = node.find(to);
-        if (m == nullptr || m->data_address.empty()) continue;
-        next.data_address[to] = m->data_address;
+      std::string list;
+      for (auto& n : live) {
+        list += (list.empty() ? "" : ", ") + n;
+        if (n == self) continue;
+        auto* m = node.find(n);
+        if (m != nullptr && !m->data_address.empty()) next.data_address[n] = m->data_address;
       }
-      moves += (moves.empty() ? "" : ", ") + stage + " to " + to;
-      n = to;
-      next.moves[stage] += 1;
+      moves += (moves.empty() ? "" : "; ") + stage + " runs on " + list;
+      nodes = live;
     }
     if (moves.empty()) continue;
-    spdlog::warn("[node={}] node {} is down: pipeline '{}' moves {}", self, down, pp.name, moves);
+    spdlog::warn("[node={}] node {} is down: in pipeline '{}', {}", self, down, pp.name, moves);
     std::set<std::string> nodes;
-    for (auto& [stage, n] : next.node_of) nodes.insert(n);
+    for (auto& [stage, ns] : next.nodes_of) nodes.insert(ns.begin(), ns.end());
     for (auto& n : nodes) {
       if (n == self) continue;
       auto* m = node.find(n);
@@ -924,10 +948,11 @@ void fence_returned(cluster_node& node, pipeline_host& host, const std::string& 
     auto& pl = pp.placement;
     std::string leader;
     bool there = false;
-    for (auto& [stage, n] : pl.node_of) {
-      there = there || n == back;
-      if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
-    }
+    for (auto& [stage, nodes] : pl.nodes_of)
+      for (auto& n : nodes) {
+        there = there || n == back;
+        if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
+      }
     if (there || leader != self) continue;
     spdlog::warn("[node={}] node {} is back: telling it pipeline '{}' runs elsewhere now", self, back, pp.name);
     tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, pl, false, timer)

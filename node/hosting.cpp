@@ -14,6 +14,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -137,6 +138,12 @@ struct read_text {
   }
 };
 
+bool runs_here(const pipeline_placement& placed, const std::string& node) {
+  for (auto& [stage, nodes] : placed.nodes_of)
+    if (std::find(nodes.begin(), nodes.end(), node) != nodes.end()) return true;
+  return false;
+}
+
 }  // namespace
 
 std::string pipeline_host::read_placement(const std::string& text, const std::string& source, std::string& name,
@@ -171,7 +178,7 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   if (placed) {
     if (!d.plane) return "node " + d.node + " has no data plane for a pipeline placed across nodes";
     where.self = d.node;
-    where.node_of = placed->node_of;
+    where.nodes_of = placed->nodes_of;
   }
   auto planned = plan_pipeline(*spec, cat, placed ? &where : nullptr);
   if (!planned) return named("node " + d.node + ": " + describe(planned.error()));
@@ -186,9 +193,7 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
     // The same run, placed anew: stages move.
     name = p->name;
     if (check_only) return {};
-    bool here = false;
-    for (auto& [stage, node] : placed->node_of) here = here || node == d.node;
-    if (!here) {
+    if (!runs_here(*placed, d.node)) {
       // This node was taken for dead and its stages run elsewhere now: what it still runs
       // of the pipeline is stopped (the others drop what it sends).
       spdlog::warn("[node={}] pipeline '{}' runs elsewhere now (this node was taken for dead): stopping its part here",
@@ -204,11 +209,7 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   }
   name = p->name;
   if (check_only) return {};
-  if (placed) {
-    bool here = false;
-    for (auto& [stage, node] : placed->node_of) here = here || node == d.node;
-    if (!here) return {};  // a placement for others (this node restarted since): nothing to run
-  }
+  if (placed && !runs_here(*placed, d.node)) return {};  // for others (this node restarted since)
   impl::hosted h;
   h.text = text;
   h.source = source;

@@ -19,11 +19,11 @@ namespace troupe::cli {
 
 /// A pipeline placed across nodes: each stage's node, each node's data address.
 struct pipeline_placement {
-  std::map<std::string, std::string> node_of;
+  std::map<std::string, std::vector<std::string>> nodes_of;  // stage -> the nodes running it
   std::map<std::string, std::string> data_address;
   std::string run;  // this deployment's name on the data links, the same on every node
   // Each stage's nodes as the file gives them (empty: the node deployed to, "*": any), for
-  // placing it again when its node dies.
+  // placing it again when a node running it dies.
   std::map<std::string, std::vector<std::string>> candidates;
   std::map<std::string, uint32_t> moves;  // stage -> times placed again after a node died
 };
@@ -57,7 +57,7 @@ class pipeline_host {
   /// placed on other nodes are sent their frames there.
   std::string deploy(const std::string& text, const std::string& source, std::string& name,
                      const pipeline_placement* placed = nullptr, bool check_only = false);
-  /// The pipeline file's placement: stage -> node named in the file (empty: none).
+  /// The pipeline file's placement: stage -> the nodes the file names (see stage_spec::nodes).
   std::string read_placement(const std::string& text, const std::string& source, std::string& name,
                              std::vector<std::pair<std::string, std::vector<std::string>>>& stages);
   /// The running pipelines placed across nodes that this node runs part of.

@@ -8,7 +8,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("troupe::wire");
 
-const clusterProtocol :UInt32 = 1;
+const clusterProtocol :UInt32 = 2;
 
 struct NodeInfo {
   name @0 :Text;
@@ -21,7 +21,7 @@ struct NodeInfo {
 
 struct StagePlacement {
   stage @0 :Text;
-  node @1 :Text;
+  nodes @1 :List(Text);       # the nodes running it (each runs `replicas` of it)
   candidates @2 :List(Text);  # the nodes the file allows, in order ("*": any; none: as deployed)
   moves @3 :UInt32;           # how often it was placed again: its instances start past that generation
 }

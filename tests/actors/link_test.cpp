@@ -19,22 +19,27 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string chain(int count, int rate) {
+std::string chain(int count, int rate, int replicas = 2) {
   return "pipeline: across\n"
          "window: 8\n"
          "stages:\n"
          "  - {name: source, plugin: testsrc, config: {width: 64, height: 36, count: " +
-         std::to_string(count) + ", streams: 2, rate: " + std::to_string(rate) + "}}\n"
-         "  - {name: invert, plugin: invert, replicas: 2, node: b}\n"
+         std::to_string(count) + ", streams: 4, rate: " + std::to_string(rate) + "}}\n"
+         "  - {name: invert, plugin: invert, routing: by_stream, replicas: " + std::to_string(replicas) + "}\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
          "edges: [\"source -> invert -> sink\"]\n";
 }
 
-double family_total(const prometheus::Registry& r, const std::string& name) {
+// The sum of a family's series (those with label stage=`stage`, if given).
+double family_total(const prometheus::Registry& r, const std::string& name, const std::string& stage = {}) {
   double total = 0;
   for (auto& f : r.Collect())
     if (f.name == name)
-      for (auto& m : f.metric) total += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+      for (auto& m : f.metric) {
+        bool match = stage.empty();
+        for (auto& l : m.label) match = match || (l.name == "stage" && l.value == stage);
+        if (match) total += f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+      }
   return total;
 }
 
@@ -52,13 +57,18 @@ std::shared_ptr<data_plane> start_plane(const std::string& node, const std::stri
 
 struct across_result {
   bool completed_a = false, completed_b = false, ok = true, stopped = true;
-  std::shared_ptr<prometheus::Registry> registry_a, registry_b;
+  std::shared_ptr<prometheus::Registry> registry_a, registry_b;  // the data planes'
+  std::vector<std::shared_ptr<metrics>> instances;              // per node, the instances'
 };
+
+using nodes_map = std::map<std::string, std::vector<std::string>>;
+const nodes_map invert_on_b{{"source", {"a"}}, {"invert", {"b"}}, {"sink", {"a"}}};
 
 // Runs the pipeline with source and sink on node a and invert on node b; `during` is called
 // every few milliseconds with both planes until both managers report the pipeline done.
 across_result run_across(const temp_dir& dir, std::string yaml,
-                         std::function<void(data_plane&, data_plane&)> during = {}) {
+                         std::function<void(data_plane&, data_plane&)> during = {},
+                         const nodes_map& nodes_of = invert_on_b) {
   for (size_t p; (p = yaml.find("{dir}")) != std::string::npos;) yaml.replace(p, 5, dir.path().string());
   auto spec = load_pipeline(dir.write("pipeline.yaml", yaml));
   if (!spec) throw std::runtime_error(describe(spec.error()));
@@ -68,16 +78,15 @@ across_result run_across(const temp_dir& dir, std::string yaml,
   r.registry_b = std::make_shared<prometheus::Registry>();
   auto pa = start_plane("a", "t", r.registry_a);
   auto pb = start_plane("b", "t", r.registry_b);
-  std::map<std::string, std::string> node_of{{"source", "a"}, {"invert", "b"}, {"sink", "a"}};
   std::map<std::string, std::string> addresses{{"a", pa->address()}, {"b", pb->address()}};
   caf::actor_system sys{test_config()};
   {
     executor ex(2);
     caf::scoped_actor self{sys};
     std::vector<caf::actor> managers;
-    std::vector<std::shared_ptr<metrics>> ms;
+    auto& ms = r.instances;
     for (auto& [node, plane] : {std::pair{std::string("a"), pa}, std::pair{std::string("b"), pb}}) {
-      placement where{node, node_of};
+      placement where{node, nodes_of};
       auto planned = plan_pipeline(*spec, cat, &where);
       if (!planned) throw std::runtime_error(describe(planned.error()));
       auto p = std::make_shared<const plan>(std::move(*planned));
@@ -125,10 +134,10 @@ frames_log single_node_run(int count) {
 }  // namespace
 
 TEST(link, frames_cross_nodes_as_on_one) {
-  auto want = single_node_run(50);
+  auto want = single_node_run(25);
   ASSERT_EQ(want.hashes.size(), 100u);
   temp_dir d;
-  auto r = run_across(d, chain(50, 0));
+  auto r = run_across(d, chain(25, 0));
   ASSERT_TRUE(r.completed_a && r.completed_b) << "both nodes finish the pipeline";
   EXPECT_TRUE(r.ok);
   auto got = read_frames_log((d.path() / "frames.txt").string());
@@ -213,4 +222,21 @@ TEST(link, closes_garbage_and_refuses_a_wrong_token_and_goes_on_serving) {
                   caf::after(2s) >> [] {});
   ASSERT_TRUE(answered);
   EXPECT_EQ(retry, std::vector<uint64_t>{7});
+}
+
+TEST(link, a_stage_on_two_nodes_shares_the_frames_and_loses_none) {
+  auto want = single_node_run(50);
+  temp_dir d;
+  // invert runs one replica on each node; by_stream keeps each stream on one of them.
+  auto r = run_across(d, chain(50, 0, 1), {}, {{"source", {"a"}}, {"invert", {"a", "b"}}, {"sink", {"a"}}});
+  ASSERT_TRUE(r.completed_a && r.completed_b) << "both nodes finish the pipeline";
+  EXPECT_TRUE(r.ok);
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes, want.hashes);
+  EXPECT_EQ(got.repeated, 0u);
+  auto on_a = family_total(*r.instances[0]->registry(), "troupe_instance_frames_in_total", "invert");
+  auto on_b = family_total(*r.instances[1]->registry(), "troupe_instance_frames_in_total", "invert");
+  EXPECT_EQ(on_a + on_b, 200);
+  EXPECT_EQ(on_a, 100) << "two of the four streams stay on node a";
+  EXPECT_EQ(on_b, 100) << "and two go to node b";
 }

@@ -182,18 +182,30 @@ TEST(pipeline, a_stage_placed_elsewhere_is_named_but_not_resolved_here) {
                             "edges: [\"a -> b -> c\"]\n");
   auto spec = load_pipeline(path);
   ASSERT_OK(spec);
-  placement where{"n1", {{"a", "n1"}, {"b", "n2"}, {"c", "n1"}}};
+  placement where{"n1", {{"a", {"n1"}}, {"b", {"n2"}}, {"c", {"n1"}}}};
   auto p = plan_pipeline(*spec, f.cat, &where);
   ASSERT_OK(p);
   EXPECT_FALSE(p->stages[0].remote);
   EXPECT_TRUE(p->stages[1].remote);
-  EXPECT_EQ(p->stages[1].node, "n2");
+  EXPECT_EQ(p->stages[1].nodes, std::vector<std::string>{"n2"});
+  EXPECT_EQ(p->stages[1].elsewhere, std::vector<std::string>{"n2"});
   EXPECT_EQ(p->stages[1].manifest.name, "ghost");
   EXPECT_EQ(order(*p), (std::vector<std::string>{"c", "b", "a"}));
   // Seen from n2, the same stage is resolved there: not found.
-  placement there{"n2", where.node_of};
+  placement there{"n2", where.nodes_of};
   auto q = plan_pipeline(*spec, f.cat, &there);
   ASSERT_FALSE(q);
   EXPECT_THAT(describe(q.error()), HasSubstr("stage 'b'"));
   EXPECT_THAT(describe(q.error()), HasSubstr("ghost"));
+  // A stage on two nodes runs here too, and is sent to the other.
+  placement spread{"n1", {{"a", {"n1"}}, {"b", {"n1", "n3"}}, {"c", {"n1"}}}};
+  auto spec2 = load_pipeline(f.files.write("spread.yaml", "stages:\n  - {name: a, plugin: src}\n"
+                                                          "  - {name: b, plugin: filt, nodes: [n1, n3]}\n"
+                                                          "  - {name: c, plugin: sink}\nedges: [\"a -> b -> c\"]\n"));
+  ASSERT_OK(spec2);
+  auto r = plan_pipeline(*spec2, f.cat, &spread);
+  ASSERT_OK(r);
+  EXPECT_FALSE(r->stages[1].remote);
+  EXPECT_EQ(r->stages[1].elsewhere, std::vector<std::string>{"n3"});
+  EXPECT_EQ(r->stages[1].manifest.name, "filt");
 }
