@@ -40,7 +40,7 @@ constexpr uint32_t wire_magic = 0x4c505254;  // "TRPL"
 constexpr uint64_t max_header_bytes = uint64_t{16} << 20;
 constexpr uint64_t max_payload_bytes = uint64_t{1} << 30;
 constexpr size_t max_batch_frames = 4096;
-constexpr uint64_t max_batch_bytes = uint64_t{64} << 20;
+constexpr uint64_t max_batch_bytes = uint64_t{4} << 20;  // a larger frame goes alone
 constexpr int handshake_timeout_s = 5;
 
 struct wire_prefix {
@@ -985,8 +985,9 @@ bool data_plane::send(uint32_t channel, uint64_t id, const frame& f) {
   i.channel = channel;
   i.id = id;
   i.f = f;
+  bool was_empty = l->q.empty();  // the writer waits only on an empty queue
   l->q.push_back(std::move(i));
-  l->cv.notify_one();
+  if (was_empty) l->cv.notify_one();
   return true;
 }
 

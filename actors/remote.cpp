@@ -10,6 +10,7 @@
 #include <set>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace troupe {
 
@@ -149,9 +150,9 @@ class ingress_actor : public caf::event_based_actor {
     router_.on_acked([this](const frame& f) {
       auto it = origins_.find(f.route_tag);
       if (it == origins_.end()) return;
-      auto& [from, channel, id] = it->second;
-      acked_[{from, channel}].push_back(id);
-      held_.erase(it->second);
+      auto o = it->second;
+      acked_[{o.node, o.channel}].push_back(o.id);
+      held_.erase(o);
       origins_.erase(it);
     });
   }
@@ -172,18 +173,20 @@ class ingress_actor : public caf::event_based_actor {
             s_.plane->fenced(b.from, s_.run, b.frames.size());
             return;
           }
+          auto from = node_index(b.from);
           for (auto& [id, f] : b.frames) {
-            origin o{b.from, b.channel, id};
+            origin o{from, b.channel, id};
             if (!held_.insert(o).second) continue;  // sent again while it is still here
             auto tag = ++next_tag_;
-            origins_.emplace(tag, std::move(o));
+            origins_.emplace(tag, o);
             f.route_tag = tag;
             router_.route(std::move(f));
           }
         },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
-          for (auto& [key, ids] : acked_) s_.plane->ack(key.first, key.second, std::move(ids));
+          for (auto& [key, ids] : acked_)
+            if (!ids.empty()) s_.plane->ack(nodes_[key.first], key.second, std::move(ids));
           acked_.clear();
         },
         [this](stop_atom) { quit(); },
@@ -191,13 +194,31 @@ class ingress_actor : public caf::event_based_actor {
   }
 
  private:
-  using origin = std::tuple<std::string, uint32_t, uint64_t>;  // node, channel, number
+  // Where a frame came from: the sending node (an index into nodes_), its channel, its number.
+  struct origin {
+    uint32_t node, channel;
+    uint64_t id;
+    bool operator==(const origin& o) const { return node == o.node && channel == o.channel && id == o.id; }
+  };
+  struct origin_hash {
+    size_t operator()(const origin& o) const {
+      return std::hash<uint64_t>()(o.id * 0x9e3779b97f4a7c15ULL ^ (uint64_t{o.node} << 32 | o.channel));
+    }
+  };
+  uint32_t node_index(const std::string& node) {
+    for (uint32_t i = 0; i < nodes_.size(); ++i)
+      if (nodes_[i] == node) return i;
+    nodes_.push_back(node);
+    return static_cast<uint32_t>(nodes_.size() - 1);
+  }
+
   ingress_setup s_;
   router router_;
   uint64_t next_tag_ = 0;
+  std::vector<std::string> nodes_;
   std::unordered_map<uint64_t, origin> origins_;  // by route tag
-  std::set<origin> held_;
-  std::map<std::pair<std::string, uint32_t>, std::vector<uint64_t>> acked_;
+  std::unordered_set<origin, origin_hash> held_;
+  std::map<std::pair<uint32_t, uint32_t>, std::vector<uint64_t>> acked_;
 };
 
 }  // namespace

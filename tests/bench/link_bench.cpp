@@ -7,7 +7,7 @@
 // b's ingress and a pass-through plugin instance, whose outputs a sink acknowledges (so each
 // frame is acknowledged back to node a only once the sink has it).
 //
-//   build/tests/bench/link_bench [seconds per figure, default 2]
+//   build/tests/bench/link_bench [seconds per figure, default 2] [pipeline window, default 64]
 #include <catalog.hpp>
 #include <executor.hpp>
 #include <instance.hpp>
@@ -39,6 +39,7 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 double seconds_per_figure = 2.0;
+uint32_t runtime_window = 64;
 
 struct figure {
   double frames_per_s = 0, bytes_per_s = 0;
@@ -220,7 +221,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size) {
   auto dir = std::filesystem::temp_directory_path() / "troupe-link-bench";
   std::filesystem::create_directories(dir);
   auto path = (dir / "bench.yaml").string();
-  std::ofstream(path) << "pipeline: bench\nwindow: 64\nstages:\n  - {name: src, plugin: testsrc}\n"
+  std::ofstream(path) << "pipeline: bench\nwindow: " << runtime_window << "\nstages:\n  - {name: src, plugin: testsrc}\n"
                          "  - {name: pass, plugin: passthrough}\n  - {name: sink, plugin: checksum}\n"
                          "edges: [\"src -> pass -> sink\"]\n";
   auto spec = load_pipeline(path);
@@ -306,6 +307,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size) {
 
 int main(int argc, char** argv) {
   if (argc > 1) seconds_per_figure = std::atof(argv[1]);
+  if (argc > 2) runtime_window = static_cast<uint32_t>(std::atoi(argv[2]));
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", size_t{2});
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -327,8 +329,9 @@ int main(int argc, char** argv) {
                 link.bytes_per_s / 1e6, ratio);
     auto rt = runtime_figure(sys, size);
     std::snprintf(ratio, sizeof ratio, "%.0f%%", 100 * rt.bytes_per_s / pump.bytes_per_s);
-    std::printf("%-10s %-34s %14.0f %12.1f %10s\n", label.c_str(), "actors + link + instance, window 64",
-                rt.frames_per_s, rt.bytes_per_s / 1e6, ratio);
+    auto rt_path = "actors + link + instance, window " + std::to_string(runtime_window);
+    std::printf("%-10s %-34s %14.0f %12.1f %10s\n", label.c_str(), rt_path.c_str(), rt.frames_per_s,
+                rt.bytes_per_s / 1e6, ratio);
   }
   std::printf("Goals: 6 MB at least 70%% of the pump's bytes/s; 64 B at least 200,000 frames/s.\n");
   return 0;
