@@ -117,6 +117,9 @@ class instance_actor : public caf::event_based_actor {
             [this](const caf::actor& to) { send<caf::message_priority::high>(to, drained_atom::value, s_.slot); }) {
     tag_ = "node=" + s_.node + " stage=" + stage_.spec.name + " instance=" + std::to_string(s_.replica) +
            " gen=" + std::to_string(s_.generation);
+    router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
+      send(to, frames_atom::value, frame_batch{std::move(fs)});
+    });
     router_.set_routes(s_.routes);
     router_.add_carry(std::move(s_.carry));
     router_.on_acked([this](const frame& f) {
@@ -150,22 +153,11 @@ class instance_actor : public caf::event_based_actor {
           pump();
         },
         [this](frame_atom, frame& f) {
-          // A frame taken before, or given up on, is acknowledged in its turn (acks go in
-          // arrival order) but not processed.
-          auto kind = input_kind::fresh;
-          if (!dedupe_.admit(f.stream, f.seq, f.part)) {
-            kind = input_kind::duplicate;
-            s_.stats->duplicates.Increment();
-          } else {
-            if (s_.dead.count(frame_key{f.stream, f.seq, f.part})) kind = input_kind::dead;
-            s_.stats->frames_in.Increment();
-            s_.stats->bytes_in.Increment(static_cast<double>(f.size));
-            ++held_;
-          }
-          bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
-          custody_ = custody_ || custody;
-          inbox_.push_back({std::move(f), current_sender(), kind, custody});
-          s_.stats->queue_depth.Set(static_cast<double>(held_));
+          take(std::move(f), current_sender());
+          pump();
+        },
+        [this](frames_atom, frame_batch& b) {
+          for (auto& f : b.frames) take(std::move(f), current_sender());
           pump();
         },
         [this](ack_atom, uint32_t n) {
@@ -228,6 +220,25 @@ class instance_actor : public caf::event_based_actor {
   // An idle isolated instance asks its worker for a health answer this often; a worker that
   // does not answer within the stage's deadline (stopped, wedged) is lost.
   static constexpr std::chrono::milliseconds heartbeat_interval{1000};
+
+  // An input: a frame taken before, or given up on, is acknowledged in its turn (acks go
+  // in arrival order) but not processed.
+  void take(frame&& f, caf::strong_actor_ptr sender) {
+    auto kind = input_kind::fresh;
+    if (!dedupe_.admit(f.stream, f.seq, f.part)) {
+      kind = input_kind::duplicate;
+      s_.stats->duplicates.Increment();
+    } else {
+      if (s_.dead.count(frame_key{f.stream, f.seq, f.part})) kind = input_kind::dead;
+      s_.stats->frames_in.Increment();
+      s_.stats->bytes_in.Increment(static_cast<double>(f.size));
+      ++held_;
+    }
+    bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
+    custody_ = custody_ || custody;
+    inbox_.push_back({std::move(f), std::move(sender), kind, custody});
+    s_.stats->queue_depth.Set(static_cast<double>(held_));
+  }
 
   void heartbeat() {
     if (state_ != instance_state::running || !adapter_) return;
@@ -642,7 +653,7 @@ class instance_actor : public caf::event_based_actor {
     st.bytes_out.Increment(static_cast<double>(bytes_out));
     if (custody_)  // outputs of inputs from another node: counted until acknowledged
       for (auto& f : r.outputs) outstanding_[{f.stream, f.seq}] += router_.edge_count();
-    for (auto& f : r.outputs) router_.route(std::move(f));
+    router_.route_all(std::move(r.outputs));
     r.outputs.clear();
     s_.stats->in_flight.Set(static_cast<double>(router_.in_flight()));
     // The input of a fatal call is not in `processed`: it stays unacknowledged and is sent

@@ -37,6 +37,14 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 using end_atom = caf::atom_constant<caf::atom("end")>;
+using frames_atom = caf::atom_constant<caf::atom("frames")>;
+
+/// Several inputs from one sender in one message (frames_atom), taken in order as if each
+/// had come as (frame_atom, frame): a sender whose credits free up sends what they allow at
+/// once.
+struct frame_batch {
+  std::vector<frame> frames;
+};
 
 /// Where one downstream stage's frames go: receivers by replica index; an invalid handle
 /// marks a replica that is not running. A draining receiver (being scaled away) gets no new
@@ -89,6 +97,7 @@ struct pipeline_outcome {
 }  // namespace troupe
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::route_table)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::carried_frames)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::instance_report)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pipeline_outcome)

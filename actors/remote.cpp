@@ -41,16 +41,9 @@ class remote_stage_actor : public caf::event_based_actor {
           report(instance_state::started);
           report(instance_state::running);
         },
-        [this](frame_atom, frame& f) {
-          auto id = ++next_id_;
-          auto from = caf::actor_cast<caf::actor>(current_sender());
-          auto& q = senders_[from.address()];
-          if (!q.who) q.who = from;
-          q.ids.push_back(id);
-          auto& e = entries_[id];
-          e.f = std::move(f);
-          e.from = from.address();
-          s_.plane->send(channel_, id, e.f);
+        [this](frame_atom, frame& f) { take(std::move(f)); },
+        [this](frames_atom, frame_batch& b) {
+          for (auto& f : b.frames) take(std::move(f));
         },
         [this](link_acks_atom, const std::vector<uint64_t>& acked, const std::vector<uint64_t>& retry) {
           std::set<caf::actor_addr> touched;
@@ -102,6 +95,18 @@ class remote_stage_actor : public caf::event_based_actor {
     std::deque<uint64_t> ids;  // in the order it sent them
   };
 
+  void take(frame&& f) {
+    auto id = ++next_id_;
+    auto from = caf::actor_cast<caf::actor>(current_sender());
+    auto& q = senders_[from.address()];
+    if (!q.who) q.who = from;
+    q.ids.push_back(id);
+    auto& e = entries_[id];
+    e.f = std::move(f);
+    e.from = from.address();
+    s_.plane->send(channel_, id, e.f);
+  }
+
   // Acknowledges to a sender the frames at the front of its order that are acknowledged.
   void release(const caf::actor_addr& who) {
     auto it = senders_.find(who);
@@ -145,6 +150,9 @@ class ingress_actor : public caf::event_based_actor {
             [this](const caf::actor& to) {
               for (auto slot : s_.upstream_slots) send<caf::message_priority::high>(to, drained_atom::value, slot);
             }) {
+    router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
+      send(to, frames_atom::value, frame_batch{std::move(fs)});
+    });
     router_.set_routes(s_.routes);
     s_.routes = {};
     router_.on_acked([this](const frame& f) {
@@ -174,14 +182,17 @@ class ingress_actor : public caf::event_based_actor {
             return;
           }
           auto from = node_index(b.from);
+          std::vector<frame> fresh;
+          fresh.reserve(b.frames.size());
           for (auto& [id, f] : b.frames) {
             origin o{from, b.channel, id};
             if (!held_.insert(o).second) continue;  // sent again while it is still here
             auto tag = ++next_tag_;
             origins_.emplace(tag, o);
             f.route_tag = tag;
-            router_.route(std::move(f));
+            fresh.push_back(std::move(f));
           }
+          router_.route_all(std::move(fresh));
         },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);

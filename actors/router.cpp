@@ -72,6 +72,20 @@ void router::route(frame&& f) {
   }
 }
 
+void router::route_all(std::vector<frame>&& fs) {
+  for (size_t i = 0; i < edges_.size(); ++i) {
+    auto& e = edges_[i];
+    for (auto& f : fs) {
+      if (i + 1 == edges_.size())
+        e.pending.push_back(std::move(f));
+      else
+        e.pending.push_back(f);  // fan-out shares the payload
+    }
+    flush(e);
+  }
+  fs.clear();
+}
+
 int router::pick(edge& e, const frame& f) {
   auto n = e.receivers.size();
   auto has_credit = [&](size_t i) {
@@ -113,15 +127,38 @@ int router::pick(edge& e, const frame& f) {
 }
 
 void router::flush(edge& e) {
+  if (!batch_) {
+    while (!e.pending.empty()) {
+      int i = pick(e, e.pending.front());
+      if (i < 0) return;
+      auto& r = e.receivers[static_cast<size_t>(i)];
+      r.unacked.push_back(std::move(e.pending.front()));
+      e.pending.pop_front();
+      ++in_flight_;
+      frame copy = r.unacked.back();  // the copy shares the payload
+      send_(r.handle, std::move(copy));
+    }
+    return;
+  }
+  // What each receiver gets now, in order, sent once the credits are spent.
+  std::vector<std::pair<size_t, std::vector<frame>>> out;
   while (!e.pending.empty()) {
     int i = pick(e, e.pending.front());
-    if (i < 0) return;
+    if (i < 0) break;
     auto& r = e.receivers[static_cast<size_t>(i)];
     r.unacked.push_back(std::move(e.pending.front()));
     e.pending.pop_front();
     ++in_flight_;
-    frame copy = r.unacked.back();  // the copy shares the payload
-    send_(r.handle, std::move(copy));
+    auto it = std::find_if(out.begin(), out.end(), [&](auto& o) { return o.first == static_cast<size_t>(i); });
+    if (it == out.end()) it = out.insert(out.end(), {static_cast<size_t>(i), {}});
+    it->second.push_back(r.unacked.back());  // the copy shares the payload
+  }
+  for (auto& [i, frames] : out) {
+    auto& h = e.receivers[i].handle;
+    if (frames.size() == 1)
+      send_(h, std::move(frames.front()));
+    else
+      batch_(h, std::move(frames));
   }
 }
 

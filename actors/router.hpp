@@ -36,6 +36,11 @@ class router {
   size_t set_routes(const route_table& routes);
   /// Queues an output for every downstream stage and sends what credits allow.
   void route(frame&& f);
+  /// Likewise for several, in order; what a receiver gets at once goes in one batch.
+  void route_all(std::vector<frame>&& fs);
+  /// Frames that go to one receiver at once are handed to batch (more than one) instead of
+  /// send, in one call.
+  void on_batch(std::function<void(const caf::actor&, std::vector<frame>&&)> batch) { batch_ = std::move(batch); }
   /// A receiver acknowledged n frames; sends what the freed credits allow.
   void on_ack(const caf::actor_addr& receiver, uint32_t n);
   /// Frames to hand to a successor: unacknowledged, then pending, per stage. Empties the
@@ -86,6 +91,7 @@ class router {
   send_fn send_;
   drained_fn drained_;
   std::function<void(const frame&)> acked_;
+  std::function<void(const caf::actor&, std::vector<frame>&&)> batch_;
   std::vector<edge> edges_;
   uint64_t in_flight_ = 0;  // sum of unacked over all receivers
 };

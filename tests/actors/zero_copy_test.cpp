@@ -87,6 +87,9 @@ edges: ["src -> p1 -> sink"]
   while (acked < 3) {
     bool timed_out = false;
     self->receive([&](frame_atom, const frame& out) { outputs.push_back(out.seq); },
+                  [&](frames_atom, const frame_batch& b) {
+                    for (auto& out : b.frames) outputs.push_back(out.seq);
+                  },
                   [&](ack_atom, uint32_t n) { acked += n; }, caf::after(10s) >> [&] { timed_out = true; });
     ASSERT_FALSE(timed_out) << "acked " << acked;
   }

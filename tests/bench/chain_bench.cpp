@@ -95,10 +95,14 @@ caf::behavior feeder(caf::event_based_actor* self, caf::actor first, std::shared
 // Takes frames like a sink stage: counts and acknowledges them.
 caf::behavior acking_sink(caf::event_based_actor* self, uint64_t expected, caf::actor report) {
   auto count = std::make_shared<uint64_t>(0);
-  return {[=](frame_atom, const frame&) {
-    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, uint32_t{1});
-    if (++*count == expected) self->send(report, done_atom::value);
-  }};
+  auto take = [=](uint32_t n) {
+    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, n);
+    auto before = *count;
+    *count += n;
+    if (before < expected && *count >= expected) self->send(report, done_atom::value);
+  };
+  return {[=](frame_atom, const frame&) { take(1); },
+          [=](frames_atom, const frame_batch& b) { take(static_cast<uint32_t>(b.frames.size())); }};
 }
 
 double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p,

@@ -7,7 +7,8 @@
 // b's ingress and a pass-through plugin instance, whose outputs a sink acknowledges (so each
 // frame is acknowledged back to node a only once the sink has it).
 //
-//   build/tests/bench/link_bench [seconds per figure, default 2] [pipeline window, default 64]
+//   build/tests/bench/link_bench [seconds per figure, default 2] [window for 64 B, default 256]
+//                                [window for 6 MB, default 16]
 #include <catalog.hpp>
 #include <executor.hpp>
 #include <instance.hpp>
@@ -39,7 +40,7 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 double seconds_per_figure = 2.0;
-uint32_t runtime_window = 64;
+uint32_t small_window = 256, large_window = 16;  // the pipeline's window for 64 B and 6 MB frames
 
 struct figure {
   double frames_per_s = 0, bytes_per_s = 0;
@@ -211,13 +212,15 @@ caf::behavior feeder(caf::event_based_actor* self, caf::actor to, std::shared_pt
 }
 
 caf::behavior counting_sink(caf::event_based_actor* self, std::shared_ptr<std::atomic<uint64_t>> count) {
-  return {[=](frame_atom, const frame&) {
-    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, uint32_t{1});
-    count->fetch_add(1, std::memory_order_relaxed);
-  }};
+  auto take = [=](uint32_t n) {
+    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, n);
+    count->fetch_add(n, std::memory_order_relaxed);
+  };
+  return {[=](frame_atom, const frame&) { take(1); },
+          [=](frames_atom, const frame_batch& b) { take(static_cast<uint32_t>(b.frames.size())); }};
 }
 
-figure runtime_figure(caf::actor_system& sys, size_t frame_size) {
+figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtime_window) {
   auto dir = std::filesystem::temp_directory_path() / "troupe-link-bench";
   std::filesystem::create_directories(dir);
   auto path = (dir / "bench.yaml").string();
@@ -307,7 +310,8 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size) {
 
 int main(int argc, char** argv) {
   if (argc > 1) seconds_per_figure = std::atof(argv[1]);
-  if (argc > 2) runtime_window = static_cast<uint32_t>(std::atoi(argv[2]));
+  if (argc > 2) small_window = static_cast<uint32_t>(std::atoi(argv[2]));
+  if (argc > 3) large_window = static_cast<uint32_t>(std::atoi(argv[3]));
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", size_t{2});
   cfg.set("logger.verbosity", caf::atom("quiet"));
@@ -327,7 +331,8 @@ int main(int argc, char** argv) {
     auto path = "data link, acked, window " + std::to_string(window);
     std::printf("%-10s %-34s %14.0f %12.1f %10s\n", label.c_str(), path.c_str(), link.frames_per_s,
                 link.bytes_per_s / 1e6, ratio);
-    auto rt = runtime_figure(sys, size);
+    auto runtime_window = size == 64 ? small_window : large_window;
+    auto rt = runtime_figure(sys, size, runtime_window);
     std::snprintf(ratio, sizeof ratio, "%.0f%%", 100 * rt.bytes_per_s / pump.bytes_per_s);
     auto rt_path = "actors + link + instance, window " + std::to_string(runtime_window);
     std::printf("%-10s %-34s %14.0f %12.1f %10s\n", label.c_str(), rt_path.c_str(), rt.frames_per_s,
