@@ -13,6 +13,7 @@
 
 #include <error.hpp>
 #include <link.hpp>
+#include <manifest.hpp>
 #include <stats.hpp>
 #include <yaml_util.hpp>
 
@@ -338,8 +339,9 @@ class cluster_node {
   }
 
   // Asks the node at a peer address to run its part of a placed pipeline (or to check it).
-  kj::Promise<void> ask_host(const std::string& address, const std::string& text, const std::string& source,
-                             const pipeline_placement& placed, bool check, kj::Timer& timer) {
+  kj::Promise<std::vector<stage_part>> ask_host(const std::string& address, const std::string& text,
+                                                const std::string& source, const pipeline_placement& placed,
+                                                bool check, kj::Timer& timer) {
     auto client = kj::heap<capnp::EzRpcClient>(address);
     auto cap = kj::heap<wire::Peer::Client>(client->getMain<wire::Peer>());
     auto req = cap->hostRequest();
@@ -370,10 +372,19 @@ class cluster_node {
       nodes[i++].setDataAddress(a);
     }
     return timer.timeoutAfter(30 * kj::SECONDS, req.send())
-        .then([](auto&&) {},
-              [](kj::Exception&& e) -> void {
-                throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(reason(e)));
-              })
+        .then(
+            [](capnp::Response<wire::Peer::HostResults>&& r) {
+              std::vector<stage_part> parts;
+              for (auto p : r.getParts()) {
+                stage_part sp{p.getStage(), p.getPlugin(), p.getVersion(), {}};
+                for (auto n : p.getNeeds()) sp.needs.emplace_back(n.getPlugin(), n.getRange());
+                parts.push_back(std::move(sp));
+              }
+              return parts;
+            },
+            [](kj::Exception&& e) -> std::vector<stage_part> {
+              throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(reason(e)));
+            })
         .attach(kj::mv(cap))  // dropped before the connection it came from
         .attach(kj::mv(client));
   }
@@ -641,8 +652,20 @@ class peer_service final : public wire::Peer::Server {
     for (auto x : p.getNodes()) placed.data_address[x.getNode()] = x.getDataAddress();
     placed.run = p.getRun();
     std::string name;
-    if (auto e = host_.deploy(p.getPipeline(), p.getSource(), name, &placed, p.getCheckOnly()); !e.empty())
+    std::vector<stage_part> parts;
+    if (auto e = host_.deploy(p.getPipeline(), p.getSource(), name, &placed, p.getCheckOnly(), &parts); !e.empty())
       return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(e));
+    auto list = ctx.getResults().initParts(static_cast<unsigned>(parts.size()));
+    for (unsigned i = 0; i < parts.size(); ++i) {
+      list[i].setStage(parts[i].stage);
+      list[i].setPlugin(parts[i].plugin);
+      list[i].setVersion(parts[i].version);
+      auto needs = list[i].initNeeds(static_cast<unsigned>(parts[i].needs.size()));
+      for (unsigned k = 0; k < parts[i].needs.size(); ++k) {
+        needs[k].setPlugin(parts[i].needs[k].first);
+        needs[k].setRange(parts[i].needs[k].second);
+      }
+    }
     return kj::READY_NOW;
   }
 
@@ -650,6 +673,29 @@ class peer_service final : public wire::Peer::Server {
   cluster_node& n_;
   pipeline_host& host_;
 };
+
+// Each stage's dependencies met by a stage of the pipeline in range, on whichever node it
+// runs (each node checked those among its own stages); or why not, naming stage and node.
+std::string check_needs(const std::string& source, const std::map<std::string, std::vector<stage_part>>& by_node) {
+  for (auto& [node, parts] : by_node)
+    for (auto& p : parts)
+      for (auto& [plugin, range_text] : p.needs) {
+        auto range = version_range::parse(range_text);
+        bool met = false;
+        std::string near;
+        for (auto& [other, theirs] : by_node)
+          for (auto& q : theirs) {
+            if (q.plugin != plugin) continue;
+            auto v = version::parse(q.version);
+            if (range_text.empty() || (range && v && range->contains(*v))) met = true;
+            else near += "; stage '" + q.stage + "' on node " + other + " runs version " + q.version;
+          }
+        if (!met)
+          return source + ": stage '" + p.stage + "' on node " + node + ": plugin '" + p.plugin + "' needs plugin '" +
+                 plugin + "' " + range_text + ", which no stage of the pipeline runs" + near;
+      }
+  return {};
+}
 
 class admin_service final : public wire::Admin::Server {
  public:
@@ -753,15 +799,22 @@ class admin_service final : public wire::Admin::Server {
       ctx.getResults().setName(name);
       return kj::READY_NOW;
     }
-    // Every node checks its part before any starts; then the others start, then this one.
-    if (auto e = host_.deploy(text, source, name, placed.get(), true); !e.empty()) return failure(e);
-    auto ask_all = [this, text, source, placed, peers](bool check) {
+    // Every node checks its part before any starts (and says what its stages are, so that
+    // dependencies are checked across nodes); then the others start, then this one.
+    auto parts = std::make_shared<std::map<std::string, std::vector<stage_part>>>();
+    if (auto e = host_.deploy(text, source, name, placed.get(), true, &(*parts)[self]); !e.empty()) return failure(e);
+    auto ask_all = [this, text, source, placed, peers, parts](bool check) {
       auto asks = kj::heapArrayBuilder<kj::Promise<void>>(peers->size());
-      for (auto& [node, address] : *peers) asks.add(n_.ask_host(address, text, source, *placed, check, *timer_));
+      for (auto& [node, address] : *peers)
+        asks.add(n_.ask_host(address, text, source, *placed, check, *timer_)
+                     .then([parts, node = node](std::vector<stage_part>&& got) { (*parts)[node] = std::move(got); }));
       return kj::joinPromises(asks.finish());
     };
     return ask_all(true)
-        .then([ask_all]() mutable { return ask_all(false); })
+        .then([ask_all, parts, source]() mutable {
+          if (auto why = check_needs(source, *parts); !why.empty()) throw failure(why);
+          return ask_all(false);
+        })
         .then([this, ctx, text, source, placed, peers]() mutable {
           std::string name;
           if (auto e = host_.deploy(text, source, name, placed.get()); !e.empty()) throw failure(e);
@@ -924,6 +977,7 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
       auto* m = node.find(n);
       if (m == nullptr) continue;
       tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, next, false, timer)
+                    .ignoreResult()
                     .catch_([self, n, name = pp.name](kj::Exception&& e) {
                       spdlog::error("[node={}] node {} did not take the new placement of pipeline '{}': {}", self, n,
                                     name, reason(e));
@@ -956,6 +1010,7 @@ void fence_returned(cluster_node& node, pipeline_host& host, const std::string& 
     if (there || leader != self) continue;
     spdlog::warn("[node={}] node {} is back: telling it pipeline '{}' runs elsewhere now", self, back, pp.name);
     tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, pl, false, timer)
+                  .ignoreResult()
                   .catch_([self, back](kj::Exception&& e) {
                     spdlog::warn("[node={}] node {} was not told: {}", self, back, reason(e));
                   }));

@@ -165,7 +165,7 @@ std::vector<placed_pipeline> pipeline_host::placed_pipelines() const {
 }
 
 std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name,
-                                  const pipeline_placement* placed, bool check_only) {
+                                  const pipeline_placement* placed, bool check_only, std::vector<stage_part>* parts) {
   auto& d = *impl_;
   read_text in(d.dir, text, source);
   auto named = [&](std::string e) { return in.named(std::move(e)); };
@@ -185,6 +185,13 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   auto p = std::make_shared<const plan>(std::move(*planned));
   auto libs = load_libraries(*p);
   if (!libs) return named("node " + d.node + ": " + describe(libs.error()));
+  if (parts)
+    for (auto& s : p->stages) {
+      if (s.remote) continue;
+      stage_part sp{s.spec.name, s.manifest.name, s.manifest.version.to_string(), {}};
+      for (auto& dep : s.manifest.dependencies) sp.needs.emplace_back(dep.name, dep.range.text);
+      parts->push_back(std::move(sp));
+    }
   std::lock_guard<std::mutex> lock(d.mutex);
   if (auto it = d.pipelines.find(p->name); it != d.pipelines.end() && impl::running(it->second)) {
     auto& h = it->second;

@@ -28,6 +28,12 @@ struct pipeline_placement {
   std::map<std::string, uint32_t> moves;  // stage -> times placed again after a node died
 };
 
+/// A stage as the node running it found it: its plugin's version and what it needs.
+struct stage_part {
+  std::string stage, plugin, version;
+  std::vector<std::pair<std::string, std::string>> needs;  // plugin, version range
+};
+
 /// A pipeline this node runs part of, as deployed (for placing stages again).
 struct placed_pipeline {
   std::string name, text, source;
@@ -56,7 +62,8 @@ class pipeline_host {
   /// this node already runs part of moves stages: those now placed here start here, those
   /// placed on other nodes are sent their frames there.
   std::string deploy(const std::string& text, const std::string& source, std::string& name,
-                     const pipeline_placement* placed = nullptr, bool check_only = false);
+                     const pipeline_placement* placed = nullptr, bool check_only = false,
+                     std::vector<stage_part>* parts = nullptr);
   /// The pipeline file's placement: stage -> the nodes the file names (see stage_spec::nodes).
   std::string read_placement(const std::string& text, const std::string& source, std::string& name,
                              std::vector<std::pair<std::string, std::vector<std::string>>>& stages);

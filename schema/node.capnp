@@ -26,6 +26,19 @@ struct StagePlacement {
   moves @3 :UInt32;           # how often it was placed again: its instances start past that generation
 }
 
+struct StagePart {
+  # A stage a node runs, as that node found it: for checking dependencies across nodes.
+  stage @0 :Text;
+  plugin @1 :Text;
+  version @2 :Text;
+  needs @3 :List(Need);
+}
+
+struct Need {
+  plugin @0 :Text;
+  range @1 :Text;
+}
+
 struct NodeAddress {
   node @0 :Text;
   dataAddress @1 :Text;
@@ -42,7 +55,9 @@ interface Peer {
   # then for real. The placement names every stage's node, and nodes their data address.
   host @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text,
            placement :List(StagePlacement), nodes :List(NodeAddress), checkOnly :Bool,
-           run :Text) -> ();   # run: names this deployment on the data links
+           run :Text) -> (parts :List(StagePart));
+  # run names this deployment on the data links; parts: the stages the node runs, as it found
+  # them (with checkOnly), so that the node deploying checks dependencies across nodes.
 }
 
 struct MemberState {

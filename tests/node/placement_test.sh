@@ -33,6 +33,7 @@ data: 127.0.0.1:${port[$(($2 + 4))]}
 admin: 127.0.0.1:${port[$(($2 + 8))]}
 metrics: 127.0.0.1:${port[$(($2 + 12))]}
 seeds: [127.0.0.1:${port[1]}]
+plugin_paths: [$work/extra-$1]
 token: secret
 heartbeat_ms: 200
 down_after_ms: 1500
@@ -94,8 +95,27 @@ out=$("$troupe" deploy missing.yaml $admin 2>&1); rc=$?
 check "a plugin missing where its stage is placed is refused" [ "$rc" -ne 0 ]
 check "... by the node that lacks it, naming the stage" \
   contains "$out" "node n3: missing.yaml:22: stage 'watermark': plugin 'nosuchplugin' not found"
+# A plugin's dependency met by a stage on another node, but in a version out of range: n1
+# finds a watermark that needs checksum ^2.0, and checksum runs on n2 in version 1.0.0.
+mkdir -p "$work/extra-n1/watermark"
+sed -e "s#^library: .*#library: $TROUPE_PLUGIN_PATH/watermark/libtroupe_watermark.so#" \
+    -e 's#^dependencies: .*#dependencies: [{name: checksum, version: "^2.0"}]#' \
+    "$TROUPE_PLUGIN_PATH/watermark/plugin.yaml" > "$work/extra-n1/watermark/plugin.yaml"
+cat > needy.yaml <<Y
+pipeline: needy
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 10}}
+  - {name: mark, plugin: watermark}
+  - {name: sum, plugin: checksum, node: n2, config: {output: $work/needy-sum.txt}}
+edges: ["src -> mark -> sum"]
+Y
+out=$("$troupe" deploy needy.yaml $admin 2>&1); rc=$?
+rm -rf "$work/extra-n1/watermark"
+check "a dependency out of range on another node is refused" [ "$rc" -ne 0 ]
+check "... naming the stage, both nodes and the versions" contains "$out" \
+  "needy.yaml: stage 'mark' on node n1: plugin 'watermark' needs plugin 'checksum' ^2.0, which no stage of the pipeline runs; stage 'sum' on node n2 runs version 1.0.0"
 sleep 0.5
-check "nothing of a refused pipeline started anywhere" bash -c "! (\"$troupe\" status $admin | grep -qE '^(nowhere|missing) ')"
+check "nothing of a refused pipeline started anywhere" bash -c "! (\"$troupe\" status $admin | grep -qE '^(nowhere|missing|needy) ')"
 
 # A long-running pipeline across the nodes, stopped through n1: the sources end their
 # streams, every node drains, and the sink takes every frame the source made.
