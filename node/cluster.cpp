@@ -877,8 +877,37 @@ class admin_service final : public wire::Admin::Server {
   kj::Promise<void> stop(StopContext ctx) override {
     auto p = ctx.getParams();
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
-    if (auto e = host_.stop(p.getPipeline()); !e.empty()) return failure(e);
-    return kj::READY_NOW;
+    auto e = host_.stop(p.getPipeline());
+    if (e.empty()) {
+      ctx.getResults().setNode(n_.config().name);
+      return kj::READY_NOW;
+    }
+    auto members = n_.up_admins();
+    if (p.getThisNodeOnly() || timer_ == nullptr || members.empty()) return failure(e);
+    // Not here: the first member that runs part of it drains the whole of it.
+    std::string pipeline = p.getPipeline(), token = p.getToken();
+    auto taken = std::make_shared<std::string>();
+    auto asks = kj::heapArrayBuilder<kj::Promise<void>>(members.size());
+    for (auto& [name, address] : members) {
+      auto client = kj::heap<capnp::EzRpcClient>(address);
+      auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
+      auto req = cap->stopRequest();
+      req.setProtocol(wire::CLUSTER_PROTOCOL);
+      req.setToken(token);
+      req.setPipeline(pipeline);
+      req.setThisNodeOnly(true);
+      asks.add(timer_->timeoutAfter(5 * kj::SECONDS, req.send())
+                   .then([taken](capnp::Response<wire::Admin::StopResults>&& r) { *taken = r.getNode(); },
+                         [](kj::Exception&&) {})
+                   .attach(kj::mv(cap))
+                   .attach(kj::mv(client)));
+    }
+    return kj::joinPromises(asks.finish()).then([ctx, taken, pipeline, this]() mutable {
+      if (taken->empty())
+        throw failure("no node of the cluster runs pipeline '" + pipeline + "' (asked " + n_.config().name +
+                      " and every member that is up)");
+      ctx.getResults().setNode(*taken);
+    });
   }
 
  private:
@@ -1200,8 +1229,8 @@ int cluster_stop(const common_options&, const admin_options& o) {
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
     req.setPipeline(o.pipeline);
-    timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("stopping pipeline '%s'\n", o.pipeline.c_str());
+    auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("stopping pipeline '%s' (drained through node %s)\n", o.pipeline.c_str(), r.getNode().cStr());
     return 0;
   });
 }

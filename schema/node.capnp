@@ -91,6 +91,7 @@ interface Admin {
   # on: the node the caller expects it on (empty: wherever); another is refused, naming it.
   scale @2 (protocol :UInt32, token :Text, pipeline :Text, stage :Text, replicas :UInt32, on :Text)
       -> (node :Text);
-  # Stops a pipeline: sources first, so consumers take all they get.
-  stop @3 (protocol :UInt32, token :Text, pipeline :Text) -> ();
+  # Drains and stops a pipeline (every node running part of it). A node that runs none of it
+  # asks the members that are up (thisNodeOnly), and answers with the node that took it.
+  stop @3 (protocol :UInt32, token :Text, pipeline :Text, thisNodeOnly :Bool) -> (node :Text);
 }

@@ -125,14 +125,14 @@ window: 4
 stages:
   - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 100000, streams: 2, rate: 300}}
   - {name: f, plugin: faulty, node: n2, replicas: 2, config: {action: slow, every: 1, slow_ms: 1}}
-  - {name: inv, plugin: invert, node: n3}
+  - {name: inv, plugin: invert, node: n2}
   - {name: sink, plugin: checksum, config: {output: $work/long-sum.txt}}
 edges: ["src -> f -> inv -> sink"]
 Y
 out=$("$troupe" deploy long.yaml $admin 2>&1)
 check "the long pipeline is deployed" contains "$out" "pipeline 'long' deployed"
-check "its frames flow through n2 and n3" wait_for 10 bash -c \
-  "\"$troupe\" status $admin | grep -qE '^long +inv +n3 +embedded +running +1 +[1-9][0-9][0-9]'"
+check "its frames flow through n2" wait_for 10 bash -c \
+  "\"$troupe\" status $admin | grep -qE '^long +inv +n2 +embedded +running +1 +[1-9][0-9][0-9]'"
 # Scaled through n1 while frames flow: the call goes to n2, which runs the stage; scaling
 # down drains the replica scaled away, fed from n1 through n2's ingress.
 out=$("$troupe" scale f 3 --pipeline long $admin 2>&1)
@@ -146,8 +146,12 @@ out=$("$troupe" scale f 1 --pipeline long --on n2 $admin 2>&1)
 check "scale --on the stage's node is taken" contains "$out" "to 1 replicas on node n2"
 check "the replicas scaled away drain and stop" wait_for 15 bash -c \
   "[ \$(\"$troupe\" status $admin | grep -cE '^long +f#[12] +n2 +embedded +stopped ') -eq 2 ]"
-out=$("$troupe" stop long $admin 2>&1)
-check "stop is taken" contains "$out" "stopping pipeline 'long'"
+# Stopped through n3, which runs none of it: a node that does drains the whole of it.
+out=$("$troupe" stop long --node "127.0.0.1:${port[11]}" --token secret 2>&1)
+check "stop through a node that runs none of it is taken" contains "$out" "stopping pipeline 'long' (drained through node n"
+out=$("$troupe" stop nosuch --node "127.0.0.1:${port[11]}" --token secret 2>&1); rc=$?
+check "stopping a pipeline no node runs is refused, saying so" \
+  bash -c "[ $rc -ne 0 ] && grep -q \"no node of the cluster runs pipeline 'nosuch'\" <<<\"\$0\"" "$out"
 check "every node stops its part" wait_for 15 bash -c \
   "s=\$(\"$troupe\" status $admin); [ \$(grep -cE '^long .* stopped ' <<<\"\$s\") -eq \$(grep -cE '^long ' <<<\"\$s\") ]"
 made=$("$troupe" status $admin | awk '$1 == "long" && $2 == "src" {print $8}')
