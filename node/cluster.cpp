@@ -286,7 +286,7 @@ class cluster_node {
     } else if (m.incarnation != 0 && incarnation != m.incarnation) {
       spdlog::info("[node={}] node {} restarted: it rejoins as a fresh member", c_.name, m.name);
     }
-    bool back = m.st == member::state::down && m.incarnation == incarnation;
+    bool back = m.st == member::state::down;
     m.incarnation = incarnation;
     m.st = member::state::up;
     m.up_gauge->Set(1);
@@ -311,9 +311,12 @@ class cluster_node {
     std::vector<std::string> went_down;
     if (last_tick_ && now - *last_tick_ > down_after()) {
       // This node itself stood still (frozen, or starved): its peers' silence is its own. They
-      // get a fresh grace period instead of being taken for dead, and leave it if they are.
-      spdlog::warn("[node={}] this node stood still for {} ms: peers get a fresh grace period", c_.name,
-                   std::chrono::duration_cast<std::chrono::milliseconds>(now - *last_tick_).count());
+      // get a fresh grace period instead of being taken for dead. The others may have taken it
+      // for dead meanwhile: it rejoins as a fresh member (a new incarnation).
+      incarnation_ = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+      spdlog::warn("[node={}] this node stood still for {} ms: peers get a fresh grace period, and it rejoins as a "
+                   "fresh member",
+                   c_.name, std::chrono::duration_cast<std::chrono::milliseconds>(now - *last_tick_).count());
       for (auto& [name, m] : members_)
         if (m.st == member::state::up) m.last_heard = now;
     }
@@ -389,8 +392,7 @@ class cluster_node {
         .attach(kj::mv(client));
   }
 
-  /// Called with each member that goes down, and each that comes back with the same
-  /// incarnation (it was frozen or cut off, not restarted).
+  /// Called with each member that goes down, and each that is heard again after.
   void on_down(std::function<void(const std::string&)> f) { on_down_ = std::move(f); }
   void on_back(std::function<void(const std::string&)> f) { on_back_ = std::move(f); }
   bool is_up(const std::string& name) const {
@@ -1020,8 +1022,9 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
 
 }  // namespace
 
-// A member taken for dead is heard again, the same incarnation: a pipeline this node leads
-// that no longer runs anything there tells it so, and it stops what it still runs of it.
+// A member taken for dead is heard again: a pipeline this node leads that no longer runs
+// anything there tells it so, and it stops what it may still run of it (a node that
+// restarted runs nothing, and ignores it).
 void fence_returned(cluster_node& node, pipeline_host& host, const std::string& back, kj::Timer& timer,
                     kj::TaskSet& tasks) {
   auto& self = node.config().name;

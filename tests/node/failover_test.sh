@@ -111,6 +111,7 @@ check "... within the bound (1.5 s, with room for a loaded machine)" [ $((SECOND
 check "mid runs on n1 as a new generation" wait_for 10 bash -c \
   "\"$troupe\" status $admin | grep -qE '^frozen +mid +n1 +embedded +(running|stopped) +2 '"
 kill -CONT "${pids[3]}"
+check "the thawed n3 rejoins as a fresh member" wait_for 10 grep -q "node n3 is up again, as a fresh member" n1.log
 check "the thawed n3 is told its part runs elsewhere, and stops it" wait_for 10 grep -q \
   "pipeline 'frozen' runs elsewhere now (this node was taken for dead): stopping its part here" n3.log
 check "the pipeline completes" wait_for 30 bash -c \
