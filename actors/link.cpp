@@ -1,5 +1,7 @@
 #include "link.hpp"
 
+#include "frame_wire.hpp"
+
 #include <link.capnp.h>
 
 #include <capnp/message.h>
@@ -458,18 +460,7 @@ struct data_plane::impl {
               why = "frame payloads overrun the message's payload section";
               return false;
             }
-            frame f;
-            f.stream = lf.getStream();
-            f.seq = lf.getSeq();
-            f.part = lf.getPart();
-            f.generation = lf.getGeneration();
-            f.timestamp_ns = lf.getTimestampNs();
-            f.type = lf.getType();
-            if (lf.hasMeta()) {
-              auto meta = std::make_shared<metadata>();
-              for (auto kv : lf.getMeta()) meta->emplace_back(kv.getKey(), kv.getValue());
-              f.meta = std::move(meta);
-            }
+            auto f = read_frame_fields(lf);
             if (size > 0) {
               f.payload = m.payload;
               f.data = m.payload->data() + at;
@@ -733,19 +724,7 @@ struct data_plane::impl {
           auto& f = items[k].f;
           auto b = list[static_cast<unsigned>(k - i)];
           b.setId(items[k].id);
-          b.setStream(f.stream);
-          b.setSeq(f.seq);
-          b.setPart(f.part);
-          b.setGeneration(f.generation);
-          b.setTimestampNs(f.timestamp_ns);
-          b.setType(f.type);
-          if (f.meta && !f.meta->empty()) {
-            auto ml = b.initMeta(static_cast<unsigned>(f.meta->size()));
-            for (unsigned x = 0; x < f.meta->size(); ++x) {
-              ml[x].setKey((*f.meta)[x].first);
-              ml[x].setValue((*f.meta)[x].second);
-            }
-          }
+          write_frame_fields(b, f);
           b.setSize(f.size);
           if (f.size > 0) {
             m.payload.push_back({const_cast<uint8_t*>(f.data), f.size});

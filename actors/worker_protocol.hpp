@@ -3,6 +3,7 @@
 #pragma once
 
 #include "frame.hpp"
+#include "frame_wire.hpp"
 
 #include <worker.capnp.h>
 
@@ -45,19 +46,7 @@ inline size_t results_bytes(size_t region_bytes) { return (region_bytes / 16) & 
 constexpr int exit_memory_limit = 86, exit_out_of_memory = 87;
 
 inline void write_header(wire::Frame::Builder b, const frame& f, uint8_t region, uint64_t offset) {
-  b.setStream(f.stream);
-  b.setSeq(f.seq);
-  b.setPart(f.part);
-  b.setGeneration(f.generation);
-  b.setTimestampNs(f.timestamp_ns);
-  b.setType(f.type);
-  if (f.meta) {
-    auto m = b.initMeta(static_cast<unsigned>(f.meta->size()));
-    for (unsigned i = 0; i < f.meta->size(); ++i) {
-      m[i].setKey((*f.meta)[i].first);
-      m[i].setValue((*f.meta)[i].second);
-    }
-  }
+  write_frame_fields(b, f);
   auto p = b.initPayload();
   p.setRegion(region);
   p.setOffset(offset);
@@ -65,21 +54,7 @@ inline void write_header(wire::Frame::Builder b, const frame& f, uint8_t region,
 }
 
 /// The frame a header describes, without its payload.
-inline frame read_header(wire::Frame::Reader r) {
-  frame f;
-  f.stream = r.getStream();
-  f.seq = r.getSeq();
-  f.part = r.getPart();
-  f.generation = r.getGeneration();
-  f.timestamp_ns = r.getTimestampNs();
-  f.type = r.getType().cStr();
-  if (r.getMeta().size() > 0) {
-    auto m = std::make_shared<metadata>();
-    for (auto kv : r.getMeta()) m->emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
-    f.meta = std::move(m);
-  }
-  return f;
-}
+inline frame read_header(wire::Frame::Reader r) { return read_frame_fields(r); }
 
 /// Writes a whole message; false if the peer is gone (never raises SIGPIPE).
 inline bool send_message(int fd, capnp::MessageBuilder& msg) {

@@ -10,21 +10,8 @@ set -uo pipefail
 source "$(dirname "$0")/check.sh"
 troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-
-# Free ports on loopback, as the kernel hands them out.
-read -r -a port <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(18)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+source "$(dirname "$0")/nodes.sh"
+free_ports 18
 seed="127.0.0.1:${port[1]}"
 start_node() {  # start_node NAME INDEX TOKEN [LISTEN_HOST]
   cat > "$1.yaml" <<Y
@@ -43,11 +30,6 @@ Y
   pids+=($!)
 }
 status() { "$troupe" status --node "127.0.0.1:${port[$1]}" --token secret 2>&1; }
-# wait_for SECONDS COMMAND...: until the command succeeds, at most that long.
-wait_for() {
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
-}
 state_is() { status "$1" | grep -qE "^$2 +$3 "; }
 
 # A config with a mistake is refused, naming the file and the field.

@@ -11,40 +11,8 @@ source "$(dirname "$0")/check.sh"
 troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-
-read -r -a port <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(16)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))')"
-start_node() {  # start_node NAME INDEX
-  cat > "$1.yaml" <<Y
-name: $1
-listen: 127.0.0.1:${port[$2]}
-data: 127.0.0.1:${port[$(($2 + 4))]}
-admin: 127.0.0.1:${port[$(($2 + 8))]}
-metrics: 127.0.0.1:${port[$(($2 + 12))]}
-seeds: [127.0.0.1:${port[1]}]
-plugin_paths: [$work/extra-$1]
-token: secret
-heartbeat_ms: 200
-down_after_ms: 1500
-Y
-  "$troupe" node --config "$1.yaml" > "$1.log" 2>&1 &
-  pids+=($!)
-}
-wait_for() {
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
-}
+source "$(dirname "$0")/nodes.sh"
+free_ports 16
 admin="--node 127.0.0.1:${port[9]} --token secret"
 status() { "$troupe" status $admin 2>&1; }
 start_node n1 1
