@@ -804,6 +804,7 @@ struct data_plane::impl {
       std::lock_guard<std::mutex> lock(mutex);
       ls = std::move(links);
       ins = std::move(inbounds);
+      inbound_by_node.clear();
       channels.clear();
       served.clear();
       managers.clear();

@@ -973,11 +973,13 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
       if (live.size() == nodes.size()) continue;
       auto& allowed = pl.candidates[stage];
       if (live.empty() && allowed.size() == 1 && allowed[0] == "*") {
-        // Any node: the first live one that runs part of the pipeline already.
+        // Any node: the live one running the fewest of the pipeline's stages, as at deploy.
+        std::map<std::string, int> load;
+        for (auto& [other, ns] : next.nodes_of)
+          for (auto& m : ns) ++load[m];
         std::string to;
-        for (auto& [other, ns] : pl.nodes_of)
-          for (auto& m : ns)
-            if (node.is_up(m) && (to.empty() || m < to)) to = m;
+        for (auto& m : node.member_names())
+          if (node.is_up(m) && (to.empty() || load[m] < load[to])) to = m;
         if (!to.empty()) {
           live = {to};
           next.moves[stage] += 1;
