@@ -154,10 +154,12 @@ class instance_actor : public caf::event_based_actor {
         },
         [this](frame_atom, frame& f) {
           take(std::move(f), current_sender());
+          s_.stats->queue_depth.Set(static_cast<double>(held_));
           pump();
         },
         [this](frames_atom, frame_batch& b) {
           for (auto& f : b.frames) take(std::move(f), current_sender());
+          s_.stats->queue_depth.Set(static_cast<double>(held_));
           pump();
         },
         [this](ack_atom, uint32_t n) {
@@ -237,7 +239,6 @@ class instance_actor : public caf::event_based_actor {
     bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
     custody_ = custody_ || custody;
     inbox_.push_back({std::move(f), std::move(sender), kind, custody});
-    s_.stats->queue_depth.Set(static_cast<double>(held_));
   }
 
   void heartbeat() {
