@@ -857,39 +857,26 @@ expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
   d->bound = host + ":" + std::to_string(ntohs(bound.sin_port));
   d->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (auto& r = d->o.registry) {
-    d->frames_sent = &prometheus::BuildCounter()
-                          .Name("troupe_link_frames_sent_total")
-                          .Help("Frames written to the data link to the peer (each send again counts)")
-                          .Register(*r);
-    d->bytes_sent = &prometheus::BuildCounter()
-                         .Name("troupe_link_bytes_sent_total")
-                         .Help("Payload bytes written to the data link to the peer")
-                         .Register(*r);
-    d->frames_received = &prometheus::BuildCounter()
-                              .Name("troupe_link_frames_received_total")
-                              .Help("Frames read from the data link of the peer")
-                              .Register(*r);
-    d->bytes_received = &prometheus::BuildCounter()
-                             .Name("troupe_link_bytes_received_total")
-                             .Help("Payload bytes read from the data link of the peer")
-                             .Register(*r);
-    d->connects = &prometheus::BuildCounter()
-                       .Name("troupe_link_connects_total")
-                       .Help("Connections made to the data address of the peer (1 plus reconnects)")
-                       .Register(*r);
+    auto counter = [&](const char* name, const char* help) {
+      return &prometheus::BuildCounter().Name(name).Help(help).Register(*r);
+    };
+    d->frames_sent = counter("troupe_link_frames_sent_total",
+                             "Frames written to the data link to the peer (each send again counts)");
+    d->bytes_sent = counter("troupe_link_bytes_sent_total", "Payload bytes written to the data link to the peer");
+    d->frames_received = counter("troupe_link_frames_received_total", "Frames read from the data link of the peer");
+    d->bytes_received =
+        counter("troupe_link_bytes_received_total", "Payload bytes read from the data link of the peer");
+    d->connects = counter("troupe_link_connects_total",
+                          "Connections made to the data address of the peer (1 plus reconnects)");
+    d->fenced_frames = counter("troupe_link_fenced_frames_total",
+                               "Frames dropped because their node no longer runs the stage that sent them");
+    d->bad_messages =
+        &counter("troupe_link_bad_messages_total", "Data links closed for a malformed or oversized message, or refused")
+             ->Add({{"node", d->o.node}});
     d->up = &prometheus::BuildGauge()
                  .Name("troupe_link_up")
                  .Help("Whether the data link to the peer is connected")
                  .Register(*r);
-    d->fenced_frames = &prometheus::BuildCounter()
-                            .Name("troupe_link_fenced_frames_total")
-                            .Help("Frames dropped because their node no longer runs the stage that sent them")
-                            .Register(*r);
-    d->bad_messages = &prometheus::BuildCounter()
-                           .Name("troupe_link_bad_messages_total")
-                           .Help("Data links closed for a malformed or oversized message, or refused")
-                           .Register(*r)
-                           .Add({{"node", d->o.node}});
   }
   auto* raw = d.get();
   raw->acceptor = std::thread([raw] { raw->accept_loop(); });
@@ -952,7 +939,7 @@ void data_plane::close_channel(uint32_t channel) {
   impl_->channels.erase(channel);
 }
 
-bool data_plane::send(uint32_t channel, uint64_t id, const frame& f) {
+bool data_plane::send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&& frames) {
   impl::peer_link* l = nullptr;
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -961,13 +948,15 @@ bool data_plane::send(uint32_t channel, uint64_t id, const frame& f) {
     l = it->second.link;
   }
   std::lock_guard<std::mutex> lk(l->m);
-  impl::item i;
-  i.channel = channel;
-  i.id = id;
-  i.f = f;
   bool was_empty = l->q.empty();  // the writer waits only on an empty queue
-  l->q.push_back(std::move(i));
-  if (was_empty) l->cv.notify_one();
+  for (auto& [id, f] : frames) {
+    impl::item i;
+    i.channel = channel;
+    i.id = id;
+    i.f = std::move(f);
+    l->q.push_back(std::move(i));
+  }
+  if (was_empty && !frames.empty()) l->cv.notify_one();
   return true;
 }
 

@@ -85,8 +85,13 @@ class data_plane {
   uint32_t open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
                         caf::actor owner);
   void close_channel(uint32_t channel);
-  /// Queues a frame; false if the channel is closed.
-  bool send(uint32_t channel, uint64_t id, const frame& f);
+  /// Queues frames (with their numbers), in order; false if the channel is closed.
+  bool send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&& frames);
+  bool send(uint32_t channel, uint64_t id, const frame& f) {
+    std::vector<std::pair<uint64_t, frame>> one;
+    one.emplace_back(id, f);
+    return send(channel, std::move(one));
+  }
   /// Queues pipeline control for the node at address; it is kept across reconnects.
   void control(const std::string& address, const std::string& pipeline, const std::string& what,
                const std::string& stage);

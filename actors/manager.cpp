@@ -139,13 +139,15 @@ class manager_actor : public caf::event_based_actor {
   const planned_stage& stage_of(size_t slot) const { return s_.plan->stages[slots_[slot].stage]; }
   slot_stats& stats(size_t slot) { return *stats_[slot]; }
 
-  // Where frames for stage d go: its replicas.
-  edge_route edge_to(size_t d) const {
+  // Where frames for stage d go: its replicas (here_only: those on this node, which is
+  // where its ingress sends what other nodes send it).
+  edge_route edge_to(size_t d, bool here_only = false) const {
     edge_route e;
     e.stage = d;
     e.policy = s_.plan->stages[d].spec.routing;
     for (auto i : stages_[d].slots) {
       auto& sl = slots_[i];
+      if (here_only && !sl.node.empty()) continue;
       e.receivers.push_back(sl.running ? sl.actor : caf::actor{});
       e.generations.push_back(sl.generation);
       e.draining.push_back(sl.retiring);
@@ -183,19 +185,6 @@ class manager_actor : public caf::event_based_actor {
     return added;
   }
 
-  // Where the ingress of a stage sends what other nodes send it: the instances here.
-  edge_route local_edge_to(size_t d) const {
-    auto e = edge_to(d);
-    auto& slots = stages_[d].slots;
-    for (size_t k = slots.size(); k-- > 0;)
-      if (!slots_[slots[k]].node.empty()) {
-        e.receivers.erase(e.receivers.begin() + static_cast<ptrdiff_t>(k));
-        e.generations.erase(e.generations.begin() + static_cast<ptrdiff_t>(k));
-        e.draining.erase(e.draining.begin() + static_cast<ptrdiff_t>(k));
-      }
-    return e;
-  }
-
   // The slots of other nodes' shares of the stages feeding a stage (they say 'drained').
   std::vector<size_t> remote_upstream_slots(size_t stage) const {
     std::vector<size_t> out;
@@ -226,21 +215,33 @@ class manager_actor : public caf::event_based_actor {
   }
 
   void start_ingress(size_t stage) {
+    ingress_setup is;
+    is.upstream_slots = remote_upstream_slots(stage);
+    if (is.upstream_slots.empty()) return;
+    is.run = s_.run;
+    is.senders = senders_of(stage);
+    is.plane = s_.plane;
+    is.window = s_.plan->window;
+    is.routes.edges.push_back(edge_to(stage, true));  // changes come as (routes_atom)
+    auto a = spawn_ingress(system(), std::move(is));
+    s_.plane->serve(s_.run, s_.plan->stages[stage].spec.name, a);
+    ingress_[stage] = a;
+  }
+
+  // A new replica of a stage here (scaled up, or the stage moved here), started as the
+  // generation after `generation`.
+  void add_replica(size_t stage, uint64_t generation = 0) {
     auto& ps = s_.plan->stages[stage];
-    {
-      ingress_setup is;
-      is.upstream_slots = remote_upstream_slots(stage);
-      if (is.upstream_slots.empty()) return;
-      is.run = s_.run;
-      is.senders = senders_of(stage);
-      is.plane = s_.plane;
-      is.window = s_.plan->window;
-      is.tag = "node=" + s_.node + " stage=" + ps.spec.name;
-      is.routes.edges.push_back(local_edge_to(stage));  // changes come as (routes_atom)
-      auto a = spawn_ingress(system(), std::move(is));
-      s_.plane->serve(s_.run, ps.spec.name, a);
-      ingress_[stage] = a;
-    }
+    auto& st = stages_[stage];
+    auto replica = st.next_replica++;
+    stats_.push_back(s_.slots->add(s_.plan->name, ps.spec.name, ps.manifest.name, replica, ps.mode));
+    slot sl;
+    sl.stage = stage;
+    sl.replica = replica;
+    sl.generation = generation;
+    slots_.push_back(std::move(sl));
+    st.slots.push_back(slots_.size() - 1);
+    spawn_slot(slots_.size() - 1);
   }
 
   // The stages placed anew (a node died): see placement_update.
@@ -288,17 +289,7 @@ class manager_actor : public caf::event_based_actor {
         } else {
           spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here: starting {} instance{}", s_.node,
                        n.spec.name, next.name, n.spec.replicas, n.spec.replicas == 1 ? "" : "s");
-          for (uint32_t r = 0; r < n.spec.replicas; ++r) {
-            auto replica = st.next_replica++;
-            stats_.push_back(s_.slots->add(next.name, n.spec.name, n.manifest.name, replica, n.mode));
-            slot sl;
-            sl.stage = i;
-            sl.replica = replica;
-            sl.generation = generation;  // the next generation of the stage
-            slots_.push_back(std::move(sl));
-            st.slots.push_back(slots_.size() - 1);
-            spawn_slot(slots_.size() - 1);
-          }
+          for (uint32_t r = 0; r < n.spec.replicas; ++r) add_replica(i, generation);
         }
         changed = true;
       } else if (!o.remote && n.remote) {
@@ -435,7 +426,7 @@ class manager_actor : public caf::event_based_actor {
   void publish_routes(size_t stage) {
     if (auto it = ingress_.find(stage); it != ingress_.end()) {
       route_table rt;
-      rt.edges.push_back(local_edge_to(stage));
+      rt.edges.push_back(edge_to(stage, true));
       send<caf::message_priority::high>(it->second, routes_atom::value, std::move(rt));
     }
     for (auto u : s_.plan->stages[stage].upstream)
@@ -705,16 +696,7 @@ class manager_actor : public caf::event_based_actor {
     if (st.finished) return "stage '" + name + "' has finished";
     if (active.size() == n) return {};
     spdlog::info("[node={} stage={}] scaling from {} to {} replicas", s_.node, name, active.size(), n);
-    for (auto k = active.size(); k < n; ++k) {
-      auto replica = st.next_replica++;
-      stats_.push_back(s_.slots->add(s_.plan->name, name, ps.manifest.name, replica, ps.mode));
-      slot sl;
-      sl.stage = stage;
-      sl.replica = replica;
-      slots_.push_back(std::move(sl));
-      st.slots.push_back(slots_.size() - 1);
-      spawn_slot(slots_.size() - 1);
-    }
+    for (auto k = active.size(); k < n; ++k) add_replica(stage);
     // The newest replicas go first.
     for (auto k = active.size(); k > n; --k) {
       auto i = active[k - 1];

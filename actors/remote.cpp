@@ -41,9 +41,16 @@ class remote_stage_actor : public caf::event_based_actor {
           report(instance_state::started);
           report(instance_state::running);
         },
-        [this](frame_atom, frame& f) { take(std::move(f)); },
+        [this](frame_atom, frame& f) {
+          std::vector<std::pair<uint64_t, frame>> out;
+          take(std::move(f), out);
+          s_.plane->send(channel_, std::move(out));
+        },
         [this](frames_atom, frame_batch& b) {
-          for (auto& f : b.frames) take(std::move(f));
+          std::vector<std::pair<uint64_t, frame>> out;
+          out.reserve(b.frames.size());
+          for (auto& f : b.frames) take(std::move(f), out);
+          s_.plane->send(channel_, std::move(out));
         },
         [this](link_acks_atom, const std::vector<uint64_t>& acked, const std::vector<uint64_t>& retry) {
           std::set<caf::actor_addr> touched;
@@ -56,9 +63,10 @@ class remote_stage_actor : public caf::event_based_actor {
           if (!retry.empty()) delayed_send(this, retry_delay, resend_atom::value, retry);
         },
         [this](resend_atom, const std::vector<uint64_t>& ids) {
+          std::vector<std::pair<uint64_t, frame>> out;
           for (auto id : ids)
-            if (auto it = entries_.find(id); it != entries_.end() && !it->second.acked)
-              s_.plane->send(channel_, id, it->second.f);
+            if (auto it = entries_.find(id); it != entries_.end() && !it->second.acked) out.emplace_back(id, it->second.f);
+          s_.plane->send(channel_, std::move(out));
         },
         [this](link_up_atom, uint64_t connection) {
           if (connection <= connection_) return;  // heard of this connection already
@@ -67,8 +75,10 @@ class remote_stage_actor : public caf::event_based_actor {
           if (!entries_.empty())
             spdlog::debug("[node={} stage={}] sending {} unacknowledged frames again", s_.plane->node(), s_.stage,
                           entries_.size());
+          std::vector<std::pair<uint64_t, frame>> out;
           for (auto& [id, e] : entries_)
-            if (!e.acked) s_.plane->send(channel_, id, e.f);
+            if (!e.acked) out.emplace_back(id, e.f);
+          s_.plane->send(channel_, std::move(out));
         },
         [this](stop_atom) {
           report(instance_state::stopping);
@@ -95,7 +105,9 @@ class remote_stage_actor : public caf::event_based_actor {
     std::deque<uint64_t> ids;  // in the order it sent them
   };
 
-  void take(frame&& f) {
+  // Numbers a frame from the current sender and keeps it until acknowledged; out gets a copy
+  // to send (the copy shares the payload).
+  void take(frame&& f, std::vector<std::pair<uint64_t, frame>>& out) {
     auto id = ++next_id_;
     auto from = caf::actor_cast<caf::actor>(current_sender());
     auto& q = senders_[from.address()];
@@ -104,7 +116,7 @@ class remote_stage_actor : public caf::event_based_actor {
     auto& e = entries_[id];
     e.f = std::move(f);
     e.from = from.address();
-    s_.plane->send(channel_, id, e.f);
+    out.emplace_back(id, e.f);
   }
 
   // Acknowledges to a sender the frames at the front of its order that are acknowledged.

@@ -1,10 +1,11 @@
 // The two ends of an edge that crosses nodes, as actors of the pipeline's manager.
 //
-// A stage placed on another node is one slot here, run by a remote_stage actor: local
-// instances send it frames as to any receiver; it numbers them and sends them over the
-// data link to the stage's node, and acknowledges each frame to its sender once that node
-// says the stage took it (so acknowledgements stay end to end, in each sender's order).
-// When the link reconnects it sends again whatever is unacknowledged.
+// Another node's share of a stage is one slot here per replica there, each run by a
+// remote_stage actor: local instances send it frames as to any receiver; it numbers them and
+// sends them over the data link to that node, and acknowledges each frame to its sender
+// once that node says the stage took it and handed on its outputs (so acknowledgements stay
+// end to end, in each sender's order). When the link reconnects it sends again whatever is
+// unacknowledged.
 //
 // A local stage fed from other nodes has one ingress actor: it takes the frames the data
 // link brings, routes them to the stage's replicas with the stage's policy and window (so
@@ -49,7 +50,6 @@ struct ingress_setup {
   uint32_t window = 16;
   std::vector<size_t> upstream_slots;  // the remote slots feeding the stage, for drained
   route_table routes;                  // the stage's edge as it is now
-  std::string tag;                     // for logs
 };
 
 /// Takes (routes_atom, route_table) with the stage's edge, as an upstream instance does.

@@ -61,17 +61,6 @@ void router::tell_drained(receiver& r) {
   if (drained_) drained_(r.handle);
 }
 
-void router::route(frame&& f) {
-  for (size_t i = 0; i < edges_.size(); ++i) {
-    auto& e = edges_[i];
-    if (i + 1 == edges_.size())
-      e.pending.push_back(std::move(f));
-    else
-      e.pending.push_back(f);  // fan-out shares the payload
-    flush(e);
-  }
-}
-
 void router::route_all(std::vector<frame>&& fs) {
   for (size_t i = 0; i < edges_.size(); ++i) {
     auto& e = edges_[i];
@@ -127,19 +116,6 @@ int router::pick(edge& e, const frame& f) {
 }
 
 void router::flush(edge& e) {
-  if (!batch_) {
-    while (!e.pending.empty()) {
-      int i = pick(e, e.pending.front());
-      if (i < 0) return;
-      auto& r = e.receivers[static_cast<size_t>(i)];
-      r.unacked.push_back(std::move(e.pending.front()));
-      e.pending.pop_front();
-      ++in_flight_;
-      frame copy = r.unacked.back();  // the copy shares the payload
-      send_(r.handle, std::move(copy));
-    }
-    return;
-  }
   // What each receiver gets now, in order, sent once the credits are spent.
   std::vector<std::pair<size_t, std::vector<frame>>> out;
   while (!e.pending.empty()) {
@@ -155,10 +131,11 @@ void router::flush(edge& e) {
   }
   for (auto& [i, frames] : out) {
     auto& h = e.receivers[i].handle;
-    if (frames.size() == 1)
-      send_(h, std::move(frames.front()));
-    else
+    if (frames.size() > 1 && batch_) {
       batch_(h, std::move(frames));
+      continue;
+    }
+    for (auto& f : frames) send_(h, std::move(f));
   }
 }
 

@@ -34,10 +34,14 @@ class router {
   /// Installs receivers; replaced receivers' unacked frames are queued again (returns how
   /// many).
   size_t set_routes(const route_table& routes);
-  /// Queues an output for every downstream stage and sends what credits allow.
-  void route(frame&& f);
-  /// Likewise for several, in order; what a receiver gets at once goes in one batch.
+  /// Queues outputs, in order, for every downstream stage and sends what credits allow; what
+  /// one receiver gets at once goes in one batch (see on_batch).
   void route_all(std::vector<frame>&& fs);
+  void route(frame&& f) {
+    std::vector<frame> one;
+    one.push_back(std::move(f));
+    route_all(std::move(one));
+  }
   /// Frames that go to one receiver at once are handed to batch (more than one) instead of
   /// send, in one call.
   void on_batch(std::function<void(const caf::actor&, std::vector<frame>&&)> batch) { batch_ = std::move(batch); }

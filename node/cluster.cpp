@@ -63,6 +63,21 @@ std::string reason(const kj::Exception& e) {
   return d.rfind(prefix, 0) == 0 ? d.substr(prefix.size()) : d;
 }
 
+// A call to interface I of the node at address: its connection and the capability, which
+// keep(promise) attaches to the call's promise so that they live as long as it does, the
+// capability dropped before the connection it came from.
+template <class I>
+struct remote {
+  kj::Own<capnp::EzRpcClient> client;
+  kj::Own<typename I::Client> cap;
+  explicit remote(const std::string& address)
+      : client(kj::heap<capnp::EzRpcClient>(address)),
+        cap(kj::heap<typename I::Client>(client->template getMain<I>())) {}
+  template <class P>
+  auto keep(P&& promise) {
+    return kj::fwd<P>(promise).attach(kj::mv(cap)).attach(kj::mv(client));
+  }
+};
 
 // -- node.yaml --------------------------------------------------------------------------
 
@@ -345,9 +360,8 @@ class cluster_node {
   kj::Promise<std::vector<stage_part>> ask_host(const std::string& address, const std::string& text,
                                                 const std::string& source, const pipeline_placement& placed,
                                                 bool check, kj::Timer& timer) {
-    auto client = kj::heap<capnp::EzRpcClient>(address);
-    auto cap = kj::heap<wire::Peer::Client>(client->getMain<wire::Peer>());
-    auto req = cap->hostRequest();
+    remote<wire::Peer> peer(address);
+    auto req = peer.cap->hostRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(c_.token);
     req.setPipeline(text);
@@ -374,7 +388,7 @@ class cluster_node {
       nodes[i].setNode(n);
       nodes[i++].setDataAddress(a);
     }
-    return timer.timeoutAfter(30 * kj::SECONDS, req.send())
+    return peer.keep(timer.timeoutAfter(30 * kj::SECONDS, req.send())
         .then(
             [](capnp::Response<wire::Peer::HostResults>&& r) {
               std::vector<stage_part> parts;
@@ -387,9 +401,7 @@ class cluster_node {
             },
             [](kj::Exception&& e) -> std::vector<stage_part> {
               throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(reason(e)));
-            })
-        .attach(kj::mv(cap))  // dropped before the connection it came from
-        .attach(kj::mv(client));
+            }));
   }
 
   /// Called with each member that goes down, and each that is heard again after.
@@ -719,13 +731,12 @@ class admin_service final : public wire::Admin::Server {
     auto members = n_.up_admins();
     auto asks = kj::heapArrayBuilder<kj::Promise<void>>(members.size());
     for (auto& [name, address] : members) {
-      auto client = kj::heap<capnp::EzRpcClient>(address);
-      auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
-      auto req = cap->statusRequest();
+      remote<wire::Admin> admin(address);
+      auto req = admin.cap->statusRequest();
       req.setProtocol(wire::CLUSTER_PROTOCOL);
       req.setToken(token);
       req.setThisNodeOnly(true);
-      asks.add(timer_->timeoutAfter(2 * kj::SECONDS, req.send())
+      asks.add(admin.keep(timer_->timeoutAfter(2 * kj::SECONDS, req.send())
                    .then(
                        [rows](capnp::Response<wire::Admin::StatusResults>&& r) {
                          for (auto i : r.getInstances())
@@ -736,9 +747,7 @@ class admin_service final : public wire::Admin::Server {
                        },
                        [name = name](kj::Exception&& e) {
                          spdlog::warn("status: node {} did not answer: {}", name, reason(e));
-                       })
-                   .attach(kj::mv(cap))  // dropped before the connection it came from
-                   .attach(kj::mv(client)));
+                       })));
     }
     return kj::joinPromises(asks.finish()).then([this, ctx, rows]() mutable { fill(ctx.getResults(), *rows); });
   }
@@ -860,21 +869,18 @@ class admin_service final : public wire::Admin::Server {
     if (m == nullptr || m->st != member::state::up || m->admin_address.empty() || timer_ == nullptr)
       return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node " + target +
                      ", which is not reachable now");
-    auto client = kj::heap<capnp::EzRpcClient>(m->admin_address);
-    auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
-    auto req = cap->scaleRequest();
+    remote<wire::Admin> admin(m->admin_address);
+    auto req = admin.cap->scaleRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(token);
     req.setPipeline(pipeline);
     req.setStage(stage);
     req.setReplicas(p.getReplicas());
     req.setOn(target);
-    return timer_->timeoutAfter(10 * kj::SECONDS, req.send())
+    return admin.keep(timer_->timeoutAfter(10 * kj::SECONDS, req.send())
         .then(
             [ctx](capnp::Response<wire::Admin::ScaleResults>&& r) mutable { ctx.getResults().setNode(r.getNode()); },
-            [](kj::Exception&& e) -> void { throw failure(reason(e)); })
-        .attach(kj::mv(cap))
-        .attach(kj::mv(client));
+            [](kj::Exception&& e) -> void { throw failure(reason(e)); }));
   }
   kj::Promise<void> stop(StopContext ctx) override {
     auto p = ctx.getParams();
@@ -891,18 +897,15 @@ class admin_service final : public wire::Admin::Server {
     auto taken = std::make_shared<std::string>();
     auto asks = kj::heapArrayBuilder<kj::Promise<void>>(members.size());
     for (auto& [name, address] : members) {
-      auto client = kj::heap<capnp::EzRpcClient>(address);
-      auto cap = kj::heap<wire::Admin::Client>(client->getMain<wire::Admin>());
-      auto req = cap->stopRequest();
+      remote<wire::Admin> admin(address);
+      auto req = admin.cap->stopRequest();
       req.setProtocol(wire::CLUSTER_PROTOCOL);
       req.setToken(token);
       req.setPipeline(pipeline);
       req.setThisNodeOnly(true);
-      asks.add(timer_->timeoutAfter(5 * kj::SECONDS, req.send())
+      asks.add(admin.keep(timer_->timeoutAfter(5 * kj::SECONDS, req.send())
                    .then([taken](capnp::Response<wire::Admin::StopResults>&& r) { *taken = r.getNode(); },
-                         [](kj::Exception&&) {})
-                   .attach(kj::mv(cap))
-                   .attach(kj::mv(client)));
+                         [](kj::Exception&&) {})));
     }
     return kj::joinPromises(asks.finish()).then([ctx, taken, pipeline, this]() mutable {
       if (taken->empty())

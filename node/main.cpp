@@ -44,15 +44,16 @@ int main(int argc, char** argv) {
   admin_options admin_opts;
   if (const char* t = std::getenv("TROUPE_TOKEN")) admin_opts.token = t;
   auto* status_cmd = app.add_subcommand("status", "Show the cluster's nodes and instances as a node sees them");
-  auto* deploy_cmd = app.add_subcommand("deploy", "Run a pipeline on a node");
+  auto* deploy_cmd = app.add_subcommand(
+      "deploy", "Run a pipeline through any node: each stage runs where its node/nodes field places it");
   deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
   auto* scale_cmd = app.add_subcommand("scale", "Change a running stage's replicas, on whichever node runs it");
   scale_cmd->add_option("stage", admin_opts.stage, "Stage")->required();
   scale_cmd->add_option("replicas", admin_opts.replicas, "Replicas")->required();
   scale_cmd->add_option("--pipeline", admin_opts.pipeline, "Pipeline name")->required();
   scale_cmd->add_option("--on", admin_opts.on,
-                        "The node the stage runs on (the call is passed on to it; another is refused)");
-  auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on a node");
+                        "One of the nodes the stage runs on (replicas are per node; another node is refused)");
+  auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on every node running it, through any node");
   stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
   for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd}) {
     cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT)")->required();
