@@ -28,10 +28,11 @@ struct call_result {
 class batch_sink {
  public:
   virtual ~batch_sink() = default;
-  /// Input i's call begins: its deadline runs from now. Not every input is announced (a
-  /// batch that crosses to a worker at once is announced by its first input, and then as
-  /// the worker is seen to move on).
-  virtual void begin(size_t i) = 0;
+  using time_point = std::chrono::steady_clock::time_point;
+  /// Input i's call begins (at `now`): its deadline runs from then. Not every input is
+  /// announced (a batch that crosses to a worker at once is announced by its first input,
+  /// and then as the worker is seen to move on).
+  virtual void begin(size_t i, time_point now) = 0;
   /// Input i's call returned r after `took`, with outputs outs (the sink takes them).
   /// False: process no more inputs.
   virtual bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds took) = 0;
@@ -52,13 +53,14 @@ class plugin_adapter {
   /// adapter that can carry many inputs per wake-up does better.
   virtual void process_batch(const std::vector<frame>& in, batch_sink& sink) {
     std::vector<frame> outs;
+    auto t0 = std::chrono::steady_clock::now();  // one clock reading per input
     for (size_t i = 0; i < in.size(); ++i) {
-      sink.begin(i);
-      auto t0 = std::chrono::steady_clock::now();
+      sink.begin(i, t0);
       auto r = process(&in[i], outs);
-      auto took = std::chrono::steady_clock::now() - t0;
-      if (!sink.done(i, r, outs, took) || r.status == TROUPE_FATAL) return;
+      auto t1 = std::chrono::steady_clock::now();
+      if (!sink.done(i, r, outs, t1 - t0) || r.status == TROUPE_FATAL) return;
       outs.clear();
+      t0 = t1;
     }
   }
   virtual call_result stop() = 0;

@@ -119,6 +119,11 @@ executor::call_scope::call_scope(worker& w, std::chrono::milliseconds deadline) 
                         std::memory_order_release);
 }
 
+executor::call_scope::call_scope(worker& w, std::chrono::milliseconds deadline, clock::time_point start) : w_(w) {
+  w_.deadline_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>((start + deadline).time_since_epoch()).count(),
+                        std::memory_order_release);
+}
+
 executor::call_scope::~call_scope() { w_.deadline_ns_.store(0, std::memory_order_release); }
 
 void executor::worker::on_overrun(std::function<void()> handler) {

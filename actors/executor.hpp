@@ -56,6 +56,8 @@ class executor {
   class call_scope {
    public:
     call_scope(worker& w, std::chrono::milliseconds deadline);
+    /// The call began at `start` (a clock reading the caller has anyway).
+    call_scope(worker& w, std::chrono::milliseconds deadline, clock::time_point start);
     ~call_scope();
     call_scope(const call_scope&) = delete;
     call_scope& operator=(const call_scope&) = delete;

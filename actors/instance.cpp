@@ -18,7 +18,7 @@ namespace troupe {
 
 namespace {
 
-constexpr size_t max_batch = 32;
+constexpr size_t max_batch = 256;
 constexpr size_t max_source_outputs = 16;
 constexpr auto source_idle_min = std::chrono::microseconds(500);
 constexpr auto source_idle_max = std::chrono::microseconds(16000);
@@ -70,12 +70,15 @@ batch_result close_batch(batch_state& b) {
   return r;
 }
 
-/// Adds one input's results unless the batch was closed under the job; false then.
-bool add_to_batch(batch_state& b, std::vector<frame>& outs, bool ok) {
+/// Adds one input's results (and its error, if it failed) unless the batch was closed under
+/// the job; false then. Each input's results are in before the next call begins: what a call
+/// that overruns leaves behind is exactly the inputs from it on.
+bool add_to_batch(batch_state& b, std::vector<frame>& outs, bool ok, uint64_t seq, std::string* error) {
   std::lock_guard<std::mutex> lock(b.mutex);
   if (b.closed) return false;
   ++b.processed;
   if (ok) ++(outs.empty() ? b.filtered : b.completed);
+  if (error) b.errors.emplace_back(seq, std::move(*error));
   for (auto& f : outs) b.outputs.push_back(std::move(f));
   outs.clear();
   return true;
@@ -120,6 +123,7 @@ class instance_actor : public caf::event_based_actor {
     router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
       send(to, frames_atom::value, frame_batch{std::move(fs)});
     });
+    router_.limit_bytes(s_.plan->window_bytes);
     router_.set_routes(s_.routes);
     router_.add_carry(std::move(s_.carry));
     router_.on_acked([this](const frame& f) {
@@ -153,13 +157,15 @@ class instance_actor : public caf::event_based_actor {
           pump();
         },
         [this](frame_atom, frame& f) {
-          take(std::move(f), current_sender());
-          s_.stats->queue_depth.Set(static_cast<double>(held_));
+          taken counts;
+          take(std::move(f), current_sender(), counts);
+          count(counts);
           pump();
         },
         [this](frames_atom, frame_batch& b) {
-          for (auto& f : b.frames) take(std::move(f), current_sender());
-          s_.stats->queue_depth.Set(static_cast<double>(held_));
+          taken counts;
+          for (auto& f : b.frames) take(std::move(f), current_sender(), counts);
+          count(counts);
           pump();
         },
         [this](ack_atom, uint32_t n) {
@@ -171,8 +177,7 @@ class instance_actor : public caf::event_based_actor {
         [this](skip_atom, const frame_key& k) {
           s_.dead.insert(k);
           for (auto& in : inbox_)
-            if (in.kind == input_kind::fresh && frame_key{in.f.stream, in.f.seq, in.f.part} == k)
-              in.kind = input_kind::dead;
+            if (in.kind == input_kind::fresh && !in.submitted && in.key == k) in.kind = input_kind::dead;
           pump();
         },
         [this](upstream_done_atom) {
@@ -223,22 +228,34 @@ class instance_actor : public caf::event_based_actor {
   // does not answer within the stage's deadline (stopped, wedged) is lost.
   static constexpr std::chrono::milliseconds heartbeat_interval{1000};
 
+  // What the inputs of one message add to the books: counted once per message.
+  struct taken {
+    uint64_t frames = 0, bytes = 0, duplicates = 0;
+  };
+  void count(const taken& t) {
+    if (t.frames > 0) s_.stats->frames_in.Increment(static_cast<double>(t.frames));
+    if (t.bytes > 0) s_.stats->bytes_in.Increment(static_cast<double>(t.bytes));
+    if (t.duplicates > 0) s_.stats->duplicates.Increment(static_cast<double>(t.duplicates));
+    s_.stats->queue_depth.Set(static_cast<double>(held_));
+  }
+
   // An input: a frame taken before, or given up on, is acknowledged in its turn (acks go
   // in arrival order) but not processed.
-  void take(frame&& f, caf::strong_actor_ptr sender) {
+  void take(frame&& f, caf::strong_actor_ptr sender, taken& counts) {
     auto kind = input_kind::fresh;
+    frame_key key{f.stream, f.seq, f.part};
     if (!dedupe_.admit(f.stream, f.seq, f.part)) {
       kind = input_kind::duplicate;
-      s_.stats->duplicates.Increment();
+      ++counts.duplicates;
     } else {
-      if (s_.dead.count(frame_key{f.stream, f.seq, f.part})) kind = input_kind::dead;
-      s_.stats->frames_in.Increment();
-      s_.stats->bytes_in.Increment(static_cast<double>(f.size));
+      if (!s_.dead.empty() && s_.dead.count(key)) kind = input_kind::dead;
+      ++counts.frames;
+      counts.bytes += f.size;
       ++held_;
     }
     bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
     custody_ = custody_ || custody;
-    inbox_.push_back({std::move(f), std::move(sender), kind, custody});
+    inbox_.push_back({std::move(f), key, std::move(sender), kind, custody});
   }
 
   void heartbeat() {
@@ -251,10 +268,12 @@ class instance_actor : public caf::event_based_actor {
   }
 
   struct inbound {
-    frame f;
+    frame f;  // moved into the batch that processes it
+    frame_key key;
     caf::strong_actor_ptr sender;
     input_kind kind = input_kind::fresh;
     bool custody = false;  // acknowledged only once its outputs are (see acknowledge)
+    bool submitted = false;  // in a batch: f is gone, the key stays
   };
 
   void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
@@ -490,8 +509,11 @@ class instance_actor : public caf::event_based_actor {
   // that acknowledgements stay in arrival order).
   void submit_batch() {
     std::vector<frame> frames;
-    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && inbox_[i].kind == input_kind::fresh; ++i)
-      frames.push_back(inbox_[i].f);  // inbox keeps the sender until acked
+    frames.reserve(std::min(inbox_.size(), max_batch));
+    for (size_t i = 0; i < inbox_.size() && frames.size() < max_batch && inbox_[i].kind == input_kind::fresh; ++i) {
+      frames.push_back(std::move(inbox_[i].f));  // the inbox keeps key and sender until acked
+      inbox_[i].submitted = true;
+    }
     submit_job([frames = std::move(frames)](plugin_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
                                             slot_stats& stats) {
@@ -511,15 +533,15 @@ class instance_actor : public caf::event_based_actor {
               std::chrono::milliseconds deadline, slot_stats& stats)
         : frames(frames), b(b), w(w), site(site), deadline(deadline), stats(stats) {}
 
-    void begin(size_t i) override {
+    void begin(size_t i, time_point now) override {
       current = i;
       auto& f = frames[i];
-      site.stream.store(f.stream);
-      site.seq.store(f.seq);
-      site.part.store(f.part);
-      site.has_input.store(true);
+      site.stream.store(f.stream, std::memory_order_relaxed);
+      site.seq.store(f.seq, std::memory_order_relaxed);
+      site.part.store(f.part, std::memory_order_relaxed);
+      site.has_input.store(true, std::memory_order_relaxed);
       scope.reset();
-      scope.emplace(w, deadline);
+      scope.emplace(w, deadline, now);  // releases the site's stores to the watchdog
     }
 
     bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds took) override {
@@ -532,11 +554,7 @@ class instance_actor : public caf::event_based_actor {
         return false;
       }
       bool ok = r.status == TROUPE_OK;
-      if (!ok) {
-        std::lock_guard<std::mutex> lock(b.mutex);
-        if (!b.closed) b.errors.emplace_back(frames[i].seq, std::move(r.error));
-      }
-      if (!add_to_batch(b, outs, ok)) {
+      if (!add_to_batch(b, outs, ok, frames[i].seq, ok ? nullptr : &r.error)) {
         stale += outs.size();
         return false;
       }
@@ -674,7 +692,7 @@ class instance_actor : public caf::event_based_actor {
       while (i < n && !inbox_.empty() && inbox_.front().sender == sender) {
         auto& in = inbox_.front();
         if (in.kind != input_kind::duplicate) --held_;
-        if (in.custody) deferred_.push_back({in.sender, {in.f.stream, in.f.seq}});
+        if (in.custody) deferred_.push_back({in.sender, {in.key.stream, in.key.seq}});
         else ++count;
         inbox_.pop_front();
         ++i;

@@ -366,7 +366,7 @@ call_result isolated_adapter::process(const frame* in, std::vector<frame>& out) 
     std::vector<frame>& out;
     call_result result{TROUPE_FATAL, "no result"};
     explicit one(std::vector<frame>& o) : out(o) {}
-    void begin(size_t) override {}
+    void begin(size_t, time_point) override {}
     bool done(size_t, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds) override {
       result = std::move(r);
       for (auto& f : outs) out.push_back(std::move(f));
@@ -390,13 +390,13 @@ void isolated_adapter::process_batch(const std::vector<frame>& in, batch_sink& s
   while (next < in.size()) {
     std::vector<frame> none;
     if (!ch_ || pid_.load() <= 0) {
-      sink.begin(next);
+      sink.begin(next, std::chrono::steady_clock::now());
       call_result r{TROUPE_FATAL, "no worker for process"};
       sink.done(next, r, none, {});
       return;
     }
     if (in[next].size > room) {
-      sink.begin(next);
+      sink.begin(next, std::chrono::steady_clock::now());
       call_result r{TROUPE_ERROR, "frame of " + std::to_string(in[next].size) +
                                       " bytes is larger than the worker's input region (" + std::to_string(room) +
                                       " bytes)"};
@@ -440,8 +440,8 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
   wp::control ctl(ch_->region[0]);
   ctl.progress.store(0, std::memory_order_relaxed);
   ctl.committed.store(0, std::memory_order_relaxed);
-  sink.begin(base);
   auto t0 = std::chrono::steady_clock::now();
+  sink.begin(base, t0);
   bool gone = !wp::send_message(ch_->sock, msg);
   if (!gone) {
     // Wait for the reply, announcing each input the worker is seen to move on to.
@@ -453,7 +453,7 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
       uint32_t at = ctl.progress.load(std::memory_order_relaxed);
       if (at != seen && at < count) {
         seen = at;
-        sink.begin(base + at);
+        sink.begin(base + at, std::chrono::steady_clock::now());
       }
     }
     try {

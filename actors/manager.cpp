@@ -222,6 +222,7 @@ class manager_actor : public caf::event_based_actor {
     is.senders = senders_of(stage);
     is.plane = s_.plane;
     is.window = s_.plan->window;
+    is.window_bytes = s_.plan->window_bytes;
     is.routes.edges.push_back(edge_to(stage, true));  // changes come as (routes_atom)
     auto a = spawn_ingress(system(), std::move(is));
     s_.plane->serve(s_.run, s_.plan->stages[stage].spec.name, a);

@@ -3,6 +3,8 @@
 #include "yaml_util.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 #include <functional>
 #include <map>
 #include <set>
@@ -28,6 +30,21 @@ const planned_stage* plan::find(const std::string& stage) const {
 namespace {
 
 constexpr auto code = errc::invalid_pipeline;
+
+// "1048576", "512KiB", "64MiB", "1GiB" -> bytes; nothing for zero or anything else.
+std::optional<uint64_t> parse_bytes(const YAML::Node& node) {
+  if (!node.IsScalar()) return std::nullopt;
+  const std::string& text = node.Scalar();
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 12) return std::nullopt;
+  uint64_t n = std::stoull(text.substr(0, digits));
+  auto unit = text.substr(digits);
+  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+  int shift = unit.empty() ? 0 : unit == "KiB" ? 10 : unit == "MiB" ? 20 : unit == "GiB" ? 30 : -1;
+  if (shift < 0 || n == 0) return std::nullopt;
+  return n << shift;
+}
 
 int line_of(const YAML::Node& n) { return n.Mark().is_null() ? 0 : n.Mark().line + 1; }
 
@@ -99,7 +116,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   if (!doc) return doc.error();
   auto& root = *doc;
   if (auto err = yaml::check_keys(path, root, "pipeline",
-                                  {"pipeline", "window", "restart", "stages", "edges", "dead_letter_after",
+                                  {"pipeline", "window", "window_bytes", "restart", "stages", "edges", "dead_letter_after",
                                    "dead_letters"},
                                   code))
     return err;
@@ -111,6 +128,14 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     if (!w) return w.error();
     if (*w == 0) return make_error(code, yaml::where(path, root["window"]) + ": field 'window': expected a positive integer");
     spec.window = *w;
+  }
+  if (root["window_bytes"]) {
+    auto b = parse_bytes(root["window_bytes"]);
+    if (!b)
+      return make_error(code, yaml::where(path, root["window_bytes"]) +
+                                  ": field 'window_bytes': expected a positive size in bytes (e.g. 1048576, "
+                                  "512KiB, 64MiB, 1GiB)");
+    spec.window_bytes = *b;
   }
   if (root["dead_letter_after"]) {
     auto k = yaml::scalar<uint32_t>(path, root["dead_letter_after"], "dead_letter_after", "a positive integer", code);
@@ -236,6 +261,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
   p.path = spec.path;
   p.name = spec.name;
   p.window = spec.window;
+  p.window_bytes = spec.window_bytes;
   p.dead_letter_after = spec.dead_letter_after;
   p.dead_letters = spec.dead_letters;
   std::map<std::string, size_t> index;

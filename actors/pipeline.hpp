@@ -49,10 +49,16 @@ struct edge_spec {
   int line = 0;
 };
 
+/// Credits per receiving instance unless the pipeline file says otherwise: many small frames
+/// (they travel in batches, so a wide window is what makes them cheap), few large ones.
+constexpr uint32_t default_window = 256;
+constexpr uint64_t default_window_bytes = uint64_t{64} << 20;
+
 struct pipeline_spec {
   std::string path;
   std::string name;
-  uint32_t window = 16;  // unacknowledged frames per receiving instance
+  uint32_t window = default_window;  // unacknowledged frames per receiving instance
+  uint64_t window_bytes = default_window_bytes;  // ... and their payload bytes (one frame always goes)
   uint32_t dead_letter_after = 3;  // losses on one frame before it is given up
   std::string dead_letters;        // file for dead-letter records; empty: none
   std::vector<stage_spec> stages;
@@ -78,7 +84,8 @@ struct planned_stage {
 struct plan {
   std::string path;
   std::string name;
-  uint32_t window = 16;
+  uint32_t window = default_window;
+  uint64_t window_bytes = default_window_bytes;
   uint32_t dead_letter_after = 3;
   std::string dead_letters;
   std::vector<planned_stage> stages;

@@ -165,6 +165,7 @@ class ingress_actor : public caf::event_based_actor {
     router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
       send(to, frames_atom::value, frame_batch{std::move(fs)});
     });
+    router_.limit_bytes(s_.window_bytes);
     router_.set_routes(s_.routes);
     s_.routes = {};
     router_.on_acked([this](const frame& f) {

@@ -47,7 +47,8 @@ struct ingress_setup {
   std::shared_ptr<data_plane> plane;
   std::string run;                     // the pipeline's run, for logs
   std::set<std::string> senders;       // the nodes running the stages that feed it
-  uint32_t window = 16;
+  uint32_t window = default_window;
+  uint64_t window_bytes = default_window_bytes;
   std::vector<size_t> upstream_slots;  // the remote slots feeding the stage, for drained
   route_table routes;                  // the stage's edge as it is now
 };

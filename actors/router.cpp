@@ -47,7 +47,11 @@ size_t router::set_routes(const route_table& routes) {
   edges_ = std::move(next);
   in_flight_ = 0;
   for (auto& e : edges_)
-    for (auto& r : e.receivers) in_flight_ += r.unacked.size();
+    for (auto& r : e.receivers) {
+      in_flight_ += r.unacked.size();
+      r.unacked_bytes = 0;
+      for (auto& f : r.unacked) r.unacked_bytes += f.size;
+    }
   for (auto& e : edges_) {
     flush(e);
     for (auto& r : e.receivers) tell_drained(r);
@@ -79,7 +83,8 @@ int router::pick(edge& e, const frame& f) {
   auto n = e.receivers.size();
   auto has_credit = [&](size_t i) {
     auto& r = e.receivers[i];
-    return r.handle && !r.draining && r.unacked.size() < window_;
+    return r.handle && !r.draining && r.unacked.size() < window_ &&
+           (r.unacked.empty() || r.unacked_bytes + f.size <= window_bytes_);
   };
   switch (e.policy) {
     case route_policy::by_stream: {
@@ -123,6 +128,7 @@ void router::flush(edge& e) {
     if (i < 0) break;
     auto& r = e.receivers[static_cast<size_t>(i)];
     r.unacked.push_back(std::move(e.pending.front()));
+    r.unacked_bytes += r.unacked.back().size;
     e.pending.pop_front();
     ++in_flight_;
     auto it = std::find_if(out.begin(), out.end(), [&](auto& o) { return o.first == static_cast<size_t>(i); });
@@ -144,8 +150,10 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
     for (auto& r : e.receivers)
       if (r.handle && r.handle.address() == from) {
         auto k = std::min<size_t>(n, r.unacked.size());
-        if (acked_)
-          for (size_t j = 0; j < k; ++j) acked_(r.unacked[j]);
+        for (size_t j = 0; j < k; ++j) {
+          r.unacked_bytes -= r.unacked[j].size;
+          if (acked_) acked_(r.unacked[j]);
+        }
         r.unacked.erase(r.unacked.begin(), r.unacked.begin() + static_cast<ptrdiff_t>(k));
         in_flight_ -= k;
         tell_drained(r);
@@ -164,6 +172,7 @@ carried_frames router::take_carry() {
     for (auto& r : e.receivers) {
       for (auto& f : r.unacked) frames.push_back(std::move(f));
       r.unacked.clear();
+      r.unacked_bytes = 0;
     }
     for (auto& f : e.pending) frames.push_back(std::move(f));
     e.pending.clear();

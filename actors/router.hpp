@@ -1,7 +1,8 @@
 // The outbound side of one instance: which receiver gets each output, and the credits.
 //
 // Per downstream stage, outputs wait in `pending` until a receiver has credit (fewer than
-// `window` frames sent and not yet acknowledged). Sent frames stay in the receiver's
+// `window` frames sent and not yet acknowledged, and the frame's payload fits in what is
+// left of the byte limit; a receiver with nothing unacknowledged always takes one frame). Sent frames stay in the receiver's
 // `unacked` list until acknowledged; when a receiver is replaced (a new generation) or
 // removed, its unacked frames go back to the front of pending and are sent again. A
 // receiver is known by its handle, wherever it sits in the list. A draining receiver gets
@@ -42,6 +43,8 @@ class router {
     one.push_back(std::move(f));
     route_all(std::move(one));
   }
+  /// Payload bytes unacknowledged per receiver, at most (default: no limit but the window).
+  void limit_bytes(uint64_t bytes) { window_bytes_ = bytes; }
   /// Frames that go to one receiver at once are handed to batch (more than one) instead of
   /// send, in one call.
   void on_batch(std::function<void(const caf::actor&, std::vector<frame>&&)> batch) { batch_ = std::move(batch); }
@@ -75,6 +78,7 @@ class router {
     caf::actor handle;
     uint64_t generation = 0;
     std::deque<frame> unacked;
+    uint64_t unacked_bytes = 0;
     bool draining = false;
     bool told_drained = false;
   };
@@ -92,6 +96,7 @@ class router {
   void tell_drained(receiver& r);
 
   uint32_t window_;
+  uint64_t window_bytes_ = UINT64_MAX;
   send_fn send_;
   drained_fn drained_;
   std::function<void(const frame&)> acked_;

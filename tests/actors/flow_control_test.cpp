@@ -65,6 +65,38 @@ edges: ["src -> pass -> slow -> sink"]
   EXPECT_LT(rss_most - rss_settled, 64) << "settled at " << rss_settled << " MB, peaked at " << rss_most << " MB";
 }
 
+// The frame window is wide by default (small frames travel in batches); for large frames the
+// byte limit is what bounds a slow stage's backlog.
+TEST(flow_control, the_byte_limit_bounds_large_frames_under_the_default_window) {
+  temp_dir d;
+  // 1920x1080x3 = about 6 MB per frame; 24 MiB allows four per receiver.
+  auto p = plan_yaml(d, R"(pipeline: wide
+window_bytes: 24MiB
+stages:
+  - {name: src, plugin: testsrc, config: {width: 1920, height: 1080, count: 1000000}}
+  - {name: slow, plugin: faulty, config: {action: slow, every: 1, slow_ms: 20}}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> slow -> sink"]
+)");
+  ASSERT_OK(p);
+  ASSERT_EQ((*p)->window, default_window);
+  double most_in_flight = 0;
+  auto start = std::chrono::steady_clock::now();
+  auto r = run_pipeline(
+      *p, 30s,
+      [&](const slot_table& slots) {
+        most_in_flight = std::max(most_in_flight, find(slots, "src").in_flight.Value());
+        return true;
+      },
+      {}, [&](const slot_table&) { return std::chrono::steady_clock::now() - start > 1500ms; });
+  EXPECT_TRUE(r.stopped);
+  EXPECT_GE(most_in_flight, 1);
+  EXPECT_LE(most_in_flight, 4);
+  auto sink_in = find(r.slots, "sink").frames_in.Value();
+  EXPECT_GT(sink_in, 10);
+  EXPECT_LE(find(r.slots, "src").frames_out.Value(), sink_in + 4 * 2 + 16 + 2);
+}
+
 TEST(flow_control, stop_lands_under_full_load_of_6mb_frames) {
   temp_dir d;
   auto p = plan_yaml(d, R"(pipeline: heavy

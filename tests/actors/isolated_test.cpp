@@ -362,7 +362,7 @@ TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
     std::vector<size_t> begun;
     std::vector<std::pair<size_t, call_result>> results;
     std::vector<frame> outputs;
-    void begin(size_t i) override { begun.push_back(i); }
+    void begin(size_t i, time_point) override { begun.push_back(i); }
     bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds) override {
       results.emplace_back(i, r);
       for (auto& f : outs) outputs.push_back(std::move(f));

@@ -56,6 +56,7 @@ edges:
 )");
   ASSERT_OK(p);
   EXPECT_EQ(p->window, 4u);
+  EXPECT_EQ(p->window_bytes, default_window_bytes);
   auto o = order(*p);
   auto pos = [&](const std::string& n) { return std::find(o.begin(), o.end(), n) - o.begin(); };
   EXPECT_LT(pos("d"), pos("b"));
@@ -130,6 +131,8 @@ TEST(pipeline, errors_name_file_line_and_field) {
       {"stages:\n  - {name: a, plugin: src, routing: random}\n", 2, "expected round_robin, least_loaded or by_stream"},
       {"stages:\n  - {name: a, plugin: src}\nrestart: {max_restarts: -1}\n", 3, "restart.max_restarts"},
       {"stages:\n  - {name: a, plugin: src}\nedges: [\"a - b\"]\n", 3, "expected \"from -> to\""},
+      {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 64MB\n", 3, "'window_bytes': expected a positive size"},
+      {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 0\n", 3, "'window_bytes': expected a positive size"},
   };
   for (auto& c : cases) {
     std::string path;
@@ -139,6 +142,10 @@ TEST(pipeline, errors_name_file_line_and_field) {
     EXPECT_THAT(text, HasSubstr(path + ":" + std::to_string(c.line))) << c.yaml;
     EXPECT_THAT(text, HasSubstr(c.expect)) << c.yaml;
   }
+  auto sized = f.make("window_bytes: 512KiB\nstages:\n  - {name: a, plugin: src}\n");
+  ASSERT_OK(sized);
+  EXPECT_EQ(sized->window, default_window);
+  EXPECT_EQ(sized->window_bytes, 512u << 10);
   auto missing = f.make("window: 3\n");
   ASSERT_FALSE(missing);
   EXPECT_THAT(describe(missing.error()), HasSubstr("field 'stages'"));

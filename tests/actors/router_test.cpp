@@ -60,6 +60,37 @@ TEST(router, window_bounds_frames_in_flight_per_receiver) {
   EXPECT_TRUE(r.idle());
 }
 
+TEST(router, byte_limit_bounds_payload_in_flight_but_one_frame_always_goes) {
+  fixture fx;
+  auto r = fx.make_router(100);
+  r.limit_bytes(100);
+  r.set_routes(fx.table(route_policy::round_robin, {fx.a}));
+  auto sized = [](uint64_t seq, size_t size) {
+    auto f = make(0, seq);
+    f.size = size;
+    return f;
+  };
+  r.route(sized(0, 40));
+  r.route(sized(1, 40));
+  r.route(sized(2, 40));  // 120 > 100: waits
+  EXPECT_EQ(fx.log.sends.size(), 2u);
+  EXPECT_TRUE(r.blocked());
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 1);  // 40 left: the third fits
+  EXPECT_EQ(fx.log.sends.size(), 3u);
+  r.route(sized(3, 500));  // larger than the limit: waits until nothing is unacknowledged
+  EXPECT_EQ(fx.log.sends.size(), 3u);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 2);
+  EXPECT_EQ(fx.log.sends.size(), 4u);
+  r.route(sized(4, 1));  // nothing fits beside a frame over the limit
+  EXPECT_EQ(fx.log.sends.size(), 4u);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 1);
+  EXPECT_EQ(fx.log.sends.size(), 5u);
+  // A replaced receiver gives its frames back with their bytes: the limit holds for the next.
+  r.set_routes(fx.table(route_policy::round_robin, {fx.b}));
+  EXPECT_EQ(fx.log.count_to(fx.b), 1u);
+  EXPECT_EQ(r.in_flight(), 1u);
+}
+
 TEST(router, round_robin_spreads_and_by_stream_keeps_a_stream_on_one_receiver) {
   fixture fx;
   auto r = fx.make_router(100);

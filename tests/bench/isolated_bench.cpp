@@ -45,7 +45,7 @@ double rate(F&& one) {
 struct counting_sink final : batch_sink {
   size_t outputs = 0;
   std::string error;
-  void begin(size_t) override {}
+  void begin(size_t, time_point) override {}
   bool done(size_t, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds) override {
     if (!r.ok()) error = r.error;
     outputs += outs.size();
