@@ -3,6 +3,7 @@
 #include "dedupe.hpp"
 #include "embedded_adapter.hpp"
 #include "isolated_adapter.hpp"
+#include "ring.hpp"
 #include "router.hpp"
 
 #include <caf/all.hpp>
@@ -514,6 +515,7 @@ class instance_actor : public caf::event_based_actor {
       frames.push_back(std::move(inbox_[i].f));  // the inbox keeps key and sender until acked
       inbox_[i].submitted = true;
     }
+    auto outputs = frames.size();  // one each, commonly
     submit_job([frames = std::move(frames)](plugin_adapter& adapter, batch_state& b, executor::worker& w,
                                             call_site& site, std::chrono::milliseconds deadline,
                                             slot_stats& stats) {
@@ -523,8 +525,9 @@ class instance_actor : public caf::event_based_actor {
         return call_result{};
       });
       if (!r.ok()) sink.fail(std::move(r));
+      sink.timings.flush_to(stats.processing);
       return sink.stale;
-    });
+    }, outputs);
   }
 
   // Takes the results of one batch as the adapter reports them, into the batch state.
@@ -547,7 +550,7 @@ class instance_actor : public caf::event_based_actor {
     bool done(size_t i, call_result& r, std::vector<frame>& outs, std::chrono::nanoseconds took) override {
       current = i;
       scope.reset();
-      stats.processing.Observe(std::chrono::duration<double>(took).count());
+      timings.add(std::chrono::duration<double>(took).count());
       if (r.status == TROUPE_FATAL) {
         fail(std::move(r));
         stale += outs.size();
@@ -578,6 +581,7 @@ class instance_actor : public caf::event_based_actor {
     std::chrono::milliseconds deadline;
     slot_stats& stats;
     std::optional<executor::call_scope> scope;
+    call_timings timings;  // added to the histogram when the job ends (not if it hangs)
     size_t current = 0;
     size_t stale = 0;  // outputs made after the batch was closed under the job
   };
@@ -612,8 +616,9 @@ class instance_actor : public caf::event_based_actor {
   // was closed under it (work returns their count) are stale: their generation was given
   // up. They are dropped here, counted, before anyone sees them.
   template <class Work>
-  void submit_job(Work work) {
+  void submit_job(Work work, size_t outputs = 0) {
     batch_ = std::make_shared<batch_state>();
+    batch_->outputs.reserve(outputs);
     run_on_executor([adapter = adapter_, b = batch_, stats = s_.stats, deadline = deadline_,
                      work = std::move(work)](executor::worker& w, call_site& site, uint64_t call,
                                              const caf::actor& self) mutable {
@@ -726,7 +731,7 @@ class instance_actor : public caf::event_based_actor {
   std::string tag_;
   std::shared_ptr<plugin_adapter> adapter_;
   instance_state state_ = instance_state::loaded;
-  std::deque<inbound> inbox_;
+  ring<inbound> inbox_;
   struct deferred_ack {
     caf::strong_actor_ptr sender;
     std::pair<uint64_t, uint64_t> key;  // (stream, seq) of the input, which its outputs carry

@@ -132,7 +132,10 @@ void router::flush(edge& e) {
     e.pending.pop_front();
     ++in_flight_;
     auto it = std::find_if(out.begin(), out.end(), [&](auto& o) { return o.first == static_cast<size_t>(i); });
-    if (it == out.end()) it = out.insert(out.end(), {static_cast<size_t>(i), {}});
+    if (it == out.end()) {
+      it = out.insert(out.end(), {static_cast<size_t>(i), {}});
+      it->second.reserve(std::min<size_t>(e.pending.size(), window_));
+    }
     it->second.push_back(r.unacked.back());  // the copy shares the payload
   }
   for (auto& [i, frames] : out) {
@@ -154,7 +157,7 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
           r.unacked_bytes -= r.unacked[j].size;
           if (acked_) acked_(r.unacked[j]);
         }
-        r.unacked.erase(r.unacked.begin(), r.unacked.begin() + static_cast<ptrdiff_t>(k));
+        r.unacked.pop_front(k);
         in_flight_ -= k;
         tell_drained(r);
         flush(e);

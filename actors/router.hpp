@@ -11,6 +11,7 @@
 
 #include "frame.hpp"
 #include "messages.hpp"
+#include "ring.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
@@ -77,7 +78,7 @@ class router {
   struct receiver {
     caf::actor handle;
     uint64_t generation = 0;
-    std::deque<frame> unacked;
+    ring<frame> unacked;
     uint64_t unacked_bytes = 0;
     bool draining = false;
     bool told_drained = false;
@@ -86,7 +87,7 @@ class router {
     size_t stage = 0;
     route_policy policy = route_policy::round_robin;
     std::vector<receiver> receivers;
-    std::deque<frame> pending;
+    ring<frame> pending;
     size_t next = 0;  // round robin position
   };
   // Index of the receiver that should get f now, or -1 if none can.

@@ -1,5 +1,7 @@
 #include "stats.hpp"
 
+#include <algorithm>
+
 namespace troupe {
 
 const char* to_string(instance_state s) {
@@ -82,6 +84,21 @@ const prometheus::Histogram::BucketBoundaries& processing_buckets() {
   return b;
 }
 }  // namespace
+
+void call_timings::add(double seconds) {
+  auto& b = processing_buckets();
+  if (counts_.empty()) counts_.resize(b.size() + 1);
+  // The histogram's own rule: the first bucket whose bound is at least the value.
+  counts_[static_cast<size_t>(std::lower_bound(b.begin(), b.end(), seconds) - b.begin())] += 1;
+  sum_ += seconds;
+}
+
+void call_timings::flush_to(prometheus::Histogram& h) {
+  if (counts_.empty()) return;
+  h.ObserveMultiple(counts_, sum_);
+  counts_.clear();
+  sum_ = 0;
+}
 
 slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, std::string plugin_,
                        uint32_t replica_, exec_mode mode_)

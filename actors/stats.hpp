@@ -58,6 +58,19 @@ class metrics {
   std::shared_ptr<prometheus::Registry> registry_;
 };
 
+/// Plugin call durations gathered over a batch and added to a processing histogram at once:
+/// one lock per batch instead of one per input. Not thread-safe: one per job.
+class call_timings {
+ public:
+  void add(double seconds);
+  /// Adds what was gathered to h and starts over.
+  void flush_to(prometheus::Histogram& h);
+
+ private:
+  std::vector<double> counts_;  // per bucket of the processing histogram, +Inf last
+  double sum_ = 0;
+};
+
 class slot_stats {
  public:
   slot_stats(metrics& m, std::string pipeline, std::string stage, std::string plugin, uint32_t replica,

@@ -1,6 +1,7 @@
 // The router's policies, credit window and resend of unacknowledged frames.
 #include "pipeline_runner.hpp"
 
+#include <ring.hpp>
 #include <router.hpp>
 
 #include <map>
@@ -174,4 +175,38 @@ TEST(router, a_draining_receiver_gets_nothing_new_and_is_told_once_its_frames_ar
   r.set_routes(fx.table(route_policy::round_robin, {fx.c, fx.a}));
   EXPECT_EQ(fx.log.sends.size(), before);
   EXPECT_EQ(r.in_flight(), 2u);
+}
+
+// The router's and the inbox's queue: order across wrap-around and growth, both ends, and a
+// slot let go releases what it held.
+TEST(ring, keeps_order_across_wrap_and_growth_and_lets_go_of_what_it_pops) {
+  ring<std::shared_ptr<int>> q;
+  std::weak_ptr<int> first;
+  uint64_t next_in = 0, next_out = 0;
+  for (int round = 0; round < 50; ++round) {
+    for (int k = 0; k < 5 + round % 7; ++k) {
+      auto v = std::make_shared<int>(static_cast<int>(next_in++));
+      if (next_in == 1) first = v;
+      q.push_back(std::move(v));
+    }
+    for (int k = 0; k < 3 && !q.empty(); ++k) {
+      ASSERT_EQ(*q.front(), static_cast<int>(next_out++));
+      q.pop_front();
+    }
+  }
+  EXPECT_TRUE(first.expired());  // popped: nothing keeps it
+  EXPECT_EQ(q.size(), next_in - next_out);
+  size_t i = 0;
+  for (auto& v : q) EXPECT_EQ(*v, static_cast<int>(next_out + i++));
+  EXPECT_EQ(*q.back(), static_cast<int>(next_in - 1));
+  q.push_front(std::make_shared<int>(-1));
+  EXPECT_EQ(*q[0], -1);
+  EXPECT_EQ(*q[1], static_cast<int>(next_out));
+  auto moved = std::move(q);
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(moved.size(), next_in - next_out + 1);
+  moved.pop_front(moved.size());
+  EXPECT_TRUE(moved.empty());
+  moved.push_back(std::make_shared<int>(7));
+  EXPECT_EQ(*moved.front(), 7);
 }
