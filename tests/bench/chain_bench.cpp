@@ -186,6 +186,13 @@ int main(int argc, char** argv) {
   auto unlimited = load("unlimited", three, "src -> p1 -> p2 -> p3 -> sink", "window_bytes: 2GiB\n");
   auto one_embedded = load("embedded", "  - {name: p1, plugin: passthrough}\n", "src -> p1 -> sink");
   auto one_isolated = load("isolated", "  - {name: p1, plugin: passthrough, mode: isolated}\n", "src -> p1 -> sink");
+  // Narrower frame windows, to show what the batch a window allows is worth.
+  std::vector<std::pair<uint32_t, std::optional<loaded>>> narrow;
+  for (uint32_t w : {16u, 64u, 128u})
+    narrow.emplace_back(w, load("window" + std::to_string(w), three, "src -> p1 -> p2 -> p3 -> sink",
+                                "window: " + std::to_string(w) + "\n"));
+  for (auto& [w, l] : narrow)
+    if (!l) return 1;
   if (!chain || !unlimited || !one_embedded || !one_isolated) return 1;
   set_worker_executable(TROUPE_EXE);
   auto cores = std::max(2u, std::thread::hardware_concurrency());
@@ -212,6 +219,7 @@ int main(int argc, char** argv) {
   std::printf("%-8s %11s %14s %14s %8s\n", "payload", "byte limit", "bare CAF fr/s", "troupe fr/s", "ratio");
   auto mib = [](const loaded& l) { return std::to_string(l.p->window_bytes >> 20) + " MiB"; };
   double same_credits[2] = {0, 0};
+  double bare_small = 0;
   for (size_t k = 0; k < 2; ++k) {
     auto [label, size, n] = sizes[k];
     auto payload = filled(size);
@@ -219,6 +227,7 @@ int main(int argc, char** argv) {
     double bare = median_of_3([&] { return bare_chain(sys, payload, n); });
     double ours = median_of_3([&] { return troupe_chain(sys, l.p, l.libs, ex, payload, n); });
     same_credits[k] = ours;
+    if (k == 0) bare_small = bare;
     std::printf("%-8s %11s %14.0f %14.0f %7.1f%%\n", label, mib(l).c_str(), bare, ours, 100 * ours / bare);
   }
   {
@@ -229,6 +238,14 @@ int main(int argc, char** argv) {
   }
   std::printf("6 MB frames/s at the 64 B frames' credits: %.1f%% of the 64 B rate\n",
               100 * same_credits[1] / same_credits[0]);
+  {
+    auto payload = filled(std::get<1>(sizes[0]));
+    for (auto& [w, l] : narrow) {
+      double ours = median_of_3([&] { return troupe_chain(sys, l->p, l->libs, ex, payload, n_small); });
+      std::printf("64 B, window %3u frames: %8.0f fr/s, %5.1f%% of the bare chain above\n", w, ours,
+                  100 * ours / bare_small);
+    }
+  }
   std::printf("\none pass-through stage, embedded and isolated (worker process), median of 3 runs\n");
   std::printf("%-8s %14s %14s %8s\n", "payload", "embedded fr/s", "isolated fr/s", "ratio");
   for (auto [label, size, n] : sizes) {
