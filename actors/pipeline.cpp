@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <optional>
 #include <functional>
 #include <map>
@@ -42,7 +43,7 @@ std::optional<uint64_t> parse_bytes(const YAML::Node& node) {
   auto unit = text.substr(digits);
   while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
   int shift = unit.empty() ? 0 : unit == "KiB" ? 10 : unit == "MiB" ? 20 : unit == "GiB" ? 30 : -1;
-  if (shift < 0 || n == 0) return std::nullopt;
+  if (shift < 0 || n == 0 || n > (UINT64_MAX >> shift)) return std::nullopt;
   return n << shift;
 }
 

@@ -133,6 +133,7 @@ TEST(pipeline, errors_name_file_line_and_field) {
       {"stages:\n  - {name: a, plugin: src}\nedges: [\"a - b\"]\n", 3, "expected \"from -> to\""},
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 64MB\n", 3, "'window_bytes': expected a positive size"},
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 0\n", 3, "'window_bytes': expected a positive size"},
+      {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 999999999999GiB\n", 3, "'window_bytes': expected a positive size"},
   };
   for (auto& c : cases) {
     std::string path;
