@@ -122,8 +122,7 @@ bool write_all(int fd, std::vector<iovec>& iov) {
 struct out_message {
   wire_prefix prefix{};
   kj::Array<capnp::word> header;
-  std::vector<iovec> payload;
-  std::vector<std::shared_ptr<const buffer>> keep;
+  std::vector<iovec> payload;  // the frames' own bytes: the items written keep them alive
   void add_to(std::vector<iovec>& iov) {
     iov.push_back({&prefix, sizeof prefix});
     iov.push_back({header.begin(), header.size() * sizeof(capnp::word)});
@@ -257,7 +256,7 @@ struct data_plane::impl {
   };
 
   struct channel_info {
-    std::string address, pipeline, stage;
+    std::string pipeline, stage;
     caf::actor owner;
     peer_link* link = nullptr;
   };
@@ -663,8 +662,10 @@ struct data_plane::impl {
       }
       std::vector<item> items;
       uint64_t bytes = 0;
-      while (!l.q.empty() && items.size() < max_batch_frames && bytes < max_batch_bytes) {
-        bytes += l.q.front().f.size;
+      while (!l.q.empty() && items.size() < max_batch_frames) {
+        auto size = l.q.front().f.size;
+        if (!items.empty() && bytes + size > max_batch_bytes) break;  // it starts the next batch
+        bytes += size;
         items.push_back(std::move(l.q.front()));
         l.q.pop_front();
       }
@@ -689,57 +690,63 @@ struct data_plane::impl {
   }
 
   bool write_items(peer_link& l, int fd, std::vector<item>& items) {
-    std::vector<out_message> msgs;
-    uint64_t frames = 0, bytes = 0;
+    // Runs of frames on one channel (a message each) and control items; the channels' names
+    // are read under the plane's lock, the messages built without it.
+    struct run {
+      size_t from, to;
+      std::string pipeline, stage;
+    };
+    std::vector<run> runs;
     {
-      // Channel names, once per batch.
       std::lock_guard<std::mutex> lock(mutex);
       for (size_t i = 0; i < items.size();) {
-        if (!items[i].is_frame) {
-          capnp::MallocMessageBuilder mb;
-          auto c = mb.initRoot<wire::LinkMessage>().initControl();
-          c.setPipeline(items[i].pipeline);
-          c.setWhat(items[i].what);
-          c.setStage(items[i].stage);
-          msgs.push_back(finish(mb));
-          ++i;
-          continue;
+        size_t j = i + 1;
+        if (items[i].is_frame) {
+          while (j < items.size() && items[j].is_frame && items[j].channel == items[i].channel) ++j;
+          auto ch = channels.find(items[i].channel);
+          if (ch != channels.end()) runs.push_back({i, j, ch->second.pipeline, ch->second.stage});
+          // else closed since: its frames are dropped
+        } else {
+          runs.push_back({i, j, {}, {}});
         }
-        size_t j = i;
-        while (j < items.size() && items[j].is_frame && items[j].channel == items[i].channel) ++j;
-        auto ch = channels.find(items[i].channel);
-        if (ch == channels.end()) {  // closed since
-          i = j;
-          continue;
-        }
-        capnp::MallocMessageBuilder mb;
-        auto fr = mb.initRoot<wire::LinkMessage>().initFrames();
-        fr.setChannel(items[i].channel);
-        fr.setPipeline(ch->second.pipeline);
-        fr.setStage(ch->second.stage);
-        auto list = fr.initBatch(static_cast<unsigned>(j - i));
-        out_message m;
-        uint64_t payload = 0;
-        for (size_t k = i; k < j; ++k) {
-          auto& f = items[k].f;
-          auto b = list[static_cast<unsigned>(k - i)];
-          b.setId(items[k].id);
-          write_frame_fields(b, f);
-          b.setSize(f.size);
-          if (f.size > 0) {
-            m.payload.push_back({const_cast<uint8_t*>(f.data), f.size});
-            m.keep.push_back(f.payload);
-            payload += f.size;
-          }
-        }
-        auto done = finish(mb, payload);
-        m.header = std::move(done.header);
-        m.prefix = done.prefix;
-        frames += j - i;
-        bytes += payload;
-        msgs.push_back(std::move(m));
         i = j;
       }
+    }
+    std::vector<out_message> msgs;
+    uint64_t frames = 0, bytes = 0;
+    for (auto& r : runs) {
+      capnp::MallocMessageBuilder mb;
+      if (!items[r.from].is_frame) {
+        auto c = mb.initRoot<wire::LinkMessage>().initControl();
+        c.setPipeline(items[r.from].pipeline);
+        c.setWhat(items[r.from].what);
+        c.setStage(items[r.from].stage);
+        msgs.push_back(finish(mb));
+        continue;
+      }
+      auto fr = mb.initRoot<wire::LinkMessage>().initFrames();
+      fr.setChannel(items[r.from].channel);
+      fr.setPipeline(r.pipeline);
+      fr.setStage(r.stage);
+      auto list = fr.initBatch(static_cast<unsigned>(r.to - r.from));
+      std::vector<iovec> pieces;
+      uint64_t payload = 0;
+      for (size_t k = r.from; k < r.to; ++k) {
+        auto& f = items[k].f;
+        auto b = list[static_cast<unsigned>(k - r.from)];
+        b.setId(items[k].id);
+        write_frame_fields(b, f);
+        b.setSize(f.size);
+        if (f.size > 0) {
+          pieces.push_back({const_cast<uint8_t*>(f.data), f.size});
+          payload += f.size;
+        }
+      }
+      auto m = finish(mb, payload);
+      m.payload = std::move(pieces);
+      frames += r.to - r.from;
+      bytes += payload;
+      msgs.push_back(std::move(m));
     }
     std::vector<iovec> iov;
     for (auto& m : msgs) m.add_to(iov);
@@ -928,7 +935,7 @@ uint32_t data_plane::open_channel(const std::string& address, const std::string&
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto id = impl_->next_channel++;
   auto& l = impl_->link_to(address);
-  impl_->channels[id] = {address, pipeline, stage, std::move(owner), &l};
+  impl_->channels[id] = {pipeline, stage, std::move(owner), &l};
   std::lock_guard<std::mutex> lk(l.m);
   if (l.fd >= 0) caf::anon_send(impl_->channels[id].owner, link_up_atom::value, l.connection);
   return id;

@@ -368,7 +368,6 @@ class manager_actor : public caf::event_based_actor {
       rs.address = s_.data_address[sl.node];
       rs.pipeline = s_.run;
       rs.stage = ps.spec.name;
-      rs.node = sl.node;
       sl.actor = spawn_remote_stage(system(), std::move(rs));
       sl.running = false;
       sl.stop_sent = false;

@@ -33,7 +33,7 @@ struct remote_stage_setup {
   caf::actor manager;
   std::shared_ptr<data_plane> plane;
   std::string address;  // the stage's node's data address
-  std::string pipeline, stage, node;
+  std::string pipeline, stage;
 };
 
 /// Reports (report_atom, instance_report) running once started, stopped on (stop_atom).

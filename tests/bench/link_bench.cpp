@@ -277,7 +277,6 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   rs.address = b->address();
   rs.pipeline = "bench";
   rs.stage = "pass";
-  rs.node = "b";
   auto remote = spawn_remote_stage(sys, std::move(rs));
   self->send(remote, start_atom::value);
   reports = 0;
