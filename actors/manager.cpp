@@ -21,7 +21,7 @@ namespace troupe {
 slot_table make_slots(const plan& p, metrics& m) {
   slot_table slots;
   for (auto& s : p.stages)
-    for (uint32_t r = 0; s.remote ? false : r < s.spec.replicas; ++r)
+    for (uint32_t r = 0; !s.remote && r < s.spec.replicas; ++r)
       slots.push_back(std::make_shared<slot_stats>(m, p.name, s.spec.name, s.manifest.name, r, s.mode));
   return slots;
 }
@@ -358,40 +358,37 @@ class manager_actor : public caf::event_based_actor {
     stats(i).generation_gauge.Set(static_cast<double>(sl.generation));
     stats(i).failure.store(failure_class::none);
     stats(i).set_state(instance_state::loaded);
-    if (!sl.node.empty()) {
-      auto& ps = s_.plan->stages[sl.stage];
+    if (!sl.node.empty()) {  // a share of a stage on another node: sent to through the link
       remote_stage_setup rs;
       rs.slot = i;
       rs.generation = sl.generation;
       rs.manager = caf::actor_cast<caf::actor>(this);
       rs.plane = s_.plane;
-      rs.address = s_.data_address[sl.node];
+      auto address = s_.data_address.find(sl.node);
+      if (address != s_.data_address.end()) rs.address = address->second;
+      else spdlog::error("[node={}] no data address is known for node {}: frames for stage '{}' cannot go there",
+                         s_.node, sl.node, s_.plan->stages[sl.stage].spec.name);
       rs.pipeline = s_.run;
-      rs.stage = ps.spec.name;
+      rs.stage = s_.plan->stages[sl.stage].spec.name;
       sl.actor = spawn_remote_stage(system(), std::move(rs));
-      sl.running = false;
-      sl.stop_sent = false;
-      monitor(sl.actor);
-      link_to(sl.actor);
-      send<caf::message_priority::high>(sl.actor, start_atom::value);
-      return;
+    } else {
+      instance_setup is;
+      is.slot = i;
+      is.stage = sl.stage;
+      is.replica = sl.replica;
+      is.generation = sl.generation;
+      is.plan = sl.plan ? sl.plan : s_.plan;
+      is.stats = stats_[i];
+      is.library = sl.library ? sl.library : s_.libraries[sl.stage];
+      is.executor = s_.executor;
+      is.manager = caf::actor_cast<caf::actor>(this);
+      is.node = s_.node;
+      is.routes = routes_for(sl.stage);
+      is.carry = std::move(sl.carry);
+      sl.carry = {};
+      is.dead = stages_[sl.stage].dead;
+      sl.actor = spawn_instance(system(), std::move(is));
     }
-    instance_setup is;
-    is.slot = i;
-    is.stage = sl.stage;
-    is.replica = sl.replica;
-    is.generation = sl.generation;
-    is.plan = sl.plan ? sl.plan : s_.plan;
-    is.stats = stats_[i];
-    is.library = sl.library ? sl.library : s_.libraries[sl.stage];
-    is.executor = s_.executor;
-    is.manager = caf::actor_cast<caf::actor>(this);
-    is.node = s_.node;
-    is.routes = routes_for(sl.stage);
-    is.carry = std::move(sl.carry);
-    sl.carry = {};
-    is.dead = stages_[sl.stage].dead;
-    sl.actor = spawn_instance(system(), std::move(is));
     sl.running = false;
     sl.stop_sent = false;
     // Monitored for its exit, linked so that it does not outlive a manager that is killed.

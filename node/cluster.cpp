@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -114,12 +115,13 @@ expected<node_config> load_node_config(const std::string& path) {
   auto split = [&](const std::string& field, const std::string& address, std::string& host,
                    uint32_t& port) -> caf::error {
     auto colon = address.rfind(':');
-    unsigned long n = 0;
-    try {
-      if (colon != std::string::npos) n = std::stoul(address.substr(colon + 1));
-    } catch (const std::exception&) {
+    unsigned n = 0;
+    bool ok = colon != std::string::npos && colon + 1 < address.size();
+    if (ok) {
+      auto [end, ec] = std::from_chars(address.data() + colon + 1, address.data() + address.size(), n);
+      ok = ec == std::errc{} && end == address.data() + address.size() && n <= 65535;
     }
-    if (colon == std::string::npos || n > 65535)
+    if (!ok)
       return make_error(code, path + ": field '" + field + "': expected host:port, got '" + address + "'");
     host = address.substr(0, colon);
     port = static_cast<uint32_t>(n);
@@ -356,10 +358,16 @@ class cluster_node {
       for (auto& name : went_down) on_down_(name);
   }
 
-  // Asks the node at a peer address to run its part of a placed pipeline (or to check it).
-  kj::Promise<std::vector<stage_part>> ask_host(const std::string& address, const std::string& text,
+  // Asks member `node` to run its part of a placed pipeline (or to check it). What it refuses
+  // names the node already; a call that does not reach it is named here.
+  kj::Promise<std::vector<stage_part>> ask_host(const std::string& node, const std::string& text,
                                                 const std::string& source, const pipeline_placement& placed,
                                                 bool check, kj::Timer& timer) {
+    auto* m = find(node);
+    if (m == nullptr)
+      return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                           kj::heapString("node " + node + " is not a member"));
+    auto address = m->peer_address;
     remote<wire::Peer> peer(address);
     auto req = peer.cap->hostRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
@@ -399,8 +407,12 @@ class cluster_node {
               }
               return parts;
             },
-            [](kj::Exception&& e) -> std::vector<stage_part> {
-              throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(reason(e)));
+            [node, address](kj::Exception&& e) -> std::vector<stage_part> {
+              std::string d = e.getDescription().cStr();
+              auto why = d.rfind("remote exception: ", 0) == 0
+                             ? reason(e)
+                             : "node " + node + " (" + address + ") did not answer: " + reason(e);
+              throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why));
             }));
   }
 
@@ -411,6 +423,23 @@ class cluster_node {
     if (name == c_.name) return true;
     auto it = members_.find(name);
     return it != members_.end() && it->second.st == member::state::up;
+  }
+
+  /// Who leads a placed pipeline: the lowest-named live node running part of it.
+  std::string leader_of(const pipeline_placement& pl) const {
+    std::string leader;
+    for (auto& [stage, nodes] : pl.nodes_of)
+      for (auto& n : nodes)
+        if (is_up(n) && (leader.empty() || n < leader)) leader = n;
+    return leader;
+  }
+
+  /// Where a `node: any` stage goes: the live node running the fewest stages (by `load`).
+  std::string least_loaded(std::map<std::string, int>& load) const {
+    std::string best;
+    for (auto& n : member_names())
+      if (is_up(n) && (best.empty() || load[n] < load[best])) best = n;
+    return best;
   }
 
   // A member by name, if known.
@@ -754,14 +783,14 @@ class admin_service final : public wire::Admin::Server {
   kj::Promise<void> deploy(DeployContext ctx) override {
     auto p = ctx.getParams();
     if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
-    std::string text = p.getPipeline(), source = p.getSource(), token = p.getToken();
+    std::string text = p.getPipeline(), source = p.getSource();
     std::string name;
     std::vector<std::pair<std::string, std::vector<std::string>>> stages;
     if (auto e = host_.read_placement(text, source, name, stages); !e.empty()) return failure(e);
     auto& self = n_.config().name;
     // Where each stage runs (a stage without a node runs here), and how to reach the nodes.
     auto placed = std::make_shared<pipeline_placement>();
-    auto peers = std::make_shared<std::map<std::string, std::string>>();  // node -> peer address
+    auto peers = std::make_shared<std::set<std::string>>();  // the other nodes it runs on
     placed->data_address[self] = n_.config().advertise_data;
     placed->run = name + "." + self + "." +
                   std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -779,9 +808,7 @@ class admin_service final : public wire::Admin::Server {
       if (nodes.empty()) {
         where = {self};
       } else if (nodes[0] == "*") {  // any: the live node running the fewest of its stages
-        std::string best;
-        for (auto& n : n_.member_names())
-          if (n_.is_up(n) && (best.empty() || load[n] < load[best])) best = n;
+        auto best = n_.least_loaded(load);
         where = {best};
         ++load[best];
       } else {
@@ -802,7 +829,7 @@ class admin_service final : public wire::Admin::Server {
                          to_string(m->st));
         if (m->data_address.empty()) return failure("node " + n + " has not said where it takes frames");
         placed->data_address[n] = m->data_address;
-        (*peers)[n] = m->peer_address;
+        peers->insert(n);
       }
     }
     if (peers->empty()) {
@@ -816,8 +843,8 @@ class admin_service final : public wire::Admin::Server {
     if (auto e = host_.deploy(text, source, name, placed.get(), true, &(*parts)[self]); !e.empty()) return failure(e);
     auto ask_all = [this, text, source, placed, peers, parts](bool check) {
       auto asks = kj::heapArrayBuilder<kj::Promise<void>>(peers->size());
-      for (auto& [node, address] : *peers)
-        asks.add(n_.ask_host(address, text, source, *placed, check, *timer_)
+      for (auto& node : *peers)
+        asks.add(n_.ask_host(node, text, source, *placed, check, *timer_)
                      .then([parts, node = node](std::vector<stage_part>&& got) { (*parts)[node] = std::move(got); }));
       return kj::joinPromises(asks.finish());
     };
@@ -959,14 +986,7 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
   auto& self = node.config().name;
   for (auto& pp : host.placed_pipelines()) {
     auto& pl = pp.placement;
-    bool touched = false;
-    std::string leader;
-    for (auto& [stage, nodes] : pl.nodes_of)
-      for (auto& n : nodes) {
-        touched = touched || n == down;
-        if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
-      }
-    if (!touched || leader != self) continue;
+    if (!pl.runs_on(down) || node.leader_of(pl) != self) continue;
     auto next = pl;
     std::string moves;
     for (auto& [stage, nodes] : next.nodes_of) {
@@ -980,9 +1000,7 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
         std::map<std::string, int> load;
         for (auto& [other, ns] : next.nodes_of)
           for (auto& m : ns) ++load[m];
-        std::string to;
-        for (auto& m : node.member_names())
-          if (node.is_up(m) && (to.empty() || load[m] < load[to])) to = m;
+        auto to = node.least_loaded(load);
         if (!to.empty()) {
           live = {to};
           next.moves[stage] += 1;
@@ -1010,9 +1028,7 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
     for (auto& [stage, ns] : next.nodes_of) nodes.insert(ns.begin(), ns.end());
     for (auto& n : nodes) {
       if (n == self) continue;
-      auto* m = node.find(n);
-      if (m == nullptr) continue;
-      tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, next, false, timer)
+      tasks.add(node.ask_host(n, pp.text, pp.source, next, false, timer)
                     .ignoreResult()
                     .catch_([self, n, name = pp.name](kj::Exception&& e) {
                       spdlog::error("[node={}] node {} did not take the new placement of pipeline '{}': {}", self, n,
@@ -1025,34 +1041,26 @@ void place_again(cluster_node& node, pipeline_host& host, const std::string& dow
   }
 }
 
-}  // namespace
-
 // A member taken for dead is heard again: a pipeline this node leads that no longer runs
 // anything there tells it so, and it stops what it may still run of it (a node that
 // restarted runs nothing, and ignores it).
 void fence_returned(cluster_node& node, pipeline_host& host, const std::string& back, kj::Timer& timer,
                     kj::TaskSet& tasks) {
   auto& self = node.config().name;
-  auto* m = node.find(back);
-  if (m == nullptr) return;
+  if (node.find(back) == nullptr) return;
   for (auto& pp : host.placed_pipelines()) {
     auto& pl = pp.placement;
-    std::string leader;
-    bool there = false;
-    for (auto& [stage, nodes] : pl.nodes_of)
-      for (auto& n : nodes) {
-        there = there || n == back;
-        if (node.is_up(n) && (leader.empty() || n < leader)) leader = n;
-      }
-    if (there || leader != self) continue;
+    if (pl.runs_on(back) || node.leader_of(pl) != self) continue;
     spdlog::warn("[node={}] node {} is back: telling it pipeline '{}' runs elsewhere now", self, back, pp.name);
-    tasks.add(node.ask_host(m->peer_address, pp.text, pp.source, pl, false, timer)
+    tasks.add(node.ask_host(back, pp.text, pp.source, pl, false, timer)
                   .ignoreResult()
                   .catch_([self, back](kj::Exception&& e) {
                     spdlog::warn("[node={}] node {} was not told: {}", self, back, reason(e));
                   }));
   }
 }
+
+}  // namespace
 
 int run_node(const common_options&, const node_options& o) {
   auto c = load_node_config(o.config);

@@ -138,12 +138,6 @@ struct read_text {
   }
 };
 
-bool runs_here(const pipeline_placement& placed, const std::string& node) {
-  for (auto& [stage, nodes] : placed.nodes_of)
-    if (std::find(nodes.begin(), nodes.end(), node) != nodes.end()) return true;
-  return false;
-}
-
 }  // namespace
 
 std::string pipeline_host::read_placement(const std::string& text, const std::string& source, std::string& name,
@@ -200,7 +194,7 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
     // The same run, placed anew: stages move.
     name = p->name;
     if (check_only) return {};
-    if (!runs_here(*placed, d.node)) {
+    if (!placed->runs_on(d.node)) {
       // This node was taken for dead and its stages run elsewhere now: what it still runs
       // of the pipeline is stopped (the others drop what it sends).
       spdlog::warn("[node={}] pipeline '{}' runs elsewhere now (this node was taken for dead): stopping its part here",
@@ -216,7 +210,7 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   }
   name = p->name;
   if (check_only) return {};
-  if (placed && !runs_here(*placed, d.node)) return {};  // for others (this node restarted since)
+  if (placed && !placed->runs_on(d.node)) return {};  // for others (this node restarted since)
   impl::hosted h;
   h.text = text;
   h.source = source;

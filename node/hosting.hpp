@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,6 +27,13 @@ struct pipeline_placement {
   // placing it again when a node running it dies.
   std::map<std::string, std::vector<std::string>> candidates;
   std::map<std::string, uint32_t> moves;  // stage -> times placed again after a node died
+
+  /// Some stage runs on `node`.
+  bool runs_on(const std::string& node) const {
+    for (auto& [stage, nodes] : nodes_of)
+      if (std::find(nodes.begin(), nodes.end(), node) != nodes.end()) return true;
+    return false;
+  }
 };
 
 /// A stage as the node running it found it: its plugin's version and what it needs.

@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   auto* deploy_cmd = app.add_subcommand(
       "deploy", "Run a pipeline through any node: each stage runs where its node/nodes field places it");
   deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
-  auto* scale_cmd = app.add_subcommand("scale", "Change a running stage's replicas, on whichever node runs it");
+  auto* scale_cmd = app.add_subcommand(
+      "scale", "Change a running stage's replicas, through any node that runs part of its pipeline");
   scale_cmd->add_option("stage", admin_opts.stage, "Stage")->required();
   scale_cmd->add_option("replicas", admin_opts.replicas, "Replicas")->required();
   scale_cmd->add_option("--pipeline", admin_opts.pipeline, "Pipeline name")->required();

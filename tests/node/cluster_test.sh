@@ -40,6 +40,10 @@ check "... naming the file, line and field" contains "$out" "bad.yaml:5: field '
 printf 'name: bad\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\n' > notoken.yaml
 out=$("$troupe" node --config notoken.yaml 2>&1)
 check "a node needs a cluster token" contains "$out" "notoken.yaml: field 'token' is missing"
+printf 'name: bad\nlisten: 127.0.0.1:7x01\nadmin: 127.0.0.1:2\ntoken: t\n' > badport.yaml
+out=$("$troupe" node --config badport.yaml --check 2>&1); rc=$?
+check "a port that is not a number is refused, naming the field" \
+  contains "$out" "badport.yaml: field 'listen': expected host:port, got '127.0.0.1:7x01'"
 
 start_node n1 1 secret
 start_node n2 2 secret
@@ -51,7 +55,7 @@ echo "$out"
 check "status lists three nodes" [ "$(grep -cE '^n[123] ' <<<"$out")" -eq 3 ]
 check "status marks the node asked" grep -qE "^n2 +self " <<<"$out"
 
-metrics=$(curl -s "127.0.0.1:${port[9]}/metrics")
+metrics=$(curl -s -m 5 "127.0.0.1:${port[9]}/metrics")
 check "metrics: n1's link to n2 is up" contains "$metrics" 'troupe_peer_up{node="n1",peer="n2"} 1'
 check "metrics: heartbeats are counted" grep -qE 'troupe_peer_heartbeats_total\{node="n1",peer="n3"\} [1-9]' <<<"$metrics"
 check "metrics pass promtool" bash -c "promtool check metrics <<<'$metrics' >/dev/null 2>&1"
@@ -113,7 +117,7 @@ PY
 check "garbage closes its connection and says why" grep -q "closed the connection from 127.0.0.1:[0-9]*: malformed message: its header claims 4294967296 segments" n1.log
 check "an oversized message is refused with its size" grep -q "oversized message: 80000000 bytes (at most 16777216)" n1.log
 check "a truncated message is named" grep -q "the connection ended 48 bytes into a message (truncated)" n1.log
-check "the bad connections are counted" bash -c "curl -s 127.0.0.1:${port[9]}/metrics | grep -q '^troupe_node_bad_messages_total 3'"
+check "the bad connections are counted" bash -c "curl -s -m 5 127.0.0.1:${port[9]}/metrics | grep -q '^troupe_node_bad_messages_total 3'"
 check "n1 still serves its peers" wait_for 5 eval 'state_is 5 n2 up && state_is 6 n1 up'
 
 out=$("$troupe" status --node "127.0.0.1:${port[5]}" --token wrong 2>&1); rc=$?
@@ -136,6 +140,7 @@ kill -CONT "${pids[2]}"
 check "a thawed node is up again" wait_for 10 state_is 5 n3 up
 
 kill -9 "${pids[1]}"
+wait "${pids[1]}" 2>/dev/null
 check "a killed node is marked down" wait_for 10 state_is 5 n2 down
 check "the others stay up" state_is 7 n1 up
 # The compose cluster's files, as far as they can be checked without a Docker engine.
