@@ -39,7 +39,7 @@ Y
 }
 # The single-node run every run is compared with.
 pipeline single "node: n1" > single.yaml
-"$troupe" run single.yaml > single.out 2>&1
+timeout 60 "$troupe" run single.yaml > single.out 2>&1
 check "the single-node run takes 800 frames" grep -q "total frames 800 bytes" single-sum.txt
 same_digests() { diff <(grep '^stream' "$1-sum.txt") <(grep '^stream' single-sum.txt); }
 
@@ -50,6 +50,7 @@ check "the pipeline is deployed with mid on n2 and n3" contains "$out" "pipeline
 check "mid runs on n3 and frames flow" wait_for 10 bash -c \
   "\"$troupe\" status $admin | grep -qE '^killed +mid +n3 +embedded +running +1 +[1-9][0-9]'"
 kill -9 "${pids[2]}"
+wait "${pids[2]}" 2>/dev/null
 check "n1 leads: n3 is down, mid runs on n2 alone" \
   wait_for 10 grep -q "node n3 is down: in pipeline 'killed', mid runs on n2" n1.log
 check "the pipeline completes on n1 and n2" wait_for 30 bash -c \
@@ -58,7 +59,7 @@ status | grep -E '^(PIPELINE|killed) '
 cat killed-sum.txt
 check "nothing lost, nothing twice: the sink's digests equal the single-node run's" same_digests killed
 check "no frame reached the sink twice" grep -q "total frames 800 bytes [0-9]* duplicates 0" killed-sum.txt
-replayed=$(curl -s "127.0.0.1:${port[14]}/metrics" |
+replayed=$(curl -s -m 5 "127.0.0.1:${port[14]}/metrics" |
   awk '/^troupe_instance_frames_replayed_total\{.*pipeline="killed".*stage="pre"/ {s += $2} END {print s + 0}')
 echo "frames n2's pre replayed to mid after n3 died: $replayed"
 check "what n3 did not acknowledge was replayed (and counted)" [ "${replayed%.*}" -gt 0 ]
@@ -88,7 +89,7 @@ check "the pipeline completes" wait_for 30 bash -c \
 cat frozen-sum.txt
 check "nothing lost, nothing twice across the freeze" same_digests frozen
 check "no frame of the freeze reached the sink twice" grep -q "total frames 800 bytes [0-9]* duplicates 0" frozen-sum.txt
-fenced=$(curl -s "127.0.0.1:${port[13]}/metrics" | awk '/^troupe_link_fenced_frames_total\{node="n1",peer="n3"\}/ {print $2}')
+fenced=$(curl -s -m 5 "127.0.0.1:${port[13]}/metrics" | awk '/^troupe_link_fenced_frames_total\{node="n1",peer="n3"\}/ {print $2}')
 echo "frames n1 dropped from the thawed n3: ${fenced:-none}"
 if grep -q "from node n3: it no longer runs the stage that sent them (fenced)" n1.log; then
   check "what the thawed n3 sent from its old placement was dropped and counted" [ "${fenced%.*}" -gt 0 ]

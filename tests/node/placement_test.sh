@@ -37,13 +37,13 @@ check "blur ran on n2 and on n3, each took frames" bash -c \
   "grep -qE '^cluster-demo +blur +n2 +embedded +stopped +1 +[1-9]' <<<'$out' && grep -qE '^cluster-demo +blur +n3 +embedded +stopped +1 +[1-9]' <<<'$out'"
 check "watermark (any node) ran on the node with the fewest of its stages, n3" grep -qE '^cluster-demo +watermark +n3 ' <<<"$out"
 sed "s#$work/cluster-sum.txt#$work/single-sum.txt#" placed.yaml > single.yaml
-"$troupe" run single.yaml > single.out 2>&1
+timeout 60 "$troupe" run single.yaml > single.out 2>&1
 check "the single-node run completes" grep -q "total frames 120" single-sum.txt
 cat cluster-sum.txt
 check "the sink's digests across nodes equal the single-node run's" diff cluster-sum.txt single-sum.txt
 check "no frame reached the sink twice" grep -q "total frames 120 bytes [0-9]* duplicates 0" cluster-sum.txt
 
-metrics=$(curl -s "127.0.0.1:${port[13]}/metrics")
+metrics=$(curl -s -m 5 "127.0.0.1:${port[13]}/metrics")
 check "metrics: n1 sent frames to n2's data address" grep -qE \
   "troupe_link_frames_sent_total\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} 120" <<<"$metrics"
 check "metrics: n1 took frames from n3" grep -qE \
