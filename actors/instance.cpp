@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <span>
 #include <tuple>
 
 namespace troupe {
@@ -157,18 +158,8 @@ class instance_actor : public caf::event_based_actor {
           if (auto n = router_.set_routes(rt)) s_.stats->replayed.Increment(static_cast<double>(n));
           pump();
         },
-        [this](frame_atom, frame& f) {
-          taken counts;
-          take(std::move(f), current_sender(), counts);
-          count(counts);
-          pump();
-        },
-        [this](frames_atom, frame_batch& b) {
-          taken counts;
-          for (auto& f : b.frames) take(std::move(f), current_sender(), counts);
-          count(counts);
-          pump();
-        },
+        [this](frame_atom, frame& f) { take({&f, 1}); },
+        [this](frames_atom, frame_batch& b) { take(b.frames); },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
           if (!deferred_.empty()) release_deferred();
@@ -229,34 +220,33 @@ class instance_actor : public caf::event_based_actor {
   // does not answer within the stage's deadline (stopped, wedged) is lost.
   static constexpr std::chrono::milliseconds heartbeat_interval{1000};
 
-  // What the inputs of one message add to the books: counted once per message.
-  struct taken {
-    uint64_t frames = 0, bytes = 0, duplicates = 0;
-  };
-  void count(const taken& t) {
-    if (t.frames > 0) s_.stats->frames_in.Increment(static_cast<double>(t.frames));
-    if (t.bytes > 0) s_.stats->bytes_in.Increment(static_cast<double>(t.bytes));
-    if (t.duplicates > 0) s_.stats->duplicates.Increment(static_cast<double>(t.duplicates));
-    s_.stats->queue_depth.Set(static_cast<double>(held_));
-  }
-
-  // An input: a frame taken before, or given up on, is acknowledged in its turn (acks go
-  // in arrival order) but not processed.
-  void take(frame&& f, caf::strong_actor_ptr sender, taken& counts) {
-    auto kind = input_kind::fresh;
-    frame_key key{f.stream, f.seq, f.part};
-    if (!dedupe_.admit(f.stream, f.seq, f.part)) {
-      kind = input_kind::duplicate;
-      ++counts.duplicates;
-    } else {
-      if (!s_.dead.empty() && s_.dead.count(key)) kind = input_kind::dead;
-      ++counts.frames;
-      counts.bytes += f.size;
-      ++held_;
+  // The inputs of one message, in order: a frame taken before, or given up on, is
+  // acknowledged in its turn (acks go in arrival order) but not processed. The books count
+  // them once per message.
+  void take(std::span<frame> fs) {
+    auto sender = current_sender();
+    uint64_t fresh = 0, bytes = 0, duplicates = 0;
+    for (auto& f : fs) {
+      auto kind = input_kind::fresh;
+      frame_key key{f.stream, f.seq, f.part};
+      if (!dedupe_.admit(f.stream, f.seq, f.part)) {
+        kind = input_kind::duplicate;
+        ++duplicates;
+      } else {
+        if (!s_.dead.empty() && s_.dead.count(key)) kind = input_kind::dead;
+        ++fresh;
+        bytes += f.size;
+        ++held_;
+      }
+      bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
+      custody_ = custody_ || custody;
+      inbox_.push_back({std::move(f), key, sender, kind, custody});
     }
-    bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
-    custody_ = custody_ || custody;
-    inbox_.push_back({std::move(f), key, std::move(sender), kind, custody});
+    if (fresh > 0) s_.stats->frames_in.Increment(static_cast<double>(fresh));
+    if (bytes > 0) s_.stats->bytes_in.Increment(static_cast<double>(bytes));
+    if (duplicates > 0) s_.stats->duplicates.Increment(static_cast<double>(duplicates));
+    s_.stats->queue_depth.Set(static_cast<double>(held_));
+    pump();
   }
 
   void heartbeat() {

@@ -1,6 +1,7 @@
 #include "router.hpp"
 
 #include <algorithm>
+#include <deque>
 
 namespace troupe {
 

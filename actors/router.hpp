@@ -2,11 +2,11 @@
 //
 // Per downstream stage, outputs wait in `pending` until a receiver has credit (fewer than
 // `window` frames sent and not yet acknowledged, and the frame's payload fits in what is
-// left of the byte limit; a receiver with nothing unacknowledged always takes one frame). Sent frames stay in the receiver's
-// `unacked` list until acknowledged; when a receiver is replaced (a new generation) or
-// removed, its unacked frames go back to the front of pending and are sent again. A
-// receiver is known by its handle, wherever it sits in the list. A draining receiver gets
-// nothing new. Not thread-safe: owned by one instance actor.
+// left of the byte limit; a receiver with nothing unacknowledged always takes one frame).
+// Sent frames stay in the receiver's `unacked` list until acknowledged; when a receiver is
+// replaced (a new generation) or removed, its unacked frames go back to the front of
+// pending and are sent again. A receiver is known by its handle, wherever it sits in the
+// list. A draining receiver gets nothing new. Not thread-safe: owned by one instance actor.
 #pragma once
 
 #include "frame.hpp"
@@ -17,7 +17,6 @@
 #include <caf/actor_addr.hpp>
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <vector>
 
