@@ -4,6 +4,8 @@
 // Then frames/s through one pass-through stage, embedded against isolated (a worker
 // process), through the same instance actors. Prints figures; asserts nothing.
 // Usage: chain_bench [frames_small] [frames_large]
+#include "bench_actors.hpp"
+
 #include <catalog.hpp>
 #include <executor.hpp>
 #include <instance.hpp>
@@ -23,11 +25,9 @@
 #include <thread>
 
 using namespace troupe;
+using namespace troupe::bench;
 
 namespace {
-
-using done_atom = caf::atom_constant<caf::atom("benchdone")>;
-using go_atom = caf::atom_constant<caf::atom("go")>;
 
 struct payload_ref {
   std::shared_ptr<const buffer> bytes;
@@ -68,50 +68,16 @@ double bare_chain(caf::actor_system& sys, const std::shared_ptr<const buffer>& p
 
 // -- Troupe ---------------------------------------------------------------------------------
 
-// Feeds the first instance as an upstream stage would: at most `window` unacknowledged.
-caf::behavior feeder(caf::event_based_actor* self, caf::actor first, std::shared_ptr<const buffer> payload,
-                     uint64_t n, uint32_t window) {
-  auto sent = std::make_shared<uint64_t>(0);
-  auto send_one = [=] {
-    frame f;
-    f.stream = 0;
-    f.seq = (*sent)++;
-    f.type = "bytes";
-    f.payload = payload;
-    f.data = payload->data();
-    f.size = payload->size();
-    self->send(first, frame_atom::value, std::move(f));
-  };
-  return {
-      [=](go_atom) {
-        for (uint32_t i = 0; i < window && *sent < n; ++i) send_one();
-      },
-      [=](ack_atom, uint32_t k) {
-        for (uint32_t i = 0; i < k && *sent < n; ++i) send_one();
-      },
-  };
-}
-
-// Takes frames like a sink stage: counts and acknowledges them.
-caf::behavior acking_sink(caf::event_based_actor* self, uint64_t expected, caf::actor report) {
-  auto count = std::make_shared<uint64_t>(0);
-  auto take = [=](uint32_t n) {
-    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, n);
-    auto before = *count;
-    *count += n;
-    if (before < expected && *count >= expected) self->send(report, done_atom::value);
-  };
-  return {[=](frame_atom, const frame&) { take(1); },
-          [=](frames_atom, const frame_batch& b) { take(static_cast<uint32_t>(b.frames.size())); }};
-}
-
 double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p,
                     const std::vector<std::shared_ptr<plugin_library>>& libs, executor& ex,
                     const std::shared_ptr<const buffer>& payload, uint64_t n) {
   metrics m;
   auto slots = make_slots(*p, m);
   caf::scoped_actor self{sys};
-  auto sink = sys.spawn(acking_sink, n, caf::actor(self));
+  auto count = std::make_shared<uint64_t>(0);
+  auto sink = sys.spawn(acking_sink, std::function<void(uint64_t)>([count, n, report = caf::actor(self)](uint64_t k) {
+    if (*count < n && (*count += k) >= n) caf::anon_send(report, done_atom::value);
+  }));
   // Stages: 0 source (driven by the feeder instead), 1..k pass-through, k+1 sink.
   const size_t k = p->stages.size() - 2;
   caf::actor next = sink;
@@ -132,7 +98,7 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
   }
   int reports = 0;
   self->receive_for(reports, static_cast<int>(2 * k))([](report_atom, instance_report&) {});  // started + running
-  auto feed = sys.spawn(feeder, next, payload, n, p->window);
+  auto feed = sys.spawn(feeder, next, payload, p->window, n);
   auto t0 = std::chrono::steady_clock::now();
   self->send(feed, go_atom::value);
   self->receive([](done_atom) {});

@@ -6,6 +6,8 @@
 // copies in and out cannot beat.
 //
 //   build/tests/bench/isolated_bench [seconds per figure, default 1] [batch, default 32]
+#include "bench_actors.hpp"
+
 #include <catalog.hpp>
 #include <embedded_adapter.hpp>
 #include <isolated_adapter.hpp>
@@ -101,11 +103,7 @@ int main(int argc, char** argv) {
   for (size_t size : {size_t{64}, size_t{6} << 20}) {
     auto b = buffer::allocate(size);
     std::memset(b->data(), 7, size);
-    frame f;
-    f.type = "bytes";
-    f.payload = b;
-    f.data = b->data();
-    f.size = size;
+    auto f = bench::frame_over(b);
     // A stage takes up to `batch` small frames per call; large ones come one at a time
     // when they come slower than they are processed.
     size_t n = size == 64 ? batch : 1;

@@ -7,8 +7,10 @@
 // b's ingress and a pass-through plugin instance, whose outputs a sink acknowledges (so each
 // frame is acknowledged back to node a only once the sink has it).
 //
-//   build/tests/bench/link_bench [seconds per figure, default 2] [window for 64 B, default 256]
+//   build/tests/bench/link_bench [seconds per figure, default 2] [runtime window for 64 B, default 256]
 //                                [window for 6 MB, default 16]
+#include "bench_actors.hpp"
+
 #include <catalog.hpp>
 #include <executor.hpp>
 #include <instance.hpp>
@@ -140,11 +142,7 @@ figure link_figure(caf::actor_system& sys, size_t frame_size, uint32_t window) {
   auto ch = a->open_channel(b->address(), "bench", "sink", self);
   auto payload = buffer::allocate(frame_size);
   std::memset(payload->data(), 0x5a, frame_size);
-  frame f;
-  f.type = "bench";
-  f.payload = payload;
-  f.data = payload->data();
-  f.size = frame_size;
+  auto f = bench::frame_over(payload, 0, "bench");
   uint64_t next = 0, in_flight = 0, acked = 0;
   bool up = false;
   auto pump = [&] {
@@ -184,42 +182,6 @@ figure link_figure(caf::actor_system& sys, size_t frame_size, uint32_t window) {
 
 // -- through the runtime ---------------------------------------------------------------------
 
-using go_atom = caf::atom_constant<caf::atom("go")>;
-using done_atom = caf::atom_constant<caf::atom("benchdone")>;
-
-// An upstream instance: at most `window` frames unacknowledged to `to`.
-caf::behavior feeder(caf::event_based_actor* self, caf::actor to, std::shared_ptr<const buffer> payload,
-                     uint32_t window) {
-  auto sent = std::make_shared<uint64_t>(0);
-  auto send_one = [=] {
-    frame f;
-    f.stream = 0;
-    f.seq = (*sent)++;
-    f.type = "bytes";
-    f.payload = payload;
-    f.data = payload->data();
-    f.size = payload->size();
-    self->send(to, frame_atom::value, std::move(f));
-  };
-  return {
-      [=](go_atom) {
-        for (uint32_t i = 0; i < window; ++i) send_one();
-      },
-      [=](ack_atom, uint32_t k) {
-        for (uint32_t i = 0; i < k; ++i) send_one();
-      },
-  };
-}
-
-caf::behavior counting_sink(caf::event_based_actor* self, std::shared_ptr<std::atomic<uint64_t>> count) {
-  auto take = [=](uint32_t n) {
-    self->send(caf::actor_cast<caf::actor>(self->current_sender()), ack_atom::value, n);
-    count->fetch_add(n, std::memory_order_relaxed);
-  };
-  return {[=](frame_atom, const frame&) { take(1); },
-          [=](frames_atom, const frame_batch& b) { take(static_cast<uint32_t>(b.frames.size())); }};
-}
-
 figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtime_window) {
   auto dir = std::filesystem::temp_directory_path() / "troupe-link-bench";
   std::filesystem::create_directories(dir);
@@ -246,7 +208,9 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   auto b = start_plane("b");
   caf::scoped_actor self{sys};
   auto count = std::make_shared<std::atomic<uint64_t>>(0);
-  auto sink = sys.spawn(counting_sink, count);
+  auto sink = sys.spawn(bench::acking_sink, std::function<void(uint64_t)>([count](uint64_t k) {
+    count->fetch_add(k, std::memory_order_relaxed);
+  }));
   // Node b: the pass-through instance, fed by the ingress.
   instance_setup is;
   is.slot = 1;
@@ -283,8 +247,8 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   self->receive_for(reports, 2)([](report_atom, instance_report&) {});
   auto payload = buffer::allocate(frame_size);
   std::memset(payload->data(), 0x5a, frame_size);
-  auto feed = sys.spawn(feeder, remote, payload, pl->window);
-  self->send(feed, go_atom::value);
+  auto feed = sys.spawn(bench::feeder, remote, payload, pl->window, UINT64_MAX);
+  self->send(feed, bench::go_atom::value);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // connect and warm up
   auto c0 = count->load();
   auto t0 = clock_type::now();
