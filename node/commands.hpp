@@ -39,23 +39,6 @@ struct conformance_options {
   uint32_t frames = 8;              // known inputs, or a source's turns
 };
 
-/// node.yaml: one member of a cluster.
-struct node_config {
-  std::string path;
-  std::string name;
-  std::string listen;     // host:port to listen on for peers
-  std::string advertise;  // host:port peers reach it at; default: listen
-  std::string data;       // host:port to listen on for frames; default: listen's port + 1
-  std::string advertise_data;  // where peers send frames: advertise's host, data's port
-  std::string admin;    // host:port for the CLI
-  std::string metrics;  // host:port for /metrics; empty: none
-  std::vector<std::string> seeds;
-  std::vector<std::string> plugin_paths;
-  std::string token;
-  uint32_t heartbeat_ms = 500;
-  uint32_t down_after_ms = 3000;
-};
-
 struct node_options {
   std::string config;  // node.yaml
   bool check_only = false;  // check the config, print it, exit

@@ -1,4 +1,4 @@
-#include "hosting.hpp"
+#include "host.hpp"
 
 #include <catalog.hpp>
 #include <dead_letters.hpp>
@@ -23,7 +23,7 @@
 #include <optional>
 #include <thread>
 
-namespace troupe::cli {
+namespace troupe::cluster {
 
 namespace {
 
@@ -283,4 +283,4 @@ std::vector<hosted_instance> pipeline_host::instances() const {
   return out;
 }
 
-}  // namespace troupe::cli
+}  // namespace troupe::cluster

@@ -16,7 +16,7 @@ namespace troupe {
 class data_plane;
 }
 
-namespace troupe::cli {
+namespace troupe::cluster {
 
 /// A pipeline placed across nodes: each stage's node, each node's data address.
 struct pipeline_placement {
@@ -88,4 +88,4 @@ class pipeline_host {
   std::unique_ptr<impl> impl_;
 };
 
-}  // namespace troupe::cli
+}  // namespace troupe::cluster

@@ -1,5 +1,4 @@
-// `troupe node` and `troupe status`: a long-running cluster member, and the admin view of
-// the cluster through any member.
+// A cluster member.
 //
 // A node runs the KJ event loop on its main thread: it serves the Peer interface on its
 // peer address and the Admin interface on its admin address (schema/node.capnp), and every
@@ -8,14 +7,16 @@
 // seeds. A member not heard from within down_after is marked down; it is up again (as a
 // fresh member if it restarted) once it is heard from. A peer with another token or protocol
 // version is refused, and both sides log why.
-#include "commands.hpp"
-#include "hosting.hpp"
+#include "node.hpp"
+
+#include "frame_guard.hpp"
+#include "host.hpp"
+#include "node_config.hpp"
 
 #include <error.hpp>
 #include <link.hpp>
 #include <manifest.hpp>
 #include <stats.hpp>
-#include <yaml_util.hpp>
 
 #include <node.capnp.h>
 
@@ -34,7 +35,6 @@
 #include <sys/socket.h>
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -46,7 +46,7 @@
 #include <optional>
 #include <set>
 
-namespace troupe::cli {
+namespace troupe::cluster {
 
 namespace {
 
@@ -80,92 +80,6 @@ struct remote {
   }
 };
 
-// -- node.yaml --------------------------------------------------------------------------
-
-expected<node_config> load_node_config(const std::string& path) {
-  constexpr auto code = errc::invalid_pipeline;
-  auto doc = yaml::load_file(path, code);
-  if (!doc) return doc.error();
-  auto& root = *doc;
-  if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
-  if (auto e = yaml::check_keys(path, root, "node",
-                                {"name", "listen", "advertise", "data", "admin", "metrics", "seeds",
-                                 "plugin_paths", "token", "heartbeat_ms", "down_after_ms"},
-                                code))
-    return e;
-  node_config c;
-  c.path = path;
-  auto text = [&](const char* field, std::string& out, bool required) -> caf::error {
-    if (!root[field]) {
-      if (required) return make_error(code, path + ": field '" + field + "' is missing");
-      return {};
-    }
-    auto v = yaml::scalar<std::string>(path, root[field], field, "a string", code);
-    if (!v) return v.error();
-    out = *v;
-    return {};
-  };
-  for (auto [field, out, required] : {std::tuple{"name", &c.name, true}, std::tuple{"listen", &c.listen, true},
-                                      std::tuple{"advertise", &c.advertise, false}, std::tuple{"data", &c.data, false},
-                                      std::tuple{"admin", &c.admin, true},
-                                      std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, true}})
-    if (auto e = text(field, *out, required)) return e;
-  if (c.advertise.empty()) c.advertise = c.listen;
-  // Frames travel on their own port: by default the one after the peer port.
-  auto split = [&](const std::string& field, const std::string& address, std::string& host,
-                   uint32_t& port) -> caf::error {
-    auto colon = address.rfind(':');
-    unsigned n = 0;
-    bool ok = colon != std::string::npos && colon + 1 < address.size();
-    if (ok) {
-      auto [end, ec] = std::from_chars(address.data() + colon + 1, address.data() + address.size(), n);
-      ok = ec == std::errc{} && end == address.data() + address.size() && n <= 65535;
-    }
-    if (!ok)
-      return make_error(code, path + ": field '" + field + "': expected host:port, got '" + address + "'");
-    host = address.substr(0, colon);
-    port = static_cast<uint32_t>(n);
-    return {};
-  };
-  std::string host, advertise_host;
-  uint32_t port = 0, advertise_port = 0, data_port = 0;
-  if (auto e = split("listen", c.listen, host, port)) return e;
-  if (auto e = split("advertise", c.advertise, advertise_host, advertise_port)) return e;
-  if (c.data.empty()) {
-    if (port == 0 || port == 65535)
-      return make_error(code, path + ": field 'data': needed when 'listen' has port " + std::to_string(port));
-    c.data = host + ":" + std::to_string(port + 1);
-  }
-  if (auto e = split("data", c.data, host, data_port)) return e;
-  c.advertise_data = advertise_host + ":" + std::to_string(data_port);
-  for (auto [field, out] : {std::pair{"seeds", &c.seeds}, std::pair{"plugin_paths", &c.plugin_paths}}) {
-    auto n = root[field];
-    if (!n) continue;
-    if (!n.IsSequence())
-      return make_error(code, yaml::where(path, n) + ": field '" + field + "': expected a list of strings");
-    for (auto item : n) {
-      auto v = yaml::scalar<std::string>(path, item, field, "a string", code);
-      if (!v) return v.error();
-      out->push_back(*v);
-    }
-  }
-  for (auto [field, out] : {std::pair{"heartbeat_ms", &c.heartbeat_ms}, std::pair{"down_after_ms", &c.down_after_ms}}) {
-    if (!root[field]) continue;
-    auto v = yaml::scalar<uint32_t>(path, root[field], field, "a positive number of milliseconds", code);
-    if (!v) return v.error();
-    if (*v == 0)
-      return make_error(code, yaml::where(path, root[field]) + ": field '" + field +
-                                  "': expected a positive number of milliseconds");
-    *out = *v;
-  }
-  if (c.down_after_ms <= c.heartbeat_ms)
-    return make_error(code, path + ": field 'down_after_ms' (" + std::to_string(c.down_after_ms) +
-                                ") must be longer than 'heartbeat_ms' (" + std::to_string(c.heartbeat_ms) + ")");
-  if (c.token.empty()) return make_error(code, path + ": field 'token': expected a non-empty cluster token");
-  return c;
-}
-
-// -- the node -------------------------------------------------------------------------------
 
 void write_info(wire::NodeInfo::Builder b, const node_config& c, uint64_t incarnation) {
   b.setName(c.name);
@@ -576,92 +490,6 @@ kj::Exception refusal(const cluster_node& n, const std::string& why) {
                        kj::heapString("refused by node " + n.config().name + ": " + why));
 }
 
-// A peer connection as the RPC system reads it, with the framing of every message checked
-// on the way: a message with an absurd segment table or larger than the limit, or a
-// connection that ends in the middle of a message, closes that connection with a reason
-// that is logged and counted. (The RPC system refuses a well-framed message with bad
-// contents itself, and closes the connection.)
-class checked_stream final : public kj::AsyncIoStream {
- public:
-  using bad_fn = std::function<void(const std::string&)>;
-  checked_stream(kj::Own<kj::AsyncIoStream> inner, uint64_t max_bytes, bad_fn bad)
-      : inner_(kj::mv(inner)), max_bytes_(max_bytes), bad_(std::move(bad)) {}
-
-  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    return inner_->tryRead(buffer, min_bytes, max_bytes).then([this, buffer, min_bytes](size_t n) -> size_t {
-      inspect(static_cast<const uint8_t*>(buffer), n);
-      if (n < min_bytes && (state_ != expect::count || have_ > 0)) {
-        fail("the connection ended " + std::to_string(in_message_) + " bytes into a message (truncated)");
-      }
-      return n;
-    });
-  }
-  kj::Promise<void> write(const void* buffer, size_t size) override { return inner_->write(buffer, size); }
-  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    return inner_->write(pieces);
-  }
-  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
-  void abortRead() override { inner_->abortRead(); }
-
- private:
-  enum class expect { count, sizes, body };
-
-  [[noreturn]] void fail(const std::string& why) {
-    if (!failed_) bad_(why);
-    failed_ = true;
-    kj::throwFatalException(
-        kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why)));
-  }
-
-  // Walks the framing: a 4-byte segment count minus one, a 4-byte size (in words) per
-  // segment, padding to 8 bytes, then the segments.
-  void inspect(const uint8_t* p, size_t n) {
-    while (n > 0) {
-      if (state_ == expect::body) {
-        auto take = static_cast<size_t>(std::min<uint64_t>(n, body_left_));
-        body_left_ -= take, p += take, n -= take, in_message_ += take;
-        if (body_left_ == 0) state_ = expect::count, in_message_ = 0;
-        continue;
-      }
-      header_[have_++] = *p++;
-      --n;
-      ++in_message_;
-      if (state_ == expect::count && have_ == 4) {
-        segments_ = uint64_t{load(0)} + 1;
-        if (segments_ > max_segments)
-          fail("malformed message: its header claims " + std::to_string(segments_) + " segments (at most " +
-               std::to_string(max_segments) + ")");
-        state_ = expect::sizes;
-      } else if (state_ == expect::sizes && have_ == 4 + 4 * segments_ + (segments_ % 2 == 0 ? 4 : 0)) {
-        uint64_t words = 0;
-        for (uint64_t i = 0; i < segments_; ++i) words += load(4 + 4 * i);
-        if (words * 8 > max_bytes_)
-          fail("oversized message: " + std::to_string(words * 8) + " bytes (at most " + std::to_string(max_bytes_) +
-               ")");
-        body_left_ = words * 8;
-        have_ = 0;
-        state_ = body_left_ > 0 ? expect::body : expect::count;
-        if (state_ == expect::count) in_message_ = 0;
-      }
-    }
-  }
-  uint32_t load(size_t at) const {
-    return uint32_t{header_[at]} | uint32_t{header_[at + 1]} << 8 | uint32_t{header_[at + 2]} << 16 |
-           uint32_t{header_[at + 3]} << 24;
-  }
-
-  static constexpr uint64_t max_segments = 512;
-  kj::Own<kj::AsyncIoStream> inner_;
-  uint64_t max_bytes_;
-  bad_fn bad_;
-  expect state_ = expect::count;
-  uint8_t header_[4 + 4 * max_segments + 4];
-  size_t have_ = 0;
-  uint64_t segments_ = 0, body_left_ = 0, in_message_ = 0;
-  bool failed_ = false;
-};
-
 class peer_service final : public wire::Peer::Server {
  public:
   peer_service(cluster_node& n, pipeline_host& host) : n_(n), host_(host) {}
@@ -1062,18 +890,8 @@ void fence_returned(cluster_node& node, pipeline_host& host, const std::string& 
 
 }  // namespace
 
-int run_node(const common_options&, const node_options& o) {
-  auto c = load_node_config(o.config);
-  if (!c) {
-    std::fprintf(stderr, "troupe node: %s\n", describe(c.error()).c_str());
-    return 2;
-  }
-  if (o.check_only) {
-    std::printf("%s: node %s, peers on %s (reached at %s), frames on %s (reached at %s), admin on %s, %zu seed%s\n",
-                c->path.c_str(), c->name.c_str(), c->listen.c_str(), c->advertise.c_str(), c->data.c_str(),
-                c->advertise_data.c_str(), c->admin.c_str(), c->seeds.size(), c->seeds.size() == 1 ? "" : "s");
-    return 0;
-  }
+int serve(const node_config& config) {
+  auto c = &config;
   cluster_node node(*c);
   link_options lo;
   lo.node = c->name;
@@ -1154,101 +972,4 @@ int run_node(const common_options&, const node_options& o) {
   return 0;
 }
 
-namespace {
-
-// Calls the admin interface of the node at `address`; prints failures naming the node.
-template <class F>
-int admin_call(const char* command, const std::string& address, F f) {
-  try {
-    capnp::EzRpcClient client(address);
-    auto admin = client.getMain<wire::Admin>();
-    return f(admin, client.getWaitScope(), client.getIoProvider().getTimer());
-  } catch (const kj::Exception& e) {
-    std::fprintf(stderr, "troupe %s: node %s: %s\n", command, address.c_str(), reason(e).c_str());
-    return 1;
-  }
-}
-
-}  // namespace
-
-int cluster_status(const common_options&, const admin_options& o) {
-  return admin_call("status", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
-    auto req = admin.statusRequest();
-    req.setProtocol(wire::CLUSTER_PROTOCOL);
-    req.setToken(o.token);
-    auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "HEARD", "RTT");
-    for (auto m : r.getMembers()) {
-      auto info = m.getInfo();
-      std::string heard = m.getLastHeardMs() < 0 ? "never" : std::to_string(m.getLastHeardMs()) + " ms ago";
-      char rtt[32];
-      if (m.getRttMs() < 0) std::snprintf(rtt, sizeof rtt, "-");
-      else std::snprintf(rtt, sizeof rtt, "%.1f ms", m.getRttMs());
-      std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", info.getName().cStr(), m.getState().cStr(),
-                  info.getPeerAddress().cStr(), info.getAdminAddress().cStr(),
-                  std::string(m.getState()) == "self" ? "-" : heard.c_str(), rtt);
-    }
-    if (r.getInstances().size() > 0) {
-      std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE",
-                  "STATE", "GEN", "IN", "OUT", "RESTARTS");
-      for (auto i : r.getInstances())
-        std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu\n", i.getPipeline().cStr(),
-                    i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(), i.getState().cStr(),
-                    static_cast<unsigned long long>(i.getGeneration()),
-                    static_cast<unsigned long long>(i.getFramesIn()),
-                    static_cast<unsigned long long>(i.getFramesOut()),
-                    static_cast<unsigned long long>(i.getRestarts()));
-    }
-    return 0;
-  });
-}
-
-int cluster_deploy(const common_options&, const admin_options& o) {
-  std::ifstream in(o.pipeline);
-  if (!in) {
-    std::fprintf(stderr, "troupe deploy: %s: cannot read the pipeline file\n", o.pipeline.c_str());
-    return 2;
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  return admin_call("deploy", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
-    auto req = admin.deployRequest();
-    req.setProtocol(wire::CLUSTER_PROTOCOL);
-    req.setToken(o.token);
-    req.setPipeline(text.str());
-    req.setSource(o.pipeline);
-    auto r = timer.timeoutAfter(30 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("pipeline '%s' deployed on %s\n", r.getName().cStr(), o.node.c_str());
-    return 0;
-  });
-}
-
-int cluster_scale(const common_options&, const admin_options& o) {
-  return admin_call("scale", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
-    auto req = admin.scaleRequest();
-    req.setProtocol(wire::CLUSTER_PROTOCOL);
-    req.setToken(o.token);
-    req.setPipeline(o.pipeline);
-    req.setStage(o.stage);
-    req.setReplicas(o.replicas);
-    req.setOn(o.on);
-    auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas on node %s\n", o.stage.c_str(),
-                o.pipeline.c_str(), o.replicas, r.getNode().cStr());
-    return 0;
-  });
-}
-
-int cluster_stop(const common_options&, const admin_options& o) {
-  return admin_call("stop", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
-    auto req = admin.stopRequest();
-    req.setProtocol(wire::CLUSTER_PROTOCOL);
-    req.setToken(o.token);
-    req.setPipeline(o.pipeline);
-    auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("stopping pipeline '%s' (drained through node %s)\n", o.pipeline.c_str(), r.getNode().cStr());
-    return 0;
-  });
-}
-
-}  // namespace troupe::cli
+}  // namespace troupe::cluster

@@ -1,0 +1,121 @@
+// troupe status, deploy, scale and stop: the admin calls of a node, printed for users.
+#include "commands.hpp"
+
+#include <node.capnp.h>
+
+#include <capnp/ez-rpc.h>
+#include <kj/async-io.h>
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace troupe::cli {
+
+namespace {
+
+// An exception's description without the RPC system's prefix.
+std::string reason(const kj::Exception& e) {
+  std::string d = e.getDescription().cStr();
+  const std::string prefix = "remote exception: ";
+  return d.rfind(prefix, 0) == 0 ? d.substr(prefix.size()) : d;
+}
+
+// Calls the admin interface of the node at `address`; prints failures naming the node.
+template <class F>
+int admin_call(const char* command, const std::string& address, F f) {
+  try {
+    capnp::EzRpcClient client(address);
+    auto admin = client.getMain<wire::Admin>();
+    return f(admin, client.getWaitScope(), client.getIoProvider().getTimer());
+  } catch (const kj::Exception& e) {
+    std::fprintf(stderr, "troupe %s: node %s: %s\n", command, address.c_str(), reason(e).c_str());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int cluster_status(const common_options&, const admin_options& o) {
+  return admin_call("status", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.statusRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "HEARD", "RTT");
+    for (auto m : r.getMembers()) {
+      auto info = m.getInfo();
+      std::string heard = m.getLastHeardMs() < 0 ? "never" : std::to_string(m.getLastHeardMs()) + " ms ago";
+      char rtt[32];
+      if (m.getRttMs() < 0) std::snprintf(rtt, sizeof rtt, "-");
+      else std::snprintf(rtt, sizeof rtt, "%.1f ms", m.getRttMs());
+      std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", info.getName().cStr(), m.getState().cStr(),
+                  info.getPeerAddress().cStr(), info.getAdminAddress().cStr(),
+                  std::string(m.getState()) == "self" ? "-" : heard.c_str(), rtt);
+    }
+    if (r.getInstances().size() > 0) {
+      std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE",
+                  "STATE", "GEN", "IN", "OUT", "RESTARTS");
+      for (auto i : r.getInstances())
+        std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu\n", i.getPipeline().cStr(),
+                    i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(), i.getState().cStr(),
+                    static_cast<unsigned long long>(i.getGeneration()),
+                    static_cast<unsigned long long>(i.getFramesIn()),
+                    static_cast<unsigned long long>(i.getFramesOut()),
+                    static_cast<unsigned long long>(i.getRestarts()));
+    }
+    return 0;
+  });
+}
+
+int cluster_deploy(const common_options&, const admin_options& o) {
+  std::ifstream in(o.pipeline);
+  if (!in) {
+    std::fprintf(stderr, "troupe deploy: %s: cannot read the pipeline file\n", o.pipeline.c_str());
+    return 2;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return admin_call("deploy", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.deployRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    req.setPipeline(text.str());
+    req.setSource(o.pipeline);
+    auto r = timer.timeoutAfter(30 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("pipeline '%s' deployed on %s\n", r.getName().cStr(), o.node.c_str());
+    return 0;
+  });
+}
+
+int cluster_scale(const common_options&, const admin_options& o) {
+  return admin_call("scale", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.scaleRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    req.setPipeline(o.pipeline);
+    req.setStage(o.stage);
+    req.setReplicas(o.replicas);
+    req.setOn(o.on);
+    auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas on node %s\n", o.stage.c_str(),
+                o.pipeline.c_str(), o.replicas, r.getNode().cStr());
+    return 0;
+  });
+}
+
+int cluster_stop(const common_options&, const admin_options& o) {
+  return admin_call("stop", o.node, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    auto req = admin.stopRequest();
+    req.setProtocol(wire::CLUSTER_PROTOCOL);
+    req.setToken(o.token);
+    req.setPipeline(o.pipeline);
+    auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+    std::printf("stopping pipeline '%s' (drained through node %s)\n", o.pipeline.c_str(), r.getNode().cStr());
+    return 0;
+  });
+}
+
+}  // namespace troupe::cli
