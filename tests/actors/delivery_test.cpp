@@ -135,9 +135,11 @@ std::string through_f(const std::string& f, int count) {
          "edges: [\"src -> f -> sink\"]\n";
 }
 
-// f: one faulty replica to start, each frame taking a few milliseconds.
+// f: one faulty replica to start, each frame taking 10 ms: slow enough that replicas started
+// and retired mid-run (isolated workers are processes) do so while frames still flow, even on
+// a loaded machine.
 std::string scalable(const std::string& f_mode, int count) {
-  return through_f("plugin: faulty, " + f_mode + "config: {action: slow, every: 1, slow_ms: 3}, routing: round_robin",
+  return through_f("plugin: faulty, " + f_mode + "config: {action: slow, every: 1, slow_ms: 10}, routing: round_robin",
                    count);
 }
 
@@ -230,9 +232,10 @@ void install_versioned(const std::filesystem::path& dir, int v) {
   }
 }
 
-// f: two replicas of the versioned plugin, each frame taking a few milliseconds.
+// f: two replicas of the versioned plugin, each frame taking 12 ms, so that the new version's
+// workers are up well before the source runs dry, even on a loaded machine.
 std::string reloadable(const std::string& f_mode, int count) {
-  return through_f("plugin: versioned, " + f_mode + "replicas: 2, config: {delay_ms: 3}", count);
+  return through_f("plugin: versioned, " + f_mode + "replicas: 2, config: {delay_ms: 12}", count);
 }
 
 // The sink's frames log of a run of version v alone.
