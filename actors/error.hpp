@@ -26,6 +26,10 @@ enum class errc : uint8_t {
   lost,                  // crash, fatal error, deadline passed
   teardown_failed,       // stop failed or passed its deadline
   io_error,              // files, sockets
+  invalid_node_config,   // node.yaml unreadable or not of the expected shape
+  placement_refused,     // a pipeline's stages cannot be placed on the cluster's nodes
+  store_error,           // the cluster's store (etcd) did not answer, or refused
+  invalid_record,        // a record in the cluster's store is not of the expected shape
 };
 
 /// Name of the error category in caf::error.

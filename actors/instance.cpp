@@ -238,7 +238,7 @@ class instance_actor : public caf::event_based_actor {
         bytes += f.size;
         ++held_;
       }
-      bool custody = f.route_tag != 0;  // from another node, through the stage's ingress
+      bool custody = s_.end_to_end || f.route_tag != 0;  // see instance_setup::end_to_end
       custody_ = custody_ || custody;
       inbox_.push_back({std::move(f), key, sender, kind, custody});
     }

@@ -48,6 +48,10 @@ struct instance_setup {
   route_table routes;
   carried_frames carry;
   std::set<frame_key> dead;  // inputs given up on: acknowledged, never processed
+  // Every input is acknowledged only once its outputs are (a pipeline placed across nodes:
+  // a node that dies or gives up a stage then holds nothing its senders let go). Otherwise
+  // only inputs from another node are.
+  bool end_to_end = false;
 };
 
 caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup);

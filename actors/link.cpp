@@ -219,7 +219,8 @@ struct data_plane::impl {
     uint32_t channel = 0;
     uint64_t id = 0;
     frame f;
-    std::string pipeline, what, stage;  // control
+    std::string pipeline, stage;  // control
+    control_kind what = control_kind::finished;
   };
 
   // A connection this node opened to send to a peer.
@@ -268,7 +269,10 @@ struct data_plane::impl {
   std::map<std::string, caf::actor> served;  // channel_key(pipeline, stage)
   std::map<std::string, caf::actor> managers;
   std::set<std::string> fenced_logged;
-  std::map<std::string, std::set<std::tuple<std::string, std::string, std::string>>> early_control;
+  std::map<std::string, uint64_t> epochs;      // run -> the placement revision it acts on
+  std::map<std::string, uint64_t> node_fence;  // node -> hello refused at or below
+  uint64_t newest_epoch = 0;
+  std::map<std::string, std::vector<link_control>> early_control;
   // When this node's part of a pipeline ended: a while later its control is not sent again.
   std::map<std::string, std::chrono::steady_clock::time_point> unserved_at;
   static constexpr auto control_kept = std::chrono::seconds(60);
@@ -351,6 +355,9 @@ struct data_plane::impl {
     }
   }
 
+  // An answer (acks or retries) to the node that sent frames; REQUIRES: mutex not held.
+  void answer(const std::string& from, out_message m);
+
   void push(inbound& in, out_message m) {
     std::lock_guard<std::mutex> lk(in.m);
     if (in.closed) return;
@@ -398,6 +405,13 @@ struct data_plane::impl {
                   std::to_string(wire::LINK_PROTOCOL);
       else if (h.getToken() != o.token.c_str())
         refused = "wrong cluster token";
+      if (refused.empty()) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (auto f = node_fence.find(node); f != node_fence.end() && h.getEpoch() <= f->second)
+          refused = "node " + node + " acts on placement revision " + std::to_string(h.getEpoch()) +
+                    ", but stages moved away from it at revision " + std::to_string(f->second) +
+                    ": it must read the cluster's placements first";
+      }
       capnp::MallocMessageBuilder mb;
       auto reply = mb.initRoot<wire::LinkMessage>().initHelloReply();
       reply.setOk(refused.empty());
@@ -406,6 +420,13 @@ struct data_plane::impl {
       auto out = finish(mb);
       if (!write_message(in.fd, out)) return;
       if (!refused.empty()) {
+        if (refused.rfind("node ", 0) == 0) {  // fenced: it is a member, only behind; said once
+          if (fenced_frames) fenced_frames->Add({{"node", o.node}, {"peer", node}});
+          std::lock_guard<std::mutex> lock(mutex);
+          if (!fenced_logged.insert(node + '\0' + "hello").second) return;
+          spdlog::warn("[node={}] refused the data link from {} for now: {}", o.node, in.address, refused);
+          return;
+        }
         if (bad_messages) bad_messages->Increment();
         spdlog::error("[node={}] refused the data link from {} (node '{}'): {}", o.node, in.address, node, refused);
         return;
@@ -445,6 +466,7 @@ struct data_plane::impl {
           link_batch b;
           b.from = in.from;
           b.channel = fr.getChannel();
+          b.epoch = fr.getEpoch();
           auto list = fr.getBatch();
           if (list.size() > max_batch_frames) {
             why = "a batch of " + std::to_string(list.size()) + " frames (at most " +
@@ -498,16 +520,29 @@ struct data_plane::impl {
         }
         case wire::LinkMessage::CONTROL: {
           auto c = msg.getControl();
-          std::string pipeline = c.getPipeline(), what = c.getWhat(), stage = c.getStage();
-          if (what != "finished" && what != "end") {
-            why = "unknown control '" + what + "'";
-            return false;
+          std::string pipeline = c.getPipeline();
+          link_control lc;
+          switch (c.getWhat()) {
+            case wire::ControlKind::FINISHED: lc.kind = control_kind::finished; break;
+            case wire::ControlKind::END: lc.kind = control_kind::end; break;
+            default:
+              why = "unknown control kind " + std::to_string(static_cast<unsigned>(c.getWhat()));
+              return false;
           }
+          lc.stage = c.getStage();
+          lc.from = in.from;
+          lc.epoch = c.getEpoch();
           std::lock_guard<std::mutex> lock(mutex);
-          if (auto it = managers.find(pipeline); it != managers.end())
-            caf::anon_send(it->second, link_control_atom::value, what, stage, in.from);
-          else if (early_control.size() < 1024 || early_control.count(pipeline))
-            early_control[pipeline].emplace(what, stage, in.from);
+          if (auto it = managers.find(pipeline); it != managers.end()) {
+            caf::anon_send(it->second, link_control_atom::value, std::move(lc));
+          } else if (early_control.size() < 1024 || early_control.count(pipeline)) {
+            auto& early = early_control[pipeline];
+            auto same = [&](const link_control& x) {
+              return x.kind == lc.kind && x.stage == lc.stage && x.from == lc.from;
+            };
+            if (early.size() < 1024 && std::find_if(early.begin(), early.end(), same) == early.end())
+              early.push_back(std::move(lc));
+          }
           return true;
         }
         default:
@@ -566,6 +601,10 @@ struct data_plane::impl {
     h.setToken(o.token);
     h.setNode(o.node);
     h.setIncarnation(o.incarnation);
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      h.setEpoch(newest_epoch);
+    }
     auto out = finish(mb);
     in_message reply;
     std::string rwhy;
@@ -695,19 +734,25 @@ struct data_plane::impl {
     struct run {
       size_t from, to;
       std::string pipeline, stage;
+      uint64_t epoch = 0;
     };
     std::vector<run> runs;
     {
       std::lock_guard<std::mutex> lock(mutex);
+      auto epoch_of = [&](const std::string& run) {
+        auto e = epochs.find(run);
+        return e == epochs.end() ? uint64_t{0} : e->second;
+      };
       for (size_t i = 0; i < items.size();) {
         size_t j = i + 1;
         if (items[i].is_frame) {
           while (j < items.size() && items[j].is_frame && items[j].channel == items[i].channel) ++j;
           auto ch = channels.find(items[i].channel);
-          if (ch != channels.end()) runs.push_back({i, j, ch->second.pipeline, ch->second.stage});
+          if (ch != channels.end())
+            runs.push_back({i, j, ch->second.pipeline, ch->second.stage, epoch_of(ch->second.pipeline)});
           // else closed since: its frames are dropped
         } else {
-          runs.push_back({i, j, {}, {}});
+          runs.push_back({i, j, {}, {}, epoch_of(items[i].pipeline)});
         }
         i = j;
       }
@@ -719,8 +764,9 @@ struct data_plane::impl {
       if (!items[r.from].is_frame) {
         auto c = mb.initRoot<wire::LinkMessage>().initControl();
         c.setPipeline(items[r.from].pipeline);
-        c.setWhat(items[r.from].what);
+        c.setWhat(items[r.from].what == control_kind::end ? wire::ControlKind::END : wire::ControlKind::FINISHED);
         c.setStage(items[r.from].stage);
+        c.setEpoch(r.epoch);
         msgs.push_back(finish(mb));
         continue;
       }
@@ -728,6 +774,7 @@ struct data_plane::impl {
       fr.setChannel(items[r.from].channel);
       fr.setPipeline(r.pipeline);
       fr.setStage(r.stage);
+      fr.setEpoch(r.epoch);
       auto list = fr.initBatch(static_cast<unsigned>(r.to - r.from));
       std::vector<iovec> pieces;
       uint64_t payload = 0;
@@ -901,8 +948,7 @@ void data_plane::serve(const std::string& pipeline, const std::string& stage, ca
 void data_plane::serve_control(const std::string& pipeline, caf::actor manager) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (auto it = impl_->early_control.find(pipeline); it != impl_->early_control.end()) {
-    for (auto& [what, stage, from] : it->second)
-      caf::anon_send(manager, link_control_atom::value, what, stage, from);
+    for (auto& c : it->second) caf::anon_send(manager, link_control_atom::value, c);
     impl_->early_control.erase(it);
   }
   impl_->managers[pipeline] = std::move(manager);
@@ -923,11 +969,37 @@ void data_plane::ack(const std::string& from, uint32_t channel, std::vector<uint
   a.setChannel(channel);
   auto list = a.initAcked(static_cast<unsigned>(ids.size()));
   for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
-  auto m = finish(mb);
+  impl_->answer(from, finish(mb));
+}
+
+void data_plane::refuse(const std::string& from, uint32_t channel, std::vector<uint64_t> ids, const std::string& why) {
+  capnp::MallocMessageBuilder mb;
+  auto a = mb.initRoot<wire::LinkMessage>().initAcks();
+  a.setChannel(channel);
+  auto list = a.initRetry(static_cast<unsigned>(ids.size()));
+  for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
+  a.setReason(why);
+  impl_->answer(from, finish(mb));
+}
+
+void data_plane::set_epoch(const std::string& run, uint64_t epoch) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  // Without a connection from that node the acks are lost; it sends the frames again when
-  // it reconnects, and they are acknowledged again.
-  if (auto it = impl_->inbound_by_node.find(from); it != impl_->inbound_by_node.end()) impl_->push(*it->second, std::move(m));
+  auto& e = impl_->epochs[run];
+  e = std::max(e, epoch);
+  impl_->newest_epoch = std::max(impl_->newest_epoch, epoch);
+}
+
+void data_plane::fence_node(const std::string& node, uint64_t epoch) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto& f = impl_->node_fence[node];
+  f = std::max(f, epoch);
+}
+
+void data_plane::impl::answer(const std::string& from, out_message m) {
+  std::lock_guard<std::mutex> lock(mutex);
+  // Without a connection from that node the answer is lost; it sends the frames again when
+  // it reconnects, and they are answered again.
+  if (auto it = inbound_by_node.find(from); it != inbound_by_node.end()) push(*it->second, std::move(m));
 }
 
 uint32_t data_plane::open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
@@ -967,7 +1039,7 @@ bool data_plane::send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&
   return true;
 }
 
-void data_plane::control(const std::string& address, const std::string& pipeline, const std::string& what,
+void data_plane::control(const std::string& address, const std::string& pipeline, control_kind what,
                          const std::string& stage) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto& l = impl_->link_to(address);
@@ -982,15 +1054,22 @@ void data_plane::control(const std::string& address, const std::string& pipeline
   l.cv.notify_one();
 }
 
-void data_plane::fenced(const std::string& from, const std::string& pipeline, size_t frames) {
+void data_plane::fenced(const std::string& from, const std::string& pipeline, size_t frames, const std::string& why) {
   if (impl_->fenced_frames) impl_->fenced_frames->Add({{"node", impl_->o.node}, {"peer", from}}).Increment(double(frames));
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!impl_->fenced_logged.insert(from + '\0' + pipeline).second) return;  // said once
   }
-  spdlog::warn("[node={}] dropped {} frames of pipeline run '{}' from node {}: it no longer runs the stage that "
-               "sent them (fenced)",
-               impl_->o.node, frames, pipeline, from);
+  spdlog::warn("[node={}] dropped {} frames of pipeline run '{}' from node {}: {} (fenced)", impl_->o.node, frames,
+               pipeline, from, why);
+}
+
+const char* to_string(control_kind k) {
+  switch (k) {
+    case control_kind::finished: return "finished";
+    case control_kind::end: return "end";
+  }
+  return "?";
 }
 
 void data_plane::cut_connections() {

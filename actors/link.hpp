@@ -14,7 +14,12 @@
 //   channel owner:  (link_acks_atom, acked ids, retry ids), (link_up_atom, connection number)
 //                   after a connect (once per connection)
 //   stage ingress:  (link_frames_atom, link_batch)
-//   pipeline:       (link_control_atom, what, stage, from node)
+//   pipeline:       (link_control_atom, link_control)
+//
+// Epochs (schema/link.capnp): what this node sends for a pipeline run carries the placement
+// revision set with set_epoch; a node fenced at a revision (fence_node) is refused at hello
+// until it says it acts on a newer one, and a stage's ingress drops and asks again for
+// batches it sends under a revision at or below its fence.
 #pragma once
 
 #include "error.hpp"
@@ -23,6 +28,7 @@
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
 #include <prometheus/registry.h>
 
 #include <cstdint>
@@ -41,8 +47,28 @@ using link_control_atom = caf::atom_constant<caf::atom("lcontrol")>;
 struct link_batch {
   std::string from;  // the sending node
   uint32_t channel = 0;
+  uint64_t epoch = 0;  // the placement revision the sender acted on
   std::vector<std::pair<uint64_t, frame>> frames;
 };
+
+/// Pipeline control between the nodes running parts of it.
+enum class control_kind : uint8_t {
+  finished,  // a stage finished on the sending node
+  end,       // drain: the sources end their streams
+};
+const char* to_string(control_kind k);
+
+struct link_control {
+  control_kind kind = control_kind::finished;
+  std::string stage;  // finished: which
+  std::string from;   // the sending node
+  uint64_t epoch = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, link_control& x) {
+  return f(caf::meta::type_name("link_control"), x.kind, x.stage, x.from, x.epoch);
+}
 
 struct link_options {
   std::string node;    // this node's name
@@ -78,6 +104,16 @@ class data_plane {
   void unserve(const std::string& pipeline);
   /// The frames numbered ids on a channel from a node were acknowledged end to end.
   void ack(const std::string& from, uint32_t channel, std::vector<uint64_t> ids);
+  /// Frames numbered ids on a channel from a node are not taken now (why, for the sender's
+  /// log): the sender sends them again later.
+  void refuse(const std::string& from, uint32_t channel, std::vector<uint64_t> ids, const std::string& why);
+
+  // -- epochs ------------------------------------------------------------------------------
+
+  /// The placement revision this node acts on for a pipeline run (only grows).
+  void set_epoch(const std::string& run, uint64_t epoch);
+  /// A node lost stages at this revision: until it acts on a newer one, its hello is refused.
+  void fence_node(const std::string& node, uint64_t epoch);
 
   // -- sending -----------------------------------------------------------------------------
 
@@ -93,13 +129,16 @@ class data_plane {
     return send(channel, std::move(one));
   }
   /// Queues pipeline control for the node at address; it is kept across reconnects.
-  void control(const std::string& address, const std::string& pipeline, const std::string& what,
+  void control(const std::string& address, const std::string& pipeline, control_kind what,
                const std::string& stage);
 
-  /// Frames from a node that no longer runs the stage that sent them: dropped, counted.
-  void fenced(const std::string& from, const std::string& pipeline, size_t frames);
+  /// Frames from a node that no longer runs the stage that sent them, or that sent them under
+  /// a placement revision at or below its fence: dropped, counted (why: for the log, once).
+  void fenced(const std::string& from, const std::string& pipeline, size_t frames, const std::string& why);
 
-  /// For tests: drops every connection, both ways, as a network fault would.
+  /// Drops every connection, both ways, as a network fault would: senders reconnect and send
+  /// again what is unacknowledged (a node whose instances were stopped and started again in
+  /// the same placement has them take it anew).
   void cut_connections();
 
   struct impl;

@@ -97,12 +97,10 @@ class manager_actor : public caf::event_based_actor {
         [this](stop_atom) { begin_stop(); },
         [this](end_atom) {
           if (ending_) return;
-          tell_participants("end", {});
+          tell_participants(control_kind::end, {});
           end_sources();
         },
-        [this](link_control_atom, const std::string& what, const std::string& stage, const std::string& from) {
-          on_control(what, stage, from);
-        },
+        [this](link_control_atom, link_control& c) { on_control(c); },
         [this](place_atom, placement_update& u) { adopt(u); },
         [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
         [this](reload_atom, reload_request& r) -> caf::result<std::string> { return reload(r); },
@@ -197,6 +195,7 @@ class manager_actor : public caf::event_based_actor {
   // Each local stage fed from another node gets an ingress for what the data link brings.
   void start_ingresses() {
     if (!s_.plane) return;
+    publish_epoch();
     auto& p = *s_.plan;
     for (size_t stage = 0; stage < p.stages.size(); ++stage) {
       auto& ps = p.stages[stage];
@@ -214,12 +213,26 @@ class manager_actor : public caf::event_based_actor {
     return out;
   }
 
+  ingress_fence fence_of(size_t stage) const {
+    ingress_fence f;
+    f.senders = senders_of(stage);
+    f.upstream_slots = remote_upstream_slots(stage);
+    f.epochs = s_.fences;
+    return f;
+  }
+
+  // The placement's epoch goes on what this node sends; fenced nodes are refused at hello.
+  void publish_epoch() {
+    if (!s_.plane) return;
+    s_.plane->set_epoch(s_.run, s_.epoch);
+    for (auto& [node, epoch] : s_.fences) s_.plane->fence_node(node, epoch);
+  }
+
   void start_ingress(size_t stage) {
     ingress_setup is;
-    is.upstream_slots = remote_upstream_slots(stage);
-    if (is.upstream_slots.empty()) return;
+    is.fence = fence_of(stage);
+    if (is.fence.upstream_slots.empty()) return;
     is.run = s_.run;
-    is.senders = senders_of(stage);
     is.plane = s_.plane;
     is.window = s_.plan->window;
     is.window_bytes = s_.plan->window_bytes;
@@ -252,6 +265,9 @@ class manager_actor : public caf::event_based_actor {
     auto& next = *u.plan;
     s_.plan = u.plan;
     s_.data_address = u.data_address;
+    s_.epoch = std::max(s_.epoch, u.epoch);
+    for (auto& [node, epoch] : u.fences) s_.fences[node] = std::max(s_.fences[node], epoch);
+    publish_epoch();
     participants_.clear();
     for (auto& ps : next.stages)
       for (auto& n : ps.elsewhere) participants_.insert(n);
@@ -286,7 +302,7 @@ class manager_actor : public caf::event_based_actor {
       if (o.remote && !n.remote) {  // it runs here now
         s_.libraries[i] = u.libraries[i];
         if (st.finished) {  // it finished where it ran: the others hear it from here
-          tell_participants("finished", n.spec.name);
+          tell_participants(control_kind::finished, n.spec.name);
         } else {
           spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here: starting {} instance{}", s_.node,
                        n.spec.name, next.name, n.spec.replicas, n.spec.replicas == 1 ? "" : "s");
@@ -294,29 +310,42 @@ class manager_actor : public caf::event_based_actor {
         }
         changed = true;
       } else if (!o.remote && n.remote) {
-        spdlog::error("[node={}] stage '{}' of pipeline '{}' runs on {} now: this node's instances of it are fenced",
-                      s_.node, n.spec.name, next.name, nodes_text(n));
+        // Placed elsewhere (or, while this node cannot keep its lease, nowhere for now): the
+        // instances here stop. What they did not acknowledge their senders send again where
+        // the stage runs now; what they made was not acknowledged upstream either (every hop
+        // of a placed pipeline acknowledges only once its outputs are), so nothing is lost.
+        spdlog::warn("[node={}] stage '{}' of pipeline '{}' {}: stopping its instances here", s_.node, n.spec.name,
+                     next.name, n.nodes.empty() ? "is placed on no node for now" : "runs on " + nodes_text(n) + " now");
+        for (auto j : st.slots) {
+          auto& sl = slots_[j];
+          if (!sl.node.empty()) continue;
+          if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
+          sl.done = true;
+          sl.running = false;
+        }
+        std::erase_if(st.slots, [&](size_t j) { return slots_[j].node.empty(); });
+        changed = true;
       }
       if (changed) publish_routes(i);
     }
     // Ingresses: who feeds them now (and whose drained they wait for).
     for (size_t i = 0; i < next.stages.size(); ++i)
       if (!next.stages[i].remote && !ingress_.count(i)) start_ingress(i);
-    for (auto& [stage, a] : ingress_)
-      send<caf::message_priority::high>(a, fence_atom::value, senders_of(stage), remote_upstream_slots(stage));
+    for (auto& [stage, a] : ingress_) send<caf::message_priority::high>(a, fence_atom::value, fence_of(stage));
     // A node new to the pipeline hears what has finished here, and a drain under way.
     for (size_t i = 0; i < next.stages.size(); ++i)
-      if (stages_[i].told_finished) tell_participants("finished", next.stages[i].spec.name);
-    if (ending_) tell_participants("end", {});
+      if (stages_[i].told_finished) tell_participants(control_kind::finished, next.stages[i].spec.name);
+    if (ending_) tell_participants(control_kind::end, {});
     for (size_t i = 0; i < next.stages.size(); ++i) check_stage_finished(i);
   }
 
-  void tell_participants(const std::string& what, const std::string& stage) {
+  void tell_participants(control_kind what, const std::string& stage) {
     if (!s_.plane) return;
     for (auto& node : participants_) {
       auto it = s_.data_address.find(node);
       if (it == s_.data_address.end()) {
-        spdlog::error("pipeline '{}': no data address for node {}; it is not told '{}'", s_.plan->name, node, what);
+        spdlog::error("pipeline '{}': no data address for node {}; it is not told '{}'", s_.plan->name, node,
+                      to_string(what));
         continue;
       }
       s_.plane->control(it->second, s_.run, what, stage);
@@ -330,23 +359,30 @@ class manager_actor : public caf::event_based_actor {
       if (stage_of(i).is_source() && slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
   }
 
-  void on_control(const std::string& what, const std::string& stage, const std::string& from) {
+  void on_control(const link_control& c) {
+    auto& from = c.from;
     if (!participants_.count(from)) {
       spdlog::warn("[node={}] pipeline '{}': ignored '{}' from node {}, which runs no part of it now", s_.node,
-                   s_.plan->name, what, from);
+                   s_.plan->name, to_string(c.kind), from);
       return;
     }
-    if (what == "end") {
+    if (auto f = s_.fences.find(from); f != s_.fences.end() && c.epoch <= f->second) {
+      spdlog::warn("[node={}] pipeline '{}': ignored '{}' from node {}: it was sent under placement revision {}, and "
+                   "stages moved away from that node at {} (fenced)",
+                   s_.node, s_.plan->name, to_string(c.kind), from, c.epoch, f->second);
+      return;
+    }
+    if (c.kind == control_kind::end) {
       if (!ending_) end_sources();
       return;
     }
-    auto found = find_stage(stage);
+    auto found = find_stage(c.stage);
     if (auto* why = std::get_if<std::string>(&found)) {
-      spdlog::error("pipeline '{}': told '{}' of {}", s_.plan->name, what, *why);
+      spdlog::error("pipeline '{}': told '{}' of {}", s_.plan->name, to_string(c.kind), *why);
       return;
     }
     auto i = std::get<size_t>(found);
-    spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, stage, from);
+    spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, c.stage, from);
     for (auto j : stages_[i].slots)
       if (slots_[j].node == from) on_finished(j);  // none if that node no longer runs it: fenced
   }
@@ -387,6 +423,7 @@ class manager_actor : public caf::event_based_actor {
       is.carry = std::move(sl.carry);
       sl.carry = {};
       is.dead = stages_[sl.stage].dead;
+      is.end_to_end = s_.plane != nullptr;
       sl.actor = spawn_instance(system(), std::move(is));
     }
     sl.running = false;
@@ -477,6 +514,7 @@ class manager_actor : public caf::event_based_actor {
         return;
       case instance_state::failed:
         st.set_error(r.error);
+        if (sl.done) return;  // stopped because its stage left this node: never restarted
         if (sl.incoming) {
           sl.running = false;
           sl.done = true;
@@ -585,7 +623,7 @@ class manager_actor : public caf::event_based_actor {
 
   void restart(size_t i, uint64_t failed_generation) {
     auto& sl = slots_[i];
-    if (sl.generation != failed_generation || sl.quarantined) return;
+    if (sl.generation != failed_generation || sl.quarantined || sl.done) return;
     if (phase_ == phase::stopping || phase_ == phase::stopped) {
       sl.done = true;
       continue_stop();
@@ -627,7 +665,7 @@ class manager_actor : public caf::event_based_actor {
     }
     if (!any) return;
     stage.told_finished = true;
-    tell_participants("finished", s_.plan->stages[s].spec.name);
+    tell_participants(control_kind::finished, s_.plan->stages[s].spec.name);
   }
 
   // A stage is finished when each of its replicas is (one being scaled away does not count).

@@ -22,8 +22,10 @@
 // touches, each supervising its own stages. A stage on another node is one slot here, run
 // by a remote_stage actor; a local stage fed from other nodes gets its frames through an
 // ingress actor (remote.hpp). When a local stage finishes, the manager tells every other
-// node; a remote stage is finished here when its node says so (link_control_atom
-// "finished"). A drain (end_atom) reaches every node ("end").
+// node; a remote stage is finished here when its node says so (link_control_atom,
+// control_kind::finished). A drain (end_atom) reaches every node (control_kind::end). In a
+// placed pipeline every input is acknowledged only once its outputs are, on every hop, so
+// that a node that dies or stops a stage holds nothing its senders have let go.
 //
 // (reload_atom, reload_request) -> std::string swaps a running stage's plugin for its new
 // version or config: the manager starts the new version beside each replica as a new
@@ -68,19 +70,29 @@ struct manager_setup {
   // Stages placed here after their node died (stage -> times): their first generation is
   // past that, so it is newer than any the dead node ran.
   std::map<std::string, uint32_t> moves;
+  // The placement's revision (its epoch), stamped on what this node sends; and per node the
+  // revision at which it lost a stage: what it sends under that revision or an older one is
+  // dropped (it was taken for dead and must read the new placement first).
+  uint64_t epoch = 0;
+  std::map<std::string, uint64_t> fences;
 };
 
 using place_atom = caf::atom_constant<caf::atom("place")>;
 
-/// (place_atom, placement_update): the pipeline's stages placed anew (a node died). Stages
-/// now placed here start here; stages on other nodes are sent their frames at their node,
-/// as a new generation, and what their old node did not acknowledge goes there again.
-/// Frames from a node that no longer runs a stage feeding a local one are dropped (fenced).
+/// (place_atom, placement_update): the pipeline's stages placed anew (a node died, came back,
+/// or this node fenced itself). Stages now placed here start here; this node's instances of
+/// a stage placed elsewhere now are stopped; stages on other nodes are sent their frames at
+/// their node, as a new generation, and what their old node (or the stopped instances here)
+/// did not acknowledge goes there again. A stage placed nowhere for now holds its frames at
+/// its senders. Frames from a node that no longer runs a stage feeding a local one, or sent
+/// under a fenced epoch, are dropped (fenced) and asked for again.
 struct placement_update {
   std::shared_ptr<const troupe::plan> plan;
   std::vector<std::shared_ptr<plugin_library>> libraries;
   std::map<std::string, std::string> data_address;
   std::map<std::string, uint32_t> moves;  // as manager_setup::moves
+  uint64_t epoch = 0;                       // as manager_setup::epoch
+  std::map<std::string, uint64_t> fences;  // as manager_setup::fences
 };
 
 /// One slot per replica of each stage, in stage order.

@@ -159,7 +159,8 @@ class ingress_actor : public caf::event_based_actor {
         router_(
             s_.window, [this](const caf::actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
             [this](const caf::actor& to) {
-              for (auto slot : s_.upstream_slots) send<caf::message_priority::high>(to, drained_atom::value, slot);
+              for (auto slot : s_.fence.upstream_slots)
+                send<caf::message_priority::high>(to, drained_atom::value, slot);
             }) {
     router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
       send(to, frames_atom::value, frame_batch{std::move(fs)});
@@ -184,13 +185,16 @@ class ingress_actor : public caf::event_based_actor {
   caf::behavior make_behavior() override {
     return {
         [this](routes_atom, const route_table& rt) { router_.set_routes(rt); },
-        [this](fence_atom, std::set<std::string>& senders, std::vector<size_t>& upstream) {
-          s_.senders = std::move(senders);
-          s_.upstream_slots = std::move(upstream);
-        },
+        [this](fence_atom, ingress_fence& f) { s_.fence = std::move(f); },
         [this](link_frames_atom, link_batch& b) {
-          if (!s_.senders.count(b.from)) {
-            s_.plane->fenced(b.from, s_.run, b.frames.size());
+          if (auto why = fenced(b); !why.empty()) {
+            // Asked for again: once its node reads the placement it acts on now, it sends
+            // them again if they are still its to send.
+            s_.plane->fenced(b.from, s_.run, b.frames.size(), why);
+            std::vector<uint64_t> ids;
+            ids.reserve(b.frames.size());
+            for (auto& [id, f] : b.frames) ids.push_back(id);
+            s_.plane->refuse(b.from, b.channel, std::move(ids), why);
             return;
           }
           auto from = node_index(b.from);
@@ -217,6 +221,17 @@ class ingress_actor : public caf::event_based_actor {
   }
 
  private:
+  // Why a batch is not taken (empty: it is): its node no longer runs a stage feeding this
+  // one, or it sent the batch under a placement it lost stages in.
+  std::string fenced(const link_batch& b) const {
+    if (!s_.fence.senders.count(b.from)) return "it no longer runs the stage that sent them";
+    auto e = s_.fence.epochs.find(b.from);
+    if (e != s_.fence.epochs.end() && b.epoch <= e->second)
+      return "they were sent under placement revision " + std::to_string(b.epoch) + ", and stages moved away from it at " +
+             std::to_string(e->second);
+    return {};
+  }
+
   // Where a frame came from: the sending node (an index into nodes_), its channel, its number.
   struct origin {
     uint32_t node, channel;

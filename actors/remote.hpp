@@ -20,6 +20,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -39,17 +40,27 @@ struct remote_stage_setup {
 /// Reports (report_atom, instance_report) running once started, stopped on (stop_atom).
 caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
 
-/// (fence_atom, std::set<std::string>, std::vector<size_t>): the nodes an ingress takes frames
-/// from now, and the slots of their shares (they say drained).
+/// (fence_atom, ingress_fence): the nodes an ingress takes frames from now, the slots of their
+/// shares (they say drained), and per node the epoch at or below which its frames are dropped.
 using fence_atom = caf::atom_constant<caf::atom("fence")>;
+
+struct ingress_fence {
+  std::set<std::string> senders;                // the nodes running the stages that feed it
+  std::vector<size_t> upstream_slots;           // the remote slots feeding the stage, for drained
+  std::map<std::string, uint64_t> epochs;       // node -> frames under this epoch or older are dropped
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ingress_fence& x) {
+  return f(caf::meta::type_name("ingress_fence"), x.senders, x.upstream_slots, x.epochs);
+}
 
 struct ingress_setup {
   std::shared_ptr<data_plane> plane;
   std::string run;                     // the pipeline's run, for logs
-  std::set<std::string> senders;       // the nodes running the stages that feed it
+  ingress_fence fence;
   uint32_t window = default_window;
   uint64_t window_bytes = default_window_bytes;
-  std::vector<size_t> upstream_slots;  // the remote slots feeding the stage, for drained
   route_table routes;                  // the stage's edge as it is now
 };
 

@@ -44,16 +44,31 @@ int cluster_status(const common_options&, const admin_options& o) {
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
     auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "HEARD", "RTT");
+    std::printf("%-12s %-6s %-22s %-22s %-22s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "DATA ADDRESS");
     for (auto m : r.getMembers()) {
       auto info = m.getInfo();
-      std::string heard = m.getLastHeardMs() < 0 ? "never" : std::to_string(m.getLastHeardMs()) + " ms ago";
-      char rtt[32];
-      if (m.getRttMs() < 0) std::snprintf(rtt, sizeof rtt, "-");
-      else std::snprintf(rtt, sizeof rtt, "%.1f ms", m.getRttMs());
-      std::printf("%-12s %-8s %-22s %-22s %10s %8s\n", info.getName().cStr(), m.getState().cStr(),
-                  info.getPeerAddress().cStr(), info.getAdminAddress().cStr(),
-                  std::string(m.getState()) == "self" ? "-" : heard.c_str(), rtt);
+      auto st = m.getStatus();
+      const char* state = st == wire::MemberStatus::SELF ? "self" : st == wire::MemberStatus::UP ? "up" : "down";
+      std::printf("%-12s %-6s %-22s %-22s %-22s\n", info.getName().cStr(), state, info.getPeerAddress().cStr(),
+                  info.getAdminAddress().cStr(), info.getDataAddress().cStr());
+    }
+    if (r.getPipelines().size() > 0) {
+      std::printf("\n%-12s %-9s %7s %-8s %s\n", "PIPELINE", "STATE", "EPOCH", "LEADER", "PLACEMENT");
+      for (auto p : r.getPipelines()) {
+        auto st = p.getStatus();
+        const char* state = st == wire::PipelineStatus::RUNNING    ? "running"
+                            : st == wire::PipelineStatus::STOPPING ? "stopping"
+                                                                   : "finished";
+        std::string where;
+        for (auto s : p.getPlacement()) {
+          std::string nodes;
+          for (auto n : s.getNodes()) nodes += (nodes.empty() ? "" : ",") + std::string(n.cStr());
+          where += (where.empty() ? "" : " ") + std::string(s.getStage().cStr()) + "@" + (nodes.empty() ? "-" : nodes);
+        }
+        std::printf("%-12s %-9s %7lld %-8s %s\n", p.getName().cStr(), state, static_cast<long long>(p.getEpoch()),
+                    p.getLeader().size() ? p.getLeader().cStr() : "-", where.c_str());
+        for (auto w : p.getWaiting()) std::printf("%-12s   %s\n", "", w.cStr());
+      }
     }
     if (r.getInstances().size() > 0) {
       std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE",
@@ -85,7 +100,8 @@ int cluster_deploy(const common_options&, const admin_options& o) {
     req.setPipeline(text.str());
     req.setSource(o.pipeline);
     auto r = timer.timeoutAfter(30 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("pipeline '%s' deployed on %s\n", r.getName().cStr(), o.node.c_str());
+    std::printf("pipeline '%s' deployed on %s (placement epoch %lld)\n", r.getName().cStr(), o.node.c_str(),
+                static_cast<long long>(r.getEpoch()));
     return 0;
   });
 }
@@ -113,7 +129,10 @@ int cluster_stop(const common_options&, const admin_options& o) {
     req.setToken(o.token);
     req.setPipeline(o.pipeline);
     auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("stopping pipeline '%s' (drained through node %s)\n", o.pipeline.c_str(), r.getNode().cStr());
+    std::string nodes;
+    for (auto n : r.getNodes()) nodes += (nodes.empty() ? "" : ", ") + std::string(n.cStr());
+    std::printf("stopping pipeline '%s': draining on node%s %s\n", o.pipeline.c_str(),
+                r.getNodes().size() == 1 ? "" : "s", nodes.c_str());
     return 0;
   });
 }

@@ -17,11 +17,18 @@
 # acknowledgement is end to end. What is not acknowledged when a connection drops is sent
 # again on the next one; the receiver drops a number it holds already, and the instances
 # drop frames they have taken (by stream and seq).
+#
+# Epochs: a pipeline placed across a cluster has a placement record whose revision only
+# grows (the cluster's store gives it). A sender stamps each batch and each control message
+# with the revision it acts on; a receiver drops, counts and asks again for what a node sends
+# under a revision at or below the one at which that node lost a stage (it was taken for
+# dead, and the stage runs elsewhere now): such a node must read the new placement first. A
+# hello from a node below its fence is refused for the same reason.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("troupe::wire");
 
-const linkProtocol :UInt32 = 1;
+const linkProtocol :UInt32 = 2;
 
 struct LinkKeyValue {
   key @0 :Text;
@@ -40,6 +47,11 @@ struct LinkFrame {
   size @8 :UInt64;         # bytes of payload, next in the payload section
 }
 
+enum ControlKind {
+  finished @0;   # a stage finished on the sending node
+  end @1;        # drain: the sources end their streams
+}
+
 struct LinkMessage {
   union {
     hello :group {
@@ -47,6 +59,7 @@ struct LinkMessage {
       token @1 :Text;
       node @2 :Text;
       incarnation @3 :UInt64;
+      epoch @18 :UInt64;   # the newest placement revision the sender acts on (see frames)
     }
     helloReply :group {
       ok @4 :Bool;
@@ -58,6 +71,7 @@ struct LinkMessage {
       pipeline @8 :Text;
       stage @9 :Text;      # the receiving stage
       batch @10 :List(LinkFrame);
+      epoch @19 :UInt64;   # the revision of the pipeline's placement the sender acts on
     }
     acks :group {          # receiver -> sender, on the same connection
       channel @11 :UInt32;
@@ -67,8 +81,9 @@ struct LinkMessage {
     }
     control :group {       # pipeline control, sender -> receiver
       pipeline @15 :Text;
-      what @16 :Text;      # "finished" (stage finished) or "end" (drain: sources end)
+      what @16 :ControlKind;
       stage @17 :Text;
+      epoch @20 :UInt64;   # as for frames
     }
   }
 }

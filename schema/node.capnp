@@ -1,29 +1,29 @@
 @0xe01391527e57f6a7;
 # Between nodes of a cluster, and between the CLI and a node (admin).
 #
-# Every call carries the cluster's protocol version and token: a peer or an admin client
-# that presents another is refused with an exception that says which, and the refusing
-# node logs it too.
+# Who is up, who leads and where each stage runs are kept in the cluster's store (etcd), not
+# decided here: these interfaces carry checks, nudges and admin calls. Every call carries the
+# cluster's protocol version and token: a peer or an admin client that presents another is
+# refused with an exception that says which, and the refusing node logs it too.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("troupe::wire");
 
-const clusterProtocol :UInt32 = 2;
+const clusterProtocol :UInt32 = 3;
 
 struct NodeInfo {
   name @0 :Text;
   peerAddress @1 :Text;     # where peers reach it (host:port)
   adminAddress @2 :Text;
   metricsAddress @3 :Text;  # empty: no /metrics
-  incarnation @4 :UInt64;   # changes on every start of the node
+  lease @4 :Int64;          # its membership lease in the store; 0: none (down)
   dataAddress @5 :Text;     # where peers send frames (schema/link.capnp)
 }
 
 struct StagePlacement {
   stage @0 :Text;
   nodes @1 :List(Text);       # the nodes running it (each runs `replicas` of it)
-  candidates @2 :List(Text);  # the nodes the file allows, in order ("*": any; none: as deployed)
-  moves @3 :UInt32;           # how often it was placed again: its instances start past that generation
+  moves @2 :UInt32;           # how often it started anew elsewhere: its instances start past that generation
 }
 
 struct StagePart {
@@ -45,26 +45,47 @@ struct NodeAddress {
 }
 
 interface Peer {
-  # Membership: each node calls each member it knows every heartbeat interval. The caller
-  # says who it is and whom it knows; the answer, likewise. A peer not heard from within
-  # the configured bound is marked down.
-  heartbeat @0 (protocol :UInt32, token :Text, from :NodeInfo, members :List(NodeInfo))
-      -> (node :NodeInfo, members :List(NodeInfo));
-  # Runs this node's part of a pipeline placed across nodes (the node that was asked to
-  # deploy it asks every node it places stages on): first with checkOnly, on every node,
-  # then for real. The placement names every stage's node, and nodes their data address.
-  host @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text,
-           placement :List(StagePlacement), nodes :List(NodeAddress), checkOnly :Bool,
-           run :Text) -> (parts :List(StagePart));
-  # run names this deployment on the data links; parts: the stages the node runs, as it found
-  # them (with checkOnly), so that the node deploying checks dependencies across nodes.
+  # Checks this node's part of a pipeline about to be placed: its plugins found, configs valid,
+  # libraries loaded. The node deploying asks every node it places stages on before it writes
+  # the placement; parts: the stages this node would run, as it found them, so that the node
+  # deploying checks dependencies across nodes.
+  check @0 (protocol :UInt32, token :Text, pipeline :Text, source :Text,
+            placement :List(StagePlacement), nodes :List(NodeAddress), run :Text)
+      -> (parts :List(StagePart));
+  # The store changed (a deploy, a stop): read it now rather than at the next poll.
+  poke @1 (protocol :UInt32, token :Text) -> ();
+  # How long ago this node last heard from the store (ms; -1: never). A node that cannot renew
+  # its lease asks the others: if none heard from the store since it did, the store is down
+  # for everyone and nobody can move its stages; otherwise it is cut off and stops them.
+  storeContact @2 (protocol :UInt32, token :Text, from :Text) -> (node :Text, agoMs :Int64, steadyMs :Int64);
+  # agoMs: since it last heard from the store (-1: never); steadyMs: how long the store has
+  # answered it without a failure (just back after an outage: short).
+}
+
+enum MemberStatus {
+  self @0;
+  up @1;       # its lease is alive in the store
+  down @2;     # it registered once; its lease has ended
 }
 
 struct MemberState {
   info @0 :NodeInfo;
-  state @1 :Text;           # "self", "up", "down" or "joining" (known, never heard from)
-  lastHeardMs @2 :Int64;    # since the last heartbeat from it; -1: never
-  rttMs @3 :Float64;        # of the last heartbeat this node sent it; -1: none yet
+  status @1 :MemberStatus;
+}
+
+enum PipelineStatus {
+  running @0;
+  stopping @1;   # draining on every node running part of it
+  finished @2;
+}
+
+struct PipelineState {
+  name @0 :Text;
+  status @1 :PipelineStatus;
+  epoch @2 :Int64;           # the placement's revision in the store
+  leader @3 :Text;           # the node that places its stages again when a node is lost
+  waiting @4 :List(Text);    # stages placed on no live node, and why
+  placement @5 :List(StagePlacement);
 }
 
 struct InstanceState {
@@ -81,17 +102,20 @@ struct InstanceState {
 }
 
 interface Admin {
-  # The members as this node sees them, and the instances of every member that is up
-  # (asked with thisNodeOnly), or of this node alone.
+  # The members and pipelines as the store shows them, and the instances of every member that
+  # is up (asked with thisNodeOnly), or of this node alone.
   status @0 (protocol :UInt32, token :Text, thisNodeOnly :Bool)
-      -> (node :Text, members :List(MemberState), instances :List(InstanceState));
-  # A pipeline file's text, run on this node; its name must not be running here already.
-  deploy @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text) -> (name :Text);
+      -> (node :Text, members :List(MemberState), instances :List(InstanceState),
+          pipelines :List(PipelineState));
+  # A pipeline file's text, placed on the cluster: checked on every node it places stages on,
+  # then written to the store, where each node finds its part. Refused while a pipeline of
+  # that name runs.
+  deploy @1 (protocol :UInt32, token :Text, pipeline :Text, source :Text) -> (name :Text, epoch :Int64);
   # Scales a stage wherever it runs: the node asked passes the call on to the stage's node.
   # on: the node the caller expects it on (empty: wherever); another is refused, naming it.
   scale @2 (protocol :UInt32, token :Text, pipeline :Text, stage :Text, replicas :UInt32, on :Text)
       -> (node :Text);
-  # Drains and stops a pipeline (every node running part of it). A node that runs none of it
-  # asks the members that are up (thisNodeOnly), and answers with the node that took it.
-  stop @3 (protocol :UInt32, token :Text, pipeline :Text, thisNodeOnly :Bool) -> (node :Text);
+  # Drains and stops a pipeline on every node running part of it (the store says so; a node
+  # that comes back later does not start its part).
+  stop @3 (protocol :UInt32, token :Text, pipeline :Text) -> (nodes :List(Text));
 }

@@ -63,6 +63,8 @@ struct pipeline_host::impl {
   struct hosted {
     std::string text, source;
     std::optional<pipeline_placement> placed;
+    bool reported = false;  // its end went to finished_parts
+    bool left = false;      // stopped because its stages were placed elsewhere
     std::shared_ptr<const plan> p;
     std::shared_ptr<slot_registry> slots;
     std::shared_ptr<std::atomic<bool>> over;  // stopped
@@ -120,6 +122,10 @@ pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_p
 
 pipeline_host::~pipeline_host() = default;
 
+void pipeline_host::reset_links() {
+  if (impl_->plane) impl_->plane->cut_connections();
+}
+
 std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return impl_->m.registry(); }
 
 namespace {
@@ -150,12 +156,22 @@ std::string pipeline_host::read_placement(const std::string& text, const std::st
   return {};
 }
 
-std::vector<placed_pipeline> pipeline_host::placed_pipelines() const {
-  std::vector<placed_pipeline> out;
+std::vector<std::pair<std::string, std::string>> pipeline_host::finished_parts() {
+  std::vector<std::pair<std::string, std::string>> out;
   std::lock_guard<std::mutex> lock(impl_->mutex);
   for (auto& [name, h] : impl_->pipelines)
-    if (impl::running(h) && h.placed) out.push_back({name, h.text, h.source, *h.placed});
+    if (!impl::running(h) && !h.reported && !h.left && h.placed) {
+      h.reported = true;
+      out.emplace_back(name, h.placed->run);
+    }
   return out;
+}
+
+std::string pipeline_host::running(const std::string& pipeline) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto it = impl_->pipelines.find(pipeline);
+  if (it == impl_->pipelines.end() || !impl::running(it->second)) return {};
+  return it->second.placed ? it->second.placed->run : it->second.p->name;
 }
 
 std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name,
@@ -195,17 +211,22 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
     name = p->name;
     if (check_only) return {};
     if (!placed->runs_on(d.node)) {
-      // This node was taken for dead and its stages run elsewhere now: what it still runs
-      // of the pipeline is stopped (the others drop what it sends).
-      spdlog::warn("[node={}] pipeline '{}' runs elsewhere now (this node was taken for dead): stopping its part here",
-                   d.node, p->name);
+      // Its stages run elsewhere now (this node was taken for dead, or they moved): what it
+      // still runs of the pipeline is stopped (the others drop what it sends).
+      spdlog::warn("[node={}] pipeline '{}' runs no stage on this node any more: stopping its part here", d.node,
+                   p->name);
+      h.left = true;
       caf::anon_send(h.manager, stop_atom::value);
       return {};
     }
     h.placed = *placed;
     h.p = p;
     caf::anon_send(h.manager, place_atom::value,
-                   placement_update{p, *libs, placed->data_address, placed->moves});
+                   placement_update{p, *libs, placed->data_address, placed->moves, placed->epoch, placed->fences});
+    return {};
+  } else if (it != d.pipelines.end() && placed && it->second.placed && it->second.placed->run == placed->run &&
+             !it->second.left) {
+    name = p->name;  // its part of this run finished here: it does not start again
     return {};
   }
   name = p->name;
@@ -232,6 +253,8 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
     ms.data_address = placed->data_address;
     ms.run = placed->run;
     ms.moves = placed->moves;
+    ms.epoch = placed->epoch;
+    ms.fences = placed->fences;
   }
   h.manager = spawn_manager(d.sys, std::move(ms));
   spdlog::info("[node={}] deployed pipeline '{}' from {}", d.node, p->name, source);

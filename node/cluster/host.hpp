@@ -23,10 +23,9 @@ struct pipeline_placement {
   std::map<std::string, std::vector<std::string>> nodes_of;  // stage -> the nodes running it
   std::map<std::string, std::string> data_address;
   std::string run;  // this deployment's name on the data links, the same on every node
-  // Each stage's nodes as the file gives them (empty: the node deployed to, "*": any), for
-  // placing it again when a node running it dies.
-  std::map<std::string, std::vector<std::string>> candidates;
   std::map<std::string, uint32_t> moves;  // stage -> times placed again after a node died
+  uint64_t epoch = 0;                       // the placement's revision (see manager_setup)
+  std::map<std::string, uint64_t> fences;  // node -> the revision it lost stages at
 
   /// Some stage runs on `node`.
   bool runs_on(const std::string& node) const {
@@ -42,12 +41,6 @@ struct stage_part {
   std::vector<std::pair<std::string, std::string>> needs;  // plugin, version range
 };
 
-/// A pipeline this node runs part of, as deployed (for placing stages again).
-struct placed_pipeline {
-  std::string name, text, source;
-  pipeline_placement placement;
-};
-
 struct hosted_instance {
   std::string pipeline, stage, instance, mode, state;
   uint64_t generation = 0, frames_in = 0, frames_out = 0, restarts = 0;
@@ -59,6 +52,9 @@ class pipeline_host {
   pipeline_host(std::string node, std::vector<std::string> plugin_paths,
                 std::shared_ptr<data_plane> plane = nullptr);
   /// Stops every pipeline still running (bounded), then the actor system.
+  /// Drops every data connection of the node, both ways: senders send again what is not
+  /// acknowledged (see data_plane::cut_connections).
+  void reset_links();
   ~pipeline_host();
   pipeline_host(const pipeline_host&) = delete;
   pipeline_host& operator=(const pipeline_host&) = delete;
@@ -68,15 +64,18 @@ class pipeline_host {
   /// With a placement, only this node's stages run here, and frames for the others go to
   /// their nodes; check_only plans and loads but starts nothing. A placement for the run
   /// this node already runs part of moves stages: those now placed here start here, those
-  /// placed on other nodes are sent their frames there.
+  /// placed on other nodes are sent their frames there, and if none is placed here any more
+  /// the part here stops. Thread-safe; it may wait on the actor system.
   std::string deploy(const std::string& text, const std::string& source, std::string& name,
                      const pipeline_placement* placed = nullptr, bool check_only = false,
                      std::vector<stage_part>* parts = nullptr);
   /// The pipeline file's placement: stage -> the nodes the file names (see stage_spec::nodes).
   std::string read_placement(const std::string& text, const std::string& source, std::string& name,
                              std::vector<std::pair<std::string, std::vector<std::string>>>& stages);
-  /// The running pipelines placed across nodes that this node runs part of.
-  std::vector<placed_pipeline> placed_pipelines() const;
+  /// Pipeline runs whose part here has ended since the last call: (pipeline, run).
+  std::vector<std::pair<std::string, std::string>> finished_parts();
+  /// The run of the pipeline's part here while it runs; empty if none runs.
+  std::string running(const std::string& pipeline) const;
   /// Empty, or why not.
   std::string scale(const std::string& pipeline, const std::string& stage, uint32_t replicas);
   std::string stop(const std::string& pipeline);

@@ -2,20 +2,24 @@
 
 #include <yaml_util.hpp>
 
+#include <unistd.h>
+
 #include <charconv>
+#include <cstdlib>
+#include <sstream>
 #include <tuple>
 
 namespace troupe::cluster {
 
 expected<node_config> load_node_config(const std::string& path) {
-  constexpr auto code = errc::invalid_pipeline;
+  constexpr auto code = errc::invalid_node_config;
   auto doc = yaml::load_file(path, code);
   if (!doc) return doc.error();
   auto& root = *doc;
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
   if (auto e = yaml::check_keys(path, root, "node",
-                                {"name", "listen", "advertise", "data", "admin", "metrics", "seeds",
-                                 "plugin_paths", "token", "heartbeat_ms", "down_after_ms"},
+                                {"name", "cluster", "listen", "advertise", "data", "admin", "metrics", "etcd",
+                                 "plugin_paths", "token", "lease_ms"},
                                 code))
     return e;
   node_config c;
@@ -30,12 +34,29 @@ expected<node_config> load_node_config(const std::string& path) {
     out = *v;
     return {};
   };
-  for (auto [field, out, required] : {std::tuple{"name", &c.name, true}, std::tuple{"listen", &c.listen, true},
-                                      std::tuple{"advertise", &c.advertise, false}, std::tuple{"data", &c.data, false},
-                                      std::tuple{"admin", &c.admin, true},
-                                      std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, true}})
+  if (const char* t = std::getenv("TROUPE_TOKEN"); t != nullptr && !root["token"]) c.token = t;
+  for (auto [field, out, required] :
+       {std::tuple{"name", &c.name, false}, std::tuple{"cluster", &c.cluster, false},
+        std::tuple{"listen", &c.listen, true}, std::tuple{"advertise", &c.advertise, false},
+        std::tuple{"data", &c.data, false}, std::tuple{"admin", &c.admin, true},
+        std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, c.token.empty()}})
     if (auto e = text(field, *out, required)) return e;
-  if (c.advertise.empty()) c.advertise = c.listen;
+  // A node without a name (as in a service that compose scales) is named after its host.
+  char host_name[256] = {};
+  ::gethostname(host_name, sizeof host_name - 1);
+  if (c.name.empty()) c.name = host_name;
+  for (auto [field, value] : {std::pair{"name", &c.name}, std::pair{"cluster", &c.cluster}})
+    if (value->empty() || value->find_first_of("/ \t\n") != std::string::npos)
+      return make_error(code, path + ": field '" + field + "': expected a name without '/' or spaces, got '" +
+                                  *value + "'");
+  if (c.advertise.empty()) {
+    // Listening on every interface: peers reach it by its host name.
+    auto colon = c.listen.rfind(':');
+    auto host = c.listen.substr(0, colon == std::string::npos ? 0 : colon);
+    c.advertise = host == "0.0.0.0" || host == "::" || host == "[::]"
+                      ? std::string(host_name) + c.listen.substr(colon == std::string::npos ? c.listen.size() : colon)
+                      : c.listen;
+  }
   // Frames travel on their own port: by default the one after the peer port.
   auto split = [&](const std::string& field, const std::string& address, std::string& host,
                    uint32_t& port) -> caf::error {
@@ -63,7 +84,10 @@ expected<node_config> load_node_config(const std::string& path) {
   }
   if (auto e = split("data", c.data, host, data_port)) return e;
   c.advertise_data = advertise_host + ":" + std::to_string(data_port);
-  for (auto [field, out] : {std::pair{"seeds", &c.seeds}, std::pair{"plugin_paths", &c.plugin_paths}}) {
+  uint32_t admin_port = 0;
+  if (auto e = split("admin", c.admin, host, admin_port)) return e;
+  c.admin_advertise = advertise_host + ":" + std::to_string(admin_port);
+  for (auto [field, out] : {std::pair{"etcd", &c.etcd}, std::pair{"plugin_paths", &c.plugin_paths}}) {
     auto n = root[field];
     if (!n) continue;
     if (!n.IsSequence())
@@ -74,19 +98,31 @@ expected<node_config> load_node_config(const std::string& path) {
       out->push_back(*v);
     }
   }
-  for (auto [field, out] : {std::pair{"heartbeat_ms", &c.heartbeat_ms}, std::pair{"down_after_ms", &c.down_after_ms}}) {
-    if (!root[field]) continue;
-    auto v = yaml::scalar<uint32_t>(path, root[field], field, "a positive number of milliseconds", code);
-    if (!v) return v.error();
-    if (*v == 0)
-      return make_error(code, yaml::where(path, root[field]) + ": field '" + field +
-                                  "': expected a positive number of milliseconds");
-    *out = *v;
+  if (c.etcd.empty())
+    if (const char* e = std::getenv("TROUPE_ETCD")) {
+      std::stringstream list(e);
+      for (std::string item; std::getline(list, item, ',');)
+        if (!item.empty()) c.etcd.push_back(item);
+    }
+  if (c.etcd.empty())
+    return make_error(code, path + ": field 'etcd': expected the etcd endpoints (host:port, ...), here or in "
+                                   "$TROUPE_ETCD: a node keeps the cluster's state in etcd");
+  for (auto& e : c.etcd) {
+    std::string h;
+    uint32_t p = 0;
+    if (auto err = split("etcd", e, h, p)) return err;
   }
-  if (c.down_after_ms <= c.heartbeat_ms)
-    return make_error(code, path + ": field 'down_after_ms' (" + std::to_string(c.down_after_ms) +
-                                ") must be longer than 'heartbeat_ms' (" + std::to_string(c.heartbeat_ms) + ")");
-  if (c.token.empty()) return make_error(code, path + ": field 'token': expected a non-empty cluster token");
+  if (root["lease_ms"]) {
+    auto v = yaml::scalar<uint32_t>(path, root["lease_ms"], "lease_ms", "a number of milliseconds", code);
+    if (!v) return v.error();
+    if (*v < 1000 || *v > 600000)
+      return make_error(code, yaml::where(path, root["lease_ms"]) +
+                                  ": field 'lease_ms': expected 1000 to 600000 milliseconds (the store counts "
+                                  "leases in whole seconds), got " + std::to_string(*v));
+    c.lease_ms = *v;
+  }
+  if (c.token.empty())
+    return make_error(code, path + ": field 'token': expected a non-empty cluster token (or $TROUPE_TOKEN)");
   return c;
 }
 

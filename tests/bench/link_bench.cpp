@@ -230,7 +230,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   ig.plane = b;
   ig.window = pl->window;
   ig.run = "bench";
-  ig.senders = {"a"};
+  ig.fence.senders = {"a"};
   ig.routes.edges.push_back(edge_route{1, route_policy::round_robin, {pass}, {1}, {}});
   auto ingress = spawn_ingress(sys, std::move(ig));
   b->serve("bench", "pass", ingress);

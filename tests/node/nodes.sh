@@ -1,10 +1,14 @@
-# Sourced by the multi-node tests: a work directory, free loopback ports, `troupe node`
-# processes that are always reaped (thawed first, then killed), and bounded waits.
+# Sourced by the multi-node tests: a work directory, free loopback ports, an etcd cluster of
+# the test's own, `troupe node` processes that are always reaped (thawed first, then killed),
+# and bounded waits.
 # Needs $troupe. Sets $work (the current directory from here on) and the arrays pids, port.
 work=$(mktemp -d)
+chmod 755 "$work"  # nodes may run under uids of their own (see run_as)
 pids=()
+etcd_pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in "${pids[@]}" "${etcd_pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  [ -n "${cleanup_extra:-}" ] && eval "$cleanup_extra"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -25,22 +29,87 @@ wait_for() {
   until "$@"; do [ $SECONDS -ge $end ] && return 1; sleep 0.1; done
 }
 
-# start_node NAME INDEX: node INDEX (1..3) of a cluster on 127.0.0.1 seeded by node 1, with
-# peers on port[INDEX], frames on port[INDEX+4], admin on port[INDEX+8] and metrics on
-# port[INDEX+12] (free_ports 16 first); plugins also from $work/extra-NAME. Logs to NAME.log.
-start_node() {
-  cat > "$1.yaml" <<Y
+# The layout of `port` (free_ports 24 first): node INDEX (1..3) has peers on port[INDEX],
+# frames on port[INDEX+4], admin on port[INDEX+8] and metrics on port[INDEX+12]; etcd member
+# K (1..3) has clients on port[16+K] and peers on port[20+K].
+etcd_client_port() { echo "${port[$((16 + $1))]}"; }
+
+# start_etcd N: an etcd cluster of N members (1..3) on loopback, with short elections so that
+# a lease can be a second; waits until it answers. Sets $etcd_endpoints (HOST:PORT,...).
+# Member K logs to etcd-K.log; its pid is etcd_pids[K-1].
+start_etcd() {
+  local n=$1 k initial=""
+  etcd_endpoints=""
+  for ((k = 1; k <= n; k++)); do
+    initial+="${initial:+,}e$k=http://127.0.0.1:${port[$((20 + k))]}"
+    etcd_endpoints+="${etcd_endpoints:+,}127.0.0.1:${port[$((16 + k))]}"
+  done
+  for ((k = 1; k <= n; k++)); do start_etcd_member "$k" "$initial"; done
+  check "etcd answers" wait_for 20 etcdctl --endpoints "$etcd_endpoints" endpoint health
+}
+
+# start_etcd_member K INITIAL_CLUSTER: member K (again, with its data kept).
+start_etcd_member() {
+  local k=$1
+  etcd --name "e$k" --data-dir "$work/etcd-$k" \
+    --listen-client-urls "http://127.0.0.1:${port[$((16 + k))]}" \
+    --advertise-client-urls "http://127.0.0.1:${port[$((16 + k))]}" \
+    --listen-peer-urls "http://127.0.0.1:${port[$((20 + k))]}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${port[$((20 + k))]}" \
+    --initial-cluster "${2:-$etcd_initial}" --initial-cluster-state new \
+    --heartbeat-interval 25 --election-timeout 250 >>"etcd-$k.log" 2>&1 &
+  etcd_pids[$((k - 1))]=$!
+  etcd_initial="${2:-$etcd_initial}"
+}
+
+# node_yaml NAME INDEX [LEASE_MS]: the config of node INDEX (1..3), plugins also from
+# $work/extra-NAME.
+node_yaml() {
+  cat <<Y
 name: $1
 listen: 127.0.0.1:${port[$2]}
 data: 127.0.0.1:${port[$(($2 + 4))]}
 admin: 127.0.0.1:${port[$(($2 + 8))]}
 metrics: 127.0.0.1:${port[$(($2 + 12))]}
-seeds: [127.0.0.1:${port[1]}]
+etcd: [${etcd_endpoints//,/, }]
 plugin_paths: [$work/extra-$1]
 token: secret
-heartbeat_ms: 200
-down_after_ms: 1500
+lease_ms: ${3:-2000}
 Y
-  "$troupe" node --config "$1.yaml" > "$1.log" 2>&1 &
-  pids+=($!)
 }
+
+# start_node NAME INDEX [LEASE_MS]: node INDEX of a cluster on 127.0.0.1 whose state is in the
+# test's etcd. Logs to NAME.log. With $run_as set (a uid), it runs under that uid (see
+# partition.sh).
+start_node() {
+  node_yaml "$@" > "$1.yaml"
+  if [ -n "${run_as:-}" ]; then
+    setpriv --reuid="$run_as" --regid="$run_as" --clear-groups "$troupe" node --config "$1.yaml" >> "$1.log" 2>&1 &
+  else
+    "$troupe" node --config "$1.yaml" >> "$1.log" 2>&1 &
+  fi
+  pids[$(($2 - 1))]=$!
+}
+
+# node_up NAME INDEX_ASKED: NAME is up as node INDEX_ASKED sees it.
+node_up() { "$troupe" status --node "127.0.0.1:${port[$(($2 + 8))]}" --token secret 2>/dev/null | grep -qE "^$1 +(up|self) "; }
+
+# partition UID PORT...: cuts off the node that runs under uid (start it with run_as=UID):
+# everything it sends is dropped, and everything sent to its ports. heal UID undoes it. Only
+# loopback traffic of the test's own processes is touched.
+partition() {
+  local uid=$1; shift
+  local ports
+  ports=$(IFS=,; echo "$*")
+  nft -f - <<N || return 1
+table inet troupe_test_$uid {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    meta skuid $uid drop
+    ip daddr 127.0.0.0/8 tcp dport { $ports } drop
+  }
+}
+N
+  cleanup_extra+="nft delete table inet troupe_test_$uid 2>/dev/null; "
+}
+heal() { nft delete table inet "troupe_test_$1"; }

@@ -12,7 +12,8 @@ troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 source "$(dirname "$0")/nodes.sh"
-free_ports 16
+free_ports 24
+start_etcd 1
 admin="--node 127.0.0.1:${port[9]} --token secret"
 status() { "$troupe" status $admin 2>&1; }
 start_node n1 1
@@ -116,12 +117,13 @@ check "the replicas scaled away drain and stop" wait_for 15 bash -c \
   "[ \$(\"$troupe\" status $admin | grep -cE '^long +f#[12] +n2 +embedded +stopped ') -eq 2 ]"
 # Stopped through n3, which runs none of it: a node that does drains the whole of it.
 out=$("$troupe" stop long --node "127.0.0.1:${port[11]}" --token secret 2>&1)
-check "stop through a node that runs none of it is taken" contains "$out" "stopping pipeline 'long' (drained through node n"
+check "stop through a node that runs none of it is taken" contains "$out" "stopping pipeline 'long': draining on nodes n1, n2"
 out=$("$troupe" stop nosuch --node "127.0.0.1:${port[11]}" --token secret 2>&1); rc=$?
 check "stopping a pipeline no node runs is refused, saying so" \
-  bash -c "[ $rc -ne 0 ] && grep -q \"no node of the cluster runs pipeline 'nosuch'\" <<<\"\$0\"" "$out"
-check "every node stops its part" wait_for 15 bash -c \
-  "s=\$(\"$troupe\" status $admin); [ \$(grep -cE '^long .* stopped ' <<<\"\$s\") -eq \$(grep -cE '^long ' <<<\"\$s\") ]"
+  bash -c "[ $rc -ne 0 ] && grep -q \"no pipeline 'nosuch' runs on the cluster\" <<<\"\$0\"" "$out"
+check "every node stops its part, and the pipeline is finished" wait_for 15 bash -c \
+  "s=\$(\"$troupe\" status $admin); grep -qE '^long +finished ' <<<\"\$s\" &&
+   [ \$(grep -cE '^long .* stopped ' <<<\"\$s\") -eq \$(grep -cE '^long +[^ ]+ +n[0-9] ' <<<\"\$s\") ]"
 made=$("$troupe" status $admin | awk '$1 == "long" && $2 == "src" {print $8}')
 taken=$(awk '$1 == "total" {print $3}' "$work/long-sum.txt")
 echo "source made $made, sink took $taken"

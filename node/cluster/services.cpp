@@ -1,0 +1,431 @@
+#include "services.hpp"
+
+#include "placement.hpp"
+#include "rpc.hpp"
+
+#include <manifest.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <tuple>
+
+namespace troupe::cluster {
+
+namespace {
+
+kj::Exception refusal(const cluster_node& n, const std::string& why) {
+  return failure("refused by node " + n.config().name + ": " + why);
+}
+
+void write_placement(capnp::List<wire::StagePlacement>::Builder list, const pipeline_placement& pl) {
+  unsigned i = 0;
+  for (auto& [stage, where] : pl.nodes_of) {
+    list[i].setStage(stage);
+    auto nl = list[i].initNodes(static_cast<unsigned>(where.size()));
+    for (unsigned k = 0; k < where.size(); ++k) nl.set(k, where[k]);
+    if (auto mv = pl.moves.find(stage); mv != pl.moves.end()) list[i].setMoves(mv->second);
+    ++i;
+  }
+}
+
+void write_info(wire::NodeInfo::Builder b, const node_info& n, int64_t lease) {
+  b.setName(n.name);
+  b.setPeerAddress(n.peer);
+  b.setAdminAddress(n.admin);
+  b.setMetricsAddress(n.metrics);
+  b.setDataAddress(n.data);
+  b.setLease(lease);
+}
+
+std::string names(const std::set<std::string>& s) {
+  std::string out;
+  for (auto& n : s) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+std::string check_needs(const std::string& source, const std::map<std::string, std::vector<stage_part>>& by_node) {
+  for (auto& [node, parts] : by_node)
+    for (auto& p : parts)
+      for (auto& [plugin, range_text] : p.needs) {
+        auto range = version_range::parse(range_text);
+        bool met = false;
+        std::string near;
+        for (auto& [other, theirs] : by_node)
+          for (auto& q : theirs) {
+            if (q.plugin != plugin) continue;
+            auto v = version::parse(q.version);
+            if (range_text.empty() || (range && v && range->contains(*v))) met = true;
+            else near += "; stage '" + q.stage + "' on node " + other + " runs version " + q.version;
+          }
+        if (!met)
+          return source + ": stage '" + p.stage + "' on node " + node + ": plugin '" + p.plugin + "' needs plugin '" +
+                 plugin + "' " + range_text + ", which no stage of the pipeline runs" + near;
+      }
+  return {};
+}
+
+// -- Peer ------------------------------------------------------------------------------------
+
+kj::Promise<void> peer_service::check(CheckContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "a deploy check from a peer"); !why.empty())
+    return refusal(n_, why);
+  pipeline_placement placed;
+  for (auto x : p.getPlacement()) {
+    auto& where = placed.nodes_of[x.getStage()];
+    for (auto n : x.getNodes()) where.push_back(n);
+    if (x.getMoves() > 0) placed.moves[x.getStage()] = x.getMoves();
+  }
+  for (auto x : p.getNodes()) placed.data_address[x.getNode()] = x.getDataAddress();
+  placed.run = p.getRun();
+  std::string text = p.getPipeline(), source = p.getSource();
+  return n_.jobs()
+      .run([&host = n_.host(), text, source, placed]() {
+        std::string name;
+        std::vector<stage_part> parts;
+        auto err = host.deploy(text, source, name, &placed, true, &parts);
+        return std::make_pair(err, parts);
+      })
+      .then([ctx](std::pair<std::string, std::vector<stage_part>> r) mutable {
+        if (!r.first.empty()) throw failure(r.first);
+        auto& parts = r.second;
+        auto list = ctx.getResults().initParts(static_cast<unsigned>(parts.size()));
+        for (unsigned i = 0; i < parts.size(); ++i) {
+          list[i].setStage(parts[i].stage);
+          list[i].setPlugin(parts[i].plugin);
+          list[i].setVersion(parts[i].version);
+          auto needs = list[i].initNeeds(static_cast<unsigned>(parts[i].needs.size()));
+          for (unsigned k = 0; k < parts[i].needs.size(); ++k) {
+            needs[k].setPlugin(parts[i].needs[k].first);
+            needs[k].setRange(parts[i].needs[k].second);
+          }
+        }
+      });
+}
+
+kj::Promise<void> peer_service::poke(PokeContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "a peer"); !why.empty()) return refusal(n_, why);
+  n_.read_now().detach([](kj::Exception&&) {});
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> peer_service::storeContact(StoreContactContext ctx) {
+  auto p = ctx.getParams();
+  auto who = std::string("node ") + p.getFrom().cStr();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), who); !why.empty()) return refusal(n_, why);
+  ctx.getResults().setNode(n_.config().name);
+  ctx.getResults().setAgoMs(n_.store_contact_ago_ms());
+  ctx.getResults().setSteadyMs(n_.store_steady_ms());
+  return kj::READY_NOW;
+}
+
+// -- Admin -----------------------------------------------------------------------------------
+
+kj::Promise<void> admin_service::status(StatusContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  struct row {
+    hosted_instance i;
+    std::string node;
+  };
+  auto rows = std::make_shared<std::vector<row>>();
+  for (auto& x : n_.host().instances()) rows->push_back({x, n_.config().name});
+  auto fill = [this, rows](wire::Admin::StatusResults::Builder r) {
+    auto& view = n_.view();
+    auto& self = n_.config().name;
+    r.setNode(self);
+    auto members = r.initMembers(static_cast<unsigned>(view.nodes.size() + (view.nodes.count(self) ? 0 : 1)));
+    unsigned i = 0;
+    if (!view.nodes.count(self)) {
+      node_info me{self, n_.config().advertise, n_.config().admin_advertise, n_.config().metrics,
+                   n_.config().advertise_data};
+      write_info(members[i].initInfo(), me, n_.lease_id());
+      members[i++].setStatus(wire::MemberStatus::SELF);
+    }
+    for (auto& [name, info] : view.nodes) {
+      auto lease = view.members.count(name) ? view.members.at(name) : 0;
+      write_info(members[i].initInfo(), info, lease);
+      members[i++].setStatus(name == self ? wire::MemberStatus::SELF
+                             : lease != 0 ? wire::MemberStatus::UP
+                                          : wire::MemberStatus::DOWN);
+    }
+    auto live = view.live();
+    auto pipelines = r.initPipelines(static_cast<unsigned>(view.pipelines.size()));
+    i = 0;
+    for (auto& [name, pp] : view.pipelines) {
+      auto b = pipelines[i++];
+      b.setName(name);
+      b.setStatus(pp.record.state == pipeline_state::running    ? wire::PipelineStatus::RUNNING
+                  : pp.record.state == pipeline_state::stopping ? wire::PipelineStatus::STOPPING
+                                                                : wire::PipelineStatus::FINISHED);
+      b.setEpoch(pp.epoch);
+      b.setLeader(pp.leader);
+      auto w = pp.record.state == pipeline_state::running ? waiting(pp.record, live) : std::vector<std::string>{};
+      auto wl = b.initWaiting(static_cast<unsigned>(w.size()));
+      for (unsigned k = 0; k < w.size(); ++k) wl.set(k, w[k]);
+      write_placement(b.initPlacement(static_cast<unsigned>(pp.record.stages.size())),
+                      n_.placement_of(pp.record, pp.epoch));
+    }
+    auto list = r.initInstances(static_cast<unsigned>(rows->size()));
+    for (unsigned k = 0; k < rows->size(); ++k) {
+      auto& x = (*rows)[k].i;
+      auto b = list[k];
+      b.setPipeline(x.pipeline);
+      b.setStage(x.stage);
+      b.setInstance(x.instance);
+      b.setNode((*rows)[k].node);
+      b.setMode(x.mode);
+      b.setState(x.state);
+      b.setGeneration(x.generation);
+      b.setFramesIn(x.frames_in);
+      b.setFramesOut(x.frames_out);
+      b.setRestarts(x.restarts);
+    }
+  };
+  if (p.getThisNodeOnly()) {
+    fill(ctx.getResults());
+    return kj::READY_NOW;
+  }
+  // The instances of every other member that is up, asked in parallel; one that does not
+  // answer in time is left out (and logged).
+  std::string token = p.getToken();
+  auto& view = n_.view();
+  std::vector<std::pair<std::string, std::string>> others;
+  for (auto& [name, lease] : view.members)
+    if (name != n_.config().name && view.nodes.count(name)) others.emplace_back(name, view.nodes.at(name).admin);
+  auto asks = kj::heapArrayBuilder<kj::Promise<void>>(others.size());
+  for (auto& [name, address] : others)
+    asks.add(call_node<wire::Admin>(n_.io().getNetwork(), n_.io().getTimer(), name, address, 2 * kj::SECONDS,
+                                    [token](wire::Admin::Client& admin) {
+                                      auto req = admin.statusRequest();
+                                      req.setProtocol(wire::CLUSTER_PROTOCOL);
+                                      req.setToken(token);
+                                      req.setThisNodeOnly(true);
+                                      return req.send();
+                                    })
+                 .then(
+                     [rows](capnp::Response<wire::Admin::StatusResults>&& r) {
+                       for (auto i : r.getInstances())
+                         rows->push_back({hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(), i.getMode(),
+                                                          i.getState(), i.getGeneration(), i.getFramesIn(),
+                                                          i.getFramesOut(), i.getRestarts()},
+                                          i.getNode()});
+                     },
+                     [](kj::Exception&& e) { spdlog::warn("status: {}", reason(e)); }));
+  return kj::joinPromises(asks.finish()).then([ctx, fill]() mutable { fill(ctx.getResults()); });
+}
+
+kj::Promise<void> admin_service::deploy(DeployContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  if (!n_.in_good_standing()) return failure("cannot deploy now: " + n_.standing());
+  std::string text = p.getPipeline(), source = p.getSource();
+  using stages_t = std::vector<std::pair<std::string, std::vector<std::string>>>;
+  return n_.jobs()
+      .run([&host = n_.host(), text, source]() {
+        std::string name;
+        stages_t stages;
+        auto err = host.read_placement(text, source, name, stages);
+        return std::make_tuple(err, name, stages);
+      })
+      .then([this](std::tuple<std::string, std::string, stages_t> read) {
+        if (!std::get<0>(read).empty()) throw failure(std::get<0>(read));
+        return n_.read_now().then([read = kj::mv(read)]() mutable { return kj::mv(read); });
+      })
+      .then([this, text, source](std::tuple<std::string, std::string, stages_t> read) {
+        auto& [err, name, stages] = read;
+        auto& view = n_.view();
+        auto& self = n_.config().name;
+        int64_t prior = 0;
+        if (auto it = view.pipelines.find(name); it != view.pipelines.end()) {
+          if (it->second.record.state != pipeline_state::finished)
+            throw failure("pipeline '" + name + "' is already running on the cluster (deployed through node " +
+                          it->second.record.deployed_to + ", epoch " + std::to_string(it->second.epoch) + ")");
+          prior = it->second.epoch;
+        }
+        std::vector<stage_request> requests;
+        for (auto& [stage, nodes] : stages) requests.push_back({stage, nodes});
+        std::set<std::string> known;
+        for (auto& [n, info] : view.nodes) known.insert(n);
+        auto live = view.live();
+        live.insert(self);
+        auto placed = place(requests, self, known, live, source);
+        if (!placed) throw failure(describe(placed.error()));
+        auto record = std::make_shared<placement_record>();
+        record->pipeline = name;
+        record->run = name + "." + self + "." +
+                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
+        record->source = source;
+        record->text = text;
+        record->deployed_to = self;
+        record->stages = std::move(*placed);
+        // Every node checks its part before anything is written (and says what its stages
+        // are, so that dependencies are checked across nodes).
+        auto placement = n_.placement_of(*record, 0);
+        auto parts = std::make_shared<std::map<std::string, std::vector<stage_part>>>();
+        auto nodes = record->nodes();
+        auto checks = kj::heapArrayBuilder<kj::Promise<void>>(nodes.size());
+        for (auto& node : nodes) {
+          if (node == self) {
+            checks.add(n_.jobs()
+                           .run([&host = n_.host(), text, source, placement]() {
+                             std::string n;
+                             std::vector<stage_part> mine;
+                             auto e = host.deploy(text, source, n, &placement, true, &mine);
+                             return std::make_pair(e, mine);
+                           })
+                           .then([parts, self](std::pair<std::string, std::vector<stage_part>> r) {
+                             if (!r.first.empty()) throw failure(r.first);
+                             (*parts)[self] = std::move(r.second);
+                           }));
+            continue;
+          }
+          auto address = view.nodes.at(node).peer;
+          checks.add(call_node<wire::Peer>(
+                         n_.io().getNetwork(), n_.io().getTimer(), node, address, 30 * kj::SECONDS,
+                         [this, text, source, placement](wire::Peer::Client& peer) {
+                           auto req = peer.checkRequest();
+                           req.setProtocol(wire::CLUSTER_PROTOCOL);
+                           req.setToken(n_.token());
+                           req.setPipeline(text);
+                           req.setSource(source);
+                           req.setRun(placement.run);
+                           write_placement(req.initPlacement(static_cast<unsigned>(placement.nodes_of.size())),
+                                           placement);
+                           auto nl = req.initNodes(static_cast<unsigned>(placement.data_address.size()));
+                           unsigned i = 0;
+                           for (auto& [n, a] : placement.data_address) {
+                             nl[i].setNode(n);
+                             nl[i++].setDataAddress(a);
+                           }
+                           return req.send();
+                         })
+                         .then([parts, node = node](capnp::Response<wire::Peer::CheckResults>&& r) {
+                           auto& mine = (*parts)[node];
+                           for (auto x : r.getParts()) {
+                             stage_part sp{x.getStage(), x.getPlugin(), x.getVersion(), {}};
+                             for (auto n : x.getNeeds()) sp.needs.emplace_back(n.getPlugin(), n.getRange());
+                             mine.push_back(std::move(sp));
+                           }
+                         }));
+        }
+        return kj::joinPromises(checks.finish()).then([this, record, parts, prior, source]() {
+          if (auto why = check_needs(source, *parts); !why.empty()) throw failure(why);
+          auto& keys = n_.keys();
+          etcd_txn t;
+          auto key = keys.pipeline(record->pipeline);
+          if (prior != 0) t.compares = {{key, etcd_txn::compare::what::mod_revision, prior, {}}};
+          else t.compares = {{key, etcd_txn::compare::what::create_revision, 0, {}}};
+          t.success = {{etcd_txn::op::kind::put, key, to_json(*record), 0},
+                       {etcd_txn::op::kind::put, keys.leader(record->pipeline), n_.config().name, n_.lease_id()}};
+          return n_.store().txn(t).then([this, record](etcd_txn_result r) {
+            if (!r.succeeded)
+              throw failure("pipeline '" + record->pipeline + "' was deployed meanwhile through another node");
+            return r.revision;
+          });
+        });
+      })
+      .then([this, ctx](int64_t epoch) mutable {
+        n_.poke_members();
+        ctx.getResults().setEpoch(epoch);
+        return n_.read_now().then([ctx, epoch, this]() mutable {
+          for (auto& [name, pp] : n_.view().pipelines)
+            if (pp.epoch == epoch) ctx.getResults().setName(name);
+        });
+      });
+}
+
+kj::Promise<void> admin_service::scale(ScaleContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  std::string pipeline = p.getPipeline(), stage = p.getStage(), on = p.getOn(), token = p.getToken();
+  auto replicas = p.getReplicas();
+  auto& self = n_.config().name;
+  auto& view = n_.view();
+  auto it = view.pipelines.find(pipeline);
+  if (it == view.pipelines.end() || it->second.record.state == pipeline_state::finished)
+    return failure("no pipeline '" + pipeline + "' runs on the cluster");
+  auto* s = it->second.record.find(stage);
+  if (s == nullptr) return failure("no stage named '" + stage + "' in pipeline '" + pipeline + "'");
+  auto& nodes = s->nodes;
+  auto runs_on = [&](const std::string& n) { return std::find(nodes.begin(), nodes.end(), n) != nodes.end(); };
+  if (nodes.empty())
+    return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on no node now: it waits");
+  if (!on.empty() && !runs_on(on)) {
+    std::string list;
+    for (auto& n : nodes) list += (list.empty() ? "" : ", ") + n;
+    return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node" +
+                   (nodes.size() == 1 ? " " : "s ") + list + ", not on node " + on);
+  }
+  // A stage on several nodes is scaled on each (replicas per node): here if it runs here.
+  std::string target = !on.empty() ? on : runs_on(self) ? self : nodes.front();
+  if (target == self)
+    return n_.jobs()
+        .run([&host = n_.host(), pipeline, stage, replicas]() { return host.scale(pipeline, stage, replicas); })
+        .then([ctx, self](std::string err) mutable {
+          if (!err.empty()) throw failure(err);
+          ctx.getResults().setNode(self);
+        });
+  if (!view.up(target) || !view.nodes.count(target))
+    return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node " + target +
+                   ", which is down now");
+  return call_node<wire::Admin>(n_.io().getNetwork(), n_.io().getTimer(), target, view.nodes.at(target).admin,
+                                10 * kj::SECONDS,
+                                [=](wire::Admin::Client& admin) {
+                                  auto req = admin.scaleRequest();
+                                  req.setProtocol(wire::CLUSTER_PROTOCOL);
+                                  req.setToken(token);
+                                  req.setPipeline(pipeline);
+                                  req.setStage(stage);
+                                  req.setReplicas(replicas);
+                                  req.setOn(target);
+                                  return req.send();
+                                })
+      .then([ctx](capnp::Response<wire::Admin::ScaleResults>&& r) mutable { ctx.getResults().setNode(r.getNode()); });
+}
+
+kj::Promise<void> admin_service::stop(StopContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  if (!n_.in_good_standing()) return failure("cannot stop now: " + n_.standing());
+  std::string pipeline = p.getPipeline();
+  return n_.read_now().then([this, ctx, pipeline]() mutable {
+    auto& view = n_.view();
+    auto it = view.pipelines.find(pipeline);
+    if (it == view.pipelines.end() || it->second.record.state == pipeline_state::finished)
+      throw failure("no pipeline '" + pipeline + "' runs on the cluster");
+    auto record = it->second.record;
+    auto nodes = record.nodes();
+    auto answer = [ctx, nodes]() mutable {
+      auto list = ctx.getResults().initNodes(static_cast<unsigned>(nodes.size()));
+      unsigned i = 0;
+      for (auto& n : nodes) list.set(i++, n);
+    };
+    if (record.state == pipeline_state::stopping) {
+      answer();
+      return kj::Promise<void>(kj::READY_NOW);
+    }
+    record.state = pipeline_state::stopping;
+    etcd_txn t;
+    t.compares = {{n_.keys().pipeline(pipeline), etcd_txn::compare::what::mod_revision, it->second.epoch, {}}};
+    t.success = {{etcd_txn::op::kind::put, n_.keys().pipeline(pipeline), to_json(record), 0}};
+    return n_.store().txn(t).then([this, answer, pipeline, nodes](etcd_txn_result r) mutable {
+      if (!r.succeeded) throw failure("pipeline '" + pipeline + "' was placed again meanwhile: try again");
+      spdlog::info("[node={}] pipeline '{}' stops: draining on {}", n_.config().name, pipeline, names(nodes));
+      n_.poke_members();
+      answer();
+      return n_.read_now();
+    });
+  });
+}
+
+}  // namespace troupe::cluster
