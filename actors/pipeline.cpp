@@ -356,33 +356,43 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
                               s.manifest.path + ")");
     }
   }
-  // Depth-first topological sort; a back edge is a cycle, reported with its path.
-  std::vector<int> mark(p.stages.size(), 0);  // 0 new, 1 on stack, 2 done
-  std::vector<std::pair<size_t, std::string>> stack;
-  std::function<caf::error(size_t)> visit = [&](size_t i) -> caf::error {
-    mark[i] = 1;
-    for (auto& r : needs[i]) {
-      stack.push_back({i, r.why});
+  // Depth-first topological sort with a stack of its own (a chain of 100,000 stages costs no
+  // call stack); a back edge is a cycle, reported with its path.
+  std::vector<int> mark(p.stages.size(), 0);  // 0 new, 1 on the path, 2 done
+  struct step {
+    size_t stage, next = 0;  // the stage, and which of its needs comes next
+  };
+  std::vector<step> path;
+  for (size_t root = 0; root < p.stages.size(); ++root) {
+    if (mark[root] != 0) continue;
+    mark[root] = 1;
+    path.push_back({root});
+    while (!path.empty()) {
+      auto& top = path.back();
+      if (top.next == needs[top.stage].size()) {
+        mark[top.stage] = 2;
+        p.start_order.push_back(top.stage);
+        path.pop_back();
+        continue;
+      }
+      auto& r = needs[top.stage][top.next++];
       if (mark[r.before] == 1) {
         std::string msg;
-        auto from = std::find_if(stack.begin(), stack.end(), [&](auto& e) { return e.first == r.before; });
-        for (auto it = from; it != stack.end(); ++it)
-          msg += "'" + p.stages[it->first].spec.name + "' (plugin " + p.stages[it->first].manifest.name + ") " +
-                 it->second + " ";
+        auto from = std::find_if(path.begin(), path.end(), [&](const step& e) { return e.stage == r.before; });
+        for (auto it = from; it != path.end(); ++it) {
+          auto& why = needs[it->stage][it->next - 1].why;
+          msg += "'" + p.stages[it->stage].spec.name + "' (plugin " + p.stages[it->stage].manifest.name + ") " + why +
+                 " ";
+        }
         msg += "'" + p.stages[r.before].spec.name + "'";
         return make_error(errc::cycle, spec.path + ": the start order has a cycle: " + msg);
       }
-      if (mark[r.before] == 0)
-        if (auto err = visit(r.before)) return err;
-      stack.pop_back();
+      if (mark[r.before] == 0) {
+        mark[r.before] = 1;
+        path.push_back({r.before});
+      }
     }
-    mark[i] = 2;
-    p.start_order.push_back(i);
-    return {};
-  };
-  for (size_t i = 0; i < p.stages.size(); ++i)
-    if (mark[i] == 0)
-      if (auto err = visit(i)) return err;
+  }
   return p;
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
+#include <vector>
 
 namespace troupe::yaml {
 
@@ -11,11 +13,51 @@ std::string where(const std::string& file, const YAML::Node& node) {
   return file + ":" + std::to_string(mark.line + 1);
 }
 
+namespace {
+
+// A key given twice in one map (yaml-cpp keeps one of them silently): names both lines.
+// Walks the document without recursion, so that nesting depth costs no stack.
+caf::error duplicate_key(const std::string& path, const YAML::Node& doc, errc code) {
+  std::vector<YAML::Node> todo{doc};
+  while (!todo.empty()) {
+    auto node = todo.back();
+    todo.pop_back();
+    if (node.IsMap()) {
+      std::map<std::string, YAML::Node> seen;
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        if (it->first.IsScalar()) {
+          auto [at, fresh] = seen.emplace(it->first.Scalar(), it->first);
+          if (!fresh)
+            return make_error(code, where(path, it->first) + ": field '" + it->first.Scalar() +
+                                        "' is given twice (first at line " +
+                                        std::to_string(at->second.Mark().line + 1) + ")");
+        }
+        todo.push_back(it->second);
+      }
+    } else if (node.IsSequence()) {
+      for (auto it = node.begin(); it != node.end(); ++it) todo.push_back(*it);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 expected<YAML::Node> load_file(const std::string& path, errc code) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return make_error(code, path + ": cannot open file");
+  std::string text;
+  char buffer[65536];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, static_cast<size_t>(in.gcount()));
+    if (text.size() > max_file_bytes)
+      return make_error(code, path + ": the file is over " + std::to_string(max_file_bytes >> 20) +
+                                  " MiB; a pipeline, manifest or node config is at most that");
+  }
   try {
-    return YAML::Load(in);
+    auto doc = YAML::Load(text);
+    if (auto err = duplicate_key(path, doc, code)) return err;
+    return doc;
   } catch (const YAML::ParserException& e) {
     return make_error(code, path + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
   } catch (const YAML::Exception& e) {

@@ -6,16 +6,22 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 namespace troupe::yaml {
 
 /// "file:line" of a node (1-based line), or just "file" when the node has no mark.
 std::string where(const std::string& file, const YAML::Node& node);
 
-/// Parses a whole file; errors name the file and the line where parsing failed.
+/// Files users write (pipelines, manifests, node configs) are at most this big.
+constexpr size_t max_file_bytes = 4 << 20;
+
+/// Parses a whole file; errors name the file and the line where parsing failed. A file over
+/// max_file_bytes and a map with a key twice (naming both lines) are errors too.
 expected<YAML::Node> load_file(const std::string& path, errc code);
 
 /// Error if the map has a key outside `known`; names the key and lists what was expected.
@@ -30,7 +36,12 @@ expected<T> scalar(const std::string& file, const YAML::Node& node, const std::s
     return make_error(code, where(file, node) + ": field '" + field + "': expected " +
                                 expected_what);
   try {
-    return node.as<T>();
+    auto v = node.as<T>();
+    if constexpr (std::is_floating_point_v<T>)
+      if (!std::isfinite(v))
+        return make_error(code, where(file, node) + ": field '" + field + "': expected " + expected_what +
+                                    " (a finite number), got '" + node.Scalar() + "'");
+    return v;
   } catch (const YAML::Exception&) {
     return make_error(code, where(file, node) + ": field '" + field + "': expected " +
                                 expected_what + ", got '" + node.Scalar() + "'");

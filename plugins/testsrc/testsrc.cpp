@@ -22,6 +22,10 @@ class testsrc : public troupe::plugin {
         width_text_(std::to_string(width_)),
         height_text_(std::to_string(height_)) {
     if (width_ <= 0 || height_ <= 0) throw troupe::fatal_error("testsrc: width and height must be positive");
+    if (!(rate_ >= 0 && rate_ <= 1e9))  // NaN fails both
+      throw troupe::fatal_error("testsrc: rate must be a number of frames per second from 0 (unpaced) to 1e9");
+    if (count_ < 0 || streams_ > 1000000 || count_ > INT64_MAX / streams_)
+      throw troupe::fatal_error("testsrc: count and streams must be non-negative, and count * streams fit 64 bits");
   }
 
   void start() override { started_ = std::chrono::steady_clock::now(); }
@@ -31,7 +35,9 @@ class testsrc : public troupe::plugin {
     int64_t due = total;
     if (rate_ > 0) {
       double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-      due = std::min<int64_t>(total, static_cast<int64_t>(elapsed * rate_ + 1) * streams_);
+      // In double until it is known to fit: a long run at a high rate passes any integer.
+      double frames = (elapsed * rate_ + 1) * static_cast<double>(streams_);
+      due = frames >= static_cast<double>(total) ? total : static_cast<int64_t>(frames) / streams_ * streams_;
     }
     for (int emitted = 0; next_ < due && emitted < max_per_call; ++emitted, ++next_)
       emit_frame(static_cast<uint64_t>(first_stream_ + next_ % streams_), static_cast<uint64_t>(next_ / streams_));

@@ -134,6 +134,11 @@ TEST(pipeline, errors_name_file_line_and_field) {
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 64MB\n", 3, "'window_bytes': expected a positive size"},
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 0\n", 3, "'window_bytes': expected a positive size"},
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 999999999999GiB\n", 3, "'window_bytes': expected a positive size"},
+      {"stages:\n  - {name: a, plugin: src}\nrestart: {period_s: .nan}\n", 3, "'restart.period_s': expected a number of seconds (a finite number), got '.nan'"},
+      {"stages:\n  - {name: a, plugin: src}\nrestart: {stable_after_s: .inf}\n", 3, "(a finite number), got '.inf'"},
+      {"stages:\n  - {name: a, plugin: src}\nrestart: {max_restarts: 99999999999}\n", 3, "restart.max_restarts': expected a non-negative integer"},
+      {"window: 4\nstages:\n  - {name: a, plugin: src}\nwindow: 8\n", 4, "field 'window' is given twice (first at line 1)"},
+      {"stages:\n  - {name: a, plugin: src, name: b}\n", 2, "field 'name' is given twice"},
   };
   for (auto& c : cases) {
     std::string path;
@@ -216,4 +221,33 @@ TEST(pipeline, a_stage_placed_elsewhere_is_named_but_not_resolved_here) {
   EXPECT_FALSE(r->stages[1].remote);
   EXPECT_EQ(r->stages[1].elsewhere, std::vector<std::string>{"n3"});
   EXPECT_EQ(r->stages[1].manifest.name, "filt");
+}
+
+TEST(pipeline, a_chain_of_50000_stages_is_ordered_without_recursion) {
+  fixture f;
+  constexpr int n = 50000;  // the recursive sort this replaced overflowed the stack at 30,000
+  auto name = [](int i) {  // short names, so that the file stays under the 4 MiB limit
+    std::string s;
+    do s.insert(s.begin(), "0123456789abcdefghijklmnopqrstuvwxyz"[i % 36]); while ((i /= 36) > 0);
+    return "s" + s;
+  };
+  std::string yaml = "stages:\n", edges = "edges: [\"" + name(0);
+  for (int i = 0; i < n; ++i) {
+    yaml += "- {name: " + name(i) + ", plugin: " + (i == 0 ? "src" : i + 1 == n ? "sink" : "filt") + "}\n";
+    if (i > 0) edges += "->" + name(i);
+  }
+  auto p = f.make(yaml + edges + "\"]\n");
+  ASSERT_OK(p);
+  ASSERT_EQ(p->start_order.size(), size_t(n));
+  EXPECT_EQ(p->stages[p->start_order.front()].spec.name, name(n - 1));  // the sink first
+  EXPECT_EQ(p->stages[p->start_order.back()].spec.name, name(0));
+}
+
+TEST(pipeline, a_file_over_4_mib_is_refused_before_it_is_parsed) {
+  fixture f;
+  std::string yaml = "stages:\n  - {name: a, plugin: src}\n# " + std::string(5 << 20, 'x') + "\n";
+  std::string path;
+  auto p = f.make(yaml, &path);
+  ASSERT_FALSE(p);
+  EXPECT_THAT(describe(p.error()), HasSubstr(path + ": the file is over 4 MiB"));
 }
