@@ -1,6 +1,7 @@
 #include "link.hpp"
 
 #include "frame_wire.hpp"
+#include "secret.hpp"
 
 #include <link.capnp.h>
 
@@ -30,7 +31,9 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <tuple>
 
@@ -44,6 +47,12 @@ constexpr uint64_t max_payload_bytes = uint64_t{1} << 30;
 constexpr size_t max_batch_frames = 4096;
 constexpr uint64_t max_batch_bytes = uint64_t{4} << 20;  // a larger frame goes alone
 constexpr int handshake_timeout_s = 5;
+// Before its hello is accepted, a connection may send one small message, within the
+// handshake deadline; and only so many such connections are served at once.
+constexpr uint64_t max_hello_bytes = 4096;
+constexpr size_t max_inbound = 256;               // connections from peers, all told
+constexpr size_t max_unauthenticated = 32;         // of which before their hello
+constexpr size_t max_unauthenticated_per_host = 8;
 
 struct wire_prefix {
   uint32_t magic;
@@ -86,9 +95,18 @@ std::string peer_of(int fd) {
   return std::string(host) + ":" + std::to_string(ntohs(sa.sin_port));
 }
 
-bool read_exact(int fd, void* p, size_t n) {
+bool read_exact(int fd, void* p, size_t n,
+                std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) {
   auto* b = static_cast<uint8_t*>(p);
   while (n > 0) {
+    if (deadline) {  // all of it by then, however slowly it trickles in
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd pf{fd, POLLIN, 0};
+      auto ready = ::poll(&pf, 1, static_cast<int>(left.count()));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) return false;
+    }
     auto r = ::recv(fd, b, n, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
@@ -152,9 +170,19 @@ struct in_message {
 
 enum class read_status { ok, closed, bad };
 
-read_status read_message(int fd, in_message& m, std::string& why) {
+// hello: the first message of a connection, before it is authenticated: small, no payload,
+// and whole within the handshake deadline.
+read_status read_message(int fd, in_message& m, std::string& why, bool hello = false) {
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  if (hello) deadline = std::chrono::steady_clock::now() + std::chrono::seconds(handshake_timeout_s);
   wire_prefix p{};
-  if (!read_exact(fd, &p, sizeof p)) return read_status::closed;
+  if (!read_exact(fd, &p, sizeof p, deadline)) {
+    if (hello && std::chrono::steady_clock::now() >= *deadline) {
+      why = "no hello within " + std::to_string(handshake_timeout_s) + " s";
+      return read_status::bad;
+    }
+    return read_status::closed;
+  }
   if (p.magic != wire_magic) {
     why = "not a data link message (bad magic)";
     return read_status::bad;
@@ -164,14 +192,20 @@ read_status read_message(int fd, in_message& m, std::string& why) {
           std::to_string(max_header_bytes) + ")";
     return read_status::bad;
   }
+  if (hello && (uint64_t{p.header_words} * 8 > max_hello_bytes || p.payload_bytes > 0)) {
+    why = "a hello of " + std::to_string(uint64_t{p.header_words} * 8 + p.payload_bytes) + " bytes (at most " +
+          std::to_string(max_hello_bytes) + " before the token is checked)";
+    return read_status::bad;
+  }
   if (p.payload_bytes > max_payload_bytes) {
     why = "message payload of " + std::to_string(p.payload_bytes) + " bytes (at most " +
           std::to_string(max_payload_bytes) + ")";
     return read_status::bad;
   }
   m.header = kj::heapArray<capnp::word>(p.header_words);
-  if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word))) {
-    why = "connection ended inside a message";
+  if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word), deadline)) {
+    why = hello ? "no whole hello within " + std::to_string(handshake_timeout_s) + " s"
+                : "connection ended inside a message";
     return read_status::bad;
   }
   m.payload_bytes = p.payload_bytes;
@@ -212,7 +246,11 @@ struct data_plane::impl {
   prometheus::Family<prometheus::Counter>* connects = nullptr;
   prometheus::Family<prometheus::Gauge>* up = nullptr;
   prometheus::Counter* bad_messages = nullptr;
+  prometheus::Counter* refused_connections = nullptr;
   prometheus::Family<prometheus::Counter>* fenced_frames = nullptr;
+  // Connections refused at accept since the last log line about it (said at most every 10 s).
+  size_t refused_since_log = 0;
+  std::chrono::steady_clock::time_point refused_logged_at{};
 
   struct item {
     bool is_frame = true;
@@ -252,6 +290,7 @@ struct data_plane::impl {
     bool closed = false;
     std::thread reader, writer;
     std::atomic<bool> done{false};
+    bool authenticated = false;  // its hello was taken (guarded by the plane's mutex)
     prometheus::Counter* frames = nullptr;
     prometheus::Counter* bytes = nullptr;
   };
@@ -307,10 +346,49 @@ struct data_plane::impl {
       in->address = peer_of(fd);
       auto* p = in.get();
       std::lock_guard<std::mutex> lock(mutex);
+      if (auto why = over_limit(in->address); !why.empty()) {
+        refuse_connection(fd, in->address, why);
+        continue;
+      }
       inbounds.push_back(std::move(in));
-      p->writer = std::thread([this, p] { inbound_writer(*p); });
-      p->reader = std::thread([this, p] { inbound_reader(*p); });
+      // One thread until the hello is taken; the writer starts once it is.
+      try {
+        p->reader = std::thread([this, p] { inbound_reader(*p); });
+      } catch (const std::system_error& e) {
+        inbounds.pop_back();
+        refuse_connection(fd, p->address, std::string("no thread to serve it: ") + e.what());
+      }
     }
+  }
+
+  // Why a new connection from address is refused now, if it is; REQUIRES: mutex held.
+  std::string over_limit(const std::string& address) {
+    size_t unauthenticated = 0, from_host = 0;
+    auto host = address.substr(0, address.rfind(':'));
+    for (auto& in : inbounds) {
+      if (in->authenticated || in->done.load()) continue;
+      ++unauthenticated;
+      if (in->address.substr(0, in->address.rfind(':')) == host) ++from_host;
+    }
+    if (inbounds.size() >= max_inbound) return std::to_string(max_inbound) + " connections are open";
+    if (unauthenticated >= max_unauthenticated)
+      return std::to_string(max_unauthenticated) + " connections wait for their hello";
+    if (from_host >= max_unauthenticated_per_host)
+      return std::to_string(max_unauthenticated_per_host) + " connections from " + host + " wait for their hello";
+    return {};
+  }
+
+  // Closes a connection at accept, counted; logged at most every 10 s. REQUIRES: mutex held.
+  void refuse_connection(int fd, const std::string& address, const std::string& why) {
+    ::close(fd);
+    if (refused_connections) refused_connections->Increment();
+    ++refused_since_log;
+    auto now = std::chrono::steady_clock::now();
+    if (now - refused_logged_at < std::chrono::seconds(10)) return;
+    spdlog::error("[node={}] refused {} data connection{} (the last from {}): {}", o.node, refused_since_log,
+                  refused_since_log == 1 ? "" : "s", address, why);
+    refused_since_log = 0;
+    refused_logged_at = now;
   }
 
   void reap() {
@@ -373,7 +451,7 @@ struct data_plane::impl {
       in.cv.notify_one();
     }
     ::shutdown(in.fd, SHUT_RDWR);
-    in.writer.join();
+    if (in.writer.joinable()) in.writer.join();
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (auto it = inbound_by_node.find(in.from); it != inbound_by_node.end() && it->second == &in)
@@ -390,7 +468,7 @@ struct data_plane::impl {
     set_timeout(in.fd, handshake_timeout_s);
     in_message m;
     std::string why;
-    auto st = read_message(in.fd, m, why);
+    auto st = read_message(in.fd, m, why, true);
     if (st == read_status::closed) return;
     if (st == read_status::bad) return log_bad(in.address, why);
     try {
@@ -403,7 +481,7 @@ struct data_plane::impl {
       if (h.getProtocol() != wire::LINK_PROTOCOL)
         refused = "link protocol " + std::to_string(h.getProtocol()) + ", this node speaks " +
                   std::to_string(wire::LINK_PROTOCOL);
-      else if (h.getToken() != o.token.c_str())
+      else if (!same_secret(h.getToken().cStr(), o.token))
         refused = "wrong cluster token";
       if (refused.empty()) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -433,6 +511,7 @@ struct data_plane::impl {
       }
       std::lock_guard<std::mutex> lock(mutex);
       in.from = node;
+      in.authenticated = true;
       inbound_by_node[node] = &in;
       if (frames_received) {
         in.frames = &frames_received->Add({{"node", o.node}, {"peer", node}});
@@ -442,6 +521,11 @@ struct data_plane::impl {
       return log_bad(in.address, std::string("malformed hello: ") + e.getDescription().cStr());
     }
     set_timeout(in.fd, 0);
+    try {
+      in.writer = std::thread([this, p = &in] { inbound_writer(*p); });
+    } catch (const std::system_error& e) {
+      return log_bad(in.from + " (" + in.address + ")", std::string("no thread to answer it: ") + e.what());
+    }
     spdlog::info("[node={}] data link from node {} ({})", o.node, in.from, in.address);
     while (!stopping.load()) {
       in_message msg;
@@ -926,6 +1010,10 @@ expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
                                "Frames dropped because their node no longer runs the stage that sent them");
     d->bad_messages =
         &counter("troupe_link_bad_messages_total", "Data links closed for a malformed or oversized message, or refused")
+             ->Add({{"node", d->o.node}});
+    d->refused_connections =
+        &counter("troupe_link_refused_connections_total",
+                 "Data connections closed at accept: too many open, or waiting for their hello, or no thread")
              ->Add({{"node", d->o.node}});
     d->up = &prometheus::BuildGauge()
                  .Name("troupe_link_up")

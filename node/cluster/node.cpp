@@ -3,6 +3,7 @@
 #include "placement.hpp"
 #include "rpc.hpp"
 
+#include <secret.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -126,7 +127,7 @@ std::string cluster_node::refuse(uint32_t protocol, kj::StringPtr token, const s
   std::string why;
   if (protocol != wire::CLUSTER_PROTOCOL)
     why = "protocol version " + std::to_string(protocol) + ", this node speaks " + std::to_string(wire::CLUSTER_PROTOCOL);
-  else if (token != c_.token.c_str())
+  else if (!same_secret(token.cStr(), c_.token))
     why = "wrong cluster token";
   if (!why.empty()) {
     refused_.Increment();

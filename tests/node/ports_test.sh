@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# A node's data port under hostile input from 127.0.0.1, without a token: a flood of idle
+# connections, hellos that claim a gigabyte, a hello that trickles in a byte a second. The
+# node refuses them (logged and counted), its threads and memory stay bounded, and afterwards
+# it still answers `troupe status` and runs a pipeline across nodes with the digests of
+# `troupe run`. Bounded; cleaned up.
+# Usage: ports_test.sh TROUPE_BINARY PLUGIN_DIR
+set -uo pipefail
+source "$(dirname "$0")/check.sh"
+troupe="$1"
+export TROUPE_PLUGIN_PATH="$2"
+source "$(dirname "$0")/nodes.sh"
+free_ports 24
+start_etcd 1
+for i in 1 2; do start_node "n$i" "$i"; done
+admin="--node 127.0.0.1:${port[9]} --token secret"
+check "the two nodes are up" wait_for 10 node_up n2 1
+data=${port[5]}  # n1's data port
+threads() { ls /proc/"${pids[0]}"/task | wc -l; }
+rss_mb() { awk '/^VmRSS/ {print int($2 / 1024)}' /proc/"${pids[0]}"/status; }
+metric() { curl -s -m 5 "127.0.0.1:${port[13]}/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
+threads_before=$(threads)
+rss_before=$(rss_mb)
+
+# 1000 connections that say nothing, held open together.
+python3 - "$data" <<'P' &
+import socket, sys, time
+socks = []
+for _ in range(1000):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+        socks.append(s)
+    except OSError:
+        pass
+time.sleep(3)
+P
+flood=$!
+sleep 2
+threads_during=$(threads)
+echo "threads: $threads_before before, $threads_during with 1000 idle data connections open"
+check "idle connections do not each get threads" [ "$threads_during" -lt $((threads_before + 40)) ]
+wait $flood
+check "the refused connections are counted" [ "$(metric troupe_link_refused_connections_total)" -gt 0 ]
+check "... and logged, once in a while" grep -qE "refused [0-9]+ data connections? \(the last from 127.0.0.1:[0-9]+\): 8 connections from 127.0.0.1 wait for their hello" n1.log
+
+# Hellos that claim 1 GiB of header or payload: refused before anything is allocated.
+python3 - "$data" <<'P'
+import socket, struct, sys
+for words, payload in ((1 << 27, 0), (8, 1 << 30), (1 << 21, 0)):
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+        s.sendall(struct.pack("<IIQ", 0x4c505254, words, payload))
+        try:
+            s.recv(1)
+        except OSError:
+            pass
+        s.close()
+P
+check "a hello larger than 4 KiB is refused, naming its size" \
+  wait_for 5 grep -q "closed the data link from 127.0.0.1:[0-9]*: a hello of 16777216 bytes (at most 4096 before the token is checked)" n1.log
+rss_after=$(rss_mb)
+echo "RSS: $rss_before MB before, $rss_after MB after twelve hellos claiming up to 1 GiB"
+check "memory stays bounded" [ "$rss_after" -lt $((rss_before + 64)) ]
+
+# A hello that trickles in, a byte a second: closed at the handshake deadline.
+deadline_lines() { grep -cE "closed the data link from 127.0.0.1:[0-9]*: no (whole )?hello within 5 s" n1.log; }
+before=$(deadline_lines)
+python3 - "$data" <<'P' &
+import socket, struct, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+for b in struct.pack("<IIQ", 0x4c505254, 4, 0) + b"\0" * 32:
+    try:
+        s.send(bytes([b]))
+    except OSError:
+        break
+    time.sleep(1)
+P
+slow=$!
+check "a trickling hello is cut off at the handshake deadline" wait_for 12 bash -c "[ \$(grep -cE 'no (whole )?hello within 5 s' n1.log) -gt $before ]"
+kill "$slow" 2>/dev/null; wait "$slow" 2>/dev/null
+
+# The node goes on: status, and a pipeline across both nodes with the single-node digests.
+check "the node still answers troupe status" bash -c "\"$troupe\" status $admin | grep -qE '^n2 +up '"
+cat > across.yaml <<Y
+pipeline: across
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
+  - {name: mid, plugin: invert, node: n2}
+  - {name: sink, plugin: checksum, config: {output: $work/across-sum.txt}}
+edges: ["src -> mid -> sink"]
+Y
+sed "s/pipeline: across/pipeline: single/; s/across-sum/single-sum/" across.yaml > single.yaml
+timeout 60 "$troupe" run single.yaml > single.out 2>&1
+out=$("$troupe" deploy across.yaml $admin 2>&1)
+check "a pipeline across both nodes is deployed" contains "$out" "pipeline 'across' deployed"
+check "it finishes" wait_for 60 bash -c "\"$troupe\" status $admin | grep -qE '^across +finished '"
+check "with the digests of troupe run" diff <(grep '^stream' across-sum.txt) <(grep '^stream' single-sum.txt)
+check "n1 is still running" kill -0 "${pids[0]}"
+check "n1 logged no crash" bash -c "! grep -qiE 'segmentation|abort|terminate called' n1.log"
+[ "$failed" -gt 0 ] && grep -E "refused|closed the data" n1.log | tail -5
+verdict
