@@ -7,6 +7,9 @@ namespace troupe {
 namespace {
 constexpr auto watchdog_period = std::chrono::milliseconds(10);
 constexpr auto starved_after = std::chrono::milliseconds(20);
+// The watchdog itself stood still this long (the process was frozen, SIGSTOP, or starved of
+// CPU): so did every call it watches, whose deadlines move on by as much.
+constexpr auto stood_still_after = std::chrono::milliseconds(250);
 constexpr auto retire_after = std::chrono::seconds(2);
 
 int64_t now_ns() {
@@ -66,11 +69,23 @@ struct executor_core : std::enable_shared_from_this<executor_core> {
 
   void watchdog() {
     std::unique_lock<std::mutex> lock(mutex);
+    auto last_tick = clock::now();
     while (!stopping) {
       watchdog_cv.wait_for(lock, watchdog_period);
       if (stopping) break;
       auto now = clock::now();
       auto t = now_ns();
+      auto gap = now - last_tick;
+      last_tick = now;
+      if (gap > stood_still_after) {
+        // A plugin call is not overrun by time in which nothing ran.
+        auto shift = std::chrono::duration_cast<std::chrono::nanoseconds>(gap).count();
+        for (auto& w : workers) {
+          int64_t deadline = w->deadline_ns_.load(std::memory_order_acquire);
+          if (deadline != 0) w->deadline_ns_.compare_exchange_strong(deadline, deadline + shift);
+        }
+        continue;
+      }
       for (size_t i = 0; i < workers.size();) {
         auto& w = *workers[i];
         int64_t deadline = w.deadline_ns_.load(std::memory_order_acquire);

@@ -10,6 +10,10 @@
 #include <mutex>
 #include <thread>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 using namespace troupe;
 using namespace std::chrono_literals;
 
@@ -73,4 +77,43 @@ TEST(executor, blocked_threads_do_not_starve_other_jobs) {
     open = true;
   }
   cv.notify_all();
+}
+
+// A process frozen by SIGSTOP (as a node is by an operator or a debugger) stands still with
+// its plugin calls: thawed, the watchdog does not take the frozen time for an overrun.
+TEST(executor, time_the_process_stood_still_is_not_an_overrun) {
+  executor ex(1);
+  std::atomic<int> overruns{0};
+  std::atomic<bool> started{false}, done{false}, saw_freeze{false};
+  ex.submit([&](executor::worker& w) {
+    w.on_overrun([&] { overruns.fetch_add(1); });
+    executor::call_scope scope(w, 400ms);
+    started = true;
+    // Runs in small steps until it has seen the freeze, then 100 ms more: well inside its
+    // deadline counted in time the process ran, far past it counted on the wall clock.
+    auto last = std::chrono::steady_clock::now();
+    for (int i = 0; i < 300 && !saw_freeze; ++i) {
+      std::this_thread::sleep_for(10ms);
+      auto now = std::chrono::steady_clock::now();
+      if (now - last > 500ms) saw_freeze = true;
+      last = now;
+    }
+    std::this_thread::sleep_for(100ms);
+    done = true;
+  });
+  ASSERT_TRUE(eventually([&] { return started.load(); }));
+  pid_t self = ::getpid();
+  pid_t child = ::fork();
+  if (child == 0) {  // stops its parent for a second, then lets it go on
+    ::kill(self, SIGSTOP);
+    ::usleep(1000 * 1000);
+    ::kill(self, SIGCONT);
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(eventually([&] { return done.load(); }));
+  EXPECT_TRUE(saw_freeze.load());
+  EXPECT_EQ(overruns.load(), 0);
+  EXPECT_EQ(ex.abandoned_threads(), 0u);
 }
