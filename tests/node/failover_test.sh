@@ -53,11 +53,6 @@ single 1500
 check "the single-node runs take every frame" grep -q "total frames 4500 bytes" single1500-sum.txt
 same_digests() { diff <(grep '^stream' "$1-sum.txt") <(grep '^stream' "single$2-sum.txt"); }
 finished() { status | grep -qE "^$1 +finished "; }
-all_stopped() {  # every instance of the pipeline that any node lists is stopped (else shows them)
-  local s; s=$(status)
-  [ "$(grep -cE "^$1 +[^ ]+ +n[0-9] .* stopped " <<<"$s")" -eq "$(grep -cE "^$1 +[^ ]+ +n[0-9] " <<<"$s")" ] ||
-    { grep -E "^$1 " <<<"$s"; false; }
-}
 
 # -- SIGKILL of one of a stage's two nodes ----------------------------------------------------
 pipeline killed "" ", node: n2" ", nodes: [n2, n3], routing: by_stream" > killed.yaml

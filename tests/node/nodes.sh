@@ -91,6 +91,14 @@ start_node() {
   pids[$(($2 - 1))]=$!
 }
 
+# all_stopped PIPELINE: every instance of it that any node lists is stopped (else shows them).
+# Needs the test's own `status` (troupe status through a node that is up).
+all_stopped() {
+  local s; s=$(status)
+  [ "$(grep -cE "^$1 +[^ ]+ +n[0-9] .* stopped " <<<"$s")" -eq "$(grep -cE "^$1 +[^ ]+ +n[0-9] " <<<"$s")" ] ||
+    { grep -E "^$1 " <<<"$s"; false; }
+}
+
 # node_up NAME INDEX_ASKED: NAME is up as node INDEX_ASKED sees it.
 node_up() { "$troupe" status --node "127.0.0.1:${port[$(($2 + 8))]}" --token secret 2>/dev/null | grep -qE "^$1 +(up|self) "; }
 

@@ -49,11 +49,6 @@ pipeline single ", node: n1" > single.yaml
 timeout 60 "$troupe" run single.yaml > single.out 2>&1
 check "the single-node run takes every frame" grep -q "total frames 4500 bytes" out/single-sum.txt
 same_digests() { diff <(grep '^stream' "out/$1-sum.txt") <(grep '^stream' out/single-sum.txt); }
-all_stopped() {
-  local s; s=$(status)
-  [ "$(grep -cE "^$1 +[^ ]+ +n[0-9] .* stopped " <<<"$s")" -eq "$(grep -cE "^$1 +[^ ]+ +n[0-9] " <<<"$s")" ] ||
-    { grep -E "^$1 " <<<"$s"; false; }
-}
 
 # -- the node of a middle stage is cut off --------------------------------------------------------
 pipeline middle ", node: any" > middle.yaml

@@ -51,6 +51,7 @@ check "no node was taken for down" bash -c "! grep -q 'is down: its lease ended'
 check "no node stopped a stage for want of its lease" bash -c "! grep -q 'stops the stages other nodes may take over' n1.log n2.log n3.log"
 check "the placement did not change" [ "$(epoch_of member)" = "$epoch" ]
 check "the pipeline finishes with two etcd members" wait_for 60 finished member
+check "... with every instance stopped" all_stopped member
 check "nothing lost, nothing twice" same_digests member
 start_etcd_member 1
 check "the killed etcd member is back" wait_for 20 etcdctl --endpoints "$etcd_endpoints" endpoint health
@@ -77,6 +78,7 @@ check "etcd is back" wait_for 20 etcdctl --endpoints "$etcd_endpoints" endpoint 
 check "the nodes renew their leases again" wait_for 10 grep -q "the cluster's store answers again" n1.log
 check "no node was taken for down" bash -c "! grep -q 'is down: its lease ended' n1.log n2.log n3.log"
 check "the pipeline finishes" wait_for 60 finished outage
+check "... with every instance stopped" all_stopped outage
 check "the placement never changed during the outage" \
   bash -c "! grep -qE \"pipeline 'outage' \\(epoch [0-9]+\\): stage\" n1.log n2.log n3.log"
 check "nothing lost, nothing twice" same_digests outage
