@@ -48,6 +48,7 @@ struct node_options {
 struct admin_options {
   std::string node;   // admin address of the node (status: of any node)
   std::string token;
+  std::string token_file;  // if set, the token is its first line
   std::string pipeline;  // deploy: the pipeline file; scale, stop: the pipeline's name
   std::string stage;     // scale
   uint32_t replicas = 1;  // scale

@@ -3,6 +3,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+#include <fstream>
+
 int main(int argc, char** argv) {
   using namespace troupe::cli;
   CLI::App app{"Troupe: an actor-based plugin runtime. Runs pipelines of plugin instances under supervision."};
@@ -58,7 +61,9 @@ int main(int argc, char** argv) {
   stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
   for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd}) {
     cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT)")->required();
-    cmd->add_option("--token", admin_opts.token, "The cluster token (default: $TROUPE_TOKEN)");
+    cmd->add_option("--token", admin_opts.token,
+                    "The cluster token (default: $TROUPE_TOKEN; visible to others in ps: prefer --token-file)");
+    cmd->add_option("--token-file", admin_opts.token_file, "A file whose first line is the cluster token");
   }
 
   conformance_options conf_opts;
@@ -90,6 +95,16 @@ int main(int argc, char** argv) {
   if (*plugins_cmd) return list_plugins(common);
   if (*conf_cmd) return conformance(common, conf_opts);
   if (*node_cmd) return run_node(common, node_opts);
+  if ((*status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd) && !admin_opts.token_file.empty()) {
+    std::ifstream in(admin_opts.token_file);
+    std::string line;
+    if (!in || !std::getline(in, line) || line.empty()) {
+      std::fprintf(stderr, "troupe: --token-file %s: expected a file whose first line is the cluster token\n",
+                   admin_opts.token_file.c_str());
+      return 2;
+    }
+    admin_opts.token = line;
+  }
   if (*status_cmd) return cluster_status(common, admin_opts);
   if (*deploy_cmd) return cluster_deploy(common, admin_opts);
   if (*scale_cmd) return cluster_scale(common, admin_opts);

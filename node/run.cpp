@@ -2,6 +2,8 @@
 #include "commands.hpp"
 #include "loading.hpp"
 
+#include <cluster/metrics_endpoint.hpp>
+
 #include <dead_letters.hpp>
 #include <executor.hpp>
 #include <manager.hpp>
@@ -226,9 +228,9 @@ int run(const common_options& common, const run_options& opts) {
   std::unique_ptr<prometheus::Exposer> exposer;
   if (!opts.metrics_address.empty()) {
     try {
-      exposer = std::make_unique<prometheus::Exposer>(opts.metrics_address, 1);
+      exposer = cluster::serve_metrics(opts.metrics_address);
       exposer->RegisterCollectable(m.registry());
-      spdlog::info("serving metrics on http://{}/metrics", opts.metrics_address);
+      spdlog::info("serving metrics on http://{}/metrics", cluster::metrics_bind_address(opts.metrics_address));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "troupe: --metrics %s: cannot listen: %s\n", opts.metrics_address.c_str(), e.what());
       return 1;

@@ -1,5 +1,7 @@
 #include "node_config.hpp"
 
+#include "metrics_endpoint.hpp"
+
 #include <yaml_util.hpp>
 
 #include <unistd.h>
@@ -19,7 +21,7 @@ expected<node_config> load_node_config(const std::string& path) {
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
   if (auto e = yaml::check_keys(path, root, "node",
                                 {"name", "cluster", "listen", "advertise", "data", "admin", "metrics", "etcd",
-                                 "plugin_paths", "token", "lease_ms"},
+                                 "plugin_paths", "token", "lease_ms", "insecure_test_token"},
                                 code))
     return e;
   node_config c;
@@ -41,6 +43,7 @@ expected<node_config> load_node_config(const std::string& path) {
         std::tuple{"data", &c.data, false}, std::tuple{"admin", &c.admin, true},
         std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, c.token.empty()}})
     if (auto e = text(field, *out, required)) return e;
+  if (!c.metrics.empty()) c.metrics = metrics_bind_address(c.metrics);  // a port alone: loopback only
   // A node without a name (as in a service that compose scales) is named after its host.
   char host_name[256] = {};
   ::gethostname(host_name, sizeof host_name - 1);
@@ -123,6 +126,15 @@ expected<node_config> load_node_config(const std::string& path) {
   }
   if (c.token.empty())
     return make_error(code, path + ": field 'token': expected a non-empty cluster token (or $TROUPE_TOKEN)");
+  bool insecure = false;
+  if (root["insecure_test_token"]) {
+    auto v = yaml::scalar<bool>(path, root["insecure_test_token"], "insecure_test_token", "true or false", code);
+    if (!v) return v.error();
+    insecure = *v;
+  }
+  if (!insecure && c.token == "change-me")
+    return make_error(code, path + ": field 'token': 'change-me' is the documentation's example; set a secret of "
+                                "your own (or insecure_test_token: true for a test on one machine)");
   return c;
 }
 

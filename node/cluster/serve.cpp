@@ -1,5 +1,6 @@
 // `troupe node`: the event loop, the listeners and the metrics endpoint around cluster_node.
 #include "frame_guard.hpp"
+#include "metrics_endpoint.hpp"
 #include "node.hpp"
 #include "rpc.hpp"
 #include "services.hpp"
@@ -95,7 +96,7 @@ int serve(const node_config& config) {
     std::unique_ptr<prometheus::Exposer> exposer;
     if (!c.metrics.empty()) {
       try {
-        exposer = std::make_unique<prometheus::Exposer>(c.metrics, 1);
+        exposer = serve_metrics(c.metrics);
         exposer->RegisterCollectable(registry);
         exposer->RegisterCollectable(host.registry());
       } catch (const std::exception& e) {

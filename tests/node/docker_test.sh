@@ -8,7 +8,9 @@ set -uo pipefail
 source "$(dirname "$0")/check.sh"
 troupe="$1"
 docker="$2/docker"
-config=$(docker-compose -f "$docker/compose.yaml" config 2>&1)
+out=$(env -u TROUPE_TOKEN docker-compose -f "$docker/compose.yaml" config 2>&1)
+check "compose refuses to start without a token of the user's own" contains "$out" "set TROUPE_TOKEN to a secret of your own"
+config=$(TROUPE_TOKEN=k3yOfMine docker-compose -f "$docker/compose.yaml" config 2>&1)
 check "docker-compose reads compose.yaml" [ $? -eq 0 ]
 for s in e1 e2 e3 node prometheus; do
   check "compose.yaml has the service $s" grep -qE "^  $s:$" <<<"$config"
@@ -26,5 +28,8 @@ check "... with etcd from the environment" contains "$out" "etcd at e1:2379,e2:2
 out=$(TROUPE_TOKEN=t "$troupe" node --config "$docker/node.yaml" --check 2>&1)
 check "without \$TROUPE_ETCD the node config is refused, naming the field" \
   contains "$out" "node.yaml: field 'etcd': expected the etcd endpoints"
+out=$(TROUPE_ETCD=e1:2379 TROUPE_TOKEN=change-me "$troupe" node --config "$docker/node.yaml" --check 2>&1)
+check "the documentation's example token is refused" \
+  contains "$out" "node.yaml: field 'token': 'change-me' is the documentation's example; set a secret of your own"
 check "promtool accepts prometheus.yml" promtool check config "$docker/prometheus.yml"
 verdict

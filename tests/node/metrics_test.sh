@@ -16,7 +16,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 cat > slow.yaml <<'Y'
 pipeline: metered
 stages:
-  - {name: src, plugin: testsrc, config: {width: 16, height: 16, count: 400, rate: 100}}
+  - {name: src, plugin: testsrc, config: {width: 16, height: 16, count: 1500, rate: 100}}
   - {name: pass, plugin: passthrough}
   - {name: sink, plugin: checksum, config: {output: sum.txt}}
 edges: ["src -> pass -> sink"]
@@ -43,6 +43,28 @@ for m in troupe_instance_frames_in_total troupe_instance_frames_completed_total 
 done
 check "series carry pipeline, stage and instance labels" \
   grep -qE '^troupe_instance_generation\{instance="0",pipeline="metered",plugin="passthrough",stage="pass"\} 1' metrics.txt
+
+# Five clients that trickle a byte a second, and five that say nothing: scrapes go on.
+python3 - "$port" <<'P' &
+import socket, sys, time
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(10)]
+for i in range(8):
+    for s in socks[:5]:
+        try:
+            s.send(b"G")
+        except OSError:
+            pass
+    time.sleep(1)
+P
+slow=$!
+sleep 1
+t0=$(date +%s%3N)
+check "a scrape answers while ten clients stall" curl -sf -m 5 "http://127.0.0.1:$port/metrics" -o stalled.txt
+echo "a scrape with ten stalled clients took $(($(date +%s%3N) - t0)) ms"
+kill "$slow" 2>/dev/null; wait "$slow" 2>/dev/null
+port_only=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+out=$(timeout 20 "$troupe" run slow.yaml --no-progress --metrics "$port_only" --timeout 1 2>&1)
+check "--metrics PORT alone binds to loopback" contains "$out" "serving metrics on http://127.0.0.1:$port_only/metrics"
 
 kill -INT "$pid"
 wait "$pid"; rc=$?
