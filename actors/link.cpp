@@ -95,16 +95,18 @@ std::string peer_of(int fd) {
   return std::string(host) + ":" + std::to_string(ntohs(sa.sin_port));
 }
 
+// With a deadline, timed_out says whether it was the deadline that ended the read.
 bool read_exact(int fd, void* p, size_t n,
-                std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) {
+                std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt,
+                bool* timed_out = nullptr) {
   auto* b = static_cast<uint8_t*>(p);
   while (n > 0) {
     if (deadline) {  // all of it by then, however slowly it trickles in
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return false;
       pollfd pf{fd, POLLIN, 0};
-      auto ready = ::poll(&pf, 1, static_cast<int>(left.count()));
+      auto ready = left.count() <= 0 ? 0 : ::poll(&pf, 1, static_cast<int>(left.count()) + 1);
       if (ready < 0 && errno == EINTR) continue;
+      if (ready == 0 && timed_out) *timed_out = true;
       if (ready <= 0) return false;
     }
     auto r = ::recv(fd, b, n, 0);
@@ -176,8 +178,9 @@ read_status read_message(int fd, in_message& m, std::string& why, bool hello = f
   std::optional<std::chrono::steady_clock::time_point> deadline;
   if (hello) deadline = std::chrono::steady_clock::now() + std::chrono::seconds(handshake_timeout_s);
   wire_prefix p{};
-  if (!read_exact(fd, &p, sizeof p, deadline)) {
-    if (hello && std::chrono::steady_clock::now() >= *deadline) {
+  bool timed_out = false;
+  if (!read_exact(fd, &p, sizeof p, deadline, &timed_out)) {
+    if (timed_out) {
       why = "no hello within " + std::to_string(handshake_timeout_s) + " s";
       return read_status::bad;
     }
@@ -203,7 +206,7 @@ read_status read_message(int fd, in_message& m, std::string& why, bool hello = f
     return read_status::bad;
   }
   m.header = kj::heapArray<capnp::word>(p.header_words);
-  if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word), deadline)) {
+  if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word), deadline, &timed_out)) {
     why = hello ? "no whole hello within " + std::to_string(handshake_timeout_s) + " s"
                 : "connection ended inside a message";
     return read_status::bad;
