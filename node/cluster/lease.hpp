@@ -17,7 +17,7 @@ class lease_clock {
   void renewed(clock::time_point sent, int64_t ttl_s) {
     held_ = true;
     last_sent_ = sent;
-    ttl_ = std::chrono::seconds(ttl_s);
+    ttl_ = std::chrono::milliseconds(ttl_s * 1000);  // in ms: half a 1 s lease is not 0 s
   }
   /// The store says the lease is gone.
   void lost() { held_ = false; }
@@ -25,7 +25,7 @@ class lease_clock {
   bool held() const { return held_; }
   /// Keep-alives go this often: several fit in the time before the node must fence itself.
   std::chrono::milliseconds keep_alive_every() const {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(ttl_) / 6;
+    return ttl_ / 6;
   }
   /// The node must not act as if it held the lease any more: half the TTL has passed since
   /// the last keep-alive that renewed it (the other half is the time to stop its parts).
@@ -33,12 +33,12 @@ class lease_clock {
   /// The earliest the store could have ended the lease.
   clock::time_point expires_by() const { return last_sent_ + ttl_; }
   clock::time_point last_renewal() const { return last_sent_; }
-  std::chrono::milliseconds ttl() const { return std::chrono::duration_cast<std::chrono::milliseconds>(ttl_); }
+  std::chrono::milliseconds ttl() const { return ttl_; }
 
  private:
   bool held_ = false;
   clock::time_point last_sent_{};
-  std::chrono::seconds ttl_{3};
+  std::chrono::milliseconds ttl_{3000};
 };
 
 }  // namespace troupe::cluster

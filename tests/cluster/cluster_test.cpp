@@ -237,6 +237,14 @@ TEST(lease_clock, the_node_fences_itself_half_a_ttl_after_its_last_renewal) {
   EXPECT_FALSE(c.must_fence(t0 + 4s));
   c.lost();
   EXPECT_TRUE(c.must_fence(t0 + 2s));
+  // Odd and one-second leases: half of them, to the millisecond.
+  c.renewed(t0, 1);
+  EXPECT_FALSE(c.must_fence(t0 + 499ms));
+  EXPECT_TRUE(c.must_fence(t0 + 500ms));
+  EXPECT_EQ(c.keep_alive_every(), 166ms);
+  c.renewed(t0, 3);
+  EXPECT_FALSE(c.must_fence(t0 + 1499ms));
+  EXPECT_TRUE(c.must_fence(t0 + 1500ms));
 }
 
 // -- the etcd client, against etcd ---------------------------------------------------------------
