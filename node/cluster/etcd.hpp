@@ -81,7 +81,6 @@ class etcd_client {
 
   /// The endpoint calls go to now.
   const std::string& endpoint() const { return endpoints_[current_]; }
-  const std::vector<std::string>& endpoints() const { return endpoints_; }
 
  private:
   struct state;

@@ -33,7 +33,6 @@ class lease_clock {
   /// The earliest the store could have ended the lease.
   clock::time_point expires_by() const { return last_sent_ + ttl_; }
   clock::time_point last_renewal() const { return last_sent_; }
-  std::chrono::milliseconds ttl() const { return ttl_; }
 
  private:
   bool held_ = false;

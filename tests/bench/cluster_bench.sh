@@ -16,11 +16,9 @@ export TROUPE_PLUGIN_PATH="$(realpath "$2")"
 source "$root/nodes.sh"
 free_ports 24
 start_etcd 1 >/dev/null
-mkdir -p out && chmod 777 out
 now_ms() { date +%s%3N; }
-uid_of() { echo $((41000 + $1)); }
 start_nodes() {  # start_nodes LEASE_MS
-  for i in 1 2 3; do run_as=$(uid_of "$i") start_node "n$i" "$i" "$1"; done
+  for i in 1 2 3; do run_as=$(node_uid "$i") start_node "n$i" "$i" "$1"; done
   wait_for 15 node_up n3 1 || { echo "the nodes did not come up"; exit 1; }
 }
 stop_nodes() {
@@ -91,8 +89,7 @@ for fault in kill partition; do
       kill -9 "${pids[$((idx - 1))]}"
       wait "${pids[$((idx - 1))]}" 2>/dev/null
     else
-      partition "$(uid_of "$idx")" "${port[$idx]}" "${port[$((idx + 4))]}" "${port[$((idx + 8))]}" \
-        "${port[$((idx + 12))]}"
+      cut_node "$idx"
     fi
     # mid runs again elsewhere, and its count of frames grows (read from the other nodes'
     # /metrics: a status call may wait for the node that is cut off).
@@ -120,7 +117,7 @@ for fault in kill partition; do
     else
       printf "%-10s %-10s %14s\n" "$fault" "${lease} ms" "not in 60 s"
     fi
-    [ "$fault" = partition ] && heal "$(uid_of "$idx")"
+    [ "$fault" = partition ] && heal_node "$idx"
     stop_nodes
   done
 done

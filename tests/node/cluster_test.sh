@@ -66,7 +66,6 @@ check "metrics pass promtool" bash -c "promtool check metrics < metrics.txt"
 
 # A pipeline deployed on n1 through its admin interface, scaled while it runs, then stopped:
 # the sink takes every frame the source made.
-mkdir -p out && chmod 777 out
 cat > remote.yaml <<Y
 pipeline: remote
 stages:

@@ -101,14 +101,42 @@ all_stopped() {
 
 # node_up NAME INDEX_ASKED: NAME is up as node INDEX_ASKED sees it.
 node_up() { "$troupe" status --node "127.0.0.1:${port[$(($2 + 8))]}" --token secret 2>/dev/null | grep -qE "^$1 +(up|self) "; }
+# members_up NAME...: each is up as node 1 sees it.
+members_up() { local n; for n in "$@"; do node_up "$n" 1 || return 1; done; }
+# flowing PIPELINE INSTANCE NODE: that instance runs there, generation 1, and has taken ten
+# frames or more (through the test's own `status`).
+flowing() { status | grep -qE "^$1 +$2 +$3 +embedded +running +1 +[1-9][0-9]"; }
 
-# partition UID PORT...: cuts off the node that runs under uid (start it with run_as=UID):
-# everything it sends is dropped, and everything sent to its ports. heal UID undoes it. Only
-# loopback traffic of the test's own processes is touched.
-partition() {
-  local uid=$1; shift
-  local ports
-  ports=$(IFS=,; echo "$*")
+# slow_mid_pipeline NAME MID_PLACEMENT: src -> mid -> sink, 4,500 frames on three streams
+# paced at 150 a second, mid (faulty) taking 2 ms a frame and placed by MID_PLACEMENT (for
+# example ", node: any"); the sink's digests go to out/NAME-sum.txt (out/ is writable by nodes
+# under uids of their own). same_digests NAME: they equal those of the pipeline named single.
+# finished NAME: the cluster says the pipeline finished (through the test's `status`).
+mkdir -p out && chmod 777 out
+slow_mid_pipeline() {
+  cat <<Y
+pipeline: $1
+window: 8
+stages:
+  - {name: src, plugin: testsrc, config: {width: 48, height: 32, count: 1500, streams: 3, rate: 150}}
+  - {name: mid, plugin: faulty$2, config: {action: slow, every: 1, slow_ms: 2}}
+  - {name: sink, plugin: checksum, config: {output: $work/out/$1-sum.txt}}
+edges: ["src -> mid -> sink"]
+Y
+}
+same_digests() { diff <(grep '^stream' "out/$1-sum.txt") <(grep '^stream' out/single-sum.txt); }
+finished() { status | grep -qE "^$1 +finished "; }
+
+# node_uid INDEX: the uid node INDEX runs under when started with run_as=$(node_uid INDEX).
+node_uid() { echo $((40000 + $1)); }
+
+# cut_node INDEX: cuts off node INDEX (started under its node_uid): everything it sends is
+# dropped, and everything sent to its four ports. heal_node INDEX undoes it. Only loopback
+# traffic of the test's own processes is touched.
+cut_node() {
+  local uid ports
+  uid=$(node_uid "$1")
+  ports="${port[$1]}, ${port[$(($1 + 4))]}, ${port[$(($1 + 8))]}, ${port[$(($1 + 12))]}"
   nft -f - <<N || return 1
 table inet troupe_test_$uid {
   chain out {
@@ -120,4 +148,4 @@ table inet troupe_test_$uid {
 N
   cleanup_extra+="nft delete table inet troupe_test_$uid 2>/dev/null; "
 }
-heal() { nft delete table inet "troupe_test_$1"; }
+heal_node() { nft delete table inet "troupe_test_$(node_uid "$1")"; }

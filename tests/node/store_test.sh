@@ -19,31 +19,17 @@ start_etcd 3
 for i in 1 2 3; do start_node "n$i" "$i"; done
 admin="--node 127.0.0.1:${port[9]} --token secret"
 status() { "$troupe" status $admin 2>/dev/null; }
-check "the three nodes are up" wait_for 10 bash -c \
-  "s=\$(\"$troupe\" status $admin); grep -qE '^n2 +up ' <<<\"\$s\" && grep -qE '^n3 +up ' <<<\"\$s\""
+check "the three nodes are up" wait_for 10 members_up n2 n3
 
-pipeline() {  # pipeline NAME MID_PLACEMENT
-  cat <<Y
-pipeline: $1
-window: 8
-stages:
-  - {name: src, plugin: testsrc, config: {width: 48, height: 32, count: 1500, streams: 3, rate: 150}}
-  - {name: mid, plugin: faulty$2, config: {action: slow, every: 1, slow_ms: 2}}
-  - {name: sink, plugin: checksum, config: {output: $work/$1-sum.txt}}
-edges: ["src -> mid -> sink"]
-Y
-}
-pipeline single ", node: n1" > single.yaml
+slow_mid_pipeline single ", node: n1" > single.yaml
 timeout 60 "$troupe" run single.yaml > single.out 2>&1
-same_digests() { diff <(grep '^stream' "$1-sum.txt") <(grep '^stream' single-sum.txt); }
-finished() { status | grep -qE "^$1 +finished "; }
 epoch_of() { status | awk -v p="$1" '$1 == p && ($2 == "running" || $2 == "stopping") {print $3}'; }
 
 # -- one etcd member killed ------------------------------------------------------------------------
-pipeline member ", nodes: [n2, n3], routing: by_stream" > member.yaml
+slow_mid_pipeline member ", nodes: [n2, n3], routing: by_stream" > member.yaml
 out=$("$troupe" deploy member.yaml $admin 2>&1)
 check "the pipeline is deployed" contains "$out" "pipeline 'member' deployed"
-check "frames flow" wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^member +mid +n3 +embedded +running +1 +[1-9][0-9]'"
+check "frames flow" wait_for 10 flowing member mid n3
 epoch=$(epoch_of member)
 kill -9 "${etcd_pids[0]}"   # the member every node asks first
 sleep 4
@@ -57,10 +43,10 @@ start_etcd_member 1
 check "the killed etcd member is back" wait_for 20 etcdctl --endpoints "$etcd_endpoints" endpoint health
 
 # -- every etcd member stopped for a while ---------------------------------------------------------
-pipeline outage ", nodes: [n2, n3], routing: by_stream" > outage.yaml
+slow_mid_pipeline outage ", nodes: [n2, n3], routing: by_stream" > outage.yaml
 out=$("$troupe" deploy outage.yaml $admin 2>&1)
 check "the pipeline is deployed" contains "$out" "pipeline 'outage' deployed"
-check "frames flow" wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^outage +mid +n3 +embedded +running +1 +[1-9][0-9]'"
+check "frames flow" wait_for 10 flowing outage mid n3
 epoch=$(epoch_of outage)
 sum_before=$(status | awk '$1 == "outage" && $2 == "sink" {print $7}')
 kill -9 "${etcd_pids[@]}"
