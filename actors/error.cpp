@@ -19,4 +19,14 @@ std::string describe(const caf::error& err) {
   return caf::to_string(err);
 }
 
+std::optional<errc> code_of(const caf::error& err) {
+  if (!err || err.category() != caf::atom("troupe")) return std::nullopt;
+  return static_cast<errc>(err.code());
+}
+
+bool retryable(const caf::error& err) {
+  auto c = code_of(err);
+  return c == errc::busy || c == errc::no_answer;
+}
+
 }  // namespace troupe

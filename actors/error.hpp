@@ -9,6 +9,7 @@
 #include <caf/expected.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace troupe {
@@ -30,7 +31,18 @@ enum class errc : uint8_t {
   placement_refused,     // a pipeline's stages cannot be placed on the cluster's nodes
   store_error,           // the cluster's store (etcd) did not answer, or refused
   invalid_record,        // a record in the cluster's store is not of the expected shape
+  not_found,             // no pipeline or stage of that name
+  not_running,           // the pipeline or stage does not run (still starting, finished, stopping)
+  busy,                  // another change is under way: the same request may succeed once it is done
+  refused,               // never possible as asked (a source's replicas, a stage on another node, a range)
+  no_answer,             // an actor or node did not answer in time: it may be overloaded
 };
+
+/// The Troupe code of an error; nullopt for no error or an error of another category.
+std::optional<errc> code_of(const caf::error& err);
+
+/// Whether the same request may succeed if made again later (busy, no_answer).
+bool retryable(const caf::error& err);
 
 /// Name of the error category in caf::error.
 inline constexpr const char* error_category_name = "troupe";

@@ -3,18 +3,18 @@
 #include "instance.hpp"
 #include "messages.hpp"
 #include "remote.hpp"
+#include "restart_tracker.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
-#include <deque>
 #include <map>
 #include <optional>
 #include <set>
 #include <random>
-#include <variant>
 
 namespace troupe {
 
@@ -102,28 +102,95 @@ class manager_actor : public caf::event_based_actor {
         },
         [this](link_control_atom, link_control& c) { on_control(c); },
         [this](place_atom, placement_update& u) { adopt(u); },
-        [this](scale_atom, const std::string& stage, uint32_t n) -> std::string { return scale(stage, n); },
-        [this](reload_atom, reload_request& r) -> caf::result<std::string> { return reload(r); },
+        [this](scale_atom, const std::string& stage, uint32_t n) -> caf::result<void> { return scale(stage, n); },
+        [this](reload_atom, reload_request& r) -> caf::result<void> { return reload(r); },
     };
   }
 
  private:
+  // Where a slot is in its life; enter() is the one place it changes, and says which
+  // changes can happen.
+  enum class slot_phase : uint8_t {
+    idle,         // nothing spawned yet: its stage's turn to start has not come
+    spawning,     // its actor was spawned and told to start; not yet running
+    running,      // its instance runs (and takes frames, unless it is draining)
+    restarting,   // failed; its restart is due after a backoff
+    stopping,     // told to stop; waiting for it to stop
+    quarantined,  // failed past its restart policy: stays visible, never restarted
+    done,         // stopped for good: never restarted
+  };
+  // What a slot is for in its stage, apart from its phase.
+  enum class slot_role : uint8_t {
+    serving,   // one of its stage's replicas
+    incoming,  // a reload's new version: runs beside the old one, not yet in the routes
+    retiring,  // scaled away or replaced: drains, stops, then leaves its stage
+  };
   struct slot {
     size_t stage;
     uint32_t replica;
     std::string node;  // another node's share of the stage, sent there; empty: an instance here
     caf::actor actor;
     uint64_t generation = 0;
-    bool running = false, finished = false, quarantined = false, done = false, stop_sent = false;
-    bool retiring = false;  // scaled away: draining, then stopped and removed from its stage
-    bool incoming = false;  // a reload's new version, not yet in its stage's routes
+    slot_phase phase = slot_phase::idle;
+    slot_role role = slot_role::serving;
+    bool finished = false;  // its stream is finished: all input processed, every output acknowledged
     std::shared_ptr<const troupe::plan> plan;        // its plan and library, if not the
     std::shared_ptr<plugin_library> library;         // manager's current ones
-    std::deque<clock::time_point> restarts;
-    uint32_t consecutive = 0;
-    clock::time_point running_since;
+    restart_tracker restarts;
     carried_frames carry;
+
+    bool running() const { return phase == slot_phase::running; }
+    // Its instance runs, or was told to stop and still delivers what it holds.
+    bool live() const { return phase == slot_phase::running || phase == slot_phase::stopping; }
+    bool done() const { return phase == slot_phase::done; }
+    bool quarantined() const { return phase == slot_phase::quarantined; }
+    bool retiring() const { return role == slot_role::retiring; }
+    bool incoming() const { return role == slot_role::incoming; }
   };
+
+  static const char* phase_name(slot_phase p) {
+    switch (p) {
+      case slot_phase::idle: return "idle";
+      case slot_phase::spawning: return "spawning";
+      case slot_phase::running: return "running";
+      case slot_phase::restarting: return "restarting";
+      case slot_phase::stopping: return "stopping";
+      case slot_phase::quarantined: return "quarantined";
+      case slot_phase::done: return "done";
+    }
+    return "?";
+  }
+
+  static bool can_enter(slot_phase from, slot_phase to) {
+    using sp = slot_phase;
+    switch (from) {
+      case sp::idle: return to == sp::spawning || to == sp::done;
+      case sp::spawning:
+      case sp::running: return to != sp::idle && to != sp::spawning;
+      case sp::restarting: return to == sp::spawning || to == sp::stopping || to == sp::done;
+      case sp::stopping: return to == sp::restarting || to == sp::quarantined || to == sp::done;
+      case sp::quarantined: return to == sp::done;
+      case sp::done: return false;
+    }
+    return false;
+  }
+
+  // The one place a slot's phase changes.
+  void enter(size_t i, slot_phase next) {
+    auto& sl = slots_[i];
+    if (sl.phase == next) return;
+    if (!can_enter(sl.phase, next)) {
+      spdlog::critical("[node={} stage={} instance={} gen={}] slot went from {} to {}, which cannot happen", s_.node,
+                       stats(i).stage, sl.replica, sl.generation, phase_name(sl.phase), phase_name(next));
+      assert(false && "impossible slot phase change");
+    }
+    sl.phase = next;
+    switch (next) {
+      case slot_phase::running: sl.restarts.running(clock::now()); break;
+      case slot_phase::quarantined: stats(i).quarantined.store(true); break;
+      default: break;
+    }
+  }
   struct stage_state {
     std::vector<size_t> slots;
     bool told_finished = false;  // its instances here finished, and the other nodes were told
@@ -146,9 +213,9 @@ class manager_actor : public caf::event_based_actor {
     for (auto i : stages_[d].slots) {
       auto& sl = slots_[i];
       if (here_only && !sl.node.empty()) continue;
-      e.receivers.push_back(sl.running ? sl.actor : caf::actor{});
+      e.receivers.push_back(sl.live() ? sl.actor : caf::actor{});
       e.generations.push_back(sl.generation);
-      e.draining.push_back(sl.retiring);
+      e.draining.push_back(sl.retiring());
     }
     return e;
   }
@@ -287,8 +354,7 @@ class manager_actor : public caf::event_based_actor {
           if (sl.node != gone) continue;
           generation = std::max(generation, sl.generation);
           if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
-          sl.done = true;
-          sl.running = false;
+          enter(j, slot_phase::done);
         }
         std::erase_if(st.slots, [&](size_t j) { return slots_[j].node == gone; });
         changed = true;
@@ -320,8 +386,7 @@ class manager_actor : public caf::event_based_actor {
           auto& sl = slots_[j];
           if (!sl.node.empty()) continue;
           if (sl.actor) send<caf::message_priority::high>(sl.actor, stop_atom::value);
-          sl.done = true;
-          sl.running = false;
+          enter(j, slot_phase::done);
         }
         std::erase_if(st.slots, [&](size_t j) { return slots_[j].node.empty(); });
         changed = true;
@@ -377,11 +442,11 @@ class manager_actor : public caf::event_based_actor {
       return;
     }
     auto found = find_stage(c.stage);
-    if (auto* why = std::get_if<std::string>(&found)) {
-      spdlog::error("pipeline '{}': told '{}' of {}", s_.plan->name, to_string(c.kind), *why);
+    if (!found) {
+      spdlog::error("pipeline '{}': told '{}' of {}", s_.plan->name, to_string(c.kind), describe(found.error()));
       return;
     }
-    auto i = std::get<size_t>(found);
+    auto i = *found;
     spdlog::debug("[node={}] stage '{}' finished on node {}", s_.node, c.stage, from);
     for (auto j : stages_[i].slots)
       if (slots_[j].node == from) on_finished(j);  // none if that node no longer runs it: fenced
@@ -426,8 +491,7 @@ class manager_actor : public caf::event_based_actor {
       is.end_to_end = s_.plane != nullptr;
       sl.actor = spawn_instance(system(), std::move(is));
     }
-    sl.running = false;
-    sl.stop_sent = false;
+    enter(i, slot_phase::spawning);
     // Monitored for its exit, linked so that it does not outlive a manager that is killed.
     monitor(sl.actor);
     link_to(sl.actor);
@@ -453,7 +517,7 @@ class manager_actor : public caf::event_based_actor {
 
   bool stage_running(size_t stage) const {
     for (auto i : stages_[stage].slots)
-      if (!slots_[i].running && !slots_[i].quarantined) return false;
+      if (!slots_[i].running() && !slots_[i].quarantined()) return false;
     return true;
   }
 
@@ -475,8 +539,8 @@ class manager_actor : public caf::event_based_actor {
     switch (r.state) {
       case instance_state::running:
         if (r.drained) {
-          if (sl.retiring && !sl.stop_sent) {
-            sl.stop_sent = true;
+          if (sl.retiring() && sl.running()) {
+            enter(r.slot, slot_phase::stopping);
             send<caf::message_priority::high>(sl.actor, stop_atom::value);
           }
           return;
@@ -485,16 +549,15 @@ class manager_actor : public caf::event_based_actor {
           on_finished(r.slot);
           return;
         }
-        if (sl.incoming) {
-          sl.running = true;
-          sl.running_since = clock::now();
+        // Told to stop (or stopped for good) before it came up: it stays that way.
+        if (sl.phase != slot_phase::spawning) return;
+        enter(r.slot, slot_phase::running);
+        if (sl.incoming()) {
           incoming_running();
           return;
         }
-        sl.running = true;
-        sl.running_since = clock::now();
         publish_routes(sl.stage);
-        if (sl.retiring) begin_drain(r.slot);
+        if (sl.retiring()) begin_drain(r.slot);
         if (ending_ && stage_of(r.slot).is_source()) send<caf::message_priority::high>(sl.actor, end_atom::value);
         if (stages_[sl.stage].upstream_done) send<caf::message_priority::high>(sl.actor, upstream_done_atom::value);
         if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage &&
@@ -504,37 +567,23 @@ class manager_actor : public caf::event_based_actor {
         }
         return;
       case instance_state::stopped:
-        sl.done = true;
-        sl.running = false;
-        if (sl.retiring && phase_ == phase::running) {
-          retire(r.slot);
-          return;
-        }
-        continue_stop();
+        stopped_for_good(r.slot);
         return;
       case instance_state::failed:
         st.set_error(r.error);
-        if (sl.done) return;  // stopped because its stage left this node: never restarted
-        if (sl.incoming) {
-          sl.running = false;
-          sl.done = true;
+        if (sl.done()) return;  // stopped because its stage left this node: never restarted
+        if (sl.incoming()) {
+          enter(r.slot, slot_phase::done);
           abort_reload(stats(r.slot).stage + " " + to_string(r.failure) + ": " + r.error);
           return;
         }
         if (phase_ == phase::stopping || phase_ == phase::stopped || r.failure == failure_class::teardown_failed) {
-          sl.running = false;
-          sl.done = true;
-          if (sl.retiring && phase_ == phase::running) {
-            retire(r.slot);
-            return;
-          }
-          continue_stop();
+          stopped_for_good(r.slot);
           return;
         }
         sl.carry = std::move(r.carry);
         if (r.failure == failure_class::lost && r.culprit) count_loss(r.slot, *r.culprit, r.error);
         on_failure(r.slot, r.error);
-        sl.running = false;
         publish_routes(sl.stage);
         return;
       default:
@@ -548,11 +597,11 @@ class manager_actor : public caf::event_based_actor {
       if (!sl.actor || sl.actor.address() != dm.source) continue;
       sl.actor = nullptr;
       if (phase_ == phase::stopping || phase_ == phase::stopped) {
-        sl.done = true;
+        enter(i, slot_phase::done);
         continue_stop();
         return;
       }
-      if (sl.done || sl.quarantined) return;
+      if (sl.done() || sl.quarantined()) return;
       // Gone without a failure report (a report always precedes a planned exit).
       if (stats(i).state.load() != instance_state::failed) {
         auto why = "instance actor exited: " + caf::to_string(dm.reason);
@@ -560,7 +609,6 @@ class manager_actor : public caf::event_based_actor {
         stats(i).failure.store(failure_class::lost);
         stats(i).set_error(why);
         on_failure(i, why);
-        sl.running = false;
         publish_routes(sl.stage);
       }
       return;
@@ -586,46 +634,35 @@ class manager_actor : public caf::event_based_actor {
       if (slots_[j].actor) send<caf::message_priority::high>(slots_[j].actor, skip_atom::value, k);
   }
 
+  // Slot i failed: restarted as its next generation after a backoff, or quarantined past
+  // its stage's restart policy (restart_tracker).
   void on_failure(size_t i, const std::string& why) {
     auto& sl = slots_[i];
     auto& policy = stage_of(i).spec.restart;
-    auto now = clock::now();
-    if (sl.running && now - sl.running_since >= std::chrono::duration<double>(policy.stable_after_s)) {
-      // It had run stably: earlier failures no longer count, and the backoff starts over.
-      sl.consecutive = 0;
-      sl.restarts.clear();
-    }
-    while (!sl.restarts.empty() && now - sl.restarts.front() > std::chrono::duration<double>(policy.period_s))
-      sl.restarts.pop_front();
-    if (sl.restarts.size() >= policy.max_restarts) {
-      sl.quarantined = true;
-      stats(i).quarantined.store(true);
+    auto d = sl.restarts.failed(policy, clock::now(), std::uniform_real_distribution<double>(0, 1)(rng_));
+    if (d.what == restart_tracker::decision::verdict::quarantine) {
+      enter(i, slot_phase::quarantined);
       tell_drained_for(i);
       spdlog::error("[node={} stage={} instance={} gen={}] quarantined after {} restarts in {}s: {}", s_.node,
-                    stats(i).stage, sl.replica, sl.generation, sl.restarts.size(), policy.period_s, why);
-      if (sl.retiring) {
+                    stats(i).stage, sl.replica, sl.generation, d.recent, policy.period_s, why);
+      if (sl.retiring()) {
         retire(i);  // it was leaving anyway; its stage must not wait for it to drain
         return;
       }
       check_viable(sl.stage);
       return;
     }
-    sl.restarts.push_back(now);
-    ++sl.consecutive;
-    double base = policy.backoff_initial_ms * std::pow(2.0, std::min<uint32_t>(sl.consecutive - 1, 30));
-    base = std::min<double>(base, policy.backoff_max_ms);
-    auto delay = std::chrono::milliseconds(
-        static_cast<int64_t>(std::uniform_real_distribution<double>(base / 2, base)(rng_)));
+    enter(i, slot_phase::restarting);
     spdlog::warn("[node={} stage={} instance={} gen={}] restarting in {} ms as generation {}: {}", s_.node,
-                 stats(i).stage, sl.replica, sl.generation, delay.count(), sl.generation + 1, why);
-    delayed_send(this, delay, restart_atom::value, i, sl.generation);
+                 stats(i).stage, sl.replica, sl.generation, d.delay.count(), sl.generation + 1, why);
+    delayed_send(this, d.delay, restart_atom::value, i, sl.generation);
   }
 
   void restart(size_t i, uint64_t failed_generation) {
     auto& sl = slots_[i];
-    if (sl.generation != failed_generation || sl.quarantined || sl.done) return;
+    if (sl.generation != failed_generation || sl.phase != slot_phase::restarting) return;
     if (phase_ == phase::stopping || phase_ == phase::stopped) {
-      sl.done = true;
+      enter(i, slot_phase::done);
       continue_stop();
       return;
     }
@@ -633,10 +670,20 @@ class manager_actor : public caf::event_based_actor {
     spawn_slot(i);
   }
 
+  // Slot i stopped for good: one scaled away leaves its stage; otherwise a stop goes on.
+  void stopped_for_good(size_t i) {
+    enter(i, slot_phase::done);
+    if (slots_[i].retiring() && phase_ == phase::running) {
+      retire(i);
+      return;
+    }
+    continue_stop();
+  }
+
   // A stage with no replica left cannot make progress: the pipeline has failed.
   void check_viable(size_t stage) {
     for (auto i : stages_[stage].slots)
-      if (!slots_[i].quarantined) return;
+      if (!slots_[i].quarantined()) return;
     if (stages_[stage].slots.empty()) return;
     auto& s = s_.plan->stages[stage];
     auto why = "stage '" + s.spec.name + "' has no running instance left (quarantined: " +
@@ -659,7 +706,7 @@ class manager_actor : public caf::event_based_actor {
     bool any = false;
     for (auto j : stage.slots) {
       auto& sl = slots_[j];
-      if (!sl.node.empty() || sl.retiring) continue;
+      if (!sl.node.empty() || sl.retiring()) continue;
       if (!sl.finished) return;
       any = true;
     }
@@ -674,7 +721,7 @@ class manager_actor : public caf::event_based_actor {
     if (stage.finished) return;
     bool any = false;
     for (auto j : stage.slots) {
-      if (slots_[j].retiring) continue;
+      if (slots_[j].retiring()) continue;
       if (!slots_[j].finished) return;
       any = true;
     }
@@ -688,7 +735,7 @@ class manager_actor : public caf::event_based_actor {
       if (!all) continue;
       stages_[d].upstream_done = true;
       for (auto j : stages_[d].slots)
-        if (slots_[j].running) send<caf::message_priority::high>(slots_[j].actor, upstream_done_atom::value);
+        if (slots_[j].live()) send<caf::message_priority::high>(slots_[j].actor, upstream_done_atom::value);
     }
     for (auto& st : stages_)
       if (!st.finished) return;
@@ -698,10 +745,10 @@ class manager_actor : public caf::event_based_actor {
   // -- scaling ---------------------------------------------------------------------------
 
   // The index of the stage of that name, or why there is none.
-  std::variant<size_t, std::string> find_stage(const std::string& name) const {
+  expected<size_t> find_stage(const std::string& name) const {
     for (size_t i = 0; i < s_.plan->stages.size(); ++i)
       if (s_.plan->stages[i].spec.name == name) return i;
-    return "no stage named '" + name + "' in pipeline '" + s_.plan->name + "'";
+    return make_error(errc::not_found, "no stage named '" + name + "' in pipeline '" + s_.plan->name + "'");
   }
 
   static std::string nodes_text(const planned_stage& ps) {
@@ -710,33 +757,50 @@ class manager_actor : public caf::event_based_actor {
     return out;
   }
 
-  std::string scale(const std::string& name, uint32_t n) {
+  // Why the pipeline takes no change now (starting, stopping or over), if it does not.
+  caf::error not_running() const {
+    if (phase_ == phase::starting)
+      return make_error(errc::not_running, "pipeline '" + s_.plan->name + "' is still starting");
+    if (phase_ != phase::running || completed_)
+      return make_error(errc::not_running, "pipeline '" + s_.plan->name + "' is not running");
+    return {};
+  }
+
+  caf::error reload_under_way() const {
+    if (!reload_) return {};
+    return make_error(errc::busy,
+                      "stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again");
+  }
+
+  expected<void> scale(const std::string& name, uint32_t n) {
     auto found = find_stage(name);
-    if (auto* why = std::get_if<std::string>(&found)) return *why;
-    auto stage = std::get<size_t>(found);
+    if (!found) return found.error();
+    auto stage = *found;
     auto& ps = s_.plan->stages[stage];
-    if (phase_ == phase::starting) return "pipeline '" + s_.plan->name + "' is still starting";
-    if (phase_ != phase::running || completed_) return "pipeline '" + s_.plan->name + "' is not running";
-    if (ps.remote) return "stage '" + name + "' runs on " + nodes_text(ps) + ": scale it there";
-    if (ps.is_source()) return "stage '" + name + "' is a source: its replicas are fixed while it runs";
-    if (n < 1 || n > max_replicas) return "replicas must be between 1 and " + std::to_string(max_replicas);
-    if (reload_) return "stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again";
+    if (auto e = not_running()) return e;
+    if (ps.remote) return make_error(errc::refused, "stage '" + name + "' runs on " + nodes_text(ps) + ": scale it there");
+    if (ps.is_source())
+      return make_error(errc::refused, "stage '" + name + "' is a source: its replicas are fixed while it runs");
+    if (n < 1 || n > max_replicas)
+      return make_error(errc::refused, "replicas must be between 1 and " + std::to_string(max_replicas));
+    if (auto e = reload_under_way()) return e;
     auto& st = stages_[stage];
     std::vector<size_t> active;
     for (auto i : st.slots) {
       if (!slots_[i].node.empty()) continue;  // other nodes' shares: scaled there
-      if (slots_[i].retiring) return "stage '" + name + "' is still draining a replica scaled away; try again";
-      if (!slots_[i].quarantined) active.push_back(i);
+      if (slots_[i].retiring())
+        return make_error(errc::busy, "stage '" + name + "' is still draining a replica scaled away; try again");
+      if (!slots_[i].quarantined()) active.push_back(i);
     }
-    if (st.finished) return "stage '" + name + "' has finished";
+    if (st.finished) return make_error(errc::not_running, "stage '" + name + "' has finished");
     if (active.size() == n) return {};
     spdlog::info("[node={} stage={}] scaling from {} to {} replicas", s_.node, name, active.size(), n);
     for (auto k = active.size(); k < n; ++k) add_replica(stage);
     // The newest replicas go first.
     for (auto k = active.size(); k > n; --k) {
       auto i = active[k - 1];
-      slots_[i].retiring = true;
-      if (slots_[i].running) begin_drain(i);  // otherwise once it runs
+      slots_[i].role = slot_role::retiring;
+      if (slots_[i].running()) begin_drain(i);  // otherwise once it runs
     }
     publish_routes(stage);
     return {};
@@ -744,42 +808,54 @@ class manager_actor : public caf::event_based_actor {
 
   // -- reloading -------------------------------------------------------------------------
 
-  caf::result<std::string> reload(const reload_request& req) {
+  // The same error, its text prefixed with what was being done.
+  static caf::error in(const std::string& what, const caf::error& e) {
+    return make_error(code_of(e).value_or(errc::io_error), what + ": " + describe(e));
+  }
+
+  caf::result<void> reload(const reload_request& req) {
     auto found = find_stage(req.stage);
-    if (auto* why = std::get_if<std::string>(&found)) return *why;
-    auto stage = std::get<size_t>(found);
+    if (!found) return found.error();
+    auto stage = *found;
     auto& ps = s_.plan->stages[stage];
-    if (phase_ != phase::running || completed_) return std::string("pipeline '" + s_.plan->name + "' is not running");
-    if (ps.remote) return "stage '" + req.stage + "' runs on " + nodes_text(ps) + ": reload it there";
-    if (ps.is_source()) return "stage '" + req.stage + "' is a source: a new instance would start its streams over";
-    if (reload_) return std::string("stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again");
+    if (phase_ != phase::running || completed_)
+      return make_error(errc::not_running, "pipeline '" + s_.plan->name + "' is not running");
+    if (ps.remote)
+      return make_error(errc::refused, "stage '" + req.stage + "' runs on " + nodes_text(ps) + ": reload it there");
+    if (ps.is_source())
+      return make_error(errc::refused,
+                        "stage '" + req.stage + "' is a source: a new instance would start its streams over");
+    if (auto e = reload_under_way()) return e;
     auto& st = stages_[stage];
     std::vector<size_t> old;
     for (auto i : st.slots) {
       if (!slots_[i].node.empty()) continue;  // other nodes' shares: reloaded there
-      if (slots_[i].retiring) return "stage '" + req.stage + "' is still draining a replica; try again";
-      if (!slots_[i].quarantined) old.push_back(i);
+      if (slots_[i].retiring())
+        return make_error(errc::busy, "stage '" + req.stage + "' is still draining a replica; try again");
+      if (!slots_[i].quarantined()) old.push_back(i);
     }
-    if (old.empty() || st.finished) return "stage '" + req.stage + "' has no replica serving";
+    if (old.empty() || st.finished)
+      return make_error(errc::not_running, "stage '" + req.stage + "' has no replica serving");
     // The new version: its manifest, its config (the stage's, with the changes), its library.
+    auto what = "reload of stage '" + req.stage + "'";
     auto path = req.manifest.empty() ? ps.manifest.path : req.manifest;
     auto m = load_manifest(path);
-    if (!m) return "reload of stage '" + req.stage + "': " + describe(m.error());
+    if (!m) return in(what, m.error());
     if (m->name != ps.manifest.name)
-      return "reload of stage '" + req.stage + "': " + path + " is plugin '" + m->name + "', the stage runs '" +
-             ps.manifest.name + "'";
+      return make_error(errc::refused, what + ": " + path + " is plugin '" + m->name + "', the stage runs '" +
+                                           ps.manifest.name + "'");
     auto entries = ps.spec.config;
     for (auto& [key, value] : req.config) {
       auto it = std::find_if(entries.begin(), entries.end(), [&](auto& e) { return e.key == key; });
       if (it != entries.end()) it->value = value;
       else entries.push_back({key, value, 0});
     }
-    auto config = validate_config(*m, entries, "reload of stage '" + req.stage + "'");
-    if (!config) return describe(config.error());
+    auto config = validate_config(*m, entries, what);
+    if (!config) return config.error();
     std::shared_ptr<plugin_library> lib;
     if (ps.mode == exec_mode::embedded) {
       auto l = plugin_library::open(*m, true);
-      if (!l) return "reload of stage '" + req.stage + "': " + describe(l.error());
+      if (!l) return in(what, l.error());
       lib = *l;
     } else {
       lib = s_.libraries[stage];  // the worker loads the new library itself
@@ -797,14 +873,14 @@ class manager_actor : public caf::event_based_actor {
     rs.plan = next;
     rs.library = lib;
     rs.old = old;
-    rs.promise = make_response_promise<std::string>();
+    rs.promise = make_response_promise();
     for (auto i : old) {
       slot sl;
       sl.stage = stage;
       // A replica of its own (its own metrics), as the next generation of the one it replaces.
       sl.replica = st.next_replica++;
       sl.generation = slots_[i].generation;
-      sl.incoming = true;
+      sl.role = slot_role::incoming;
       sl.plan = next;
       sl.library = lib;
       stats_.push_back(s_.slots->add(next->name, req.stage, ns.manifest.name, sl.replica, ns.mode));
@@ -820,10 +896,10 @@ class manager_actor : public caf::event_based_actor {
   void incoming_running() {
     auto& rs = *reload_;
     for (auto i : rs.incoming)
-      if (!slots_[i].running) return;
+      if (!slots_[i].running()) return;
     auto& st = stages_[rs.stage];
     for (auto i : rs.incoming) {
-      slots_[i].incoming = false;
+      slots_[i].role = slot_role::serving;
       st.slots.push_back(i);
       if (st.upstream_done) send<caf::message_priority::high>(slots_[i].actor, upstream_done_atom::value);
     }
@@ -832,8 +908,8 @@ class manager_actor : public caf::event_based_actor {
       // processed by the version it was sent to.
       if (!slots_[i].plan) slots_[i].plan = s_.plan;
       if (!slots_[i].library) slots_[i].library = s_.libraries[rs.stage];
-      slots_[i].retiring = true;
-      if (slots_[i].running) begin_drain(i);
+      slots_[i].role = slot_role::retiring;
+      if (slots_[i].running()) begin_drain(i);
     }
     // From now on restarts and new replicas use the new version.
     s_.plan = rs.plan;
@@ -842,7 +918,7 @@ class manager_actor : public caf::event_based_actor {
     auto& ps = s_.plan->stages[rs.stage];
     spdlog::info("[node={} stage={}] reloaded: {} {} serves", s_.node, ps.spec.name, ps.manifest.name,
                  ps.manifest.version.to_string());
-    rs.promise.deliver(std::string{});
+    rs.promise.deliver(caf::unit);
     reload_.reset();
   }
 
@@ -852,16 +928,12 @@ class manager_actor : public caf::event_based_actor {
     auto& rs = *reload_;
     for (auto i : rs.incoming) {
       auto& sl = slots_[i];
-      if (sl.actor && !sl.done) {
-        sl.stop_sent = true;
-        send<caf::message_priority::high>(sl.actor, stop_atom::value);
-      }
-      sl.incoming = false;
-      sl.done = true;
+      if (sl.actor && !sl.done()) send<caf::message_priority::high>(sl.actor, stop_atom::value);
+      enter(i, slot_phase::done);  // it never joined its stage
     }
     spdlog::error("[node={} stage={}] reload failed, the old version goes on serving: {}", s_.node,
                   s_.plan->stages[rs.stage].spec.name, why);
-    rs.promise.deliver("start_failed: " + why);
+    rs.promise.deliver(make_error(errc::start_failed, "start_failed: " + why));
     reload_.reset();
   }
 
@@ -872,7 +944,7 @@ class manager_actor : public caf::event_based_actor {
     std::vector<size_t> upstream;
     for (auto u : s_.plan->stages[sl.stage].upstream)
       for (auto j : stages_[u].slots)
-        if (!slots_[j].quarantined) upstream.push_back(j);
+        if (!slots_[j].quarantined()) upstream.push_back(j);
     spdlog::debug("[node={} stage={} instance={}] draining", s_.node, stats(i).stage, sl.replica);
     send<caf::message_priority::high>(sl.actor, drain_atom::value, std::move(upstream));
   }
@@ -882,7 +954,7 @@ class manager_actor : public caf::event_based_actor {
   void tell_drained_for(size_t i) {
     for (auto d : s_.plan->stages[slots_[i].stage].downstream)
       for (auto j : stages_[d].slots)
-        if (slots_[j].retiring && slots_[j].actor)
+        if (slots_[j].retiring() && slots_[j].actor)
           send<caf::message_priority::high>(slots_[j].actor, drained_atom::value, i);
   }
 
@@ -891,7 +963,6 @@ class manager_actor : public caf::event_based_actor {
     auto& sl = slots_[i];
     auto& st = stages_[sl.stage];
     st.slots.erase(std::remove(st.slots.begin(), st.slots.end(), i), st.slots.end());
-    sl.running = false;
     spdlog::info("[node={} stage={} instance={}] scaled away", s_.node, stats(i).stage, sl.replica);
     publish_routes(sl.stage);
     tell_drained_for(i);
@@ -924,13 +995,13 @@ class manager_actor : public caf::event_based_actor {
       bool waiting = false;
       for (auto i : stages_[stage].slots) {
         auto& sl = slots_[i];
-        if (sl.done) continue;
-        if (!sl.actor || sl.quarantined) {  // nothing running there (a quarantined one is exiting)
-          sl.done = true;
+        if (sl.done()) continue;
+        if (!sl.actor || sl.quarantined()) {  // nothing running there (a quarantined one is exiting)
+          enter(i, slot_phase::done);
           continue;
         }
-        if (!sl.stop_sent) {
-          sl.stop_sent = true;
+        if (sl.phase != slot_phase::stopping) {
+          enter(i, slot_phase::stopping);
           send<caf::message_priority::high>(sl.actor, stop_atom::value);
         }
         waiting = true;
@@ -955,7 +1026,7 @@ class manager_actor : public caf::event_based_actor {
     std::shared_ptr<const troupe::plan> plan;
     std::shared_ptr<plugin_library> library;
     std::vector<size_t> old, incoming;  // slots
-    caf::typed_response_promise<std::string> promise;
+    caf::response_promise promise;  // answers the reload request: nothing, or an error
   };
   std::optional<reload_state> reload_;
 
@@ -982,26 +1053,31 @@ caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
 
 namespace {
 
-// Asks the manager and waits at most timeout for its answer (a string, empty meaning yes).
+// Asks the manager and waits at most timeout for its answer: nothing, or an error.
 template <class... Ts>
-std::string ask(caf::actor_system& sys, const caf::actor& manager, std::chrono::milliseconds timeout, Ts&&... xs) {
+expected<void> ask(caf::actor_system& sys, const caf::actor& manager, std::chrono::milliseconds timeout, Ts&&... xs) {
   caf::scoped_actor self{sys};
-  std::string answer = "the manager did not answer within " + std::to_string(timeout.count()) + " ms";
+  expected<void> answer =
+      make_error(errc::no_answer, "the manager did not answer within " + std::to_string(timeout.count()) + " ms");
   self->request(manager, timeout, std::forward<Ts>(xs)...)
-      .receive([&](std::string& a) { answer = std::move(a); },
-               [&](caf::error& e) { answer = "the manager did not answer: " + sys.render(e); });
+      .receive([&]() { answer = {}; },
+               [&](caf::error& e) {
+                 if (code_of(e)) answer = std::move(e);
+                 else if (e == caf::sec::request_timeout) return;  // as above
+                 else answer = make_error(errc::no_answer, "the manager did not answer: " + sys.render(e));
+               });
   return answer;
 }
 
 }  // namespace
 
-std::string reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
-                         std::chrono::milliseconds timeout) {
+expected<void> reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+                            std::chrono::milliseconds timeout) {
   return ask(sys, manager, timeout, reload_atom::value, std::move(request));
 }
 
-std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
-                        uint32_t replicas, std::chrono::milliseconds timeout) {
+expected<void> scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
+                           uint32_t replicas, std::chrono::milliseconds timeout) {
   return ask(sys, manager, timeout, scale_atom::value, stage, replicas);
 }
 

@@ -12,8 +12,9 @@
 // (end_atom) the sources end their streams now: what they made flows through and the
 // pipeline completes as if the streams had ended (a drain, before a stop).
 //
-// (scale_atom, stage, n) -> std::string changes a running stage's replicas: an empty
-// answer means the change is under way, anything else says why it was refused. A new
+// (scale_atom, stage, n) -> void changes a running stage's replicas: the answer comes once
+// the change is under way, or is an error (errc busy, not_running, not_found, refused) that
+// says why not. A new
 // replica starts and joins the routes; a replica scaled away drains first: its senders
 // give it nothing new, it finishes what it holds and delivers its outputs, and only then
 // is it stopped, so no frame is lost or processed twice.
@@ -27,11 +28,11 @@
 // placed pipeline every input is acknowledged only once its outputs are, on every hop, so
 // that a node that dies or stops a stage holds nothing its senders have let go.
 //
-// (reload_atom, reload_request) -> std::string swaps a running stage's plugin for its new
-// version or config: the manager starts the new version beside each replica as a new
-// generation, and once all of them run, switches the routes to them and drains the old
-// ones. The answer comes then: empty, or why the old version goes on serving (a new
-// version that does not start is stopped, and the answer says start_failed).
+// (reload_atom, reload_request) -> void swaps a running stage's plugin for its new version
+// or config: the manager starts the new version beside each replica as a new generation,
+// and once all of them run, switches the routes to them and drains the old ones. The
+// answer comes then, or an error that says why the old version goes on serving (a new
+// version that does not start is stopped, and the error is errc::start_failed).
 #pragma once
 
 #include "dead_letters.hpp"
@@ -103,14 +104,15 @@ expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan
 
 caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup);
 
-/// Asks the manager to reload a stage (see above); waits at most timeout for the switch.
-std::string reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
-                         std::chrono::milliseconds timeout = std::chrono::seconds(30));
+/// Asks the manager to reload a stage (see above); waits at most timeout for the switch
+/// (errc::no_answer past it).
+expected<void> reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 /// Asks the manager to run `replicas` instances of `stage`; waits for its answer (at most
-/// timeout). Empty: the change is under way; otherwise why it was refused.
-std::string scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
-                        uint32_t replicas, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+/// timeout; errc::no_answer past it): the change is under way, or why it was refused.
+expected<void> scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
+                           uint32_t replicas, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 }  // namespace troupe
 

@@ -267,11 +267,10 @@ int run(const common_options& common, const run_options& opts) {
     command_reader commands;
     // Asks the manager for n replicas of stage and says what came of it.
     auto scale = [&](const std::string& stage, uint32_t n) {
-      auto answer = scale_stage(sys, manager, stage, n);
-      if (answer.empty())
+      if (auto answer = scale_stage(sys, manager, stage, n))
         spdlog::info("scaling stage '{}' to {} replicas", stage, n);
       else
-        spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, answer);
+        spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, describe(answer.error()));
     };
     // A reload answers once the new version serves (or failed): it waits on a thread of
     // its own, so the run goes on meanwhile.
@@ -279,11 +278,10 @@ int run(const common_options& common, const run_options& opts) {
     auto reload = [&](reload_request req) {
       reloads.emplace_back([&sys, manager, req = std::move(req)]() mutable {
         auto stage = req.stage;
-        auto answer = reload_stage(sys, manager, std::move(req));
-        if (answer.empty())
+        if (auto answer = reload_stage(sys, manager, std::move(req)))
           spdlog::info("stage '{}' reloaded", stage);
         else
-          spdlog::error("stage '{}' not reloaded: {}", stage, answer);
+          spdlog::error("stage '{}' not reloaded: {}", stage, describe(answer.error()));
       });
     };
     bool live = opts.progress && isatty(STDOUT_FILENO);

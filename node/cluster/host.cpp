@@ -262,23 +262,23 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   return {};
 }
 
-std::string pipeline_host::scale(const std::string& pipeline, const std::string& stage, uint32_t replicas) {
+expected<void> pipeline_host::scale(const std::string& pipeline, const std::string& stage, uint32_t replicas) {
   caf::actor manager;
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto it = impl_->pipelines.find(pipeline);
     if (it == impl_->pipelines.end() || !impl::running(it->second))
-      return "no pipeline '" + pipeline + "' runs on node " + impl_->node;
+      return make_error(errc::not_found, "no pipeline '" + pipeline + "' runs on node " + impl_->node);
     manager = it->second.manager;
   }
   return scale_stage(impl_->sys, manager, stage, replicas);
 }
 
-std::string pipeline_host::stop(const std::string& pipeline) {
+expected<void> pipeline_host::stop(const std::string& pipeline) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto it = impl_->pipelines.find(pipeline);
   if (it == impl_->pipelines.end() || !impl::running(it->second))
-    return "no pipeline '" + pipeline + "' runs on node " + impl_->node;
+    return make_error(errc::not_found, "no pipeline '" + pipeline + "' runs on node " + impl_->node);
   caf::anon_send(it->second.listener, end_atom::value, it->second.manager);
   spdlog::info("[node={}] draining pipeline '{}', then stopping it", impl_->node, pipeline);
   return {};

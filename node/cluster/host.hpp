@@ -1,7 +1,9 @@
 // Pipelines a cluster node runs: deployed, scaled and stopped through the admin interface.
-// The actor system lives here; callers see plain values (the network side of a node keeps
-// out of CAF).
+// The actor system lives here; callers see plain values and errors as values (errc codes),
+// never an actor (the network side of a node keeps out of CAF's actors).
 #pragma once
+
+#include "error.hpp"
 
 #include <prometheus/registry.h>
 
@@ -76,9 +78,11 @@ class pipeline_host {
   std::vector<std::pair<std::string, std::string>> finished_parts();
   /// The run of the pipeline's part here while it runs; empty if none runs.
   std::string running(const std::string& pipeline) const;
-  /// Empty, or why not.
-  std::string scale(const std::string& pipeline, const std::string& stage, uint32_t replicas);
-  std::string stop(const std::string& pipeline);
+  /// Asks the pipeline's manager here for `replicas` instances of `stage` (see
+  /// scale_stage): errc::not_found if the pipeline does not run here.
+  expected<void> scale(const std::string& pipeline, const std::string& stage, uint32_t replicas);
+  /// Drains the pipeline's part here, then stops it: errc::not_found if none runs here.
+  expected<void> stop(const std::string& pipeline);
   std::vector<hosted_instance> instances() const;
   std::shared_ptr<prometheus::Registry> registry() const;
 

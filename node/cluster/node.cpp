@@ -456,8 +456,8 @@ void cluster_node::apply(const std::string& name, const cluster_view::pipeline& 
   if (r.state == pipeline_state::stopping) {
     if (here == r.run && stopping_.insert(r.run).second) {
       spdlog::info("[node={}] pipeline '{}' is stopping: draining its part here", c_.name, name);
-      tasks_.add(jobs_.run([&host = host_, name]() { return host.stop(name); }).then([this, name](std::string err) {
-        if (!err.empty()) spdlog::warn("[node={}] pipeline '{}': {}", c_.name, name, err);
+      tasks_.add(jobs_.run([&host = host_, name]() { return host.stop(name); }).then([this, name](expected<void> r) {
+        if (!r) spdlog::warn("[node={}] pipeline '{}': {}", c_.name, name, describe(r.error()));
       }));
     }
     return;

@@ -371,8 +371,11 @@ kj::Promise<void> admin_service::scale(ScaleContext ctx) {
   if (target == self)
     return n_.jobs()
         .run([&host = n_.host(), pipeline, stage, replicas]() { return host.scale(pipeline, stage, replicas); })
-        .then([ctx, self](std::string err) mutable {
-          if (!err.empty()) throw failure(err);
+        .then([ctx, self](expected<void> r) mutable {
+          // Busy or slow to answer: the caller may ask again (KJ's "overloaded").
+          if (!r)
+            throw failure(describe(r.error()),
+                          retryable(r.error()) ? kj::Exception::Type::OVERLOADED : kj::Exception::Type::FAILED);
           ctx.getResults().setNode(self);
         });
   if (!view.up(target) || !view.nodes.count(target))

@@ -171,19 +171,21 @@ TEST(delivery, scaling_a_stage_up_and_down_while_frames_flow_loses_and_duplicate
     auto p = plan_yaml(d, scalable(mode, count, 10));
     ASSERT_OK(p);
     enum { start, up, down, done } step = start;
-    std::vector<std::string> refusals;
+    std::vector<caf::error> refusals;
+    caf::error busy;
     bool retired_while_running = false;
     auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
       auto scale = c.scale;
       auto n = completed(slots, "f");
       if (step == start && n >= 30) {
         refusals = {scale("src", 2), scale("nope", 2), scale("f", 0)};
-        EXPECT_EQ(scale("f", 3), "");
+        EXPECT_FALSE(scale("f", 3));
         step = up;
       } else if (step == up && n >= 150 && std::all_of(slots.begin(), slots.end(), [](auto& s) {
                    return s->stage != "f" || s->frames_in.Value() > 0;
                  })) {  // every replica took frames
-        EXPECT_EQ(scale("f", 1), "");
+        EXPECT_FALSE(scale("f", 1));
+        busy = scale("f", 2);  // two replicas drain now
         step = down;
       } else if (step == down) {
         // Both replicas scaled away are stopped while the pipeline still runs.
@@ -202,9 +204,16 @@ TEST(delivery, scaling_a_stage_up_and_down_while_frames_flow_loses_and_duplicate
     ASSERT_EQ(step, done);
     EXPECT_TRUE(retired_while_running);
     ASSERT_EQ(refusals.size(), 3u);
-    EXPECT_THAT(refusals[0], ::testing::HasSubstr("is a source"));
-    EXPECT_THAT(refusals[1], ::testing::HasSubstr("no stage named 'nope'"));
-    EXPECT_THAT(refusals[2], ::testing::HasSubstr("between 1 and"));
+    EXPECT_EQ(code_of(refusals[0]), errc::refused);
+    EXPECT_THAT(describe(refusals[0]), ::testing::HasSubstr("is a source"));
+    EXPECT_EQ(code_of(refusals[1]), errc::not_found);
+    EXPECT_THAT(describe(refusals[1]), ::testing::HasSubstr("no stage named 'nope'"));
+    EXPECT_EQ(code_of(refusals[2]), errc::refused);
+    EXPECT_THAT(describe(refusals[2]), ::testing::HasSubstr("between 1 and"));
+    EXPECT_FALSE(retryable(refusals[0]));
+    // Asked while replicas drain: not now, but the same request may succeed later.
+    EXPECT_EQ(code_of(busy), errc::busy) << describe(busy);
+    EXPECT_TRUE(retryable(busy));
     // Three replicas of f took frames; the sink saw every frame once, with the clean run's bytes.
     int f_slots = 0;
     for (auto& s : r.slots)
@@ -269,7 +278,7 @@ TEST(delivery, a_new_library_swapped_in_while_frames_flow_serves_from_one_frame_
     install_versioned(plugins.path(), 1);
     auto p = plan_yaml(d, reloadable(mode, count), plugins.path().string());
     ASSERT_OK(p);
-    std::string answer = "not asked";
+    caf::error answer = make_error(errc::io_error, "not asked");
     auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
       if (completed(slots, "f") < 40) return true;
       install_versioned(plugins.path(), 2);  // the new library, put in place of the old
@@ -278,7 +287,7 @@ TEST(delivery, a_new_library_swapped_in_while_frames_flow_serves_from_one_frame_
     });
     ASSERT_TRUE(r.completed);
     EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
-    EXPECT_EQ(answer, "");
+    EXPECT_FALSE(answer) << describe(answer);
     // Per stream: version 1 up to some frame, version 2 from that frame on; each frame once.
     auto got = read_frames_log((d.path() / "frames.txt").string());
     EXPECT_EQ(got.repeated, 0u);
@@ -324,7 +333,7 @@ TEST(delivery, a_new_version_that_does_not_start_leaves_the_old_one_serving) {
   install_versioned(plugins.path(), 1);
   auto p = plan_yaml(d, reloadable("", count), plugins.path().string());
   ASSERT_OK(p);
-  std::string answer = "not asked", bad_config = "not asked";
+  caf::error answer = make_error(errc::io_error, "not asked"), bad_config = answer;
   auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
     if (completed(slots, "f") < 10) return true;
     bad_config = c.reload({"f", "", {{"delay_ms", "-5"}}});
@@ -333,9 +342,10 @@ TEST(delivery, a_new_version_that_does_not_start_leaves_the_old_one_serving) {
   });
   ASSERT_TRUE(r.completed);
   EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
-  EXPECT_THAT(bad_config, ::testing::HasSubstr("delay_ms"));
-  EXPECT_THAT(answer, ::testing::HasSubstr("start_failed"));
-  EXPECT_THAT(answer, ::testing::HasSubstr("configured to fail start"));
+  EXPECT_EQ(code_of(bad_config), errc::invalid_config);
+  EXPECT_THAT(describe(bad_config), ::testing::HasSubstr("delay_ms"));
+  EXPECT_EQ(code_of(answer), errc::start_failed);
+  EXPECT_THAT(describe(answer), ::testing::HasSubstr("configured to fail start"));
   auto got = read_frames_log((d.path() / "frames.txt").string());
   EXPECT_EQ(got.repeated, 0u);
   EXPECT_EQ(got.hashes, v1.hashes);  // version 1 served every frame

@@ -66,9 +66,12 @@ struct run_result {
 };
 
 /// What a test can ask of a running pipeline's manager; each answers empty, or why not.
+/// The manager's answer to a change: no error (done, or under way), or why not.
+inline caf::error answer_of(const expected<void>& e) { return e ? caf::error{} : e.error(); }
+
 struct pipeline_controls {
-  std::function<std::string(const std::string& stage, uint32_t n)> scale;
-  std::function<std::string(reload_request)> reload;
+  std::function<caf::error(const std::string& stage, uint32_t n)> scale;
+  std::function<caf::error(reload_request)> reload;
 };
 
 /// Runs until the pipeline completes, `stop_when` returns true or `limit` passes, then
@@ -102,8 +105,8 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     auto deadline = std::chrono::steady_clock::now() + limit;
     bool polling = static_cast<bool>(while_running), controlling = static_cast<bool>(control);
     pipeline_controls controls{
-        [&](const std::string& stage, uint32_t n) { return scale_stage(sys, mgr, stage, n); },
-        [&](reload_request req) { return reload_stage(sys, mgr, std::move(req)); }};
+        [&](const std::string& stage, uint32_t n) { return answer_of(scale_stage(sys, mgr, stage, n)); },
+        [&](reload_request req) { return answer_of(reload_stage(sys, mgr, std::move(req))); }};
     while (!r.completed && std::chrono::steady_clock::now() < deadline) {
       self->receive([&](completed_atom, pipeline_outcome& o) { r.outcome = o, r.completed = true; },
                     caf::after(std::chrono::milliseconds(20)) >> [] {});
