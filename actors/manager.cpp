@@ -4,6 +4,7 @@
 #include "messages.hpp"
 #include "remote.hpp"
 #include "restart_tracker.hpp"
+#include "slot_phase.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -108,23 +109,6 @@ class manager_actor : public caf::event_based_actor {
   }
 
  private:
-  // Where a slot is in its life; enter() is the one place it changes, and says which
-  // changes can happen.
-  enum class slot_phase : uint8_t {
-    idle,         // nothing spawned yet: its stage's turn to start has not come
-    spawning,     // its actor was spawned and told to start; not yet running
-    running,      // its instance runs (and takes frames, unless it is draining)
-    restarting,   // failed; its restart is due after a backoff
-    stopping,     // told to stop; waiting for it to stop
-    quarantined,  // failed past its restart policy: stays visible, never restarted
-    done,         // stopped for good: never restarted
-  };
-  // What a slot is for in its stage, apart from its phase.
-  enum class slot_role : uint8_t {
-    serving,   // one of its stage's replicas
-    incoming,  // a reload's new version: runs beside the old one, not yet in the routes
-    retiring,  // scaled away or replaced: drains, stops, then leaves its stage
-  };
   struct slot {
     size_t stage;
     uint32_t replica;
@@ -148,40 +132,13 @@ class manager_actor : public caf::event_based_actor {
     bool incoming() const { return role == slot_role::incoming; }
   };
 
-  static const char* phase_name(slot_phase p) {
-    switch (p) {
-      case slot_phase::idle: return "idle";
-      case slot_phase::spawning: return "spawning";
-      case slot_phase::running: return "running";
-      case slot_phase::restarting: return "restarting";
-      case slot_phase::stopping: return "stopping";
-      case slot_phase::quarantined: return "quarantined";
-      case slot_phase::done: return "done";
-    }
-    return "?";
-  }
-
-  static bool can_enter(slot_phase from, slot_phase to) {
-    using sp = slot_phase;
-    switch (from) {
-      case sp::idle: return to == sp::spawning || to == sp::done;
-      case sp::spawning:
-      case sp::running: return to != sp::idle && to != sp::spawning;
-      case sp::restarting: return to == sp::spawning || to == sp::stopping || to == sp::done;
-      case sp::stopping: return to == sp::restarting || to == sp::quarantined || to == sp::done;
-      case sp::quarantined: return to == sp::done;
-      case sp::done: return false;
-    }
-    return false;
-  }
-
   // The one place a slot's phase changes.
   void enter(size_t i, slot_phase next) {
     auto& sl = slots_[i];
     if (sl.phase == next) return;
     if (!can_enter(sl.phase, next)) {
       spdlog::critical("[node={} stage={} instance={} gen={}] slot went from {} to {}, which cannot happen", s_.node,
-                       stats(i).stage, sl.replica, sl.generation, phase_name(sl.phase), phase_name(next));
+                       stats(i).stage, sl.replica, sl.generation, to_string(sl.phase), to_string(next));
       assert(false && "impossible slot phase change");
     }
     sl.phase = next;
@@ -191,6 +148,7 @@ class manager_actor : public caf::event_based_actor {
       default: break;
     }
   }
+
   struct stage_state {
     std::vector<size_t> slots;
     bool told_finished = false;  // its instances here finished, and the other nodes were told
