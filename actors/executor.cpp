@@ -1,5 +1,7 @@
 #include "executor.hpp"
 
+#include "handover.hpp"
+
 #include <algorithm>
 
 namespace troupe {
@@ -59,8 +61,10 @@ struct executor_core : std::enable_shared_from_this<executor_core> {
       w.busy_ = true;
       w.busy_since_ = clock::now();
       lock.unlock();
+      handover::taken();
       j(w);
       j = nullptr;  // release what the job captured before taking the lock again
+      handover::made();
       lock.lock();
       w.on_overrun_ = nullptr;
       if (w.abandoned()) return;  // replaced already; this thread is detached

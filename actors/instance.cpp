@@ -1,5 +1,7 @@
 #include "instance.hpp"
 
+#include "handover.hpp"
+
 #include "dedupe.hpp"
 #include "embedded_adapter.hpp"
 #include "isolated_adapter.hpp"
@@ -318,6 +320,7 @@ class instance_actor : public caf::event_based_actor {
         executor::call_scope scope(w, deadline);
         r = work(*adapter);
       }
+      handover::made();  // what the call made goes to the actor, and on to the next job
       caf::anon_send<caf::message_priority::high>(self, call_kind_atom::value, call, kind, std::move(r));
     });
   }
@@ -625,6 +628,7 @@ class instance_actor : public caf::event_based_actor {
         }
         return;
       }
+      handover::made();
       caf::anon_send<caf::message_priority::high>(self, batch_atom::value, call, std::move(b));
     });
   }

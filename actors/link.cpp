@@ -1,5 +1,7 @@
 #include "link.hpp"
 
+#include "handover.hpp"
+
 #include "frame_wire.hpp"
 #include "secret.hpp"
 
@@ -592,6 +594,7 @@ struct data_plane::impl {
             if (auto it = served.find(channel_key(pipeline, stage)); it != served.end()) to = it->second;
           }
           if (to) {
+            handover::made();  // the frames decoded here are read by executor jobs
             caf::anon_send(to, link_frames_atom::value, std::move(b));
           } else {
             // Not served here (yet, or any more): the sender tries again later.

@@ -124,7 +124,8 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       queue_depth(m.queue_depth.Add(labels())),
       in_flight(m.in_flight.Add(labels())),
       up(m.up.Add(labels())),
-      processing(m.processing.Add(labels(), processing_buckets())) {}
+      processing(m.processing.Add(labels(), processing_buckets())),
+      registry_(m.registry()) {}
 
 std::map<std::string, std::string> slot_stats::labels() const {
   return {{"pipeline", pipeline}, {"stage", stage}, {"plugin", plugin}, {"instance", std::to_string(replica)}};

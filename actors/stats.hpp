@@ -71,6 +71,9 @@ class call_timings {
   double sum_ = 0;
 };
 
+/// One slot's series and state. The series live in the metrics' registry, which a
+/// slot_stats keeps alive: a plugin call past its deadline may still hold it, on an abandoned
+/// executor thread, after the pipeline and its metrics are gone.
 class slot_stats {
  public:
   slot_stats(metrics& m, std::string pipeline, std::string stage, std::string plugin, uint32_t replica,
@@ -126,6 +129,7 @@ class slot_stats {
   std::map<std::string, std::string> labels() const;
 
  private:
+  std::shared_ptr<prometheus::Registry> registry_;  // owns the series referred to above
   mutable std::mutex mutex_;
   std::string last_error_;
 };
