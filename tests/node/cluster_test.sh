@@ -48,6 +48,9 @@ node_yaml n3 3 | sed -e "s/^listen: .*/listen: 0.0.0.0:${port[3]}\nadvertise: 12
 pids[2]=$!
 check "n1 sees n2 and n3 up" wait_for 10 eval 'state_is 9 n2 up && state_is 9 n3 up'
 check "n3 sees n2 up (through the store)" wait_for 10 state_is 11 n2 up
+# n2 reads the store on its own schedule: it lists the others once it has read them.
+lists_three() { [ "$(status 10 | grep -cE '^n[123] ')" -eq 3 ]; }
+if ! wait_for 10 lists_three; then echo "n2 does not list the others; its log:"; tail -n 20 n2.log; fi
 out=$(status 10)
 echo "$out"
 check "status lists three nodes" [ "$(grep -cE '^n[123] ' <<<"$out")" -eq 3 ]
