@@ -447,7 +447,7 @@ class manager_actor : public caf::event_based_actor {
       sl.carry = {};
       is.dead = stages_[sl.stage].dead;
       is.end_to_end = s_.plane != nullptr;
-      sl.actor = spawn_instance(system(), std::move(is));
+      sl.actor = s_.spawn_instance ? s_.spawn_instance(system(), std::move(is)) : spawn_instance(system(), std::move(is));
     }
     enter(i, slot_phase::spawning);
     // Monitored for its exit, linked so that it does not outlive a manager that is killed.

@@ -37,6 +37,7 @@
 
 #include "dead_letters.hpp"
 #include "executor.hpp"
+#include "instance.hpp"
 #include "link.hpp"
 #include "messages.hpp"
 #include "pipeline.hpp"
@@ -49,6 +50,7 @@
 #include <caf/atom.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -76,6 +78,9 @@ struct manager_setup {
   // dropped (it was taken for dead and must read the new placement first).
   uint64_t epoch = 0;
   std::map<std::string, uint64_t> fences;
+  // Spawns the instance actor of a slot here; empty: troupe::spawn_instance. Tests put
+  // stand-ins here to drive the manager step by step.
+  std::function<caf::actor(caf::actor_system&, instance_setup)> spawn_instance;
 };
 
 using place_atom = caf::atom_constant<caf::atom("place")>;

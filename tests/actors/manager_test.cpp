@@ -1,0 +1,279 @@
+// The manager alone, step by step on CAF's deterministic test coordinator: its instances are
+// stand-ins the test drives (they report only what the test makes them report), and time
+// moves only when the test moves it. No sleeps, no polling, no threads.
+#include "pipeline_runner.hpp"
+
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace troupe;
+using namespace troupe::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// What the stand-in instances saw, in order: "start f gen 1", "stop sink gen 1", ...
+struct stand_ins {
+  struct one {
+    instance_setup setup;
+    caf::actor actor;
+  };
+  std::vector<one> spawned;
+  std::vector<std::string> events;
+};
+
+std::string name_of(const instance_setup& s) {
+  auto& stage = s.plan->stages[s.stage].spec.name;
+  return s.replica == 0 ? stage : stage + "#" + std::to_string(s.replica);
+}
+
+// An instance that does nothing by itself: the test makes it report.
+caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shared_ptr<stand_ins> log) {
+  auto tag = name_of(s) + " gen " + std::to_string(s.generation);
+  return {
+      [=](start_atom) { log->events.push_back("start " + tag); },
+      [=](stop_atom) {
+        log->events.push_back("stop " + tag);
+        s.stats->set_state(instance_state::stopped);
+        self->send(s.manager, report_atom::value,
+                   instance_report{s.slot, s.generation, instance_state::stopped, failure_class::none, {}, false,
+                                   false, {}, std::nullopt});
+        self->quit();
+      },
+      [=](drain_atom, std::vector<size_t>&) { log->events.push_back("drain " + tag); },
+      [=](routes_atom, route_table&) {},
+      [=](upstream_done_atom) {},
+      [=](end_atom) {},
+      [=](skip_atom, frame_key&) {},
+      [=](drained_atom, size_t) {},
+  };
+}
+
+struct manager_fixture : ::testing::Test {
+  manager_fixture()
+      : sys(config()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
+
+  static caf::actor_system_config& config() {
+    static caf::actor_system_config cfg = [] {
+      caf::actor_system_config c;
+      c.set("scheduler.policy", caf::atom("testing"));
+      c.set("logger.verbosity", caf::atom("quiet"));
+      return c;
+    }();
+    return cfg;
+  }
+
+  ~manager_fixture() override {
+    if (manager) caf::anon_send_exit(manager, caf::exit_reason::kill);
+    run();
+  }
+
+  // src -> f -> sink with f's restart policy as given.
+  void start(const std::string& f_fields = "") {
+    auto p = plan_yaml(dir, "pipeline: steps\n"
+                            "restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 100, backoff_max_ms: 400}\n"
+                            "stages:\n"
+                            "  - {name: src, plugin: testsrc, config: {count: 10}}\n"
+                            "  - {name: f, plugin: passthrough" + f_fields + "}\n"
+                            "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                            "edges: [\"src -> f -> sink\"]\n");
+    ASSERT_TRUE(p) << describe(p.error());
+    plan = *p;
+    registry = std::make_shared<slot_registry>(m, make_slots(*plan, m));
+    manager_setup ms;
+    ms.plan = plan;
+    ms.slots = registry;
+    ms.libraries.resize(plan->stages.size());  // stand-ins load nothing
+    ms.listener = sys.spawn([this](caf::event_based_actor*) -> caf::behavior {
+      return {
+          [this](completed_atom, pipeline_outcome& o) { outcome = o; },
+          [this](stopped_atom) { stopped = true; },
+      };
+    });
+    ms.spawn_instance = [log = log](caf::actor_system& s, instance_setup is) {
+      auto setup = is;
+      auto a = s.spawn(stand_in, std::move(is), log);
+      log->spawned.push_back({std::move(setup), a});
+      return a;
+    };
+    manager = spawn_manager(sys, std::move(ms));
+    run();
+  }
+
+  // Runs every message due; timeouts only fire when the test moves time.
+  void run() {
+    while (sched.try_run_once()) {
+    }
+  }
+
+  // The newest stand-in of that stage and replica.
+  const stand_ins::one& newest(const std::string& stage, uint32_t replica = 0) {
+    for (auto it = log->spawned.rbegin(); it != log->spawned.rend(); ++it)
+      if (it->setup.plan->stages[it->setup.stage].spec.name == stage && it->setup.replica == replica) return *it;
+    throw std::runtime_error("no instance of " + stage);
+  }
+
+  void report(const stand_ins::one& i, instance_state st, failure_class f = failure_class::none,
+              std::string error = {}) {
+    i.setup.stats->set_state(st);
+    i.setup.stats->failure.store(f);
+    caf::anon_send(manager, report_atom::value,
+                   instance_report{i.setup.slot, i.setup.generation, st, f, std::move(error), false, false, {},
+                                   std::nullopt});
+    run();
+  }
+
+  void running(const std::string& stage, uint32_t replica = 0) {
+    report(newest(stage, replica), instance_state::running);
+  }
+
+  // The instance is lost, as a crash would lose it: it reports, then its actor is gone (not
+  // killed: a kill would take the linked manager with it).
+  void lose(const std::string& stage) {
+    auto& i = newest(stage);
+    report(i, instance_state::failed, failure_class::lost, "boom");
+    caf::anon_send_exit(i.actor, caf::exit_reason::user_shutdown);
+    run();
+  }
+
+  size_t count(const std::string& prefix) const {
+    size_t n = 0;
+    for (auto& e : log->events) n += e.rfind(prefix, 0) == 0;
+    return n;
+  }
+
+  const slot_stats& stats(const std::string& stage, uint32_t replica = 0) {
+    for (auto& s : registry->snapshot())
+      if (s->stage == stage && s->replica == replica) return *s;
+    throw std::runtime_error("no slot " + stage);
+  }
+
+  temp_dir dir;
+  caf::actor_system sys;
+  caf::scheduler::test_coordinator& sched;
+  metrics m;
+  std::shared_ptr<const troupe::plan> plan;
+  std::shared_ptr<slot_registry> registry;
+  std::shared_ptr<stand_ins> log = std::make_shared<stand_ins>();
+  caf::actor manager;
+  std::optional<pipeline_outcome> outcome;
+  bool stopped = false;
+};
+
+}  // namespace
+
+TEST_F(manager_fixture, starts_consumers_first_one_stage_at_a_time) {
+  start();
+  EXPECT_EQ(log->events, (std::vector<std::string>{"start sink gen 1"}));
+  running("sink");
+  EXPECT_EQ(log->events, (std::vector<std::string>{"start sink gen 1", "start f gen 1"}));
+  running("f");
+  running("src");
+  EXPECT_EQ(log->events, (std::vector<std::string>{"start sink gen 1", "start f gen 1", "start src gen 1"}));
+  EXPECT_FALSE(outcome);
+}
+
+TEST_F(manager_fixture, restarts_a_lost_instance_after_its_backoff_as_the_next_generation) {
+  start();
+  running("sink"), running("f"), running("src");
+  lose("f");
+  EXPECT_EQ(count("start f"), 1u) << "restarted before its backoff";
+  EXPECT_EQ(stats("f").generation.load(), 1u);
+  // The first backoff is drawn from [50, 100) ms.
+  sched.advance_time(49ms);
+  run();
+  EXPECT_EQ(count("start f"), 1u);
+  sched.advance_time(51ms);
+  run();
+  EXPECT_EQ(count("start f gen 2"), 1u);
+  EXPECT_EQ(stats("f").generation.load(), 2u);
+  EXPECT_EQ(stats("f").restarts.Value(), 1);
+  // Lost again before it ran: the second backoff doubles, drawn from [100, 200) ms.
+  lose("f");
+  sched.advance_time(99ms);
+  run();
+  EXPECT_EQ(count("start f gen 3"), 0u);
+  sched.advance_time(101ms);
+  run();
+  EXPECT_EQ(count("start f gen 3"), 1u);
+  EXPECT_FALSE(outcome);
+}
+
+TEST_F(manager_fixture, quarantines_past_max_restarts_and_the_pipeline_fails) {
+  start();
+  running("sink"), running("f"), running("src");
+  for (int i = 0; i < 2; ++i) {
+    lose("f");
+    sched.advance_time(500ms);
+    run();
+  }
+  EXPECT_EQ(count("start f"), 3u);
+  lose("f");  // the third failure within 60 s, past max_restarts 2
+  sched.advance_time(10s);
+  run();
+  EXPECT_EQ(count("start f"), 3u) << "a quarantined slot is never restarted";
+  EXPECT_TRUE(stats("f").quarantined.load());
+  ASSERT_TRUE(outcome);
+  EXPECT_FALSE(outcome->ok);
+  EXPECT_NE(outcome->reason.find("stage 'f' has no running instance left"), std::string::npos) << outcome->reason;
+}
+
+TEST_F(manager_fixture, a_stop_reaches_producers_first_and_waits_for_each_stage) {
+  start();
+  running("sink"), running("f"), running("src");
+  log->events.clear();
+  caf::anon_send(manager, stop_atom::value);
+  run();
+  // Each stand-in stops at once when told; the next stage is told only then.
+  EXPECT_EQ(log->events, (std::vector<std::string>{"stop src gen 1", "stop f gen 1", "stop sink gen 1"}));
+  EXPECT_TRUE(stopped);
+}
+
+TEST_F(manager_fixture, a_stop_during_a_backoff_stops_without_restarting) {
+  start();
+  running("sink"), running("f"), running("src");
+  lose("f");
+  caf::anon_send(manager, stop_atom::value);
+  run();
+  sched.advance_time(1s);
+  run();
+  EXPECT_EQ(count("start f"), 1u);
+  EXPECT_TRUE(stopped);
+}
+
+TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
+  start(", replicas: 2");
+  running("sink"), running("f", 0), running("f", 1), running("src");
+  std::optional<caf::error> answer;
+  sys.spawn([&](caf::event_based_actor* self) {
+    self->request(manager, caf::infinite, scale_atom::value, std::string("f"), uint32_t{1})
+        .then([&]() { answer = caf::error{}; }, [&](caf::error& e) { answer = e; });
+  });
+  run();
+  ASSERT_TRUE(answer);
+  EXPECT_FALSE(*answer) << describe(*answer);
+  EXPECT_EQ(count("drain f#1"), 1u);
+  EXPECT_EQ(count("stop f#1"), 0u) << "stopped before it drained";
+  // It says it drained: only then is it stopped, and it leaves its stage.
+  auto& r = newest("f", 1);
+  caf::anon_send(manager, report_atom::value,
+                 instance_report{r.setup.slot, r.setup.generation, instance_state::running, failure_class::none, {},
+                                 false, true, {}, std::nullopt});
+  run();
+  EXPECT_EQ(count("stop f#1 gen 1"), 1u);
+  EXPECT_EQ(count("stop f gen 1"), 0u);
+  // Asked again while nothing drains: the count is already 1.
+  answer.reset();
+  sys.spawn([&](caf::event_based_actor* self) {
+    self->request(manager, caf::infinite, scale_atom::value, std::string("src"), uint32_t{2})
+        .then([&]() { answer = caf::error{}; }, [&](caf::error& e) { answer = e; });
+  });
+  run();
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(code_of(*answer), errc::refused) << describe(*answer);
+}
