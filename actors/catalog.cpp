@@ -34,8 +34,7 @@ catalog catalog::discover(const std::vector<std::string>& paths) {
       c.problems_.push_back({manifest_path.string(), describe(m.error())});
       return;
     }
-    auto it = std::find_if(c.entries_.begin(), c.entries_.end(),
-                           [&](auto& e) { return e.manifest.name == m->name; });
+    auto it = std::find_if(c.entries_.begin(), c.entries_.end(), [&](auto& e) { return e.manifest.name == m->name; });
     if (it != c.entries_.end()) {
       if (it->manifest.path != m->path) it->shadowed.push_back(m->path);
       return;

@@ -46,8 +46,8 @@ class dedupe_window {
  private:
   using key = std::pair<uint64_t, uint32_t>;
   struct window {
-    uint64_t base = 0;   // the lowest seq the bits cover
-    size_t first = 0;    // the bit that stands for base (the bits are a ring)
+    uint64_t base = 0;  // the lowest seq the bits cover
+    size_t first = 0;   // the bit that stands for base (the bits are a ring)
     std::vector<uint64_t> bits;
     std::set<key> parts;  // part > 0
     std::optional<key> floor;

@@ -6,8 +6,8 @@
 
 namespace troupe {
 
-embedded_adapter::embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation,
-                                   std::string log_tag, allocator alloc)
+embedded_adapter::embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation, std::string log_tag,
+                                   allocator alloc)
     : library_(std::move(library)), generation_(generation), alloc_(std::move(alloc)), log_tag_(std::move(log_tag)) {
   host_.abi_version = TROUPE_ABI_VERSION;
   host_.ctx = this;
@@ -21,7 +21,8 @@ embedded_adapter::~embedded_adapter() { destroy(); }
 
 call_result embedded_adapter::finish(troupe_status st) {
   call_result r{st, {}};
-  if (st != TROUPE_OK && st != TROUPE_END) r.error = error_.empty() ? "plugin returned status " + std::to_string(st) : error_;
+  if (st != TROUPE_OK && st != TROUPE_END)
+    r.error = error_.empty() ? "plugin returned status " + std::to_string(st) : error_;
   error_.clear();
   return r;
 }
@@ -59,9 +60,10 @@ call_result embedded_adapter::process(const frame* in, std::vector<frame>& out) 
   if (in != nullptr) {
     if (in->meta)
       for (auto& [k, v] : *in->meta) input_meta_.push_back({k.c_str(), v.c_str()});
-    view = troupe_frame_view{in->stream, in->seq, in->part, in->generation, in->timestamp_ns,
-                             in->type.c_str(), input_meta_.data(), static_cast<uint32_t>(input_meta_.size()),
-                             in->data, in->size};
+    view = troupe_frame_view{
+        in->stream,       in->seq,          in->part,           in->generation,
+        in->timestamp_ns, in->type.c_str(), input_meta_.data(), static_cast<uint32_t>(input_meta_.size()),
+        in->data,         in->size};
   }
   input_ = in;
   out_ = &out;
@@ -150,8 +152,7 @@ troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) {
 void embedded_adapter::host_log(void* ctx, troupe_log_level level, const char* message) {
   auto& self = *static_cast<embedded_adapter*>(ctx);
   static constexpr spdlog::level::level_enum levels[] = {spdlog::level::trace, spdlog::level::debug,
-                                                         spdlog::level::info, spdlog::level::warn,
-                                                         spdlog::level::err};
+                                                         spdlog::level::info, spdlog::level::warn, spdlog::level::err};
   auto lvl = levels[level <= TROUPE_LOG_ERROR ? level : TROUPE_LOG_ERROR];
   spdlog::log(lvl, "[{}] {}", self.log_tag_, message ? message : "");
 }

@@ -7,15 +7,13 @@
 namespace troupe {
 
 caf::error make_error(errc code, std::string text) {
-  return caf::error(static_cast<uint8_t>(code), caf::atom("troupe"),
-                    caf::make_message(std::move(text)));
+  return caf::error(static_cast<uint8_t>(code), caf::atom("troupe"), caf::make_message(std::move(text)));
 }
 
 std::string describe(const caf::error& err) {
   if (!err) return "no error";
   const auto& ctx = err.context();
-  if (err.category() == caf::atom("troupe") && ctx.match_elements<std::string>())
-    return ctx.get_as<std::string>(0);
+  if (err.category() == caf::atom("troupe") && ctx.match_elements<std::string>()) return ctx.get_as<std::string>(0);
   return caf::to_string(err);
 }
 

@@ -15,8 +15,7 @@ constexpr auto stood_still_after = std::chrono::milliseconds(250);
 constexpr auto retire_after = std::chrono::seconds(2);
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(executor::clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(executor::clock::now().time_since_epoch()).count();
 }
 }  // namespace
 
@@ -115,8 +114,7 @@ struct executor_core : std::enable_shared_from_this<executor_core> {
       // blocking or slow; add a thread. Quick jobs that merely queue up do not count.
       bool all_stuck = std::all_of(workers.begin(), workers.end(),
                                    [&](auto& w) { return w->busy_ && now - w->busy_since_ > starved_after; });
-      if (!queue.empty() && all_stuck && now - queue.front().second > starved_after &&
-          workers.size() < max_threads)
+      if (!queue.empty() && all_stuck && now - queue.front().second > starved_after && workers.size() < max_threads)
         spawn_locked();
       // Retire one extra thread idle for a while.
       if (workers.size() > min_threads && queue.empty()) {
@@ -139,8 +137,9 @@ executor::call_scope::call_scope(worker& w, std::chrono::milliseconds deadline) 
 }
 
 executor::call_scope::call_scope(worker& w, std::chrono::milliseconds deadline, clock::time_point start) : w_(w) {
-  w_.deadline_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>((start + deadline).time_since_epoch()).count(),
-                        std::memory_order_release);
+  w_.deadline_ns_.store(
+      std::chrono::duration_cast<std::chrono::nanoseconds>((start + deadline).time_since_epoch()).count(),
+      std::memory_order_release);
 }
 
 executor::call_scope::~call_scope() { w_.deadline_ns_.store(0, std::memory_order_release); }

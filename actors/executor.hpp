@@ -43,7 +43,7 @@ class executor {
     friend class call_scope;
     friend struct executor_core;
     struct executor_core* core_ = nullptr;  // kept alive by the thread that owns this worker
-    std::atomic<int64_t> deadline_ns_{0};  // 0: no call under watch
+    std::atomic<int64_t> deadline_ns_{0};   // 0: no call under watch
     std::atomic<bool> abandoned_{false};
     std::function<void()> on_overrun_;  // guarded by the core's mutex
     clock::time_point idle_since_ = clock::now();

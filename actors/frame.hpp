@@ -57,7 +57,7 @@ struct frame {
   uint64_t generation = 0;  // of the instance that emitted it
   int64_t timestamp_ns = 0;
   std::string type;
-  metadata_ptr meta;  // may be null: no metadata
+  metadata_ptr meta;                      // may be null: no metadata
   std::shared_ptr<const buffer> payload;  // may be null for an empty payload
   const uint8_t* data = nullptr;          // view into payload
   size_t size = 0;

@@ -8,8 +8,8 @@
 #include "ring.hpp"
 #include "router.hpp"
 
-#include <caf/all.hpp>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <chrono>
 #include <deque>
@@ -35,13 +35,13 @@ struct batch_state {
   std::mutex mutex;
   std::atomic<bool> cancel{false};  // stop requested: leave the remaining inputs undone
   bool closed = false;
-  size_t processed = 0;            // inputs whose call returned (incl. errors), in order
-  size_t completed = 0, filtered = 0;  // of those, with and without outputs (errors apart)
-  std::vector<frame> outputs;      // all outputs, in input order
+  size_t processed = 0;                                  // inputs whose call returned (incl. errors), in order
+  size_t completed = 0, filtered = 0;                    // of those, with and without outputs (errors apart)
+  std::vector<frame> outputs;                            // all outputs, in input order
   std::vector<std::pair<uint64_t, std::string>> errors;  // (seq, message) per failed input
-  call_result fatal;               // set if a call returned TROUPE_FATAL
-  std::optional<frame_key> fatal_input;  // the input of that call
-  bool end = false;                // a source finished
+  call_result fatal;                                     // set if a call returned TROUPE_FATAL
+  std::optional<frame_key> fatal_input;                  // the input of that call
+  bool end = false;                                      // a source finished
 };
 
 /// What the actor takes out of a closed batch.
@@ -160,7 +160,9 @@ class instance_actor : public caf::event_based_actor {
           if (auto n = router_.set_routes(rt)) s_.stats->replayed.Increment(static_cast<double>(n));
           pump();
         },
-        [this](frame_atom, frame& f) { take({&f, 1}); },
+        [this](frame_atom, frame& f) {
+          take({&f, 1});
+        },
         [this](frames_atom, frame_batch& b) { take(b.frames); },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);
@@ -265,12 +267,12 @@ class instance_actor : public caf::event_based_actor {
     frame_key key;
     caf::strong_actor_ptr sender;
     input_kind kind = input_kind::fresh;
-    bool custody = false;  // acknowledged only once its outputs are (see acknowledge)
+    bool custody = false;    // acknowledged only once its outputs are (see acknowledge)
     bool submitted = false;  // in a batch: f is gone, the key stays
   };
 
-  void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
-              bool finished = false, carried_frames carry = {}, std::optional<frame_key> culprit = {}) {
+  void report(instance_state st, failure_class fc = failure_class::none, std::string error = {}, bool finished = false,
+              carried_frames carry = {}, std::optional<frame_key> culprit = {}) {
     state_ = st;
     s_.stats->set_state(st);
     if (fc != failure_class::none) {
@@ -509,18 +511,19 @@ class instance_actor : public caf::event_based_actor {
       inbox_[i].submitted = true;
     }
     auto outputs = frames.size();  // one each, commonly
-    submit_job([frames = std::move(frames)](plugin_adapter& adapter, batch_state& b, executor::worker& w,
-                                            call_site& site, std::chrono::milliseconds deadline,
-                                            slot_stats& stats) {
-      batch_job sink(frames, b, w, site, deadline, stats);
-      auto r = guarded([&] {
-        adapter.process_batch(frames, sink);
-        return call_result{};
-      });
-      if (!r.ok()) sink.fail(std::move(r));
-      sink.timings.flush_to(stats.processing);
-      return sink.stale;
-    }, outputs);
+    submit_job(
+        [frames = std::move(frames)](plugin_adapter& adapter, batch_state& b, executor::worker& w, call_site& site,
+                                     std::chrono::milliseconds deadline, slot_stats& stats) {
+          batch_job sink(frames, b, w, site, deadline, stats);
+          auto r = guarded([&] {
+            adapter.process_batch(frames, sink);
+            return call_result{};
+          });
+          if (!r.ok()) sink.fail(std::move(r));
+          sink.timings.flush_to(stats.processing);
+          return sink.stale;
+        },
+        outputs);
   }
 
   // Takes the results of one batch as the adapter reports them, into the batch state.
@@ -612,9 +615,8 @@ class instance_actor : public caf::event_based_actor {
   void submit_job(Work work, size_t outputs = 0) {
     batch_ = std::make_shared<batch_state>();
     batch_->outputs.reserve(outputs);
-    run_on_executor([adapter = adapter_, b = batch_, stats = s_.stats, deadline = deadline_,
-                     work = std::move(work)](executor::worker& w, call_site& site, uint64_t call,
-                                             const caf::actor& self) mutable {
+    run_on_executor([adapter = adapter_, b = batch_, stats = s_.stats, deadline = deadline_, work = std::move(work)](
+                        executor::worker& w, call_site& site, uint64_t call, const caf::actor& self) mutable {
       size_t stale = work(*adapter, *b, w, site, deadline, *stats);
       bool closed;
       {
@@ -691,8 +693,10 @@ class instance_actor : public caf::event_based_actor {
       while (i < n && !inbox_.empty() && inbox_.front().sender == sender) {
         auto& in = inbox_.front();
         if (in.kind != input_kind::duplicate) --held_;
-        if (in.custody) deferred_.push_back({in.sender, {in.key.stream, in.key.seq}});
-        else ++count;
+        if (in.custody)
+          deferred_.push_back({in.sender, {in.key.stream, in.key.seq}});
+        else
+          ++count;
         inbox_.pop_front();
         ++i;
       }
@@ -708,8 +712,7 @@ class instance_actor : public caf::event_based_actor {
     while (!deferred_.empty()) {
       auto sender = deferred_.front().sender;
       uint32_t count = 0;
-      while (!deferred_.empty() && deferred_.front().sender == sender &&
-             !outstanding_.count(deferred_.front().key)) {
+      while (!deferred_.empty() && deferred_.front().sender == sender && !outstanding_.count(deferred_.front().key)) {
         deferred_.pop_front();
         ++count;
       }
@@ -730,14 +733,14 @@ class instance_actor : public caf::event_based_actor {
     caf::strong_actor_ptr sender;
     std::pair<uint64_t, uint64_t> key;  // (stream, seq) of the input, which its outputs carry
   };
-  std::deque<deferred_ack> deferred_;  // processed inputs from other nodes, in arrival order
+  std::deque<deferred_ack> deferred_;                            // processed inputs from other nodes, in arrival order
   std::map<std::pair<uint64_t, uint64_t>, size_t> outstanding_;  // unacknowledged outputs per input
-  bool custody_ = false;  // it has had input from another node
+  bool custody_ = false;                                         // it has had input from another node
   size_t held_ = 0;  // inputs in the inbox that are not duplicates (the books' "in flight")
   dedupe_window dedupe_;
-  batch_ptr batch_;        // the batch on the executor, if any
+  batch_ptr batch_;                  // the batch on the executor, if any
   std::shared_ptr<call_site> site_;  // what the call on the executor is working on
-  uint64_t call_id_ = 0;   // of the call on the executor; older replies are ignored
+  uint64_t call_id_ = 0;             // of the call on the executor; older replies are ignored
   bool busy_ = false;
   bool stop_requested_ = false;
   bool upstream_done_ = false;

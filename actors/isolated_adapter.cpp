@@ -184,8 +184,8 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
   if (!WIFSIGNALED(status)) return {TROUPE_FATAL, what + " ended during " + during};
   int sig = WTERMSIG(status);
   if (sig == SIGXCPU)
-    return {TROUPE_FATAL, "cpu limit " + std::to_string(lim.cpu_seconds) + " s exceeded (" + what + ", " +
-                              signal_name(sig) + ")"};
+    return {TROUPE_FATAL,
+            "cpu limit " + std::to_string(lim.cpu_seconds) + " s exceeded (" + what + ", " + signal_name(sig) + ")"};
   if (sig == SIGSYS)
     return {TROUPE_FATAL, std::string("a forbidden system call was made") +
                               (lim.network ? "" : " (network access is not permitted: resources.network is false)") +
@@ -254,8 +254,7 @@ call_result isolated_adapter::create(const config_values& config) {
   });
   int spawn_errno = errno;
   close(child_sock);
-  if (pid < 0)
-    return {TROUPE_FATAL, "cannot start worker " + exe + ": " + std::strerror(spawn_errno)};
+  if (pid < 0) return {TROUPE_FATAL, "cannot start worker " + exe + ": " + std::strerror(spawn_errno)};
   pid_.store(pid);
   ch_ = std::move(ch);
 
@@ -467,8 +466,9 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
   const unsigned expected = std::max(1u, count);
   const uint32_t committed = ctl.committed.load(std::memory_order_acquire);
   if (committed > expected || (committed == 0 && !gone)) {
-    report(0, {TROUPE_FATAL, "worker counted " + std::to_string(committed) + " results for " +
-                                 std::to_string(expected) + " calls"},
+    report(0,
+           {TROUPE_FATAL,
+            "worker counted " + std::to_string(committed) + " results for " + std::to_string(expected) + " calls"},
            {});
     return 0;
   }

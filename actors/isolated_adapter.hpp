@@ -76,8 +76,8 @@ class isolated_adapter : public plugin_adapter {
   // Sends a process request (count inputs, in[k] placed at offsets[k]; none: a source's
   // turn) and reports its results to sink as inputs base + k. Returns how many inputs are
   // done; 0 when the batch ends here (a fatal result, or the sink said stop).
-  size_t run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets, unsigned count,
-                     size_t base, batch_sink& sink);
+  size_t run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets, unsigned count, size_t base,
+                     batch_sink& sink);
   call_result worker_gone(const std::string& during);
   void reap(bool kill_first);
 

@@ -9,11 +9,11 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
-#include <caf/all.hpp>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -52,8 +52,8 @@ constexpr int handshake_timeout_s = 5;
 // Before its hello is accepted, a connection may send one small message, within the
 // handshake deadline; and only so many such connections are served at once.
 constexpr uint64_t max_hello_bytes = 4096;
-constexpr size_t max_inbound = 256;               // connections from peers, all told
-constexpr size_t max_unauthenticated = 32;         // of which before their hello
+constexpr size_t max_inbound = 256;         // connections from peers, all told
+constexpr size_t max_unauthenticated = 32;  // of which before their hello
 constexpr size_t max_unauthenticated_per_host = 8;
 
 struct wire_prefix {
@@ -98,8 +98,7 @@ std::string peer_of(int fd) {
 }
 
 // With a deadline, timed_out says whether it was the deadline that ended the read.
-bool read_exact(int fd, void* p, size_t n,
-                std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt,
+bool read_exact(int fd, void* p, size_t n, std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt,
                 bool* timed_out = nullptr) {
   auto* b = static_cast<uint8_t*>(p);
   while (n > 0) {
@@ -558,8 +557,8 @@ struct data_plane::impl {
           b.epoch = fr.getEpoch();
           auto list = fr.getBatch();
           if (list.size() > max_batch_frames) {
-            why = "a batch of " + std::to_string(list.size()) + " frames (at most " +
-                  std::to_string(max_batch_frames) + ")";
+            why = "a batch of " + std::to_string(list.size()) + " frames (at most " + std::to_string(max_batch_frames) +
+                  ")";
             return false;
           }
           uint64_t at = 0;
@@ -615,9 +614,7 @@ struct data_plane::impl {
           switch (c.getWhat()) {
             case wire::ControlKind::FINISHED: lc.kind = control_kind::finished; break;
             case wire::ControlKind::END: lc.kind = control_kind::end; break;
-            default:
-              why = "unknown control kind " + std::to_string(static_cast<unsigned>(c.getWhat()));
-              return false;
+            default: why = "unknown control kind " + std::to_string(static_cast<unsigned>(c.getWhat())); return false;
           }
           lc.stage = c.getStage();
           lc.from = in.from;
@@ -635,9 +632,7 @@ struct data_plane::impl {
           }
           return true;
         }
-        default:
-          why = "unexpected message on a data link";
-          return false;
+        default: why = "unexpected message on a data link"; return false;
       }
     } catch (const kj::Exception& e) {
       why = std::string("malformed message: ") + e.getDescription().cStr();
@@ -1010,8 +1005,8 @@ expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
     d->frames_received = counter("troupe_link_frames_received_total", "Frames read from the data link of the peer");
     d->bytes_received =
         counter("troupe_link_bytes_received_total", "Payload bytes read from the data link of the peer");
-    d->connects = counter("troupe_link_connects_total",
-                          "Connections made to the data address of the peer (1 plus reconnects)");
+    d->connects =
+        counter("troupe_link_connects_total", "Connections made to the data address of the peer (1 plus reconnects)");
     d->fenced_frames = counter("troupe_link_fenced_frames_total",
                                "Frames dropped because their node no longer runs the stage that sent them");
     d->bad_messages =
@@ -1149,7 +1144,8 @@ void data_plane::control(const std::string& address, const std::string& pipeline
 }
 
 void data_plane::fenced(const std::string& from, const std::string& pipeline, size_t frames, const std::string& why) {
-  if (impl_->fenced_frames) impl_->fenced_frames->Add({{"node", impl_->o.node}, {"peer", from}}).Increment(double(frames));
+  if (impl_->fenced_frames)
+    impl_->fenced_frames->Add({{"node", impl_->o.node}, {"peer", from}}).Increment(double(frames));
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!impl_->fenced_logged.insert(from + '\0' + pipeline).second) return;  // said once

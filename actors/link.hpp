@@ -25,11 +25,11 @@
 #include "error.hpp"
 #include "frame.hpp"
 
+#include <prometheus/registry.h>
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
-#include <prometheus/registry.h>
 
 #include <cstdint>
 #include <memory>
@@ -129,8 +129,7 @@ class data_plane {
     return send(channel, std::move(one));
   }
   /// Queues pipeline control for the node at address; it is kept across reconnects.
-  void control(const std::string& address, const std::string& pipeline, control_kind what,
-               const std::string& stage);
+  void control(const std::string& address, const std::string& pipeline, control_kind what, const std::string& stage);
 
   /// Frames from a node that no longer runs the stage that sent them, or that sent them under
   /// a placement revision at or below its fence: dropped, counted (why: for the log, once).

@@ -6,16 +6,16 @@
 #include "restart_tracker.hpp"
 #include "slot_phase.hpp"
 
-#include <caf/all.hpp>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <map>
 #include <optional>
-#include <set>
 #include <random>
+#include <set>
 
 namespace troupe {
 
@@ -117,9 +117,9 @@ class manager_actor : public caf::event_based_actor {
     uint64_t generation = 0;
     slot_phase phase = slot_phase::idle;
     slot_role role = slot_role::serving;
-    bool finished = false;  // its stream is finished: all input processed, every output acknowledged
-    std::shared_ptr<const troupe::plan> plan;        // its plan and library, if not the
-    std::shared_ptr<plugin_library> library;         // manager's current ones
+    bool finished = false;                     // its stream is finished: all input processed, every output acknowledged
+    std::shared_ptr<const troupe::plan> plan;  // its plan and library, if not the
+    std::shared_ptr<plugin_library> library;   // manager's current ones
     restart_tracker restarts;
     carried_frames carry;
 
@@ -194,7 +194,8 @@ class manager_actor : public caf::event_based_actor {
     if (!hidden_) hidden_ = std::make_unique<metrics>();
     std::vector<size_t> added;
     for (uint32_t r = 0; r < ps.spec.replicas; ++r) {
-      stats_.push_back(std::make_shared<slot_stats>(*hidden_, s_.plan->name, ps.spec.name, ps.manifest.name, r, ps.mode));
+      stats_.push_back(
+          std::make_shared<slot_stats>(*hidden_, s_.plan->name, ps.spec.name, ps.manifest.name, r, ps.mode));
       slot sl;
       sl.stage = stage;
       sl.replica = r;
@@ -328,8 +329,8 @@ class manager_actor : public caf::event_based_actor {
         if (st.finished) {  // it finished where it ran: the others hear it from here
           tell_participants(control_kind::finished, n.spec.name);
         } else {
-          spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here: starting {} instance{}", s_.node,
-                       n.spec.name, next.name, n.spec.replicas, n.spec.replicas == 1 ? "" : "s");
+          spdlog::warn("[node={}] stage '{}' of pipeline '{}' moved here: starting {} instance{}", s_.node, n.spec.name,
+                       next.name, n.spec.replicas, n.spec.replicas == 1 ? "" : "s");
           for (uint32_t r = 0; r < n.spec.replicas; ++r) add_replica(i, generation);
         }
         changed = true;
@@ -379,7 +380,8 @@ class manager_actor : public caf::event_based_actor {
     ending_ = true;
     spdlog::info("pipeline '{}': the sources end their streams; draining", s_.plan->name);
     for (size_t i = 0; i < slots_.size(); ++i)
-      if (stage_of(i).is_source() && slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
+      if (stage_of(i).is_source() && slots_[i].actor)
+        send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
   }
 
   void on_control(const link_control& c) {
@@ -390,9 +392,10 @@ class manager_actor : public caf::event_based_actor {
       return;
     }
     if (auto f = s_.fences.find(from); f != s_.fences.end() && c.epoch <= f->second) {
-      spdlog::warn("[node={}] pipeline '{}': ignored '{}' from node {}: it was sent under placement revision {}, and "
-                   "stages moved away from that node at {} (fenced)",
-                   s_.node, s_.plan->name, to_string(c.kind), from, c.epoch, f->second);
+      spdlog::warn(
+          "[node={}] pipeline '{}': ignored '{}' from node {}: it was sent under placement revision {}, and "
+          "stages moved away from that node at {} (fenced)",
+          s_.node, s_.plan->name, to_string(c.kind), from, c.epoch, f->second);
       return;
     }
     if (c.kind == control_kind::end) {
@@ -424,9 +427,11 @@ class manager_actor : public caf::event_based_actor {
       rs.manager = caf::actor_cast<caf::actor>(this);
       rs.plane = s_.plane;
       auto address = s_.data_address.find(sl.node);
-      if (address != s_.data_address.end()) rs.address = address->second;
-      else spdlog::error("[node={}] no data address is known for node {}: frames for stage '{}' cannot go there",
-                         s_.node, sl.node, s_.plan->stages[sl.stage].spec.name);
+      if (address != s_.data_address.end())
+        rs.address = address->second;
+      else
+        spdlog::error("[node={}] no data address is known for node {}: frames for stage '{}' cannot go there", s_.node,
+                      sl.node, s_.plan->stages[sl.stage].spec.name);
       rs.pipeline = s_.run;
       rs.stage = s_.plan->stages[sl.stage].spec.name;
       sl.actor = spawn_remote_stage(system(), std::move(rs));
@@ -447,7 +452,8 @@ class manager_actor : public caf::event_based_actor {
       sl.carry = {};
       is.dead = stages_[sl.stage].dead;
       is.end_to_end = s_.plane != nullptr;
-      sl.actor = s_.spawn_instance ? s_.spawn_instance(system(), std::move(is)) : spawn_instance(system(), std::move(is));
+      sl.actor =
+          s_.spawn_instance ? s_.spawn_instance(system(), std::move(is)) : spawn_instance(system(), std::move(is));
     }
     enter(i, slot_phase::spawning);
     // Monitored for its exit, linked so that it does not outlive a manager that is killed.
@@ -465,8 +471,8 @@ class manager_actor : public caf::event_based_actor {
       if (elsewhere == 0)
         spdlog::info("pipeline '{}' running: {} stages, {} instances", s_.plan->name, stages_.size(), here);
       else
-        spdlog::info("[node={}] pipeline '{}' running: {} instances here, {} on other nodes", s_.node,
-                     s_.plan->name, here, elsewhere);
+        spdlog::info("[node={}] pipeline '{}' running: {} instances here, {} on other nodes", s_.node, s_.plan->name,
+                     here, elsewhere);
       return;
     }
     auto stage = s_.plan->start_order[next_start_];
@@ -518,15 +524,12 @@ class manager_actor : public caf::event_based_actor {
         if (sl.retiring()) begin_drain(r.slot);
         if (ending_ && stage_of(r.slot).is_source()) send<caf::message_priority::high>(sl.actor, end_atom::value);
         if (stages_[sl.stage].upstream_done) send<caf::message_priority::high>(sl.actor, upstream_done_atom::value);
-        if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage &&
-            stage_running(sl.stage)) {
+        if (phase_ == phase::starting && s_.plan->start_order[next_start_] == sl.stage && stage_running(sl.stage)) {
           ++next_start_;
           start_next_stage();
         }
         return;
-      case instance_state::stopped:
-        stopped_for_good(r.slot);
-        return;
+      case instance_state::stopped: stopped_for_good(r.slot); return;
       case instance_state::failed:
         st.set_error(r.error);
         if (sl.done()) return;  // stopped because its stage left this node: never restarted
@@ -544,8 +547,7 @@ class manager_actor : public caf::event_based_actor {
         on_failure(r.slot, r.error);
         publish_routes(sl.stage);
         return;
-      default:
-        return;
+      default: return;
     }
   }
 
@@ -644,8 +646,8 @@ class manager_actor : public caf::event_based_actor {
       if (!slots_[i].quarantined()) return;
     if (stages_[stage].slots.empty()) return;
     auto& s = s_.plan->stages[stage];
-    auto why = "stage '" + s.spec.name + "' has no running instance left (quarantined: " +
-               stats(stages_[stage].slots.front()).last_error() + ")";
+    auto why = "stage '" + s.spec.name +
+               "' has no running instance left (quarantined: " + stats(stages_[stage].slots.front()).last_error() + ")";
     complete(false, why);
   }
 
@@ -736,7 +738,8 @@ class manager_actor : public caf::event_based_actor {
     auto stage = *found;
     auto& ps = s_.plan->stages[stage];
     if (auto e = not_running()) return e;
-    if (ps.remote) return make_error(errc::refused, "stage '" + name + "' runs on " + nodes_text(ps) + ": scale it there");
+    if (ps.remote)
+      return make_error(errc::refused, "stage '" + name + "' runs on " + nodes_text(ps) + ": scale it there");
     if (ps.is_source())
       return make_error(errc::refused, "stage '" + name + "' is a source: its replicas are fixed while it runs");
     if (n < 1 || n > max_replicas)
@@ -800,13 +803,15 @@ class manager_actor : public caf::event_based_actor {
     auto m = load_manifest(path);
     if (!m) return in(what, m.error());
     if (m->name != ps.manifest.name)
-      return make_error(errc::refused, what + ": " + path + " is plugin '" + m->name + "', the stage runs '" +
-                                           ps.manifest.name + "'");
+      return make_error(errc::refused,
+                        what + ": " + path + " is plugin '" + m->name + "', the stage runs '" + ps.manifest.name + "'");
     auto entries = ps.spec.config;
     for (auto& [key, value] : req.config) {
       auto it = std::find_if(entries.begin(), entries.end(), [&](auto& e) { return e.key == key; });
-      if (it != entries.end()) it->value = value;
-      else entries.push_back({key, value, 0});
+      if (it != entries.end())
+        it->value = value;
+      else
+        entries.push_back({key, value, 0});
     }
     auto config = validate_config(*m, entries, what);
     if (!config) return config.error();
@@ -984,15 +989,15 @@ class manager_actor : public caf::event_based_actor {
     std::shared_ptr<const troupe::plan> plan;
     std::shared_ptr<plugin_library> library;
     std::vector<size_t> old, incoming;  // slots
-    caf::response_promise promise;  // answers the reload request: nothing, or an error
+    caf::response_promise promise;      // answers the reload request: nothing, or an error
   };
   std::optional<reload_state> reload_;
 
   manager_setup s_;
-  std::unique_ptr<metrics> hidden_;  // series of the slots of stages on other nodes
-  std::set<std::string> participants_;  // the other nodes the pipeline runs on
+  std::unique_ptr<metrics> hidden_;       // series of the slots of stages on other nodes
+  std::set<std::string> participants_;    // the other nodes the pipeline runs on
   std::map<size_t, caf::actor> ingress_;  // per local stage fed from other nodes
-  slot_table stats_;  // per slot, as slots_
+  slot_table stats_;                      // per slot, as slots_
   std::vector<slot> slots_;
   std::vector<stage_state> stages_;
   phase phase_ = phase::starting;
@@ -1020,9 +1025,12 @@ expected<void> ask(caf::actor_system& sys, const caf::actor& manager, std::chron
   self->request(manager, timeout, std::forward<Ts>(xs)...)
       .receive([&]() { answer = {}; },
                [&](caf::error& e) {
-                 if (code_of(e)) answer = std::move(e);
-                 else if (e == caf::sec::request_timeout) return;  // as above
-                 else answer = make_error(errc::no_answer, "the manager did not answer: " + sys.render(e));
+                 if (code_of(e))
+                   answer = std::move(e);
+                 else if (e == caf::sec::request_timeout)
+                   return;  // as above
+                 else
+                   answer = make_error(errc::no_answer, "the manager did not answer: " + sys.render(e));
                });
   return answer;
 }

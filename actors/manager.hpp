@@ -60,7 +60,7 @@ namespace troupe {
 
 struct manager_setup {
   std::shared_ptr<const troupe::plan> plan;
-  std::shared_ptr<slot_registry> slots;  // from make_slots; scaling up adds to it
+  std::shared_ptr<slot_registry> slots;                    // from make_slots; scaling up adds to it
   std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage, from load_libraries
   troupe::executor* executor = nullptr;
   std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
@@ -96,8 +96,8 @@ struct placement_update {
   std::shared_ptr<const troupe::plan> plan;
   std::vector<std::shared_ptr<plugin_library>> libraries;
   std::map<std::string, std::string> data_address;
-  std::map<std::string, uint32_t> moves;  // as manager_setup::moves
-  uint64_t epoch = 0;                       // as manager_setup::epoch
+  std::map<std::string, uint32_t> moves;   // as manager_setup::moves
+  uint64_t epoch = 0;                      // as manager_setup::epoch
   std::map<std::string, uint64_t> fences;  // as manager_setup::fences
 };
 

@@ -52,8 +52,7 @@ std::optional<version_range> version_range::parse(const std::string& text) {
     if (op.empty()) op = "=";
     if (op == "^") {
       r.comparators.push_back({">=", *v});
-      r.comparators.push_back({"<", v->major > 0 ? version{v->major + 1, 0, 0}
-                                                 : version{0, v->minor + 1, 0}});
+      r.comparators.push_back({"<", v->major > 0 ? version{v->major + 1, 0, 0} : version{0, v->minor + 1, 0}});
     } else if (op == "~") {
       r.comparators.push_back({">=", *v});
       r.comparators.push_back({"<", version{v->major, v->minor + 1, 0}});
@@ -139,10 +138,8 @@ expected<std::string> check_value(const config_field& f, const std::string& valu
       bool integer = f.type == field_type::integer;
       auto n = parse_number(value, integer);
       if (!n) return fail("'" + value + "' is not " + (integer ? "an integer" : "a number"));
-      if (f.min && *n < *f.min)
-        return fail(value + " is below the minimum " + format_number(*f.min));
-      if (f.max && *n > *f.max)
-        return fail(value + " is above the maximum " + format_number(*f.max));
+      if (f.min && *n < *f.min) return fail(value + " is below the minimum " + format_number(*f.min));
+      if (f.max && *n > *f.max) return fail(value + " is above the maximum " + format_number(*f.max));
       return value;
     }
     case field_type::boolean:
@@ -156,18 +153,15 @@ expected<std::string> check_value(const config_field& f, const std::string& valu
       for (auto& v : f.values) list += (list.empty() ? "" : ", ") + v;
       return fail("'" + value + "' is not one of: " + list);
     }
-    case field_type::string:
-      return value;
+    case field_type::string: return value;
   }
   return value;
 }
 
-expected<config_field> parse_field(const std::string& file, const std::string& name,
-                                   const YAML::Node& node) {
+expected<config_field> parse_field(const std::string& file, const std::string& name, const YAML::Node& node) {
   const auto code = errc::invalid_manifest;
   std::string what = "config field '" + name + "'";
-  if (auto err = yaml::check_keys(file, node, what,
-                                  {"type", "default", "min", "max", "values", "description"}, code))
+  if (auto err = yaml::check_keys(file, node, what, {"type", "default", "min", "max", "values", "description"}, code))
     return err;
   config_field f;
   f.name = name;
@@ -177,31 +171,29 @@ expected<config_field> parse_field(const std::string& file, const std::string& n
   auto type_name = node["type"].Scalar();
   auto type = parse_field_type(type_name);
   if (!type)
-    return make_error(code, yaml::where(file, node["type"]) + ": " + what + ": unknown type '" +
-                                type_name + "' (expected one of: int, float, bool, string, enum)");
+    return make_error(code, yaml::where(file, node["type"]) + ": " + what + ": unknown type '" + type_name +
+                                "' (expected one of: int, float, bool, string, enum)");
   f.type = *type;
   if (node["description"]) f.description = node["description"].Scalar();
   for (auto [key, slot] : {std::pair{"min", &f.min}, std::pair{"max", &f.max}}) {
     if (!node[key]) continue;
     auto n = parse_number(node[key].Scalar(), false);
     if (!n || (f.type != field_type::integer && f.type != field_type::real))
-      return make_error(code, yaml::where(file, node[key]) + ": " + what + ": '" + key +
-                                  "' needs a number on an int or float field");
+      return make_error(
+          code, yaml::where(file, node[key]) + ": " + what + ": '" + key + "' needs a number on an int or float field");
     *slot = n;
   }
   if (f.type == field_type::enumeration) {
     auto values = node["values"];
     if (!values || !values.IsSequence() || values.size() == 0)
-      return make_error(code, yaml::where(file, node) + ": " + what +
-                                  ": an enum needs 'values', a non-empty list");
+      return make_error(code, yaml::where(file, node) + ": " + what + ": an enum needs 'values', a non-empty list");
     for (auto v : values) f.values.push_back(v.Scalar());
   }
   if (!node["default"] || !node["default"].IsScalar())
     return make_error(code, yaml::where(file, node) + ": " + what + ": missing 'default'");
   auto def = check_value(f, node["default"].Scalar());
   if (!def)
-    return make_error(code, yaml::where(file, node["default"]) + ": " + what + ": default " +
-                                describe(def.error()));
+    return make_error(code, yaml::where(file, node["default"]) + ": " + what + ": default " + describe(def.error()));
   f.default_value = *def;
   return f;
 }
@@ -214,15 +206,14 @@ expected<manifest> load_manifest(const std::string& path) {
   if (!doc) return doc.error();
   auto& root = *doc;
   if (auto err = yaml::check_keys(path, root, "manifest",
-                                  {"name", "version", "abi", "library", "description",
-                                   "capabilities", "dependencies", "config", "mode", "resources"},
+                                  {"name", "version", "abi", "library", "description", "capabilities", "dependencies",
+                                   "config", "mode", "resources"},
                                   code))
     return err;
   manifest m;
   m.path = fs::absolute(path).lexically_normal().string();
   auto require = [&](const char* key) -> caf::error {
-    if (!root[key] || !root[key].IsScalar())
-      return make_error(code, path + ": missing required field '" + key + "'");
+    if (!root[key] || !root[key].IsScalar()) return make_error(code, path + ": missing required field '" + key + "'");
     return {};
   };
   for (auto* key : {"name", "version", "abi"})
@@ -237,13 +228,11 @@ expected<manifest> load_manifest(const std::string& path) {
   if (!abi) return abi.error();
   m.abi = *abi;
   if (m.abi != TROUPE_ABI_VERSION)
-    return make_error(code, yaml::where(path, root["abi"]) + ": field 'abi': plugin '" + m.name +
-                                "' declares ABI " + std::to_string(m.abi) + ", this host speaks ABI " +
-                                std::to_string(TROUPE_ABI_VERSION));
+    return make_error(code, yaml::where(path, root["abi"]) + ": field 'abi': plugin '" + m.name + "' declares ABI " +
+                                std::to_string(m.abi) + ", this host speaks ABI " + std::to_string(TROUPE_ABI_VERSION));
   auto dir = fs::absolute(path).parent_path();
-  m.library = (dir / (root["library"] ? root["library"].Scalar() : "libtroupe_" + m.name + ".so"))
-                  .lexically_normal()
-                  .string();
+  m.library =
+      (dir / (root["library"] ? root["library"].Scalar() : "libtroupe_" + m.name + ".so")).lexically_normal().string();
   if (root["description"]) m.description = root["description"].Scalar();
   if (auto caps = root["capabilities"]) {
     if (!caps.IsSequence())
@@ -255,16 +244,14 @@ expected<manifest> load_manifest(const std::string& path) {
       return make_error(code, yaml::where(path, deps) + ": field 'dependencies': expected a list");
     for (auto d : deps) {
       if (auto err = yaml::check_keys(path, d, "dependency", {"name", "version"}, code)) return err;
-      if (!d["name"])
-        return make_error(code, yaml::where(path, d) + ": dependency: missing 'name'");
+      if (!d["name"]) return make_error(code, yaml::where(path, d) + ": dependency: missing 'name'");
       dependency dep;
       dep.name = d["name"].Scalar();
       auto text = d["version"] ? d["version"].Scalar() : std::string();
       auto range = version_range::parse(text);
       if (!range)
-        return make_error(code, yaml::where(path, d["version"]) + ": dependency '" + dep.name +
-                                    "': version range '" + text +
-                                    "' is not understood (expected e.g. \">=1.0.0 <2.0.0\" or \"^1.2\")");
+        return make_error(code, yaml::where(path, d["version"]) + ": dependency '" + dep.name + "': version range '" +
+                                    text + "' is not understood (expected e.g. \">=1.0.0 <2.0.0\" or \"^1.2\")");
       dep.range = *range;
       m.dependencies.push_back(std::move(dep));
     }
@@ -279,23 +266,23 @@ expected<manifest> load_manifest(const std::string& path) {
     }
   }
   if (auto mode = root["mode"]) {
-    if (mode.Scalar() == "embedded") m.mode = exec_mode::embedded;
-    else if (mode.Scalar() == "isolated") m.mode = exec_mode::isolated;
+    if (mode.Scalar() == "embedded")
+      m.mode = exec_mode::embedded;
+    else if (mode.Scalar() == "isolated")
+      m.mode = exec_mode::isolated;
     else
-      return make_error(code, yaml::where(path, mode) + ": field 'mode': expected embedded or isolated, got '" +
-                                  mode.Scalar() + "'");
+      return make_error(
+          code, yaml::where(path, mode) + ": field 'mode': expected embedded or isolated, got '" + mode.Scalar() + "'");
   }
   if (auto res = root["resources"]) {
     if (auto err = yaml::check_keys(path, res, "resources",
-                                    {"memory_mb", "cpu_seconds", "open_files", "network", "deadline_ms"},
-                                    code))
+                                    {"memory_mb", "cpu_seconds", "open_files", "network", "deadline_ms"}, code))
       return err;
     auto& r = m.resources;
     for (auto [key, slot] : {std::pair{"memory_mb", &r.memory_mb}, std::pair{"cpu_seconds", &r.cpu_seconds},
                              std::pair{"open_files", &r.open_files}}) {
       if (!res[key]) continue;
-      auto x = yaml::scalar<uint64_t>(path, res[key], std::string("resources.") + key,
-                                      "a non-negative integer", code);
+      auto x = yaml::scalar<uint64_t>(path, res[key], std::string("resources.") + key, "a non-negative integer", code);
       if (!x) return x.error();
       *slot = *x;
     }
@@ -323,10 +310,9 @@ expected<config_values> validate_config(const manifest& m, const std::vector<con
     if (m.field(e.key) != nullptr) continue;
     std::string list;
     for (auto& f : m.config) list += (list.empty() ? "" : ", ") + f.name;
-    return make_error(errc::invalid_config,
-                      where + ":" + std::to_string(e.line) + ": config field '" + e.key +
-                          "' is not in the schema of plugin '" + m.name + "' (" + m.path + "; fields: " +
-                          (list.empty() ? "none" : list) + ")");
+    return make_error(errc::invalid_config, where + ":" + std::to_string(e.line) + ": config field '" + e.key +
+                                                "' is not in the schema of plugin '" + m.name + "' (" + m.path +
+                                                "; fields: " + (list.empty() ? "none" : list) + ")");
   }
   config_values out;
   for (auto& f : m.config) {
@@ -337,9 +323,9 @@ expected<config_values> validate_config(const manifest& m, const std::vector<con
     }
     auto v = check_value(f, it->value);
     if (!v)
-      return make_error(errc::invalid_config,
-                        where + ":" + std::to_string(it->line) + ": config field '" + f.name + "' (" +
-                            to_string(f.type) + ") of plugin '" + m.name + "': " + describe(v.error()));
+      return make_error(errc::invalid_config, where + ":" + std::to_string(it->line) + ": config field '" + f.name +
+                                                  "' (" + to_string(f.type) + ") of plugin '" + m.name +
+                                                  "': " + describe(v.error()));
     out.emplace_back(f.name, std::move(*v));
   }
   return out;

@@ -84,7 +84,7 @@ struct instance_report {
 /// manifest of the same plugin), with some config fields changed.
 struct reload_request {
   std::string stage;
-  std::string manifest;  // plugin.yaml to load; empty: the stage's own, read again
+  std::string manifest;                                     // plugin.yaml to load; empty: the stage's own, read again
   std::vector<std::pair<std::string, std::string>> config;  // fields to change
 };
 

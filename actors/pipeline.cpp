@@ -50,15 +50,13 @@ std::optional<uint64_t> parse_bytes(const YAML::Node& node) {
 int line_of(const YAML::Node& n) { return n.Mark().is_null() ? 0 : n.Mark().line + 1; }
 
 caf::error read_restart(const std::string& file, const YAML::Node& node, restart_policy& p) {
-  if (auto err = yaml::check_keys(file, node, "restart",
-                                  {"max_restarts", "period_s", "backoff_initial_ms", "backoff_max_ms",
-                                   "stable_after_s"},
-                                  code))
+  if (auto err = yaml::check_keys(
+          file, node, "restart", {"max_restarts", "period_s", "backoff_initial_ms", "backoff_max_ms", "stable_after_s"},
+          code))
     return err;
   auto u32 = [&](const char* key, uint32_t& slot) -> caf::error {
     if (!node[key]) return {};
-    auto v = yaml::scalar<uint32_t>(file, node[key], std::string("restart.") + key,
-                                    "a non-negative integer", code);
+    auto v = yaml::scalar<uint32_t>(file, node[key], std::string("restart.") + key, "a non-negative integer", code);
     if (!v) return v.error();
     slot = *v;
     return {};
@@ -68,8 +66,8 @@ caf::error read_restart(const std::string& file, const YAML::Node& node, restart
     auto v = yaml::scalar<double>(file, node[key], std::string("restart.") + key, "a number of seconds", code);
     if (!v) return v.error();
     if (*v <= 0)
-      return make_error(code, yaml::where(file, node[key]) + ": field 'restart." + key +
-                                  "': expected a positive number of seconds");
+      return make_error(
+          code, yaml::where(file, node[key]) + ": field 'restart." + key + "': expected a positive number of seconds");
     slot = *v;
     return {};
   };
@@ -79,8 +77,7 @@ caf::error read_restart(const std::string& file, const YAML::Node& node, restart
   if (auto e = real("period_s", p.period_s)) return e;
   if (auto e = real("stable_after_s", p.stable_after_s)) return e;
   if (p.backoff_max_ms < p.backoff_initial_ms)
-    return make_error(code, yaml::where(file, node) +
-                                ": restart: backoff_max_ms must be at least backoff_initial_ms");
+    return make_error(code, yaml::where(file, node) + ": restart: backoff_max_ms must be at least backoff_initial_ms");
   return {};
 }
 
@@ -116,10 +113,10 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   auto doc = yaml::load_file(path, code);
   if (!doc) return doc.error();
   auto& root = *doc;
-  if (auto err = yaml::check_keys(path, root, "pipeline",
-                                  {"pipeline", "window", "window_bytes", "restart", "stages", "edges", "dead_letter_after",
-                                   "dead_letters"},
-                                  code))
+  if (auto err = yaml::check_keys(
+          path, root, "pipeline",
+          {"pipeline", "window", "window_bytes", "restart", "stages", "edges", "dead_letter_after", "dead_letters"},
+          code))
     return err;
   pipeline_spec spec;
   spec.path = path;
@@ -127,7 +124,8 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   if (root["window"]) {
     auto w = yaml::scalar<uint32_t>(path, root["window"], "window", "a positive integer", code);
     if (!w) return w.error();
-    if (*w == 0) return make_error(code, yaml::where(path, root["window"]) + ": field 'window': expected a positive integer");
+    if (*w == 0)
+      return make_error(code, yaml::where(path, root["window"]) + ": field 'window': expected a positive integer");
     spec.window = *w;
   }
   if (root["window_bytes"]) {
@@ -159,10 +157,10 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     return make_error(code, path + ": field 'stages': expected a non-empty list of stages");
   std::set<std::string> names;
   for (auto s : stages) {
-    if (auto err = yaml::check_keys(path, s, "stage",
-                                    {"name", "plugin", "config", "replicas", "mode", "restart",
-                                     "routing", "deadline_ms", "node", "nodes"},
-                                    code))
+    if (auto err = yaml::check_keys(
+            path, s, "stage",
+            {"name", "plugin", "config", "replicas", "mode", "restart", "routing", "deadline_ms", "node", "nodes"},
+            code))
       return err;
     stage_spec st;
     st.line = line_of(s);
@@ -188,36 +186,43 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
       auto r = yaml::scalar<uint32_t>(path, s["replicas"], "replicas", "a positive integer", code);
       if (!r) return r.error();
       if (*r == 0 || *r > 1024)
-        return make_error(code, yaml::where(path, s["replicas"]) + ": stage '" + st.name +
-                                    "': field 'replicas': expected 1 to 1024");
+        return make_error(
+            code, yaml::where(path, s["replicas"]) + ": stage '" + st.name + "': field 'replicas': expected 1 to 1024");
       st.replicas = *r;
     }
     if (auto m = s["mode"]) {
-      if (m.Scalar() == "embedded") st.mode = exec_mode::embedded;
-      else if (m.Scalar() == "isolated") st.mode = exec_mode::isolated;
+      if (m.Scalar() == "embedded")
+        st.mode = exec_mode::embedded;
+      else if (m.Scalar() == "isolated")
+        st.mode = exec_mode::isolated;
       else
         return make_error(code, yaml::where(path, m) + ": stage '" + st.name +
                                     "': field 'mode': expected embedded or isolated, got '" + m.Scalar() + "'");
     }
     if (auto r = s["routing"]) {
       auto v = r.Scalar();
-      if (v == "round_robin") st.routing = route_policy::round_robin;
-      else if (v == "least_loaded") st.routing = route_policy::least_loaded;
-      else if (v == "by_stream") st.routing = route_policy::by_stream;
+      if (v == "round_robin")
+        st.routing = route_policy::round_robin;
+      else if (v == "least_loaded")
+        st.routing = route_policy::least_loaded;
+      else if (v == "by_stream")
+        st.routing = route_policy::by_stream;
       else
         return make_error(code, yaml::where(path, r) + ": stage '" + st.name +
-                                    "': field 'routing': expected round_robin, least_loaded or by_stream, got '" +
-                                    v + "'");
+                                    "': field 'routing': expected round_robin, least_loaded or by_stream, got '" + v +
+                                    "'");
     }
     if (s["deadline_ms"]) {
       auto d = yaml::scalar<uint32_t>(path, s["deadline_ms"], "deadline_ms", "a positive integer", code);
       if (!d) return d.error();
-      if (*d == 0) return make_error(code, yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
+      if (*d == 0)
+        return make_error(code,
+                          yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
       st.deadline_ms = *d;
     }
     if (s["node"] && s["nodes"])
-      return make_error(code, yaml::where(path, s["nodes"]) + ": stage '" + st.name +
-                                  "': give either 'node' or 'nodes', not both");
+      return make_error(
+          code, yaml::where(path, s["nodes"]) + ": stage '" + st.name + "': give either 'node' or 'nodes', not both");
     if (s["node"]) {
       auto n = yaml::scalar<std::string>(path, s["node"], "node", "a node name", code);
       if (!n) return n.error();
@@ -308,8 +313,8 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
   for (auto& e : spec.edges) {
     auto a = index[e.from], b = index[e.to];
     if (a == b)
-      return make_error(errc::cycle, spec.path + ":" + std::to_string(e.line) + ": edge '" + e.from +
-                                         " -> " + e.to + "' feeds a stage into itself");
+      return make_error(errc::cycle, spec.path + ":" + std::to_string(e.line) + ": edge '" + e.from + " -> " + e.to +
+                                         "' feeds a stage into itself");
     if (!seen.insert({a, b}).second) continue;
     p.stages[a].downstream.push_back(b);
     p.stages[b].upstream.push_back(a);
@@ -322,8 +327,8 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
       return make_error(code, at + " has no input edge, but plugin '" + s.manifest.name +
                                   "' is not a source (capability 'source'); add an edge into it");
     if (!s.is_source() && source_plugin)
-      return make_error(code, at + ": plugin '" + s.manifest.name +
-                                  "' is a source and takes no input, but an edge leads into it");
+      return make_error(
+          code, at + ": plugin '" + s.manifest.name + "' is a source and takes no input, but an edge leads into it");
   }
   // Start-before relation: consumers before their producers, a plugin's dependencies before it.
   struct relation {
@@ -349,11 +354,10 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
       }
       if (!found)
         return make_error(errc::dependency_error,
-                          spec.path + ":" + std::to_string(s.spec.line) + ": stage '" + s.spec.name +
-                              "': plugin '" + s.manifest.name + "' depends on plugin '" + dep.name + "'" +
+                          spec.path + ":" + std::to_string(s.spec.line) + ": stage '" + s.spec.name + "': plugin '" +
+                              s.manifest.name + "' depends on plugin '" + dep.name + "'" +
                               (dep.range.text.empty() ? "" : " " + dep.range.text) +
-                              ", which no stage of the pipeline runs" + near + " (manifest " +
-                              s.manifest.path + ")");
+                              ", which no stage of the pipeline runs" + near + " (manifest " + s.manifest.path + ")");
     }
   }
   // Depth-first topological sort with a stack of its own (a chain of 100,000 stages costs no
@@ -381,8 +385,8 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
         auto from = std::find_if(path.begin(), path.end(), [&](const step& e) { return e.stage == r.before; });
         for (auto it = from; it != path.end(); ++it) {
           auto& why = needs[it->stage][it->next - 1].why;
-          msg += "'" + p.stages[it->stage].spec.name + "' (plugin " + p.stages[it->stage].manifest.name + ") " + why +
-                 " ";
+          msg +=
+              "'" + p.stages[it->stage].spec.name + "' (plugin " + p.stages[it->stage].manifest.name + ") " + why + " ";
         }
         msg += "'" + p.stages[r.before].spec.name + "'";
         return make_error(errc::cycle, spec.path + ": the start order has a cycle: " + msg);

@@ -57,10 +57,10 @@ constexpr uint64_t default_window_bytes = uint64_t{64} << 20;
 struct pipeline_spec {
   std::string path;
   std::string name;
-  uint32_t window = default_window;  // unacknowledged frames per receiving instance
+  uint32_t window = default_window;              // unacknowledged frames per receiving instance
   uint64_t window_bytes = default_window_bytes;  // ... and their payload bytes (one frame always goes)
-  uint32_t dead_letter_after = 3;  // losses on one frame before it is given up
-  std::string dead_letters;        // file for dead-letter records; empty: none
+  uint32_t dead_letter_after = 3;                // losses on one frame before it is given up
+  std::string dead_letters;                      // file for dead-letter records; empty: none
   std::vector<stage_spec> stages;
   std::vector<edge_spec> edges;
 };
@@ -73,11 +73,11 @@ struct planned_stage {
   config_values config;
   exec_mode mode = exec_mode::embedded;
   uint32_t deadline_ms = 0;
-  std::vector<size_t> upstream;    // indices into plan::stages
-  std::vector<size_t> downstream;  // likewise
+  std::vector<size_t> upstream;        // indices into plan::stages
+  std::vector<size_t> downstream;      // likewise
   std::vector<std::string> nodes;      // the nodes it runs on, when placed
   std::vector<std::string> elsewhere;  // of those, the ones other than this node
-  bool remote = false;  // no instance of it here: it is only sent to (manifest: a stand-in)
+  bool remote = false;                 // no instance of it here: it is only sent to (manifest: a stand-in)
   bool is_source() const { return upstream.empty(); }
 };
 

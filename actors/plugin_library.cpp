@@ -14,8 +14,8 @@ namespace troupe {
 
 expected<std::shared_ptr<plugin_library>> plugin_library::open(const manifest& m, bool fresh) {
   auto fail = [&](std::string why) {
-    return make_error(errc::library_error, m.library + ": " + why + " (plugin '" + m.name +
-                                               "', manifest " + m.path + ")");
+    return make_error(errc::library_error,
+                      m.library + ": " + why + " (plugin '" + m.name + "', manifest " + m.path + ")");
   };
   // The dynamic loader hands out the library already loaded under a path: a fresh load goes
   // through an in-memory copy with a path of its own.
@@ -69,8 +69,12 @@ expected<std::shared_ptr<plugin_library>> plugin_library::open(const manifest& m
     close();
     return fail("library calls itself '" + got + "', the manifest says '" + m.name + "'");
   }
-  const char* missing = !api->create ? "create" : !api->start ? "start" : !api->process ? "process"
-                        : !api->stop ? "stop" : !api->destroy ? "destroy" : nullptr;
+  const char* missing = !api->create    ? "create"
+                        : !api->start   ? "start"
+                        : !api->process ? "process"
+                        : !api->stop    ? "stop"
+                        : !api->destroy ? "destroy"
+                                        : nullptr;
   if (missing != nullptr) {
     close();
     return fail(std::string("function '") + missing + "' is NULL in the plugin table");

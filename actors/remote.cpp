@@ -2,8 +2,8 @@
 
 #include "router.hpp"
 
-#include <caf/all.hpp>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <deque>
 #include <map>
@@ -20,8 +20,7 @@ constexpr auto retry_delay = std::chrono::milliseconds(200);
 
 class remote_stage_actor : public caf::event_based_actor {
  public:
-  remote_stage_actor(caf::actor_config& cfg, remote_stage_setup s)
-      : caf::event_based_actor(cfg), s_(std::move(s)) {}
+  remote_stage_actor(caf::actor_config& cfg, remote_stage_setup s) : caf::event_based_actor(cfg), s_(std::move(s)) {}
 
   const char* name() const override { return "troupe.remote_stage"; }
 
@@ -64,7 +63,8 @@ class remote_stage_actor : public caf::event_based_actor {
         [this](resend_atom, const std::vector<uint64_t>& ids) {
           std::vector<std::pair<uint64_t, frame>> out;
           for (auto id : ids)
-            if (auto it = entries_.find(id); it != entries_.end() && !it->second.acked) out.emplace_back(id, it->second.f);
+            if (auto it = entries_.find(id); it != entries_.end() && !it->second.acked)
+              out.emplace_back(id, it->second.f);
           s_.plane->send(channel_, std::move(out));
         },
         [this](link_up_atom, uint64_t connection) {
@@ -227,8 +227,8 @@ class ingress_actor : public caf::event_based_actor {
     if (!s_.fence.senders.count(b.from)) return "it no longer runs the stage that sent them";
     auto e = s_.fence.epochs.find(b.from);
     if (e != s_.fence.epochs.end() && b.epoch <= e->second)
-      return "they were sent under placement revision " + std::to_string(b.epoch) + ", and stages moved away from it at " +
-             std::to_string(e->second);
+      return "they were sent under placement revision " + std::to_string(b.epoch) +
+             ", and stages moved away from it at " + std::to_string(e->second);
     return {};
   }
 

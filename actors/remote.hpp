@@ -45,9 +45,9 @@ caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
 using fence_atom = caf::atom_constant<caf::atom("fence")>;
 
 struct ingress_fence {
-  std::set<std::string> senders;                // the nodes running the stages that feed it
-  std::vector<size_t> upstream_slots;           // the remote slots feeding the stage, for drained
-  std::map<std::string, uint64_t> epochs;       // node -> frames under this epoch or older are dropped
+  std::set<std::string> senders;           // the nodes running the stages that feed it
+  std::vector<size_t> upstream_slots;      // the remote slots feeding the stage, for drained
+  std::map<std::string, uint64_t> epochs;  // node -> frames under this epoch or older are dropped
 };
 
 template <class Inspector>
@@ -57,11 +57,11 @@ typename Inspector::result_type inspect(Inspector& f, ingress_fence& x) {
 
 struct ingress_setup {
   std::shared_ptr<data_plane> plane;
-  std::string run;                     // the pipeline's run, for logs
+  std::string run;  // the pipeline's run, for logs
   ingress_fence fence;
   uint32_t window = default_window;
   uint64_t window_bytes = default_window_bytes;
-  route_table routes;                  // the stage's edge as it is now
+  route_table routes;  // the stage's edge as it is now
 };
 
 /// Takes (routes_atom, route_table) with the stage's edge, as an upstream instance does.

@@ -5,8 +5,7 @@
 
 namespace troupe {
 
-restart_tracker::decision restart_tracker::failed(const restart_policy& policy, clock::time_point now,
-                                                  double jitter) {
+restart_tracker::decision restart_tracker::failed(const restart_policy& policy, clock::time_point now, double jitter) {
   auto ran = std::exchange(running_since_, std::nullopt);
   if (ran && now - *ran >= std::chrono::duration<double>(policy.stable_after_s)) {
     consecutive_ = 0;

@@ -33,8 +33,7 @@ auto& build(B&& b, const char* name, const char* help, prometheus::Registry& r) 
 }
 }  // namespace
 
-metrics::metrics()
-    : metrics(std::make_shared<prometheus::Registry>()) {}
+metrics::metrics() : metrics(std::make_shared<prometheus::Registry>()) {}
 
 metrics::metrics(std::shared_ptr<prometheus::Registry> r)
     : frames_in(build(prometheus::BuildCounter(), "troupe_instance_frames_in_total",
@@ -45,14 +44,14 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
                             "Input frames processed with no output.", *r)),
       frames_abandoned(build(prometheus::BuildCounter(), "troupe_instance_frames_abandoned_total",
                              "Input frames held by a lost generation; their senders send them again.", *r)),
-      frames_out(build(prometheus::BuildCounter(), "troupe_instance_frames_out_total",
-                       "Frames the instance emitted.", *r)),
+      frames_out(
+          build(prometheus::BuildCounter(), "troupe_instance_frames_out_total", "Frames the instance emitted.", *r)),
       bytes_in(build(prometheus::BuildCounter(), "troupe_instance_bytes_in_total",
                      "Payload bytes of the input frames the instance took.", *r)),
       bytes_out(build(prometheus::BuildCounter(), "troupe_instance_bytes_out_total",
                       "Payload bytes the instance emitted.", *r)),
-      errors(build(prometheus::BuildCounter(), "troupe_instance_errors_total",
-                   "Input frames whose processing failed.", *r)),
+      errors(build(prometheus::BuildCounter(), "troupe_instance_errors_total", "Input frames whose processing failed.",
+                   *r)),
       restarts(build(prometheus::BuildCounter(), "troupe_instance_restarts_total",
                      "Restarts of the instance slot after a failure.", *r)),
       stale_dropped(build(prometheus::BuildCounter(), "troupe_instance_stale_outputs_dropped_total",
@@ -71,16 +70,15 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
                         "Input frames the instance holds, not yet done.", *r)),
       in_flight(build(prometheus::BuildGauge(), "troupe_instance_in_flight",
                       "Outputs sent to the next stage and not yet acknowledged.", *r)),
-      up(build(prometheus::BuildGauge(), "troupe_instance_up",
-               "1 while the instance is running, else 0.", *r)),
+      up(build(prometheus::BuildGauge(), "troupe_instance_up", "1 while the instance is running, else 0.", *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
                        "Time the plugin spent on one input frame.", *r)),
       registry_(std::move(r)) {}
 
 namespace {
 const prometheus::Histogram::BucketBoundaries& processing_buckets() {
-  static const prometheus::Histogram::BucketBoundaries b{
-      0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+  static const prometheus::Histogram::BucketBoundaries b{0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                         0.025,   0.05,    0.1,    0.25,   0.5,   1,      2.5,   5};
   return b;
 }
 }  // namespace
@@ -100,8 +98,8 @@ void call_timings::flush_to(prometheus::Histogram& h) {
   sum_ = 0;
 }
 
-slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, std::string plugin_,
-                       uint32_t replica_, exec_mode mode_)
+slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, std::string plugin_, uint32_t replica_,
+                       exec_mode mode_)
     : pipeline(std::move(pipeline_)),
       stage(std::move(stage_)),
       plugin(std::move(plugin_)),

@@ -76,8 +76,7 @@ class call_timings {
 /// executor thread, after the pipeline and its metrics are gone.
 class slot_stats {
  public:
-  slot_stats(metrics& m, std::string pipeline, std::string stage, std::string plugin, uint32_t replica,
-             exec_mode mode);
+  slot_stats(metrics& m, std::string pipeline, std::string stage, std::string plugin, uint32_t replica, exec_mode mode);
 
   const std::string pipeline, stage, plugin;
   const uint32_t replica;
@@ -100,7 +99,7 @@ class slot_stats {
   prometheus::Counter& dead_letters;
   prometheus::Gauge& generation_gauge;
   prometheus::Gauge& queue_depth;  // inputs held: received, not yet done
-  prometheus::Gauge& in_flight;  // outputs sent and not yet acknowledged
+  prometheus::Gauge& in_flight;    // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
   prometheus::Histogram& processing;
 

@@ -73,8 +73,8 @@ caf::error check_keys(const std::string& file, const YAML::Node& map, const std:
     if (std::none_of(known.begin(), known.end(), [&](const char* k) { return key == k; })) {
       std::string list;
       for (auto* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
-      return make_error(code, where(file, it->first) + ": " + what + ": unknown field '" + key +
-                                  "' (expected one of: " + list + ")");
+      return make_error(
+          code, where(file, it->first) + ": " + what + ": unknown field '" + key + "' (expected one of: " + list + ")");
     }
   }
   return {};

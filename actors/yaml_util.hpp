@@ -30,11 +30,10 @@ caf::error check_keys(const std::string& file, const YAML::Node& map, const std:
 
 /// Reads a scalar as T; a non-scalar or a value of another type is an error naming field.
 template <class T>
-expected<T> scalar(const std::string& file, const YAML::Node& node, const std::string& field,
-                   const char* expected_what, errc code) {
+expected<T> scalar(const std::string& file, const YAML::Node& node, const std::string& field, const char* expected_what,
+                   errc code) {
   if (!node.IsScalar())
-    return make_error(code, where(file, node) + ": field '" + field + "': expected " +
-                                expected_what);
+    return make_error(code, where(file, node) + ": field '" + field + "': expected " + expected_what);
   try {
     auto v = node.as<T>();
     if constexpr (std::is_floating_point_v<T>)
@@ -43,8 +42,8 @@ expected<T> scalar(const std::string& file, const YAML::Node& node, const std::s
                                     " (a finite number), got '" + node.Scalar() + "'");
     return v;
   } catch (const YAML::Exception&) {
-    return make_error(code, where(file, node) + ": field '" + field + "': expected " +
-                                expected_what + ", got '" + node.Scalar() + "'");
+    return make_error(code, where(file, node) + ": field '" + field + "': expected " + expected_what + ", got '" +
+                                node.Scalar() + "'");
   }
 }
 

@@ -71,14 +71,13 @@ int cluster_status(const common_options&, const admin_options& o) {
       }
     }
     if (r.getInstances().size() > 0) {
-      std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE",
-                  "STATE", "GEN", "IN", "OUT", "RESTARTS");
+      std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE", "STATE",
+                  "GEN", "IN", "OUT", "RESTARTS");
       for (auto i : r.getInstances())
         std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu\n", i.getPipeline().cStr(),
                     i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(), i.getState().cStr(),
                     static_cast<unsigned long long>(i.getGeneration()),
-                    static_cast<unsigned long long>(i.getFramesIn()),
-                    static_cast<unsigned long long>(i.getFramesOut()),
+                    static_cast<unsigned long long>(i.getFramesIn()), static_cast<unsigned long long>(i.getFramesOut()),
                     static_cast<unsigned long long>(i.getRestarts()));
     }
     return 0;
@@ -116,8 +115,8 @@ int cluster_scale(const common_options&, const admin_options& o) {
     req.setReplicas(o.replicas);
     req.setOn(o.on);
     auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas on node %s\n", o.stage.c_str(),
-                o.pipeline.c_str(), o.replicas, r.getNode().cStr());
+    std::printf("scaling stage '%s' of pipeline '%s' to %u replicas on node %s\n", o.stage.c_str(), o.pipeline.c_str(),
+                o.replicas, r.getNode().cStr());
     return 0;
   });
 }

@@ -72,8 +72,8 @@ int validate(const common_options& common, const std::string& path) {
   for (auto i : p.start_order) order += (order.empty() ? "" : ", ") + p.stages[i].spec.name;
   size_t instances = 0;
   for (auto& s : p.stages) instances += s.spec.replicas;
-  std::printf("%s: pipeline '%s' is valid: %zu stages, %zu instances; start order: %s\n", path.c_str(),
-              p.name.c_str(), p.stages.size(), instances, order.c_str());
+  std::printf("%s: pipeline '%s' is valid: %zu stages, %zu instances; start order: %s\n", path.c_str(), p.name.c_str(),
+              p.stages.size(), instances, order.c_str());
   return 0;
 }
 

@@ -26,8 +26,8 @@ struct run_options {
 struct worker_options {
   std::string manifest;  // plugin.yaml of the plugin to serve
   uint64_t generation = 1;
-  std::string tag;       // log tag of the instance
-  int parent = 0;        // the node's pid: the worker ends if its node is gone
+  std::string tag;  // log tag of the instance
+  int parent = 0;   // the node's pid: the worker ends if its node is gone
   size_t region_bytes = 0;
 };
 
@@ -40,19 +40,19 @@ struct conformance_options {
 };
 
 struct node_options {
-  std::string config;  // node.yaml
+  std::string config;       // node.yaml
   bool check_only = false;  // check the config, print it, exit
 };
 
 /// troupe status / deploy / scale / stop: a node's admin calls.
 struct admin_options {
-  std::string node;   // admin address of the node (status: of any node)
+  std::string node;  // admin address of the node (status: of any node)
   std::string token;
   std::string token_file;  // if set, the token is its first line
-  std::string pipeline;  // deploy: the pipeline file; scale, stop: the pipeline's name
-  std::string stage;     // scale
-  uint32_t replicas = 1;  // scale
-  std::string on;         // scale: the node the stage runs on (checked), empty: wherever
+  std::string pipeline;    // deploy: the pipeline file; scale, stop: the pipeline's name
+  std::string stage;       // scale
+  uint32_t replicas = 1;   // scale
+  std::string on;          // scale: the node the stage runs on (checked), empty: wherever
 };
 
 int run(const common_options& common, const run_options& opts);

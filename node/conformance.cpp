@@ -48,8 +48,8 @@ uint64_t fnv1a64(const uint8_t* p, size_t n) {
 
 std::string describe_frame(const frame& f) {
   std::ostringstream o;
-  o << "stream " << f.stream << " seq " << f.seq << " part " << f.part << " gen " << f.generation << " type '"
-    << f.type << "' size " << f.size << " hash " << std::hex << fnv1a64(f.data, f.size) << std::dec;
+  o << "stream " << f.stream << " seq " << f.seq << " part " << f.part << " gen " << f.generation << " type '" << f.type
+    << "' size " << f.size << " hash " << std::hex << fnv1a64(f.data, f.size) << std::dec;
   if (f.meta)
     for (auto& [k, v] : *f.meta) o << " " << k << "=" << v;
   return o.str();
@@ -60,8 +60,8 @@ struct outcome {
   std::string label;  // which call or input
   call_result result;
   std::vector<std::string> outputs;  // describe_frame of each
-  bool gone = false;     // the call ended the plugin instance (fatal, crash, hang)
-  bool crashed = false;  // ... by taking its process down or hanging
+  bool gone = false;                 // the call ended the plugin instance (fatal, crash, hang)
+  bool crashed = false;              // ... by taking its process down or hanging
   bool operator==(const outcome& o) const {
     return result.status == o.result.status && result.error == o.result.error && outputs == o.outputs;
   }
@@ -113,7 +113,8 @@ struct checker {
   int passed = 0, failed = 0;
   void check(bool ok, const std::string& what, const std::string& why = {}) {
     ++(ok ? passed : failed);
-    std::printf("  %s  %s%s%s\n", ok ? "PASS" : "FAIL", what.c_str(), ok || why.empty() ? "" : ": ", ok ? "" : why.c_str());
+    std::printf("  %s  %s%s%s\n", ok ? "PASS" : "FAIL", what.c_str(), ok || why.empty() ? "" : ": ",
+                ok ? "" : why.c_str());
     std::fflush(stdout);
   }
 };
@@ -301,8 +302,10 @@ void edge_values(const config_field& f, std::vector<std::string>& accepted,
                  std::vector<std::pair<std::string, std::string>>& refused) {
   auto num = [](double x, bool integer) {
     std::ostringstream o;
-    if (integer) o << static_cast<long long>(x);
-    else o << x;
+    if (integer)
+      o << static_cast<long long>(x);
+    else
+      o << x;
     return o.str();
   };
   switch (f.type) {
@@ -325,8 +328,7 @@ void edge_values(const config_field& f, std::vector<std::string>& accepted,
       accepted = f.values;
       refused.emplace_back("no-such-value-of-" + f.name, "not one of the values");
       break;
-    case field_type::string:
-      break;
+    case field_type::string: break;
   }
 }
 
@@ -339,8 +341,9 @@ std::string first_difference(const mode_run& iso, const mode_run& emb, const std
                     " outputs, embedded " + status_text(y.result) + " with " + std::to_string(y.outputs.size()) +
                     " outputs";
     for (size_t k = 0; k < std::min(x.outputs.size(), y.outputs.size()); ++k)
-      if (x.outputs[k] != y.outputs[k]) return d + "; output " + std::to_string(k) + ": isolated [" + x.outputs[k] +
-                                                "], embedded [" + y.outputs[k] + "]";
+      if (x.outputs[k] != y.outputs[k])
+        return d + "; output " + std::to_string(k) + ": isolated [" + x.outputs[k] + "], embedded [" + y.outputs[k] +
+               "]";
     return d;
   }
   if (iso.calls.size() != emb.calls.size())
@@ -381,8 +384,8 @@ int conformance(const common_options& common, const conformance_options& o) {
     return 2;
   }
   std::string kind = m.has_capability("source") ? "source" : m.has_capability("sink") ? "sink" : "filter";
-  std::printf("conformance of %s %s (%s), a %s, embedded and isolated\n", m.name.c_str(),
-              m.version.to_string().c_str(), m.path.c_str(), kind.c_str());
+  std::printf("conformance of %s %s (%s), a %s, embedded and isolated\n", m.name.c_str(), m.version.to_string().c_str(),
+              m.path.c_str(), kind.c_str());
   checker c;
 
   auto lib = plugin_library::open(m);
@@ -424,8 +427,10 @@ int conformance(const common_options& common, const conformance_options& o) {
     for (auto& value : accepted) {
       auto e = with(value);
       auto r = validate_config(m, e, "conformance");
-      if (r) edge_configs.emplace_back(f.name + " = " + value, *r);
-      else c.check(false, "config: " + f.name + " = '" + value + "' is accepted", describe(r.error()));
+      if (r)
+        edge_configs.emplace_back(f.name + " = " + value, *r);
+      else
+        c.check(false, "config: " + f.name + " = '" + value + "' is accepted", describe(r.error()));
     }
   }
 
@@ -447,20 +452,21 @@ int conformance(const common_options& common, const conformance_options& o) {
       if (!(iso == emb) && diff.empty())
         diff = label + ": isolated " + status_text(iso.result) + ", embedded " + status_text(emb.result);
     }
-    c.check(crash.empty(), "config: create with each edge value (" + std::to_string(edge_configs.size()) +
-                               ") does not crash", crash);
+    c.check(crash.empty(),
+            "config: create with each edge value (" + std::to_string(edge_configs.size()) + ") does not crash", crash);
     c.check(diff.empty(), "config: create with each edge value gives the same result in both modes", diff);
   }
 
   // The lifecycle and the inputs, isolated first.
   input_set inputs;
   if (kind != "source") {
-    config_values source_config = {{"width", "64"}, {"height", "36"}, {"count", std::to_string(o.frames / 2 + 1)},
-                                   {"streams", "2"}};
+    config_values source_config = {
+        {"width", "64"}, {"height", "36"}, {"count", std::to_string(o.frames / 2 + 1)}, {"streams", "2"}};
     if (o.source != "testsrc") source_config.clear();
     auto made = make_inputs(cat, o.source, source_config, o.frames);
     if (!made) {
-      std::fprintf(stderr, "troupe conformance: inputs from %s: %s\n", o.source.c_str(), describe(made.error()).c_str());
+      std::fprintf(stderr, "troupe conformance: inputs from %s: %s\n", o.source.c_str(),
+                   describe(made.error()).c_str());
       fs::remove_all(dir);
       return 2;
     }
@@ -478,8 +484,8 @@ int conformance(const common_options& common, const conformance_options& o) {
     size_t outputs = 0, processed = 0;
     for (auto& call : r->calls) {
       if (skip.count(call.label) && r == &emb) continue;
-      bool is_lifecycle = call.label == "create" || call.label == "start" || call.label == "health" ||
-                          call.label == "stop";
+      bool is_lifecycle =
+          call.label == "create" || call.label == "start" || call.label == "health" || call.label == "stop";
       bool is_bad = call.label.rfind("bad input", 0) == 0;
       if (is_lifecycle) {
         if (!call.result.ok() && lifecycle.empty()) lifecycle = call.label + ": " + status_text(call.result);
@@ -497,23 +503,26 @@ int conformance(const common_options& common, const conformance_options& o) {
     }
     c.check(lifecycle.empty(), std::string(mode) + ": create, start, health and stop succeed", lifecycle);
     size_t skipped = r == &emb ? skip.size() : 0;
-    c.check(known.empty(), std::string(mode) + ": " + std::to_string(processed) + " " +
-                               (kind == "source" ? "turns" : "known inputs") + " processed without a failure, " +
-                               std::to_string(outputs) + " outputs" +
-                               (skipped ? " (" + std::to_string(skipped) + " not tried: they ended the worker)" : ""),
+    c.check(known.empty(),
+            std::string(mode) + ": " + std::to_string(processed) + " " + (kind == "source" ? "turns" : "known inputs") +
+                " processed without a failure, " + std::to_string(outputs) + " outputs" +
+                (skipped ? " (" + std::to_string(skipped) + " not tried: they ended the worker)" : ""),
             known);
     if (kind != "source")
       c.check(bad.empty(), std::string(mode) + ": bad inputs (truncated, empty, foreign) get at most a frame error",
               bad);
     if (outputs > 0)
-      c.check(stamp.empty(), std::string(mode) + ": every output carries the instance's generation (" +
-                                 std::to_string(conformance_generation) + ")",
+      c.check(stamp.empty(),
+              std::string(mode) + ": every output carries the instance's generation (" +
+                  std::to_string(conformance_generation) + ")",
               stamp);
   }
   auto diff = first_difference(iso, emb, skip);
-  c.check(diff.empty(), "both modes give the same statuses, errors and outputs" +
-                            (iso.files.empty() ? std::string() : " and write the same files (" + std::to_string(iso.files.size()) + ")"),
-          diff);
+  c.check(
+      diff.empty(),
+      "both modes give the same statuses, errors and outputs" +
+          (iso.files.empty() ? std::string() : " and write the same files (" + std::to_string(iso.files.size()) + ")"),
+      diff);
   fs::remove_all(dir);
   std::printf("%d passed, %d failed\n", c.passed, c.failed);
   return c.failed == 0 ? 0 : 1;

@@ -12,17 +12,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // global options may also follow the subcommand
   common_options common;
-  app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
+  app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   app.add_option("--plugin-path", common.plugin_paths,
                  "Extra plugin directories, searched before ./plugins, TROUPE_PLUGIN_PATH and the system directory")
       ->allow_extra_args(false);  // one directory per --plugin-path: a positional may follow
 
   run_options run_opts;
-  auto* run_cmd = app.add_subcommand(
-      "run",
-      "Run a pipeline in this process until it finishes. While it runs, stdin takes "
-      "'scale STAGE N' and 'reload STAGE [PLUGIN_YAML] [KEY=VALUE...]'");
+  auto* run_cmd = app.add_subcommand("run",
+                                     "Run a pipeline in this process until it finishes. While it runs, stdin takes "
+                                     "'scale STAGE N' and 'reload STAGE [PLUGIN_YAML] [KEY=VALUE...]'");
   run_cmd->add_option("pipeline", run_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
   run_cmd->add_option("--metrics", run_opts.metrics_address, "Serve Prometheus /metrics on ADDRESS:PORT");
   run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
@@ -33,7 +31,8 @@ int main(int argc, char** argv) {
                       "(the terminal takes 'scale STAGE N' at any time)");
 
   std::string validate_path;
-  auto* validate_cmd = app.add_subcommand("validate", "Check a pipeline file, its plugins and configs without running it");
+  auto* validate_cmd =
+      app.add_subcommand("validate", "Check a pipeline file, its plugins and configs without running it");
   validate_cmd->add_option("pipeline", validate_path, "Pipeline file (pipeline.yaml)")->required();
 
   auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
@@ -50,8 +49,8 @@ int main(int argc, char** argv) {
   auto* deploy_cmd = app.add_subcommand(
       "deploy", "Run a pipeline through any node: each stage runs where its node/nodes field places it");
   deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
-  auto* scale_cmd = app.add_subcommand(
-      "scale", "Change a running stage's replicas, through any node that runs part of its pipeline");
+  auto* scale_cmd =
+      app.add_subcommand("scale", "Change a running stage's replicas, through any node that runs part of its pipeline");
   scale_cmd->add_option("stage", admin_opts.stage, "Stage")->required();
   scale_cmd->add_option("replicas", admin_opts.replicas, "Replicas")->required();
   scale_cmd->add_option("--pipeline", admin_opts.pipeline, "Pipeline name")->required();
@@ -73,7 +72,8 @@ int main(int argc, char** argv) {
   conf_cmd->add_option("--config", conf_opts.config, "KEY=VALUE config for the plugin (repeatable)")
       ->allow_extra_args(false);
   conf_cmd->add_option("--source", conf_opts.source, "Source plugin whose frames are the known inputs");
-  conf_cmd->add_option("--frames", conf_opts.frames, "Known inputs (or a source's turns)")->check(CLI::Range(1u, 10000u));
+  conf_cmd->add_option("--frames", conf_opts.frames, "Known inputs (or a source's turns)")
+      ->check(CLI::Range(1u, 10000u));
 
   auto* worker_cmd = app.add_subcommand("worker", "Serve one isolated plugin instance (started by a node)");
   worker_cmd->group("");  // not for users: hidden from --help

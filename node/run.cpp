@@ -10,9 +10,9 @@
 #include <messages.hpp>
 #include <stats.hpp>
 
-#include <caf/all.hpp>
 #include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <poll.h>
 #include <unistd.h>
@@ -102,8 +102,10 @@ std::string state_text(const slot_stats& s) {
   std::string t = to_string(s.state.load());
   auto f = s.failure.load();
   if (s.state.load() == instance_state::failed && f != failure_class::none) t += "(" + std::string(to_string(f)) + ")";
-  if (s.quarantined.load()) t = "quarantined";
-  else if (s.finished.load() && s.state.load() == instance_state::running) t = "finished";
+  if (s.quarantined.load())
+    t = "quarantined";
+  else if (s.finished.load() && s.state.load() == instance_state::running)
+    t = "finished";
   return t;
 }
 
@@ -113,36 +115,36 @@ void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, b
   rt.last = now;
   if (redraw) std::printf("\x1b[%zuA", rt.lines);
   rt.lines = slots.size() + 1;
-  std::printf("\x1b[K%8.1fs  %-18s %-12s %4s %10s %10s %9s %8s\n", elapsed, "INSTANCE", "STATE", "GEN",
-              "IN", "OUT", "FRAMES/s", "RESTARTS");
+  std::printf("\x1b[K%8.1fs  %-18s %-12s %4s %10s %10s %9s %8s\n", elapsed, "INSTANCE", "STATE", "GEN", "IN", "OUT",
+              "FRAMES/s", "RESTARTS");
   for (auto& s : slots) {
     double count = throughput_count(*s);
     double rate = dt > 0 ? (count - rt.last_count[s.get()]) / dt : 0;
     rt.last_count[s.get()] = count;
     double out = s->frames_out.Value();
     std::printf("\x1b[K          %-18s %-12s %4llu %10.0f %10.0f %9.1f %8.0f\n", s->name().c_str(),
-                state_text(*s).c_str(), static_cast<unsigned long long>(s->generation.load()),
-                s->frames_in.Value(), out, rate, s->restarts.Value());
+                state_text(*s).c_str(), static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(),
+                out, rate, s->restarts.Value());
   }
   std::fflush(stdout);
 }
 
-void print_summary(const plan& p, const slot_table& slots, double wall, const pipeline_outcome& outcome,
-                   bool finished, const std::vector<dead_letter>& dead) {
-  std::printf("\npipeline '%s' %s in %.2f s%s%s\n", p.name.c_str(),
-              outcome.ok && finished ? "finished" : "FAILED", wall, outcome.reason.empty() ? "" : ": ",
-              outcome.reason.c_str());
+void print_summary(const plan& p, const slot_table& slots, double wall, const pipeline_outcome& outcome, bool finished,
+                   const std::vector<dead_letter>& dead) {
+  std::printf("\npipeline '%s' %s in %.2f s%s%s\n", p.name.c_str(), outcome.ok && finished ? "finished" : "FAILED",
+              wall, outcome.reason.empty() ? "" : ": ", outcome.reason.c_str());
   // The books per instance: IN = DONE + FILT + FAIL + DEAD + RESENT + HELD. OUT counts outputs.
   std::printf("%-18s %-12s %-9s %-13s %4s %8s %8s %6s %5s %5s %6s %5s %8s %8s %6s %5s %9s\n", "INSTANCE", "PLUGIN",
               "MODE", "STATE", "GEN", "IN", "DONE", "FILT", "FAIL", "DEAD", "RESENT", "HELD", "OUT", "RESTARTS",
               "STALE", "DUPS", "FRAMES/s");
   for (auto& s : slots) {
-    std::printf("%-18s %-12s %-9s %-13s %4llu %8.0f %8.0f %6.0f %5.0f %5.0f %6.0f %5.0f %8.0f %8.0f %6.0f %5.0f %9.1f\n",
-                s->name().c_str(), s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
-                static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(),
-                s->frames_completed.Value(), s->frames_filtered.Value(), s->errors.Value(), s->dead_letters.Value(),
-                s->frames_abandoned.Value(), s->queue_depth.Value(), s->frames_out.Value(), s->restarts.Value(),
-                s->stale_dropped.Value(), s->duplicates.Value(), wall > 0 ? throughput_count(*s) / wall : 0.0);
+    std::printf(
+        "%-18s %-12s %-9s %-13s %4llu %8.0f %8.0f %6.0f %5.0f %5.0f %6.0f %5.0f %8.0f %8.0f %6.0f %5.0f %9.1f\n",
+        s->name().c_str(), s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
+        static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(), s->frames_completed.Value(),
+        s->frames_filtered.Value(), s->errors.Value(), s->dead_letters.Value(), s->frames_abandoned.Value(),
+        s->queue_depth.Value(), s->frames_out.Value(), s->restarts.Value(), s->stale_dropped.Value(),
+        s->duplicates.Value(), wall > 0 ? throughput_count(*s) / wall : 0.0);
     auto err = s->last_error();
     if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
       std::printf("%-18s last error: %s\n", "", err.c_str());
@@ -158,10 +160,9 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const pi
     std::printf("%zu dead letter%s%s%s:\n", dead.size(), dead.size() == 1 ? "" : "s",
                 p.dead_letters.empty() ? "" : ", recorded in ", p.dead_letters.c_str());
     for (auto& d : dead)
-      std::printf("  stage %s (%s): stream %llu seq %llu part %u, %s %u times: %s\n", d.stage.c_str(),
-                  d.plugin.c_str(), static_cast<unsigned long long>(d.frame.stream),
-                  static_cast<unsigned long long>(d.frame.seq), d.frame.part, d.failure.c_str(), d.losses,
-                  d.error.c_str());
+      std::printf("  stage %s (%s): stream %llu seq %llu part %u, %s %u times: %s\n", d.stage.c_str(), d.plugin.c_str(),
+                  static_cast<unsigned long long>(d.frame.stream), static_cast<unsigned long long>(d.frame.seq),
+                  d.frame.part, d.failure.c_str(), d.losses, d.error.c_str());
   }
   std::fflush(stdout);
 }
@@ -296,8 +297,7 @@ int run(const common_options& common, const run_options& opts) {
             if (!stop_sent) self->send(manager, stop_atom::value);
             stop_sent = true;
           },
-          [&](stopped_atom) { stopped = true; },
-          caf::after(std::chrono::milliseconds(100)) >> [] {});
+          [&](stopped_atom) { stopped = true; }, caf::after(std::chrono::milliseconds(100)) >> [] {});
       auto now = clock::now();
       double elapsed = std::chrono::duration<double>(now - start).count();
       if (!stop_sent && interrupted.load() != 0) {
@@ -324,16 +324,22 @@ int run(const common_options& common, const run_options& opts) {
           bool ok = true;
           for (std::string arg; in >> arg;) {
             auto eq = arg.find('=');
-            if (eq != std::string::npos) req.config.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
-            else if (req.manifest.empty()) req.manifest = arg;
-            else ok = false;
+            if (eq != std::string::npos)
+              req.config.emplace_back(arg.substr(0, eq), arg.substr(eq + 1));
+            else if (req.manifest.empty())
+              req.manifest = arg;
+            else
+              ok = false;
           }
-          if (ok) reload(std::move(req));
-          else spdlog::error("reload: one manifest at most (expected: reload STAGE [PLUGIN_YAML] [KEY=VALUE...])");
+          if (ok)
+            reload(std::move(req));
+          else
+            spdlog::error("reload: one manifest at most (expected: reload STAGE [PLUGIN_YAML] [KEY=VALUE...])");
         } else {
-          spdlog::error("unknown command '{}' (expected: scale STAGE REPLICAS, or reload STAGE [PLUGIN_YAML] "
-                        "[KEY=VALUE...])",
-                        line);
+          spdlog::error(
+              "unknown command '{}' (expected: scale STAGE REPLICAS, or reload STAGE [PLUGIN_YAML] "
+              "[KEY=VALUE...])",
+              line);
         }
       }
       if (int k = scale_signals.exchange(0); k != 0 && !stop_sent) {

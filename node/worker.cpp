@@ -18,11 +18,11 @@
 #include <seccomp.h>
 #include <spdlog/spdlog.h>
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -208,8 +208,8 @@ int serve_worker(const worker_options& o) {
                 // Emitted from the plugin's own memory: copied into the output region.
                 auto b = out_alloc(f.size);
                 if (!(b->data() >= region[1] && b->data() < region[1] + o.region_bytes)) {
-                  r = {TROUPE_FATAL, "outputs do not fit the worker's output region of " +
-                                         std::to_string(o.region_bytes) + " bytes"};
+                  r = {TROUPE_FATAL,
+                       "outputs do not fit the worker's output region of " + std::to_string(o.region_bytes) + " bytes"};
                   list = res.initOutputs(0);
                   break;
                 }
@@ -250,8 +250,8 @@ int serve_worker(const worker_options& o) {
             for (unsigned i = 0; i < inputs.size(); ++i) {
               // Half the output region or half the results area is used: the node takes
               // these results and sends the rest again.
-              if (i > 0 && (out_used - results_bytes > (o.region_bytes - results_bytes) / 2 ||
-                            results_used > results_bytes / 2))
+              if (i > 0 &&
+                  (out_used - results_bytes > (o.region_bytes - results_bytes) / 2 || results_used > results_bytes / 2))
                 break;
               frame in = wp::read_header(inputs[i]);
               auto p = inputs[i].getPayload();

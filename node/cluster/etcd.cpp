@@ -69,8 +69,7 @@ kj::Promise<std::string> etcd_client::post(std::string path, std::string body) {
   return attempt(std::move(path), std::move(body), endpoints_.size(), {});
 }
 
-kj::Promise<std::string> etcd_client::attempt(std::string path, std::string body, size_t tries,
-                                              std::string failures) {
+kj::Promise<std::string> etcd_client::attempt(std::string path, std::string body, size_t tries, std::string failures) {
   auto endpoint = endpoints_[current_];
   auto url = kj::str("http://", endpoint.c_str(), path.c_str());
   kj::HttpHeaders headers(*headers_);
@@ -78,14 +77,13 @@ kj::Promise<std::string> etcd_client::attempt(std::string path, std::string body
   auto req = http_->request(kj::HttpMethod::POST, url, headers, body.size());
   auto bytes = kj::heapString(body.data(), body.size());  // lives until written
   auto sent = req.body->write(bytes.begin(), bytes.size()).attach(kj::mv(bytes), kj::mv(req.body));
-  auto answered =
-      sent.then([response = kj::mv(req.response)]() mutable { return kj::mv(response); })
-          .then([](kj::HttpClient::Response&& r) {
-            auto status = r.statusCode;
-            return r.body->readAllText().attach(kj::mv(r.body)).then([status](kj::String text) {
-              return std::make_pair(status, std::string(text.cStr()));
-            });
-          });
+  auto answered = sent.then([response = kj::mv(req.response)]() mutable { return kj::mv(response); })
+                      .then([](kj::HttpClient::Response&& r) {
+                        auto status = r.statusCode;
+                        return r.body->readAllText().attach(kj::mv(r.body)).then([status](kj::String text) {
+                          return std::make_pair(status, std::string(text.cStr()));
+                        });
+                      });
   return timer_.timeoutAfter(timeout_.count() * kj::MILLISECONDS, kj::mv(answered))
       .then(
           [path](std::pair<unsigned, std::string>&& r) -> kj::Promise<std::string> {

@@ -45,8 +45,7 @@ class checked_stream final : public kj::AsyncIoStream {
   [[noreturn]] void fail(const std::string& why) {
     if (!failed_) bad_(why);
     failed_ = true;
-    kj::throwFatalException(
-        kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why)));
+    kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(why)));
   }
 
   // Walks the framing: a 4-byte segment count minus one, a 4-byte size (in words) per

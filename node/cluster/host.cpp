@@ -9,8 +9,8 @@
 #include <pipeline.hpp>
 #include <stats.hpp>
 
-#include <caf/all.hpp>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <unistd.h>
 
@@ -28,7 +28,6 @@ namespace troupe::cluster {
 namespace {
 
 namespace fs = std::filesystem;
-
 
 using drain_timeout_atom = caf::atom_constant<caf::atom("draintime")>;
 constexpr auto drain_bound = std::chrono::seconds(30);
@@ -116,8 +115,7 @@ struct pipeline_host::impl {
   std::map<std::string, hosted> pipelines;
 };
 
-pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths,
-                             std::shared_ptr<data_plane> plane)
+pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths, std::shared_ptr<data_plane> plane)
     : impl_(std::make_unique<impl>(std::move(node), std::move(plugin_paths), std::move(plane))) {}
 
 pipeline_host::~pipeline_host() = default;
@@ -295,8 +293,10 @@ std::vector<hosted_instance> pipeline_host::instances() const {
       i.instance = s->name();
       i.mode = to_string(s->mode);
       i.state = to_string(s->state.load());
-      if (s->quarantined.load()) i.state = "quarantined";
-      else if (s->finished.load() && s->state.load() == instance_state::running) i.state = "finished";
+      if (s->quarantined.load())
+        i.state = "quarantined";
+      else if (s->finished.load() && s->state.load() == instance_state::running)
+        i.state = "finished";
       i.generation = s->generation.load();
       i.frames_in = static_cast<uint64_t>(s->frames_in.Value());
       i.frames_out = static_cast<uint64_t>(s->frames_out.Value());

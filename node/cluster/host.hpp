@@ -7,8 +7,8 @@
 
 #include <prometheus/registry.h>
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,9 +24,9 @@ namespace troupe::cluster {
 struct pipeline_placement {
   std::map<std::string, std::vector<std::string>> nodes_of;  // stage -> the nodes running it
   std::map<std::string, std::string> data_address;
-  std::string run;  // this deployment's name on the data links, the same on every node
-  std::map<std::string, uint32_t> moves;  // stage -> times placed again after a node died
-  uint64_t epoch = 0;                       // the placement's revision (see manager_setup)
+  std::string run;                         // this deployment's name on the data links, the same on every node
+  std::map<std::string, uint32_t> moves;   // stage -> times placed again after a node died
+  uint64_t epoch = 0;                      // the placement's revision (see manager_setup)
   std::map<std::string, uint64_t> fences;  // node -> the revision it lost stages at
 
   /// Some stage runs on `node`.
@@ -51,8 +51,7 @@ struct hosted_instance {
 class pipeline_host {
  public:
   /// node names the node in logs and metrics; plugin_paths are searched before the defaults.
-  pipeline_host(std::string node, std::vector<std::string> plugin_paths,
-                std::shared_ptr<data_plane> plane = nullptr);
+  pipeline_host(std::string node, std::vector<std::string> plugin_paths, std::shared_ptr<data_plane> plane = nullptr);
   /// Stops every pipeline still running (bounded), then the actor system.
   /// Drops every data connection of the node, both ways: senders send again what is not
   /// acknowledged (see data_plane::cut_connections).

@@ -49,7 +49,8 @@ class job_thread {
       } catch (const std::exception& e) {
         (*fulfiller)->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(e.what())));
       } catch (...) {
-        (*fulfiller)->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString("a job failed")));
+        (*fulfiller)
+            ->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString("a job failed")));
       }
     });
     return kj::mv(paf.promise);

@@ -24,9 +24,7 @@ class lease_clock {
 
   bool held() const { return held_; }
   /// Keep-alives go this often: several fit in the time before the node must fence itself.
-  std::chrono::milliseconds keep_alive_every() const {
-    return ttl_ / 6;
-  }
+  std::chrono::milliseconds keep_alive_every() const { return ttl_ / 6; }
   /// The node must not act as if it held the lease any more: half the TTL has passed since
   /// the last keep-alive that renewed it (the other half is the time to stop its parts).
   bool must_fence(clock::time_point now) const { return !held_ || now >= last_sent_ + ttl_ / 2; }

@@ -3,8 +3,8 @@
 #include "placement.hpp"
 #include "rpc.hpp"
 
-#include <secret.hpp>
 #include <spdlog/spdlog.h>
+#include <secret.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -31,9 +31,7 @@ etcd_txn::op erase(const std::string& key) { return {etcd_txn::op::kind::erase, 
 
 }  // namespace
 
-void cluster_node::task_errors::taskFailed(kj::Exception&& e) {
-  spdlog::warn("node task failed: {}", reason(e));
-}
+void cluster_node::task_errors::taskFailed(kj::Exception&& e) { spdlog::warn("node task failed: {}", reason(e)); }
 
 cluster_node::cluster_node(const node_config& c, kj::AsyncIoProvider& io, pipeline_host& host,
                            std::shared_ptr<prometheus::Registry> registry)
@@ -126,7 +124,8 @@ void cluster_node::unfence() {
 std::string cluster_node::refuse(uint32_t protocol, kj::StringPtr token, const std::string& who) {
   std::string why;
   if (protocol != wire::CLUSTER_PROTOCOL)
-    why = "protocol version " + std::to_string(protocol) + ", this node speaks " + std::to_string(wire::CLUSTER_PROTOCOL);
+    why =
+        "protocol version " + std::to_string(protocol) + ", this node speaks " + std::to_string(wire::CLUSTER_PROTOCOL);
   else if (!same_secret(token.cStr(), c_.token))
     why = "wrong cluster token";
   if (!why.empty()) {
@@ -145,8 +144,10 @@ void cluster_node::log_once(const std::string& key, const std::string& text, boo
   auto& last = said_[key];
   if (last == text) return;
   last = text;
-  if (error) spdlog::error("[node={}] {}", c_.name, text);
-  else spdlog::warn("[node={}] {}", c_.name, text);
+  if (error)
+    spdlog::error("[node={}] {}", c_.name, text);
+  else
+    spdlog::warn("[node={}] {}", c_.name, text);
 }
 
 pipeline_placement cluster_node::placement_of(const placement_record& r, int64_t epoch) const {
@@ -158,8 +159,10 @@ pipeline_placement cluster_node::placement_of(const placement_record& r, int64_t
   auto nodes = r.nodes();
   nodes.insert(c_.name);
   for (auto& n : nodes)
-    if (n == c_.name) pl.data_address[n] = c_.advertise_data;
-    else if (auto it = view_.nodes.find(n); it != view_.nodes.end()) pl.data_address[n] = it->second.data;
+    if (n == c_.name)
+      pl.data_address[n] = c_.advertise_data;
+    else if (auto it = view_.nodes.find(n); it != view_.nodes.end())
+      pl.data_address[n] = it->second.data;
   pl.run = r.run;
   pl.epoch = static_cast<uint64_t>(epoch);
   for (auto& [n, e] : r.fences) pl.fences[n] = static_cast<uint64_t>(e);
@@ -197,10 +200,9 @@ void cluster_node::start_registration() {
                    return store_.txn(t).then([this, l, sent](etcd_txn_result r) {
                      if (!r.succeeded) {
                        tasks_.add(store_.revoke(l.id).catch_([](kj::Exception&&) {}));
-                       log_once("register",
-                                "the name '" + c_.name +
-                                    "' is held by a member whose lease has not ended (this node before it "
-                                    "restarted, or another node of that name): waiting for it to end");
+                       log_once("register", "the name '" + c_.name +
+                                                "' is held by a member whose lease has not ended (this node before it "
+                                                "restarted, or another node of that name): waiting for it to end");
                        retry_registration_at_ = clock::now() + std::chrono::milliseconds(500);
                        return;
                      }
@@ -213,8 +215,10 @@ void cluster_node::start_registration() {
                      spdlog::info("[node={}] {} the cluster '{}' (lease of {} s, store at {})", c_.name,
                                   again ? "registered again with" : "registered with", c_.cluster, l.ttl_s,
                                   store_.endpoint());
-                     if (fenced_) unfence();  // every part here runs again as placed now
-                     else poll();
+                     if (fenced_)
+                       unfence();  // every part here runs again as placed now
+                     else
+                       poll();
                    });
                  })
                  .catch_([this](kj::Exception&& e) {
@@ -237,9 +241,10 @@ void cluster_node::keep_alive() {
                        if (ttl <= 0) {
                          lease_.lost();
                          lease_held_.Set(0);
-                         spdlog::error("[node={}] the cluster's store ended this node's lease: the other nodes took "
-                                       "it for down",
-                                       c_.name);
+                         spdlog::error(
+                             "[node={}] the cluster's store ended this node's lease: the other nodes took "
+                             "it for down",
+                             c_.name);
                          if (!fenced_) fence_self("it lost its lease");
                          return;
                        }
@@ -291,18 +296,17 @@ void cluster_node::check_standing() {
   auto slack = lease_.keep_alive_every().count();
   auto answers = kj::heapArrayBuilder<kj::Promise<std::string>>(peers.size());
   for (auto& [name, address] : peers) {
-    answers.add(call_node<wire::Peer>(io_.getNetwork(), io_.getTimer(), name, address,
-                                      std::max<int64_t>(slack, 100) * kj::MILLISECONDS,
-                                      [this](wire::Peer::Client& peer) {
-                                        auto req = peer.storeContactRequest();
-                                        req.setProtocol(wire::CLUSTER_PROTOCOL);
-                                        req.setToken(c_.token);
-                                        req.setFrom(c_.name);
-                                        return req.send().then([](capnp::Response<wire::Peer::StoreContactResults>&& r) {
-                                          return std::make_tuple(std::string(r.getNode().cStr()), r.getAgoMs(),
-                                                                 r.getSteadyMs());
-                                        });
-                                      })
+    answers.add(call_node<wire::Peer>(
+                    io_.getNetwork(), io_.getTimer(), name, address, std::max<int64_t>(slack, 100) * kj::MILLISECONDS,
+                    [this](wire::Peer::Client& peer) {
+                      auto req = peer.storeContactRequest();
+                      req.setProtocol(wire::CLUSTER_PROTOCOL);
+                      req.setToken(c_.token);
+                      req.setFrom(c_.name);
+                      return req.send().then([](capnp::Response<wire::Peer::StoreContactResults>&& r) {
+                        return std::make_tuple(std::string(r.getNode().cStr()), r.getAgoMs(), r.getSteadyMs());
+                      });
+                    })
                     .then(
                         [mine, slack](std::tuple<std::string, int64_t, int64_t> r) -> std::string {
                           auto& [node, ago, steady] = r;
@@ -326,14 +330,14 @@ void cluster_node::check_standing() {
       if (!w.empty()) cut_off += (cut_off.empty() ? "" : "; ") + w;
     if (cut_off.empty()) {
       if (!store_down_)
-        spdlog::warn("[node={}] the cluster's store answers no member (this node last renewed its lease {} ms ago): "
-                     "every node keeps running its part, and no placement changes until the store is back",
-                     c_.name, renewed_ago);
+        spdlog::warn(
+            "[node={}] the cluster's store answers no member (this node last renewed its lease {} ms ago): "
+            "every node keeps running its part, and no placement changes until the store is back",
+            c_.name, renewed_ago);
       store_down_ = true;
       return;
     }
-    fence_self("it cannot renew its lease (last renewed " + std::to_string(renewed_ago) + " ms ago) while " +
-               cut_off);
+    fence_self("it cannot renew its lease (last renewed " + std::to_string(renewed_ago) + " ms ago) while " + cut_off);
   }));
 }
 
@@ -354,17 +358,19 @@ void cluster_node::fence_self(const std::string& why) {
     if (!changes) continue;
     applied_[name] = 0;  // run as placed again once the node holds its lease
     auto placement = placement_of(fenced, p.epoch);
-    tasks_.add(jobs_.run([&host = host_, text = r.text, source = r.source, placement]() {
-                      std::string n;
-                      return host.deploy(text, source, n, &placement);
-                    })
+    tasks_.add(jobs_
+                   .run([&host = host_, text = r.text, source = r.source, placement]() {
+                     std::string n;
+                     return host.deploy(text, source, n, &placement);
+                   })
                    .then([this, name = name](std::string err) {
                      if (!err.empty()) spdlog::error("[node={}] pipeline '{}': {}", c_.name, name, err);
                    }));
   }
-  spdlog::warn("[node={}] {}: this node makes no placement change, and stops the stages other nodes may take over "
-               "({}); stages only it may run go on",
-               c_.name, why, stopped.empty() ? "none runs here" : stopped);
+  spdlog::warn(
+      "[node={}] {}: this node makes no placement change, and stops the stages other nodes may take over "
+      "({}); stages only it may run go on",
+      c_.name, why, stopped.empty() ? "none runs here" : stopped);
 }
 
 // -- reading the store -----------------------------------------------------------------------
@@ -467,17 +473,18 @@ void cluster_node::apply(const std::string& name, const cluster_view::pipeline& 
   if (!r.runs_on(c_.name) && here != r.run) return;  // nothing of it here
   if (!here.empty() && here != r.run) {
     // An earlier run of a pipeline of that name still runs here: it is over on the cluster.
-    spdlog::warn("[node={}] pipeline '{}' runs as '{}' on the cluster now: draining its earlier run '{}' here",
-                 c_.name, name, r.run, here);
+    spdlog::warn("[node={}] pipeline '{}' runs as '{}' on the cluster now: draining its earlier run '{}' here", c_.name,
+                 name, r.run, here);
     applied_[name] = 0;
     tasks_.add(jobs_.run([&host = host_, name]() { return host.stop(name); }).ignoreResult());
     return;
   }
   auto placement = placement_of(r, p.epoch);
-  tasks_.add(jobs_.run([&host = host_, text = r.text, source = r.source, placement]() {
-                    std::string n;
-                    return host.deploy(text, source, n, &placement);
-                  })
+  tasks_.add(jobs_
+                 .run([&host = host_, text = r.text, source = r.source, placement]() {
+                   std::string n;
+                   return host.deploy(text, source, n, &placement);
+                 })
                  .then([this, name, epoch = p.epoch](std::string err) {
                    if (err.empty()) {
                      said_.erase("apply " + name);
@@ -506,9 +513,10 @@ void cluster_node::lead(const std::string& name, const cluster_view::pipeline& p
                    .then(
                        [this, name](etcd_txn_result res) {
                          if (res.succeeded) {
-                           spdlog::warn("[node={}] this node leads pipeline '{}' now: it places its stages again "
-                                        "when members come and go",
-                                        c_.name, name);
+                           spdlog::warn(
+                               "[node={}] this node leads pipeline '{}' now: it places its stages again "
+                               "when members come and go",
+                               c_.name, name);
                            poll();
                          }
                        },
@@ -572,9 +580,10 @@ void cluster_node::report_finished_parts() {
                    .catch_([this, pipeline = pipeline](kj::Exception&& e) {
                      reporting_.erase(pipeline);
                      store_failed();
-                     spdlog::warn("[node={}] cannot record yet that its part of pipeline '{}' finished (tried again "
-                                  "next poll): {}",
-                                  c_.name, pipeline, reason(e));
+                     spdlog::warn(
+                         "[node={}] cannot record yet that its part of pipeline '{}' finished (tried again "
+                         "next poll): {}",
+                         c_.name, pipeline, reason(e));
                    }));
   }
 }

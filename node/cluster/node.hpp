@@ -113,21 +113,21 @@ class cluster_node {
   lease_clock lease_;
   int64_t lease_id_ = 0;
   bool registering_ = false, keep_alive_pending_ = false, polling_ = false, again_ = false, probing_ = false;
-  bool fenced_ = false;        // stopped what others may take over; re-applies once it can
-  bool store_down_ = false;    // every member said the store is down: nothing to fence
+  bool fenced_ = false;      // stopped what others may take over; re-applies once it can
+  bool store_down_ = false;  // every member said the store is down: nothing to fence
   clock::time_point started_ = clock::now();
   std::optional<clock::time_point> last_failure_, next_probe_at_;  // a store call failed; the next standing probe
   std::optional<clock::time_point> last_contact_, last_poll_, last_keep_alive_, retry_registration_at_;
   std::optional<clock::time_point> last_tick_;
   cluster_view view_;
   bool have_view_ = false;
-  std::map<std::string, int64_t> applied_;    // pipeline -> the epoch its part here runs at
-  std::set<std::string> stopping_;            // pipeline runs told to drain here
+  std::map<std::string, int64_t> applied_;         // pipeline -> the epoch its part here runs at
+  std::set<std::string> stopping_;                 // pipeline runs told to drain here
   std::map<std::string, std::string> unreported_;  // pipeline -> run whose finished part the store has not taken
   std::set<std::string> reporting_;                // pipelines whose report is under way
-  std::set<std::string> campaigning_;         // pipelines this node asked to lead
-  std::set<std::string> writing_;             // pipelines whose record this node is changing
-  std::map<std::string, std::string> said_;   // log_once: key -> what was said last
+  std::set<std::string> campaigning_;              // pipelines this node asked to lead
+  std::set<std::string> writing_;                  // pipelines whose record this node is changing
+  std::map<std::string, std::string> said_;        // log_once: key -> what was said last
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiting_reads_;
 
   std::shared_ptr<prometheus::Registry> registry_;

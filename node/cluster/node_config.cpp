@@ -50,8 +50,8 @@ expected<node_config> load_node_config(const std::string& path) {
   if (c.name.empty()) c.name = host_name;
   for (auto [field, value] : {std::pair{"name", &c.name}, std::pair{"cluster", &c.cluster}})
     if (value->empty() || value->find_first_of("/ \t\n") != std::string::npos)
-      return make_error(code, path + ": field '" + field + "': expected a name without '/' or spaces, got '" +
-                                  *value + "'");
+      return make_error(code,
+                        path + ": field '" + field + "': expected a name without '/' or spaces, got '" + *value + "'");
   if (c.advertise.empty()) {
     // Listening on every interface: peers reach it by its host name.
     auto colon = c.listen.rfind(':');
@@ -70,8 +70,7 @@ expected<node_config> load_node_config(const std::string& path) {
       auto [end, ec] = std::from_chars(address.data() + colon + 1, address.data() + address.size(), n);
       ok = ec == std::errc{} && end == address.data() + address.size() && n <= 65535;
     }
-    if (!ok)
-      return make_error(code, path + ": field '" + field + "': expected host:port, got '" + address + "'");
+    if (!ok) return make_error(code, path + ": field '" + field + "': expected host:port, got '" + address + "'");
     host = address.substr(0, colon);
     port = static_cast<uint32_t>(n);
     return {};
@@ -108,8 +107,9 @@ expected<node_config> load_node_config(const std::string& path) {
         if (!item.empty()) c.etcd.push_back(item);
     }
   if (c.etcd.empty())
-    return make_error(code, path + ": field 'etcd': expected the etcd endpoints (host:port, ...), here or in "
-                                   "$TROUPE_ETCD: a node keeps the cluster's state in etcd");
+    return make_error(code, path +
+                                ": field 'etcd': expected the etcd endpoints (host:port, ...), here or in "
+                                "$TROUPE_ETCD: a node keeps the cluster's state in etcd");
   for (auto& e : c.etcd) {
     std::string h;
     uint32_t p = 0;
@@ -121,7 +121,8 @@ expected<node_config> load_node_config(const std::string& path) {
     if (*v < 1000 || *v > 600000)
       return make_error(code, yaml::where(path, root["lease_ms"]) +
                                   ": field 'lease_ms': expected 1000 to 600000 milliseconds (the store counts "
-                                  "leases in whole seconds), got " + std::to_string(*v));
+                                  "leases in whole seconds), got " +
+                                  std::to_string(*v));
     c.lease_ms = *v;
   }
   if (c.token.empty())
@@ -133,10 +134,10 @@ expected<node_config> load_node_config(const std::string& path) {
     insecure = *v;
   }
   if (!insecure && c.token == "change-me")
-    return make_error(code, path + ": field 'token': 'change-me' is the documentation's example; set a secret of "
+    return make_error(code, path +
+                                ": field 'token': 'change-me' is the documentation's example; set a secret of "
                                 "your own (or insecure_test_token: true for a test on one machine)");
   return c;
 }
-
 
 }  // namespace troupe::cluster

@@ -12,18 +12,18 @@ namespace troupe::cluster {
 /// node.yaml: one member of a cluster.
 struct node_config {
   std::string path;
-  std::string name;       // default: the machine's host name
+  std::string name;                // default: the machine's host name
   std::string cluster = "troupe";  // the store's keys are kept under /troupe/<cluster>/
-  std::string listen;     // host:port to listen on for peers
-  std::string advertise;  // host:port peers reach it at; default: listen (its host name if listen is 0.0.0.0)
-  std::string data;       // host:port to listen on for frames; default: listen's port + 1
-  std::string advertise_data;   // where peers send frames: advertise's host, data's port
-  std::string admin;            // host:port for the CLI
-  std::string admin_advertise;  // where other nodes reach its admin interface: advertise's host
-  std::string metrics;          // host:port for /metrics; empty: none
-  std::vector<std::string> etcd;  // host:port of each etcd member (or $TROUPE_ETCD)
+  std::string listen;              // host:port to listen on for peers
+  std::string advertise;           // host:port peers reach it at; default: listen (its host name if listen is 0.0.0.0)
+  std::string data;                // host:port to listen on for frames; default: listen's port + 1
+  std::string advertise_data;      // where peers send frames: advertise's host, data's port
+  std::string admin;               // host:port for the CLI
+  std::string admin_advertise;     // where other nodes reach its admin interface: advertise's host
+  std::string metrics;             // host:port for /metrics; empty: none
+  std::vector<std::string> etcd;   // host:port of each etcd member (or $TROUPE_ETCD)
   std::vector<std::string> plugin_paths;
-  std::string token;  // or $TROUPE_TOKEN
+  std::string token;         // or $TROUPE_TOKEN
   uint32_t lease_ms = 3000;  // membership lease; the store counts it in whole seconds
 };
 

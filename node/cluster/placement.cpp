@@ -52,9 +52,9 @@ expected<std::vector<stage_placement>> place(const std::vector<stage_request>& s
       s.allowed = r.nodes.empty() ? std::vector<std::string>{self} : r.nodes;
       for (auto& n : s.allowed) {
         if (!known.count(n) && n != self)
-          return make_error(errc::placement_refused, source + ": stage '" + r.stage + "' is placed on node '" + n +
-                                                         "', which is not a member of the cluster (members: " +
-                                                         list_text(known) + ")");
+          return make_error(errc::placement_refused,
+                            source + ": stage '" + r.stage + "' is placed on node '" + n +
+                                "', which is not a member of the cluster (members: " + list_text(known) + ")");
         if (!live.count(n))
           return make_error(errc::placement_refused,
                             source + ": stage '" + r.stage + "' is placed on node '" + n + "', which is down");
@@ -69,7 +69,8 @@ expected<std::vector<stage_placement>> place(const std::vector<stage_request>& s
     if (!s.any) continue;
     auto best = least_loaded(live, load);
     if (best.empty())
-      return make_error(errc::placement_refused, source + ": stage '" + s.stage + "' may run on any node, but none is up");
+      return make_error(errc::placement_refused,
+                        source + ": stage '" + s.stage + "' may run on any node, but none is up");
     s.nodes = {best};
     ++load[best];
   }

@@ -30,8 +30,7 @@ bool field(const json& j, const char* name, T& out) {
 }  // namespace
 
 std::string to_json(const node_info& n) {
-  return json{{"name", n.name}, {"peer", n.peer}, {"admin", n.admin}, {"metrics", n.metrics}, {"data", n.data}}
-      .dump();
+  return json{{"name", n.name}, {"peer", n.peer}, {"admin", n.admin}, {"metrics", n.metrics}, {"data", n.data}}.dump();
 }
 
 expected<node_info> parse_node_info(const std::string& key, const std::string& text) {
@@ -75,8 +74,8 @@ std::set<std::string> placement_record::nodes() const {
 std::string to_json(const placement_record& r) {
   json stages = json::array();
   for (auto& s : r.stages)
-    stages.push_back({{"stage", s.stage}, {"allowed", s.allowed}, {"any", s.any}, {"nodes", s.nodes},
-                      {"moves", s.moves}});
+    stages.push_back(
+        {{"stage", s.stage}, {"allowed", s.allowed}, {"any", s.any}, {"nodes", s.nodes}, {"moves", s.moves}});
   return json{{"pipeline", r.pipeline},
               {"run", r.run},
               {"source", r.source},
@@ -98,10 +97,14 @@ expected<placement_record> parse_record(const std::string& key, const std::strin
       !field(j, "fences", r.fences))
     return bad(key, "expected text in pipeline, run, source, text, deployed_to and state, and fences of numbers");
   if (r.pipeline.empty() || r.run.empty()) return bad(key, "no pipeline name or run");
-  if (state == "running") r.state = pipeline_state::running;
-  else if (state == "stopping") r.state = pipeline_state::stopping;
-  else if (state == "finished") r.state = pipeline_state::finished;
-  else return bad(key, "state '" + state + "' (expected running, stopping or finished)");
+  if (state == "running")
+    r.state = pipeline_state::running;
+  else if (state == "stopping")
+    r.state = pipeline_state::stopping;
+  else if (state == "finished")
+    r.state = pipeline_state::finished;
+  else
+    return bad(key, "state '" + state + "' (expected running, stopping or finished)");
   auto list = j.find("stages");
   if (list == j.end() || !list->is_array()) return bad(key, "expected a list of stages");
   for (auto& x : *list) {
@@ -133,8 +136,10 @@ cluster_view read_view(const keyspace& keys, const etcd_range& range, std::vecto
     auto kind = rest.substr(0, slash), name = rest.substr(slash + 1);
     if (kind == "nodes") {
       auto n = parse_node_info(kv.key, kv.value);
-      if (!n) problems.push_back(describe(n.error()));
-      else v.nodes[name] = std::move(*n);
+      if (!n)
+        problems.push_back(describe(n.error()));
+      else
+        v.nodes[name] = std::move(*n);
     } else if (kind == "members") {
       v.members[name] = kv.lease;
     } else if (kind == "pipelines") {

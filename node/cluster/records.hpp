@@ -79,8 +79,8 @@ expected<placement_record> parse_record(const std::string& key, const std::strin
 struct cluster_view {
   struct pipeline {
     placement_record record;
-    int64_t epoch = 0;                      // the record's mod revision
-    std::string leader;                     // empty: none now
+    int64_t epoch = 0;                        // the record's mod revision
+    std::string leader;                       // empty: none now
     std::map<std::string, std::string> done;  // node -> the run whose part finished there
   };
   int64_t revision = 0;

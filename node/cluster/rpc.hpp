@@ -17,8 +17,7 @@ inline std::string reason(const kj::Exception& e) {
   return d.rfind(prefix, 0) == 0 ? d.substr(prefix.size()) : d;
 }
 
-inline kj::Exception failure(const std::string& why,
-                             kj::Exception::Type type = kj::Exception::Type::FAILED) {
+inline kj::Exception failure(const std::string& why, kj::Exception::Type type = kj::Exception::Type::FAILED) {
   return kj::Exception(type, __FILE__, __LINE__, kj::heapString(why));
 }
 
@@ -51,13 +50,12 @@ auto call_node(kj::Network& net, kj::Timer& timer, const std::string& node, cons
                     return send(cap).attach(kj::mv(cap)).attach(kj::mv(c));
                   });
   using T = typename promise_value<decltype(done)>::type;
-  return timer.timeoutAfter(timeout, kj::mv(done))
-      .catch_([node, address](kj::Exception&& e) -> kj::Promise<T> {
-        std::string d = e.getDescription().cStr();
-        if (d.rfind("remote exception: ", 0) == 0) return failure(reason(e));  // it answered: no
-        return failure("node " + node + " (" + address + ") did not answer: " + reason(e),
-                       kj::Exception::Type::DISCONNECTED);
-      });
+  return timer.timeoutAfter(timeout, kj::mv(done)).catch_([node, address](kj::Exception&& e) -> kj::Promise<T> {
+    std::string d = e.getDescription().cStr();
+    if (d.rfind("remote exception: ", 0) == 0) return failure(reason(e));  // it answered: no
+    return failure("node " + node + " (" + address + ") did not answer: " + reason(e),
+                   kj::Exception::Type::DISCONNECTED);
+  });
 }
 
 }  // namespace troupe::cluster

@@ -107,8 +107,8 @@ int serve(const node_config& config) {
     }
     std::string etcd;
     for (auto& e : c.etcd) etcd += (etcd.empty() ? "" : ", ") + e;
-    spdlog::info("[node={}] serving peers on {}, frames on {}, admin on {}{}{}; cluster '{}' kept in etcd at {}", c.name,
-                 c.listen, c.data, c.admin, c.metrics.empty() ? "" : ", metrics on http://",
+    spdlog::info("[node={}] serving peers on {}, frames on {}, admin on {}{}{}; cluster '{}' kept in etcd at {}",
+                 c.name, c.listen, c.data, c.admin, c.metrics.empty() ? "" : ", metrics on http://",
                  c.metrics.empty() ? "" : c.metrics + "/metrics", c.cluster, etcd);
     std::signal(SIGINT, on_node_signal);
     std::signal(SIGTERM, on_node_signal);
@@ -120,7 +120,9 @@ int serve(const node_config& config) {
     spdlog::info("[node={}] stopping (signal {}): leaving the cluster", c.name, node_signal.load());
     // The others take this node for down at once, rather than when its lease would end.
     if (node.lease_id() != 0)
-      timer.timeoutAfter(1 * kj::SECONDS, node.store().revoke(node.lease_id())).then([] {}, [](kj::Exception&&) {}).wait(wait);
+      timer.timeoutAfter(1 * kj::SECONDS, node.store().revoke(node.lease_id()))
+          .then([] {}, [](kj::Exception&&) {})
+          .wait(wait);
   } catch (const kj::Exception& e) {
     std::fprintf(stderr, "troupe node: %s: %s\n", c.path.c_str(), reason(e).c_str());
     return 1;

@@ -60,8 +60,10 @@ std::string check_needs(const std::string& source, const std::map<std::string, s
           for (auto& q : theirs) {
             if (q.plugin != plugin) continue;
             auto v = version::parse(q.version);
-            if (range_text.empty() || (range && v && range->contains(*v))) met = true;
-            else near += "; stage '" + q.stage + "' on node " + other + " runs version " + q.version;
+            if (range_text.empty() || (range && v && range->contains(*v)))
+              met = true;
+            else
+              near += "; stage '" + q.stage + "' on node " + other + " runs version " + q.version;
           }
         if (!met)
           return source + ": stage '" + p.stage + "' on node " + node + ": plugin '" + p.plugin + "' needs plugin '" +
@@ -213,10 +215,10 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
                  .then(
                      [rows](capnp::Response<wire::Admin::StatusResults>&& r) {
                        for (auto i : r.getInstances())
-                         rows->push_back({hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(), i.getMode(),
-                                                          i.getState(), i.getGeneration(), i.getFramesIn(),
-                                                          i.getFramesOut(), i.getRestarts()},
-                                          i.getNode()});
+                         rows->push_back(
+                             {hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(), i.getMode(), i.getState(),
+                                              i.getGeneration(), i.getFramesIn(), i.getFramesOut(), i.getRestarts()},
+                              i.getNode()});
                      },
                      [](kj::Exception&& e) { spdlog::warn("status: {}", reason(e)); }));
   return kj::joinPromises(asks.finish()).then([ctx, fill]() mutable { fill(ctx.getResults()); });
@@ -323,8 +325,10 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
           auto& keys = n_.keys();
           etcd_txn t;
           auto key = keys.pipeline(record->pipeline);
-          if (prior != 0) t.compares = {{key, etcd_txn::compare::what::mod_revision, prior, {}}};
-          else t.compares = {{key, etcd_txn::compare::what::create_revision, 0, {}}};
+          if (prior != 0)
+            t.compares = {{key, etcd_txn::compare::what::mod_revision, prior, {}}};
+          else
+            t.compares = {{key, etcd_txn::compare::what::create_revision, 0, {}}};
           t.success = {{etcd_txn::op::kind::put, key, to_json(*record), 0},
                        {etcd_txn::op::kind::put, keys.leader(record->pipeline), n_.config().name, n_.lease_id()}};
           return n_.store().txn(t).then([this, record](etcd_txn_result r) {

@@ -18,8 +18,8 @@ class blur : public troupe::plugin {
     if (w <= 0 || h <= 0) throw troupe::frame_error("blur: frame has no valid width/height metadata");
     const size_t expected = static_cast<size_t>(w * h * 3);
     if (in.size() != expected)
-      throw troupe::frame_error("blur: expected " + std::to_string(expected) + " bytes for " + std::to_string(w) +
-                                "x" + std::to_string(h) + " RGB24, got " + std::to_string(in.size()));
+      throw troupe::frame_error("blur: expected " + std::to_string(expected) + " bytes for " + std::to_string(w) + "x" +
+                                std::to_string(h) + " RGB24, got " + std::to_string(in.size()));
     tmp_.resize(expected);
     uint8_t* out = alloc(expected);
     pass(in.data(), tmp_.data(), w, h, 3, w * 3);  // horizontal: step one pixel, lines are rows

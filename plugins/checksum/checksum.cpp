@@ -31,7 +31,8 @@ uint64_t mix(uint64_t x) {  // splitmix64 finaliser
 class checksum : public troupe::plugin {
  public:
   explicit checksum(troupe::context& ctx)
-      : plugin(ctx), output_(ctx.config.get_string("output", "checksum.txt")),
+      : plugin(ctx),
+        output_(ctx.config.get_string("output", "checksum.txt")),
         frames_log_path_(ctx.config.get_string("frames_log", "")) {}
 
   void process(const troupe::frame_in& in) override {
@@ -58,8 +59,8 @@ class checksum : public troupe::plugin {
     for (auto& [id, s] : streams_) {
       char digest[17];
       std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(s.digest));
-      out << "stream " << id << " frames " << s.frames << " bytes " << s.bytes << " digest " << digest
-          << " duplicates " << s.duplicates << "\n";
+      out << "stream " << id << " frames " << s.frames << " bytes " << s.bytes << " digest " << digest << " duplicates "
+          << s.duplicates << "\n";
       frames += s.frames;
       bytes += s.bytes;
       dups += s.duplicates;

@@ -1,7 +1,7 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
 // exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
-// network socket, or an output that reveals which process it runs in, on one sequence number or on every Nth frame this instance processes; or it
-// fails create, start or stop, or takes its time to stop. For tests.
+// network socket, or an output that reveals which process it runs in, on one sequence number or on every Nth frame this
+// instance processes; or it fails create, start or stop, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <chrono>

@@ -62,8 +62,10 @@ class testsrc : public troupe::plugin {
     for (int64_t y = 1; y < height_; ++y) std::copy_n(px, width_ * 3, px + y * width_ * 3);
     // A bright square moving along the diagonal.
     const int64_t side = std::max<int64_t>(1, std::min(width_, height_) / 6);
-    const int64_t x0 = static_cast<int64_t>((seq * 7 + stream * 13) % static_cast<uint64_t>(std::max<int64_t>(1, width_ - side)));
-    const int64_t y0 = static_cast<int64_t>((seq * 5 + stream * 11) % static_cast<uint64_t>(std::max<int64_t>(1, height_ - side)));
+    const int64_t x0 =
+        static_cast<int64_t>((seq * 7 + stream * 13) % static_cast<uint64_t>(std::max<int64_t>(1, width_ - side)));
+    const int64_t y0 =
+        static_cast<int64_t>((seq * 5 + stream * 11) % static_cast<uint64_t>(std::max<int64_t>(1, height_ - side)));
     for (int64_t y = y0; y < std::min(height_, y0 + side); ++y)
       std::fill_n(px + (y * width_ + x0) * 3, std::min(side, width_ - x0) * 3, uint8_t{250});
     troupe::frame_out o;

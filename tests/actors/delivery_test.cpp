@@ -18,19 +18,23 @@ constexpr int frames_per_stream = 30, streams = 2, crash_every = 7, poison_seq =
 std::string demo(const std::string& faulty) {
   return "pipeline: demo\n"
          "window: 8\n"
-         "dead_letter_after: " + std::to_string(dead_after) + "\n"
+         "dead_letter_after: " +
+         std::to_string(dead_after) +
+         "\n"
          "dead_letters: \"{dir}/dead.jsonl\"\n"
          "restart: {max_restarts: 100, period_s: 60, backoff_initial_ms: 2, backoff_max_ms: 5}\n"
          "stages:\n"
          "  - {name: source, plugin: testsrc, config: {width: 64, height: 36, count: " +
-         std::to_string(frames_per_stream) + ", streams: " + std::to_string(streams) + "}}\n"
+         std::to_string(frames_per_stream) + ", streams: " + std::to_string(streams) +
+         "}}\n"
          "  - {name: invert, plugin: invert}\n" +
          (faulty.empty() ? "" : "  - {name: faulty, plugin: faulty, config: {" + faulty + "}}\n") +
          "  - {name: blur, plugin: blur, config: {radius: 2}, replicas: 2, routing: by_stream}\n"
          "  - {name: watermark, plugin: watermark, config: {text: TROUPE}}\n"
-         "  - {name: checksum, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
-         "edges: [\"source -> invert -> " + (faulty.empty() ? "" : "faulty -> ") +
-         "blur -> watermark -> checksum\"]\n";
+         "  - {name: checksum, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: "
+         "\"{dir}/frames.txt\"}}\n"
+         "edges: [\"source -> invert -> " +
+         (faulty.empty() ? "" : "faulty -> ") + "blur -> watermark -> checksum\"]\n";
 }
 
 // The losses the fault schedule implies: faulty sees the source's order (seq-major over
@@ -129,9 +133,12 @@ std::string through_f(const std::string& f, int count) {
   return "pipeline: through-f\n"
          "window: 4\n"
          "stages:\n"
-         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
+         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " +
+         std::to_string(count) +
          ", streams: 2}}\n"
-         "  - {name: f, " + f + "}\n"
+         "  - {name: f, " +
+         f +
+         "}\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
          "edges: [\"src -> f -> sink\"]\n";
 }

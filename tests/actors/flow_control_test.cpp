@@ -53,7 +53,8 @@ edges: ["src -> pass -> slow -> sink"]
         if (rss_settled > 0) rss_most = std::max(rss_most, rss_mb());
         return true;
       },
-      {}, [&](const slot_table& slots) {
+      {},
+      [&](const slot_table& slots) {
         return std::chrono::steady_clock::now() - start > 3s && find(slots, "sink").frames_in.Value() > 20;
       });
   EXPECT_FALSE(r.completed);  // stopped from outside, long before the source ran dry

@@ -44,11 +44,15 @@ bool gone(int pid) {
 std::string chain(const std::string& f, int count = 20, const std::string& extra = "") {
   return "pipeline: isolated\n"
          "dead_letter_after: 2\n"
-         "restart: {max_restarts: 20, period_s: 60, backoff_initial_ms: 2, backoff_max_ms: 10}\n" + extra +
+         "restart: {max_restarts: 20, period_s: 60, backoff_initial_ms: 2, backoff_max_ms: 10}\n" +
+         extra +
          "stages:\n"
-         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " + std::to_string(count) +
+         "  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: " +
+         std::to_string(count) +
          ", streams: 2}}\n"
-         "  - " + f + "\n"
+         "  - " +
+         f +
+         "\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
          "edges: [\"src -> f -> sink\"]\n";
 }
@@ -85,10 +89,18 @@ TEST(isolated, outputs_are_those_of_embedded_mode_byte_for_byte) {
     return "pipeline: modes\n"
            "stages:\n"
            "  - {name: src, plugin: testsrc, config: {width: 64, height: 36, count: 15, streams: 2}}\n"
-           "  - {name: invert, plugin: invert, mode: " + mode + "}\n"
-           "  - {name: blur, plugin: blur, mode: " + mode + ", config: {radius: 2}}\n"
-           "  - {name: det, plugin: detect, mode: " + mode + "}\n"
-           "  - {name: pass, plugin: passthrough, mode: " + mode + "}\n"
+           "  - {name: invert, plugin: invert, mode: " +
+           mode +
+           "}\n"
+           "  - {name: blur, plugin: blur, mode: " +
+           mode +
+           ", config: {radius: 2}}\n"
+           "  - {name: det, plugin: detect, mode: " +
+           mode +
+           "}\n"
+           "  - {name: pass, plugin: passthrough, mode: " +
+           mode +
+           "}\n"
            "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
            "  - {name: dsink, plugin: checksum, config: {output: \"{dir}/det.txt\"}}\n"
            "edges: [\"src -> invert -> blur -> pass -> sink\", \"blur -> det -> dsink\"]\n";
@@ -134,8 +146,8 @@ TEST(isolated, a_crashing_worker_is_lost_restarted_and_loses_no_frame) {
     SCOPED_TRACE(k.action);
     temp_dir d;
     // Each generation dies on the 7th frame it sees: frames 6, 12, 18... of the 40.
-    auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: " + k.action +
-                                ", every: 7}}"));
+    auto p =
+        plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: " + k.action + ", every: 7}}"));
     ASSERT_OK(p);
     auto r = run_pipeline(*p);
     ASSERT_TRUE(r.completed);
@@ -153,8 +165,8 @@ TEST(isolated, a_crashing_worker_is_lost_restarted_and_loses_no_frame) {
 
 TEST(isolated, sigkill_from_outside_is_lost_and_the_next_worker_takes_over) {
   temp_dir d;
-  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: slow, every: 1, slow_ms: 5}}",
-                              50));
+  auto p = plan_yaml(
+      d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: slow, every: 1, slow_ms: 5}}", 50));
   ASSERT_OK(p);
   int killed = -1;
   auto r = run_pipeline(*p, 30s, [&](const slot_table& slots) {
@@ -181,7 +193,8 @@ TEST(isolated, sigkill_from_outside_is_lost_and_the_next_worker_takes_over) {
 TEST(isolated, a_hung_worker_is_killed_at_its_deadline) {
   temp_dir d;
   auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 300, "
-                              "config: {action: hang, on_seq: 3}}", 10));
+                              "config: {action: hang, on_seq: 3}}",
+                              10));
   ASSERT_OK(p);
   std::set<int> pids;
   auto r = run_pipeline(*p, 30s, [&](const slot_table& slots) {
@@ -243,7 +256,8 @@ TEST(isolated, a_network_socket_without_the_network_permission_stops_the_worker)
 
 TEST(isolated, a_worker_that_does_not_stop_in_time_is_killed_and_teardown_failed) {
   temp_dir d;
-  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 300, config: {stop_ms: 20000}}", 3));
+  auto p =
+      plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 300, config: {stop_ms: 20000}}", 3));
   ASSERT_OK(p);
   int pid = -1;
   auto start = std::chrono::steady_clock::now();
@@ -268,15 +282,16 @@ TEST(isolated, an_idle_worker_that_stops_answering_is_lost) {
   temp_dir d;
   // f takes one frame, then idles while another branch keeps the pipeline running: only
   // heartbeats reach its worker.
-  auto p = plan_yaml(d, "pipeline: frozen\n"
-                        "restart: {max_restarts: 5, backoff_initial_ms: 2, backoff_max_ms: 10}\n"
-                        "stages:\n"
-                        "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 1}}\n"
-                        "  - {name: f, plugin: passthrough, mode: isolated, deadline_ms: 300}\n"
-                        "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
-                        "  - {name: slow, plugin: testsrc, config: {width: 8, height: 8, count: 1000, rate: 2}}\n"
-                        "  - {name: sink2, plugin: checksum, config: {output: \"{dir}/sum2.txt\"}}\n"
-                        "edges: [\"src -> f -> sink\", \"slow -> sink2\"]\n");
+  auto p = plan_yaml(d,
+                     "pipeline: frozen\n"
+                     "restart: {max_restarts: 5, backoff_initial_ms: 2, backoff_max_ms: 10}\n"
+                     "stages:\n"
+                     "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 1}}\n"
+                     "  - {name: f, plugin: passthrough, mode: isolated, deadline_ms: 300}\n"
+                     "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                     "  - {name: slow, plugin: testsrc, config: {width: 8, height: 8, count: 1000, rate: 2}}\n"
+                     "  - {name: sink2, plugin: checksum, config: {output: \"{dir}/sum2.txt\"}}\n"
+                     "edges: [\"src -> f -> sink\", \"slow -> sink2\"]\n");
   ASSERT_OK(p);
   int frozen = -1;
   std::chrono::steady_clock::time_point frozen_at, lost_at;
@@ -324,8 +339,10 @@ TEST(isolated, a_worker_past_its_cpu_limit_is_named) {
                "library: " + plugin_dir() + "/faulty/libtroupe_faulty.so");
   plugins.write("faulty/plugin.yaml", text);
   temp_dir d;
-  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 30000, "
-                              "config: {action: spin, hang_ms: 20000, on_seq: 2}}", 4),
+  auto p = plan_yaml(d,
+                     chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 30000, "
+                           "config: {action: spin, hang_ms: 20000, on_seq: 2}}",
+                           4),
                      plugins.path().string());
   ASSERT_OK(p);
   auto r = run_pipeline(*p, 60s);

@@ -24,8 +24,11 @@ std::string chain(int count, int rate, int replicas = 2) {
          "window: 8\n"
          "stages:\n"
          "  - {name: source, plugin: testsrc, config: {width: 64, height: 36, count: " +
-         std::to_string(count) + ", streams: 4, rate: " + std::to_string(rate) + "}}\n"
-         "  - {name: invert, plugin: invert, routing: by_stream, replicas: " + std::to_string(replicas) + "}\n"
+         std::to_string(count) + ", streams: 4, rate: " + std::to_string(rate) +
+         "}}\n"
+         "  - {name: invert, plugin: invert, routing: by_stream, replicas: " +
+         std::to_string(replicas) +
+         "}\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: \"{dir}/frames.txt\"}}\n"
          "edges: [\"source -> invert -> sink\"]\n";
 }
@@ -58,7 +61,7 @@ std::shared_ptr<data_plane> start_plane(const std::string& node, const std::stri
 struct across_result {
   bool completed_a = false, completed_b = false, ok = true, stopped = true;
   std::shared_ptr<prometheus::Registry> registry_a, registry_b;  // the data planes'
-  std::vector<std::shared_ptr<metrics>> instances;              // per node, the instances'
+  std::vector<std::shared_ptr<metrics>> instances;               // per node, the instances'
 };
 
 using nodes_map = std::map<std::string, std::vector<std::string>>;

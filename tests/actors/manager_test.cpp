@@ -41,8 +41,15 @@ caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shar
         log->events.push_back("stop " + tag);
         s.stats->set_state(instance_state::stopped);
         self->send(s.manager, report_atom::value,
-                   instance_report{s.slot, s.generation, instance_state::stopped, failure_class::none, {}, false,
-                                   false, {}, std::nullopt});
+                   instance_report{s.slot,
+                                   s.generation,
+                                   instance_state::stopped,
+                                   failure_class::none,
+                                   {},
+                                   false,
+                                   false,
+                                   {},
+                                   std::nullopt});
         self->quit();
       },
       [=](drain_atom, std::vector<size_t>&) { log->events.push_back("drain " + tag); },
@@ -55,8 +62,7 @@ caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shar
 }
 
 struct manager_fixture : ::testing::Test {
-  manager_fixture()
-      : sys(config()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
+  manager_fixture() : sys(config()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
 
   static caf::actor_system_config& config() {
     static caf::actor_system_config cfg = [] {
@@ -75,13 +81,16 @@ struct manager_fixture : ::testing::Test {
 
   // src -> f -> sink with f's restart policy as given.
   void start(const std::string& f_fields = "") {
-    auto p = plan_yaml(dir, "pipeline: steps\n"
-                            "restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 100, backoff_max_ms: 400}\n"
-                            "stages:\n"
-                            "  - {name: src, plugin: testsrc, config: {count: 10}}\n"
-                            "  - {name: f, plugin: passthrough" + f_fields + "}\n"
-                            "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
-                            "edges: [\"src -> f -> sink\"]\n");
+    auto p = plan_yaml(dir,
+                       "pipeline: steps\n"
+                       "restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 100, backoff_max_ms: 400}\n"
+                       "stages:\n"
+                       "  - {name: src, plugin: testsrc, config: {count: 10}}\n"
+                       "  - {name: f, plugin: passthrough" +
+                           f_fields +
+                           "}\n"
+                           "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                           "edges: [\"src -> f -> sink\"]\n");
     ASSERT_TRUE(p) << describe(p.error());
     plan = *p;
     registry = std::make_shared<slot_registry>(m, make_slots(*plan, m));
@@ -122,9 +131,9 @@ struct manager_fixture : ::testing::Test {
               std::string error = {}) {
     i.setup.stats->set_state(st);
     i.setup.stats->failure.store(f);
-    caf::anon_send(manager, report_atom::value,
-                   instance_report{i.setup.slot, i.setup.generation, st, f, std::move(error), false, false, {},
-                                   std::nullopt});
+    caf::anon_send(
+        manager, report_atom::value,
+        instance_report{i.setup.slot, i.setup.generation, st, f, std::move(error), false, false, {}, std::nullopt});
     run();
   }
 
@@ -262,8 +271,15 @@ TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
   // It says it drained: only then is it stopped, and it leaves its stage.
   auto& r = newest("f", 1);
   caf::anon_send(manager, report_atom::value,
-                 instance_report{r.setup.slot, r.setup.generation, instance_state::running, failure_class::none, {},
-                                 false, true, {}, std::nullopt});
+                 instance_report{r.setup.slot,
+                                 r.setup.generation,
+                                 instance_state::running,
+                                 failure_class::none,
+                                 {},
+                                 false,
+                                 true,
+                                 {},
+                                 std::nullopt});
   run();
   EXPECT_EQ(count("stop f#1 gen 1"), 1u);
   EXPECT_EQ(count("stop f gen 1"), 0u);

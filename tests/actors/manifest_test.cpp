@@ -5,8 +5,8 @@
 #include <plugin_library.hpp>
 
 using namespace troupe;
-using troupe::test::temp_dir;
 using ::testing::HasSubstr;
+using troupe::test::temp_dir;
 
 namespace {
 
@@ -48,7 +48,8 @@ TEST(manifest, reads_every_field) {
 
 TEST(manifest, unknown_field_type_names_file_line_and_field) {
   temp_dir d;
-  auto path = d.write("p/plugin.yaml", "name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  size: {type: integr, default: 1}\n");
+  auto path =
+      d.write("p/plugin.yaml", "name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  size: {type: integr, default: 1}\n");
   auto m = load_manifest(path);
   ASSERT_FALSE(m);
   auto text = describe(m.error());
@@ -89,7 +90,8 @@ TEST(config, defaults_filled_and_values_checked) {
   ASSERT_OK(m);
   auto ok = validate_config(*m, {{"radius", "7", 3}, {"shape", "disc", 4}}, "p.yaml");
   ASSERT_OK(ok);
-  EXPECT_EQ(*ok, (config_values{{"radius", "7"}, {"gain", "0.5"}, {"label", "hello"}, {"on", "true"}, {"shape", "disc"}}));
+  EXPECT_EQ(*ok,
+            (config_values{{"radius", "7"}, {"gain", "0.5"}, {"label", "hello"}, {"on", "true"}, {"shape", "disc"}}));
 
   auto out_of_range = validate_config(*m, {{"radius", "40", 9}}, "p.yaml");
   ASSERT_FALSE(out_of_range);
@@ -139,8 +141,9 @@ TEST(plugin_library, wrong_library_or_name_is_refused_with_the_file) {
   EXPECT_THAT(describe(lib.error()), HasSubstr("libtroupe_fake.so: cannot load"));
 
   // A real plugin library under a manifest that claims another name.
-  auto m2 = load_manifest(d.write("liar/plugin.yaml", "name: liar\nversion: 1.0.0\nabi: 1\nlibrary: " +
-                                                          troupe::test::plugin_dir() + "/passthrough/libtroupe_passthrough.so\n"));
+  auto m2 = load_manifest(
+      d.write("liar/plugin.yaml", "name: liar\nversion: 1.0.0\nabi: 1\nlibrary: " + troupe::test::plugin_dir() +
+                                      "/passthrough/libtroupe_passthrough.so\n"));
   ASSERT_OK(m2);
   auto lib2 = plugin_library::open(*m2);
   ASSERT_FALSE(lib2);
@@ -158,7 +161,7 @@ TEST(plugin_library, wrong_library_or_name_is_refused_with_the_file) {
 TEST(plugin_library, wrong_abi_version_is_refused) {
   temp_dir d;
   auto m = load_manifest(d.write("w/plugin.yaml", "name: wrongabi\nversion: 1.0.0\nabi: 1\nlibrary: " +
-                                                       std::string(TROUPE_WRONG_ABI_LIBRARY) + "\n"));
+                                                      std::string(TROUPE_WRONG_ABI_LIBRARY) + "\n"));
   ASSERT_OK(m);
   auto lib = plugin_library::open(*m);
   ASSERT_FALSE(lib);

@@ -4,8 +4,8 @@
 #include "../test_util.hpp"
 
 #include <catalog.hpp>
-#include <instance.hpp>
 #include <executor.hpp>
+#include <instance.hpp>
 #include <manager.hpp>
 #include <messages.hpp>
 #include <pipeline.hpp>
@@ -17,9 +17,9 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <sstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <tuple>
 
@@ -136,8 +136,8 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
 /// outputs to `next` as if that were the only replica of `next_stage`. Started.
 inline caf::actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr<const plan> p,
                                          const std::vector<std::shared_ptr<plugin_library>>& libs,
-                                         const slot_table& slots, executor& ex, size_t stage,
-                                         const caf::actor& manager, const caf::actor& next) {
+                                         const slot_table& slots, executor& ex, size_t stage, const caf::actor& manager,
+                                         const caf::actor& next) {
   instance_setup s;
   s.slot = stage;
   s.stage = stage;

@@ -4,8 +4,8 @@
 #include <pipeline.hpp>
 
 using namespace troupe;
-using troupe::test::temp_dir;
 using ::testing::HasSubstr;
+using troupe::test::temp_dir;
 
 namespace {
 
@@ -15,12 +15,14 @@ struct fixture {
   temp_dir files;
   catalog cat;
   fixture() {
-    plugins.write("src/plugin.yaml", "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
-                                     "config:\n  count: {type: int, default: 10, min: 1}\n");
+    plugins.write("src/plugin.yaml",
+                  "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
+                  "config:\n  count: {type: int, default: 10, min: 1}\n");
     plugins.write("filt/plugin.yaml", "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n");
     plugins.write("sink/plugin.yaml", "name: sink\nversion: 1.0.0\nabi: 1\ncapabilities: [sink]\n");
-    plugins.write("needy/plugin.yaml", "name: needy\nversion: 1.0.0\nabi: 1\n"
-                                       "dependencies: [{name: helper, version: \"^2.0\"}]\n");
+    plugins.write("needy/plugin.yaml",
+                  "name: needy\nversion: 1.0.0\nabi: 1\n"
+                  "dependencies: [{name: helper, version: \"^2.0\"}]\n");
     plugins.write("helper/plugin.yaml", "name: helper\nversion: 1.5.0\nabi: 1\n");
     cat = catalog::discover({plugins.path().string()});
   }
@@ -99,8 +101,9 @@ edges: ["s -> n -> k", "s -> h -> k"]
   EXPECT_THAT(text, HasSubstr("stage 'h' runs version 1.5.0"));
 
   fixture g;
-  g.plugins.write("needy/plugin.yaml", "name: needy\nversion: 1.0.0\nabi: 1\n"
-                                       "dependencies: [{name: helper, version: \">=1.0 <2.0\"}]\n");
+  g.plugins.write("needy/plugin.yaml",
+                  "name: needy\nversion: 1.0.0\nabi: 1\n"
+                  "dependencies: [{name: helper, version: \">=1.0 <2.0\"}]\n");
   g.cat = catalog::discover({g.plugins.path().string()});
   auto p = g.make(R"(stages:
   - {name: s, plugin: src}
@@ -126,18 +129,23 @@ TEST(pipeline, errors_name_file_line_and_field) {
       {"stages:\n  - {name: a, plugin: nope}\n", 2, "plugin 'nope' not found"},
       {"stages:\n  - {name: a, plugin: src}\n  - {name: a, plugin: sink}\n", 3, "used twice"},
       {"stages:\n  - {name: a, plugin: src}\nedges: [\"a -> zz\"]\n", 3, "no stage named 'zz'"},
-      {"stages:\n  - {name: a, plugin: src,\n     config: {count: 0}}\n", 3, "config field 'count' (int) of plugin 'src': 0 is below the minimum 1"},
+      {"stages:\n  - {name: a, plugin: src,\n     config: {count: 0}}\n", 3,
+       "config field 'count' (int) of plugin 'src': 0 is below the minimum 1"},
       {"stages:\n  - {name: a, plugin: filt}\n", 2, "is not a source"},
       {"stages:\n  - {name: a, plugin: src, routing: random}\n", 2, "expected round_robin, least_loaded or by_stream"},
       {"stages:\n  - {name: a, plugin: src}\nrestart: {max_restarts: -1}\n", 3, "restart.max_restarts"},
       {"stages:\n  - {name: a, plugin: src}\nedges: [\"a - b\"]\n", 3, "expected \"from -> to\""},
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 64MB\n", 3, "'window_bytes': expected a positive size"},
       {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 0\n", 3, "'window_bytes': expected a positive size"},
-      {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 999999999999GiB\n", 3, "'window_bytes': expected a positive size"},
-      {"stages:\n  - {name: a, plugin: src}\nrestart: {period_s: .nan}\n", 3, "'restart.period_s': expected a number of seconds (a finite number), got '.nan'"},
+      {"stages:\n  - {name: a, plugin: src}\nwindow_bytes: 999999999999GiB\n", 3,
+       "'window_bytes': expected a positive size"},
+      {"stages:\n  - {name: a, plugin: src}\nrestart: {period_s: .nan}\n", 3,
+       "'restart.period_s': expected a number of seconds (a finite number), got '.nan'"},
       {"stages:\n  - {name: a, plugin: src}\nrestart: {stable_after_s: .inf}\n", 3, "(a finite number), got '.inf'"},
-      {"stages:\n  - {name: a, plugin: src}\nrestart: {max_restarts: 99999999999}\n", 3, "restart.max_restarts': expected a non-negative integer"},
-      {"window: 4\nstages:\n  - {name: a, plugin: src}\nwindow: 8\n", 4, "field 'window' is given twice (first at line 1)"},
+      {"stages:\n  - {name: a, plugin: src}\nrestart: {max_restarts: 99999999999}\n", 3,
+       "restart.max_restarts': expected a non-negative integer"},
+      {"window: 4\nstages:\n  - {name: a, plugin: src}\nwindow: 8\n", 4,
+       "field 'window' is given twice (first at line 1)"},
       {"stages:\n  - {name: a, plugin: src, name: b}\n", 2, "field 'name' is given twice"},
   };
   for (auto& c : cases) {
@@ -172,12 +180,11 @@ TEST(pipeline, placement_fields_are_read_and_checked) {
   EXPECT_EQ(spec->stages[1].nodes, std::vector<std::string>{"n2"});
   EXPECT_EQ(spec->stages[2].nodes, (std::vector<std::string>{"n3", "n2"}));
   EXPECT_EQ(spec->stages[3].nodes, std::vector<std::string>{"*"});
-  for (auto [yaml, want] : {std::pair{"stages:\n  - {plugin: src, node: n1, nodes: [n2]}\n",
-                                      "give either 'node' or 'nodes', not both"},
-                            std::pair{"stages:\n  - {plugin: src, nodes: []}\n",
-                                      "field 'nodes': expected a list of node names, in order of preference"},
-                            std::pair{"stages:\n  - {plugin: src, nodes: [n1, any]}\n",
-                                      "for any node, write node: any"}}) {
+  for (auto [yaml, want] :
+       {std::pair{"stages:\n  - {plugin: src, node: n1, nodes: [n2]}\n", "give either 'node' or 'nodes', not both"},
+        std::pair{"stages:\n  - {plugin: src, nodes: []}\n",
+                  "field 'nodes': expected a list of node names, in order of preference"},
+        std::pair{"stages:\n  - {plugin: src, nodes: [n1, any]}\n", "for any node, write node: any"}}) {
     auto bad = load_pipeline(f.files.write("bad.yaml", yaml));
     ASSERT_FALSE(bad) << yaml;
     EXPECT_THAT(describe(bad.error()), HasSubstr(want));
@@ -212,9 +219,10 @@ TEST(pipeline, a_stage_placed_elsewhere_is_named_but_not_resolved_here) {
   EXPECT_THAT(describe(q.error()), HasSubstr("ghost"));
   // A stage on two nodes runs here too, and is sent to the other.
   placement spread{"n1", {{"a", {"n1"}}, {"b", {"n1", "n3"}}, {"c", {"n1"}}}};
-  auto spec2 = load_pipeline(f.files.write("spread.yaml", "stages:\n  - {name: a, plugin: src}\n"
-                                                          "  - {name: b, plugin: filt, nodes: [n1, n3]}\n"
-                                                          "  - {name: c, plugin: sink}\nedges: [\"a -> b -> c\"]\n"));
+  auto spec2 = load_pipeline(f.files.write("spread.yaml",
+                                           "stages:\n  - {name: a, plugin: src}\n"
+                                           "  - {name: b, plugin: filt, nodes: [n1, n3]}\n"
+                                           "  - {name: c, plugin: sink}\nedges: [\"a -> b -> c\"]\n"));
   ASSERT_OK(spec2);
   auto r = plan_pipeline(*spec2, f.cat, &spread);
   ASSERT_OK(r);
@@ -226,9 +234,10 @@ TEST(pipeline, a_stage_placed_elsewhere_is_named_but_not_resolved_here) {
 TEST(pipeline, a_chain_of_50000_stages_is_ordered_without_recursion) {
   fixture f;
   constexpr int n = 50000;  // the recursive sort this replaced overflowed the stack at 30,000
-  auto name = [](int i) {  // short names, so that the file stays under the 4 MiB limit
+  auto name = [](int i) {   // short names, so that the file stays under the 4 MiB limit
     std::string s;
-    do s.insert(s.begin(), "0123456789abcdefghijklmnopqrstuvwxyz"[i % 36]); while ((i /= 36) > 0);
+    do s.insert(s.begin(), "0123456789abcdefghijklmnopqrstuvwxyz"[i % 36]);
+    while ((i /= 36) > 0);
     return "s" + s;
   };
   std::string yaml = "stages:\n", edges = "edges: [\"" + name(0);

@@ -149,8 +149,9 @@ TEST(router, replaced_receiver_gets_its_unacked_frames_again_in_order) {
 TEST(router, a_draining_receiver_gets_nothing_new_and_is_told_once_its_frames_are_acknowledged) {
   fixture fx;
   std::vector<caf::actor> told;
-  router r(2, [&](const caf::actor& to, frame&& f) { fx.log.sends.emplace_back(to, f.seq); },
-           [&](const caf::actor& to) { told.push_back(to); });
+  router r(
+      2, [&](const caf::actor& to, frame&& f) { fx.log.sends.emplace_back(to, f.seq); },
+      [&](const caf::actor& to) { told.push_back(to); });
   r.set_routes(fx.table(route_policy::round_robin, {fx.a, fx.b}));
   for (uint64_t i = 0; i < 4; ++i) r.route(make(0, i));  // a: 0, 2; b: 1, 3
   ASSERT_EQ(fx.log.count_to(fx.b), 2u);

@@ -32,13 +32,13 @@ std::set<sp> reachable(sp p) {
 TEST(slot_phase, every_change_the_manager_makes_is_allowed) {
   // The changes the manager's handlers make, one per line of slot_phase.hpp's table.
   std::set<std::pair<sp, sp>> made = {
-      {sp::idle, sp::spawning},          {sp::idle, sp::done},  // started; stopped before its turn
-      {sp::spawning, sp::running},       {sp::spawning, sp::restarting}, {sp::spawning, sp::quarantined},
-      {sp::spawning, sp::stopping},      {sp::spawning, sp::done},
-      {sp::running, sp::restarting},     {sp::running, sp::quarantined}, {sp::running, sp::stopping},
-      {sp::running, sp::done},           {sp::restarting, sp::spawning}, {sp::restarting, sp::stopping},
-      {sp::restarting, sp::done},        {sp::stopping, sp::done},       {sp::stopping, sp::restarting},
-      {sp::stopping, sp::quarantined},   {sp::quarantined, sp::done},
+      {sp::idle, sp::spawning},       {sp::idle, sp::done},  // started; stopped before its turn
+      {sp::spawning, sp::running},    {sp::spawning, sp::restarting}, {sp::spawning, sp::quarantined},
+      {sp::spawning, sp::stopping},   {sp::spawning, sp::done},       {sp::running, sp::restarting},
+      {sp::running, sp::quarantined}, {sp::running, sp::stopping},    {sp::running, sp::done},
+      {sp::restarting, sp::spawning}, {sp::restarting, sp::stopping}, {sp::restarting, sp::done},
+      {sp::stopping, sp::done},       {sp::stopping, sp::restarting}, {sp::stopping, sp::quarantined},
+      {sp::quarantined, sp::done},
   };
   for (auto from : all)
     for (auto to : all)

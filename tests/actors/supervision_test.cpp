@@ -13,14 +13,17 @@ using ::testing::HasSubstr;
 namespace {
 
 // testsrc -> faulty -> checksum, with the faulty config and restart policy given.
-std::string faulty_chain(const std::string& faulty_config, const std::string& extra_stage_fields = "",
-                         int count = 20, int streams = 1) {
+std::string faulty_chain(const std::string& faulty_config, const std::string& extra_stage_fields = "", int count = 20,
+                         int streams = 1) {
   return "pipeline: faulty\n"
          "restart: {max_restarts: 10, period_s: 60, backoff_initial_ms: 5, backoff_max_ms: 20}\n"
          "stages:\n"
-         "  - {name: src, plugin: testsrc, config: {width: 16, height: 8, count: " + std::to_string(count) +
-         ", streams: " + std::to_string(streams) + "}}\n"
-         "  - {name: f, plugin: faulty, config: {" + faulty_config + "}" + extra_stage_fields + "}\n"
+         "  - {name: src, plugin: testsrc, config: {width: 16, height: 8, count: " +
+         std::to_string(count) + ", streams: " + std::to_string(streams) +
+         "}}\n"
+         "  - {name: f, plugin: faulty, config: {" +
+         faulty_config + "}" + extra_stage_fields +
+         "}\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
          "edges: [\"src -> f -> sink\"]\n";
 }
@@ -58,7 +61,8 @@ edges: ["src -> inv -> blur -> mark -> sink"]
 
 TEST(runtime, start_failed_is_retried_then_quarantined) {
   temp_dir d;
-  auto p = plan_yaml(d, faulty_chain("fail_start: true", ", restart: {max_restarts: 2, backoff_initial_ms: 5, backoff_max_ms: 10}"));
+  auto p = plan_yaml(
+      d, faulty_chain("fail_start: true", ", restart: {max_restarts: 2, backoff_initial_ms: 5, backoff_max_ms: 10}"));
   ASSERT_OK(p);
   auto r = run_pipeline(*p, 20s);
   ASSERT_TRUE(r.completed);
@@ -122,7 +126,8 @@ TEST(runtime, plugin_error_fails_one_frame_and_the_instance_goes_on) {
 
 TEST(runtime, lost_on_every_frame_is_quarantined_with_last_error) {
   temp_dir d;
-  auto p = plan_yaml(d, faulty_chain("action: fatal, every: 1", ", restart: {max_restarts: 3, backoff_initial_ms: 5, backoff_max_ms: 10}"));
+  auto p = plan_yaml(d, faulty_chain("action: fatal, every: 1",
+                                     ", restart: {max_restarts: 3, backoff_initial_ms: 5, backoff_max_ms: 10}"));
   ASSERT_OK(p);
   auto r = run_pipeline(*p);
   ASSERT_TRUE(r.completed);
@@ -208,7 +213,8 @@ std::string paced_failures(const std::string& stable_after_s) {
          "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 16, rate: 50}}\n"
          "  - {name: f, plugin: faulty, config: {action: fatal, every: 4},\n"
          "     restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 1, backoff_max_ms: 2, stable_after_s: " +
-         stable_after_s + "}}\n"
+         stable_after_s +
+         "}}\n"
          "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
          "edges: [\"src -> f -> sink\"]\n";
 }
@@ -378,7 +384,6 @@ edges: ["src -> f -> sink"]
   auto seen = read_frames_log((d.path() / "frames.txt").string());
   EXPECT_EQ(seen.repeated, 0u);
   for (uint64_t s = 0; s < 2; ++s)
-    for (uint64_t q = 0; q < 10; ++q)
-      EXPECT_EQ(seen.hashes.count({s, q, 0u}), q == 4 ? 0u : 1u) << s << "/" << q;
+    for (uint64_t q = 0; q < 10; ++q) EXPECT_EQ(seen.hashes.count({s, q, 0u}), q == 4 ? 0u : 1u) << s << "/" << q;
   for (auto& slot : r.slots) expect_books_balance(*slot);
 }

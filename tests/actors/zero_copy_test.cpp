@@ -1,7 +1,6 @@
 // A frame crosses two local stages without its payload being copied.
 #include "pipeline_runner.hpp"
 
-
 using namespace troupe;
 using namespace troupe::test;
 using namespace std::chrono_literals;
@@ -40,14 +39,16 @@ edges: ["src -> p1 -> p2 -> sink"]
   f.size = payload->size();
   self->send(p1, frame_atom::value, f);
   bool got = false;
-  self->receive([&](frame_atom, const frame& out) {
-    got = true;
-    EXPECT_EQ(out.data, payload->data());
-    EXPECT_EQ(out.payload.get(), payload.get());
-    EXPECT_EQ(out.size, payload->size());
-    EXPECT_EQ(out.seq, 42u);
-    EXPECT_EQ(out.generation, 1u);
-  }, caf::after(10s) >> [] {});
+  self->receive(
+      [&](frame_atom, const frame& out) {
+        got = true;
+        EXPECT_EQ(out.data, payload->data());
+        EXPECT_EQ(out.payload.get(), payload.get());
+        EXPECT_EQ(out.size, payload->size());
+        EXPECT_EQ(out.seq, 42u);
+        EXPECT_EQ(out.generation, 1u);
+      },
+      caf::after(10s) >> [] {});
   EXPECT_TRUE(got);
   // Three holders at most: the test, p1's unacked copy and p2's unacked copy. No copy of bytes.
   EXPECT_EQ(slots[1]->bytes_out.Value(), 6 * 1024 * 1024);

@@ -17,8 +17,7 @@ using go_atom = caf::atom_constant<caf::atom("go")>;
 using done_atom = caf::atom_constant<caf::atom("benchdone")>;
 
 /// A frame of stream 0 whose bytes are the whole payload (shared, not copied).
-inline frame frame_over(const std::shared_ptr<const buffer>& payload, uint64_t seq = 0,
-                        std::string type = "bytes") {
+inline frame frame_over(const std::shared_ptr<const buffer>& payload, uint64_t seq = 0, std::string type = "bytes") {
   frame f;
   f.seq = seq;
   f.type = std::move(type);

@@ -14,8 +14,8 @@
 #include <messages.hpp>
 #include <pipeline.hpp>
 
-#include <caf/all.hpp>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -76,8 +76,8 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
   caf::scoped_actor self{sys};
   auto count = std::make_shared<uint64_t>(0);
   auto sink = sys.spawn(acking_sink, std::function<void(uint64_t)>([count, n, report = caf::actor(self)](uint64_t k) {
-    if (*count < n && (*count += k) >= n) caf::anon_send(report, done_atom::value);
-  }));
+                          if (*count < n && (*count += k) >= n) caf::anon_send(report, done_atom::value);
+                        }));
   // Stages: 0 source (driven by the feeder instead), 1..k pass-through, k+1 sink.
   const size_t k = p->stages.size() - 2;
   caf::actor next = sink;
@@ -127,9 +127,10 @@ int main(int argc, char** argv) {
   auto load = [&](const std::string& name, const std::string& middle, const std::string& edges,
                   const std::string& head = "") -> std::optional<loaded> {
     auto path = (dir / (name + ".yaml")).string();
-    std::ofstream(path) << "pipeline: bench\n" << head << "stages:\n  - {name: src, plugin: testsrc}\n" << middle
-                        << "  - {name: sink, plugin: checksum, config: {output: /dev/null}}\nedges: [\"" << edges
-                        << "\"]\n";
+    std::ofstream(path) << "pipeline: bench\n"
+                        << head << "stages:\n  - {name: src, plugin: testsrc}\n"
+                        << middle << "  - {name: sink, plugin: checksum, config: {output: /dev/null}}\nedges: [\""
+                        << edges << "\"]\n";
     auto spec = load_pipeline(path);
     auto planned = spec ? plan_pipeline(*spec, cat) : expected<plan>(spec.error());
     if (!planned) {
@@ -144,8 +145,9 @@ int main(int argc, char** argv) {
     }
     return loaded{p, std::move(*libs)};
   };
-  const std::string three = "  - {name: p1, plugin: passthrough}\n  - {name: p2, plugin: passthrough}\n"
-                            "  - {name: p3, plugin: passthrough}\n";
+  const std::string three =
+      "  - {name: p1, plugin: passthrough}\n  - {name: p2, plugin: passthrough}\n"
+      "  - {name: p3, plugin: passthrough}\n";
   auto chain = load("chain", three, "src -> p1 -> p2 -> p3 -> sink");  // the default credits
   // The same frame window with the byte limit lifted: 6 MB frames get as many credits as
   // 64 B ones, so the two rates compare the cost per frame, not the limit.
@@ -175,14 +177,14 @@ int main(int argc, char** argv) {
     return v[1];
   };
   const std::tuple<const char*, size_t, uint64_t> sizes[] = {{"64 B", size_t{64}, n_small},
-                                                            {"6 MB", size_t{6} << 20, n_large}};
+                                                             {"6 MB", size_t{6} << 20, n_large}};
   auto filled = [](size_t size) {
     auto buf = buffer::allocate(size);
     std::fill(buf->data(), buf->data() + size, uint8_t{1});
     return std::shared_ptr<const buffer>(buf);
   };
-  std::printf("3-stage local chain, %u cores, window %u frames, median of 5 runs in turns with the bare chain\n",
-              cores, chain->p->window);
+  std::printf("3-stage local chain, %u cores, window %u frames, median of 5 runs in turns with the bare chain\n", cores,
+              chain->p->window);
   std::printf("%-8s %11s %14s %14s %8s\n", "payload", "byte limit", "bare CAF fr/s", "troupe fr/s", "ratio");
   auto mib = [](const loaded& l) { return std::to_string(l.p->window_bytes >> 20) + " MiB"; };
   double same_credits[2] = {0, 0};
@@ -207,8 +209,8 @@ int main(int argc, char** argv) {
   {
     auto payload = filled(std::get<1>(sizes[1]));
     double ours = median_of_3([&] { return troupe_chain(sys, chain->p, chain->libs, ex, payload, n_large); });
-    std::printf("%-8s %11s %14s %14.0f  (%.0f GB/s of payload handed on)\n", "6 MB", mib(*chain).c_str(), "",
-                ours, ours * static_cast<double>(std::get<1>(sizes[1])) / 1e9);
+    std::printf("%-8s %11s %14s %14.0f  (%.0f GB/s of payload handed on)\n", "6 MB", mib(*chain).c_str(), "", ours,
+                ours * static_cast<double>(std::get<1>(sizes[1])) / 1e9);
   }
   std::printf("6 MB frames/s at the 64 B frames' credits: %.1f%% of the 64 B rate\n",
               100 * same_credits[1] / same_credits[0]);

@@ -59,13 +59,13 @@ struct counting_sink final : batch_sink {
 double through(plugin_adapter& a, const frame& f, size_t n) {
   std::vector<frame> inputs(n, f);
   return n * rate([&] {
-    counting_sink sink;
-    a.process_batch(inputs, sink);
-    if (!sink.error.empty() || sink.outputs != n) {
-      std::fprintf(stderr, "isolated_bench: process failed: %s\n", sink.error.c_str());
-      std::exit(1);
-    }
-  });
+           counting_sink sink;
+           a.process_batch(inputs, sink);
+           if (!sink.error.empty() || sink.outputs != n) {
+             std::fprintf(stderr, "isolated_bench: process failed: %s\n", sink.error.c_str());
+             std::exit(1);
+           }
+         });
 }
 
 }  // namespace
@@ -96,8 +96,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("one pass-through stage, frames/s (%.1f s per figure, up to %zu inputs per call)\n",
-              seconds_per_figure, batch);
+  std::printf("one pass-through stage, frames/s (%.1f s per figure, up to %zu inputs per call)\n", seconds_per_figure,
+              batch);
   std::printf("%-8s %14s %14s %8s %16s %8s\n", "payload", "embedded", "isolated", "ratio", "2x memcpy loop",
               "iso/loop");
   for (size_t size : {size_t{64}, size_t{6} << 20}) {

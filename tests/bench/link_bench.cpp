@@ -28,11 +28,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -186,7 +186,8 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   auto dir = std::filesystem::temp_directory_path() / "troupe-link-bench";
   std::filesystem::create_directories(dir);
   auto path = (dir / "bench.yaml").string();
-  std::ofstream(path) << "pipeline: bench\nwindow: " << runtime_window << "\nstages:\n  - {name: src, plugin: testsrc}\n"
+  std::ofstream(path) << "pipeline: bench\nwindow: " << runtime_window
+                      << "\nstages:\n  - {name: src, plugin: testsrc}\n"
                          "  - {name: pass, plugin: passthrough}\n  - {name: sink, plugin: checksum}\n"
                          "edges: [\"src -> pass -> sink\"]\n";
   auto spec = load_pipeline(path);
@@ -208,9 +209,9 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   auto b = start_plane("b");
   caf::scoped_actor self{sys};
   auto count = std::make_shared<std::atomic<uint64_t>>(0);
-  auto sink = sys.spawn(bench::acking_sink, std::function<void(uint64_t)>([count](uint64_t k) {
-    count->fetch_add(k, std::memory_order_relaxed);
-  }));
+  auto sink =
+      sys.spawn(bench::acking_sink,
+                std::function<void(uint64_t)>([count](uint64_t k) { count->fetch_add(k, std::memory_order_relaxed); }));
   // Node b: the pass-through instance, fed by the ingress.
   instance_setup is;
   is.slot = 1;

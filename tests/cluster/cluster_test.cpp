@@ -63,8 +63,8 @@ stage_placement anywhere(const std::string& stage, const std::string& on) {
 
 TEST(placement, a_stage_without_a_node_runs_where_it_was_deployed_and_any_goes_to_the_least_loaded) {
   std::set<std::string> known{"n1", "n2", "n3"}, live{"n1", "n2", "n3"};
-  auto p = place({{"src", {}}, {"a", {"*"}}, {"b", {"*"}}, {"c", {"n2", "n3"}}, {"d", {"*"}}}, "n2", known, live,
-                 "p.yaml");
+  auto p =
+      place({{"src", {}}, {"a", {"*"}}, {"b", {"*"}}, {"c", {"n2", "n3"}}, {"d", {"*"}}}, "n2", known, live, "p.yaml");
   ASSERT_TRUE(p) << text(p.error());
   ASSERT_EQ(p->size(), 5u);
   EXPECT_EQ((*p)[0].nodes, std::vector<std::string>{"n2"});
@@ -196,14 +196,10 @@ TEST(records, a_view_keeps_what_parses_and_names_what_does_not) {
   auto rec = record_of({pinned("src", {"n1"})});
   etcd_range range;
   range.revision = 99;
-  range.kvs = {{keys.node("n1"), to_json(n1), 1, 1, 0},
-               {keys.node("n2"), "garbage", 2, 2, 0},
-               {keys.member("n1"), "7", 3, 3, 7},
-               {keys.pipeline("p"), to_json(rec), 4, 42, 0},
-               {keys.pipeline("q"), "{}", 5, 5, 0},
-               {keys.leader("p"), "n1", 6, 6, 7},
-               {keys.part("p", "n1"), "run-1", 8, 8, 0},
-               {"/troupe/other/nodes/z", to_json(n1), 9, 9, 0}};
+  range.kvs = {{keys.node("n1"), to_json(n1), 1, 1, 0},  {keys.node("n2"), "garbage", 2, 2, 0},
+               {keys.member("n1"), "7", 3, 3, 7},        {keys.pipeline("p"), to_json(rec), 4, 42, 0},
+               {keys.pipeline("q"), "{}", 5, 5, 0},      {keys.leader("p"), "n1", 6, 6, 7},
+               {keys.part("p", "n1"), "run-1", 8, 8, 0}, {"/troupe/other/nodes/z", to_json(n1), 9, 9, 0}};
   std::vector<std::string> problems;
   auto v = read_view(keys, range, problems);
   EXPECT_EQ(v.revision, 99);

@@ -18,8 +18,8 @@ inline std::string input_file(const uint8_t* data, size_t size, const char* name
     fs::path dir = fs::exists("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
     return (dir / ("troupe-fuzz-" + std::to_string(::getpid()) + "-" + name)).string();
   }();
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data),
-                                                                static_cast<std::streamsize>(size));
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
   return path;
 }
 

@@ -19,8 +19,9 @@ const troupe::catalog& plugins() {
       fs::create_directories(dir / name);
       std::ofstream(dir / name / "plugin.yaml") << text;
     };
-    put("src", "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
-               "config:\n  count: {type: int, default: 10, min: 1}\n  rate: {type: float, default: 0}\n");
+    put("src",
+        "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
+        "config:\n  count: {type: int, default: 10, min: 1}\n  rate: {type: float, default: 0}\n");
     put("filt", "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n");
     put("sink", "name: sink\nversion: 1.0.0\nabi: 1\ncapabilities: [sink]\n");
     put("needy", "name: needy\nversion: 1.0.0\nabi: 1\ndependencies: [{name: filt, version: \"^1.0\"}]\n");

@@ -23,7 +23,8 @@ TEST(checksum, summary_counts_per_stream_and_digest_ignores_order) {
   std::vector<frame> frames;
   for (uint64_t s = 0; s < 2; ++s)
     for (uint64_t q = 0; q < 3; ++q)
-      frames.push_back(rgb_frame(2, 2, [&](int x, int, int c) { return uint8_t(x + c + q * 3 + s * 50); }, s, q));
+      frames.push_back(rgb_frame(
+          2, 2, [&](int x, int, int c) { return uint8_t(x + c + q * 3 + s * 50); }, s, q));
   auto forward = run_checksum(d, "a.txt", frames);
   std::reverse(frames.begin(), frames.end());
   auto backward = run_checksum(d, "b.txt", frames);
@@ -35,13 +36,15 @@ TEST(checksum, summary_counts_per_stream_and_digest_ignores_order) {
   auto log = read_file(d.path() / "a.txt.frames");
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 6);
   // Different bytes, different digest.
-  frames[0] = rgb_frame(2, 2, [](int, int, int) { return uint8_t(200); }, frames[0].stream, frames[0].seq);
+  frames[0] = rgb_frame(
+      2, 2, [](int, int, int) { return uint8_t(200); }, frames[0].stream, frames[0].seq);
   EXPECT_NE(run_checksum(d, "c.txt", frames), backward);
 }
 
 TEST(checksum, a_frame_seen_twice_is_a_duplicate) {
   temp_dir d;
-  auto f = rgb_frame(2, 2, [](int, int, int) { return uint8_t(1); }, 4, 7);
+  auto f = rgb_frame(
+      2, 2, [](int, int, int) { return uint8_t(1); }, 4, 7);
   auto text = run_checksum(d, "dup.txt", {f, f});
   EXPECT_THAT(text, HasSubstr("stream 4 frames 1 bytes 12"));
   EXPECT_THAT(text, HasSubstr("duplicates 1"));

@@ -9,13 +9,14 @@ using ::testing::HasSubstr;
 
 namespace {
 frame tiny(uint64_t seq) {
-  return rgb_frame(1, 1, [](int, int, int) { return uint8_t(0); }, 0, seq);
+  return rgb_frame(
+      1, 1, [](int, int, int) { return uint8_t(0); }, 0, seq);
 }
 }  // namespace
 
 TEST(faulty, error_fatal_and_throw_map_to_their_status) {
-  for (auto [action, status] : {std::pair{"error", TROUPE_ERROR}, std::pair{"fatal", TROUPE_FATAL},
-                                std::pair{"throw", TROUPE_FATAL}}) {
+  for (auto [action, status] :
+       {std::pair{"error", TROUPE_ERROR}, std::pair{"fatal", TROUPE_FATAL}, std::pair{"throw", TROUPE_FATAL}}) {
     plugin_fixture p("faulty", {{"action", action}, {"on_seq", "2"}});
     ASSERT_TRUE(p.create_result.ok() && p.start().ok());
     EXPECT_TRUE(p.process(tiny(1)).ok());

@@ -7,7 +7,8 @@ using namespace troupe::test;
 TEST(passthrough, output_shares_the_input_payload) {
   plugin_fixture p("passthrough");
   ASSERT_TRUE(p.create_result.ok() && p.start().ok());
-  auto in = rgb_frame(4, 4, [](int x, int, int) { return uint8_t(x); }, 3, 9);
+  auto in = rgb_frame(
+      4, 4, [](int x, int, int) { return uint8_t(x); }, 3, 9);
   ASSERT_TRUE(p.process(in).ok());
   ASSERT_EQ(p.outputs.size(), 1u);
   EXPECT_EQ(p.outputs[0].data, in.data);

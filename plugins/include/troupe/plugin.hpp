@@ -144,7 +144,7 @@ class plugin {
     return p;
   }
   void emit(const frame_out& out) {
-    troupe_output o{out.stream, out.seq,  out.timestamp_ns,
+    troupe_output o{out.stream, out.seq,         out.timestamp_ns,
                     out.type,   out.meta.data(), static_cast<uint32_t>(out.meta.size()),
                     out.data,   out.size};
     if (host_->emit(host_->ctx, &o) != TROUPE_OK) throw frame_error("emit refused");
@@ -159,9 +159,7 @@ class plugin {
     o.meta.assign(in.view().meta, in.view().meta + in.view().meta_count);
     emit(o);
   }
-  void log(troupe_log_level level, const std::string& message) {
-    host_->log(host_->ctx, level, message.c_str());
-  }
+  void log(troupe_log_level level, const std::string& message) { host_->log(host_->ctx, level, message.c_str()); }
   const troupe_host* host() const { return host_; }
 
  private:
@@ -208,7 +206,10 @@ struct adapter {
   static holder& self(void* p) { return *static_cast<holder*>(p); }
   static troupe_status start(void* p) {
     auto& h = self(p);
-    return guarded(h.host, [&] { h.impl->start(); return TROUPE_OK; });
+    return guarded(h.host, [&] {
+      h.impl->start();
+      return TROUPE_OK;
+    });
   }
   static troupe_status process(void* p, const troupe_frame_view* in) {
     auto& h = self(p);
@@ -220,7 +221,10 @@ struct adapter {
   }
   static troupe_status stop(void* p) {
     auto& h = self(p);
-    return guarded(h.host, [&] { h.impl->stop(); return TROUPE_OK; });
+    return guarded(h.host, [&] {
+      h.impl->stop();
+      return TROUPE_OK;
+    });
   }
   static void destroy(void* p) {
     std::unique_ptr<holder> h(static_cast<holder*>(p));
@@ -239,12 +243,12 @@ struct adapter {
 }  // namespace troupe
 
 /// Exports plugin class CLS under NAME (must match the manifest's name).
-#define TROUPE_PLUGIN(NAME, CLS)                                                       \
-  extern "C" TROUPE_EXPORT const troupe_plugin_api* troupe_plugin_entry(void) {       \
-    using troupe_adapter_ = ::troupe::detail::adapter<CLS>;                            \
-    static const troupe_plugin_api api = {                                             \
-        TROUPE_ABI_VERSION,        NAME,                    &troupe_adapter_::create,  \
-        &troupe_adapter_::start,   &troupe_adapter_::process, &troupe_adapter_::stop,  \
-        &troupe_adapter_::destroy, &troupe_adapter_::health};                          \
-    return &api;                                                                       \
+#define TROUPE_PLUGIN(NAME, CLS)                                                                \
+  extern "C" TROUPE_EXPORT const troupe_plugin_api* troupe_plugin_entry(void) {                 \
+    using troupe_adapter_ = ::troupe::detail::adapter<CLS>;                                     \
+    static const troupe_plugin_api api = {TROUPE_ABI_VERSION,        NAME,                      \
+                                          &troupe_adapter_::create,  &troupe_adapter_::start,   \
+                                          &troupe_adapter_::process, &troupe_adapter_::stop,    \
+                                          &troupe_adapter_::destroy, &troupe_adapter_::health}; \
+    return &api;                                                                                \
   }
