@@ -4,6 +4,8 @@
 // JSON lines as they happen. Thread-safe.
 #pragma once
 
+#include <caf/meta/type_name.hpp>
+
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -17,6 +19,11 @@ struct frame_key {
   uint32_t part = 0;
   auto operator<=>(const frame_key&) const = default;
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, frame_key& x) {
+  return f(caf::meta::type_name("frame_key"), x.stream, x.seq, x.part);
+}
 
 struct dead_letter {
   frame_key frame;

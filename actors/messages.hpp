@@ -10,6 +10,7 @@
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -88,11 +89,21 @@ struct reload_request {
   std::vector<std::pair<std::string, std::string>> config;  // fields to change
 };
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, reload_request& x) {
+  return f(caf::meta::type_name("reload_request"), x.stage, x.manifest, x.config);
+}
+
 /// What the driver of a pipeline hears from the manager when it is over.
 struct pipeline_outcome {
   bool ok = false;
   std::string reason;
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pipeline_outcome& x) {
+  return f(caf::meta::type_name("pipeline_outcome"), x.ok, x.reason);
+}
 
 }  // namespace troupe
 
@@ -100,6 +111,3 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::route_table)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::carried_frames)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::instance_report)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::pipeline_outcome)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::reload_request)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame_key)

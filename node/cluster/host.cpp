@@ -140,18 +140,22 @@ struct read_text {
     for (size_t at; (at = e.find(path)) != std::string::npos;) e.replace(at, path.size(), source);
     return e;
   }
+  // The error with the file named as the user knows it, and `prefix` before its text.
+  caf::error named(const caf::error& e, const std::string& prefix = {}) const {
+    return make_error(code_of(e).value_or(errc::invalid_pipeline), named(prefix + describe(e)));
+  }
 };
 
 }  // namespace
 
-std::string pipeline_host::read_placement(const std::string& text, const std::string& source, std::string& name,
-                                          std::vector<std::pair<std::string, std::vector<std::string>>>& stages) {
+expected<pipeline_host::outline> pipeline_host::read_placement(const std::string& text, const std::string& source) {
   read_text in(impl_->dir, text, source);
   auto spec = load_pipeline(in.path);
-  if (!spec) return in.named(describe(spec.error()));
-  name = spec->name;
-  for (auto& s : spec->stages) stages.emplace_back(s.name, s.nodes);
-  return {};
+  if (!spec) return in.named(spec.error());
+  outline out;
+  out.name = spec->name;
+  for (auto& s : spec->stages) out.stages.emplace_back(s.name, s.nodes);
+  return out;
 }
 
 std::vector<std::pair<std::string, std::string>> pipeline_host::finished_parts() {
@@ -172,27 +176,28 @@ std::string pipeline_host::running(const std::string& pipeline) const {
   return it->second.placed ? it->second.placed->run : it->second.p->name;
 }
 
-std::string pipeline_host::deploy(const std::string& text, const std::string& source, std::string& name,
-                                  const pipeline_placement* placed, bool check_only, std::vector<stage_part>* parts) {
+expected<std::string> pipeline_host::deploy(const std::string& text, const std::string& source,
+                                            const pipeline_placement* placed, bool check_only,
+                                            std::vector<stage_part>* parts) {
   auto& d = *impl_;
   read_text in(d.dir, text, source);
-  auto named = [&](std::string e) { return in.named(std::move(e)); };
   auto spec = load_pipeline(in.path);
-  if (!spec) return named(describe(spec.error()));
+  if (!spec) return in.named(spec.error());
   auto paths = d.plugin_paths;
   for (auto& p : catalog::default_search_paths()) paths.push_back(p);
   auto cat = catalog::discover(paths);
   placement where;
   if (placed) {
-    if (!d.plane) return "node " + d.node + " has no data plane for a pipeline placed across nodes";
+    if (!d.plane)
+      return make_error(errc::refused, "node " + d.node + " has no data plane for a pipeline placed across nodes");
     where.self = d.node;
     where.nodes_of = placed->nodes_of;
   }
   auto planned = plan_pipeline(*spec, cat, placed ? &where : nullptr);
-  if (!planned) return named("node " + d.node + ": " + describe(planned.error()));
+  if (!planned) return in.named(planned.error(), "node " + d.node + ": ");
   auto p = std::make_shared<const plan>(std::move(*planned));
   auto libs = load_libraries(*p);
-  if (!libs) return named("node " + d.node + ": " + describe(libs.error()));
+  if (!libs) return in.named(libs.error(), "node " + d.node + ": ");
   if (parts)
     for (auto& s : p->stages) {
       if (s.remote) continue;
@@ -204,10 +209,9 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   if (auto it = d.pipelines.find(p->name); it != d.pipelines.end() && impl::running(it->second)) {
     auto& h = it->second;
     if (!placed || !h.placed || h.placed->run != placed->run)
-      return "pipeline '" + p->name + "' is already running on node " + d.node;
+      return make_error(errc::refused, "pipeline '" + p->name + "' is already running on node " + d.node);
     // The same run, placed anew: stages move.
-    name = p->name;
-    if (check_only) return {};
+    if (check_only) return p->name;
     if (!placed->runs_on(d.node)) {
       // Its stages run elsewhere now (this node was taken for dead, or they moved): what it
       // still runs of the pipeline is stopped (the others drop what it sends).
@@ -215,21 +219,19 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
                    p->name);
       h.left = true;
       caf::anon_send(h.manager, stop_atom::value);
-      return {};
+      return p->name;
     }
     h.placed = *placed;
     h.p = p;
     caf::anon_send(h.manager, place_atom::value,
                    placement_update{p, *libs, placed->data_address, placed->moves, placed->epoch, placed->fences});
-    return {};
+    return p->name;
   } else if (it != d.pipelines.end() && placed && it->second.placed && it->second.placed->run == placed->run &&
              !it->second.left) {
-    name = p->name;  // its part of this run finished here: it does not start again
-    return {};
+    return p->name;  // its part of this run finished here: it does not start again
   }
-  name = p->name;
-  if (check_only) return {};
-  if (placed && !placed->runs_on(d.node)) return {};  // for others (this node restarted since)
+  if (check_only) return p->name;
+  if (placed && !placed->runs_on(d.node)) return p->name;  // for others (this node restarted since)
   impl::hosted h;
   h.text = text;
   h.source = source;
@@ -256,8 +258,9 @@ std::string pipeline_host::deploy(const std::string& text, const std::string& so
   }
   h.manager = spawn_manager(d.sys, std::move(ms));
   spdlog::info("[node={}] deployed pipeline '{}' from {}", d.node, p->name, source);
-  d.pipelines[p->name] = std::move(h);
-  return {};
+  auto name = p->name;
+  d.pipelines[name] = std::move(h);
+  return name;
 }
 
 expected<void> pipeline_host::scale(const std::string& pipeline, const std::string& stage, uint32_t replicas) {

@@ -61,18 +61,23 @@ class pipeline_host {
   pipeline_host& operator=(const pipeline_host&) = delete;
 
   /// Runs the pipeline file's text (source: the file name it came from, for messages).
-  /// Returns an error naming what was wrong, or empty with the pipeline's name in `name`.
+  /// Returns the pipeline's name, or an error naming what was wrong (the code of the file's
+  /// problem, or errc::refused: already running here, no data plane for a placement).
   /// With a placement, only this node's stages run here, and frames for the others go to
   /// their nodes; check_only plans and loads but starts nothing. A placement for the run
   /// this node already runs part of moves stages: those now placed here start here, those
   /// placed on other nodes are sent their frames there, and if none is placed here any more
   /// the part here stops. Thread-safe; it may wait on the actor system.
-  std::string deploy(const std::string& text, const std::string& source, std::string& name,
-                     const pipeline_placement* placed = nullptr, bool check_only = false,
-                     std::vector<stage_part>* parts = nullptr);
-  /// The pipeline file's placement: stage -> the nodes the file names (see stage_spec::nodes).
-  std::string read_placement(const std::string& text, const std::string& source, std::string& name,
-                             std::vector<std::pair<std::string, std::vector<std::string>>>& stages);
+  expected<std::string> deploy(const std::string& text, const std::string& source,
+                               const pipeline_placement* placed = nullptr, bool check_only = false,
+                               std::vector<stage_part>* parts = nullptr);
+  /// A pipeline file's name and placement: stage -> the nodes the file names (see
+  /// stage_spec::nodes).
+  struct outline {
+    std::string name;
+    std::vector<std::pair<std::string, std::vector<std::string>>> stages;
+  };
+  expected<outline> read_placement(const std::string& text, const std::string& source);
   /// Pipeline runs whose part here has ended since the last call: (pipeline, run).
   std::vector<std::pair<std::string, std::string>> finished_parts();
   /// The run of the pipeline's part here while it runs; empty if none runs.

@@ -360,11 +360,10 @@ void cluster_node::fence_self(const std::string& why) {
     auto placement = placement_of(fenced, p.epoch);
     tasks_.add(jobs_
                    .run([&host = host_, text = r.text, source = r.source, placement]() {
-                     std::string n;
-                     return host.deploy(text, source, n, &placement);
+                     return host.deploy(text, source, &placement);
                    })
-                   .then([this, name = name](std::string err) {
-                     if (!err.empty()) spdlog::error("[node={}] pipeline '{}': {}", c_.name, name, err);
+                   .then([this, name = name](expected<std::string> r) {
+                     if (!r) spdlog::error("[node={}] pipeline '{}': {}", c_.name, name, describe(r.error()));
                    }));
   }
   spdlog::warn(
@@ -482,14 +481,14 @@ void cluster_node::apply(const std::string& name, const cluster_view::pipeline& 
   auto placement = placement_of(r, p.epoch);
   tasks_.add(jobs_
                  .run([&host = host_, text = r.text, source = r.source, placement]() {
-                   std::string n;
-                   return host.deploy(text, source, n, &placement);
+                   return host.deploy(text, source, &placement);
                  })
-                 .then([this, name, epoch = p.epoch](std::string err) {
-                   if (err.empty()) {
+                 .then([this, name, epoch = p.epoch](expected<std::string> r) {
+                   if (r) {
                      said_.erase("apply " + name);
                      return;
                    }
+                   auto err = describe(r.error());
                    if (applied_[name] == epoch) applied_[name] = 0;  // tried again at the next read
                    log_once("apply " + name,
                             "pipeline '" + name + "' at epoch " + std::to_string(epoch) + ": this node's part: " + err,

@@ -89,10 +89,9 @@ kj::Promise<void> peer_service::check(CheckContext ctx) {
   std::string text = p.getPipeline(), source = p.getSource();
   return n_.jobs()
       .run([&host = n_.host(), text, source, placed]() {
-        std::string name;
         std::vector<stage_part> parts;
-        auto err = host.deploy(text, source, name, &placed, true, &parts);
-        return std::make_pair(err, parts);
+        auto r = host.deploy(text, source, &placed, true, &parts);
+        return std::make_pair(r ? std::string{} : describe(r.error()), parts);
       })
       .then([ctx](std::pair<std::string, std::vector<stage_part>> r) mutable {
         if (!r.first.empty()) throw failure(r.first);
@@ -232,10 +231,9 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
   using stages_t = std::vector<std::pair<std::string, std::vector<std::string>>>;
   return n_.jobs()
       .run([&host = n_.host(), text, source]() {
-        std::string name;
-        stages_t stages;
-        auto err = host.read_placement(text, source, name, stages);
-        return std::make_tuple(err, name, stages);
+        auto r = host.read_placement(text, source);
+        if (!r) return std::make_tuple(describe(r.error()), std::string{}, stages_t{});
+        return std::make_tuple(std::string{}, r->name, r->stages);
       })
       .then([this](std::tuple<std::string, std::string, stages_t> read) {
         if (!std::get<0>(read).empty()) throw failure(std::get<0>(read));
@@ -280,10 +278,9 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
           if (node == self) {
             checks.add(n_.jobs()
                            .run([&host = n_.host(), text, source, placement]() {
-                             std::string n;
                              std::vector<stage_part> mine;
-                             auto e = host.deploy(text, source, n, &placement, true, &mine);
-                             return std::make_pair(e, mine);
+                             auto r = host.deploy(text, source, &placement, true, &mine);
+                             return std::make_pair(r ? std::string{} : describe(r.error()), mine);
                            })
                            .then([parts, self](std::pair<std::string, std::vector<stage_part>> r) {
                              if (!r.first.empty()) throw failure(r.first);

@@ -306,3 +306,13 @@ TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
   ASSERT_TRUE(answer);
   EXPECT_EQ(code_of(*answer), errc::refused) << describe(*answer);
 }
+
+// Messages that carry only values are inspectable (printed in logs and by CAF as values, and
+// checked by CAF's type system), not passed as opaque unsafe types.
+TEST(messages, outcomes_reload_requests_and_frame_keys_print_as_values) {
+  EXPECT_EQ(caf::deep_to_string(pipeline_outcome{false, "stage 'f' has no running instance left"}),
+            "pipeline_outcome(false, \"stage 'f' has no running instance left\")");
+  EXPECT_EQ(caf::deep_to_string(reload_request{"f", "", {{"delay_ms", "5"}}}),
+            "reload_request(\"f\", \"\", [(\"delay_ms\", \"5\")])");
+  EXPECT_EQ(caf::deep_to_string(frame_key{1, 2, 3}), "frame_key(1, 2, 3)");
+}
