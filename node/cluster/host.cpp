@@ -75,7 +75,7 @@ struct pipeline_host::impl {
         plugin_paths(std::move(paths)),
         plane(std::move(p)),
         cores(std::max(2u, std::thread::hardware_concurrency())),
-        sys(config(cores)),
+        sys(configure(cfg, cores)),
         ex(cores),
         dir(fs::temp_directory_path() / ("troupe-node-" + node + "-" + std::to_string(getpid()))) {
     fs::create_directories(dir);
@@ -94,8 +94,8 @@ struct pipeline_host::impl {
     fs::remove_all(dir, ec);
   }
 
-  static caf::actor_system_config& config(unsigned cores) {
-    static caf::actor_system_config cfg;
+  // The host's own actor system config: it outlives the system (declared before it).
+  static caf::actor_system_config& configure(caf::actor_system_config& cfg, unsigned cores) {
     cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
     cfg.set("logger.verbosity", caf::atom("quiet"));
     return cfg;
@@ -107,6 +107,7 @@ struct pipeline_host::impl {
   std::vector<std::string> plugin_paths;
   std::shared_ptr<data_plane> plane;
   unsigned cores;
+  caf::actor_system_config cfg;
   caf::actor_system sys;
   executor ex;
   metrics m;
