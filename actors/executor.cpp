@@ -63,7 +63,6 @@ struct executor_core : std::enable_shared_from_this<executor_core> {
       handover::taken();
       j(w);
       j = nullptr;  // release what the job captured before taking the lock again
-      handover::made();
       lock.lock();
       w.on_overrun_ = nullptr;
       if (w.abandoned()) return;  // replaced already; this thread is detached

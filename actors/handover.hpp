@@ -5,8 +5,8 @@
 // outputs to the next stage's actor, which submits the job that reads them. That chain is
 // ordered by CAF's mailboxes, but Debian's CAF is not built with ThreadSanitizer, so the
 // order is invisible and every payload read by the next stage would look like a race.
-// Every job therefore starts with taken() and calls made() before it sends its result (and
-// once more when it ends), on one shared sync object: a job that handed its result over
+// Every job therefore starts with taken() (in the executor) and calls made() before it sends
+// its result (in the instance), on one shared sync object: a job that handed its result over
 // before another started happened before it, as the runtime guarantees.
 // Jobs that overlap are not ordered, so races between them are still found. A data-link
 // reader calls made() before it hands decoded frames to an actor. Outside ThreadSanitizer

@@ -779,8 +779,7 @@ class manager_actor : public caf::event_based_actor {
     if (!found) return found.error();
     auto stage = *found;
     auto& ps = s_.plan->stages[stage];
-    if (phase_ != phase::running || completed_)
-      return make_error(errc::not_running, "pipeline '" + s_.plan->name + "' is not running");
+    if (auto e = not_running()) return e;
     if (ps.remote)
       return make_error(errc::refused, "stage '" + req.stage + "' runs on " + nodes_text(ps) + ": reload it there");
     if (ps.is_source())

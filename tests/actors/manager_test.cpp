@@ -32,6 +32,19 @@ std::string name_of(const instance_setup& s) {
   return s.replica == 0 ? stage : stage + "#" + std::to_string(s.replica);
 }
 
+// What an instance of that setup reports to its manager.
+instance_report report_of(const instance_setup& s, instance_state st, failure_class f = failure_class::none,
+                          std::string error = {}, bool drained = false) {
+  instance_report r;
+  r.slot = s.slot;
+  r.generation = s.generation;
+  r.state = st;
+  r.failure = f;
+  r.error = std::move(error);
+  r.drained = drained;
+  return r;
+}
+
 // An instance that does nothing by itself: the test makes it report.
 caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shared_ptr<stand_ins> log) {
   auto tag = name_of(s) + " gen " + std::to_string(s.generation);
@@ -40,16 +53,7 @@ caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shar
       [=](stop_atom) {
         log->events.push_back("stop " + tag);
         s.stats->set_state(instance_state::stopped);
-        self->send(s.manager, report_atom::value,
-                   instance_report{s.slot,
-                                   s.generation,
-                                   instance_state::stopped,
-                                   failure_class::none,
-                                   {},
-                                   false,
-                                   false,
-                                   {},
-                                   std::nullopt});
+        self->send(s.manager, report_atom::value, report_of(s, instance_state::stopped));
         self->quit();
       },
       [=](drain_atom, std::vector<size_t>&) { log->events.push_back("drain " + tag); },
@@ -139,15 +143,16 @@ struct manager_fixture : ::testing::Test {
     throw std::runtime_error("no instance of " + stage);
   }
 
-  void report(const stand_ins::one& i, instance_state st, failure_class f = failure_class::none,
-              std::string error = {}) {
+  void report(const stand_ins::one& i, instance_state st, failure_class f = failure_class::none, std::string error = {},
+              bool drained = false) {
     i.setup.stats->set_state(st);
     i.setup.stats->failure.store(f);
-    caf::anon_send(
-        manager, report_atom::value,
-        instance_report{i.setup.slot, i.setup.generation, st, f, std::move(error), false, false, {}, std::nullopt});
+    caf::anon_send(manager, report_atom::value, report_of(i.setup, st, f, std::move(error), drained));
     run();
   }
+
+  // Every stage of start() reports running, in start order.
+  void all_running() { running("sink"), running("f"), running("src"); }
 
   void running(const std::string& stage, uint32_t replica = 0) {
     report(newest(stage, replica), instance_state::running);
@@ -208,7 +213,7 @@ TEST_F(manager_fixture, starts_consumers_first_one_stage_at_a_time) {
 
 TEST_F(manager_fixture, restarts_a_lost_instance_after_its_backoff_as_the_next_generation) {
   start();
-  running("sink"), running("f"), running("src");
+  all_running();
   lose("f");
   EXPECT_EQ(count("start f"), 1u) << "restarted before its backoff";
   EXPECT_EQ(stats("f").generation.load(), 1u);
@@ -234,7 +239,7 @@ TEST_F(manager_fixture, restarts_a_lost_instance_after_its_backoff_as_the_next_g
 
 TEST_F(manager_fixture, quarantines_past_max_restarts_and_the_pipeline_fails) {
   start();
-  running("sink"), running("f"), running("src");
+  all_running();
   for (int i = 0; i < 2; ++i) {
     lose("f");
     sched.advance_time(500ms);
@@ -253,7 +258,7 @@ TEST_F(manager_fixture, quarantines_past_max_restarts_and_the_pipeline_fails) {
 
 TEST_F(manager_fixture, a_stop_reaches_producers_first_and_waits_for_each_stage) {
   start();
-  running("sink"), running("f"), running("src");
+  all_running();
   log->events.clear();
   caf::anon_send(manager, stop_atom::value);
   run();
@@ -264,7 +269,7 @@ TEST_F(manager_fixture, a_stop_reaches_producers_first_and_waits_for_each_stage)
 
 TEST_F(manager_fixture, a_stop_during_a_backoff_stops_without_restarting) {
   start();
-  running("sink"), running("f"), running("src");
+  all_running();
   lose("f");
   caf::anon_send(manager, stop_atom::value);
   run();
@@ -285,18 +290,7 @@ TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
   EXPECT_EQ(count("drain f#1"), 1u);
   EXPECT_EQ(count("stop f#1"), 0u) << "stopped before it drained";
   // It says it drained: only then is it stopped, and it leaves its stage.
-  auto& r = newest("f", 1);
-  caf::anon_send(manager, report_atom::value,
-                 instance_report{r.setup.slot,
-                                 r.setup.generation,
-                                 instance_state::running,
-                                 failure_class::none,
-                                 {},
-                                 false,
-                                 true,
-                                 {},
-                                 std::nullopt});
-  run();
+  report(newest("f", 1), instance_state::running, failure_class::none, {}, true);
   EXPECT_EQ(count("stop f#1 gen 1"), 1u);
   EXPECT_EQ(count("stop f gen 1"), 0u);
   // Asked again while nothing drains: the count is already 1.
