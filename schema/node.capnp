@@ -9,7 +9,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("troupe::wire");
 
-const clusterProtocol :UInt32 = 3;
+const clusterProtocol :UInt32 = 4;
 
 struct NodeInfo {
   name @0 :Text;
@@ -58,6 +58,10 @@ interface Peer {
   # its lease asks the others: if none heard from the store since it did, the store is down
   # for everyone and nobody can move its stages; otherwise it is cut off and stops them.
   storeContact @2 (protocol :UInt32, token :Text, from :Text) -> (node :Text, agoMs :Int64, steadyMs :Int64);
+  # Nothing but the token: until a call on a connection has carried it, the node takes only
+  # a few KiB on it, so a caller about to send more (a check with a pipeline file) says hello.
+  # from: the calling node's name, for the log.
+  hello @3 (protocol :UInt32, token :Text, from :Text) -> (node :Text);
   # agoMs: since it last heard from the store (-1: never); steadyMs: how long the store has
   # answered it without a failure (just back after an outage: short).
 }
@@ -118,4 +122,6 @@ interface Admin {
   # Drains and stops a pipeline on every node running part of it (the store says so; a node
   # that comes back later does not start its part).
   stop @3 (protocol :UInt32, token :Text, pipeline :Text) -> (nodes :List(Text));
+  # Nothing but the token, as Peer.hello: a client says it before a call that may be large.
+  hello @4 (protocol :UInt32, token :Text) -> (node :Text);
 }

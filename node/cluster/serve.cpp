@@ -9,7 +9,10 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <prometheus/counter.h>
 #include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
 #include <arpa/inet.h>
@@ -17,9 +20,12 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <functional>
+#include <map>
+#include <memory>
 
 namespace troupe::cluster {
 
@@ -28,9 +34,19 @@ namespace {
 std::atomic<int> node_signal{0};
 void on_node_signal(int sig) { node_signal.store(sig); }
 
-// The largest message a peer or an admin client may send: a pipeline file with its placement
-// is far smaller (frames travel on the data links).
-constexpr uint64_t max_message_bytes = uint64_t{16} << 20;
+// How much a peer or an admin client may send: a pipeline file with its placement is far
+// smaller than a message may be (frames travel on the data links); before a call on the
+// connection has carried the token, a few KiB.
+constexpr frame_limits limits{uint64_t{16} << 20, 4096, 16384};
+// Connections per port, all told and before their first call with the token (from one host).
+constexpr size_t max_open = 256;
+constexpr size_t max_unauthenticated = 32;
+constexpr size_t max_unauthenticated_per_host = 8;
+// A connection's first call with the token comes within handshake; a message that has begun
+// arrives whole within message; a connection with nothing to say for idle is closed.
+constexpr auto handshake = std::chrono::seconds(5);
+constexpr auto message = std::chrono::seconds(30);
+constexpr auto idle = std::chrono::seconds(300);
 
 struct task_errors final : kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& e) override { spdlog::warn("node task failed: {}", reason(e)); }
@@ -53,16 +69,140 @@ std::string peer_of(kj::AsyncIoStream& conn) {
   return "?";
 }
 
-// Accepts connections on listener for server; each connection's framing is checked before
-// the RPC system reads it.
-kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, capnp::TwoPartyServer& server, cluster_node& node) {
-  return listener.accept().then([&](kj::Own<kj::AsyncIoStream>&& conn) {
-    auto from = peer_of(*conn);
-    server.accept(kj::heap<checked_stream>(kj::mv(conn), max_message_bytes,
-                                           [&node, from](const std::string& why) { node.bad_message(from, why); }));
-    return accept_loop(listener, server, node);
-  });
-}
+std::string host_of(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+// One of the node's RPC ports (peer or admin): its connections within their limits, each
+// served with its own services (which know whether it has authenticated), watched for its
+// deadlines, and closed when it ends or misses one.
+class rpc_port final : kj::TaskSet::ErrorHandler {
+ public:
+  using services_fn = std::function<capnp::Capability::Client(std::shared_ptr<connection_gate>)>;
+  rpc_port(std::string name, cluster_node& node, kj::Timer& timer, prometheus::Registry& registry, services_fn services)
+      : name_(std::move(name)),
+        node_(node),
+        timer_(timer),
+        services_(std::move(services)),
+        refused_(prometheus::BuildCounter()
+                     .Name("troupe_node_refused_connections_total")
+                     .Help("Peer and admin connections closed at accept: too many open, or waiting for their token")
+                     .Register(registry)
+                     .Add({{"node", node.config().name}, {"port", name_}})),
+        overdue_(prometheus::BuildCounter()
+                     .Name("troupe_node_connection_deadlines_total")
+                     .Help("Peer and admin connections closed for a missed deadline: no call with the token, a "
+                           "message that trickled in, or idle")
+                     .Register(registry)
+                     .Add({{"node", node.config().name}, {"port", name_}})),
+        open_(prometheus::BuildGauge()
+                  .Name("troupe_node_open_connections")
+                  .Help("Peer and admin connections open")
+                  .Register(registry)
+                  .Add({{"node", node.config().name}, {"port", name_}})) {}
+
+  kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener) {
+    return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream>&& conn) {
+      accept(kj::mv(conn));
+      return accept_loop(listener);
+    });
+  }
+
+ private:
+  struct connection {
+    connection(rpc_port& port, kj::Own<kj::AsyncIoStream> raw, std::shared_ptr<connection_gate> g)
+        : port(port),
+          gate(std::move(g)),
+          stream(kj::heap<checked_stream>(
+              kj::mv(raw), limits, *gate,
+              [&node = port.node_, from = gate->from](const std::string& why) { node.bad_message(from, why); })),
+          rpc(*stream, port.services_(gate), capnp::rpc::twoparty::Side::SERVER) {}
+    ~connection() { port.closed(*gate); }
+    rpc_port& port;
+    std::shared_ptr<connection_gate> gate;
+    kj::Own<checked_stream> stream;  // before the RPC system that reads it
+    capnp::TwoPartyClient rpc;
+  };
+
+  void accept(kj::Own<kj::AsyncIoStream> raw) {
+    auto from = peer_of(*raw);
+    auto host = host_of(from);
+    std::string why;
+    if (open_count_ >= max_open)
+      why = std::to_string(max_open) + " connections are open";
+    else if (unauthenticated_ >= max_unauthenticated)
+      why = std::to_string(max_unauthenticated) + " connections wait for a call with the token";
+    else if (waiting_from_[host] >= max_unauthenticated_per_host)
+      why = std::to_string(max_unauthenticated_per_host) + " connections from " + host +
+            " wait for a call with the token";
+    if (!why.empty()) return refuse(from, why);  // raw closes here
+    auto gate = std::make_shared<connection_gate>(from);
+    ++open_count_, ++unauthenticated_, ++waiting_from_[host];
+    open_.Set(static_cast<double>(open_count_));
+    gate->on_authenticated = [this, host] { settled(host); };
+    auto c = kj::heap<connection>(*this, kj::mv(raw), gate);
+    auto ends = c->rpc.onDisconnect().exclusiveJoin(watch(*gate));
+    connections_.add(ends.attach(kj::mv(c)));
+  }
+
+  void settled(const std::string& host) {
+    --unauthenticated_;
+    if (--waiting_from_[host] == 0) waiting_from_.erase(host);
+  }
+
+  void closed(connection_gate& gate) {
+    gate.on_authenticated = nullptr;
+    if (!gate.authenticated) settled(host_of(gate.from));
+    --open_count_;
+    open_.Set(static_cast<double>(open_count_));
+  }
+
+  // Closes a connection at accept, counted; logged at most every 10 s.
+  void refuse(const std::string& from, const std::string& why) {
+    refused_.Increment();
+    ++refused_since_log_;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_log_ < std::chrono::seconds(10)) return;
+    spdlog::error("[node={}] refused {} {} connection{} (the last from {}): {}", node_.config().name,
+                  refused_since_log_, name_, refused_since_log_ == 1 ? "" : "s", from, why);
+    refused_since_log_ = 0;
+    last_log_ = now;
+  }
+
+  // Resolves when the connection misses a deadline (which ends it), checked every 500 ms.
+  kj::Promise<void> watch(connection_gate& gate) {
+    return timer_.afterDelay(500 * kj::MILLISECONDS).then([this, &gate]() -> kj::Promise<void> {
+      auto why = overdue(gate);
+      if (why.empty()) return watch(gate);
+      overdue_.Increment();
+      spdlog::error("[node={}] closed the {} connection from {}: {}", node_.config().name, name_, gate.from, why);
+      return kj::READY_NOW;
+    });
+  }
+
+  static std::string overdue(const connection_gate& g) {
+    auto now = connection_gate::clock::now();
+    auto s = [](auto d) { return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()); };
+    if (!g.authenticated && now - g.opened > handshake) return "no call with the token within " + s(handshake) + " s";
+    if (g.message_started && now - *g.message_started > message)
+      return "a message still incomplete after " + s(message) + " s";
+    if (!g.message_started && now - g.last_message > idle) return "idle for " + s(idle) + " s";
+    return {};
+  }
+
+  std::string name_;
+  cluster_node& node_;
+  kj::Timer& timer_;
+  services_fn services_;
+  prometheus::Counter& refused_;
+  prometheus::Counter& overdue_;
+  prometheus::Gauge& open_;
+  size_t open_count_ = 0, unauthenticated_ = 0;
+  std::map<std::string, size_t> waiting_from_;
+  uint64_t refused_since_log_ = 0;
+  std::chrono::steady_clock::time_point last_log_{};
+  kj::TaskSet connections_{*this};  // last: a connection that ends updates the counts above
+
+  void taskFailed(kj::Exception&& e) override { spdlog::debug("{} connection: {}", name_, reason(e)); }
+};
 
 }  // namespace
 
@@ -84,15 +224,19 @@ int serve(const node_config& config) {
     auto io = kj::setupAsyncIo();
     auto& wait = io.waitScope;
     cluster_node node(c, *io.provider, host, registry);
+    auto& net = io.provider->getNetwork();
+    auto& timer = io.provider->getTimer();
+    rpc_port peers("peer", node, timer, *registry,
+                   [&node](std::shared_ptr<connection_gate> g) { return kj::heap<peer_service>(node, std::move(g)); });
+    rpc_port admins("admin", node, timer, *registry, [&node](std::shared_ptr<connection_gate> g) {
+      return kj::heap<admin_service>(node, std::move(g));
+    });
     task_errors errors;
     kj::TaskSet tasks(errors);
-    auto& net = io.provider->getNetwork();
-    capnp::TwoPartyServer peers(kj::heap<peer_service>(node));
-    capnp::TwoPartyServer admins(kj::heap<admin_service>(node));
     auto peer_listener = net.parseAddress(c.listen).wait(wait)->listen();
     auto admin_listener = net.parseAddress(c.admin).wait(wait)->listen();
-    tasks.add(accept_loop(*peer_listener, peers, node));
-    tasks.add(accept_loop(*admin_listener, admins, node));
+    tasks.add(peers.accept_loop(*peer_listener));
+    tasks.add(admins.accept_loop(*admin_listener));
     std::unique_ptr<prometheus::Exposer> exposer;
     if (!c.metrics.empty()) {
       try {
@@ -112,7 +256,6 @@ int serve(const node_config& config) {
                  c.metrics.empty() ? "" : c.metrics + "/metrics", c.cluster, etcd);
     std::signal(SIGINT, on_node_signal);
     std::signal(SIGTERM, on_node_signal);
-    auto& timer = io.provider->getTimer();
     while (node_signal.load() == 0) {
       node.tick();
       timer.afterDelay(20 * kj::MILLISECONDS).wait(wait);

@@ -74,9 +74,23 @@ std::string check_needs(const std::string& source, const std::map<std::string, s
 
 // -- Peer ------------------------------------------------------------------------------------
 
+std::string peer_service::admit(uint32_t protocol, kj::StringPtr token, const std::string& who) {
+  auto why = n_.refuse(protocol, token, who);
+  if (why.empty()) gate_->authenticate();
+  return why;
+}
+
+kj::Promise<void> peer_service::hello(HelloContext ctx) {
+  auto p = ctx.getParams();
+  auto who = std::string("node ") + p.getFrom().cStr();
+  if (auto why = admit(p.getProtocol(), p.getToken(), who); !why.empty()) return refusal(n_, why);
+  ctx.getResults().setNode(n_.config().name);
+  return kj::READY_NOW;
+}
+
 kj::Promise<void> peer_service::check(CheckContext ctx) {
   auto p = ctx.getParams();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "a deploy check from a peer"); !why.empty())
+  if (auto why = admit(p.getProtocol(), p.getToken(), "a deploy check from a peer"); !why.empty())
     return refusal(n_, why);
   pipeline_placement placed;
   for (auto x : p.getPlacement()) {
@@ -112,7 +126,7 @@ kj::Promise<void> peer_service::check(CheckContext ctx) {
 
 kj::Promise<void> peer_service::poke(PokeContext ctx) {
   auto p = ctx.getParams();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "a peer"); !why.empty()) return refusal(n_, why);
+  if (auto why = admit(p.getProtocol(), p.getToken(), "a peer"); !why.empty()) return refusal(n_, why);
   n_.read_now().detach([](kj::Exception&&) {});
   return kj::READY_NOW;
 }
@@ -120,7 +134,7 @@ kj::Promise<void> peer_service::poke(PokeContext ctx) {
 kj::Promise<void> peer_service::storeContact(StoreContactContext ctx) {
   auto p = ctx.getParams();
   auto who = std::string("node ") + p.getFrom().cStr();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), who); !why.empty()) return refusal(n_, why);
+  if (auto why = admit(p.getProtocol(), p.getToken(), who); !why.empty()) return refusal(n_, why);
   ctx.getResults().setNode(n_.config().name);
   ctx.getResults().setAgoMs(n_.store_contact_ago_ms());
   ctx.getResults().setSteadyMs(n_.store_steady_ms());
@@ -129,9 +143,22 @@ kj::Promise<void> peer_service::storeContact(StoreContactContext ctx) {
 
 // -- Admin -----------------------------------------------------------------------------------
 
+std::string admin_service::admit(uint32_t protocol, kj::StringPtr token, const std::string& who) {
+  auto why = n_.refuse(protocol, token, who);
+  if (why.empty()) gate_->authenticate();
+  return why;
+}
+
+kj::Promise<void> admin_service::hello(HelloContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  ctx.getResults().setNode(n_.config().name);
+  return kj::READY_NOW;
+}
+
 kj::Promise<void> admin_service::status(StatusContext ctx) {
   auto p = ctx.getParams();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
   struct row {
     hosted_instance i;
     std::string node;
@@ -225,7 +252,7 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
 
 kj::Promise<void> admin_service::deploy(DeployContext ctx) {
   auto p = ctx.getParams();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
   if (!n_.in_good_standing()) return failure("cannot deploy now: " + n_.standing());
   std::string text = p.getPipeline(), source = p.getSource();
   using stages_t = std::vector<std::pair<std::string, std::vector<std::string>>>;
@@ -292,21 +319,29 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
           checks.add(call_node<wire::Peer>(
                          n_.io().getNetwork(), n_.io().getTimer(), node, address, 30 * kj::SECONDS,
                          [this, text, source, placement](wire::Peer::Client& peer) {
-                           auto req = peer.checkRequest();
-                           req.setProtocol(wire::CLUSTER_PROTOCOL);
-                           req.setToken(n_.token());
-                           req.setPipeline(text);
-                           req.setSource(source);
-                           req.setRun(placement.run);
-                           write_placement(req.initPlacement(static_cast<unsigned>(placement.nodes_of.size())),
-                                           placement);
-                           auto nl = req.initNodes(static_cast<unsigned>(placement.data_address.size()));
-                           unsigned i = 0;
-                           for (auto& [n, a] : placement.data_address) {
-                             nl[i].setNode(n);
-                             nl[i++].setDataAddress(a);
-                           }
-                           return req.send();
+                           // The check carries the pipeline file: more than the node takes
+                           // before a call with the token, so hello goes first.
+                           auto hello = peer.helloRequest();
+                           hello.setProtocol(wire::CLUSTER_PROTOCOL);
+                           hello.setToken(n_.token());
+                           hello.setFrom(n_.config().name);
+                           return hello.send().then([this, peer, text, source, placement](auto&&) mutable {
+                             auto req = peer.checkRequest();
+                             req.setProtocol(wire::CLUSTER_PROTOCOL);
+                             req.setToken(n_.token());
+                             req.setPipeline(text);
+                             req.setSource(source);
+                             req.setRun(placement.run);
+                             write_placement(req.initPlacement(static_cast<unsigned>(placement.nodes_of.size())),
+                                             placement);
+                             auto nl = req.initNodes(static_cast<unsigned>(placement.data_address.size()));
+                             unsigned i = 0;
+                             for (auto& [n, a] : placement.data_address) {
+                               nl[i].setNode(n);
+                               nl[i++].setDataAddress(a);
+                             }
+                             return kj::Promise<capnp::Response<wire::Peer::CheckResults>>(req.send());
+                           });
                          })
                          .then([parts, node = node](capnp::Response<wire::Peer::CheckResults>&& r) {
                            auto& mine = (*parts)[node];
@@ -347,7 +382,7 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
 
 kj::Promise<void> admin_service::scale(ScaleContext ctx) {
   auto p = ctx.getParams();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
   std::string pipeline = p.getPipeline(), stage = p.getStage(), on = p.getOn(), token = p.getToken();
   auto replicas = p.getReplicas();
   auto& self = n_.config().name;
@@ -399,7 +434,7 @@ kj::Promise<void> admin_service::scale(ScaleContext ctx) {
 
 kj::Promise<void> admin_service::stop(StopContext ctx) {
   auto p = ctx.getParams();
-  if (auto why = n_.refuse(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
   if (!n_.in_good_standing()) return failure("cannot stop now: " + n_.standing());
   std::string pipeline = p.getPipeline();
   return n_.read_now().then([this, ctx, pipeline]() mutable {

@@ -1,33 +1,44 @@
 // The node's Peer and Admin interfaces (schema/node.capnp), served on its event loop.
 #pragma once
 
+#include "frame_guard.hpp"
 #include "node.hpp"
 
 #include <node.capnp.h>
 
+#include <memory>
+#include <string>
+
 namespace troupe::cluster {
 
+// Each connection has services of its own: a call that carries the token opens its gate.
 class peer_service final : public wire::Peer::Server {
  public:
-  explicit peer_service(cluster_node& n) : n_(n) {}
+  peer_service(cluster_node& n, std::shared_ptr<connection_gate> gate) : n_(n), gate_(std::move(gate)) {}
+  kj::Promise<void> hello(HelloContext ctx) override;
   kj::Promise<void> check(CheckContext ctx) override;
   kj::Promise<void> poke(PokeContext ctx) override;
   kj::Promise<void> storeContact(StoreContactContext ctx) override;
 
  private:
+  std::string admit(uint32_t protocol, kj::StringPtr token, const std::string& who);
   cluster_node& n_;
+  std::shared_ptr<connection_gate> gate_;
 };
 
 class admin_service final : public wire::Admin::Server {
  public:
-  explicit admin_service(cluster_node& n) : n_(n) {}
+  admin_service(cluster_node& n, std::shared_ptr<connection_gate> gate) : n_(n), gate_(std::move(gate)) {}
+  kj::Promise<void> hello(HelloContext ctx) override;
   kj::Promise<void> status(StatusContext ctx) override;
   kj::Promise<void> deploy(DeployContext ctx) override;
   kj::Promise<void> scale(ScaleContext ctx) override;
   kj::Promise<void> stop(StopContext ctx) override;
 
  private:
+  std::string admit(uint32_t protocol, kj::StringPtr token, const std::string& who);
   cluster_node& n_;
+  std::shared_ptr<connection_gate> gate_;
 };
 
 /// Each stage's dependencies met by a stage of the pipeline in range, on whichever node it

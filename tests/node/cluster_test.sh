@@ -153,7 +153,7 @@ printf 'pipeline: sneaky\nstages:\n  - {name: src, plugin: testsrc, config: {cou
 out=$("$troupe" deploy sneaky.yaml --node "127.0.0.1:${port[16]}" --token wrong 2>&1); rc=$?
 check "a deploy through a node with the wrong token is refused by its peers" [ "$rc" -ne 0 ]
 check "... saying which and why" contains "$out" "refused by node n1: wrong cluster token"
-check "n1 says whom it refused" grep -q "refused a deploy check from a peer: wrong cluster token" n1.log
+check "n1 says whom it refused" grep -q "refused node intruder: wrong cluster token" n1.log
 kill -9 "${pids[3]}"
 
 # Frozen: its sockets stay open, only its lease ends.

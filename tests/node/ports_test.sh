@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# A node's data port under hostile input from 127.0.0.1, without a token: a flood of idle
-# connections, hellos that claim a gigabyte, a hello that trickles in a byte a second. The
-# node refuses them (logged and counted), its threads and memory stay bounded, and afterwards
-# it still answers `troupe status` and runs a pipeline across nodes with the digests of
-# `troupe run`. Bounded; cleaned up.
+# A node's ports under hostile input from 127.0.0.1, without a token. Data port: a flood of
+# idle connections, hellos that claim a gigabyte, a hello that trickles in a byte a second.
+# Peer and admin ports: a flood of idle connections, messages that claim 16 MiB before any
+# call carried the token, a message that trickles in. The node refuses them (logged and
+# counted), its threads and memory stay bounded, and afterwards it still answers `troupe
+# status` and runs a pipeline across nodes with the digests of `troupe run`. Bounded;
+# cleaned up.
 # Usage: ports_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
 source "$(dirname "$0")/check.sh"
@@ -78,6 +80,73 @@ P
 slow=$!
 check "a trickling hello is cut off at the handshake deadline" wait_for 12 bash -c "[ \$(grep -cE 'no (whole )?hello within 5 s' n1.log) -gt $before ]"
 kill "$slow" 2>/dev/null; wait "$slow" 2>/dev/null
+
+# The peer and admin ports (KJ's event loop, no thread per connection): 300 idle
+# connections to each, held open together; a few are taken, the rest refused at accept.
+peer=${port[1]} admin_port=${port[9]}
+metric_of() { curl -s -m 5 "127.0.0.1:${port[13]}/metrics" | awk -v m="$1" -v l="$2" 'index($1, m) == 1 && index($1, l) {s += $2} END {print s + 0}'; }
+python3 - "$peer" "$admin_port" <<'P' &
+import socket, sys, time
+socks = []
+for port in sys.argv[1:]:
+    for _ in range(300):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", int(port)), timeout=2))
+        except OSError:
+            pass
+time.sleep(2)
+P
+flood=$!
+sleep 1.5
+open_during=$(metric_of troupe_node_open_connections 'port="admin"')
+echo "admin connections open during a flood of 300: $open_during"
+check "at most 8 connections from one host wait for their token" [ "$open_during" -le 8 ]
+wait $flood
+check "the refused connections to both ports are counted" \
+  bash -c "[ $(metric_of troupe_node_refused_connections_total 'port="peer"') -gt 0 ] && [ $(metric_of troupe_node_refused_connections_total 'port="admin"') -gt 0 ]"
+check "... and logged, once in a while" grep -qE "refused [0-9]+ admin connections? \(the last from 127.0.0.1:[0-9]+\): 8 connections from 127.0.0.1 wait for a call with the token" n1.log
+
+# Twenty connections to each port whose first message claims 16 MiB, each followed by a
+# MiB of it: closed at the header, before anything is allocated for it.
+rss_before=$(rss_mb)
+python3 - "$peer" "$admin_port" <<'P'
+import socket, struct, sys
+for port in sys.argv[1:]:
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+        try:
+            s.sendall(struct.pack("<II", 0, (16 << 20) // 8 - 1))
+            s.sendall(b"\0" * (1 << 20))
+            s.recv(1)
+        except OSError:
+            pass
+        s.close()
+P
+check "a large message before the token is refused at its header, naming its size" \
+  wait_for 5 grep -q "closed the connection from 127.0.0.1:[0-9]*: a message of 16777208 bytes before the token was checked (at most 4096)" n1.log
+rss_after=$(rss_mb)
+echo "RSS: $rss_before MB before, $rss_after MB after forty messages claiming 16 MiB on the peer and admin ports"
+check "memory stays bounded" [ "$rss_after" -lt $((rss_before + 32)) ]
+
+# A message that trickles in on the admin port, a byte a second, and a connection that says
+# nothing: both closed at the handshake deadline, counted.
+python3 - "$admin_port" <<'P' &
+import socket, struct, sys, time
+quiet = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+for b in struct.pack("<II", 0, 4) + b"\0" * 32:
+    try:
+        s.send(bytes([b]))
+    except OSError:
+        break
+    time.sleep(1)
+P
+slow=$!
+check "a trickling message and a silent connection are cut off at the handshake deadline" \
+  wait_for 12 bash -c "[ \$(grep -cE 'closed the admin connection from 127.0.0.1:[0-9]*: no call with the token within 5 s' n1.log) -ge 2 ]"
+kill "$slow" 2>/dev/null; wait "$slow" 2>/dev/null
+check "... and counted" [ "$(metric_of troupe_node_connection_deadlines_total 'port="admin"')" -ge 2 ]
+check "no admin connection is left open" wait_for 5 bash -c "[ \$(curl -s -m 5 127.0.0.1:${port[13]}/metrics | awk '/^troupe_node_open_connections.*admin/ {print \$2}') = 0 ]"
 
 # The node goes on: status, and a pipeline across both nodes with the single-node digests.
 check "the node still answers troupe status" bash -c "\"$troupe\" status $admin | grep -qE '^n2 +up '"
