@@ -1,6 +1,7 @@
 #include "link.hpp"
 
 #include "handover.hpp"
+#include "link_wire.hpp"
 
 #include "frame_wire.hpp"
 #include "secret.hpp"
@@ -43,25 +44,15 @@ namespace troupe {
 
 namespace {
 
-constexpr uint32_t wire_magic = 0x4c505254;  // "TRPL"
-constexpr uint64_t max_header_bytes = uint64_t{16} << 20;
-constexpr uint64_t max_payload_bytes = uint64_t{1} << 30;
-constexpr size_t max_batch_frames = 4096;
+using link_wire::max_batch_frames;
+using wire_prefix = link_wire::prefix;
 constexpr uint64_t max_batch_bytes = uint64_t{4} << 20;  // a larger frame goes alone
 constexpr int handshake_timeout_s = 5;
-// Before its hello is accepted, a connection may send one small message, within the
-// handshake deadline; and only so many such connections are served at once.
-constexpr uint64_t max_hello_bytes = 4096;
+// Before its hello is accepted, a connection may send one small message (link_wire), within
+// the handshake deadline; and only so many such connections are served at once.
 constexpr size_t max_inbound = 256;         // connections from peers, all told
 constexpr size_t max_unauthenticated = 32;  // of which before their hello
 constexpr size_t max_unauthenticated_per_host = 8;
-
-struct wire_prefix {
-  uint32_t magic;
-  uint32_t header_words;
-  uint64_t payload_bytes;
-};
-static_assert(sizeof(wire_prefix) == 16);
 
 // "host:port" into a socket address; an empty host or "*" means every interface.
 bool resolve(const std::string& address, bool passive, sockaddr_storage& out, socklen_t& len, std::string& why) {
@@ -154,7 +145,7 @@ struct out_message {
 out_message finish(capnp::MallocMessageBuilder& mb, uint64_t payload_bytes = 0) {
   out_message m;
   m.header = capnp::messageToFlatArray(mb);
-  m.prefix = {wire_magic, static_cast<uint32_t>(m.header.size()), payload_bytes};
+  m.prefix = {link_wire::magic, static_cast<uint32_t>(m.header.size()), payload_bytes};
   return m;
 }
 
@@ -187,25 +178,8 @@ read_status read_message(int fd, in_message& m, std::string& why, bool hello = f
     }
     return read_status::closed;
   }
-  if (p.magic != wire_magic) {
-    why = "not a data link message (bad magic)";
-    return read_status::bad;
-  }
-  if (p.header_words == 0 || uint64_t{p.header_words} * 8 > max_header_bytes) {
-    why = "message header of " + std::to_string(uint64_t{p.header_words} * 8) + " bytes (at most " +
-          std::to_string(max_header_bytes) + ")";
-    return read_status::bad;
-  }
-  if (hello && (uint64_t{p.header_words} * 8 > max_hello_bytes || p.payload_bytes > 0)) {
-    why = "a hello of " + std::to_string(uint64_t{p.header_words} * 8 + p.payload_bytes) + " bytes (at most " +
-          std::to_string(max_hello_bytes) + " before the token is checked)";
-    return read_status::bad;
-  }
-  if (p.payload_bytes > max_payload_bytes) {
-    why = "message payload of " + std::to_string(p.payload_bytes) + " bytes (at most " +
-          std::to_string(max_payload_bytes) + ")";
-    return read_status::bad;
-  }
+  why = link_wire::check_prefix(p, hello);
+  if (!why.empty()) return read_status::bad;
   m.header = kj::heapArray<capnp::word>(p.header_words);
   if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word), deadline, &timed_out)) {
     why = hello ? "no whole hello within " + std::to_string(handshake_timeout_s) + " s"
@@ -544,9 +518,7 @@ struct data_plane::impl {
   // Hands a message from a peer to whom it is for; false (with why) if it is malformed.
   bool dispatch(inbound& in, in_message& m, std::string& why) {
     try {
-      capnp::ReaderOptions opts;
-      opts.traversalLimitInWords = m.header.size() * 4 + 1024;
-      capnp::FlatArrayMessageReader r(m.header, opts);
+      capnp::FlatArrayMessageReader r(m.header, link_wire::reader_options(m.header.size()));
       auto msg = r.getRoot<wire::LinkMessage>();
       switch (msg.which()) {
         case wire::LinkMessage::FRAMES: {
@@ -555,33 +527,8 @@ struct data_plane::impl {
           b.from = in.from;
           b.channel = fr.getChannel();
           b.epoch = fr.getEpoch();
-          auto list = fr.getBatch();
-          if (list.size() > max_batch_frames) {
-            why = "a batch of " + std::to_string(list.size()) + " frames (at most " + std::to_string(max_batch_frames) +
-                  ")";
-            return false;
-          }
-          uint64_t at = 0;
-          b.frames.reserve(list.size());
-          for (auto lf : list) {
-            auto size = lf.getSize();
-            if (size > m.payload_bytes - at) {
-              why = "frame payloads overrun the message's payload section";
-              return false;
-            }
-            auto f = read_frame_fields(lf);
-            if (size > 0) {
-              f.payload = m.payload;
-              f.data = m.payload->data() + at;
-              f.size = size;
-            }
-            at += size;
-            b.frames.emplace_back(lf.getId(), std::move(f));
-          }
-          if (at != m.payload_bytes) {
-            why = "the message's payload section is longer than its frames";
-            return false;
-          }
+          why = link_wire::decode_frames(fr.getBatch(), m.payload, m.payload_bytes, b.frames);
+          if (!why.empty()) return false;
           if (in.frames) {
             in.frames->Increment(static_cast<double>(b.frames.size()));
             in.bytes->Increment(static_cast<double>(m.payload_bytes));
