@@ -3,13 +3,17 @@
 
 #include <node.capnp.h>
 
-#include <capnp/ez-rpc.h>
+#include <cluster/node_config.hpp>
+#include <cluster/tls.hpp>
+
+#include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 #include <kj/async.h>
 #include <kj/timer.h>
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 namespace troupe::cli {
@@ -23,22 +27,43 @@ std::string reason(const kj::Exception& e) {
   return d.rfind(prefix, 0) == 0 ? d.substr(prefix.size()) : d;
 }
 
-// Calls the admin interface of the node at `address`; prints failures naming the node. Hello
-// goes first: a node takes only a few KiB on a connection before a call with the token, and a
-// wrong token is told as such before anything else is sent.
+// Calls the admin interface of the node at o.node (over TLS with o.ca); prints failures naming
+// the node. Hello goes first: a node takes only a few KiB on a connection before a call with
+// the token, and a wrong token is told as such before anything else is sent.
 template <class F>
-int admin_call(const char* command, const std::string& address, const std::string& token, F f) {
+int admin_call(const char* command, const admin_options& o, F f) {
+  const std::string& address = o.node;
   try {
-    capnp::EzRpcClient client(address);
-    auto admin = client.getMain<wire::Admin>();
-    auto& timer = client.getIoProvider().getTimer();
+    std::unique_ptr<kj::TlsContext> tls;
+    if (!o.ca.empty()) {
+      auto ca = cluster::read_pem("", "--ca", o.ca, "CERTIFICATE", errc::io_error);
+      if (!ca) {
+        std::fprintf(stderr, "troupe %s: %s\n", command, describe(ca.error()).c_str());
+        return 2;
+      }
+      tls = cluster::make_tls_context(*ca);
+    }
+    auto io = kj::setupAsyncIo();
+    auto& timer = io.provider->getTimer();
+    auto connected = io.provider->getNetwork().parseAddress(address).then(
+        [](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); });
+    auto stream = timer.timeoutAfter(5 * kj::SECONDS, kj::mv(connected)).wait(io.waitScope);
+    if (tls) {
+      auto name = o.tls_name.empty() ? address.substr(0, address.rfind(':')) : o.tls_name;
+      stream = timer.timeoutAfter(5 * kj::SECONDS, tls->wrapClient(kj::mv(stream), name)).wait(io.waitScope);
+    }
+    capnp::TwoPartyClient client(*stream);
+    auto admin = client.bootstrap().castAs<wire::Admin>();
     auto hello = admin.helloRequest();
     hello.setProtocol(wire::CLUSTER_PROTOCOL);
-    hello.setToken(token);
-    timer.timeoutAfter(5 * kj::SECONDS, hello.send()).wait(client.getWaitScope());
-    return f(admin, client.getWaitScope(), timer);
+    hello.setToken(o.token);
+    timer.timeoutAfter(5 * kj::SECONDS, hello.send()).wait(io.waitScope);
+    return f(admin, io.waitScope, timer);
   } catch (const kj::Exception& e) {
-    std::fprintf(stderr, "troupe %s: node %s: %s\n", command, address.c_str(), reason(e).c_str());
+    std::string why = reason(e);
+    if (o.ca.empty() && e.getType() == kj::Exception::Type::DISCONNECTED)
+      why += " (if the node takes TLS only, give its CA with --ca or $TROUPE_CA)";
+    std::fprintf(stderr, "troupe %s: node %s: %s\n", command, address.c_str(), why.c_str());
     return 1;
   }
 }
@@ -46,7 +71,7 @@ int admin_call(const char* command, const std::string& address, const std::strin
 }  // namespace
 
 int cluster_status(const common_options&, const admin_options& o) {
-  return admin_call("status", o.node, o.token, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+  return admin_call("status", o, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
     auto req = admin.statusRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
@@ -99,7 +124,7 @@ int cluster_deploy(const common_options&, const admin_options& o) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  return admin_call("deploy", o.node, o.token, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+  return admin_call("deploy", o, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
     auto req = admin.deployRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
@@ -113,7 +138,7 @@ int cluster_deploy(const common_options&, const admin_options& o) {
 }
 
 int cluster_scale(const common_options&, const admin_options& o) {
-  return admin_call("scale", o.node, o.token, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+  return admin_call("scale", o, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
     auto req = admin.scaleRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
@@ -129,7 +154,7 @@ int cluster_scale(const common_options&, const admin_options& o) {
 }
 
 int cluster_stop(const common_options&, const admin_options& o) {
-  return admin_call("stop", o.node, o.token, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+  return admin_call("stop", o, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
     auto req = admin.stopRequest();
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);

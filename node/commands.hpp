@@ -49,6 +49,8 @@ struct admin_options {
   std::string node;  // admin address of the node (status: of any node)
   std::string token;
   std::string token_file;  // if set, the token is its first line
+  std::string ca;          // the cluster's CA (PEM file): TLS to the node; empty: plain
+  std::string tls_name;    // the name the node's certificate must carry; empty: the host of `node`
   std::string pipeline;    // deploy: the pipeline file; scale, stop: the pipeline's name
   std::string stage;       // scale
   uint32_t replicas = 1;   // scale

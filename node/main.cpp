@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
 
   admin_options admin_opts;
   if (const char* t = std::getenv("TROUPE_TOKEN")) admin_opts.token = t;
+  if (const char* ca = std::getenv("TROUPE_CA")) admin_opts.ca = ca;
   auto* status_cmd = app.add_subcommand("status", "Show the cluster's nodes and instances as a node sees them");
   auto* deploy_cmd = app.add_subcommand(
       "deploy", "Run a pipeline through any node: each stage runs where its node/nodes field places it");
@@ -63,6 +64,10 @@ int main(int argc, char** argv) {
     cmd->add_option("--token", admin_opts.token,
                     "The cluster token (default: $TROUPE_TOKEN; visible to others in ps: prefer --token-file)");
     cmd->add_option("--token-file", admin_opts.token_file, "A file whose first line is the cluster token");
+    cmd->add_option("--ca", admin_opts.ca,
+                    "The cluster's CA (PEM): speak TLS to the node and check its certificate (default: $TROUPE_CA)");
+    cmd->add_option("--tls-name", admin_opts.tls_name,
+                    "The name the node's certificate must carry (default: the host of --node)");
   }
 
   conformance_options conf_opts;

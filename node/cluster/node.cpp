@@ -297,7 +297,8 @@ void cluster_node::check_standing() {
   auto answers = kj::heapArrayBuilder<kj::Promise<std::string>>(peers.size());
   for (auto& [name, address] : peers) {
     answers.add(call_node<wire::Peer>(
-                    io_.getNetwork(), io_.getTimer(), name, address, std::max<int64_t>(slack, 100) * kj::MILLISECONDS,
+                    io_.getNetwork(), tls_, io_.getTimer(), name, address,
+                    std::max<int64_t>(slack, 100) * kj::MILLISECONDS,
                     [this](wire::Peer::Client& peer) {
                       auto req = peer.storeContactRequest();
                       req.setProtocol(wire::CLUSTER_PROTOCOL);
@@ -393,7 +394,7 @@ void cluster_node::poke_members() {
   for (auto& [name, lease] : view_.members) {
     auto it = view_.nodes.find(name);
     if (name == c_.name || it == view_.nodes.end()) continue;
-    tasks_.add(call_node<wire::Peer>(io_.getNetwork(), io_.getTimer(), name, it->second.peer, 2 * kj::SECONDS,
+    tasks_.add(call_node<wire::Peer>(io_.getNetwork(), tls_, io_.getTimer(), name, it->second.peer, 2 * kj::SECONDS,
                                      [this](wire::Peer::Client& peer) {
                                        auto req = peer.pokeRequest();
                                        req.setProtocol(wire::CLUSTER_PROTOCOL);

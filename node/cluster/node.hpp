@@ -35,6 +35,10 @@
 #include <string>
 #include <vector>
 
+namespace kj {
+class TlsContext;
+}
+
 namespace troupe::cluster {
 
 /// Runs the node until SIGINT or SIGTERM; returns the process exit status (errors that stop
@@ -84,6 +88,9 @@ class cluster_node {
   pipeline_placement placement_of(const placement_record& r, int64_t epoch) const;
   /// The token to present to peers.
   const std::string& token() const { return c_.token; }
+  /// TLS for calls to peers (null: plain), owned by whoever serves the node.
+  void use_tls(kj::TlsContext* tls) { tls_ = tls; }
+  kj::TlsContext* tls() const { return tls_; }
 
  private:
   void start_registration();
@@ -106,6 +113,7 @@ class cluster_node {
 
   node_config c_;
   kj::AsyncIoProvider& io_;
+  kj::TlsContext* tls_ = nullptr;
   pipeline_host& host_;
   keyspace keys_;
   etcd_client store_;

@@ -8,10 +8,34 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <tuple>
 
 namespace troupe::cluster {
+
+expected<std::string> read_pem(const std::string& config, const std::string& field, const std::string& file,
+                               const std::string& kind, errc code) {
+  namespace fs = std::filesystem;
+  fs::path p(file);
+  if (p.is_relative() && !config.empty()) p = fs::path(config).parent_path() / p;
+  const std::string at = config.empty() ? field : config + ": field '" + field + "'";
+  constexpr size_t max_bytes = size_t{1} << 20;
+  std::error_code ec;
+  std::ifstream in;
+  if (fs::is_regular_file(p, ec)) in.open(p, std::ios::binary);
+  std::string text(max_bytes + 1, '\0');
+  if (in) in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (!in.is_open() || in.bad() || in.gcount() > static_cast<std::streamsize>(max_bytes))
+    return make_error(code, at + ": cannot read '" + p.string() + "'" +
+                                (in.is_open() && !in.bad() ? " (larger than 1 MiB)" : " (expected a file)"));
+  text.resize(static_cast<size_t>(in.gcount()));
+  // "PRIVATE KEY" also matches "EC PRIVATE KEY" and "RSA PRIVATE KEY".
+  if (text.find(kind + "-----") == std::string::npos || text.find("-----BEGIN ") == std::string::npos)
+    return make_error(code, at + ": expected a PEM file with a " + kind + ", got '" + p.string() + "'");
+  return text;
+}
 
 expected<node_config> load_node_config(const std::string& path) {
   constexpr auto code = errc::invalid_node_config;
@@ -21,7 +45,7 @@ expected<node_config> load_node_config(const std::string& path) {
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
   if (auto e = yaml::check_keys(path, root, "node",
                                 {"name", "cluster", "listen", "advertise", "data", "admin", "metrics", "etcd",
-                                 "plugin_paths", "token", "lease_ms", "insecure_test_token"},
+                                 "plugin_paths", "token", "lease_ms", "insecure_test_token", "tls"},
                                 code))
     return e;
   node_config c;
@@ -132,6 +156,24 @@ expected<node_config> load_node_config(const std::string& path) {
     auto v = yaml::scalar<bool>(path, root["insecure_test_token"], "insecure_test_token", "true or false", code);
     if (!v) return v.error();
     insecure = *v;
+  }
+  if (auto n = root["tls"]) {
+    if (!n.IsMap()) return make_error(code, yaml::where(path, n) + ": field 'tls': expected a map of cert, key and ca");
+    if (auto e = yaml::check_keys(path, n, "tls", {"cert", "key", "ca"}, code)) return e;
+    tls_files t;
+    for (auto [field, out, pem, kind] :
+         {std::tuple{"cert", &t.cert, &t.cert_pem, "CERTIFICATE"}, std::tuple{"key", &t.key, &t.key_pem, "PRIVATE KEY"},
+          std::tuple{"ca", &t.ca, &t.ca_pem, "CERTIFICATE"}}) {
+      std::string name = std::string("tls.") + field;
+      if (!n[field]) return make_error(code, yaml::where(path, n) + ": field '" + name + "' is missing");
+      auto v = yaml::scalar<std::string>(path, n[field], name, "a file name", code);
+      if (!v) return v.error();
+      *out = *v;
+      auto text = read_pem(path, name, *v, kind, code);
+      if (!text) return text.error();
+      *pem = std::move(*text);
+    }
+    c.tls = std::move(t);
   }
   if (!insecure && c.token == "change-me")
     return make_error(code, path +

@@ -4,10 +4,19 @@
 #include <error.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace troupe::cluster {
+
+/// TLS for a node's peer and admin ports: its certificate (whose subject alternative names
+/// include the node's name: peers check it), its key, and the CA that signed every member's
+/// certificate. Paths as given (relative ones from the config's directory) and the PEM read.
+struct tls_files {
+  std::string cert, key, ca;
+  std::string cert_pem, key_pem, ca_pem;
+};
 
 /// node.yaml: one member of a cluster.
 struct node_config {
@@ -23,9 +32,16 @@ struct node_config {
   std::string metrics;             // host:port for /metrics; empty: none
   std::vector<std::string> etcd;   // host:port of each etcd member (or $TROUPE_ETCD)
   std::vector<std::string> plugin_paths;
-  std::string token;         // or $TROUPE_TOKEN
-  uint32_t lease_ms = 3000;  // membership lease; the store counts it in whole seconds
+  std::string token;             // or $TROUPE_TOKEN
+  uint32_t lease_ms = 3000;      // membership lease; the store counts it in whole seconds
+  std::optional<tls_files> tls;  // none: peer and admin traffic is not encrypted
 };
+
+/// Reads a PEM file for `field` of `config` (a path relative to the config's directory; no
+/// config: `field` is a command-line option); `kind`: what the file must hold
+/// ("CERTIFICATE", "PRIVATE KEY"). Errors name file and field.
+expected<std::string> read_pem(const std::string& config, const std::string& field, const std::string& file,
+                               const std::string& kind, errc code);
 
 /// Reads and checks node.yaml; errors name the file, line and field. $TROUPE_ETCD
 /// (HOST:PORT,...) gives the etcd endpoints when the file does not, $TROUPE_TOKEN the token.

@@ -4,6 +4,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <kj/compat/tls.h>
 #include <kj/timer.h>
 
 #include <string>
@@ -35,14 +36,19 @@ struct rpc_connection {
 };
 
 /// Connects to address and calls interface I there: send(cap) builds and sends the request
-/// and returns the promise of what the caller makes of its answer. Bounded by timeout; a call
-/// that does not reach the node fails with "node NAME (ADDRESS) did not answer: ...", one it
-/// refused with its reason.
+/// and returns the promise of what the caller makes of its answer. With tls, the connection
+/// is TLS and the node's certificate must name it (node). Bounded by timeout; a call that does
+/// not reach the node fails with "node NAME (ADDRESS) did not answer: ...", one it refused
+/// with its reason.
 template <class I, class Send>
-auto call_node(kj::Network& net, kj::Timer& timer, const std::string& node, const std::string& address,
-               kj::Duration timeout, Send send) {
+auto call_node(kj::Network& net, kj::TlsContext* tls, kj::Timer& timer, const std::string& node,
+               const std::string& address, kj::Duration timeout, Send send) {
   auto done = net.parseAddress(address)
                   .then([](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); })
+                  .then([tls, node](kj::Own<kj::AsyncIoStream> s) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+                    if (tls == nullptr) return kj::mv(s);
+                    return tls->wrapClient(kj::mv(s), node);
+                  })
                   .then([send = kj::mv(send)](kj::Own<kj::AsyncIoStream> s) mutable {
                     auto c = kj::heap<rpc_connection>(kj::mv(s));
                     auto cap = c->client.bootstrap().template castAs<I>();

@@ -4,6 +4,7 @@
 #include "node.hpp"
 #include "rpc.hpp"
 #include "services.hpp"
+#include "tls.hpp"
 
 #include <link.hpp>
 
@@ -77,10 +78,12 @@ std::string host_of(const std::string& address) { return address.substr(0, addre
 class rpc_port final : kj::TaskSet::ErrorHandler {
  public:
   using services_fn = std::function<capnp::Capability::Client(std::shared_ptr<connection_gate>)>;
-  rpc_port(std::string name, cluster_node& node, kj::Timer& timer, prometheus::Registry& registry, services_fn services)
+  rpc_port(std::string name, cluster_node& node, kj::Timer& timer, kj::TlsContext* tls, prometheus::Registry& registry,
+           services_fn services)
       : name_(std::move(name)),
         node_(node),
         timer_(timer),
+        tls_(tls),
         services_(std::move(services)),
         refused_(prometheus::BuildCounter()
                      .Name("troupe_node_refused_connections_total")
@@ -107,16 +110,21 @@ class rpc_port final : kj::TaskSet::ErrorHandler {
   }
 
  private:
+  // What a connection holds of the port's counts, from accept until it ends (however it ends).
+  struct admitted {
+    admitted(rpc_port& p, std::shared_ptr<connection_gate> g) : port(p), gate(std::move(g)) {}
+    admitted(const admitted&) = delete;
+    ~admitted() { port.closed(*gate); }
+    rpc_port& port;
+    std::shared_ptr<connection_gate> gate;
+  };
   struct connection {
     connection(rpc_port& port, kj::Own<kj::AsyncIoStream> raw, std::shared_ptr<connection_gate> g)
-        : port(port),
-          gate(std::move(g)),
+        : gate(std::move(g)),
           stream(kj::heap<checked_stream>(
               kj::mv(raw), limits, *gate,
               [&node = port.node_, from = gate->from](const std::string& why) { node.bad_message(from, why); })),
           rpc(*stream, port.services_(gate), capnp::rpc::twoparty::Side::SERVER) {}
-    ~connection() { port.closed(*gate); }
-    rpc_port& port;
     std::shared_ptr<connection_gate> gate;
     kj::Own<checked_stream> stream;  // before the RPC system that reads it
     capnp::TwoPartyClient rpc;
@@ -138,9 +146,16 @@ class rpc_port final : kj::TaskSet::ErrorHandler {
     ++open_count_, ++unauthenticated_, ++waiting_from_[host];
     open_.Set(static_cast<double>(open_count_));
     gate->on_authenticated = [this, host] { settled(host); };
-    auto c = kj::heap<connection>(*this, kj::mv(raw), gate);
-    auto ends = c->rpc.onDisconnect().exclusiveJoin(watch(*gate));
-    connections_.add(ends.attach(kj::mv(c)));
+    // With TLS, the handshake first (within the deadline for a call with the token).
+    auto stream = tls_ ? tls_->wrapServer(kj::mv(raw)) : kj::Promise<kj::Own<kj::AsyncIoStream>>(kj::mv(raw));
+    auto served = stream.then(
+        [this, gate](kj::Own<kj::AsyncIoStream>&& s) -> kj::Promise<void> {
+          auto c = kj::heap<connection>(*this, kj::mv(s), gate);
+          auto ends = c->rpc.onDisconnect();
+          return ends.attach(kj::mv(c));
+        },
+        [this, gate](kj::Exception&& e) { node_.bad_message(gate->from, tls_failure(e)); });
+    connections_.add(served.exclusiveJoin(watch(*gate)).attach(kj::heap<admitted>(*this, gate)));
   }
 
   void settled(const std::string& host) {
@@ -191,6 +206,7 @@ class rpc_port final : kj::TaskSet::ErrorHandler {
   std::string name_;
   cluster_node& node_;
   kj::Timer& timer_;
+  kj::TlsContext* tls_;  // null: plain connections
   services_fn services_;
   prometheus::Counter& refused_;
   prometheus::Counter& overdue_;
@@ -226,9 +242,25 @@ int serve(const node_config& config) {
     cluster_node node(c, *io.provider, host, registry);
     auto& net = io.provider->getNetwork();
     auto& timer = io.provider->getTimer();
-    rpc_port peers("peer", node, timer, *registry,
+    std::unique_ptr<kj::TlsContext> tls;
+    if (c.tls) {
+      try {
+        tls = make_tls_context(c.tls->ca_pem, c.tls->cert_pem, c.tls->key_pem);
+      } catch (const kj::Exception& e) {
+        std::fprintf(stderr, "troupe node: %s: tls (cert %s, key %s, ca %s): %s\n", c.path.c_str(), c.tls->cert.c_str(),
+                     c.tls->key.c_str(), c.tls->ca.c_str(), reason(e).c_str());
+        return 1;
+      }
+      node.use_tls(tls.get());
+    } else {
+      spdlog::warn(
+          "[node={}] peer and admin traffic is not encrypted (no 'tls' in {}): keep these ports on a "
+          "network of your own",
+          c.name, c.path);
+    }
+    rpc_port peers("peer", node, timer, tls.get(), *registry,
                    [&node](std::shared_ptr<connection_gate> g) { return kj::heap<peer_service>(node, std::move(g)); });
-    rpc_port admins("admin", node, timer, *registry, [&node](std::shared_ptr<connection_gate> g) {
+    rpc_port admins("admin", node, timer, tls.get(), *registry, [&node](std::shared_ptr<connection_gate> g) {
       return kj::heap<admin_service>(node, std::move(g));
     });
     task_errors errors;

@@ -230,7 +230,7 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
     if (name != n_.config().name && view.nodes.count(name)) others.emplace_back(name, view.nodes.at(name).admin);
   auto asks = kj::heapArrayBuilder<kj::Promise<void>>(others.size());
   for (auto& [name, address] : others)
-    asks.add(call_node<wire::Admin>(n_.io().getNetwork(), n_.io().getTimer(), name, address, 2 * kj::SECONDS,
+    asks.add(call_node<wire::Admin>(n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), name, address, 2 * kj::SECONDS,
                                     [token](wire::Admin::Client& admin) {
                                       auto req = admin.statusRequest();
                                       req.setProtocol(wire::CLUSTER_PROTOCOL);
@@ -317,7 +317,7 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
           }
           auto address = view.nodes.at(node).peer;
           checks.add(call_node<wire::Peer>(
-                         n_.io().getNetwork(), n_.io().getTimer(), node, address, 30 * kj::SECONDS,
+                         n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), node, address, 30 * kj::SECONDS,
                          [this, text, source, placement](wire::Peer::Client& peer) {
                            // The check carries the pipeline file: more than the node takes
                            // before a call with the token, so hello goes first.
@@ -417,7 +417,7 @@ kj::Promise<void> admin_service::scale(ScaleContext ctx) {
   if (!view.up(target) || !view.nodes.count(target))
     return failure("stage '" + stage + "' of pipeline '" + pipeline + "' runs on node " + target +
                    ", which is down now");
-  return call_node<wire::Admin>(n_.io().getNetwork(), n_.io().getTimer(), target, view.nodes.at(target).admin,
+  return call_node<wire::Admin>(n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), target, view.nodes.at(target).admin,
                                 10 * kj::SECONDS,
                                 [=](wire::Admin::Client& admin) {
                                   auto req = admin.scaleRequest();
