@@ -121,13 +121,14 @@ void cluster_node::unfence() {
   poll();
 }
 
-std::string cluster_node::refuse(uint32_t protocol, kj::StringPtr token, const std::string& who) {
+std::string cluster_node::refuse(uint32_t protocol, kj::StringPtr token, const std::string& who, bool admin) {
   std::string why;
+  const bool own_admin_token = admin && !c_.admin_token.empty();
   if (protocol != wire::CLUSTER_PROTOCOL)
     why =
         "protocol version " + std::to_string(protocol) + ", this node speaks " + std::to_string(wire::CLUSTER_PROTOCOL);
-  else if (!same_secret(token.cStr(), c_.token))
-    why = "wrong cluster token";
+  else if (!same_secret(token.cStr(), own_admin_token ? c_.admin_token : c_.token))
+    why = own_admin_token ? "wrong admin token" : "wrong cluster token";
   if (!why.empty()) {
     refused_.Increment();
     spdlog::error("[node={}] refused {}: {}", c_.name, who, why);

@@ -79,8 +79,9 @@ class cluster_node {
   /// its last call failed).
   int64_t store_steady_ms() const;
 
-  /// Why a caller is refused, or empty (and then counted and logged).
-  std::string refuse(uint32_t protocol, kj::StringPtr token, const std::string& who);
+  /// Why a caller is refused, or empty (and then counted and logged). An admin caller presents
+  /// the admin token where the config has one, a peer the cluster token.
+  std::string refuse(uint32_t protocol, kj::StringPtr token, const std::string& who, bool admin = false);
   /// A peer or admin connection sent what is not a message: it is closed, the node goes on.
   void bad_message(const std::string& from, const std::string& why);
 

@@ -45,7 +45,7 @@ expected<node_config> load_node_config(const std::string& path) {
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
   if (auto e = yaml::check_keys(path, root, "node",
                                 {"name", "cluster", "listen", "advertise", "data", "admin", "metrics", "etcd",
-                                 "plugin_paths", "token", "lease_ms", "insecure_test_token", "tls"},
+                                 "plugin_paths", "token", "admin_token", "lease_ms", "insecure_test_token", "tls"},
                                 code))
     return e;
   node_config c;
@@ -61,11 +61,13 @@ expected<node_config> load_node_config(const std::string& path) {
     return {};
   };
   if (const char* t = std::getenv("TROUPE_TOKEN"); t != nullptr && !root["token"]) c.token = t;
+  if (const char* t = std::getenv("TROUPE_ADMIN_TOKEN"); t != nullptr && !root["admin_token"]) c.admin_token = t;
   for (auto [field, out, required] :
        {std::tuple{"name", &c.name, false}, std::tuple{"cluster", &c.cluster, false},
         std::tuple{"listen", &c.listen, true}, std::tuple{"advertise", &c.advertise, false},
         std::tuple{"data", &c.data, false}, std::tuple{"admin", &c.admin, true},
-        std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, c.token.empty()}})
+        std::tuple{"metrics", &c.metrics, false}, std::tuple{"token", &c.token, c.token.empty()},
+        std::tuple{"admin_token", &c.admin_token, false}})
     if (auto e = text(field, *out, required)) return e;
   if (!c.metrics.empty()) c.metrics = metrics_bind_address(c.metrics);  // a port alone: loopback only
   // A node without a name (as in a service that compose scales) is named after its host.
@@ -175,10 +177,13 @@ expected<node_config> load_node_config(const std::string& path) {
     }
     c.tls = std::move(t);
   }
-  if (!insecure && c.token == "change-me")
-    return make_error(code, path +
-                                ": field 'token': 'change-me' is the documentation's example; set a secret of "
-                                "your own (or insecure_test_token: true for a test on one machine)");
+  for (auto [field, value] : {std::pair{"token", &c.token}, std::pair{"admin_token", &c.admin_token}})
+    if (!insecure && *value == "change-me")
+      return make_error(code, path + ": field '" + field +
+                                  "': 'change-me' is the documentation's example; set a secret of "
+                                  "your own (or insecure_test_token: true for a test on one machine)");
+  if (!c.admin_token.empty() && c.admin_token == c.token)
+    return make_error(code, path + ": field 'admin_token': expected a secret other than 'token' (or no admin_token)");
   return c;
 }
 

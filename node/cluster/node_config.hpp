@@ -32,7 +32,8 @@ struct node_config {
   std::string metrics;             // host:port for /metrics; empty: none
   std::vector<std::string> etcd;   // host:port of each etcd member (or $TROUPE_ETCD)
   std::vector<std::string> plugin_paths;
-  std::string token;             // or $TROUPE_TOKEN
+  std::string token;             // or $TROUPE_TOKEN: what peers present (and admin callers, without admin_token)
+  std::string admin_token;       // or $TROUPE_ADMIN_TOKEN: what admin callers present; empty: the token
   uint32_t lease_ms = 3000;      // membership lease; the store counts it in whole seconds
   std::optional<tls_files> tls;  // none: peer and admin traffic is not encrypted
 };

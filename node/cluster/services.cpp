@@ -144,7 +144,7 @@ kj::Promise<void> peer_service::storeContact(StoreContactContext ctx) {
 // -- Admin -----------------------------------------------------------------------------------
 
 std::string admin_service::admit(uint32_t protocol, kj::StringPtr token, const std::string& who) {
-  auto why = n_.refuse(protocol, token, who);
+  auto why = n_.refuse(protocol, token, who, true);
   if (why.empty()) gate_->authenticate();
   return why;
 }

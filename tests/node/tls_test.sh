@@ -5,7 +5,8 @@
 # for another name are refused, and the node names what it refused. A pipeline deployed across
 # both nodes (the deploy check between them over TLS) has the digests of `troupe run`. A node
 # without TLS says its traffic is not encrypted; one whose TLS files are missing or wrong is
-# refused at start, naming the file. Bounded; cleaned up.
+# refused at start, naming the file. The nodes have an admin token of their own: admin calls
+# with the cluster token are refused, the peers' calls with it are not. Bounded; cleaned up.
 # Usage: tls_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
 source "$(dirname "$0")/check.sh"
@@ -30,9 +31,9 @@ for n in n1 n2; do certificate "$n" ca "DNS:$n,DNS:localhost,IP:127.0.0.1"; done
 certificate impostor rogue-ca "DNS:n2,DNS:localhost"
 check "the test's certificates were made" [ -s n1.pem ] && [ -s n2.key ] && [ -s impostor.pem ]
 
-tls_node() {  # NAME INDEX: a node config with TLS, its files next to it
+tls_node() {  # NAME INDEX: a node config with TLS, its files next to it, and an admin token
   node_yaml "$1" "$2"
-  printf 'tls: {cert: %s.pem, key: %s.key, ca: ca.pem}\n' "$1" "$1"
+  printf 'tls: {cert: %s.pem, key: %s.key, ca: ca.pem}\nadmin_token: boss\n' "$1" "$1"
 }
 for i in 1 2; do
   tls_node "n$i" "$i" > "n$i.yaml"
@@ -40,25 +41,28 @@ for i in 1 2; do
   pids[$((i - 1))]=$!
 done
 admin1="127.0.0.1:${port[9]}"
-tls_status() { "$troupe" status --node "$admin1" --token secret --ca ca.pem --tls-name n1 "$@"; }
+tls_status() { "$troupe" status --node "$admin1" --token boss --ca ca.pem --tls-name n1 "$@"; }
 check "both nodes are up, as n1 says over TLS" wait_for 15 bash -c "$(declare -f tls_status); troupe='$troupe' admin1='$admin1'; tls_status | grep -qE '^n2 +up '"
 check "a node with TLS does not warn that its traffic is not encrypted" bash -c "! grep -q 'not encrypted' n1.log"
 
-out=$("$troupe" status --node "$admin1" --token secret 2>&1); rc=$?
+out=$("$troupe" status --node "$admin1" --token boss 2>&1); rc=$?
 check "a plain admin client is refused" [ "$rc" -ne 0 ]
 check "... and told to give the CA" contains "$out" "give its CA with --ca"
 check "the node names the plain connection" \
   wait_for 5 grep -qE "closed the connection from 127.0.0.1:[0-9]+: not a TLS handshake \(a plain connection\? this port takes TLS only\)" n1.log
-out=$(TROUPE_CA=rogue-ca.pem "$troupe" status --node "$admin1" --token secret --tls-name n1 2>&1); rc=$?
+out=$(TROUPE_CA=rogue-ca.pem "$troupe" status --node "$admin1" --token boss --tls-name n1 2>&1); rc=$?
 check "a client that trusts another CA refuses the node" [ "$rc" -ne 0 ]
 check "... saying why" contains "$out" "certificate is not trusted"
-out=$("$troupe" status --node "$admin1" --token secret --ca ca.pem --tls-name n2 2>&1); rc=$?
+out=$("$troupe" status --node "$admin1" --token boss --ca ca.pem --tls-name n2 2>&1); rc=$?
 check "a certificate for another name is refused" [ "$rc" -ne 0 ]
 check "... saying why" contains "$out" "hostname mismatch"
-out=$(TROUPE_CA=ca.pem "$troupe" status --node "localhost:${port[9]}" --token secret 2>&1)
+out=$(TROUPE_CA=ca.pem "$troupe" status --node "localhost:${port[9]}" --token boss 2>&1)
 check "the CA from \$TROUPE_CA and the name from --node" contains "$out" "n1           self"
 out=$("$troupe" status --node "$admin1" --token wrong --ca ca.pem --tls-name n1 2>&1)
-check "over TLS the token is still checked" contains "$out" "refused by node n1: wrong cluster token"
+check "over TLS the token is still checked" contains "$out" "refused by node n1: wrong admin token"
+out=$("$troupe" status --node "$admin1" --token secret --ca ca.pem --tls-name n1 2>&1)
+check "the cluster token does not open the admin port when it has a token of its own" \
+  contains "$out" "refused by node n1: wrong admin token"
 
 # A node whose certificate another CA signed: its peers' calls to it fail the handshake.
 node_yaml n3 3 > n3.yaml
@@ -78,7 +82,7 @@ Y
 sed "s/pipeline: across/pipeline: single/; s/across-sum/single-sum/" across.yaml > single.yaml
 timeout 60 "$troupe" run single.yaml > single.out 2>&1
 out=$(tls_status 2>&1)
-out=$("$troupe" deploy across.yaml --node "$admin1" --token secret --ca ca.pem --tls-name n1 2>&1)
+out=$("$troupe" deploy across.yaml --node "$admin1" --token boss --ca ca.pem --tls-name n1 2>&1)
 check "a pipeline across both nodes is deployed over TLS" contains "$out" "pipeline 'across' deployed"
 check "it finishes" wait_for 60 bash -c "$(declare -f tls_status); troupe='$troupe' admin1='$admin1'; tls_status | grep -qE '^across +finished '"
 check "with the digests of troupe run" diff <(grep '^stream' across-sum.txt) <(grep '^stream' single-sum.txt)
@@ -95,6 +99,14 @@ node_yaml n4 3 > n4.yaml
 printf 'tls: {cert: n1.key, key: n1.key, ca: ca.pem}\n' >> n4.yaml
 out=$("$troupe" node --config n4.yaml --check 2>&1)
 check "a key given as the certificate is named" contains "$out" "field 'tls.cert': expected a PEM file with a CERTIFICATE"
+node_yaml n4 3 > n4.yaml
+echo "admin_token: secret" >> n4.yaml
+out=$("$troupe" node --config n4.yaml --check 2>&1)
+check "an admin token equal to the cluster token is refused" contains "$out" "field 'admin_token': expected a secret other than 'token'"
+node_yaml n4 3 > n4.yaml
+echo "admin_token: change-me" >> n4.yaml
+out=$("$troupe" node --config n4.yaml --check 2>&1)
+check "... and the documentation's example" contains "$out" "field 'admin_token': 'change-me' is the documentation's example"
 kill -9 "${pids[2]}"; wait "${pids[2]}" 2>/dev/null
 node_yaml n3 3 > plain.yaml
 "$troupe" node --config plain.yaml > plain.log 2>&1 &
