@@ -339,17 +339,17 @@ call_result isolated_adapter::read_outputs(wire::Result::Reader r, const frame* 
     uint64_t off = p.getOffset(), size = p.getSize();
     if (in != nullptr && in->meta && f.meta && *f.meta == *in->meta) f.meta = in->meta;  // shared, as embedded
     if (size > 0) {
-      if (p.getRegion() == wp::input_region) {
+      wp::payload_place at;
+      auto why =
+          wp::locate_payload(p.getRegion(), off, size, in != nullptr, in_offset, in ? in->size : 0, region_bytes_, at);
+      if (!why.empty()) return {TROUPE_FATAL, why};
+      if (at.in_input) {
         // A view of the input: the node's own buffer serves, no copy.
-        if (in == nullptr || off < in_offset || off - in_offset > in->size || size > in->size - (off - in_offset))
-          return {TROUPE_FATAL, "worker named bytes outside its input"};
         f.payload = in->payload;
-        f.data = in->data + (off - in_offset);
+        f.data = in->data + at.at;
       } else {
-        if (off > region_bytes_ || size > region_bytes_ - off)
-          return {TROUPE_FATAL, "worker named bytes outside its output region"};
         auto b = buffer::allocate(size);
-        std::memcpy(b->data(), ch_->region[1] + off, size);  // the one copy out
+        std::memcpy(b->data(), ch_->region[1] + at.at, size);  // the one copy out
         f.data = b->data();
         f.payload = std::move(b);
       }
@@ -478,7 +478,7 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
     call_result r;
     std::chrono::nanoseconds took{0};
     try {
-      capnp::FlatArrayMessageReader reader(area, wp::reader_options());
+      capnp::FlatArrayMessageReader reader(area, wp::reader_options(wp::message_words(area)));
       auto res = reader.getRoot<wire::Result>();
       took = std::chrono::nanoseconds(res.getNanos());
       r = read_outputs(res, count > 0 ? &in[k] : nullptr, count > 0 ? offsets[k] : 0, outs);

@@ -56,6 +56,31 @@ inline void write_header(wire::Frame::Builder b, const frame& f, uint8_t region,
 /// The frame a header describes, without its payload.
 inline frame read_header(wire::Frame::Reader r) { return read_frame_fields(r); }
 
+/// Where an output's payload lies, as a worker named it: a view of the input it came from
+/// (in_input: `at` bytes into that input) or bytes of the output region (`at` from its start).
+struct payload_place {
+  bool in_input = false;
+  uint64_t at = 0, size = 0;
+};
+
+/// Checks a payload a worker named (region, offset, size) against what it may name: the input
+/// it worked on (in_size bytes at in_offset of the input region; none when has_input is false)
+/// or the output region of region_bytes. Empty with the place, or why not: a worker is not
+/// trusted to stay within bounds.
+inline std::string locate_payload(uint8_t region, uint64_t offset, uint64_t size, bool has_input, uint64_t in_offset,
+                                  uint64_t in_size, uint64_t region_bytes, payload_place& out) {
+  if (region == input_region) {
+    if (!has_input || offset < in_offset || offset - in_offset > in_size || size > in_size - (offset - in_offset))
+      return "worker named bytes outside its input";
+    out = {true, offset - in_offset, size};
+    return {};
+  }
+  if (region != output_region) return "worker named region " + std::to_string(region);
+  if (offset > region_bytes || size > region_bytes - offset) return "worker named bytes outside its output region";
+  out = {false, offset, size};
+  return {};
+}
+
 /// Writes a whole message; false if the peer is gone (never raises SIGPIPE).
 inline bool send_message(int fd, capnp::MessageBuilder& msg) {
   auto words = capnp::messageToFlatArray(msg);
@@ -76,6 +101,22 @@ inline capnp::ReaderOptions reader_options() {
   capnp::ReaderOptions o;
   o.traversalLimitInWords = 64 * 1024 * 1024 / 8;
   return o;
+}
+
+/// Reader options for a message of `words` words: what the reader walks stays in proportion
+/// to what the worker wrote, so that a list of millions of empty outputs in a few bytes is
+/// refused rather than read (each element counts as a word walked).
+inline capnp::ReaderOptions reader_options(size_t words) {
+  capnp::ReaderOptions o;
+  o.traversalLimitInWords = words * 2 + 64;
+  return o;
+}
+
+/// The words of the flat message at the start of area (its segment table says), within area;
+/// throws kj::Exception if the table is malformed.
+inline size_t message_words(kj::ArrayPtr<const capnp::word> area) {
+  capnp::FlatArrayMessageReader sized(area, reader_options());
+  return static_cast<size_t>(sized.getEnd() - area.begin());
 }
 
 }  // namespace troupe::worker_protocol
