@@ -639,6 +639,7 @@ class instance_actor : public caf::event_based_actor {
     busy_ = false;
     batch_.reset();
     if (state_ != instance_state::running) return;
+    const bool made_outputs = !r.outputs.empty();  // handle_results hands them on
     handle_results(r);
     if (r.fatal.status == TROUPE_FATAL) {
       lose(r.fatal.error, r.fatal_input);
@@ -647,14 +648,15 @@ class instance_actor : public caf::event_based_actor {
     if (r.end) {
       source_ended_ = true;
       spdlog::debug("[{}] source finished", tag_);
-    } else if (stage_.is_source() && r.outputs.empty()) {
+    } else if (stage_.is_source() && !made_outputs) {
       // Nothing due yet: back off a little before asking again.
+      s_.stats->source_waits.Increment();
       idle_backoff_ = std::min(source_idle_max, idle_backoff_ * 2);
       tick_pending_ = true;
       delayed_send(this, idle_backoff_, tick_atom::value);
       return;
     }
-    if (!r.outputs.empty()) idle_backoff_ = source_idle_min / 2;
+    if (made_outputs) idle_backoff_ = source_idle_min / 2;
     pump();
   }
 

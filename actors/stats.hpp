@@ -47,6 +47,7 @@ class metrics {
   prometheus::Family<prometheus::Counter>& duplicates;
   prometheus::Family<prometheus::Counter>& replayed;
   prometheus::Family<prometheus::Counter>& dead_letters;
+  prometheus::Family<prometheus::Counter>& source_waits;
   prometheus::Family<prometheus::Gauge>& generation;
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& in_flight;
@@ -97,6 +98,7 @@ class slot_stats {
   prometheus::Counter& duplicates;
   prometheus::Counter& replayed;  // outputs sent again: their receiver was replaced or moved
   prometheus::Counter& dead_letters;
+  prometheus::Counter& source_waits;  // a source had nothing due and was asked again after a wait
   prometheus::Gauge& generation_gauge;
   prometheus::Gauge& queue_depth;  // inputs held: received, not yet done
   prometheus::Gauge& in_flight;    // outputs sent and not yet acknowledged

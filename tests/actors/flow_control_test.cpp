@@ -118,3 +118,24 @@ edges: ["src -> slow -> sink"]
   EXPECT_LT(find(r.slots, "src").frames_out.Value(), 60);
   for (auto& s : r.slots) EXPECT_EQ(s->state.load(), instance_state::stopped) << s->name();
 }
+
+// A source with frames ready is asked again at once, however its outputs are handed on; only a
+// source with nothing due waits (and that is counted).
+TEST(flow_control, a_source_with_frames_ready_never_waits_and_a_paced_one_does) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: eager
+stages:
+  - {name: src, plugin: testsrc, config: {width: 4, height: 4, count: 2000, streams: 2}}
+  - {name: paced, plugin: testsrc, config: {width: 4, height: 4, count: 20, rate: 100}}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+  - {name: sink2, plugin: checksum, config: {output: "{dir}/sum2.txt"}}
+edges: ["src -> sink", "paced -> sink2"]
+)");
+  ASSERT_TRUE(p) << describe(p.error());
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_EQ(r.slot("sink").frames_in.Value(), 4000);
+  EXPECT_EQ(r.slot("src").source_waits.Value(), 0) << "an unpaced source was put to wait";
+  EXPECT_EQ(r.slot("sink2").frames_in.Value(), 20);
+  EXPECT_GT(r.slot("paced").source_waits.Value(), 0) << "a paced source is asked before its frames are due";
+}
