@@ -70,6 +70,9 @@ std::string apply_limits(const resource_limits& lim) {
       if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(socket), 1,
                               SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)));
+    // io_uring makes sockets of its own (IORING_OP_SOCKET) without the socket system call.
+    for (int call : {SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register)})
+      if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, call, 0);
     if (rc == 0) rc = seccomp_load(ctx);
     seccomp_release(ctx);
     if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);

@@ -1,7 +1,7 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
 // exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
-// network socket, or an output that reveals which process it runs in, on one sequence number or on every Nth frame this
-// instance processes; or it fails create, start or stop, or takes its time to stop. For tests.
+// network socket, an io_uring ring, or an output that reveals which process it runs in, on one sequence number or on
+// every Nth frame this instance processes; or it fails create, start or stop, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <chrono>
@@ -14,8 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include <linux/io_uring.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace {
@@ -99,6 +101,13 @@ class faulty : public troupe::plugin {
       int fd = ::socket(AF_INET, SOCK_STREAM, 0);
       if (fd < 0) throw troupe::frame_error("faulty: socket failed on " + where);
       ::close(fd);
+    }
+    if (action_ == "io_uring") {
+      // The way round a ban on socket(): a ring, whose IORING_OP_SOCKET makes one.
+      io_uring_params params{};
+      long fd = ::syscall(__NR_io_uring_setup, 4, &params);
+      if (fd < 0) throw troupe::frame_error("faulty: io_uring_setup failed on " + where);
+      ::close(static_cast<int>(fd));
     }
   }
 

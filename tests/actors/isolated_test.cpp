@@ -2,6 +2,10 @@
 // real signals, real limits. The node (this test process) survives every one of them.
 #include "pipeline_runner.hpp"
 
+#include <linux/io_uring.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <catalog.hpp>
 #include <isolated_adapter.hpp>
 
@@ -252,6 +256,31 @@ TEST(isolated, a_network_socket_without_the_network_permission_stops_the_worker)
   auto re = run_pipeline(*pe);
   EXPECT_EQ(re.dead_letters->records().size(), 0u);
   EXPECT_EQ(re.slot("f").restarts.Value(), 0);
+}
+
+// io_uring makes sockets without socket(): a worker without the network permission may not
+// set up a ring at all.
+TEST(isolated, an_io_uring_without_the_network_permission_stops_the_worker) {
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: io_uring, on_seq: 1}}", 4));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_THAT(r.slot("f").last_error(), HasSubstr("network access is not permitted"));
+  ASSERT_EQ(r.dead_letters->records().size(), 2u);
+  EXPECT_EQ(r.dead_letters->records()[0].frame.seq, 1u);
+  // Embedded, the ring is set up where the kernel allows io_uring at all: the ban is the worker's.
+  io_uring_params params{};
+  long ring = ::syscall(__NR_io_uring_setup, 4, &params);
+  if (ring < 0) return;  // io_uring is off on this machine (a sysctl or a container's profile)
+  ::close(static_cast<int>(ring));
+  temp_dir e;
+  auto pe = plan_yaml(e, chain("{name: f, plugin: faulty, config: {action: io_uring, on_seq: 1}}", 4));
+  ASSERT_OK(pe);
+  auto re = run_pipeline(*pe);
+  EXPECT_EQ(re.dead_letters->records().size(), 0u);
+  EXPECT_EQ(re.slot("f").errors.Value(), 0);
 }
 
 TEST(isolated, a_worker_that_does_not_stop_in_time_is_killed_and_teardown_failed) {
