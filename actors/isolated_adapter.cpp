@@ -138,10 +138,17 @@ isolated_adapter::isolated_adapter(const manifest& m, uint64_t generation, std::
 
 isolated_adapter::~isolated_adapter() { reap(true); }
 
+// The worker's process group is its own (its id is the worker's pid): killing it takes what
+// the worker forked. Done before the worker is reaped, while its pid cannot be reused.
+void isolated_adapter::kill_group(pid_t p) { ::kill(-p, SIGKILL); }
+
 void isolated_adapter::terminate() {
   terminated_.store(true);
   std::lock_guard<std::mutex> lock(pid_mutex_);
-  if (auto p = pid_.load(); p > 0) ::kill(p, SIGKILL);
+  if (auto p = pid_.load(); p > 0) {
+    ::kill(p, SIGKILL);
+    kill_group(p);  // a child holding the worker's socket would keep a call waiting
+  }
 }
 
 void isolated_adapter::reap(bool kill_first) {
@@ -149,6 +156,10 @@ void isolated_adapter::reap(bool kill_first) {
   auto p = pid_.load();
   if (p <= 0) return;
   if (kill_first) ::kill(p, SIGKILL);
+  siginfo_t info{};
+  while (waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+  }
+  kill_group(p);
   int status = 0;
   while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
   }
@@ -165,8 +176,14 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
   for (int i = 0; i < 200 && got == 0; ++i) {
     {
       std::lock_guard<std::mutex> lock(pid_mutex_);
-      got = waitpid(p, &status, WNOHANG);
-      if (got == p) pid_.store(-1);
+      siginfo_t info{};
+      if (waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+        got = -1;  // not a child of ours any more
+      } else if (info.si_pid == p) {
+        kill_group(p);  // it exited: what it forked goes with it
+        got = waitpid(p, &status, WNOHANG);
+        if (got == p) pid_.store(-1);
+      }
     }
     if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -188,7 +205,9 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
             "cpu limit " + std::to_string(lim.cpu_seconds) + " s exceeded (" + what + ", " + signal_name(sig) + ")"};
   if (sig == SIGSYS)
     return {TROUPE_FATAL, std::string("a forbidden system call was made") +
-                              (lim.network ? "" : " (network access is not permitted: resources.network is false)") +
+                              (lim.network ? " (leaving the worker's process group)"
+                                           : " (network access is not permitted: resources.network is false; "
+                                             "nor is leaving the worker's process group)") +
                               " (" + what + " killed by seccomp, " + signal_name(sig) + ")"};
   if (sig == SIGKILL && terminated_.load())
     return {TROUPE_FATAL, what + " was killed (" + signal_name(sig) + ") during " + during};
@@ -243,8 +262,14 @@ call_result isolated_adapter::create(const config_values& config) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // A process group of its own: whatever the worker forks dies with it (it cannot leave).
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
     pid_t child = -1;
-    int rc = posix_spawn(&child, exe.c_str(), &fa, nullptr, argv.data(), environ);
+    int rc = posix_spawn(&child, exe.c_str(), &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
       errno = rc;

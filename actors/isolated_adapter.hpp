@@ -79,6 +79,7 @@ class isolated_adapter : public plugin_adapter {
   size_t run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets, unsigned count, size_t base,
                      batch_sink& sink);
   call_result worker_gone(const std::string& during);
+  static void kill_group(pid_t worker);
   void reap(bool kill_first);
 
   const manifest manifest_;

@@ -62,10 +62,13 @@ std::string apply_limits(const resource_limits& lim) {
     if (setrlimit(RLIMIT_AS, &r) != 0) return std::string("memory limit: ") + std::strerror(errno);
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return std::string("no_new_privs: ") + std::strerror(errno);
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) return "seccomp: cannot initialise a filter";
+  // The worker's processes stay in its process group, which the node kills with it.
+  int rc = 0;
+  for (int call : {SCMP_SYS(setsid), SCMP_SYS(setpgid)})
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, call, 0);
   if (!lim.network) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (ctx == nullptr) return "seccomp: cannot initialise a filter";
-    int rc = 0;
     for (int domain : {AF_INET, AF_INET6, AF_PACKET, AF_NETLINK})
       if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(socket), 1,
@@ -73,10 +76,10 @@ std::string apply_limits(const resource_limits& lim) {
     // io_uring makes sockets of its own (IORING_OP_SOCKET) without the socket system call.
     for (int call : {SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register)})
       if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, call, 0);
-    if (rc == 0) rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);
   }
+  if (rc == 0) rc = seccomp_load(ctx);
+  seccomp_release(ctx);
+  if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);
   return {};
 }
 

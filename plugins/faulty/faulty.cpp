@@ -1,7 +1,8 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
 // exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
-// network socket, an io_uring ring, or an output that reveals which process it runs in, on one sequence number or on
-// every Nth frame this instance processes; or it fails create, start or stop, or takes its time to stop. For tests.
+// network socket, an io_uring ring, a child left behind, or an output that reveals which process it runs in, on one
+// sequence number or on every Nth frame this instance processes; or it fails create, start or stop, or takes its time
+// to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <chrono>
@@ -101,6 +102,12 @@ class faulty : public troupe::plugin {
       int fd = ::socket(AF_INET, SOCK_STREAM, 0);
       if (fd < 0) throw troupe::frame_error("faulty: socket failed on " + where);
       ::close(fd);
+    }
+    if (action_ == "fork") {
+      // A child that would outlive its parent, then the parent's end.
+      if (::fork() == 0)
+        for (;;) ::pause();
+      std::abort();
     }
     if (action_ == "io_uring") {
       // The way round a ban on socket(): a ring, whose IORING_OP_SOCKET makes one.

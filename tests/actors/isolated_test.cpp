@@ -14,7 +14,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -281,6 +283,47 @@ TEST(isolated, an_io_uring_without_the_network_permission_stops_the_worker) {
   auto re = run_pipeline(*pe);
   EXPECT_EQ(re.dead_letters->records().size(), 0u);
   EXPECT_EQ(re.slot("f").errors.Value(), 0);
+}
+
+// The processes whose command line holds `text` (NUL-separated arguments searched as bytes).
+std::vector<pid_t> processes_with(const std::string& text) {
+  std::vector<pid_t> found;
+  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+    auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "cmdline", std::ios::binary);
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(text) != std::string::npos) found.push_back(static_cast<pid_t>(std::stoi(name)));
+  }
+  return found;
+}
+
+// A worker's children die with it: a plugin that forks a child and aborts leaves nothing
+// behind, generation after generation.
+TEST(isolated, what_a_worker_forks_dies_with_it) {
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: forks
+dead_letter_after: 2
+restart: {max_restarts: 20, period_s: 60, backoff_initial_ms: 2, backoff_max_ms: 10}
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 4, streams: 2}}
+  - {name: forker, plugin: faulty, mode: isolated, config: {action: fork, on_seq: 1}}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> forker -> sink"]
+)");
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_GE(r.slot("forker").restarts.Value(), 1);
+  std::vector<pid_t> left;
+  for (int i = 0; i < 100; ++i) {
+    left = processes_with("stage=forker");
+    if (left.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(left.empty()) << left.size() << " processes of the worker outlived it";
+  for (auto pid : left) ::kill(pid, SIGKILL);  // leave the machine as it was
 }
 
 TEST(isolated, a_worker_that_does_not_stop_in_time_is_killed_and_teardown_failed) {
