@@ -17,6 +17,14 @@ namespace troupe::cluster {
 
 namespace {
 
+// Why a call is refused, or empty: then its connection may send what a member may.
+std::string admitted(cluster_node& n, connection_gate& gate, uint32_t protocol, kj::StringPtr token,
+                     const std::string& who, bool admin) {
+  auto why = n.refuse(protocol, token, who, admin);
+  if (why.empty()) gate.authenticate();
+  return why;
+}
+
 kj::Exception refusal(const cluster_node& n, const std::string& why) {
   return failure("refused by node " + n.config().name + ": " + why);
 }
@@ -75,9 +83,7 @@ std::string check_needs(const std::string& source, const std::map<std::string, s
 // -- Peer ------------------------------------------------------------------------------------
 
 std::string peer_service::admit(uint32_t protocol, kj::StringPtr token, const std::string& who) {
-  auto why = n_.refuse(protocol, token, who);
-  if (why.empty()) gate_->authenticate();
-  return why;
+  return admitted(n_, *gate_, protocol, token, who, false);
 }
 
 kj::Promise<void> peer_service::hello(HelloContext ctx) {
@@ -144,9 +150,7 @@ kj::Promise<void> peer_service::storeContact(StoreContactContext ctx) {
 // -- Admin -----------------------------------------------------------------------------------
 
 std::string admin_service::admit(uint32_t protocol, kj::StringPtr token, const std::string& who) {
-  auto why = n_.refuse(protocol, token, who, true);
-  if (why.empty()) gate_->authenticate();
-  return why;
+  return admitted(n_, *gate_, protocol, token, who, true);
 }
 
 kj::Promise<void> admin_service::hello(HelloContext ctx) {

@@ -149,3 +149,20 @@ N
   cleanup_extra+="nft delete table inet troupe_test_$uid 2>/dev/null; "
 }
 heal_node() { nft delete table inet "troupe_test_$(node_uid "$1")"; }
+
+# across_and_single: across.yaml (testsrc on the node deploying, invert on n2, checksum) and
+# single.yaml, the same in one process, run now with `troupe run`; across_matches_single compares
+# the sinks' digests.
+across_and_single() {
+  cat > across.yaml <<Y
+pipeline: across
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
+  - {name: mid, plugin: invert, node: n2}
+  - {name: sink, plugin: checksum, config: {output: $work/across-sum.txt}}
+edges: ["src -> mid -> sink"]
+Y
+  sed "s/pipeline: across/pipeline: single/; s/across-sum/single-sum/" across.yaml > single.yaml
+  timeout 60 "$troupe" run single.yaml > single.out 2>&1
+}
+across_matches_single() { diff <(grep '^stream' across-sum.txt) <(grep '^stream' single-sum.txt); }

@@ -150,20 +150,11 @@ check "no admin connection is left open" wait_for 5 bash -c "[ \$(curl -s -m 5 1
 
 # The node goes on: status, and a pipeline across both nodes with the single-node digests.
 check "the node still answers troupe status" bash -c "\"$troupe\" status $admin | grep -qE '^n2 +up '"
-cat > across.yaml <<Y
-pipeline: across
-stages:
-  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
-  - {name: mid, plugin: invert, node: n2}
-  - {name: sink, plugin: checksum, config: {output: $work/across-sum.txt}}
-edges: ["src -> mid -> sink"]
-Y
-sed "s/pipeline: across/pipeline: single/; s/across-sum/single-sum/" across.yaml > single.yaml
-timeout 60 "$troupe" run single.yaml > single.out 2>&1
+across_and_single
 out=$("$troupe" deploy across.yaml $admin 2>&1)
 check "a pipeline across both nodes is deployed" contains "$out" "pipeline 'across' deployed"
 check "it finishes" wait_for 60 bash -c "\"$troupe\" status $admin | grep -qE '^across +finished '"
-check "with the digests of troupe run" diff <(grep '^stream' across-sum.txt) <(grep '^stream' single-sum.txt)
+check "with the digests of troupe run" across_matches_single
 check "n1 is still running" kill -0 "${pids[0]}"
 check "n1 logged no crash" bash -c "! grep -qiE 'segmentation|abort|terminate called' n1.log"
 [ "$failed" -gt 0 ] && grep -E "refused|closed the data" n1.log | tail -5

@@ -71,21 +71,11 @@ printf 'tls: {cert: impostor.pem, key: impostor.key, ca: ca.pem}\n' >> n3.yaml
 pids[2]=$!
 
 # A pipeline across both TLS nodes: the digests of troupe run.
-cat > across.yaml <<Y
-pipeline: across
-stages:
-  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
-  - {name: mid, plugin: invert, node: n2}
-  - {name: sink, plugin: checksum, config: {output: $work/across-sum.txt}}
-edges: ["src -> mid -> sink"]
-Y
-sed "s/pipeline: across/pipeline: single/; s/across-sum/single-sum/" across.yaml > single.yaml
-timeout 60 "$troupe" run single.yaml > single.out 2>&1
-out=$(tls_status 2>&1)
+across_and_single
 out=$("$troupe" deploy across.yaml --node "$admin1" --token boss --ca ca.pem --tls-name n1 2>&1)
 check "a pipeline across both nodes is deployed over TLS" contains "$out" "pipeline 'across' deployed"
 check "it finishes" wait_for 60 bash -c "$(declare -f tls_status); troupe='$troupe' admin1='$admin1'; tls_status | grep -qE '^across +finished '"
-check "with the digests of troupe run" diff <(grep '^stream' across-sum.txt) <(grep '^stream' single-sum.txt)
+check "with the digests of troupe run" across_matches_single
 check "n1 could not reach the impostor: its certificate is not from the cluster's CA" \
   wait_for 10 grep -q "certificate is not trusted" n1.log
 
