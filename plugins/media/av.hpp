@@ -1,0 +1,125 @@
+// What the media plugins (video_decode, video_encode, scale, convert) share on top of
+// FFmpeg's libraries: owning handles, error texts, and the pixel formats Troupe names in
+// frame types ("video/rgb24", "video/gray8", "video/yuv420p").
+#pragma once
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+}
+
+#include <troupe/plugin.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace troupe::media {
+
+/// FFmpeg's text for an error code, e.g. "Invalid data found when processing input".
+inline std::string av_text(int err) {
+  char buf[AV_ERROR_MAX_STRING_SIZE] = {};
+  av_strerror(err, buf, sizeof buf);
+  return buf;
+}
+
+struct format_closer {
+  void operator()(AVFormatContext* f) const { avformat_close_input(&f); }
+};
+struct codec_closer {
+  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
+};
+struct frame_closer {
+  void operator()(AVFrame* f) const { av_frame_free(&f); }
+};
+struct packet_closer {
+  void operator()(AVPacket* p) const { av_packet_free(&p); }
+};
+struct sws_closer {
+  void operator()(SwsContext* s) const { sws_freeContext(s); }
+};
+using input_ptr = std::unique_ptr<AVFormatContext, format_closer>;
+using codec_ptr = std::unique_ptr<AVCodecContext, codec_closer>;
+using frame_ptr = std::unique_ptr<AVFrame, frame_closer>;
+using packet_ptr = std::unique_ptr<AVPacket, packet_closer>;
+using sws_ptr = std::unique_ptr<SwsContext, sws_closer>;
+
+inline frame_ptr make_frame() {
+  frame_ptr f(av_frame_alloc());
+  if (!f) throw troupe::fatal_error("out of memory for an AVFrame");
+  return f;
+}
+inline packet_ptr make_packet() {
+  packet_ptr p(av_packet_alloc());
+  if (!p) throw troupe::fatal_error("out of memory for an AVPacket");
+  return p;
+}
+
+/// A pixel format Troupe carries in frames, by the name in its frame type.
+struct pixel_format {
+  std::string_view name;  // "rgb24"
+  std::string_view type;  // "video/rgb24"
+  AVPixelFormat av;
+};
+inline constexpr pixel_format pixel_formats[] = {
+    {"rgb24", "video/rgb24", AV_PIX_FMT_RGB24},
+    {"gray8", "video/gray8", AV_PIX_FMT_GRAY8},
+    {"yuv420p", "video/yuv420p", AV_PIX_FMT_YUV420P},
+};
+
+/// The format named `name` ("rgb24") or typed `name` ("video/rgb24"); null if neither.
+inline const pixel_format* find_format(std::string_view name) {
+  for (auto& f : pixel_formats)
+    if (f.name == name || f.type == name) return &f;
+  return nullptr;
+}
+
+/// Bytes of a tightly packed image (alignment 1), as Troupe frames carry them.
+inline size_t image_size(AVPixelFormat fmt, int width, int height) {
+  int n = av_image_get_buffer_size(fmt, width, height, 1);
+  if (n < 0) throw troupe::frame_error("no image of " + std::to_string(width) + "x" + std::to_string(height));
+  return static_cast<size_t>(n);
+}
+
+/// The geometry and format of an input frame: from its type and its width/height metadata,
+/// checked against its size. Throws frame_error naming what is wrong.
+struct picture {
+  const pixel_format* format;
+  int width, height;
+};
+inline picture picture_of(const troupe::frame_in& in, std::string_view plugin) {
+  auto* f = find_format(in.type());
+  if (f == nullptr)
+    throw troupe::frame_error(std::string(plugin) +
+                              ": expected a frame of type video/rgb24, video/gray8 or video/yuv420p, got '" +
+                              std::string(in.type()) + "'");
+  const int64_t w = in.meta_int("width"), h = in.meta_int("height");
+  if (w <= 0 || h <= 0 || w > 16384 || h > 16384)
+    throw troupe::frame_error(std::string(plugin) + ": expected width and height metadata from 1 to 16384");
+  const size_t want = image_size(f->av, static_cast<int>(w), static_cast<int>(h));
+  if (in.size() != want)
+    throw troupe::frame_error(std::string(plugin) + ": a " + std::to_string(w) + "x" + std::to_string(h) + " " +
+                              std::string(f->name) + " frame has " + std::to_string(want) + " bytes, this one " +
+                              std::to_string(in.size()));
+  return {f, static_cast<int>(w), static_cast<int>(h)};
+}
+
+/// Reads "num/den" (as in time_base and frame_rate metadata); {0, 1} if it is not one.
+inline AVRational parse_rational(std::string_view text) {
+  auto slash = text.find('/');
+  if (slash == std::string_view::npos) return {0, 1};
+  int64_t num = 0, den = 0;
+  auto a = std::from_chars(text.data(), text.data() + slash, num);
+  auto b = std::from_chars(text.data() + slash + 1, text.data() + text.size(), den);
+  if (a.ec != std::errc{} || b.ec != std::errc{} || a.ptr != text.data() + slash ||
+      b.ptr != text.data() + text.size() || num <= 0 || den <= 0 || num > INT32_MAX || den > INT32_MAX)
+    return {0, 1};
+  return {static_cast<int>(num), static_cast<int>(den)};
+}
+inline std::string rational_text(AVRational r) { return std::to_string(r.num) + "/" + std::to_string(r.den); }
+
+}  // namespace troupe::media
