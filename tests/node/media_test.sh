@@ -62,6 +62,21 @@ check "in presentation order, though two replicas handled them" increasing < <(t
 check "both replicas took frames" [ "$(grep -cE '^blur(#1)? +blur +embedded +stopped +1 +[1-9]' <<<"$out")" = 2 ]
 check "no frame was refused as late" [ "$(json_field transcode.json encode errors)" = 0 ]
 
+# scale and convert: yuv420p frames resized (aspect kept) and turned to gray.
+cat > scaled.yaml <<Y
+pipeline: scaled
+stages:
+  - {name: decode, plugin: video_decode, config: {path: $work/clip.mp4, format: yuv420p}}
+  - {name: scale, plugin: scale, config: {width: 160}}
+  - {name: gray, plugin: convert, config: {format: gray8}}
+  - {name: encode, plugin: video_encode, config: {output: $work/scaled.mkv}}
+edges: ["decode -> scale -> gray -> encode"]
+Y
+out=$(run scaled.yaml 2>&1); rc=$?
+check "scale and convert finish" [ "$rc" -eq 0 ]
+check "the frames are 160x120 gray, all 100" [ "$(ffprobe -v error -count_frames -show_entries \
+  stream=width,height,pix_fmt,nb_read_frames -of csv=p=0 scaled.mkv)" = "160,120,gray,100" ]
+
 # Frames from several streams go to one file in time order (two sources of one clip each).
 cat > streams.yaml <<Y
 pipeline: streams
