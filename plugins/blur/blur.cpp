@@ -22,8 +22,8 @@ class blur : public troupe::plugin {
                                 std::to_string(h) + " RGB24, got " + std::to_string(in.size()));
     tmp_.resize(expected);
     uint8_t* out = alloc(expected);
-    pass(in.data(), tmp_.data(), w, h, 3, w * 3);  // horizontal: step one pixel, lines are rows
-    pass(tmp_.data(), out, h, w, w * 3, 3);        // vertical: step one row, lines are columns
+    horizontal(in.data(), tmp_.data(), w, h);
+    vertical(tmp_.data(), out, w, h);
     troupe::frame_out o;
     o.meta.assign(in.view().meta, in.view().meta + in.view().meta_count);
     o.data = out;
@@ -32,27 +32,62 @@ class blur : public troupe::plugin {
   }
 
  private:
-  // Blurs `lines` lines of `n` pixels each; `step` is the distance between neighbours
-  // along a line, `stride` between the starts of two lines (both in bytes).
-  void pass(const uint8_t* src, uint8_t* dst, int64_t n, int64_t lines, int64_t step, int64_t stride) const {
-    const int64_t r = radius_, window = 2 * r + 1;
-    for (int64_t line = 0; line < lines; ++line) {
-      const uint8_t* s = src + line * stride;
-      uint8_t* d = dst + line * stride;
-      for (int c = 0; c < 3; ++c) {
-        auto at = [&](int64_t i) -> int64_t { return s[std::clamp<int64_t>(i, 0, n - 1) * step + c]; };
-        int64_t sum = 0;
-        for (int64_t i = -r; i <= r; ++i) sum += at(i);
-        for (int64_t i = 0; i < n; ++i) {
-          d[i * step + c] = static_cast<uint8_t>((sum + window / 2) / window);
-          sum += at(i + r + 1) - at(i - r);
+  // Along each row, the three channels together, with running sums over the window.
+  void horizontal(const uint8_t* src, uint8_t* dst, int64_t w, int64_t h) {
+    const int64_t r = radius_;
+    const uint8_t* div = divide_table();
+    for (int64_t y = 0; y < h; ++y) {
+      const uint8_t* s = src + y * w * 3;
+      uint8_t* d = dst + y * w * 3;
+      auto at = [&](int64_t x) { return s + std::clamp<int64_t>(x, 0, w - 1) * 3; };
+      uint32_t sum[3] = {0, 0, 0};
+      for (int64_t i = -r; i <= r; ++i)
+        for (int c = 0; c < 3; ++c) sum[c] += at(i)[c];
+      for (int64_t x = 0; x < w; ++x) {
+        const uint8_t *in = at(x + r + 1), *out = at(x - r);
+        for (int c = 0; c < 3; ++c) {
+          d[x * 3 + c] = div[sum[c]];
+          sum[c] += in[c] - out[c];
         }
       }
     }
   }
 
+  // Down the columns, a row at a time: one running sum per byte of a row, so memory is
+  // read in order (a column at a time would jump a whole row per pixel).
+  void vertical(const uint8_t* src, uint8_t* dst, int64_t w, int64_t h) {
+    const int64_t r = radius_, row = w * 3;
+    const uint8_t* div = divide_table();
+    sums_.assign(static_cast<size_t>(row), 0);
+    uint32_t* sums = sums_.data();
+    auto line = [&](int64_t y) { return src + std::clamp<int64_t>(y, 0, h - 1) * row; };
+    for (int64_t i = -r; i <= r; ++i) {
+      const uint8_t* s = line(i);
+      for (int64_t x = 0; x < row; ++x) sums[x] += s[x];
+    }
+    for (int64_t y = 0; y < h; ++y) {
+      uint8_t* d = dst + y * row;
+      for (int64_t x = 0; x < row; ++x) d[x] = div[sums[x]];
+      const uint8_t* in = line(y + r + 1);
+      const uint8_t* out = line(y - r);
+      for (int64_t x = 0; x < row; ++x) sums[x] += in[x] - out[x];
+    }
+  }
+
+  // div[sum] = the rounded mean of a window whose bytes add up to sum.
+  const uint8_t* divide_table() {
+    const int64_t window = 2 * radius_ + 1;
+    if (div_.empty()) {
+      div_.resize(static_cast<size_t>(255 * window + 1));
+      for (size_t sum = 0; sum < div_.size(); ++sum)
+        div_[sum] = static_cast<uint8_t>((static_cast<int64_t>(sum) + window / 2) / window);
+    }
+    return div_.data();
+  }
+
   const int64_t radius_;
-  std::vector<uint8_t> tmp_;
+  std::vector<uint8_t> tmp_, div_;
+  std::vector<uint32_t> sums_;
 };
 
 }  // namespace
