@@ -13,8 +13,12 @@ extern "C" {
 
 #include <troupe/plugin.hpp>
 
+#include <cstdarg>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -26,6 +30,49 @@ inline std::string av_text(int err) {
   av_strerror(err, buf, sizeof buf);
   return buf;
 }
+
+namespace detail {
+// The host of the plugin call this thread is in, if any: FFmpeg's log lines made during a
+// call go to that instance's log (tagged with node, stage, instance and generation).
+inline thread_local const troupe_host* log_host = nullptr;
+
+inline void log_to_host(void* avcl, int level, const char* fmt, va_list args) {
+  if (level > av_log_get_level()) return;
+  char line[1024];
+  int prefix = 1;
+  av_log_format_line2(avcl, level, fmt, args, line, sizeof line, &prefix);
+  size_t n = std::strlen(line);
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+  if (n == 0) return;
+  if (const troupe_host* h = log_host) {
+    // FFmpeg's errors are the frame errors the plugins count already: warnings here.
+    const troupe_log_level to = level <= AV_LOG_ERROR     ? TROUPE_LOG_WARN
+                                : level <= AV_LOG_WARNING ? TROUPE_LOG_INFO
+                                : level <= AV_LOG_INFO    ? TROUPE_LOG_DEBUG
+                                                          : TROUPE_LOG_TRACE;
+    h->log(h->ctx, to, line);
+  } else if (level <= AV_LOG_ERROR) {  // FFmpeg's own threads, outside any call
+    std::fprintf(stderr, "%s\n", line);
+  }
+}
+}  // namespace detail
+
+/// Routes FFmpeg's log lines to the instance's log for as long as it lives; one at the top
+/// of every plugin call that uses FFmpeg.
+class av_log_scope {
+ public:
+  explicit av_log_scope(const troupe_host* host) : previous_(detail::log_host) {
+    static std::once_flag once;
+    std::call_once(once, [] { av_log_set_callback(&detail::log_to_host); });
+    detail::log_host = host;
+  }
+  ~av_log_scope() { detail::log_host = previous_; }
+  av_log_scope(const av_log_scope&) = delete;
+  av_log_scope& operator=(const av_log_scope&) = delete;
+
+ private:
+  const troupe_host* previous_;
+};
 
 struct format_closer {
   void operator()(AVFormatContext* f) const { avformat_close_input(&f); }

@@ -29,6 +29,7 @@ class sws_filter : public troupe::plugin {
   }
 
   void process(const troupe::frame_in& in) override {
+    av_log_scope scope(host());
     const picture p = picture_of(in, name_);
     const pixel_format* to = format_ ? format_ : p.format;
     int w = width_, h = height_;

@@ -33,6 +33,7 @@ class video_decode : public troupe::plugin {
   }
 
   void start() override {
+    av_log_scope scope(host());
     AVFormatContext* raw = nullptr;
     if (int err = avformat_open_input(&raw, path_.c_str(), nullptr, nullptr); err < 0)
       throw troupe::fatal_error("video_decode: cannot open '" + path_ + "': " + av_text(err));
@@ -72,6 +73,7 @@ class video_decode : public troupe::plugin {
   }
 
   bool produce() override {
+    av_log_scope scope(host());
     std::string damaged;  // why this turn had a frame error, if it had one
     int emitted = 0;
     while (!finished_ && emitted < max_per_call) {

@@ -41,6 +41,7 @@ class video_encode : public troupe::plugin {
   }
 
   void process(const troupe::frame_in& in) override {
+    av_log_scope scope(host());
     const picture p = picture_of(in, "video_encode");
     if (!out_) open(p, in);
     if (p.width != width_ || p.height != height_)
@@ -80,6 +81,7 @@ class video_encode : public troupe::plugin {
   }
 
   void stop() override {
+    av_log_scope scope(host());
     if (!out_) {
       log(TROUPE_LOG_WARN, "video_encode: no frame arrived; '" + output_ + "' not written");
       return;
