@@ -1,4 +1,5 @@
-// invert: out = 255 - in for every byte of an RGB24 frame, into a host-owned buffer.
+// invert: out = 255 - in for every byte of an 8-bit video frame (rgb24, gray8 or yuv420p:
+// a negative, as FFmpeg's negate filter makes it), into a host-owned buffer.
 #include <troupe/plugin.hpp>
 
 namespace {
@@ -7,8 +8,9 @@ class invert : public troupe::plugin {
  public:
   explicit invert(troupe::context& ctx) : plugin(ctx) {}
   void process(const troupe::frame_in& in) override {
-    if (in.type() != "video/rgb24")
-      throw troupe::frame_error("invert: expected a video/rgb24 frame, got '" + std::string(in.type()) + "'");
+    if (in.type() != "video/rgb24" && in.type() != "video/gray8" && in.type() != "video/yuv420p")
+      throw troupe::frame_error("invert: expected a video/rgb24, video/gray8 or video/yuv420p frame, got '" +
+                                std::string(in.type()) + "'");
     uint8_t* out = alloc(in.size());
     const uint8_t* src = in.data();
     for (size_t i = 0; i < in.size(); ++i) out[i] = static_cast<uint8_t>(255 - src[i]);

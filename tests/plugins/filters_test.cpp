@@ -33,7 +33,8 @@ TEST(invert, twice_is_identity_and_a_pixel_is_inverted) {
   doc.type = "text/plain";
   auto r = p.process(doc);
   EXPECT_EQ(r.status, TROUPE_ERROR);
-  EXPECT_THAT(r.error, ::testing::HasSubstr("expected a video/rgb24 frame"));
+  EXPECT_THAT(r.error,
+              ::testing::HasSubstr("expected a video/rgb24, video/gray8 or video/yuv420p frame, got 'text/plain'"));
 }
 
 TEST(blur, constant_image_stays_constant_and_a_point_spreads_over_the_box) {
