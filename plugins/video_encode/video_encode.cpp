@@ -1,18 +1,25 @@
-// video_encode: a sink that encodes frames (video/rgb24, gray8 or yuv420p) with FFV1 or
-// H.264 (libx264) into a file whose container its name says (.mkv, .mp4, .mov, .nut, ...).
+// video_encode: a sink that encodes video frames (video/rgb24, gray8 or yuv420p) with FFV1 or
+// H.264 (libx264), and audio blocks (audio/s16 or audio/f32, as audio_decode emits them) with
+// AAC, into a file whose container its name says (.mkv, .mp4, .mov, .nut, ...).
 //
-// Frames may arrive out of order (replicas of a stage before it, several streams): they are
-// held in a window of `window` frames ordered by (pts, stream, seq) and encoded in that order;
-// a frame that arrives after a later one was encoded is refused with a frame error. pts comes
-// from the frame's pts/time_base metadata (as video_decode emits it), or from its timestamp.
-// The file is written as OUTPUT.part and renamed to OUTPUT when the instance stops, so a file
-// under the output's name is always complete.
+// Frames may arrive out of order (replicas of a stage before it, several streams, audio beside
+// video): they are held in a window of `window` frames ordered by (time, stream, seq) and
+// encoded in that order; a frame that arrives after a later one was encoded is refused with a
+// frame error. Time comes from the frame's pts/time_base metadata, or from its timestamp. The
+// file starts when the window first fills (or at stop): it has a video stream if a video frame
+// is among those held then, and an audio stream if an audio block is. It is written as
+// OUTPUT.part and renamed to OUTPUT when the instance stops, so a file under the output's name
+// is always complete.
 #include "../media/av.hpp"
 
 extern "C" {
+#include <libavutil/audio_fifo.h>
+#include <libavutil/channel_layout.h>
 #include <libavutil/opt.h>
+#include <libswresample/swresample.h>
 }
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -22,6 +29,13 @@ extern "C" {
 namespace {
 
 using namespace troupe::media;
+
+struct swr_closer {
+  void operator()(SwrContext* s) const { swr_free(&s); }
+};
+struct fifo_closer {
+  void operator()(AVAudioFifo* f) const { av_audio_fifo_free(f); }
+};
 
 class video_encode : public troupe::plugin {
  public:
@@ -33,57 +47,66 @@ class video_encode : public troupe::plugin {
         crf_(static_cast<int>(ctx.config.get_int("crf", 23))),
         threads_(static_cast<int>(ctx.config.get_int("threads", 0))),
         window_(static_cast<size_t>(ctx.config.get_int("window", 32))),
+        audio_bitrate_(ctx.config.get_int("audio_bitrate", 128000)),
+        want_video_(ctx.config.get_bool("video", true)),
+        want_audio_(ctx.config.get_bool("audio", false)),
         frame_rate_(parse_rational(ctx.config.get_string("frame_rate"))) {
     if (output_.empty()) throw troupe::fatal_error("video_encode: config 'output' must name a file");
     if (codec_name_ != "ffv1" && codec_name_ != "h264")
       throw troupe::fatal_error("video_encode: codec must be ffv1 or h264, not '" + codec_name_ + "'");
     if (!ctx.config.get_string("frame_rate").empty() && frame_rate_.num == 0)
       throw troupe::fatal_error("video_encode: frame_rate must be NUM/DEN, e.g. 25/1 or 30000/1001");
+    if (!want_video_ && !want_audio_) throw troupe::fatal_error("video_encode: video and audio are both false");
   }
 
   void process(const troupe::frame_in& in) override {
     av_log_scope scope(host());
-    const picture p = picture_of(in, "video_encode");
-    if (!out_) open(p, in);
-    if (p.width != width_ || p.height != height_)
-      throw troupe::frame_error("video_encode: the file is " + std::to_string(width_) + "x" + std::to_string(height_) +
-                                ", this frame " + std::to_string(p.width) + "x" + std::to_string(p.height));
-    const key k{pts_of(in), in.stream(), in.seq()};
+    const bool audio = in.type().substr(0, 6) == "audio/";
+    if (audio && !want_audio_)
+      throw troupe::frame_error("video_encode: an audio block arrived, but audio is false (set audio: true to mux it)");
+    if (!audio && !want_video_) throw troupe::frame_error("video_encode: a video frame arrived, but video is false");
+    held h;
+    if (audio) {
+      h.audio = audio_of(in);
+    } else {
+      h.video = video_of(in);
+      h.pts = in.meta_int("pts", INT64_MIN);
+      h.time_base = parse_rational(in.meta("time_base"));
+      if (h.pts == INT64_MIN || h.time_base.num == 0) {
+        h.pts = in.timestamp_ns();
+        h.time_base = {1, 1000000000};
+      }
+    }
+    const key k{time_ns(in), in.stream(), in.seq()};
     if (encoded_ > 0 && !(last_key_ < k)) {
       ++late_;
       throw troupe::frame_error("video_encode: frame stream " + std::to_string(in.stream()) + " seq " +
-                                std::to_string(in.seq()) + " (pts " + std::to_string(std::get<0>(k)) +
-                                ") came after later frames were encoded; a window larger than " +
+                                std::to_string(in.seq()) + " (at " + std::to_string(std::get<0>(k)) +
+                                " ns) came after later frames were encoded; a window larger than " +
                                 std::to_string(window_) + " frames would have held them");
     }
-    frame_ptr f = take_frame();
-    const uint8_t* planes[4];
-    int strides[4];
-    av_image_fill_arrays(const_cast<uint8_t**>(planes), strides, in.data(), p.format->av, width_, height_, 1);
-    if (p.format->av == encoder_->pix_fmt) {
-      av_image_copy(f->data, f->linesize, planes, strides, encoder_->pix_fmt, width_, height_);
-    } else {
-      sws_.reset(sws_getCachedContext(sws_.release(), width_, height_, p.format->av, width_, height_, encoder_->pix_fmt,
-                                      SWS_BICUBIC, nullptr, nullptr, nullptr));
-      if (!sws_) throw troupe::frame_error("video_encode: no conversion from " + std::string(p.format->name));
-      sws_scale(sws_.get(), planes, strides, 0, height_, f->data, f->linesize);
-    }
-    if (!pending_.emplace(k, std::move(f)).second) {
+    if (pending_.count(k)) {
       ++late_;
       throw troupe::frame_error("video_encode: frame stream " + std::to_string(in.stream()) + " seq " +
                                 std::to_string(in.seq()) + " is already held (a duplicate)");
     }
-    while (pending_.size() > window_) encode_next();
+    ++(audio ? held_audio_ : held_video_);
+    pending_.emplace(k, std::move(h));
+    pump();
   }
 
   void stop() override {
     av_log_scope scope(host());
-    if (!out_) {
+    if (!out_ && pending_.empty()) {
       log(TROUPE_LOG_WARN, "video_encode: no frame arrived; '" + output_ + "' not written");
       return;
     }
     while (!pending_.empty()) encode_next();
-    send(nullptr);
+    if (video_) send(video_.get(), nullptr);
+    if (audio_) {
+      drain_audio(true);
+      send(audio_.get(), nullptr);
+    }
     if (int err = av_write_trailer(out_.get()); err < 0)
       throw troupe::fatal_error("video_encode: finishing '" + part_ + "': " + av_text(err));
     if (int err = avio_closep(&out_->pb); err < 0)
@@ -91,7 +114,8 @@ class video_encode : public troupe::plugin {
     out_.reset();
     if (std::rename(part_.c_str(), output_.c_str()) != 0)
       throw troupe::fatal_error("video_encode: cannot rename '" + part_ + "' to '" + output_ + "'");
-    log(TROUPE_LOG_INFO, "video_encode: wrote " + std::to_string(encoded_) + " frames to '" + output_ + "'" +
+    log(TROUPE_LOG_INFO, "video_encode: wrote " + std::to_string(video_frames_) + " video frames and " +
+                             std::to_string(audio_blocks_) + " audio blocks to '" + output_ + "'" +
                              (late_ > 0 ? " (" + std::to_string(late_) + " refused as late or duplicate)" : ""));
   }
 
@@ -100,88 +124,106 @@ class video_encode : public troupe::plugin {
   }
 
  private:
-  using key = std::tuple<int64_t, uint64_t, uint64_t>;  // pts, stream, seq
+  using key = std::tuple<int64_t, uint64_t, uint64_t>;  // time in ns, stream, seq
 
   struct output_closer {
     void operator()(AVFormatContext* f) const { avformat_free_context(f); }
   };
+  // One encoder and its stream in the file.
+  struct track {
+    codec_ptr codec;
+    AVStream* stream = nullptr;
+  };
+  struct audio_block {
+    std::vector<uint8_t> samples;  // interleaved
+    int count = 0, rate = 0, channels = 0;
+    AVSampleFormat format = AV_SAMPLE_FMT_NONE;
+  };
+  struct held {
+    frame_ptr video;  // in the encoder's pixel format
+    int64_t pts = 0;
+    AVRational time_base{1, 1};
+    std::unique_ptr<audio_block> audio;
+  };
 
-  int64_t pts_of(const troupe::frame_in& in) const {
+  static int64_t time_ns(const troupe::frame_in& in) {
     const int64_t pts = in.meta_int("pts", INT64_MIN);
     const AVRational tb = parse_rational(in.meta("time_base"));
-    if (pts != INT64_MIN && tb.num > 0) return av_rescale_q(pts, tb, encoder_->time_base);
-    return av_rescale_q(in.timestamp_ns(), AVRational{1, 1000000000}, encoder_->time_base);
+    if (pts != INT64_MIN && tb.num > 0) return av_rescale_q(pts, tb, AVRational{1, 1000000000});
+    return in.timestamp_ns();
   }
 
-  void open(const picture& p, const troupe::frame_in& in) {
-    width_ = p.width;
-    height_ = p.height;
-    AVRational rate = frame_rate_.num > 0 ? frame_rate_ : parse_rational(in.meta("frame_rate"));
-    if (rate.num == 0) rate = {30, 1};
-    AVRational tb = parse_rational(in.meta("time_base"));
-    if (tb.num == 0) tb = {1, 1000};  // timestamps in ms, from the frames' nanoseconds
-
-    const AVCodec* codec =
-        codec_name_ == "h264" ? avcodec_find_encoder_by_name("libx264") : avcodec_find_encoder(AV_CODEC_ID_FFV1);
-    if (codec == nullptr)
-      throw troupe::fatal_error("video_encode: this FFmpeg has no " +
-                                std::string(codec_name_ == "h264" ? "libx264" : "ffv1") + " encoder");
-    AVFormatContext* raw = nullptr;
-    if (int err = avformat_alloc_output_context2(&raw, nullptr, nullptr, output_.c_str()); err < 0 || !raw)
-      throw troupe::fatal_error("video_encode: no container for '" + output_ +
-                                "' (name it .mkv, .mp4, .mov or .nut): " + av_text(err));
-    out_.reset(raw);
-    out_->flags |= AVFMT_FLAG_BITEXACT;  // the same frames give the same bytes
-
-    encoder_.reset(avcodec_alloc_context3(codec));
-    if (!encoder_) throw troupe::fatal_error("video_encode: out of memory for an encoder");
-    encoder_->width = width_;
-    encoder_->height = height_;
-    encoder_->time_base = tb;
-    encoder_->framerate = rate;
-    encoder_->thread_count = threads_;
-    encoder_->flags |= AV_CODEC_FLAG_BITEXACT;
-    if (codec_name_ == "h264") {
-      encoder_->pix_fmt = AV_PIX_FMT_YUV420P;
-      if (width_ % 2 || height_ % 2)
-        throw troupe::fatal_error("video_encode: h264 in yuv420p needs an even width and height, not " +
-                                  std::to_string(width_) + "x" + std::to_string(height_));
-      av_opt_set(encoder_->priv_data, "preset", preset_.c_str(), 0);
-      av_opt_set_int(encoder_->priv_data, "crf", crf_, 0);
+  // The video frame, copied into a frame of the encoder's pixel format.
+  frame_ptr video_of(const troupe::frame_in& in) {
+    const picture p = picture_of(in, "video_encode");
+    if (width_ == 0) {  // the first video frame sets the file's geometry and rate
+      width_ = p.width;
+      height_ = p.height;
+      if (codec_name_ == "h264") {
+        if (width_ % 2 || height_ % 2)
+          throw troupe::fatal_error("video_encode: h264 in yuv420p needs an even width and height, not " +
+                                    std::to_string(width_) + "x" + std::to_string(height_));
+        pix_fmt_ = AV_PIX_FMT_YUV420P;
+      } else {
+        pix_fmt_ = p.format->av == AV_PIX_FMT_RGB24 ? AV_PIX_FMT_BGR0 : p.format->av;  // lossless
+      }
+      rate_ = frame_rate_.num > 0 ? frame_rate_ : parse_rational(in.meta("frame_rate"));
+      if (rate_.num == 0) rate_ = {30, 1};
+      video_tb_ = parse_rational(in.meta("time_base"));
+      if (video_tb_.num == 0) video_tb_ = {1, 1000};  // from the frames' nanoseconds, in ms
+    }
+    if (p.width != width_ || p.height != height_)
+      throw troupe::frame_error("video_encode: the file is " + std::to_string(width_) + "x" + std::to_string(height_) +
+                                ", this frame " + std::to_string(p.width) + "x" + std::to_string(p.height));
+    if (out_ && !video_)
+      throw troupe::frame_error("video_encode: a video frame came after the file was started without video");
+    frame_ptr f = take_frame();
+    const uint8_t* planes[4];
+    int strides[4];
+    av_image_fill_arrays(const_cast<uint8_t**>(planes), strides, in.data(), p.format->av, width_, height_, 1);
+    if (p.format->av == pix_fmt_) {
+      av_image_copy(f->data, f->linesize, planes, strides, pix_fmt_, width_, height_);
     } else {
-      // Lossless in the frames' own colour model: RGB frames as bgr0.
-      encoder_->pix_fmt = p.format->av == AV_PIX_FMT_RGB24 ? AV_PIX_FMT_BGR0 : p.format->av;
-      encoder_->level = 3;
+      sws_.reset(sws_getCachedContext(sws_.release(), width_, height_, p.format->av, width_, height_, pix_fmt_,
+                                      SWS_BICUBIC, nullptr, nullptr, nullptr));
+      if (!sws_) throw troupe::frame_error("video_encode: no conversion from " + std::string(p.format->name));
+      sws_scale(sws_.get(), planes, strides, 0, height_, f->data, f->linesize);
     }
-    if (out_->oformat->flags & AVFMT_GLOBALHEADER) encoder_->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-    if (int err = avcodec_open2(encoder_.get(), codec, nullptr); err < 0)
-      throw troupe::fatal_error("video_encode: cannot open the " + std::string(codec->name) +
-                                " encoder: " + av_text(err));
-
-    AVStream* st = avformat_new_stream(out_.get(), nullptr);
-    if (st == nullptr) throw troupe::fatal_error("video_encode: out of memory for a stream");
-    st->time_base = encoder_->time_base;
-    st->avg_frame_rate = rate;
-    if (int err = avcodec_parameters_from_context(st->codecpar, encoder_.get()); err < 0)
-      throw troupe::fatal_error("video_encode: " + av_text(err));
-    part_ = output_ + ".part";
-    if (int err = avio_open(&out_->pb, part_.c_str(), AVIO_FLAG_WRITE); err < 0)
-      throw troupe::fatal_error("video_encode: cannot write '" + part_ + "': " + av_text(err));
-    AVDictionary* opts = nullptr;
-    if (int err = avformat_write_header(out_.get(), &opts); err < 0) {
-      av_dict_free(&opts);
-      throw troupe::fatal_error("video_encode: " + std::string(out_->oformat->name) + " cannot hold " + codec->name +
-                                ": " + av_text(err));
-    }
-    av_dict_free(&opts);
-    packet_ = make_packet();
-    log(TROUPE_LOG_INFO, "video_encode: " + std::string(codec->name) + " " + std::to_string(width_) + "x" +
-                             std::to_string(height_) + " " + av_get_pix_fmt_name(encoder_->pix_fmt) + " into '" +
-                             output_ + "' (" + out_->oformat->name + ")");
+    return f;
   }
 
-  // A frame to copy an input into: one the encoder has let go of, or a new one. Reusing them
-  // spares a page fault per 4 KiB of every frame.
+  std::unique_ptr<audio_block> audio_of(const troupe::frame_in& in) {
+    auto b = std::make_unique<audio_block>();
+    b->format = in.type() == "audio/s16"   ? AV_SAMPLE_FMT_S16
+                : in.type() == "audio/f32" ? AV_SAMPLE_FMT_FLT
+                                           : AV_SAMPLE_FMT_NONE;
+    if (b->format == AV_SAMPLE_FMT_NONE)
+      throw troupe::frame_error("video_encode: expected audio/s16 or audio/f32, got '" + std::string(in.type()) + "'");
+    b->rate = static_cast<int>(in.meta_int("sample_rate"));
+    b->channels = static_cast<int>(in.meta_int("channels"));
+    if (b->rate <= 0 || b->rate > 768000 || b->channels <= 0 || b->channels > 64)
+      throw troupe::frame_error("video_encode: an audio block needs sample_rate and channels metadata");
+    const size_t frame_bytes = static_cast<size_t>(b->channels) * av_get_bytes_per_sample(b->format);
+    if (in.size() == 0 || in.size() % frame_bytes != 0)
+      throw troupe::frame_error("video_encode: an audio block of " + std::to_string(in.size()) +
+                                " bytes is not whole samples of " + std::to_string(b->channels) + " channels");
+    if (audio_rate_ == 0) {
+      audio_rate_ = b->rate;
+      audio_channels_ = b->channels;
+    } else if (b->rate != audio_rate_ || b->channels != audio_channels_) {
+      throw troupe::frame_error("video_encode: the file's audio is " + std::to_string(audio_channels_) +
+                                " channels at " + std::to_string(audio_rate_) + " Hz, this block " +
+                                std::to_string(b->channels) + " at " + std::to_string(b->rate));
+    }
+    if (out_ && !audio_)
+      throw troupe::frame_error("video_encode: audio came after the file was started without an audio stream");
+    b->count = static_cast<int>(in.size() / frame_bytes);
+    b->samples.assign(in.data(), in.data() + in.size());
+    return b;
+  }
+
+  // A frame to copy a video input into: one the encoder has let go of, or a new one. Reusing
+  // them spares a page fault per 4 KiB of every frame.
   frame_ptr take_frame() {
     if (!spare_.empty()) {
       frame_ptr f = std::move(spare_.back());
@@ -189,7 +231,7 @@ class video_encode : public troupe::plugin {
       return f;
     }
     frame_ptr f = make_frame();
-    f->format = encoder_->pix_fmt;
+    f->format = pix_fmt_;
     f->width = width_;
     f->height = height_;
     if (int err = av_frame_get_buffer(f.get(), 0); err < 0)
@@ -197,32 +239,187 @@ class video_encode : public troupe::plugin {
     return f;
   }
 
-  // Encodes the held frame with the smallest key.
-  void encode_next() {
-    auto it = pending_.begin();
-    int64_t pts = std::get<0>(it->first);
-    if (encoded_ > 0 && pts <= last_pts_) pts = last_pts_ + 1;  // frames of several streams at one time
-    it->second->pts = pts;
-    last_key_ = it->first;
-    last_pts_ = pts;
-    frame_ptr f = std::move(it->second);
-    pending_.erase(it);
-    send(f.get());
-    ++encoded_;
-    // The encoder may keep a reference (frame threads); only a buffer no one else holds is reused.
-    if (spare_.size() < 8 && av_frame_is_writable(f.get())) spare_.push_back(std::move(f));
+  // Starts the file with a video stream and/or an audio stream, as the frames held say.
+  void open() {
+    AVFormatContext* raw = nullptr;
+    if (int err = avformat_alloc_output_context2(&raw, nullptr, nullptr, output_.c_str()); err < 0 || !raw)
+      throw troupe::fatal_error("video_encode: no container for '" + output_ +
+                                "' (name it .mkv, .mp4, .mov or .nut): " + av_text(err));
+    out_.reset(raw);
+    out_->flags |= AVFMT_FLAG_BITEXACT;  // the same frames give the same bytes
+    bool has_video = false, has_audio = false;
+    for (auto& [k, h] : pending_) (h.audio ? has_audio : has_video) = true;
+    std::string what;
+    if (has_video) {
+      open_video();
+      what = std::string(video_->codec->codec->name) + " " + std::to_string(width_) + "x" + std::to_string(height_) +
+             " " + av_get_pix_fmt_name(pix_fmt_);
+    }
+    if (has_audio) {
+      open_audio();
+      what += std::string(what.empty() ? "" : " and ") + "aac " + std::to_string(audio_channels_) + " ch " +
+              std::to_string(audio_rate_) + " Hz";
+    }
+    part_ = output_ + ".part";
+    if (int err = avio_open(&out_->pb, part_.c_str(), AVIO_FLAG_WRITE); err < 0)
+      throw troupe::fatal_error("video_encode: cannot write '" + part_ + "': " + av_text(err));
+    if (int err = avformat_write_header(out_.get(), nullptr); err < 0)
+      throw troupe::fatal_error("video_encode: " + std::string(out_->oformat->name) + " cannot hold " + what + ": " +
+                                av_text(err));
+    packet_ = make_packet();
+    log(TROUPE_LOG_INFO, "video_encode: " + what + " into '" + output_ + "' (" + out_->oformat->name + ")");
   }
 
-  // Feeds one frame (null: the end) to the encoder and writes what it gives back.
-  void send(AVFrame* f) {
-    if (int err = avcodec_send_frame(encoder_.get(), f); err < 0)
+  // The encoder's flags, the stream in the file, and the stream's parameters.
+  std::unique_ptr<track> add_track(codec_ptr codec, const AVCodec* c) {
+    if (out_->oformat->flags & AVFMT_GLOBALHEADER) codec->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    codec->flags |= AV_CODEC_FLAG_BITEXACT;
+    if (int err = avcodec_open2(codec.get(), c, nullptr); err < 0)
+      throw troupe::fatal_error("video_encode: cannot open the " + std::string(c->name) + " encoder: " + av_text(err));
+    auto t = std::make_unique<track>();
+    t->stream = avformat_new_stream(out_.get(), nullptr);
+    if (t->stream == nullptr) throw troupe::fatal_error("video_encode: out of memory for a stream");
+    t->stream->time_base = codec->time_base;
+    if (int err = avcodec_parameters_from_context(t->stream->codecpar, codec.get()); err < 0)
+      throw troupe::fatal_error("video_encode: " + av_text(err));
+    t->codec = std::move(codec);
+    return t;
+  }
+
+  void open_video() {
+    const AVCodec* c =
+        codec_name_ == "h264" ? avcodec_find_encoder_by_name("libx264") : avcodec_find_encoder(AV_CODEC_ID_FFV1);
+    if (c == nullptr)
+      throw troupe::fatal_error("video_encode: this FFmpeg has no " +
+                                std::string(codec_name_ == "h264" ? "libx264" : "ffv1") + " encoder");
+    codec_ptr codec(avcodec_alloc_context3(c));
+    if (!codec) throw troupe::fatal_error("video_encode: out of memory for an encoder");
+    codec->width = width_;
+    codec->height = height_;
+    codec->pix_fmt = pix_fmt_;
+    codec->time_base = video_tb_;
+    codec->framerate = rate_;
+    codec->thread_count = threads_;
+    if (codec_name_ == "h264") {
+      av_opt_set(codec->priv_data, "preset", preset_.c_str(), 0);
+      av_opt_set_int(codec->priv_data, "crf", crf_, 0);
+    } else {
+      codec->level = 3;
+    }
+    video_ = add_track(std::move(codec), c);
+    video_->stream->avg_frame_rate = rate_;
+  }
+
+  void open_audio() {
+    const AVCodec* c = avcodec_find_encoder(AV_CODEC_ID_AAC);
+    if (c == nullptr) throw troupe::fatal_error("video_encode: this FFmpeg has no aac encoder");
+    codec_ptr codec(avcodec_alloc_context3(c));
+    if (!codec) throw troupe::fatal_error("video_encode: out of memory for an encoder");
+    codec->sample_fmt = AV_SAMPLE_FMT_FLTP;
+    codec->sample_rate = audio_rate_;
+    av_channel_layout_default(&codec->ch_layout, audio_channels_);
+    codec->bit_rate = audio_bitrate_;
+    codec->time_base = {1, audio_rate_};
+    audio_ = add_track(std::move(codec), c);
+    audio_fifo_.reset(av_audio_fifo_alloc(AV_SAMPLE_FMT_FLTP, audio_channels_, 4096));
+    if (!audio_fifo_) throw troupe::fatal_error("video_encode: out of memory for a sample queue");
+  }
+
+  // Encodes the earliest held frame once more than `window` frames of its kind (video or
+  // audio) are held, so that a frame overtaken within its kind is still in time, and, if the
+  // other kind is wanted, more than `window` of that kind too: its next frame could be
+  // earlier. (Audio decodes far faster than video; without that, audio would be written
+  // ahead of the video it goes with.) Frames go anyway once twice the window of video frames
+  // are held (the other kind has ended, or never comes), or hold_max frames in all.
+  void pump() {
+    const size_t hold_max = std::max<size_t>(window_ * 16, 1024);
+    while (!pending_.empty()) {
+      const bool audio = pending_.begin()->second.audio != nullptr;
+      const size_t mine = audio ? held_audio_ : held_video_;
+      const bool other_wanted = audio ? want_video_ : want_audio_;
+      const size_t other = audio ? held_video_ : held_audio_;
+      const bool forced = pending_.size() > hold_max || held_video_ > 2 * window_;
+      if (!forced && (mine <= window_ || (other_wanted && other <= window_))) return;
+      encode_next();
+    }
+  }
+
+  // Encodes the held frame with the earliest key.
+  void encode_next() {
+    if (!out_) open();
+    auto it = pending_.begin();
+    last_key_ = it->first;
+    held h = std::move(it->second);
+    pending_.erase(it);
+    --(h.audio ? held_audio_ : held_video_);
+    ++encoded_;
+    if (h.audio) return encode_audio(*h.audio, std::get<0>(last_key_));
+    int64_t pts = av_rescale_q(h.pts, h.time_base, video_->codec->time_base);
+    if (video_frames_ > 0 && pts <= last_pts_) pts = last_pts_ + 1;  // frames of several streams at one time
+    h.video->pts = last_pts_ = pts;
+    send(video_.get(), h.video.get());
+    ++video_frames_;
+    // The encoder may keep a reference (frame threads); only a buffer no one else holds is reused.
+    if (spare_.size() < 8 && av_frame_is_writable(h.video.get())) spare_.push_back(std::move(h.video));
+  }
+
+  void encode_audio(const audio_block& b, int64_t at_ns) {
+    if (audio_blocks_ == 0) audio_pts_ = av_rescale(at_ns, audio_rate_, 1000000000);
+    if (!audio_swr_ || b.format != audio_in_format_) {
+      SwrContext* swr = nullptr;
+      AVChannelLayout* layout = &audio_->codec->ch_layout;  // not changed; 5.1 takes it as non-const
+      if (swr_alloc_set_opts2(&swr, layout, AV_SAMPLE_FMT_FLTP, audio_rate_, layout, b.format, audio_rate_, 0,
+                              nullptr) < 0 ||
+          swr_init(swr) < 0) {
+        swr_free(&swr);
+        throw troupe::fatal_error("video_encode: no conversion of audio to fltp");
+      }
+      audio_swr_.reset(swr);
+      audio_in_format_ = b.format;
+    }
+    if (av_audio_fifo_realloc(audio_fifo_.get(), av_audio_fifo_size(audio_fifo_.get()) + b.count) < 0)
+      throw troupe::fatal_error("video_encode: out of memory for samples");
+    frame_ptr planar = make_frame();
+    planar->format = AV_SAMPLE_FMT_FLTP;
+    planar->nb_samples = b.count;
+    av_channel_layout_copy(&planar->ch_layout, &audio_->codec->ch_layout);
+    if (av_frame_get_buffer(planar.get(), 0) < 0) throw troupe::fatal_error("video_encode: out of memory for samples");
+    const uint8_t* in[1] = {b.samples.data()};
+    int n = swr_convert(audio_swr_.get(), planar->extended_data, b.count, in, b.count);
+    if (n < 0) throw troupe::frame_error("video_encode: audio conversion failed: " + av_text(n));
+    av_audio_fifo_write(audio_fifo_.get(), reinterpret_cast<void**>(planar->extended_data), n);
+    ++audio_blocks_;
+    drain_audio(false);
+  }
+
+  // Encodes the queued samples in the encoder's frame size (all of them when `all`).
+  void drain_audio(bool all) {
+    const int size = audio_->codec->frame_size > 0 ? audio_->codec->frame_size : 1024;
+    while (av_audio_fifo_size(audio_fifo_.get()) >= size || (all && av_audio_fifo_size(audio_fifo_.get()) > 0)) {
+      const int n = std::min(size, av_audio_fifo_size(audio_fifo_.get()));
+      frame_ptr f = make_frame();
+      f->format = AV_SAMPLE_FMT_FLTP;
+      f->nb_samples = n;
+      f->sample_rate = audio_rate_;
+      av_channel_layout_copy(&f->ch_layout, &audio_->codec->ch_layout);
+      if (av_frame_get_buffer(f.get(), 0) < 0) throw troupe::fatal_error("video_encode: out of memory for samples");
+      av_audio_fifo_read(audio_fifo_.get(), reinterpret_cast<void**>(f->extended_data), n);
+      f->pts = audio_pts_;
+      audio_pts_ += n;
+      send(audio_.get(), f.get());
+    }
+  }
+
+  // Feeds one frame (null: the end) to a track's encoder and writes what it gives back.
+  void send(track* t, AVFrame* f) {
+    if (int err = avcodec_send_frame(t->codec.get(), f); err < 0)
       throw troupe::fatal_error("video_encode: the encoder refused a frame: " + av_text(err));
     for (;;) {
-      int got = avcodec_receive_packet(encoder_.get(), packet_.get());
+      int got = avcodec_receive_packet(t->codec.get(), packet_.get());
       if (got == AVERROR(EAGAIN) || got == AVERROR_EOF) return;
       if (got < 0) throw troupe::fatal_error("video_encode: encoding failed: " + av_text(got));
-      av_packet_rescale_ts(packet_.get(), encoder_->time_base, out_->streams[0]->time_base);
-      packet_->stream_index = 0;
+      av_packet_rescale_ts(packet_.get(), t->codec->time_base, t->stream->time_base);
+      packet_->stream_index = t->stream->index;
       if (int err = av_interleaved_write_frame(out_.get(), packet_.get()); err < 0)
         throw troupe::fatal_error("video_encode: writing '" + part_ + "': " + av_text(err));
     }
@@ -231,19 +428,27 @@ class video_encode : public troupe::plugin {
   const std::string output_, codec_name_, preset_;
   const int crf_, threads_;
   const size_t window_;
+  const int64_t audio_bitrate_;
+  const bool want_video_, want_audio_;
   const AVRational frame_rate_;
 
   std::unique_ptr<AVFormatContext, output_closer> out_;
-  codec_ptr encoder_;
+  std::unique_ptr<track> video_, audio_;
   packet_ptr packet_;
   sws_ptr sws_;
+  std::unique_ptr<SwrContext, swr_closer> audio_swr_;
+  std::unique_ptr<AVAudioFifo, fifo_closer> audio_fifo_;
+  AVSampleFormat audio_in_format_ = AV_SAMPLE_FMT_NONE;
   std::string part_;
-  int width_ = 0, height_ = 0;
-  std::map<key, frame_ptr> pending_;
+  int width_ = 0, height_ = 0, audio_rate_ = 0, audio_channels_ = 0;
+  AVPixelFormat pix_fmt_ = AV_PIX_FMT_NONE;
+  AVRational rate_{30, 1}, video_tb_{1, 1000};
+  std::map<key, held> pending_;
   std::vector<frame_ptr> spare_;
   key last_key_{};
-  int64_t last_pts_ = 0;
-  uint64_t encoded_ = 0, late_ = 0;
+  int64_t last_pts_ = 0, audio_pts_ = 0;
+  uint64_t encoded_ = 0, video_frames_ = 0, audio_blocks_ = 0, late_ = 0;
+  size_t held_video_ = 0, held_audio_ = 0;
 };
 
 }  // namespace

@@ -15,11 +15,11 @@ conform() { timeout 120 "$troupe" --log-level off conformance --plugin-path "$pl
 
 if [ "$3" = plugin ]; then
   extra=()
-  if [ "$4" = video_decode ]; then  # a source that needs a file: a clip beside, not in, the run's folder
+  if [ "$4" = video_decode ] || [ "$4" = audio_decode ]; then  # sources of a file: a clip beside the run's folder
     clips=$(mktemp -d)
     trap 'pkill -9 -f "$work" 2>/dev/null; rm -rf "$work" "$clips"' EXIT
     ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i testsrc2=size=96x64:rate=25:duration=1 \
-      -c:v libx264 -preset veryfast -pix_fmt yuv420p "$clips/clip.mkv"
+      -f lavfi -i sine=frequency=440:duration=1 -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac "$clips/clip.mkv"
     extra=(--config "path=$clips/clip.mkv")
   fi
   out=$(conform "$4" "${extra[@]}"); rc=$?

@@ -62,6 +62,41 @@ check "in presentation order, though two replicas handled them" increasing < <(t
 check "both replicas took frames" [ "$(grep -cE '^blur(#1)? +blur +embedded +stopped +1 +[1-9]' <<<"$out")" = 2 ]
 check "no frame was refused as late" [ "$(json_field transcode.json encode errors)" = 0 ]
 
+# Audio: audio_decode gives the samples ffmpeg decodes, and video_encode muxes them (AAC)
+# beside the video, both in time order though audio decodes far faster.
+cat > audio.yaml <<Y
+pipeline: audio
+stages:
+  - {name: audio, plugin: audio_decode, config: {path: $work/clip.mp4, format: s16}}
+  - {name: sink, plugin: checksum, config: {output: $work/audio.txt}}
+edges: ["audio -> sink"]
+Y
+out=$(run audio.yaml 2>&1); rc=$?
+check "audio decoding finishes" [ "$rc" -eq 0 ]
+pcm=$(ff -i clip.mp4 -map 0:a -f s16le - | wc -c)
+check "it gives as many bytes of s16 as ffmpeg decodes ($pcm)" grep -q "^total frames [0-9]* bytes $pcm " audio.txt
+check "in 20 ms blocks of 882 samples (44.1 kHz)" grep -q "^total frames $(((pcm / 2 + 881) / 882)) " audio.txt
+cat > muxed.yaml <<Y
+pipeline: muxed
+stages:
+  - {name: video, plugin: video_decode, config: {path: $work/clip.mp4}}
+  - {name: audio, plugin: audio_decode, config: {path: $work/clip.mp4}}
+  - {name: blur, plugin: blur, config: {radius: 2}, replicas: 2, routing: round_robin}
+  - {name: encode, plugin: video_encode, config: {output: $work/muxed.mkv, audio: true}}
+edges: ["video -> blur -> encode", "audio -> encode"]
+Y
+out=$(run --report muxed.json muxed.yaml 2>&1); rc=$?
+check "video and audio into one file finish" [ "$rc" -eq 0 ]
+check "the file has an FFV1 and an AAC stream" [ "$(ffprobe -v error -show_entries stream=codec_name -of csv=p=0 \
+  muxed.mkv | tr '\n' ' ')" = "ffv1 aac " ]
+check "all 100 video frames, in order" [ "$(frames muxed.mkv)" = 100 ]
+check "no frame or block was refused" [ "$(json_field muxed.json encode errors)" = 0 ]
+adur=$(ffprobe -v error -select_streams a:0 -show_entries stream=duration -of csv=p=0 muxed.mkv)
+[ "$adur" = N/A ] && adur=$(ffprobe -v error -select_streams a:0 -show_entries packet=pts_time -of csv=p=0 muxed.mkv | tail -1)
+check "the audio lasts the clip's 4 s (${adur})" python3 -c "import sys; sys.exit(abs(float('$adur') - 4.0) > 0.1)"
+out=$(sed 's/, audio: true//' muxed.yaml > unmuxed.yaml; run --report unmuxed.json unmuxed.yaml 2>&1)
+check "audio reaching an encoder without audio: true is refused, saying so" contains "$out" "set audio: true to mux it"
+
 # scale and convert: yuv420p frames resized (aspect kept) and turned to gray.
 cat > scaled.yaml <<Y
 pipeline: scaled
