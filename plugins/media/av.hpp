@@ -24,17 +24,26 @@ extern "C" {
 
 namespace troupe::media {
 
-/// FFmpeg's text for an error code, e.g. "Invalid data found when processing input".
+namespace detail {
+inline thread_local std::string last_error;
+}
+
+/// FFmpeg's text for an error code, e.g. "Invalid data found when processing input", and what
+/// FFmpeg logged as an error in the current call, if anything.
 inline std::string av_text(int err) {
   char buf[AV_ERROR_MAX_STRING_SIZE] = {};
   av_strerror(err, buf, sizeof buf);
-  return buf;
+  std::string text = buf;
+  if (!detail::last_error.empty()) text += " (" + detail::last_error + ")";
+  return text;
 }
 
 namespace detail {
 // The host of the plugin call this thread is in, if any: FFmpeg's log lines made during a
 // call go to that instance's log (tagged with node, stage, instance and generation).
 inline thread_local const troupe_host* log_host = nullptr;
+// (last_error, above: the last error FFmpeg logged on this thread during the current call,
+// which an error code alone does not say: "No such filter: 'nosuch'".)
 
 inline void log_to_host(void* avcl, int level, const char* fmt, va_list args) {
   if (level > av_log_get_level()) return;
@@ -44,6 +53,11 @@ inline void log_to_host(void* avcl, int level, const char* fmt, va_list args) {
   size_t n = std::strlen(line);
   while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
   if (n == 0) return;
+  if (level <= AV_LOG_ERROR && log_host != nullptr) {  // without the "[h264 @ 0x55d0...] " prefix
+    const char* text = line;
+    if (const char* end = line[0] == '[' ? std::strstr(line, "] ") : nullptr) text = end + 2;
+    last_error.assign(text);
+  }
   if (const troupe_host* h = log_host) {
     // FFmpeg's errors are the frame errors the plugins count already: warnings here.
     const troupe_log_level to = level <= AV_LOG_ERROR     ? TROUPE_LOG_WARN
@@ -65,6 +79,7 @@ class av_log_scope {
     static std::once_flag once;
     std::call_once(once, [] { av_log_set_callback(&detail::log_to_host); });
     detail::log_host = host;
+    detail::last_error.clear();
   }
   ~av_log_scope() { detail::log_host = previous_; }
   av_log_scope(const av_log_scope&) = delete;

@@ -22,6 +22,7 @@ if [ "$3" = plugin ]; then
       -f lavfi -i sine=frequency=440:duration=1 -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac "$clips/clip.mkv"
     extra=(--config "path=$clips/clip.mkv")
   fi
+  [ "$4" = avfilter ] && extra=(--config "graph=hflip,hue=s=0")  # it needs a graph
   out=$(conform "$4" "${extra[@]}"); rc=$?
   echo "$out"
   check "exit status 0" [ "$rc" -eq 0 ]

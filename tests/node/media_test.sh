@@ -112,6 +112,42 @@ check "scale and convert finish" [ "$rc" -eq 0 ]
 check "the frames are 160x120 gray, all 100" [ "$(ffprobe -v error -count_frames -show_entries \
   stream=width,height,pix_fmt,nb_read_frames -of csv=p=0 scaled.mkv)" = "160,120,gray,100" ]
 
+# avfilter runs an FFmpeg filter graph: flipped twice, every pixel is back (FFV1 is lossless);
+# overlay_text draws text at the bottom and leaves the top of the frame alone.
+cat > filtered.yaml <<Y
+pipeline: filtered
+stages:
+  - {name: decode, plugin: video_decode, config: {path: $work/in.mkv}}
+  - {name: flips, plugin: avfilter, config: {graph: "vflip,hflip,vflip,hflip"}}
+  - {name: encode, plugin: video_encode, config: {output: $work/flipped.mkv}}
+edges: ["decode -> flips -> encode"]
+Y
+out=$(run filtered.yaml 2>&1); rc=$?
+check "a filter graph runs" [ "$rc" -eq 0 ]
+check "flipped four times, every frame is the input's" [ "$(hashes flipped.mkv)" = "$(hashes in.mkv)" ]
+sed 's/vflip,hflip,vflip,hflip/hflip/; s/flipped.mkv/mirrored.mkv/' filtered.yaml > mirrored.yaml
+out=$(run mirrored.yaml 2>&1)
+check "flipped once, no frame is" [ -z "$(comm -12 <(hashes mirrored.mkv | sort) <(hashes in.mkv | sort))" ]
+sed 's/graph: "vflip,hflip,vflip,hflip"/graph: "nosuchfilter=1"/' filtered.yaml > badgraph.yaml
+out=$(run badgraph.yaml 2>&1)
+check "an unknown filter fails the start, named" contains "$out" "No such filter: 'nosuchfilter'"
+cat > text.yaml <<Y
+pipeline: text
+stages:
+  - {name: decode, plugin: video_decode, config: {path: $work/in.mkv}}
+  - {name: text, plugin: overlay_text, config: {text: "Troupe 100%: it's real", y: "h-th-8", size: 24}}
+  - {name: encode, plugin: video_encode, config: {output: $work/text.mkv}}
+edges: ["decode -> text -> encode"]
+Y
+out=$(run text.yaml 2>&1); rc=$?
+check "overlay_text runs" [ "$rc" -eq 0 ]
+top() { ff -i "$1" -vf crop=320:160:0:0 -f framemd5 -pix_fmt rgb24 - | grep -v '^#' | awk -F, '{print $6}'; }
+check "the top of every frame is untouched" [ "$(top text.mkv)" = "$(top in.mkv)" ]
+check "the text changed every frame" [ -z "$(comm -12 <(hashes text.mkv | sort) <(hashes in.mkv | sort))" ]
+sed 's#text: "Troupe 100%: it.s real"#font: /no/such/font.ttf#' text.yaml > nofont.yaml
+out=$(run nofont.yaml 2>&1)
+check "a missing font is named" contains "$out" "overlay_text: font '/no/such/font.ttf' is not a file"
+
 # Frames from several streams go to one file in time order (two sources of one clip each).
 cat > streams.yaml <<Y
 pipeline: streams
