@@ -5,10 +5,7 @@
 #include "../media/av.hpp"
 
 extern "C" {
-#include <libavutil/audio_fifo.h>
 #include <libavutil/channel_layout.h>
-#include <libavutil/opt.h>
-#include <libswresample/swresample.h>
 }
 
 #include <algorithm>
@@ -18,13 +15,6 @@ extern "C" {
 namespace {
 
 using namespace troupe::media;
-
-struct swr_closer {
-  void operator()(SwrContext* s) const { swr_free(&s); }
-};
-struct fifo_closer {
-  void operator()(AVAudioFifo* f) const { av_audio_fifo_free(f); }
-};
 
 class audio_decode : public troupe::plugin {
  public:
@@ -47,25 +37,11 @@ class audio_decode : public troupe::plugin {
 
   void start() override {
     av_log_scope scope(host());
-    AVFormatContext* raw = nullptr;
-    if (int err = avformat_open_input(&raw, path_.c_str(), nullptr, nullptr); err < 0)
-      throw troupe::fatal_error("audio_decode: cannot open '" + path_ + "': " + av_text(err));
-    input_.reset(raw);
-    if (int err = avformat_find_stream_info(input_.get(), nullptr); err < 0)
-      throw troupe::fatal_error("audio_decode: '" + path_ + "': no stream information: " + av_text(err));
-    const AVCodec* codec = nullptr;
-    int found = av_find_best_stream(input_.get(), AVMEDIA_TYPE_AUDIO, stream_index_, -1, &codec, 0);
-    if (found < 0) throw troupe::fatal_error("audio_decode: '" + path_ + "' has no audio stream that can be decoded");
-    index_ = found;
-    AVStream* st = input_->streams[index_];
-    decoder_.reset(avcodec_alloc_context3(codec));
-    if (!decoder_) throw troupe::fatal_error("audio_decode: out of memory for a decoder");
-    if (int err = avcodec_parameters_to_context(decoder_.get(), st->codecpar); err < 0)
-      throw troupe::fatal_error("audio_decode: " + av_text(err));
-    decoder_->pkt_timebase = st->time_base;
-    if (int err = avcodec_open2(decoder_.get(), codec, nullptr); err < 0)
-      throw troupe::fatal_error("audio_decode: cannot open the " + std::string(codec->name) +
-                                " decoder: " + av_text(err));
+    auto d = open_decoding(path_, AVMEDIA_TYPE_AUDIO, stream_index_, 0, "audio_decode");
+    input_ = std::move(d.input);
+    decoder_ = std::move(d.decoder);
+    index_ = d.index;
+    const AVCodec* codec = decoder_->codec;
     if (rate_ == 0) rate_ = decoder_->sample_rate;
     if (channels_ == 0) channels_ = decoder_->ch_layout.nb_channels;
     if (rate_ <= 0 || channels_ <= 0)
@@ -200,8 +176,8 @@ class audio_decode : public troupe::plugin {
   codec_ptr decoder_;
   packet_ptr packet_;
   frame_ptr frame_;
-  std::unique_ptr<SwrContext, swr_closer> swr_;
-  std::unique_ptr<AVAudioFifo, fifo_closer> fifo_;
+  swr_ptr swr_;
+  fifo_ptr fifo_;
   std::vector<uint8_t> scratch_;
   int index_ = -1, block_samples_ = 0;
   std::string rate_text_, channels_text_, time_base_text_, samples_text_, pts_text_;

@@ -6,8 +6,10 @@
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/audio_fifo.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
+#include <libswresample/swresample.h>
 #include <libswscale/swscale.h>
 }
 
@@ -104,11 +106,19 @@ struct packet_closer {
 struct sws_closer {
   void operator()(SwsContext* s) const { sws_freeContext(s); }
 };
+struct swr_closer {
+  void operator()(SwrContext* s) const { swr_free(&s); }
+};
+struct fifo_closer {
+  void operator()(AVAudioFifo* f) const { av_audio_fifo_free(f); }
+};
 using input_ptr = std::unique_ptr<AVFormatContext, format_closer>;
 using codec_ptr = std::unique_ptr<AVCodecContext, codec_closer>;
 using frame_ptr = std::unique_ptr<AVFrame, frame_closer>;
 using packet_ptr = std::unique_ptr<AVPacket, packet_closer>;
 using sws_ptr = std::unique_ptr<SwsContext, sws_closer>;
+using swr_ptr = std::unique_ptr<SwrContext, swr_closer>;
+using fifo_ptr = std::unique_ptr<AVAudioFifo, fifo_closer>;
 
 inline frame_ptr make_frame() {
   frame_ptr f(av_frame_alloc());
@@ -119,6 +129,44 @@ inline packet_ptr make_packet() {
   packet_ptr p(av_packet_alloc());
   if (!p) throw troupe::fatal_error("out of memory for an AVPacket");
   return p;
+}
+
+/// A file or URL opened for decoding, with the decoder of one of its streams.
+struct decoding {
+  input_ptr input;
+  codec_ptr decoder;
+  int index = -1;  // of the stream in the input
+};
+
+/// Opens `path` and the decoder of its best stream of `type`, or of the stream at `index` if
+/// that is not negative, with `threads` decoder threads (0: FFmpeg chooses). Throws
+/// fatal_error naming the plugin, the file and what is wrong.
+inline decoding open_decoding(const std::string& path, AVMediaType type, int index, int threads,
+                              const std::string& plugin) {
+  const std::string kind = type == AVMEDIA_TYPE_AUDIO ? "audio" : "video";
+  decoding d;
+  AVFormatContext* raw = nullptr;
+  if (int err = avformat_open_input(&raw, path.c_str(), nullptr, nullptr); err < 0)
+    throw troupe::fatal_error(plugin + ": cannot open '" + path + "': " + av_text(err));
+  d.input.reset(raw);
+  if (int err = avformat_find_stream_info(d.input.get(), nullptr); err < 0)
+    throw troupe::fatal_error(plugin + ": '" + path + "': no stream information: " + av_text(err));
+  const AVCodec* codec = nullptr;
+  d.index = av_find_best_stream(d.input.get(), type, index, -1, &codec, 0);
+  if (d.index < 0)
+    throw troupe::fatal_error(plugin + ": '" + path + "' has no " + kind + " stream" +
+                              (index >= 0 ? " at index " + std::to_string(index) : std::string()) +
+                              " that can be decoded: " + av_text(d.index));
+  AVStream* st = d.input->streams[d.index];
+  d.decoder.reset(avcodec_alloc_context3(codec));
+  if (!d.decoder) throw troupe::fatal_error(plugin + ": out of memory for a decoder");
+  if (int err = avcodec_parameters_to_context(d.decoder.get(), st->codecpar); err < 0)
+    throw troupe::fatal_error(plugin + ": " + av_text(err));
+  d.decoder->thread_count = threads;
+  d.decoder->pkt_timebase = st->time_base;
+  if (int err = avcodec_open2(d.decoder.get(), codec, nullptr); err < 0)
+    throw troupe::fatal_error(plugin + ": cannot open the " + std::string(codec->name) + " decoder: " + av_text(err));
+  return d;
 }
 
 /// A pixel format Troupe carries in frames, by the name in its frame type.

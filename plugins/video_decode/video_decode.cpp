@@ -34,30 +34,12 @@ class video_decode : public troupe::plugin {
 
   void start() override {
     av_log_scope scope(host());
-    AVFormatContext* raw = nullptr;
-    if (int err = avformat_open_input(&raw, path_.c_str(), nullptr, nullptr); err < 0)
-      throw troupe::fatal_error("video_decode: cannot open '" + path_ + "': " + av_text(err));
-    input_.reset(raw);
-    if (int err = avformat_find_stream_info(input_.get(), nullptr); err < 0)
-      throw troupe::fatal_error("video_decode: '" + path_ + "': no stream information: " + av_text(err));
-    const AVCodec* codec = nullptr;
-    int found = av_find_best_stream(input_.get(), AVMEDIA_TYPE_VIDEO, stream_index_, -1, &codec, 0);
-    if (found < 0)
-      throw troupe::fatal_error("video_decode: '" + path_ + "' has no " +
-                                (stream_index_ >= 0 ? "video stream at index " + std::to_string(stream_index_)
-                                                    : std::string("video stream")) +
-                                " that can be decoded: " + av_text(found));
-    index_ = found;
+    auto d = open_decoding(path_, AVMEDIA_TYPE_VIDEO, stream_index_, threads_, "video_decode");
+    input_ = std::move(d.input);
+    decoder_ = std::move(d.decoder);
+    index_ = d.index;
     AVStream* st = input_->streams[index_];
-    decoder_.reset(avcodec_alloc_context3(codec));
-    if (!decoder_) throw troupe::fatal_error("video_decode: out of memory for a decoder");
-    if (int err = avcodec_parameters_to_context(decoder_.get(), st->codecpar); err < 0)
-      throw troupe::fatal_error("video_decode: " + av_text(err));
-    decoder_->thread_count = threads_;
-    decoder_->pkt_timebase = st->time_base;
-    if (int err = avcodec_open2(decoder_.get(), codec, nullptr); err < 0)
-      throw troupe::fatal_error("video_decode: cannot open the " + std::string(codec->name) +
-                                " decoder: " + av_text(err));
+    const AVCodec* codec = decoder_->codec;
     time_base_ = st->time_base;
     frame_rate_ = av_guess_frame_rate(input_.get(), st, nullptr);
     if (frame_rate_.num <= 0 || frame_rate_.den <= 0) frame_rate_ = {25, 1};

@@ -13,10 +13,8 @@
 #include "../media/av.hpp"
 
 extern "C" {
-#include <libavutil/audio_fifo.h>
 #include <libavutil/channel_layout.h>
 #include <libavutil/opt.h>
-#include <libswresample/swresample.h>
 }
 
 #include <algorithm>
@@ -29,13 +27,6 @@ extern "C" {
 namespace {
 
 using namespace troupe::media;
-
-struct swr_closer {
-  void operator()(SwrContext* s) const { swr_free(&s); }
-};
-struct fifo_closer {
-  void operator()(AVAudioFifo* f) const { av_audio_fifo_free(f); }
-};
 
 class video_encode : public troupe::plugin {
  public:
@@ -436,8 +427,8 @@ class video_encode : public troupe::plugin {
   std::unique_ptr<track> video_, audio_;
   packet_ptr packet_;
   sws_ptr sws_;
-  std::unique_ptr<SwrContext, swr_closer> audio_swr_;
-  std::unique_ptr<AVAudioFifo, fifo_closer> audio_fifo_;
+  swr_ptr audio_swr_;
+  fifo_ptr audio_fifo_;
   AVSampleFormat audio_in_format_ = AV_SAMPLE_FMT_NONE;
   std::string part_;
   int width_ = 0, height_ = 0, audio_rate_ = 0, audio_channels_ = 0;
