@@ -9,6 +9,7 @@
 #include <manager.hpp>
 #include <messages.hpp>
 #include <stats.hpp>
+#include <system_config.hpp>
 
 #include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>
@@ -240,8 +241,7 @@ int run(const common_options& common, const run_options& opts) {
 
   auto dead = std::make_shared<dead_letter_log>(plan->dead_letters);
   caf::actor_system_config cfg;
-  cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
-  cfg.set("logger.verbosity", caf::atom("quiet"));
+  configure_actor_system(cfg, cores);
   bool ok = false, finished = false;
   pipeline_outcome outcome;
   double wall = 0;

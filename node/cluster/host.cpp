@@ -8,6 +8,7 @@
 #include <messages.hpp>
 #include <pipeline.hpp>
 #include <stats.hpp>
+#include <system_config.hpp>
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
@@ -96,9 +97,7 @@ struct pipeline_host::impl {
 
   // The host's own actor system config: it outlives the system (declared before it).
   static caf::actor_system_config& configure(caf::actor_system_config& cfg, unsigned cores) {
-    cfg.set("scheduler.max-threads", static_cast<size_t>(cores));
-    cfg.set("logger.verbosity", caf::atom("quiet"));
-    return cfg;
+    return configure_actor_system(cfg, cores);
   }
 
   static bool running(const hosted& h) { return !h.over->load(); }
