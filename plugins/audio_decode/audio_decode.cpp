@@ -101,7 +101,7 @@ class audio_decode : public troupe::plugin {
         continue;
       }
       if (got != AVERROR(EAGAIN)) {
-        damaged = "the decoder failed: " + av_text(got);
+        add_reason(damaged, "the decoder failed: " + av_text(got));
         continue;
       }
       if (flushing_) {
@@ -110,14 +110,14 @@ class audio_decode : public troupe::plugin {
       }
       int read = av_read_frame(input_.get(), packet_.get());
       if (read < 0) {
-        if (read != AVERROR_EOF) damaged = "reading '" + path_ + "' ended: " + av_text(read);
+        if (read != AVERROR_EOF) add_reason(damaged, "reading '" + path_ + "' ended: " + av_text(read));
         flushing_ = true;
         avcodec_send_packet(decoder_.get(), nullptr);
         continue;
       }
       if (packet_->stream_index == index_) {
         int sent = avcodec_send_packet(decoder_.get(), packet_.get());
-        if (sent < 0 && sent != AVERROR(EAGAIN)) damaged = "a packet was dropped: " + av_text(sent);
+        if (sent < 0 && sent != AVERROR(EAGAIN)) add_reason(damaged, "a packet was dropped: " + av_text(sent));
       }
       av_packet_unref(packet_.get());
     }
@@ -146,8 +146,8 @@ class audio_decode : public troupe::plugin {
   void emit_block(int samples) {
     const size_t size = static_cast<size_t>(samples) * channels_ * av_get_bytes_per_sample(format_);
     uint8_t* data = alloc(size);
-    void* planes[1] = {data};
-    av_audio_fifo_read(fifo_.get(), planes, samples);
+    void* out[1] = {data};
+    av_audio_fifo_read(fifo_.get(), out, samples);
     samples_text_ = std::to_string(samples);
     pts_text_ = std::to_string(next_sample_);
     troupe::frame_out o;

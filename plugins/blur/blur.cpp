@@ -10,7 +10,13 @@ namespace {
 
 class blur : public troupe::plugin {
  public:
-  explicit blur(troupe::context& ctx) : plugin(ctx), radius_(ctx.config.get_int("radius", 2)) {}
+  explicit blur(troupe::context& ctx) : plugin(ctx), radius_(ctx.config.get_int("radius", 2)) {
+    // div_[sum] = the rounded mean of a window whose bytes add up to sum.
+    const int64_t window = 2 * radius_ + 1;
+    div_.resize(static_cast<size_t>(255 * window + 1));
+    for (size_t sum = 0; sum < div_.size(); ++sum)
+      div_[sum] = static_cast<uint8_t>((static_cast<int64_t>(sum) + window / 2) / window);
+  }
 
   void process(const troupe::frame_in& in) override {
     if (radius_ == 0) return forward(in);
@@ -35,7 +41,7 @@ class blur : public troupe::plugin {
   // Along each row, the three channels together, with running sums over the window.
   void horizontal(const uint8_t* src, uint8_t* dst, int64_t w, int64_t h) {
     const int64_t r = radius_;
-    const uint8_t* div = divide_table();
+    const uint8_t* div = div_.data();
     for (int64_t y = 0; y < h; ++y) {
       const uint8_t* s = src + y * w * 3;
       uint8_t* d = dst + y * w * 3;
@@ -57,7 +63,7 @@ class blur : public troupe::plugin {
   // read in order (a column at a time would jump a whole row per pixel).
   void vertical(const uint8_t* src, uint8_t* dst, int64_t w, int64_t h) {
     const int64_t r = radius_, row = w * 3;
-    const uint8_t* div = divide_table();
+    const uint8_t* div = div_.data();
     sums_.assign(static_cast<size_t>(row), 0);
     uint32_t* sums = sums_.data();
     auto line = [&](int64_t y) { return src + std::clamp<int64_t>(y, 0, h - 1) * row; };
@@ -72,17 +78,6 @@ class blur : public troupe::plugin {
       const uint8_t* out = line(y - r);
       for (int64_t x = 0; x < row; ++x) sums[x] += in[x] - out[x];
     }
-  }
-
-  // div[sum] = the rounded mean of a window whose bytes add up to sum.
-  const uint8_t* divide_table() {
-    const int64_t window = 2 * radius_ + 1;
-    if (div_.empty()) {
-      div_.resize(static_cast<size_t>(255 * window + 1));
-      for (size_t sum = 0; sum < div_.size(); ++sum)
-        div_[sum] = static_cast<uint8_t>((static_cast<int64_t>(sum) + window / 2) / window);
-    }
-    return div_.data();
   }
 
   const int64_t radius_;

@@ -1,6 +1,7 @@
-// What the media plugins (video_decode, video_encode, scale, convert) share on top of
-// FFmpeg's libraries: owning handles, error texts, and the pixel formats Troupe names in
-// frame types ("video/rgb24", "video/gray8", "video/yuv420p").
+// What the media plugins (video_decode, audio_decode, video_encode, scale, convert, avfilter,
+// overlay_text) share on top of FFmpeg's libraries: owning handles, error texts and FFmpeg's
+// log, opening an input, the pixel formats Troupe names in frame types ("video/rgb24",
+// "video/gray8", "video/yuv420p"), a frame's picture and timing.
 #pragma once
 
 extern "C" {
@@ -23,12 +24,18 @@ extern "C" {
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace troupe::media {
 
 namespace detail {
+// The host of the plugin call this thread is in, if any: FFmpeg's log lines made during a
+// call go to that instance's log (tagged with node, stage, instance and generation).
+inline thread_local const troupe_host* log_host = nullptr;
+// The last error FFmpeg logged on this thread during the current call, which an error code
+// alone does not say ("No such filter: 'nosuch'").
 inline thread_local std::string last_error;
-}
+}  // namespace detail
 
 /// FFmpeg's text for an error code, e.g. "Invalid data found when processing input", and what
 /// FFmpeg logged as an error in the current call, if anything.
@@ -41,12 +48,6 @@ inline std::string av_text(int err) {
 }
 
 namespace detail {
-// The host of the plugin call this thread is in, if any: FFmpeg's log lines made during a
-// call go to that instance's log (tagged with node, stage, instance and generation).
-inline thread_local const troupe_host* log_host = nullptr;
-// (last_error, above: the last error FFmpeg logged on this thread during the current call,
-// which an error code alone does not say: "No such filter: 'nosuch'".)
-
 inline void log_to_host(void* avcl, int level, const char* fmt, va_list args) {
   if (level > av_log_get_level()) return;
   char line[1024];
@@ -231,5 +232,70 @@ inline AVRational parse_rational(std::string_view text) {
   return {static_cast<int>(num), static_cast<int>(den)};
 }
 inline std::string rational_text(AVRational r) { return std::to_string(r.num) + "/" + std::to_string(r.den); }
+
+/// Adds why to a call's reasons for a frame error, "; "-separated, up to about 512 characters.
+inline void add_reason(std::string& reasons, const std::string& why) {
+  if (reasons.empty())
+    reasons = why;
+  else if (reasons.size() < 512)
+    reasons += "; " + why;
+}
+
+/// When a frame is shown: its pts and time_base metadata (as the decoders emit them), or its
+/// timestamp in nanoseconds.
+struct timing {
+  int64_t pts;
+  AVRational time_base;
+  int64_t ns() const { return av_rescale_q(pts, time_base, AVRational{1, 1000000000}); }
+};
+inline timing timing_of(const troupe::frame_in& in) {
+  const int64_t pts = in.meta_int("pts", INT64_MIN);
+  const AVRational tb = parse_rational(in.meta("time_base"));
+  if (pts == INT64_MIN || tb.num == 0) return {in.timestamp_ns(), {1, 1000000000}};
+  return {pts, tb};
+}
+
+/// The planes of a tightly packed picture in `data`.
+struct planes {
+  uint8_t* data[4];
+  int linesize[4];
+  planes(const uint8_t* p, AVPixelFormat fmt, int width, int height) {
+    av_image_fill_arrays(data, linesize, p, fmt, width, height, 1);
+  }
+};
+
+/// Copies a picture into dst, or converts it (size and/or format) with sws, made or reused
+/// for the pair. Throws frame_error naming the plugin if libswscale has no such conversion.
+inline void copy_picture(sws_ptr& sws, const uint8_t* const src[4], const int src_linesize[4], int src_w, int src_h,
+                         AVPixelFormat src_fmt, uint8_t* const dst[4], const int dst_linesize[4], int dst_w, int dst_h,
+                         AVPixelFormat dst_fmt, int flags, std::string_view plugin) {
+  if (src_w == dst_w && src_h == dst_h && src_fmt == dst_fmt) {
+    av_image_copy(const_cast<uint8_t**>(dst), const_cast<int*>(dst_linesize), const_cast<const uint8_t**>(src),
+                  src_linesize, src_fmt, src_w, src_h);
+    return;
+  }
+  sws.reset(sws_getCachedContext(sws.release(), src_w, src_h, src_fmt, dst_w, dst_h, dst_fmt, flags, nullptr, nullptr,
+                                 nullptr));
+  if (!sws)
+    throw troupe::frame_error(std::string(plugin) + ": no conversion from " + std::to_string(src_w) + "x" +
+                              std::to_string(src_h) + " " + av_get_pix_fmt_name(src_fmt) + " to " +
+                              std::to_string(dst_w) + "x" + std::to_string(dst_h) + " " + av_get_pix_fmt_name(dst_fmt));
+  sws_scale(sws.get(), src, src_linesize, 0, src_h, dst, dst_linesize);
+}
+
+/// The input's metadata with its picture entries replaced: width and height (texts that must
+/// outlive the emit), and format if not null.
+inline std::vector<troupe_kv> picture_meta(const troupe::frame_in& in, const std::string& width,
+                                           const std::string& height, const char* format = nullptr) {
+  std::vector<troupe_kv> meta;
+  for (uint32_t i = 0; i < in.view().meta_count; ++i) {
+    std::string_view key = in.view().meta[i].key;
+    if (key != "width" && key != "height" && (format == nullptr || key != "format")) meta.push_back(in.view().meta[i]);
+  }
+  meta.push_back({"width", width.c_str()});
+  meta.push_back({"height", height.c_str()});
+  if (format != nullptr) meta.push_back({"format", format});
+  return meta;
+}
 
 }  // namespace troupe::media

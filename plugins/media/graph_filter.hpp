@@ -26,18 +26,13 @@ class graph_filter : public troupe::plugin {
   void process(const troupe::frame_in& in) override {
     av_log_scope scope(host());
     const picture p = picture_of(in, name_);
-    AVRational tb = parse_rational(in.meta("time_base"));
-    int64_t pts = in.meta_int("pts", INT64_MIN);
-    if (tb.num == 0 || pts == INT64_MIN) {
-      tb = {1, 1000000000};
-      pts = in.timestamp_ns();
-    }
-    if (!graph_ || p.width != width_ || p.height != height_ || p.format != format_) build(p, tb);
+    const timing t = timing_of(in);
+    if (!graph_ || p.width != width_ || p.height != height_ || p.format != format_) build(p, t.time_base);
     frame_ptr f = make_frame();
     f->format = p.format->av;
     f->width = p.width;
     f->height = p.height;
-    f->pts = av_rescale_q(pts, tb, time_base_);
+    f->pts = av_rescale_q(t.pts, t.time_base, time_base_);
     f->sample_aspect_ratio = {1, 1};
     av_image_fill_arrays(f->data, f->linesize, in.data(), p.format->av, p.width, p.height, 1);
     // Not reference-counted: the source copies it, as the input is only valid during this call.
@@ -106,12 +101,7 @@ class graph_filter : public troupe::plugin {
     width_text_ = std::to_string(out.width);
     height_text_ = std::to_string(out.height);
     troupe::frame_out o;
-    for (uint32_t i = 0; i < in.view().meta_count; ++i) {
-      std::string_view key = in.view().meta[i].key;
-      if (key != "width" && key != "height") o.meta.push_back(in.view().meta[i]);
-    }
-    o.meta.push_back({"width", width_text_.c_str()});
-    o.meta.push_back({"height", height_text_.c_str()});
+    o.meta = picture_meta(in, width_text_, height_text_);
     o.data = data;
     o.size = size;
     emit(o);

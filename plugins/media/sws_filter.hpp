@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 
 namespace troupe::media {
@@ -47,34 +46,14 @@ class sws_filter : public troupe::plugin {
     }
     const size_t size = image_size(to->av, w, h);
     uint8_t* out = alloc(size);
-    if (w == p.width && h == p.height && to == p.format) {
-      std::memcpy(out, in.data(), size);
-    } else {
-      sws_.reset(sws_getCachedContext(sws_.release(), p.width, p.height, p.format->av, w, h, to->av, flags_, nullptr,
-                                      nullptr, nullptr));
-      if (!sws_)
-        throw troupe::frame_error(name_ + ": no conversion from " + std::to_string(p.width) + "x" +
-                                  std::to_string(p.height) + " " + std::string(p.format->name) + " to " +
-                                  std::to_string(w) + "x" + std::to_string(h) + " " + std::string(to->name));
-      const uint8_t* src[4];
-      int src_stride[4];
-      uint8_t* dst[4];
-      int dst_stride[4];
-      av_image_fill_arrays(const_cast<uint8_t**>(src), src_stride, in.data(), p.format->av, p.width, p.height, 1);
-      av_image_fill_arrays(dst, dst_stride, out, to->av, w, h, 1);
-      sws_scale(sws_.get(), src, src_stride, 0, p.height, dst, dst_stride);
-    }
+    const planes src(in.data(), p.format->av, p.width, p.height), dst(out, to->av, w, h);
+    copy_picture(sws_, src.data, src.linesize, p.width, p.height, p.format->av, dst.data, dst.linesize, w, h, to->av,
+                 flags_, name_);
     width_text_ = std::to_string(w);
     height_text_ = std::to_string(h);
     troupe::frame_out o;
     o.type = to->type.data();
-    for (uint32_t i = 0; i < in.view().meta_count; ++i) {
-      std::string_view key = in.view().meta[i].key;
-      if (key != "width" && key != "height" && key != "format") o.meta.push_back(in.view().meta[i]);
-    }
-    o.meta.push_back({"width", width_text_.c_str()});
-    o.meta.push_back({"height", height_text_.c_str()});
-    o.meta.push_back({"format", to->name.data()});
+    o.meta = picture_meta(in, width_text_, height_text_, to->name.data());
     o.data = out;
     o.size = size;
     emit(o);

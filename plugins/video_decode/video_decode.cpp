@@ -45,6 +45,7 @@ class video_decode : public troupe::plugin {
     if (frame_rate_.num <= 0 || frame_rate_.den <= 0) frame_rate_ = {25, 1};
     time_base_text_ = rational_text(time_base_);
     frame_rate_text_ = rational_text(frame_rate_);
+    step_ = std::max<int64_t>(1, av_rescale_q(1, av_inv_q(frame_rate_), time_base_));
     first_pts_ = st->start_time == AV_NOPTS_VALUE ? 0 : st->start_time;
     if (start_s_ > 0) seek_to_start();
     packet_ = make_packet();
@@ -70,7 +71,7 @@ class video_decode : public troupe::plugin {
         continue;
       }
       if (got != AVERROR(EAGAIN)) {
-        note(damaged, "the decoder failed: " + av_text(got));
+        add_reason(damaged, "the decoder failed: " + av_text(got));
         continue;
       }
       if (flushing_) {  // EAGAIN while draining cannot happen; treat as the end
@@ -84,7 +85,7 @@ class video_decode : public troupe::plugin {
         continue;
       }
       if (read < 0) {
-        note(damaged, "reading '" + path_ + "' failed: " + av_text(read));
+        add_reason(damaged, "reading '" + path_ + "' failed: " + av_text(read));
         if (++read_errors_ > max_read_errors) {
           flushing_ = true;  // the input is beyond use: decode what is left and finish
           avcodec_send_packet(decoder_.get(), nullptr);
@@ -99,7 +100,7 @@ class video_decode : public troupe::plugin {
       const int64_t pts = packet_->pts;
       av_packet_unref(packet_.get());
       if (sent < 0 && sent != AVERROR(EAGAIN))
-        note(damaged, "packet at pts " + std::to_string(pts) + " dropped: " + av_text(sent));
+        add_reason(damaged, "packet at pts " + std::to_string(pts) + " dropped: " + av_text(sent));
     }
     if (!damaged.empty()) throw troupe::frame_error("video_decode: " + damaged);
     return !finished_;
@@ -108,13 +109,6 @@ class video_decode : public troupe::plugin {
  private:
   static constexpr int max_per_call = 4;
   static constexpr int max_read_errors = 1000;
-
-  static void note(std::string& damaged, const std::string& why) {
-    if (damaged.empty())
-      damaged = why;
-    else if (damaged.size() < 512)
-      damaged += "; " + why;
-  }
 
   void seek_to_start() {
     const int64_t target = first_pts_ + av_rescale_q(static_cast<int64_t>(start_s_ * AV_TIME_BASE),
@@ -146,8 +140,7 @@ class video_decode : public troupe::plugin {
     AVFrame& f = *frame_;
     int64_t pts = f.best_effort_timestamp;
     if (pts == AV_NOPTS_VALUE) pts = f.pts;
-    const int64_t step = std::max<int64_t>(1, av_rescale_q(1, av_inv_q(frame_rate_), time_base_));
-    if (pts == AV_NOPTS_VALUE) pts = last_source_pts_ == AV_NOPTS_VALUE ? first_pts_ : last_source_pts_ + step;
+    if (pts == AV_NOPTS_VALUE) pts = last_source_pts_ == AV_NOPTS_VALUE ? first_pts_ : last_source_pts_ + step_;
     last_source_pts_ = pts;
     const double at_s = static_cast<double>(pts - first_pts_) * av_q2d(time_base_);
     if (at_s + 1e-9 < start_s_) return 0;  // before the start a seek could not reach exactly
@@ -160,29 +153,18 @@ class video_decode : public troupe::plugin {
     int64_t out_pts = pts_offset_ + (pts - pass_first_pts_);
     if (seq_ > 0 && out_pts <= last_out_pts_) out_pts = last_out_pts_ + 1;  // damaged timestamps: never backwards
     last_out_pts_ = out_pts;
-    next_pts_ = out_pts + step;
+    next_pts_ = out_pts + step_;
     if (f.width <= 0 || f.height <= 0 || f.width > 16384 || f.height > 16384) {
-      note(damaged, "a frame of " + std::to_string(f.width) + "x" + std::to_string(f.height) + " skipped");
+      add_reason(damaged, "a frame of " + std::to_string(f.width) + "x" + std::to_string(f.height) + " skipped");
       return 0;
     }
     const size_t size = image_size(format_->av, f.width, f.height);
     uint8_t* px = alloc(size);
-    uint8_t* planes[4];
-    int strides[4];
-    av_image_fill_arrays(planes, strides, px, format_->av, f.width, f.height, 1);
-    if (f.format == format_->av) {
-      av_image_copy(planes, strides, const_cast<const uint8_t**>(f.data), f.linesize, format_->av, f.width, f.height);
-    } else {
-      sws_.reset(sws_getCachedContext(sws_.release(), f.width, f.height, static_cast<AVPixelFormat>(f.format), f.width,
-                                      f.height, format_->av, SWS_BICUBIC, nullptr, nullptr, nullptr));
-      if (!sws_)
-        throw troupe::fatal_error("video_decode: no conversion from " +
-                                  std::string(av_get_pix_fmt_name(static_cast<AVPixelFormat>(f.format))) + " to " +
-                                  std::string(format_->name));
-      sws_scale(sws_.get(), f.data, f.linesize, 0, f.height, planes, strides);
-    }
+    const planes dst(px, format_->av, f.width, f.height);
+    copy_picture(sws_, f.data, f.linesize, f.width, f.height, static_cast<AVPixelFormat>(f.format), dst.data,
+                 dst.linesize, f.width, f.height, format_->av, SWS_BICUBIC, "video_decode");
     const bool corrupt = (f.flags & AV_FRAME_FLAG_CORRUPT) || f.decode_error_flags != 0;
-    if (corrupt) note(damaged, "frame at pts " + std::to_string(pts) + " is damaged (concealed, emitted)");
+    if (corrupt) add_reason(damaged, "frame at pts " + std::to_string(pts) + " is damaged (concealed, emitted)");
     width_text_ = std::to_string(f.width);
     height_text_ = std::to_string(f.height);
     pts_text_ = std::to_string(out_pts);
@@ -217,6 +199,7 @@ class video_decode : public troupe::plugin {
   AVRational time_base_{1, 1}, frame_rate_{25, 1};
   std::string time_base_text_, frame_rate_text_, width_text_, height_text_, pts_text_;
   int64_t first_pts_ = 0, last_source_pts_ = AV_NOPTS_VALUE, pass_first_pts_ = AV_NOPTS_VALUE;
+  int64_t step_ = 1;  // one frame's duration in time_base_
   int64_t pts_offset_ = 0, next_pts_ = 0, last_out_pts_ = 0, pass_ = 0, read_errors_ = 0;
   uint64_t seq_ = 0;
   bool flushing_ = false, finished_ = false;

@@ -57,18 +57,12 @@ class video_encode : public troupe::plugin {
       throw troupe::frame_error("video_encode: an audio block arrived, but audio is false (set audio: true to mux it)");
     if (!audio && !want_video_) throw troupe::frame_error("video_encode: a video frame arrived, but video is false");
     held h;
-    if (audio) {
+    h.when = timing_of(in);
+    if (audio)
       h.audio = audio_of(in);
-    } else {
+    else
       h.video = video_of(in);
-      h.pts = in.meta_int("pts", INT64_MIN);
-      h.time_base = parse_rational(in.meta("time_base"));
-      if (h.pts == INT64_MIN || h.time_base.num == 0) {
-        h.pts = in.timestamp_ns();
-        h.time_base = {1, 1000000000};
-      }
-    }
-    const key k{time_ns(in), in.stream(), in.seq()};
+    const key k{h.when.ns(), in.stream(), in.seq()};
     if (encoded_ > 0 && !(last_key_ < k)) {
       ++late_;
       throw troupe::frame_error("video_encode: frame stream " + std::to_string(in.stream()) + " seq " +
@@ -132,17 +126,9 @@ class video_encode : public troupe::plugin {
   };
   struct held {
     frame_ptr video;  // in the encoder's pixel format
-    int64_t pts = 0;
-    AVRational time_base{1, 1};
+    timing when{0, {1, 1}};
     std::unique_ptr<audio_block> audio;
   };
-
-  static int64_t time_ns(const troupe::frame_in& in) {
-    const int64_t pts = in.meta_int("pts", INT64_MIN);
-    const AVRational tb = parse_rational(in.meta("time_base"));
-    if (pts != INT64_MIN && tb.num > 0) return av_rescale_q(pts, tb, AVRational{1, 1000000000});
-    return in.timestamp_ns();
-  }
 
   // The video frame, copied into a frame of the encoder's pixel format.
   frame_ptr video_of(const troupe::frame_in& in) {
@@ -169,17 +155,9 @@ class video_encode : public troupe::plugin {
     if (out_ && !video_)
       throw troupe::frame_error("video_encode: a video frame came after the file was started without video");
     frame_ptr f = take_frame();
-    const uint8_t* planes[4];
-    int strides[4];
-    av_image_fill_arrays(const_cast<uint8_t**>(planes), strides, in.data(), p.format->av, width_, height_, 1);
-    if (p.format->av == pix_fmt_) {
-      av_image_copy(f->data, f->linesize, planes, strides, pix_fmt_, width_, height_);
-    } else {
-      sws_.reset(sws_getCachedContext(sws_.release(), width_, height_, p.format->av, width_, height_, pix_fmt_,
-                                      SWS_BICUBIC, nullptr, nullptr, nullptr));
-      if (!sws_) throw troupe::frame_error("video_encode: no conversion from " + std::string(p.format->name));
-      sws_scale(sws_.get(), planes, strides, 0, height_, f->data, f->linesize);
-    }
+    const planes src(in.data(), p.format->av, width_, height_);
+    copy_picture(sws_, src.data, src.linesize, width_, height_, p.format->av, f->data, f->linesize, width_, height_,
+                 pix_fmt_, SWS_BICUBIC, "video_encode");
     return f;
   }
 
@@ -345,7 +323,7 @@ class video_encode : public troupe::plugin {
     --(h.audio ? held_audio_ : held_video_);
     ++encoded_;
     if (h.audio) return encode_audio(*h.audio, std::get<0>(last_key_));
-    int64_t pts = av_rescale_q(h.pts, h.time_base, video_->codec->time_base);
+    int64_t pts = av_rescale_q(h.when.pts, h.when.time_base, video_->codec->time_base);
     if (video_frames_ > 0 && pts <= last_pts_) pts = last_pts_ + 1;  // frames of several streams at one time
     h.video->pts = last_pts_ = pts;
     send(video_.get(), h.video.get());
