@@ -47,6 +47,7 @@ check "nothing is left as .part" [ ! -e out.mkv.part ]
 # decode -> blur on 2 replicas (round robin: frames overtake each other) -> watermark -> H.264.
 cat > transcode.yaml <<Y
 pipeline: transcode
+window: 8  # frames in flight per receiver: replicas can overtake each other by less than the encoder holds
 stages:
   - {name: decode, plugin: video_decode, config: {path: $work/clip.mp4}}
   - {name: blur, plugin: blur, config: {radius: 2}, replicas: 2, routing: round_robin}
@@ -78,6 +79,7 @@ check "it gives as many bytes of s16 as ffmpeg decodes ($pcm)" grep -q "^total f
 check "in 20 ms blocks of 882 samples (44.1 kHz)" grep -q "^total frames $(((pcm / 2 + 881) / 882)) " audio.txt
 cat > muxed.yaml <<Y
 pipeline: muxed
+window: 8
 stages:
   - {name: video, plugin: video_decode, config: {path: $work/clip.mp4}}
   - {name: audio, plugin: audio_decode, config: {path: $work/clip.mp4}}
