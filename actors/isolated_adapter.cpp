@@ -356,9 +356,11 @@ void isolated_adapter::destroy() {
   ch_.reset();
 }
 
-call_result isolated_adapter::read_outputs(wire::Result::Reader r, const frame* in, uint64_t in_offset,
+call_result isolated_adapter::read_outputs(wire::Result::Reader r, size_t words, const frame* in, uint64_t in_offset,
                                            std::vector<frame>& out) {
-  for (auto o : r.getOutputs()) {
+  auto outputs = r.getOutputs();
+  if (auto why = wp::check_output_count(outputs.size(), words); !why.empty()) return {TROUPE_FATAL, why};
+  for (auto o : outputs) {
     frame f = wp::read_header(o);
     auto p = o.getPayload();
     uint64_t off = p.getOffset(), size = p.getSize();
@@ -503,10 +505,11 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
     call_result r;
     std::chrono::nanoseconds took{0};
     try {
-      capnp::FlatArrayMessageReader reader(area, wp::reader_options(wp::message_words(area)));
+      const size_t words = wp::message_words(area);
+      capnp::FlatArrayMessageReader reader(area, wp::reader_options(words));
       auto res = reader.getRoot<wire::Result>();
       took = std::chrono::nanoseconds(res.getNanos());
-      r = read_outputs(res, count > 0 ? &in[k] : nullptr, count > 0 ? offsets[k] : 0, outs);
+      r = read_outputs(res, words, count > 0 ? &in[k] : nullptr, count > 0 ? offsets[k] : 0, outs);
       area = kj::arrayPtr(reader.getEnd(), area.end());
     } catch (const kj::Exception& e) {
       outs.clear();

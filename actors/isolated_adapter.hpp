@@ -72,7 +72,8 @@ class isolated_adapter : public plugin_adapter {
   static call_result plain_result(wire::Result::Reader r);
   // Appends r's outputs to out. An output in the input region must lie within `in`, which
   // was placed at in_offset there.
-  call_result read_outputs(wire::Result::Reader r, const frame* in, uint64_t in_offset, std::vector<frame>& out);
+  call_result read_outputs(wire::Result::Reader r, size_t words, const frame* in, uint64_t in_offset,
+                           std::vector<frame>& out);
   // Sends a process request (count inputs, in[k] placed at offsets[k]; none: a source's
   // turn) and reports its results to sink as inputs base + k. Returns how many inputs are
   // done; 0 when the batch ends here (a fatal result, or the sink said stop).

@@ -112,6 +112,15 @@ inline capnp::ReaderOptions reader_options(size_t words) {
   return o;
 }
 
+/// Why a result cannot hold `outputs` outputs in `words` words, or empty. Each output a worker
+/// writes is a Frame struct of several words; a longer list is bytes or bits read as structs
+/// (8 or 64 to a word), which would turn a few bytes of the results area into millions of
+/// frames for the node to allocate.
+inline std::string check_output_count(size_t outputs, size_t words) {
+  if (outputs <= words) return {};
+  return "worker claimed " + std::to_string(outputs) + " outputs in a result of " + std::to_string(words) + " words";
+}
+
 /// The words of the flat message at the start of area (its segment table says), within area;
 /// throws kj::Exception if the table is malformed.
 inline size_t message_words(kj::ArrayPtr<const capnp::word> area) {

@@ -56,4 +56,39 @@ TEST(worker_protocol, a_result_claiming_millions_of_empty_outputs_is_not_read) {
   EXPECT_THROW(reader.getRoot<wire::Result>().getOutputs(), kj::Exception);
 }
 
+TEST(worker_protocol, a_list_of_bytes_read_as_outputs_is_refused) {
+  // A Result whose outputs are a list of 512 bytes: read as structs, each byte is a Frame, so
+  // 64 words of results area would become 512 frames for the node to make.
+  const uint64_t count = 512;
+  std::vector<uint64_t> flat = {
+      uint64_t{5 + count / 8} << 32,              // segment table: one segment
+      (uint64_t{2} << 32) | (uint64_t{2} << 48),  // root: a struct right after, 2 data words, 2 pointers
+      0,
+      0,                                        // status, nanos
+      0,                                        // error: null
+      1 | (uint64_t{2} << 32) | (count << 35),  // outputs: a list of bytes right after
+  };
+  flat.resize(flat.size() + count / 8, 0);
+  kj::ArrayPtr<const capnp::word> area(reinterpret_cast<const capnp::word*>(flat.data()), flat.size());
+  const size_t words = wp::message_words(area);
+  ASSERT_EQ(words, flat.size());
+  capnp::FlatArrayMessageReader reader(area, wp::reader_options(words));
+  auto outputs = reader.getRoot<wire::Result>().getOutputs();
+  ASSERT_EQ(outputs.size(), count);  // capnp reads a list of bytes as a list of structs
+  EXPECT_EQ(wp::check_output_count(outputs.size(), words),
+            "worker claimed 512 outputs in a result of " + std::to_string(words) + " words");
+}
+
+TEST(worker_protocol, the_outputs_a_worker_writes_pass_the_count_check) {
+  capnp::MallocMessageBuilder msg;
+  auto res = msg.initRoot<wire::Result>();
+  auto outs = res.initOutputs(100);
+  for (auto o : outs) o.setType("x");
+  auto flat = capnp::messageToFlatArray(msg);
+  kj::ArrayPtr<const capnp::word> area = flat;
+  const size_t words = wp::message_words(area);
+  capnp::FlatArrayMessageReader reader(area, wp::reader_options(words));
+  EXPECT_EQ(wp::check_output_count(reader.getRoot<wire::Result>().getOutputs().size(), words), "");
+}
+
 }  // namespace
