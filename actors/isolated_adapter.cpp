@@ -21,6 +21,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <thread>
 
 extern char** environ;
@@ -160,10 +161,24 @@ void isolated_adapter::reap(bool kill_first) {
   while (waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
   kill_group(p);
+  if (cg_) cg_->kill_all();
   int status = 0;
   while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
   }
   pid_.store(-1);
+}
+
+std::string isolated_adapter::memory_limit_broken(const std::string& how) const {
+  return "memory limit " + std::to_string(manifest_.resources.memory_mb) + " MiB exceeded (" + how + ")";
+}
+
+std::string isolated_adapter::over_memory() {
+  if (!cg_) return {};
+  auto n = cg_->oom_kills();
+  if (n <= oom_seen_) return {};
+  oom_seen_ = n;
+  return memory_limit_broken("the kernel's OOM killer ended a process of worker " + std::to_string(pid_.load()) +
+                             " in its cgroup");
 }
 
 call_result isolated_adapter::worker_gone(const std::string& during) {
@@ -181,6 +196,7 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
         got = -1;  // not a child of ours any more
       } else if (info.si_pid == p) {
         kill_group(p);  // it exited: what it forked goes with it
+        if (cg_) cg_->kill_all();
         got = waitpid(p, &status, WNOHANG);
         if (got == p) pid_.store(-1);
       }
@@ -192,6 +208,8 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
     return {TROUPE_FATAL, what + " stopped answering during " + during + " and was killed"};
   }
   const auto& lim = manifest_.resources;
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !terminated_.load())
+    if (auto why = over_memory(); !why.empty()) return {TROUPE_FATAL, why};
   if (WIFEXITED(status) && WEXITSTATUS(status) == wp::exit_memory_limit)
     return {TROUPE_FATAL, "memory limit " + std::to_string(lim.memory_mb) + " MiB exceeded (" + what + ")"};
   if (WIFEXITED(status) && WEXITSTATUS(status) == wp::exit_out_of_memory)
@@ -238,6 +256,26 @@ call_result isolated_adapter::create(const config_values& config) {
     ch->region[i] = static_cast<uint8_t*>(p);
   }
 
+  // Its cgroup: the memory limit counts the worker's own code, its output region (pages it
+  // writes first are charged to it) and whatever it forks.
+  static std::once_flag said;
+  std::call_once(said, [] {
+    const auto& cg = cgroups_here();
+    if (cg.version > 0)
+      spdlog::info("isolated workers: {}", cg.describe());
+    else
+      spdlog::warn("isolated workers: {}", cg.describe());
+  });
+  static std::atomic<uint64_t> workers{0};
+  const auto& lim = manifest_.resources;
+  const uint64_t memory =
+      lim.memory_mb > 0 ? (lim.memory_mb << 20) + region_bytes_ + worker_cgroup::worker_allowance_bytes : 0;
+  cg_.reset();
+  oom_seen_ = 0;
+  std::string cg_why;
+  cg_ = worker_cgroup::make("worker-" + std::to_string(++workers), memory, lim.processes, cg_why);
+  if (!cg_ && cgroups_here().version > 0) spdlog::warn("[{}] worker without a cgroup: {}", log_tag_, cg_why);
+
   auto exe = worker_executable();
   std::vector<std::string> args = {exe,
                                    "worker",
@@ -253,6 +291,7 @@ call_result isolated_adapter::create(const config_values& config) {
                                    std::to_string(region_bytes_),
                                    "--log-level",
                                    std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
+  if (cg_) args.insert(args.end(), {"--cgroup", cg_->procs_files()});
   pid_t pid = spawner::get().run([&]() -> pid_t {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -342,6 +381,10 @@ call_result isolated_adapter::stop() {
 }
 
 call_result isolated_adapter::health() {
+  if (auto why = over_memory(); !why.empty()) {
+    reap(true);
+    return {TROUPE_FATAL, why};
+  }
   capnp::MallocMessageBuilder msg;
   msg.initRoot<wire::Request>().setHealth();
   return exchange("health", msg, plain_result);
@@ -354,6 +397,7 @@ void isolated_adapter::destroy() {
   exchange("destroy", msg, plain_result);
   reap(false);  // the worker exits after destroy
   ch_.reset();
+  cg_.reset();
 }
 
 call_result isolated_adapter::read_outputs(wire::Result::Reader r, size_t words, const frame* in, uint64_t in_offset,
@@ -469,6 +513,7 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
   auto t0 = std::chrono::steady_clock::now();
   sink.begin(base, t0);
   bool gone = !wp::send_message(ch_->sock, msg);
+  int64_t oom_at = -1;
   if (!gone) {
     // Wait for the reply, announcing each input the worker is seen to move on to.
     uint32_t seen = 0;
@@ -477,6 +522,7 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
       int n = poll(&pfd, 1, 10);
       if (n > 0 || (n < 0 && errno != EINTR)) break;
       uint32_t at = ctl.progress.load(std::memory_order_relaxed);
+      if (cg_ && oom_at < 0 && cg_->oom_kills() > oom_seen_) oom_at = at;  // the input it broke its limit on
       if (at != seen && at < count) {
         seen = at;
         sink.begin(base + at, std::chrono::steady_clock::now());
@@ -489,16 +535,25 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
       gone = true;
     }
   }
+  // A process of the worker's group (a child of it) killed for memory while it worked on these:
+  // the worker broke its limit on the input it was at then. What it committed before that
+  // input stands; the worker goes. (A worker itself killed for it is gone, and named below.)
+  std::string over = gone ? std::string() : over_memory();
+  if (!over.empty()) {
+    if (oom_at < 0) oom_at = static_cast<int64_t>(ctl.progress.load(std::memory_order_relaxed));
+    reap(true);
+  }
   // The results the worker committed, also if it died after.
   const unsigned expected = std::max(1u, count);
-  const uint32_t committed = ctl.committed.load(std::memory_order_acquire);
-  if (committed > expected || (committed == 0 && !gone)) {
+  uint32_t committed = ctl.committed.load(std::memory_order_acquire);
+  if (committed > expected || (committed == 0 && !gone && over.empty())) {
     report(0,
            {TROUPE_FATAL,
             "worker counted " + std::to_string(committed) + " results for " + std::to_string(expected) + " calls"},
            {});
     return 0;
   }
+  if (!over.empty()) committed = std::min(committed, static_cast<uint32_t>(std::min<int64_t>(oom_at, expected - 1)));
   const auto* words = reinterpret_cast<const capnp::word*>(ch_->region[1]);
   kj::ArrayPtr<const capnp::word> area(words, wp::results_bytes(region_bytes_) / sizeof(capnp::word));
   for (unsigned k = 0; k < committed; ++k) {
@@ -516,6 +571,10 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
       r = {TROUPE_FATAL, std::string("worker wrote a malformed result: ") + e.getDescription().cStr()};
     }
     if (!report(k, std::move(r), took)) return 0;
+  }
+  if (!over.empty()) {
+    report(committed, {TROUPE_FATAL, over}, std::chrono::steady_clock::now() - t0);
+    return 0;
   }
   if (gone && committed < expected) {
     // The worker died working on the input after the last result it committed.

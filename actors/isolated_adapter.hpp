@@ -15,6 +15,7 @@
 #pragma once
 
 #include "adapter.hpp"
+#include "worker_cgroup.hpp"
 
 #include <worker.capnp.h>
 
@@ -80,6 +81,10 @@ class isolated_adapter : public plugin_adapter {
   size_t run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets, unsigned count, size_t base,
                      batch_sink& sink);
   call_result worker_gone(const std::string& during);
+  // Why the worker is over its memory limit: the kernel's OOM killer ended a process of its
+  // cgroup (the worker or a child of it) since the last look; empty if not.
+  std::string over_memory();
+  std::string memory_limit_broken(const std::string& how) const;
   static void kill_group(pid_t worker);
   void reap(bool kill_first);
 
@@ -88,6 +93,8 @@ class isolated_adapter : public plugin_adapter {
   const std::string log_tag_;
   const size_t region_bytes_;
   std::unique_ptr<channel> ch_;
+  std::unique_ptr<worker_cgroup> cg_;  // the worker's group, where cgroups can be written
+  uint64_t oom_seen_ = 0;
   std::atomic<pid_t> pid_{-1};
   std::mutex pid_mutex_;  // kill() and waitpid() never race: a reaped pid is never signalled
   std::atomic<bool> terminated_{false};

@@ -275,12 +275,13 @@ expected<manifest> load_manifest(const std::string& path) {
           code, yaml::where(path, mode) + ": field 'mode': expected embedded or isolated, got '" + mode.Scalar() + "'");
   }
   if (auto res = root["resources"]) {
-    if (auto err = yaml::check_keys(path, res, "resources",
-                                    {"memory_mb", "cpu_seconds", "open_files", "network", "deadline_ms"}, code))
+    if (auto err =
+            yaml::check_keys(path, res, "resources",
+                             {"memory_mb", "cpu_seconds", "open_files", "processes", "network", "deadline_ms"}, code))
       return err;
     auto& r = m.resources;
     for (auto [key, slot] : {std::pair{"memory_mb", &r.memory_mb}, std::pair{"cpu_seconds", &r.cpu_seconds},
-                             std::pair{"open_files", &r.open_files}}) {
+                             std::pair{"open_files", &r.open_files}, std::pair{"processes", &r.processes}}) {
       if (!res[key]) continue;
       auto x = yaml::scalar<uint64_t>(path, res[key], std::string("resources.") + key, "a non-negative integer", code);
       if (!x) return x.error();

@@ -54,6 +54,7 @@ struct resource_limits {
   uint64_t memory_mb = 0;    // 0: unlimited
   uint64_t cpu_seconds = 0;  // 0: unlimited
   uint64_t open_files = 0;   // 0: inherit
+  uint64_t processes = 256;  // processes and threads of an isolated worker (where cgroups serve); 0: no limit
   bool network = false;
   uint32_t deadline_ms = 5000;  // per process call
 };

@@ -29,6 +29,7 @@ struct worker_options {
   std::string tag;  // log tag of the instance
   int parent = 0;   // the node's pid: the worker ends if its node is gone
   size_t region_bytes = 0;
+  std::string cgroup;  // cgroup.procs files to join before the plugin is loaded, ':'-separated
 };
 
 /// `troupe conformance`: the plugin contract, checked under both adapters.

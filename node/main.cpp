@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   worker_cmd->add_option("--tag", worker_opts.tag);
   worker_cmd->add_option("--parent", worker_opts.parent)->required();
   worker_cmd->add_option("--region-bytes", worker_opts.region_bytes)->required();
+  worker_cmd->add_option("--cgroup", worker_opts.cgroup);
 
   CLI11_PARSE(app, argc, argv);
   if (!setup_logging(common.log_level)) {

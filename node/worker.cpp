@@ -1,9 +1,10 @@
 // `troupe worker`: serves one isolated plugin instance for the node that spawned it.
 //
 // It finds its control socket and its two shared regions at fixed descriptors
-// (worker_protocol.hpp), loads the plugin library, puts the manifest's limits in force
-// (address space, CPU time, open files, no new privileges, and a seccomp filter that kills
-// it on a network socket unless the manifest asks for network), says hello, and then
+// (worker_protocol.hpp), joins the cgroup the node made for it, puts the manifest's limits
+// in force (address space, CPU time, open files, no new privileges, and a seccomp filter that
+// kills it on a network socket unless the manifest asks for network), and only then loads the
+// plugin library, whose constructors run under all of them; it says hello, and then
 // answers requests one by one, running the plugin through the same embedded adapter the
 // node uses in-process: the plugin cannot tell the difference.
 #include "commands.hpp"
@@ -11,6 +12,7 @@
 #include <embedded_adapter.hpp>
 #include <manifest.hpp>
 #include <plugin_library.hpp>
+#include <worker_cgroup.hpp>
 #include <worker_protocol.hpp>
 
 #include <kj/exception.h>
@@ -54,8 +56,8 @@ std::string apply_limits(const resource_limits& lim) {
     rlimit r{lim.cpu_seconds, lim.cpu_seconds + 1};  // SIGXCPU at the limit, SIGKILL a second later
     if (setrlimit(RLIMIT_CPU, &r) != 0) return std::string("cpu limit: ") + std::strerror(errno);
   }
-  // What the worker maps already (its code, the library, the shared regions) is not the
-  // plugin's: the limit is on top of it.
+  // What the worker maps already (its own code and the shared regions) is not the plugin's:
+  // the limit is on top of it. The library is loaded after this, so what it maps counts.
   if (lim.memory_mb > 0) {
     rlim_t bytes = mapped_bytes() + (lim.memory_mb << 20);
     rlimit r{bytes, bytes};
@@ -123,6 +125,12 @@ int serve_worker(const worker_options& o) {
     h.setError(error);
     return wp::send_message(wp::socket_fd, msg);
   };
+  // First of all, before anything of the plugin runs: what it or its children use counts in
+  // the group, and the node can kill them all.
+  if (auto e = join_cgroups(o.cgroup); !e.empty()) {
+    hello(e);
+    return 1;
+  }
   uint8_t* region[2];
   for (int i = 0; i < 2; ++i) {
     void* p = mmap(nullptr, o.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, wp::input_region_fd + i, 0);
@@ -137,13 +145,13 @@ int serve_worker(const worker_options& o) {
     hello(describe(m.error()));
     return 1;
   }
+  if (auto e = apply_limits(m->resources); !e.empty()) {
+    hello("cannot put the limits of " + m->path + " in force: " + e);
+    return 1;
+  }
   auto lib = plugin_library::open(*m);
   if (!lib) {
     hello(describe(lib.error()));
-    return 1;
-  }
-  if (auto e = apply_limits(m->resources); !e.empty()) {
-    hello("cannot put the limits of " + m->path + " in force: " + e);
     return 1;
   }
   if (!hello({})) return 1;

@@ -1,8 +1,9 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
 // exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
-// network socket, an io_uring ring, a child left behind, or an output that reveals which process it runs in, on one
-// sequence number or on every Nth frame this instance processes; or it fails create, start or stop, or takes its time
-// to stop. For tests.
+// network socket, an io_uring ring, a child left behind, children that share a memory hog
+// (each within the process limits) or that fork as many as they can, or an output that reveals which process it runs
+// in, on one sequence number or on every Nth frame this instance processes; or it fails create, start or stop, or takes
+// its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <chrono>
@@ -16,9 +17,11 @@
 #include <vector>
 
 #include <linux/io_uring.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace {
@@ -33,6 +36,7 @@ class faulty : public troupe::plugin {
         hang_ms_(ctx.config.get_int("hang_ms", 3600000)),
         slow_ms_(ctx.config.get_int("slow_ms", 50)),
         hog_mb_(ctx.config.get_int("hog_mb", 1024)),
+        children_(ctx.config.get_int("children", 4)),
         stop_ms_(ctx.config.get_int("stop_ms", 0)),
         fail_start_(ctx.config.get_bool("fail_start")),
         fail_stop_(ctx.config.get_bool("fail_stop")) {
@@ -109,6 +113,49 @@ class faulty : public troupe::plugin {
         for (;;) ::pause();
       std::abort();
     }
+    if (action_ == "fork_hog") {
+      // children_ children, each touching hog_mb: every one stays within a per-process limit,
+      // together they do not. Waits until each has touched its memory or died.
+      int done[2];
+      if (::pipe(done) != 0) throw troupe::frame_error("faulty: pipe failed on " + where);
+      std::vector<pid_t> kids;
+      for (int64_t i = 0; i < children_; ++i) {
+        pid_t k = ::fork();
+        if (k == 0) {
+          auto bytes = static_cast<size_t>(hog_mb_) << 20;
+          void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+          if (p != MAP_FAILED) std::memset(p, 1, bytes);
+          char c = 1;
+          (void)!::write(done[1], &c, 1);
+          for (;;) ::pause();
+        }
+        if (k > 0) kids.push_back(k);
+      }
+      ::close(done[1]);
+      size_t settled = 0;
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (settled < kids.size() && std::chrono::steady_clock::now() < until) {
+        pollfd p{done[0], POLLIN, 0};
+        if (::poll(&p, 1, 10) > 0) {
+          char c;
+          if (::read(done[0], &c, 1) == 1) ++settled;
+        }
+        int status;
+        while (::waitpid(-1, &status, WNOHANG) > 0) ++settled;  // one that died before it said so
+      }
+      ::close(done[0]);
+    }
+    if (action_ == "fork_many") {
+      // Forks until children_ children run or a fork is refused; a refusal is fatal.
+      for (int64_t i = 0; i < children_; ++i) {
+        pid_t k = ::fork();
+        if (k == 0)
+          for (;;) ::pause();
+        if (k < 0)
+          throw troupe::fatal_error("faulty: fork refused after " + std::to_string(i) + " children (" +
+                                    std::strerror(errno) + ") on " + where);
+      }
+    }
     if (action_ == "io_uring") {
       // The way round a ban on socket(): a ring, whose IORING_OP_SOCKET makes one.
       io_uring_params params{};
@@ -119,7 +166,7 @@ class faulty : public troupe::plugin {
   }
 
   const std::string action_;
-  const int64_t on_seq_, every_, hang_ms_, slow_ms_, hog_mb_, stop_ms_;
+  const int64_t on_seq_, every_, hang_ms_, slow_ms_, hog_mb_, children_, stop_ms_;
   std::vector<std::unique_ptr<char[]>> hoard_;
   const bool fail_start_, fail_stop_;
   int64_t seen_ = 0;

@@ -8,6 +8,7 @@
 
 #include <catalog.hpp>
 #include <isolated_adapter.hpp>
+#include <worker_cgroup.hpp>
 
 #include <signal.h>
 #include <sys/types.h>
@@ -324,6 +325,70 @@ edges: ["src -> forker -> sink"]
   }
   EXPECT_TRUE(left.empty()) << left.size() << " processes of the worker outlived it";
   for (auto pid : left) ::kill(pid, SIGKILL);  // leave the machine as it was
+}
+
+// The workers' cgroups this process has made and not yet removed.
+std::vector<std::string> worker_groups() {
+  std::vector<std::string> found;
+  for (auto& parent : cgroups_here().parents)
+    for (auto& e : std::filesystem::directory_iterator(parent))
+      if (e.is_directory()) found.push_back(e.path().string());
+  return found;
+}
+
+// The processes of stage f's workers, waited for (two seconds) to be gone.
+std::vector<pid_t> workers_left(const std::string& stage) {
+  std::vector<pid_t> left;
+  for (int i = 0; i < 100; ++i) {
+    left = processes_with("stage=" + stage + " ");
+    if (left.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto pid : left) ::kill(pid, SIGKILL);  // leave the machine as it was
+  return left;
+}
+
+// rlimits are per process: four children of 200 MiB each stay within a 256 MiB address space
+// apiece. The worker's cgroup counts them together: the kernel kills in the group, the node
+// names the memory limit and replaces the worker, and nothing of the old one is left.
+TEST(isolated, children_that_share_a_memory_hog_break_their_worker_s_limit) {
+  ASSERT_GT(cgroups_here().version, 0) << cgroups_here().describe();
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 20000, "
+                              "config: {action: fork_hog, hog_mb: 200, children: 4, on_seq: 2}}",
+                              6));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_THAT(r.slot("f").last_error(), HasSubstr("memory limit 256 MiB exceeded (the kernel's OOM killer ended"));
+  EXPECT_EQ(r.dead_letters->records().size(), 2u);
+  expect_clean_but_dead(r, d.path().string(), 6);
+  EXPECT_TRUE(workers_left("f").empty());
+  EXPECT_TRUE(worker_groups().empty());
+}
+
+// A fork bomb in a worker stops at the manifest's `processes` (64 for faulty), not at the
+// machine's limit.
+TEST(isolated, a_worker_starts_no_more_processes_than_its_manifest_allows) {
+  ASSERT_GT(cgroups_here().version, 0) << cgroups_here().describe();
+  ASSERT_EQ(cgroups_here().parents.size(), cgroups_here().version == 1 ? 2u : 1u) << "no pids controller";
+  temp_dir d;
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, "
+                              "config: {action: fork_many, children: 1000, on_seq: 1}}",
+                              4));
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto e = r.slot("f").last_error();
+  ASSERT_THAT(e, HasSubstr("fork refused after "));
+  auto forked = std::stoi(e.substr(e.find("after ") + 6));
+  EXPECT_GT(forked, 0);
+  EXPECT_LT(forked, 64);
+  EXPECT_EQ(r.dead_letters->records().size(), 2u);
+  EXPECT_TRUE(workers_left("f").empty());
+  EXPECT_TRUE(worker_groups().empty());
 }
 
 TEST(isolated, a_worker_that_does_not_stop_in_time_is_killed_and_teardown_failed) {

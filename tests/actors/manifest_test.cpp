@@ -24,7 +24,7 @@ config:
   on: {type: bool, default: true}
   shape: {type: enum, values: [box, disc], default: box}
 mode: isolated
-resources: {memory_mb: 128, deadline_ms: 250, network: false}
+resources: {memory_mb: 128, deadline_ms: 250, network: false, processes: 16}
 )";
 
 }  // namespace
@@ -38,6 +38,7 @@ TEST(manifest, reads_every_field) {
   EXPECT_EQ(m->mode, exec_mode::isolated);
   EXPECT_EQ(m->resources.memory_mb, 128u);
   EXPECT_EQ(m->resources.deadline_ms, 250u);
+  EXPECT_EQ(m->resources.processes, 16u);
   ASSERT_EQ(m->config.size(), 5u);
   EXPECT_EQ(m->config[4].values, (std::vector<std::string>{"box", "disc"}));
   ASSERT_EQ(m->dependencies.size(), 1u);
@@ -72,6 +73,7 @@ TEST(manifest, unknown_key_and_bad_values_are_refused) {
       {"name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  e: {type: enum, default: a}\n", "needs 'values'"},
       {"name: x\nversion: 1.0.0\nabi: 1\nmode: remote\n", "expected embedded or isolated"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {deadline_ms: soon}\n", "resources.deadline_ms"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nresources: {processes: -4}\n", "resources.processes"},
       {"name: x\nversion: 1.0.0\nabi: 1\ndependencies: [{name: y, version: \"about 2\"}]\n", "not understood"},
       {"name: [x\n", "not valid YAML"},
   };
