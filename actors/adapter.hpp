@@ -71,6 +71,9 @@ class plugin_adapter {
   virtual void terminate() {}
   /// The process that runs the plugin's code, if it is not this one; -1 otherwise.
   virtual int worker_pid() const { return -1; }
+  /// Bytes of memory the worker and what it forked use, as last sampled (at most once a
+  /// second, as calls return); 0 in-process. Safe to call while a call runs.
+  virtual uint64_t memory_bytes() const { return 0; }
 };
 
 }  // namespace troupe

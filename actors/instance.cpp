@@ -379,6 +379,7 @@ class instance_actor : public caf::event_based_actor {
         lose("health check failed: " + r.error);
         return;
       }
+      if (adapter_) s_.stats->worker_memory.Set(static_cast<double>(adapter_->memory_bytes()));
       delayed_send(this, heartbeat_interval, heartbeat_atom::value);
       pump();
       return;
@@ -641,6 +642,7 @@ class instance_actor : public caf::event_based_actor {
     if (state_ != instance_state::running) return;
     const bool made_outputs = !r.outputs.empty();  // handle_results hands them on
     handle_results(r);
+    if (adapter_) s_.stats->worker_memory.Set(static_cast<double>(adapter_->memory_bytes()));
     if (r.fatal.status == TROUPE_FATAL) {
       lose(r.fatal.error, r.fatal_input);
       return;

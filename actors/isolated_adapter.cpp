@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -170,6 +171,22 @@ void isolated_adapter::reap(bool kill_first) {
 
 std::string isolated_adapter::memory_limit_broken(const std::string& how) const {
   return "memory limit " + std::to_string(manifest_.resources.memory_mb) + " MiB exceeded (" + how + ")";
+}
+
+void isolated_adapter::sample_memory() {
+  auto now = std::chrono::steady_clock::now();
+  if (now - sampled_ < std::chrono::seconds(1)) return;
+  sampled_ = now;
+  // The worker's resident set, or what its cgroup is charged if more: the group counts what
+  // the worker's children use, but not the pages the worker touched before it joined.
+  uint64_t bytes = 0;
+  if (auto p = pid_.load(); p > 0) {
+    std::ifstream in("/proc/" + std::to_string(p) + "/statm");
+    uint64_t size = 0, resident = 0;
+    if (in >> size >> resident) bytes = resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  }
+  if (cg_) bytes = std::max(bytes, cg_->memory_bytes());
+  memory_bytes_.store(bytes, std::memory_order_relaxed);
 }
 
 std::string isolated_adapter::over_memory() {
@@ -387,7 +404,9 @@ call_result isolated_adapter::health() {
   }
   capnp::MallocMessageBuilder msg;
   msg.initRoot<wire::Request>().setHealth();
-  return exchange("health", msg, plain_result);
+  auto r = exchange("health", msg, plain_result);
+  sample_memory();
+  return r;
 }
 
 void isolated_adapter::destroy() {
@@ -572,6 +591,7 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
     }
     if (!report(k, std::move(r), took)) return 0;
   }
+  sample_memory();
   if (!over.empty()) {
     report(committed, {TROUPE_FATAL, over}, std::chrono::steady_clock::now() - t0);
     return 0;

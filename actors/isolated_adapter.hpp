@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -63,6 +64,7 @@ class isolated_adapter : public plugin_adapter {
 
   /// The worker's process id, or -1 when there is none.
   int worker_pid() const override { return pid_.load(); }
+  uint64_t memory_bytes() const override { return memory_bytes_.load(std::memory_order_relaxed); }
 
  private:
   struct channel;
@@ -85,6 +87,8 @@ class isolated_adapter : public plugin_adapter {
   // cgroup (the worker or a child of it) since the last look; empty if not.
   std::string over_memory();
   std::string memory_limit_broken(const std::string& how) const;
+  // Samples memory_bytes_ if a second has passed since the last sample.
+  void sample_memory();
   static void kill_group(pid_t worker);
   void reap(bool kill_first);
 
@@ -95,6 +99,8 @@ class isolated_adapter : public plugin_adapter {
   std::unique_ptr<channel> ch_;
   std::unique_ptr<worker_cgroup> cg_;  // the worker's group, where cgroups can be written
   uint64_t oom_seen_ = 0;
+  std::atomic<uint64_t> memory_bytes_{0};
+  std::chrono::steady_clock::time_point sampled_{};
   std::atomic<pid_t> pid_{-1};
   std::mutex pid_mutex_;  // kill() and waitpid() never race: a reaped pid is never signalled
   std::atomic<bool> terminated_{false};

@@ -73,6 +73,10 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
       in_flight(build(prometheus::BuildGauge(), "troupe_instance_in_flight",
                       "Outputs sent to the next stage and not yet acknowledged.", *r)),
       up(build(prometheus::BuildGauge(), "troupe_instance_up", "1 while the instance is running, else 0.", *r)),
+      worker_memory(build(prometheus::BuildGauge(), "troupe_instance_worker_memory_bytes",
+                          "Memory the instance's isolated worker uses: its resident set, or what its cgroup "
+                          "(the worker and what it forked) is charged if more; 0 for an embedded instance.",
+                          *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
                        "Time the plugin spent on one input frame.", *r)),
       registry_(std::move(r)) {}
@@ -125,6 +129,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       queue_depth(m.queue_depth.Add(labels())),
       in_flight(m.in_flight.Add(labels())),
       up(m.up.Add(labels())),
+      worker_memory(m.worker_memory.Add(labels())),
       processing(m.processing.Add(labels(), processing_buckets())),
       registry_(m.registry()) {}
 

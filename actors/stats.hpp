@@ -52,6 +52,7 @@ class metrics {
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& in_flight;
   prometheus::Family<prometheus::Gauge>& up;
+  prometheus::Family<prometheus::Gauge>& worker_memory;
   prometheus::Family<prometheus::Histogram>& processing;
 
  private:
@@ -103,6 +104,7 @@ class slot_stats {
   prometheus::Gauge& queue_depth;  // inputs held: received, not yet done
   prometheus::Gauge& in_flight;    // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
+  prometheus::Gauge& worker_memory;  // bytes the isolated worker (and its children) use; 0 in-process
   prometheus::Histogram& processing;
 
   /// The generation whose outputs are current; outputs stamped otherwise are stale.

@@ -141,6 +141,11 @@ TEST(isolated, outputs_are_those_of_embedded_mode_byte_for_byte) {
     EXPECT_TRUE(gone(pid)) << "worker " << pid << " outlived its pipeline";
   }
   for (auto& s : ri.slots) expect_books_balance(*s);
+  // What each worker used is a figure of its own (more than the 4 MiB no worker runs in);
+  // an embedded instance has no worker.
+  for (auto& s : ri.slots)
+    if (s->mode == exec_mode::isolated) EXPECT_GT(s->worker_memory.Value(), 4 << 20) << s->stage;
+  for (auto& s : re.slots) EXPECT_EQ(s->worker_memory.Value(), 0) << s->stage;
 }
 
 TEST(isolated, a_crashing_worker_is_lost_restarted_and_loses_no_frame) {
