@@ -12,6 +12,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -123,11 +124,13 @@ std::string worker_executable() {
 
 struct isolated_adapter::channel {
   int sock = -1;
+  int pidfd = -1;  // readable once the worker has exited
   int region_fd[2] = {-1, -1};
   uint8_t* region[2] = {nullptr, nullptr};
   size_t region_bytes = 0;
   ~channel() {
     if (sock >= 0) close(sock);
+    if (pidfd >= 0) close(pidfd);
     for (int i = 0; i < 2; ++i) {
       if (region[i]) munmap(region[i], region_bytes);
       if (region_fd[i] >= 0) close(region_fd[i]);
@@ -196,6 +199,17 @@ std::string isolated_adapter::over_memory() {
   oom_seen_ = n;
   return memory_limit_broken("the kernel's OOM killer ended a process of worker " + std::to_string(pid_.load()) +
                              " in its cgroup");
+}
+
+bool isolated_adapter::wait_for_reply() {
+  for (;;) {
+    pollfd p[2] = {{ch_->sock, POLLIN, 0}, {ch_->pidfd, POLLIN, 0}};
+    int n = poll(p, ch_->pidfd >= 0 ? 2 : 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (p[0].revents != 0) return true;  // a reply, or the end of the socket
+    if (p[1].revents != 0) return false;
+  }
 }
 
 call_result isolated_adapter::worker_gone(const std::string& during) {
@@ -337,10 +351,12 @@ call_result isolated_adapter::create(const config_values& config) {
   close(child_sock);
   if (pid < 0) return {TROUPE_FATAL, "cannot start worker " + exe + ": " + std::strerror(spawn_errno)};
   pid_.store(pid);
+  ch->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));  // close-on-exec; -1 before Linux 5.3
   ch_ = std::move(ch);
 
   // The worker says hello once its limits are in force and the library is loaded.
   try {
+    if (!wait_for_reply()) return worker_gone("start-up");
     capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
     auto hello = reader.getRoot<wire::Hello>();
     if (hello.getProtocol() != wire::PROTOCOL_VERSION)
@@ -375,6 +391,7 @@ call_result isolated_adapter::exchange(const char* during, capnp::MessageBuilder
   if (!ch_ || pid_.load() <= 0) return {TROUPE_FATAL, std::string("no worker for ") + during};
   if (!wp::send_message(ch_->sock, msg)) return worker_gone(during);
   try {
+    if (!wait_for_reply()) return worker_gone(during);
     capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
     auto reply = reader.getRoot<wire::Reply>();
     if (reply.getResults().size() != 1 || reply.getDone() != 1)
@@ -537,8 +554,12 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
     // Wait for the reply, announcing each input the worker is seen to move on to.
     uint32_t seen = 0;
     for (;;) {
-      pollfd pfd{ch_->sock, POLLIN, 0};
-      int n = poll(&pfd, 1, 10);
+      pollfd pfd[2] = {{ch_->sock, POLLIN, 0}, {ch_->pidfd, POLLIN, 0}};
+      int n = poll(pfd, ch_->pidfd >= 0 ? 2 : 1, 10);
+      if (n > 0 && pfd[0].revents == 0) {
+        gone = true;  // exited without a word (a child of it may hold the socket open)
+        break;
+      }
       if (n > 0 || (n < 0 && errno != EINTR)) break;
       uint32_t at = ctl.progress.load(std::memory_order_relaxed);
       if (cg_ && oom_at < 0 && cg_->oom_kills() > oom_seen_) oom_at = at;  // the input it broke its limit on
@@ -547,12 +568,12 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
         sink.begin(base + at, std::chrono::steady_clock::now());
       }
     }
-    try {
-      capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
-      reader.getRoot<wire::Reply>();
-    } catch (const kj::Exception&) {
-      gone = true;
-    }
+    if (!gone) try {
+        capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
+        reader.getRoot<wire::Reply>();
+      } catch (const kj::Exception&) {
+        gone = true;
+      }
   }
   // A process of the worker's group (a child of it) killed for memory while it worked on these:
   // the worker broke its limit on the input it was at then. What it committed before that

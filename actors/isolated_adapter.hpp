@@ -83,6 +83,10 @@ class isolated_adapter : public plugin_adapter {
   size_t run_process(capnp::MessageBuilder& msg, const frame* in, const uint64_t* offsets, unsigned count, size_t base,
                      batch_sink& sink);
   call_result worker_gone(const std::string& during);
+  // Waits until the worker's socket has something to read (true) or the worker has exited
+  // without a word (false): a child of the worker holding the socket open would otherwise
+  // keep the read waiting until the call's deadline.
+  bool wait_for_reply();
   // Why the worker is over its memory limit: the kernel's OOM killer ended a process of its
   // cgroup (the worker or a child of it) since the last look; empty if not.
   std::string over_memory();
