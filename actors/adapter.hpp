@@ -74,6 +74,8 @@ class plugin_adapter {
   /// Bytes of memory the worker and what it forked use, as last sampled (at most once a
   /// second, as calls return); 0 in-process. Safe to call while a call runs.
   virtual uint64_t memory_bytes() const { return 0; }
+  /// Seconds the worker was held back by its CPU limit (cpu_cores), as last sampled.
+  virtual double cpu_throttled_seconds() const { return 0; }
 };
 
 }  // namespace troupe

@@ -338,6 +338,16 @@ class instance_actor : public caf::event_based_actor {
     }
   }
 
+  // The worker's use of memory and CPU, as its adapter last sampled it, into the metrics.
+  void note_use() {
+    if (!adapter_) return;
+    s_.stats->worker_memory.Set(static_cast<double>(adapter_->memory_bytes()));
+    if (double t = adapter_->cpu_throttled_seconds(); t > throttled_seen_) {
+      s_.stats->worker_throttled.Increment(t - throttled_seen_);
+      throttled_seen_ = t;
+    }
+  }
+
   void start() {
     if (stage_.mode == exec_mode::isolated)
       adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
@@ -379,7 +389,7 @@ class instance_actor : public caf::event_based_actor {
         lose("health check failed: " + r.error);
         return;
       }
-      if (adapter_) s_.stats->worker_memory.Set(static_cast<double>(adapter_->memory_bytes()));
+      note_use();
       delayed_send(this, heartbeat_interval, heartbeat_atom::value);
       pump();
       return;
@@ -642,7 +652,7 @@ class instance_actor : public caf::event_based_actor {
     if (state_ != instance_state::running) return;
     const bool made_outputs = !r.outputs.empty();  // handle_results hands them on
     handle_results(r);
-    if (adapter_) s_.stats->worker_memory.Set(static_cast<double>(adapter_->memory_bytes()));
+    note_use();
     if (r.fatal.status == TROUPE_FATAL) {
       lose(r.fatal.error, r.fatal_input);
       return;
@@ -746,6 +756,7 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<call_site> site_;  // what the call on the executor is working on
   uint64_t call_id_ = 0;             // of the call on the executor; older replies are ignored
   bool busy_ = false;
+  double throttled_seen_ = 0;  // of the adapter's cpu_throttled_seconds, counted already
   bool stop_requested_ = false;
   bool upstream_done_ = false;
   bool source_ended_ = false;

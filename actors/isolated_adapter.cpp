@@ -176,7 +176,7 @@ std::string isolated_adapter::memory_limit_broken(const std::string& how) const 
   return "memory limit " + std::to_string(manifest_.resources.memory_mb) + " MiB exceeded (" + how + ")";
 }
 
-void isolated_adapter::sample_memory() {
+void isolated_adapter::sample_use() {
   auto now = std::chrono::steady_clock::now();
   if (now - sampled_ < std::chrono::seconds(1)) return;
   sampled_ = now;
@@ -190,6 +190,7 @@ void isolated_adapter::sample_memory() {
   }
   if (cg_) bytes = std::max(bytes, cg_->memory_bytes());
   memory_bytes_.store(bytes, std::memory_order_relaxed);
+  if (cg_) throttled_.store(cg_->cpu_throttled_seconds(), std::memory_order_relaxed);
 }
 
 std::string isolated_adapter::over_memory() {
@@ -264,6 +265,29 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
 }
 
 call_result isolated_adapter::create(const config_values& config) {
+  if (auto r = spawn(); !r.ok()) return r;
+  capnp::MallocMessageBuilder msg;
+  auto kv = msg.initRoot<wire::Request>().initCreate(static_cast<unsigned>(config.size()));
+  for (unsigned i = 0; i < config.size(); ++i) {
+    kv[i].setKey(config[i].first);
+    kv[i].setValue(config[i].second);
+  }
+  return exchange("create", msg, plain_result);
+}
+
+call_result isolated_adapter::check(const manifest& m) {
+  isolated_adapter probe(m, 0, "check plugin=" + m.name, size_t{1} << 20);
+  auto r = probe.spawn();
+  if (r.ok()) return r;  // the probe's worker is killed as it goes
+  const std::string refused = "create failed: ";
+  if (r.error.rfind(refused, 0) == 0)
+    r.error = r.error.substr(refused.size());  // the worker's words name the library
+  else
+    r.error = m.library + ": " + r.error + " (plugin '" + m.name + "', loaded in a worker)";
+  return r;
+}
+
+call_result isolated_adapter::spawn() {
   auto ch = std::make_unique<channel>();
   ch->region_bytes = region_bytes_;
   int sv[2];
@@ -299,13 +323,19 @@ call_result isolated_adapter::create(const config_values& config) {
   });
   static std::atomic<uint64_t> workers{0};
   const auto& lim = manifest_.resources;
-  const uint64_t memory =
+  worker_cgroup::limits cl;
+  cl.memory_bytes =
       lim.memory_mb > 0 ? (lim.memory_mb << 20) + region_bytes_ + worker_cgroup::worker_allowance_bytes : 0;
+  cl.max_tasks = lim.processes;
+  cl.cpu_cores = lim.cpu_cores;
   cg_.reset();
   oom_seen_ = 0;
   std::string cg_why;
-  cg_ = worker_cgroup::make("worker-" + std::to_string(++workers), memory, lim.processes, cg_why);
+  cg_ = worker_cgroup::make("worker-" + std::to_string(++workers), cl, cg_why);
   if (!cg_ && cgroups_here().version > 0) spdlog::warn("[{}] worker without a cgroup: {}", log_tag_, cg_why);
+  if (lim.cpu_cores > 0 && (!cg_ || cgroups_here().cpu.empty()))
+    spdlog::warn("[{}] cpu_cores {} is not enforced: no cgroup cpu controller ({})", log_tag_, lim.cpu_cores,
+                 cgroups_here().describe());
 
   auto exe = worker_executable();
   std::vector<std::string> args = {exe,
@@ -372,14 +402,7 @@ call_result isolated_adapter::create(const config_values& config) {
     return worker_gone("start-up");
   }
   spdlog::debug("[{}] worker {} runs {}", log_tag_, pid, manifest_.library);
-
-  capnp::MallocMessageBuilder msg;
-  auto kv = msg.initRoot<wire::Request>().initCreate(static_cast<unsigned>(config.size()));
-  for (unsigned i = 0; i < config.size(); ++i) {
-    kv[i].setKey(config[i].first);
-    kv[i].setValue(config[i].second);
-  }
-  return exchange("create", msg, plain_result);
+  return {TROUPE_OK, {}};
 }
 
 call_result isolated_adapter::plain_result(wire::Result::Reader r) {
@@ -422,7 +445,7 @@ call_result isolated_adapter::health() {
   capnp::MallocMessageBuilder msg;
   msg.initRoot<wire::Request>().setHealth();
   auto r = exchange("health", msg, plain_result);
-  sample_memory();
+  sample_use();
   return r;
 }
 
@@ -612,7 +635,7 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
     }
     if (!report(k, std::move(r), took)) return 0;
   }
-  sample_memory();
+  sample_use();
   if (!over.empty()) {
     report(committed, {TROUPE_FATAL, over}, std::chrono::steady_clock::now() - t0);
     return 0;

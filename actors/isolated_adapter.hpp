@@ -50,6 +50,10 @@ class isolated_adapter : public plugin_adapter {
   /// Spawns the worker, waits for it to run with its limits in force, then creates the
   /// plugin instance there.
   call_result create(const config_values& config) override;
+  /// Checks m's library as a worker does, in a worker of its own: the library is loaded
+  /// under the manifest's limits, never in this process, so that its constructors cannot
+  /// harm it. OK, or why the library cannot serve (a crash at load is named as such).
+  static call_result check(const manifest& m);
   call_result start() override;
   call_result process(const frame* in, std::vector<frame>& out) override;
   /// Carries many inputs per request: as many as fit the input region, up to
@@ -65,9 +69,12 @@ class isolated_adapter : public plugin_adapter {
   /// The worker's process id, or -1 when there is none.
   int worker_pid() const override { return pid_.load(); }
   uint64_t memory_bytes() const override { return memory_bytes_.load(std::memory_order_relaxed); }
+  double cpu_throttled_seconds() const override { return throttled_.load(std::memory_order_relaxed); }
 
  private:
   struct channel;
+  // Starts the worker and waits for its hello: its limits in force and the library loaded.
+  call_result spawn();
   // Sends msg and reads the reply's one result through take(wire::Result::Reader); a worker
   // that is gone meanwhile turns into TROUPE_FATAL naming what happened `during`.
   template <class Take>
@@ -91,8 +98,8 @@ class isolated_adapter : public plugin_adapter {
   // cgroup (the worker or a child of it) since the last look; empty if not.
   std::string over_memory();
   std::string memory_limit_broken(const std::string& how) const;
-  // Samples memory_bytes_ if a second has passed since the last sample.
-  void sample_memory();
+  // Samples memory_bytes_ and throttled_ if a second has passed since the last sample.
+  void sample_use();
   static void kill_group(pid_t worker);
   void reap(bool kill_first);
 
@@ -104,6 +111,7 @@ class isolated_adapter : public plugin_adapter {
   std::unique_ptr<worker_cgroup> cg_;  // the worker's group, where cgroups can be written
   uint64_t oom_seen_ = 0;
   std::atomic<uint64_t> memory_bytes_{0};
+  std::atomic<double> throttled_{0};
   std::chrono::steady_clock::time_point sampled_{};
   std::atomic<pid_t> pid_{-1};
   std::mutex pid_mutex_;  // kill() and waitpid() never race: a reaped pid is never signalled

@@ -1,6 +1,7 @@
 #include "manager.hpp"
 
 #include "instance.hpp"
+#include "isolated_adapter.hpp"
 #include "messages.hpp"
 #include "remote.hpp"
 #include "restart_tracker.hpp"
@@ -30,8 +31,17 @@ slot_table make_slots(const plan& p, metrics& m) {
 expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p) {
   std::vector<std::shared_ptr<plugin_library>> libs;
   std::map<std::string, std::shared_ptr<plugin_library>> by_path;
+  std::map<std::string, call_result> checked;
   for (auto& s : p.stages) {
     if (s.remote) {
+      libs.push_back(nullptr);
+      continue;
+    }
+    if (s.mode == exec_mode::isolated) {
+      // Its library is loaded by its workers only; one of them checks it now.
+      auto [at, fresh] = checked.emplace(s.manifest.library, call_result{});
+      if (fresh) at->second = isolated_adapter::check(s.manifest);
+      if (!at->second.ok()) return make_error(errc::library_error, "stage '" + s.spec.name + "': " + at->second.error);
       libs.push_back(nullptr);
       continue;
     }
@@ -825,6 +835,8 @@ class manager_actor : public caf::event_based_actor {
     auto next = std::make_shared<troupe::plan>(*s_.plan);
     auto& ns = next->stages[stage];
     ns.manifest = std::move(*m);
+    if (auto why = tighten(ns.manifest.resources, ns.spec.resources, ns.spec.resources_given); !why.empty())
+      return make_error(errc::invalid_config, what + ": stage '" + req.stage + "': " + why);
     ns.config = std::move(*config);
     ns.spec.config = std::move(entries);
     if (!ns.spec.deadline_ms) ns.deadline_ms = ns.manifest.resources.deadline_ms;

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 namespace troupe {
@@ -275,34 +276,86 @@ expected<manifest> load_manifest(const std::string& path) {
           code, yaml::where(path, mode) + ": field 'mode': expected embedded or isolated, got '" + mode.Scalar() + "'");
   }
   if (auto res = root["resources"]) {
-    if (auto err =
-            yaml::check_keys(path, res, "resources",
-                             {"memory_mb", "cpu_seconds", "open_files", "processes", "network", "deadline_ms"}, code))
-      return err;
-    auto& r = m.resources;
-    for (auto [key, slot] : {std::pair{"memory_mb", &r.memory_mb}, std::pair{"cpu_seconds", &r.cpu_seconds},
-                             std::pair{"open_files", &r.open_files}, std::pair{"processes", &r.processes}}) {
-      if (!res[key]) continue;
-      auto x = yaml::scalar<uint64_t>(path, res[key], std::string("resources.") + key, "a non-negative integer", code);
-      if (!x) return x.error();
-      *slot = *x;
-    }
-    if (res["network"]) {
-      auto x = yaml::scalar<bool>(path, res["network"], "resources.network", "true or false", code);
-      if (!x) return x.error();
-      r.network = *x;
-    }
-    if (res["deadline_ms"]) {
-      auto x = yaml::scalar<uint32_t>(path, res["deadline_ms"], "resources.deadline_ms",
-                                      "a positive integer (milliseconds)", code);
-      if (!x) return x.error();
-      if (*x == 0)
-        return make_error(code, yaml::where(path, res["deadline_ms"]) +
-                                    ": field 'resources.deadline_ms': expected a positive integer");
-      r.deadline_ms = *x;
-    }
+    std::set<std::string> given;
+    if (auto err = read_resources(path, res, "resources", true, m.resources, given, code)) return err;
   }
   return m;
+}
+
+caf::error read_resources(const std::string& path, const YAML::Node& res, const std::string& what, bool manifest,
+                          resource_limits& r, std::set<std::string>& given, errc code) {
+  auto keys =
+      manifest
+          ? yaml::check_keys(
+                path, res, what,
+                {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network", "deadline_ms"}, code)
+          : yaml::check_keys(path, res, what,
+                             {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network"}, code);
+  if (keys) return keys;
+  for (auto [key, slot] : {std::pair{"memory_mb", &r.memory_mb}, std::pair{"cpu_seconds", &r.cpu_seconds},
+                           std::pair{"open_files", &r.open_files}, std::pair{"processes", &r.processes}}) {
+    if (!res[key]) continue;
+    auto x = yaml::scalar<uint64_t>(path, res[key], what + "." + key, "a non-negative integer", code);
+    if (!x) return x.error();
+    *slot = *x;
+    given.insert(key);
+  }
+  if (res["cpu_cores"]) {
+    auto x = yaml::scalar<double>(path, res["cpu_cores"], what + ".cpu_cores", "a number of cores", code);
+    if (!x) return x.error();
+    if (*x < 0 || *x > 4096)
+      return make_error(code, yaml::where(path, res["cpu_cores"]) + ": field '" + what +
+                                  ".cpu_cores': expected 0 (no limit) to 4096 cores");
+    r.cpu_cores = *x;
+    given.insert("cpu_cores");
+  }
+  if (res["network"]) {
+    auto x = yaml::scalar<bool>(path, res["network"], what + ".network", "true or false", code);
+    if (!x) return x.error();
+    r.network = *x;
+    given.insert("network");
+  }
+  if (res["deadline_ms"]) {
+    auto x = yaml::scalar<uint32_t>(path, res["deadline_ms"], what + ".deadline_ms",
+                                    "a positive integer (milliseconds)", code);
+    if (!x) return x.error();
+    if (*x == 0)
+      return make_error(code, yaml::where(path, res["deadline_ms"]) + ": field '" + what +
+                                  ".deadline_ms': expected a positive integer");
+    r.deadline_ms = *x;
+    given.insert("deadline_ms");
+  }
+  return {};
+}
+
+std::string tighten(resource_limits& plugin, const resource_limits& stage, const std::set<std::string>& given) {
+  auto tighter = [&](const char* key, auto& mine, auto theirs) -> std::string {
+    if (!given.count(key)) return {};
+    auto text = [](auto v) {
+      std::ostringstream s;
+      s << v;
+      return s.str();
+    };
+    if (theirs == 0 && mine != 0)
+      return std::string("resources.") + key + " 0 (no limit) would lift the plugin's limit of " + text(mine);
+    if (mine != 0 && theirs > mine)
+      return std::string("resources.") + key + " " + text(theirs) + " is above the plugin's limit of " + text(mine);
+    mine = theirs;
+    return {};
+  };
+  for (auto e : {tighter("memory_mb", plugin.memory_mb, stage.memory_mb),
+                 tighter("cpu_seconds", plugin.cpu_seconds, stage.cpu_seconds),
+                 tighter("cpu_cores", plugin.cpu_cores, stage.cpu_cores),
+                 tighter("open_files", plugin.open_files, stage.open_files),
+                 tighter("processes", plugin.processes, stage.processes)})
+    if (!e.empty()) return e + " (a stage may only tighten its plugin's resources)";
+  if (given.count("network")) {
+    if (stage.network && !plugin.network)
+      return "resources.network true would grant what the plugin's manifest does not (a stage may only tighten its "
+             "plugin's resources)";
+    plugin.network = stage.network;
+  }
+  return {};
 }
 
 expected<config_values> validate_config(const manifest& m, const std::vector<config_entry>& entries,

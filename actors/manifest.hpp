@@ -9,9 +9,14 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace YAML {
+class Node;
+}
 
 namespace troupe {
 
@@ -54,6 +59,7 @@ struct resource_limits {
   uint64_t memory_mb = 0;    // 0: unlimited
   uint64_t cpu_seconds = 0;  // 0: unlimited
   uint64_t open_files = 0;   // 0: inherit
+  double cpu_cores = 0;      // CPU time per second of wall-clock time, throttled (where cgroups serve); 0: none
   uint64_t processes = 256;  // processes and threads of an isolated worker (where cgroups serve); 0: no limit
   bool network = false;
   uint32_t deadline_ms = 5000;  // per process call
@@ -77,6 +83,15 @@ struct manifest {
 };
 
 expected<manifest> load_manifest(const std::string& path);
+
+/// Reads a `resources` map into r (the fields given are named in `given`): a manifest's
+/// (manifest: true, deadline_ms allowed) or a stage's in a pipeline file, `what` naming it.
+caf::error read_resources(const std::string& path, const YAML::Node& res, const std::string& what, bool manifest,
+                          resource_limits& r, std::set<std::string>& given, errc code);
+
+/// Applies a stage's resources (the fields given) to its plugin's: each may only be tighter.
+/// Empty, or what is not.
+std::string tighten(resource_limits& plugin, const resource_limits& stage, const std::set<std::string>& given);
 
 /// A config value as a user wrote it, with where they wrote it.
 struct config_entry {

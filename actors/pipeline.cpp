@@ -157,10 +157,10 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     return make_error(code, path + ": field 'stages': expected a non-empty list of stages");
   std::set<std::string> names;
   for (auto s : stages) {
-    if (auto err = yaml::check_keys(
-            path, s, "stage",
-            {"name", "plugin", "config", "replicas", "mode", "restart", "routing", "deadline_ms", "node", "nodes"},
-            code))
+    if (auto err = yaml::check_keys(path, s, "stage",
+                                    {"name", "plugin", "config", "replicas", "mode", "restart", "routing",
+                                     "deadline_ms", "resources", "node", "nodes"},
+                                    code))
       return err;
     stage_spec st;
     st.line = line_of(s);
@@ -219,6 +219,12 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
         return make_error(code,
                           yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
       st.deadline_ms = *d;
+    }
+    if (auto res = s["resources"]) {
+      if (!res.IsMap())
+        return make_error(code,
+                          yaml::where(path, res) + ": stage '" + st.name + "': field 'resources': expected a map");
+      if (auto err = read_resources(path, res, "resources", false, st.resources, st.resources_given, code)) return err;
     }
     if (s["node"] && s["nodes"])
       return make_error(
@@ -303,6 +309,9 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
     ps.manifest = **m;
     ps.config = std::move(*cfg);
     ps.mode = s.mode.value_or(ps.manifest.mode);
+    if (auto why = tighten(ps.manifest.resources, s.resources, s.resources_given); !why.empty())
+      return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
+                                                  "': " + why + " (" + ps.manifest.path + ")");
     ps.deadline_ms = s.deadline_ms.value_or(ps.manifest.resources.deadline_ms);
     ps.nodes = std::move(nodes);
     ps.elsewhere = std::move(elsewhere);

@@ -77,6 +77,9 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
                           "Memory the instance's isolated worker uses: its resident set, or what its cgroup "
                           "(the worker and what it forked) is charged if more; 0 for an embedded instance.",
                           *r)),
+      worker_throttled(build(prometheus::BuildCounter(), "troupe_instance_worker_cpu_throttled_seconds_total",
+                             "Time the instance's isolated workers were held back by their CPU limit (cpu_cores).",
+                             *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
                        "Time the plugin spent on one input frame.", *r)),
       registry_(std::move(r)) {}
@@ -130,6 +133,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       in_flight(m.in_flight.Add(labels())),
       up(m.up.Add(labels())),
       worker_memory(m.worker_memory.Add(labels())),
+      worker_throttled(m.worker_throttled.Add(labels())),
       processing(m.processing.Add(labels(), processing_buckets())),
       registry_(m.registry()) {}
 

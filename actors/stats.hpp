@@ -53,6 +53,7 @@ class metrics {
   prometheus::Family<prometheus::Gauge>& in_flight;
   prometheus::Family<prometheus::Gauge>& up;
   prometheus::Family<prometheus::Gauge>& worker_memory;
+  prometheus::Family<prometheus::Counter>& worker_throttled;
   prometheus::Family<prometheus::Histogram>& processing;
 
  private:
@@ -104,7 +105,8 @@ class slot_stats {
   prometheus::Gauge& queue_depth;  // inputs held: received, not yet done
   prometheus::Gauge& in_flight;    // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
-  prometheus::Gauge& worker_memory;  // bytes the isolated worker (and its children) use; 0 in-process
+  prometheus::Gauge& worker_memory;       // bytes the isolated worker (and its children) use; 0 in-process
+  prometheus::Counter& worker_throttled;  // seconds its workers were held back by cpu_cores
   prometheus::Histogram& processing;
 
   /// The generation whose outputs are current; outputs stamped otherwise are stale.

@@ -122,7 +122,11 @@ void remove_stale(const std::string& dir) {
 
 struct support_holder {
   cgroup_support s;
-  support_holder() { find(); }
+  support_holder() {
+    find();
+    for (auto* d : {&s.memory, &s.pids, &s.cpu})
+      if (!d->empty() && !has(s.parents, *d)) s.parents.push_back(*d);
+  }
   ~support_holder() {
     for (auto& p : s.parents) ::rmdir(p.c_str());  // empty once every worker is gone
   }
@@ -147,8 +151,9 @@ struct support_holder {
         v2_why = "cannot make " + parent + ": " + std::strerror(errno);
         continue;
       }
-      auto e = write_file(base + "/cgroup.subtree_control", "+memory +pids");
-      if (e.empty()) e = write_file(parent + "/cgroup.subtree_control", "+memory +pids");
+      const std::string wanted = has(available, "cpu") ? "+memory +pids +cpu" : "+memory +pids";
+      auto e = write_file(base + "/cgroup.subtree_control", wanted);
+      if (e.empty()) e = write_file(parent + "/cgroup.subtree_control", wanted);
       if (!e.empty()) {
         ::rmdir(parent.c_str());
         v2_why =
@@ -156,33 +161,33 @@ struct support_holder {
         continue;
       }
       s.version = 2;
-      s.parents = {parent};
+      s.memory = s.pids = parent;
+      if (has(available, "cpu")) s.cpu = parent;
       return;
     }
-    std::string mem, pids;
-    for (auto& m : mounts) {
-      if (m.type != "cgroup") continue;
-      if (has(m.options, "memory") && mem.empty()) mem = group_dir(m, own_group("memory"));
-      if (has(m.options, "pids") && pids.empty()) pids = group_dir(m, own_group("pids"));
-    }
-    if (mem.empty()) {
+    std::string dirs[3];
+    const char* controllers[3] = {"memory", "pids", "cpu"};
+    for (auto& m : mounts)
+      for (int i = 0; i < 3; ++i)
+        if (m.type == "cgroup" && has(m.options, controllers[i]) && dirs[i].empty())
+          dirs[i] = group_dir(m, own_group(controllers[i]));
+    if (dirs[0].empty()) {
       s.why_not = v2_why.empty() ? "no cgroup memory controller is mounted" : v2_why;
       return;
     }
-    for (auto* dir : {&mem, &pids}) {
-      if (dir->empty()) continue;
-      remove_stale(*dir);
-      auto parent = *dir + "/" + me;
+    std::string* out[3] = {&s.memory, &s.pids, &s.cpu};
+    for (int i = 0; i < 3; ++i) {
+      if (dirs[i].empty()) continue;
+      remove_stale(dirs[i]);
+      auto parent = dirs[i] + "/" + me;
       if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
-        if (dir == &mem) {
+        if (i == 0) {
           s.why_not = "cannot make " + parent + ": " + std::strerror(errno);
-          for (auto& p : s.parents) ::rmdir(p.c_str());
-          s.parents.clear();
           return;
         }
-        continue;  // no process limit, the memory limit holds
+        continue;  // without a process or CPU limit; the memory limit holds
       }
-      s.parents.push_back(parent);
+      *out[i] = parent;
     }
     s.version = 1;
   }
@@ -192,10 +197,12 @@ struct support_holder {
 
 std::string cgroup_support::describe() const {
   if (version == 0) return "no cgroups (" + why_not + "): memory limits are per process (rlimits)";
+  std::string what = "memory";
+  if (!pids.empty()) what += ", processes";
+  if (!cpu.empty()) what += ", cpu";
   std::string where;
   for (auto& p : parents) where += (where.empty() ? "" : ", ") + p;
-  if (version == 2) return "cgroup v2 per worker (memory.max, pids.max, cgroup.kill) under " + where;
-  return std::string("cgroup v1 per worker (memory") + (parents.size() > 1 ? ", pids" : "") + ") under " + where;
+  return "cgroup v" + std::to_string(version) + " per worker (" + what + ") under " + where;
 }
 
 const cgroup_support& cgroups_here() {
@@ -203,43 +210,55 @@ const cgroup_support& cgroups_here() {
   return h.s;
 }
 
-worker_cgroup::worker_cgroup(int version, std::vector<std::string> dirs) : version_(version), dirs_(std::move(dirs)) {
+worker_cgroup::worker_cgroup(int version, std::string memory, std::string pids, std::string cpu)
+    : version_(version), memory_(std::move(memory)), pids_(std::move(pids)), cpu_(std::move(cpu)) {
+  for (auto* d : {&memory_, &pids_, &cpu_})
+    if (!d->empty() && !has(dirs_, *d)) dirs_.push_back(*d);
   oom_fd_ =
-      ::open((dirs_[0] + (version_ == 2 ? "/memory.events" : "/memory.oom_control")).c_str(), O_RDONLY | O_CLOEXEC);
+      ::open((memory_ + (version_ == 2 ? "/memory.events" : "/memory.oom_control")).c_str(), O_RDONLY | O_CLOEXEC);
 }
 
-std::unique_ptr<worker_cgroup> worker_cgroup::make(const std::string& name, uint64_t memory_bytes, uint64_t max_tasks,
-                                                   std::string& why) {
+std::unique_ptr<worker_cgroup> worker_cgroup::make(const std::string& name, const limits& lim, std::string& why) {
   const auto& here = cgroups_here();
   if (here.version == 0) {
     why = here.why_not;
     return nullptr;
   }
-  std::vector<std::string> dirs;
-  for (auto& p : here.parents) {
-    auto dir = p + "/" + name;
-    if (::mkdir(dir.c_str(), 0755) != 0) {
+  std::string made[3];
+  const std::string* parent[3] = {&here.memory, &here.pids, &here.cpu};
+  for (int i = 0; i < 3; ++i) {
+    if (parent[i]->empty()) continue;
+    auto dir = *parent[i] + "/" + name;
+    bool same = false;
+    for (int j = 0; j < i; ++j) same = same || made[j] == dir;
+    if (!same && ::mkdir(dir.c_str(), 0755) != 0) {
       why = "cannot make " + dir + ": " + std::strerror(errno);
-      for (auto& d : dirs) ::rmdir(d.c_str());
+      for (int j = 0; j < i; ++j)
+        if (!made[j].empty()) ::rmdir(made[j].c_str());
       return nullptr;
     }
-    dirs.push_back(dir);
+    made[i] = dir;
   }
-  std::unique_ptr<worker_cgroup> g(new worker_cgroup(here.version, dirs));
+  std::unique_ptr<worker_cgroup> g(new worker_cgroup(here.version, made[0], made[1], made[2]));
   std::string e;
-  const auto bytes = std::to_string(memory_bytes);
-  if (here.version == 2) {
-    if (memory_bytes > 0) {
-      e = write_file(dirs[0] + "/memory.max", bytes);
-      write_file(dirs[0] + "/memory.swap.max", "0");  // absent without swap accounting
+  const bool v2 = here.version == 2;
+  if (lim.memory_bytes > 0) {
+    const auto bytes = std::to_string(lim.memory_bytes);
+    e = write_file(g->memory_ + (v2 ? "/memory.max" : "/memory.limit_in_bytes"), bytes);
+    // No swapping round the limit (the files are absent without swap accounting).
+    write_file(g->memory_ + (v2 ? "/memory.swap.max" : "/memory.memsw.limit_in_bytes"), v2 ? "0" : bytes);
+  }
+  if (e.empty() && lim.max_tasks > 0 && !g->pids_.empty())
+    e = write_file(g->pids_ + "/pids.max", std::to_string(lim.max_tasks));
+  if (e.empty() && lim.cpu_cores > 0 && !g->cpu_.empty()) {
+    // A quota of CPU time per period of 100 ms, shared by every thread of every process.
+    const auto quota = std::to_string(std::max<int64_t>(1000, static_cast<int64_t>(lim.cpu_cores * 100000)));
+    if (v2) {
+      e = write_file(g->cpu_ + "/cpu.max", quota + " 100000");
+    } else {
+      e = write_file(g->cpu_ + "/cpu.cfs_period_us", "100000");
+      if (e.empty()) e = write_file(g->cpu_ + "/cpu.cfs_quota_us", quota);
     }
-    if (e.empty() && max_tasks > 0) e = write_file(dirs[0] + "/pids.max", std::to_string(max_tasks));
-  } else {
-    if (memory_bytes > 0) {
-      e = write_file(dirs[0] + "/memory.limit_in_bytes", bytes);
-      write_file(dirs[0] + "/memory.memsw.limit_in_bytes", bytes);  // absent without swap accounting
-    }
-    if (e.empty() && max_tasks > 0 && dirs.size() > 1) e = write_file(dirs[1] + "/pids.max", std::to_string(max_tasks));
   }
   if (!e.empty()) {
     why = e;
@@ -265,7 +284,7 @@ std::string worker_cgroup::procs_files() const {
 }
 
 void worker_cgroup::kill_all() {
-  if (version_ == 2) write_file(dirs_[0] + "/cgroup.kill", "1");  // 5.14 and newer
+  if (version_ == 2) write_file(memory_ + "/cgroup.kill", "1");  // 5.14 and newer
   for (int round = 0; round < 100; ++round) {
     bool any = false;
     for (auto& d : dirs_) {
@@ -289,14 +308,20 @@ uint64_t worker_cgroup::oom_kills() const {
 }
 
 uint64_t worker_cgroup::memory_bytes() const {
-  auto text = read_file(dirs_[0] + (version_ == 2 ? "/memory.current" : "/memory.usage_in_bytes"));
+  auto text = read_file(memory_ + (version_ == 2 ? "/memory.current" : "/memory.usage_in_bytes"));
   return text.empty() ? 0 : std::strtoull(text.c_str(), nullptr, 10);
 }
 
 uint64_t worker_cgroup::tasks_refused() const {
-  const auto& pids_dir = version_ == 2 ? dirs_[0] : (dirs_.size() > 1 ? dirs_[1] : std::string{});
-  if (pids_dir.empty()) return 0;
-  return field_of(read_file(pids_dir + "/pids.events"), "max");
+  if (pids_.empty()) return 0;
+  return field_of(read_file(pids_ + "/pids.events"), "max");
+}
+
+double worker_cgroup::cpu_throttled_seconds() const {
+  if (cpu_.empty()) return 0;
+  auto text = read_file(cpu_ + "/cpu.stat");
+  if (version_ == 2) return static_cast<double>(field_of(text, "throttled_usec")) / 1e6;
+  return static_cast<double>(field_of(text, "throttled_time")) / 1e9;
 }
 
 std::string join_cgroups(const std::string& procs_files) {

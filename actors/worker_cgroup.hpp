@@ -22,8 +22,10 @@ namespace troupe {
 
 /// What this process may do with cgroups, found once.
 struct cgroup_support {
-  int version = 0;                   // 0: none; 1: v1 memory and pids controllers; 2: unified
-  std::vector<std::string> parents;  // where workers' groups go: v1 memory and pids, v2 one
+  int version = 0;  // 0: none; 1: v1 controllers (memory, and pids and cpu where mounted); 2: unified
+  // Where workers' groups go, per controller ("": not available); v2: one directory for all.
+  std::string memory, pids, cpu;
+  std::vector<std::string> parents;  // the distinct directories of those
   std::string why_not;               // version 0: why
   /// One line for the log: what is enforced and where, or why cgroups are not used.
   std::string describe() const;
@@ -35,11 +37,15 @@ class worker_cgroup {
   /// Bytes a worker may use on top of its manifest's memory_mb: its own code and buffers.
   static constexpr uint64_t worker_allowance_bytes = uint64_t{64} << 20;
 
-  /// Makes the group `name` (under cgroups_here().parents) with a memory limit of
-  /// memory_bytes and a limit of max_tasks processes and threads (0: none). Null, with why,
-  /// when cgroups are not available or the group cannot be made.
-  static std::unique_ptr<worker_cgroup> make(const std::string& name, uint64_t memory_bytes, uint64_t max_tasks,
-                                             std::string& why);
+  struct limits {
+    uint64_t memory_bytes = 0;  // 0: none
+    uint64_t max_tasks = 0;     // processes and threads; 0: none
+    double cpu_cores = 0;       // CPU time per unit of wall-clock time, throttled; 0: none
+  };
+  /// Makes the group `name` (under cgroups_here().parents) with the limits (cpu_cores only
+  /// where a cpu controller is: see cgroups_here().cpu). Null, with why, when cgroups are not
+  /// available, a limit cannot be put in force, or the group cannot be made.
+  static std::unique_ptr<worker_cgroup> make(const std::string& name, const limits& lim, std::string& why);
   /// Kills what is left in the group and removes it.
   ~worker_cgroup();
   worker_cgroup(const worker_cgroup&) = delete;
@@ -55,12 +61,15 @@ class worker_cgroup {
   uint64_t memory_bytes() const;
   /// Forks and thread creations refused at the process limit.
   uint64_t tasks_refused() const;
+  /// Seconds the group was held back by its CPU limit.
+  double cpu_throttled_seconds() const;
 
  private:
-  worker_cgroup(int version, std::vector<std::string> dirs);
+  worker_cgroup(int version, std::string memory, std::string pids, std::string cpu);
   const int version_;
-  const std::vector<std::string> dirs_;  // v1: memory, pids; v2: one
-  int oom_fd_ = -1;                      // memory.oom_control (v1) or memory.events (v2), kept open
+  const std::string memory_, pids_, cpu_;  // the group's directory per controller ("": none)
+  std::vector<std::string> dirs_;          // the distinct ones
+  int oom_fd_ = -1;                        // memory.oom_control (v1) or memory.events (v2), kept open
 };
 
 /// Joins the groups named by procs_files (':'-separated cgroup.procs files); empty, or why not.

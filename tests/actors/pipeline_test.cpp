@@ -18,7 +18,9 @@ struct fixture {
     plugins.write("src/plugin.yaml",
                   "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
                   "config:\n  count: {type: int, default: 10, min: 1}\n");
-    plugins.write("filt/plugin.yaml", "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n");
+    plugins.write("filt/plugin.yaml",
+                  "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n"
+                  "resources: {memory_mb: 256, cpu_cores: 2, processes: 64}\n");
     plugins.write("sink/plugin.yaml", "name: sink\nversion: 1.0.0\nabi: 1\ncapabilities: [sink]\n");
     plugins.write("needy/plugin.yaml",
                   "name: needy\nversion: 1.0.0\nabi: 1\n"
@@ -115,6 +117,41 @@ edges: ["s -> n -> k", "s -> h -> k"]
   ASSERT_OK(p);
   auto o = order(*p);
   EXPECT_LT(std::find(o.begin(), o.end(), "h"), std::find(o.begin(), o.end(), "n"));
+}
+
+// An operator may hold a stage to less than its plugin's manifest grants, never more.
+TEST(pipeline, a_stage_may_tighten_its_plugin_s_resources_only) {
+  fixture f;
+  auto stages = [](const std::string& resources) {
+    return "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt,\n     resources: " + resources +
+           "}\nedges: [\"a -> b\"]\n";
+  };
+  auto p = f.make(stages("{memory_mb: 128, cpu_cores: 0.5, open_files: 32}"));
+  ASSERT_OK(p);
+  const auto& r = p->stages[1].manifest.resources;
+  EXPECT_EQ(r.memory_mb, 128u);
+  EXPECT_DOUBLE_EQ(r.cpu_cores, 0.5);
+  EXPECT_EQ(r.open_files, 32u);  // the plugin set none: any limit is tighter
+  EXPECT_EQ(r.processes, 64u);   // the plugin's, untouched
+  EXPECT_EQ(p->stages[0].manifest.resources.memory_mb, 0u);
+  struct {
+    std::string resources;
+    const char* expect;
+  } cases[] = {
+      {"{memory_mb: 512}", "resources.memory_mb 512 is above the plugin's limit of 256"},
+      {"{cpu_cores: 0}", "resources.cpu_cores 0 (no limit) would lift the plugin's limit of 2"},
+      {"{network: true}", "resources.network true would grant what the plugin's manifest does not"},
+      {"{cpu_cores: .nan}", "'resources.cpu_cores': expected a number of cores (a finite number)"},
+      {"{deadline_ms: 5}", "unknown field 'deadline_ms'"},
+      {"[1, 2]", "field 'resources': expected a map"},
+  };
+  for (auto& c : cases) {
+    std::string path;
+    auto bad = f.make(stages(c.resources), &path);
+    ASSERT_FALSE(bad) << c.resources;
+    EXPECT_THAT(describe(bad.error()), HasSubstr(c.expect)) << c.resources;
+    EXPECT_THAT(describe(bad.error()), HasSubstr(path + ":")) << c.resources;
+  }
 }
 
 TEST(pipeline, errors_name_file_line_and_field) {

@@ -22,7 +22,9 @@ const troupe::catalog& plugins() {
     put("src",
         "name: src\nversion: 1.0.0\nabi: 1\ncapabilities: [source]\n"
         "config:\n  count: {type: int, default: 10, min: 1}\n  rate: {type: float, default: 0}\n");
-    put("filt", "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n");
+    put("filt",
+        "name: filt\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\n"
+        "resources: {memory_mb: 256, cpu_cores: 2, processes: 64, network: true}\n");
     put("sink", "name: sink\nversion: 1.0.0\nabi: 1\ncapabilities: [sink]\n");
     put("needy", "name: needy\nversion: 1.0.0\nabi: 1\ndependencies: [{name: filt, version: \"^1.0\"}]\n");
     return troupe::catalog::discover({dir.string()});
