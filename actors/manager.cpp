@@ -32,6 +32,7 @@ expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan
   std::vector<std::shared_ptr<plugin_library>> libs;
   std::map<std::string, std::shared_ptr<plugin_library>> by_path;
   std::map<std::string, call_result> checked;
+  std::string unenforced;
   for (auto& s : p.stages) {
     if (s.remote) {
       libs.push_back(nullptr);
@@ -45,6 +46,9 @@ expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan
       libs.push_back(nullptr);
       continue;
     }
+    const auto& r = s.manifest.resources;
+    if (r.memory_mb > 0 || r.cpu_seconds > 0 || r.cpu_cores > 0 || r.open_files > 0 || !r.network)
+      unenforced += (unenforced.empty() ? "" : ", ") + s.spec.name;
     auto& lib = by_path[s.manifest.library];
     if (!lib) {
       auto l = plugin_library::open(s.manifest);
@@ -53,6 +57,11 @@ expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan
     }
     libs.push_back(lib);
   }
+  if (!unenforced.empty())
+    spdlog::info(
+        "pipeline '{}': embedded stages run in the node's process, where their manifests' resources are "
+        "not enforced: {} (mode: isolated enforces them)",
+        p.name, unenforced);
   return libs;
 }
 

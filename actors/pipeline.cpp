@@ -309,6 +309,10 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
     ps.manifest = **m;
     ps.config = std::move(*cfg);
     ps.mode = s.mode.value_or(ps.manifest.mode);
+    if (!s.resources_given.empty() && ps.mode == exec_mode::embedded)
+      return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
+                                                  "': runs embedded, in the node's process, where resources are not "
+                                                  "enforced (set mode: isolated)");
     if (auto why = tighten(ps.manifest.resources, s.resources, s.resources_given); !why.empty())
       return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
                                                   "': " + why + " (" + ps.manifest.path + ")");

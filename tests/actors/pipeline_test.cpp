@@ -123,8 +123,8 @@ edges: ["s -> n -> k", "s -> h -> k"]
 TEST(pipeline, a_stage_may_tighten_its_plugin_s_resources_only) {
   fixture f;
   auto stages = [](const std::string& resources) {
-    return "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt,\n     resources: " + resources +
-           "}\nedges: [\"a -> b\"]\n";
+    return "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt, mode: isolated,\n     resources: " +
+           resources + "}\nedges: [\"a -> b\"]\n";
   };
   auto p = f.make(stages("{memory_mb: 128, cpu_cores: 0.5, open_files: 32}"));
   ASSERT_OK(p);
@@ -152,6 +152,13 @@ TEST(pipeline, a_stage_may_tighten_its_plugin_s_resources_only) {
     EXPECT_THAT(describe(bad.error()), HasSubstr(c.expect)) << c.resources;
     EXPECT_THAT(describe(bad.error()), HasSubstr(path + ":")) << c.resources;
   }
+  // In the node's own process nothing could hold a stage to them.
+  auto embedded = f.make(
+      "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt, resources: {memory_mb: 64}}\n"
+      "edges: [\"a -> b\"]\n");
+  ASSERT_FALSE(embedded);
+  EXPECT_THAT(describe(embedded.error()),
+              HasSubstr(":3: stage 'b': runs embedded, in the node's process, where resources are not enforced"));
 }
 
 TEST(pipeline, errors_name_file_line_and_field) {

@@ -25,6 +25,19 @@ Y
 out=$("$troupe" validate good.yaml 2>&1); rc=$?
 check "validate accepts a good pipeline" test $rc -eq 0
 check "validate prints the start order" contains "$out" "start order: sink, det, src"
+check "validate says embedded stages' resources are not enforced" contains "$out" \
+  "embedded stages run in the node's process, where their manifests' resources are not enforced: src, det, sink"
+
+# An isolated stage may be held to less than its plugin grants, never to more; an embedded one
+# cannot be held at all.
+sed 's/{name: det, plugin: detect, config: {cell: 8}}/{name: det, plugin: detect, mode: isolated, resources: {memory_mb: 9999}, config: {cell: 8}}/' good.yaml > loose.yaml
+out=$("$troupe" validate loose.yaml 2>&1); rc=$?
+check "validate refuses a stage looser than its plugin" test $rc -ne 0
+check "the error names the stage and the limit" contains "$out" "stage 'det': resources.memory_mb 9999 is above the plugin's limit of 512"
+sed 's/{name: det, plugin: detect, config: {cell: 8}}/{name: det, plugin: detect, resources: {memory_mb: 64}, config: {cell: 8}}/' good.yaml > embedded.yaml
+out=$("$troupe" validate embedded.yaml 2>&1); rc=$?
+check "validate refuses resources on an embedded stage" test $rc -ne 0
+check "the error says why" contains "$out" "stage 'det': runs embedded, in the node's process, where resources are not enforced"
 
 cat > bad.yaml <<'Y'
 pipeline: bad
