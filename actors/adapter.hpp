@@ -76,6 +76,8 @@ class plugin_adapter {
   virtual uint64_t memory_bytes() const { return 0; }
   /// Seconds the worker was held back by its CPU limit (cpu_cores), as last sampled.
   virtual double cpu_throttled_seconds() const { return 0; }
+  /// CPU seconds the worker (and the children it has reaped) used, as last sampled.
+  virtual double cpu_seconds() const { return 0; }
 };
 
 }  // namespace troupe

@@ -346,6 +346,10 @@ class instance_actor : public caf::event_based_actor {
       s_.stats->worker_throttled.Increment(t - throttled_seen_);
       throttled_seen_ = t;
     }
+    if (double t = adapter_->cpu_seconds(); t > cpu_seen_) {
+      s_.stats->worker_cpu.Increment(t - cpu_seen_);
+      cpu_seen_ = t;
+    }
   }
 
   void start() {
@@ -757,6 +761,7 @@ class instance_actor : public caf::event_based_actor {
   uint64_t call_id_ = 0;             // of the call on the executor; older replies are ignored
   bool busy_ = false;
   double throttled_seen_ = 0;  // of the adapter's cpu_throttled_seconds, counted already
+  double cpu_seen_ = 0;        // of its cpu_seconds, likewise
   bool stop_requested_ = false;
   bool upstream_done_ = false;
   bool source_ended_ = false;

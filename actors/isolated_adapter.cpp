@@ -24,6 +24,7 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 extern char** environ;
@@ -187,6 +188,19 @@ void isolated_adapter::sample_use() {
     std::ifstream in("/proc/" + std::to_string(p) + "/statm");
     uint64_t size = 0, resident = 0;
     if (in >> size >> resident) bytes = resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    // utime, stime, cutime and cstime: fields 14 to 17 of /proc/PID/stat, after the command
+    // name in parentheses (which may hold spaces).
+    std::ifstream st("/proc/" + std::to_string(p) + "/stat");
+    std::string line;
+    if (std::getline(st, line) && line.rfind(')') != std::string::npos) {
+      std::istringstream rest(line.substr(line.rfind(')') + 2));
+      std::string field;
+      uint64_t ticks = 0;
+      for (int i = 3; i <= 17 && rest >> field; ++i)
+        if (i >= 14) ticks += std::strtoull(field.c_str(), nullptr, 10);
+      cpu_seconds_.store(static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK)),
+                         std::memory_order_relaxed);
+    }
   }
   if (cg_) bytes = std::max(bytes, cg_->memory_bytes());
   memory_bytes_.store(bytes, std::memory_order_relaxed);

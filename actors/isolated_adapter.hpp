@@ -70,6 +70,7 @@ class isolated_adapter : public plugin_adapter {
   int worker_pid() const override { return pid_.load(); }
   uint64_t memory_bytes() const override { return memory_bytes_.load(std::memory_order_relaxed); }
   double cpu_throttled_seconds() const override { return throttled_.load(std::memory_order_relaxed); }
+  double cpu_seconds() const override { return cpu_seconds_.load(std::memory_order_relaxed); }
 
  private:
   struct channel;
@@ -112,6 +113,7 @@ class isolated_adapter : public plugin_adapter {
   uint64_t oom_seen_ = 0;
   std::atomic<uint64_t> memory_bytes_{0};
   std::atomic<double> throttled_{0};
+  std::atomic<double> cpu_seconds_{0};
   std::chrono::steady_clock::time_point sampled_{};
   std::atomic<pid_t> pid_{-1};
   std::mutex pid_mutex_;  // kill() and waitpid() never race: a reaped pid is never signalled

@@ -80,6 +80,8 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r)
       worker_throttled(build(prometheus::BuildCounter(), "troupe_instance_worker_cpu_throttled_seconds_total",
                              "Time the instance's isolated workers were held back by their CPU limit (cpu_cores).",
                              *r)),
+      worker_cpu(build(prometheus::BuildCounter(), "troupe_instance_worker_cpu_seconds_total",
+                       "CPU time the instance's isolated workers used (and the children they reaped).", *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
                        "Time the plugin spent on one input frame.", *r)),
       registry_(std::move(r)) {}
@@ -134,6 +136,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       up(m.up.Add(labels())),
       worker_memory(m.worker_memory.Add(labels())),
       worker_throttled(m.worker_throttled.Add(labels())),
+      worker_cpu(m.worker_cpu.Add(labels())),
       processing(m.processing.Add(labels(), processing_buckets())),
       registry_(m.registry()) {}
 

@@ -54,6 +54,7 @@ class metrics {
   prometheus::Family<prometheus::Gauge>& up;
   prometheus::Family<prometheus::Gauge>& worker_memory;
   prometheus::Family<prometheus::Counter>& worker_throttled;
+  prometheus::Family<prometheus::Counter>& worker_cpu;
   prometheus::Family<prometheus::Histogram>& processing;
 
  private:
@@ -107,6 +108,7 @@ class slot_stats {
   prometheus::Gauge& up;
   prometheus::Gauge& worker_memory;       // bytes the isolated worker (and its children) use; 0 in-process
   prometheus::Counter& worker_throttled;  // seconds its workers were held back by cpu_cores
+  prometheus::Counter& worker_cpu;        // CPU seconds its workers used
   prometheus::Histogram& processing;
 
   /// The generation whose outputs are current; outputs stamped otherwise are stale.
