@@ -257,7 +257,7 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
   if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !terminated_.load())
     if (auto why = over_memory(); !why.empty()) return {TROUPE_FATAL, why};
   if (WIFEXITED(status) && WEXITSTATUS(status) == wp::exit_memory_limit)
-    return {TROUPE_FATAL, "memory limit " + std::to_string(lim.memory_mb) + " MiB exceeded (" + what + ")"};
+    return {TROUPE_FATAL, memory_limit_broken(what)};
   if (WIFEXITED(status) && WEXITSTATUS(status) == wp::exit_out_of_memory)
     return {TROUPE_FATAL, what + " ran out of memory during " + during};
   if (WIFEXITED(status))
