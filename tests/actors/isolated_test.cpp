@@ -11,6 +11,7 @@
 #include <manager.hpp>
 #include <worker_cgroup.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
 
@@ -18,7 +19,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -300,8 +300,15 @@ std::vector<pid_t> processes_with(const std::string& text) {
   for (auto& e : std::filesystem::directory_iterator("/proc")) {
     auto name = e.path().filename().string();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(e.path() / "cmdline", std::ios::binary);
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // read(2), not a stream: a process that exits as it is read gives ESRCH, which
+    // std::filebuf throws.
+    std::string cmd;
+    if (int fd = ::open((e.path() / "cmdline").c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) cmd.append(buf, static_cast<size_t>(n));
+      ::close(fd);
+    }
     if (cmd.find(text) != std::string::npos) found.push_back(static_cast<pid_t>(std::stoi(name)));
   }
   return found;
