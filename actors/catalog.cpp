@@ -14,14 +14,31 @@ namespace troupe {
 namespace fs = std::filesystem;
 
 std::vector<std::string> catalog::default_search_paths() {
-  std::vector<std::string> paths{"./plugins"};
+  std::vector<std::string> paths;
+  std::vector<fs::path> seen;
+  auto add = [&](const std::string& p) {
+    std::error_code ec;
+    auto key = fs::weakly_canonical(p, ec);
+    if (ec) key = fs::path(p).lexically_normal();
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) return;
+    seen.push_back(key);
+    paths.push_back(p);
+  };
+  add("./plugins");
   if (const char* env = std::getenv("TROUPE_PLUGIN_PATH")) {
     std::istringstream in(env);
     std::string p;
     while (std::getline(in, p, ':'))
-      if (!p.empty()) paths.push_back(p);
+      if (!p.empty()) add(p);
   }
-  paths.push_back(TROUPE_SYSTEM_PLUGIN_DIR);
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto dir = exe.parent_path();
+    if (fs::is_directory(dir / "plugins", ec)) add((dir / "plugins").string());
+    add((dir.parent_path() / "lib" / "troupe" / "plugins").string());
+  }
+  add(TROUPE_SYSTEM_PLUGIN_DIR);
   return paths;
 }
 
@@ -35,11 +52,20 @@ catalog catalog::discover(const std::vector<std::string>& paths) {
       return;
     }
     auto it = std::find_if(c.entries_.begin(), c.entries_.end(), [&](auto& e) { return e.manifest.name == m->name; });
-    if (it != c.entries_.end()) {
-      if (it->manifest.path != m->path) it->shadowed.push_back(m->path);
+    if (it == c.entries_.end()) {
+      c.entries_.push_back({std::move(*m), {}, {}});
       return;
     }
-    c.entries_.push_back({std::move(*m), {}});
+    if (it->manifest.path == m->path) return;
+    std::error_code ec;
+    if (!fs::exists(it->manifest.library, ec) && fs::exists(m->library, ec)) {
+      c.passed_over_.push_back(it->manifest.path + " was passed over for " + m->path + ": the library it names (" +
+                               it->manifest.library + ") is missing");
+      it->passed_over.push_back(it->manifest.path);
+      it->manifest = std::move(*m);
+      return;
+    }
+    it->shadowed.push_back(m->path);
   };
   for (auto& p : paths) {
     std::error_code ec;

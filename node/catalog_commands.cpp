@@ -27,7 +27,13 @@ bool setup_logging(const std::string& level) {
 catalog discover(const common_options& common) {
   auto paths = common.plugin_paths;
   for (auto& p : catalog::default_search_paths()) paths.push_back(p);
-  return catalog::discover(paths);
+  auto c = catalog::discover(paths);
+  // One line, however many: a source tree's plugins/ passes over every example plugin.
+  auto& over = c.passed_over();
+  if (!over.empty())
+    spdlog::warn("{}{} (troupe plugins lists them)", over.front(),
+                 over.size() > 1 ? "; and " + std::to_string(over.size() - 1) + " more manifests like it" : "");
+  return c;
 }
 
 expected<loaded_pipeline> load(const common_options& common, const std::string& path) {
@@ -51,6 +57,7 @@ int list_plugins(const common_options& common) {
     std::printf("%-14s %-9s %-4u %-9s %-28s %s\n", m.name.c_str(), m.version.to_string().c_str(), m.abi,
                 to_string(m.mode), caps.c_str(), m.library.c_str());
     for (auto& s : e.shadowed) std::printf("  shadows %s\n", s.c_str());
+    for (auto& s : e.passed_over) std::printf("  passes over %s (its library is missing)\n", s.c_str());
   }
   if (c.entries().empty()) {
     std::printf("no plugins found; searched:");

@@ -132,6 +132,36 @@ TEST(catalog, local_plugin_shadows_global_and_broken_manifest_is_reported) {
   EXPECT_THAT(describe(missing.error()), HasSubstr("plugin 'nope' not found"));
 }
 
+// A source tree's plugins/ holds manifests whose libraries were built elsewhere: such a
+// manifest gives way to a complete one found later, and the catalog says so, naming both. Two
+// complete ones (or two incomplete ones) keep the first, as before.
+TEST(catalog, a_manifest_without_its_library_does_not_hide_a_complete_one) {
+  temp_dir source, built, other;
+  source.write("demo/plugin.yaml", "name: demo\nversion: 1.0.0\nabi: 1\n");
+  source.write("lone/plugin.yaml", "name: lone\nversion: 1.0.0\nabi: 1\n");
+  built.write("demo/plugin.yaml", "name: demo\nversion: 1.0.0\nabi: 1\n");
+  built.write("demo/libtroupe_demo.so", "a library");
+  other.write("demo/plugin.yaml", "name: demo\nversion: 0.9.0\nabi: 1\n");
+  other.write("demo/libtroupe_demo.so", "a library");
+  auto c = catalog::discover({source.path().string(), built.path().string(), other.path().string()});
+  auto demo = c.lookup("demo");
+  ASSERT_OK(demo);
+  EXPECT_EQ((*demo)->path, (built.path() / "demo/plugin.yaml").string());
+  ASSERT_EQ(c.entries().size(), 2u);
+  ASSERT_EQ(c.entries()[0].passed_over.size(), 1u);
+  EXPECT_EQ(c.entries()[0].passed_over[0], (source.path() / "demo/plugin.yaml").string());
+  ASSERT_EQ(c.entries()[0].shadowed.size(), 1u);  // the complete one found after it
+  EXPECT_EQ(c.entries()[0].shadowed[0], (other.path() / "demo/plugin.yaml").string());
+  ASSERT_EQ(c.passed_over().size(), 1u);
+  EXPECT_THAT(c.passed_over()[0], HasSubstr((source.path() / "demo/plugin.yaml").string() + " was passed over for " +
+                                            (built.path() / "demo/plugin.yaml").string()));
+  EXPECT_THAT(c.passed_over()[0], HasSubstr((source.path() / "demo/libtroupe_demo.so").string() + ") is missing"));
+  // Without a complete one, the incomplete manifest stays: loading it names the missing file.
+  auto lone = c.lookup("lone");
+  ASSERT_OK(lone);
+  EXPECT_EQ((*lone)->path, (source.path() / "lone/plugin.yaml").string());
+}
+
 TEST(plugin_library, wrong_library_or_name_is_refused_with_the_file) {
   temp_dir d;
   // A file that is not a shared library.
