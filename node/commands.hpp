@@ -40,6 +40,13 @@ struct conformance_options {
   uint32_t frames = 8;              // known inputs, or a source's turns
 };
 
+/// `troupe new-plugin`: an out-of-tree plugin folder to start from.
+struct new_plugin_options {
+  std::string name;
+  std::string kind = "filter";  // filter, source or sink
+  std::string dir;              // empty: ./<name>
+};
+
 struct node_options {
   std::string config;       // node.yaml
   bool check_only = false;  // check the config, print it, exit
@@ -66,6 +73,7 @@ int run_node(const common_options& common, const node_options& opts);
 int cluster_status(const common_options& common, const admin_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
+int new_plugin(const new_plugin_options& opts);
 int list_plugins(const common_options& common);
 int validate(const common_options& common, const std::string& pipeline);
 

@@ -3,18 +3,88 @@
 
 #include <CLI/CLI.hpp>
 
+#include <troupe/plugin.h>
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+
+namespace {
+
+// Edits (insert, delete, replace, swap of neighbours) from a to b.
+size_t distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// The usage error CLI11 found, with a "did you mean" for a mistyped subcommand or option.
+int usage_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+  std::string guess, typed;
+  if (app.get_subcommands().empty()) {
+    for (int i = 1; i < argc && guess.empty(); ++i) {
+      if (argv[i][0] == '-') continue;
+      typed = argv[i];
+      size_t best = 3;
+      for (auto* sub : app.get_subcommands({}))
+        if (!sub->get_group().empty() && distance(typed, sub->get_name()) < best) {
+          best = distance(typed, sub->get_name());
+          guess = sub->get_name();
+        }
+    }
+  }
+  if (!guess.empty()) {
+    std::fprintf(stderr, "troupe: unknown command '%s'; did you mean '%s'?\n", typed.c_str(), guess.c_str());
+    return 2;
+  }
+  if (auto* extras = dynamic_cast<const CLI::ExtrasError*>(&e)) {
+    (void)extras;
+    // An unknown option: the nearest option of the subcommand given, or of troupe itself.
+    CLI::App* scope = app.get_subcommands().empty() ? &app : app.get_subcommands().front();
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a.rfind("--", 0) != 0) continue;
+      a = a.substr(0, a.find('='));
+      if (scope->get_option_no_throw(a) || app.get_option_no_throw(a)) continue;
+      size_t best = 3;
+      for (auto* app_or_sub : {scope, &app})
+        for (auto* opt : app_or_sub->get_options())
+          for (auto& name : opt->get_lnames())
+            if (distance(a, "--" + name) < best) {
+              best = distance(a, "--" + name);
+              guess = "--" + name;
+            }
+      if (!guess.empty()) {
+        std::fprintf(stderr, "troupe: unknown option '%s'; did you mean '%s'?\n", a.c_str(), guess.c_str());
+        return 2;
+      }
+    }
+  }
+  app.exit(e);
+  return 2;  // usage errors exit 2, as the shell's conventions have it
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace troupe::cli;
   CLI::App app{"Troupe: an actor-based plugin runtime. Runs pipelines of plugin instances under supervision."};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("troupe ") + TROUPE_VERSION + " (plugin ABI " +
+                                        std::to_string(TROUPE_ABI_VERSION) + ")");
   app.fallthrough();  // global options may also follow the subcommand
   common_options common;
   app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")->capture_default_str();
   app.add_option("--plugin-path", common.plugin_paths,
-                 "Extra plugin directories, searched before ./plugins, TROUPE_PLUGIN_PATH and the system directory")
+                 "Extra plugin directories, searched before ./plugins, TROUPE_PLUGIN_PATH and troupe's own")
       ->allow_extra_args(false);  // one directory per --plugin-path: a positional may follow
 
   run_options run_opts;
@@ -80,6 +150,14 @@ int main(int argc, char** argv) {
   conf_cmd->add_option("--frames", conf_opts.frames, "Known inputs (or a source's turns)")
       ->check(CLI::Range(1u, 10000u));
 
+  new_plugin_options new_opts;
+  auto* new_cmd = app.add_subcommand("new-plugin",
+                                     "Make a folder for a new plugin, built outside Troupe against the installed SDK");
+  new_cmd->add_option("name", new_opts.name, "Plugin name (lower-case letters, digits and _)")->required();
+  new_cmd->add_flag("--filter{filter},--source{source},--sink{sink}", new_opts.kind,
+                    "What the plugin is (default: --filter)");
+  new_cmd->add_option("--dir", new_opts.dir, "Folder to make (default: ./NAME)");
+
   auto* worker_cmd = app.add_subcommand("worker", "Serve one isolated plugin instance (started by a node)");
   worker_cmd->group("");  // not for users: hidden from --help
   worker_cmd->add_option("--manifest", worker_opts.manifest)->required();
@@ -89,13 +167,18 @@ int main(int argc, char** argv) {
   worker_cmd->add_option("--region-bytes", worker_opts.region_bytes)->required();
   worker_cmd->add_option("--cgroup", worker_opts.cgroup);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return usage_error(app, e, argc, argv);
+  }
   if (!setup_logging(common.log_level)) {
     fprintf(stderr, "troupe: --log-level: unknown level '%s' (expected trace, debug, info, warn, error or off)\n",
             common.log_level.c_str());
     return 2;
   }
   if (*worker_cmd) return serve_worker(worker_opts);
+  if (*new_cmd) return new_plugin(new_opts);
   if (*run_cmd) return run(common, run_opts);
   if (*validate_cmd) return validate(common, validate_path);
   if (*plugins_cmd) return list_plugins(common);
