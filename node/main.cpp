@@ -92,7 +92,14 @@ int main(int argc, char** argv) {
                                      "Run a pipeline in this process until it finishes. While it runs, stdin takes "
                                      "'scale STAGE N' and 'reload STAGE [PLUGIN_YAML] [KEY=VALUE...]'");
   run_cmd->add_option("pipeline", run_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
-  run_cmd->add_option("--metrics", run_opts.metrics_address, "Serve Prometheus /metrics on ADDRESS:PORT");
+  run_cmd->add_option("--metrics", run_opts.metrics_address,
+                      "Serve Prometheus /metrics on ADDRESS:PORT (a port alone: on 127.0.0.1)");
+  run_cmd->add_flag("--fail-on-errors", run_opts.fail_on_errors,
+                    "Exit 3 if a frame failed or was given up on, though the pipeline finished");
+  run_cmd->footer(
+      "Exit status: 0 finished, every instance stopped cleanly (also after a drain on the first SIGINT or "
+      "SIGTERM); 1 failed (load error, quarantine, failed stop, --timeout, unwritable --report); 2 usage error; "
+      "3 frames failed (--fail-on-errors); 128+N stopped without draining by a second signal N (130: SIGINT).");
   run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
   run_cmd->add_option("--timeout", run_opts.timeout_s, "Stop and fail after this many seconds (0: never)");
   run_cmd->add_flag("!--no-progress", run_opts.progress, "No live progress on the terminal");

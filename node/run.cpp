@@ -14,14 +14,17 @@
 #include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
 #include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -33,10 +36,16 @@ namespace troupe::cli {
 
 namespace {
 
-std::atomic<int> interrupted{0};
+std::atomic<int> interrupted{0};    // the last SIGINT or SIGTERM
+std::atomic<int> interrupts{0};     // how many of them
 std::atomic<int> scale_signals{0};  // replicas to add (SIGUSR1) or remove (SIGUSR2), not yet asked for
 
-void on_signal(int sig) { interrupted.store(sig); }
+void on_signal(int sig) {
+  interrupted.store(sig);
+  interrupts.fetch_add(1);
+}
+
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal"; }
 void on_scale_signal(int sig) { scale_signals.fetch_add(sig == SIGUSR1 ? 1 : -1); }
 
 // Control commands typed on the terminal (or written to stdin), one per line.
@@ -130,10 +139,27 @@ void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, b
   std::fflush(stdout);
 }
 
-void print_summary(const plan& p, const slot_table& slots, double wall, const pipeline_outcome& outcome, bool finished,
+// How a run ended, for the summary, the report and the exit status.
+struct run_end {
+  bool ok = false;        // finished, and every instance stopped cleanly
+  bool finished = false;  // the pipeline completed (its sinks finished)
+  std::string reason;     // why not ok, or how an interrupted run ended
+  std::string drained;    // "SIGINT" if the run was drained on a signal
+  int cut_by = 0;         // the signal that stopped it without a drain
+};
+
+// Frames that failed or were given up on: what --fail-on-errors counts.
+double failed_frames(const slot_table& slots) {
+  double n = 0;
+  for (auto& s : slots) n += s->errors.Value() + s->dead_letters.Value();
+  return n;
+}
+
+void print_summary(const plan& p, const slot_table& slots, double wall, const run_end& end,
                    const std::vector<dead_letter>& dead) {
-  std::printf("\npipeline '%s' %s in %.2f s%s%s\n", p.name.c_str(), outcome.ok && finished ? "finished" : "FAILED",
-              wall, outcome.reason.empty() ? "" : ": ", outcome.reason.c_str());
+  std::string how = end.drained.empty() ? "" : " (drained on " + end.drained + ")";
+  std::printf("\npipeline '%s' %s in %.2f s%s%s%s\n", p.name.c_str(), end.ok ? "finished" : "FAILED", wall, how.c_str(),
+              end.reason.empty() ? "" : ": ", end.reason.c_str());
   // The books per instance: IN = DONE + FILT + FAIL + DEAD + RESENT + HELD. OUT counts outputs.
   std::printf("%-18s %-12s %-9s %-13s %4s %8s %8s %6s %5s %5s %6s %5s %8s %8s %6s %5s %9s\n", "INSTANCE", "PLUGIN",
               "MODE", "STATE", "GEN", "IN", "DONE", "FILT", "FAIL", "DEAD", "RESENT", "HELD", "OUT", "RESTARTS",
@@ -168,61 +194,99 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const pi
   std::fflush(stdout);
 }
 
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      o += buf;
-      continue;
-    }
-    o += c;
+// The summary as JSON: the table's columns under their own names (lower case; FRAMES/s is
+// frames_per_s), counts as integers.
+expected<void> write_report(const std::string& path, const plan& p, const slot_table& slots, double wall,
+                            const run_end& end, const std::vector<dead_letter>& dead) {
+  using json = nlohmann::ordered_json;
+  auto count = [](const prometheus::Gauge& g) { return static_cast<int64_t>(g.Value()); };
+  auto total = [](const prometheus::Counter& c) { return static_cast<int64_t>(c.Value()); };
+  json instances = json::array();
+  double sink_in = 0;
+  for (auto& sp : slots) {
+    auto& s = *sp;
+    auto* st = p.find(s.stage);
+    if (st && st->downstream.empty()) sink_in += s.frames_in.Value();
+    instances.push_back({{"instance", s.name()},
+                         {"stage", s.stage},
+                         {"replica", s.replica},
+                         {"plugin", s.plugin},
+                         {"mode", to_string(s.mode)},
+                         {"state", state_text(s)},
+                         {"failure", to_string(s.failure.load())},
+                         {"quarantined", s.quarantined.load()},
+                         {"gen", s.generation.load()},
+                         {"in", total(s.frames_in)},
+                         {"done", total(s.frames_completed)},
+                         {"filt", total(s.frames_filtered)},
+                         {"fail", total(s.errors)},
+                         {"dead", total(s.dead_letters)},
+                         {"resent", total(s.frames_abandoned)},
+                         {"held", count(s.queue_depth)},
+                         {"out", total(s.frames_out)},
+                         {"restarts", total(s.restarts)},
+                         {"stale", total(s.stale_dropped)},
+                         {"dups", total(s.duplicates)},
+                         {"frames_per_s", wall > 0 ? throughput_count(s) / wall : 0.0},
+                         {"bytes_in", total(s.bytes_in)},
+                         {"bytes_out", total(s.bytes_out)},
+                         {"last_error", s.last_error()}});
   }
-  return o;
-}
-
-void write_report(const std::string& path, const plan& p, const slot_table& slots, double wall, bool ok,
-                  const std::string& reason, const std::vector<dead_letter>& dead) {
-  std::ofstream out(path);
-  out << "{\"pipeline\":\"" << json_escape(p.name) << "\",\"ok\":" << (ok ? "true" : "false") << ",\"reason\":\""
-      << json_escape(reason) << "\",\"wall_seconds\":" << wall << ",\"instances\":[";
-  for (size_t i = 0; i < slots.size(); ++i) {
-    auto& s = *slots[i];
-    out << (i ? "," : "") << "{\"stage\":\"" << json_escape(s.stage) << "\",\"replica\":" << s.replica
-        << ",\"plugin\":\"" << json_escape(s.plugin) << "\",\"mode\":\"" << to_string(s.mode) << "\",\"state\":\""
-        << to_string(s.state.load()) << "\",\"failure\":\"" << to_string(s.failure.load())
-        << "\",\"quarantined\":" << (s.quarantined.load() ? "true" : "false")
-        << ",\"generation\":" << s.generation.load() << ",\"frames_in\":" << s.frames_in.Value()
-        << ",\"frames_completed\":" << s.frames_completed.Value()
-        << ",\"frames_filtered\":" << s.frames_filtered.Value()
-        << ",\"frames_abandoned\":" << s.frames_abandoned.Value() << ",\"frames_held\":" << s.queue_depth.Value()
-        << ",\"frames_out\":" << s.frames_out.Value() << ",\"bytes_in\":" << s.bytes_in.Value()
-        << ",\"bytes_out\":" << s.bytes_out.Value() << ",\"errors\":" << s.errors.Value()
-        << ",\"restarts\":" << s.restarts.Value() << ",\"stale_dropped\":" << s.stale_dropped.Value()
-        << ",\"duplicates\":" << s.duplicates.Value() << ",\"dead_letters\":" << s.dead_letters.Value()
-        << ",\"last_error\":\"" << json_escape(s.last_error()) << "\"}";
+  json letters = json::array();
+  for (auto& d : dead)
+    letters.push_back({{"stage", d.stage},
+                       {"plugin", d.plugin},
+                       {"stream", d.frame.stream},
+                       {"seq", d.frame.seq},
+                       {"part", d.frame.part},
+                       {"failure", d.failure},
+                       {"losses", d.losses},
+                       {"error", d.error}});
+  json report = {{"pipeline", p.name},
+                 {"ok", end.ok},
+                 {"finished", end.finished},
+                 {"reason", end.reason},
+                 {"drained_on", end.drained.empty() ? json(nullptr) : json(end.drained)},
+                 {"cut_by", end.cut_by ? json(signal_name(end.cut_by)) : json(nullptr)},
+                 {"wall_seconds", wall},
+                 {"sinks_took", static_cast<int64_t>(sink_in)},
+                 {"instances", std::move(instances)},
+                 {"dead_letters", std::move(letters)}};
+  // Replace the file whole: a reader never sees half a report.
+  auto tmp = path + ".part";
+  {
+    std::ofstream out(tmp);
+    out << report.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    out.close();
+    if (!out)
+      return make_error(errc::io_error, "--report " + path + ": cannot write " + tmp + ": " + std::strerror(errno));
   }
-  out << "],\"dead_letters\":[";
-  for (size_t i = 0; i < dead.size(); ++i) {
-    auto& d = dead[i];
-    out << (i ? "," : "") << "{\"stage\":\"" << json_escape(d.stage) << "\",\"stream\":" << d.frame.stream
-        << ",\"seq\":" << d.frame.seq << ",\"part\":" << d.frame.part << ",\"failure\":\"" << d.failure
-        << "\",\"error\":\"" << json_escape(d.error) << "\"}";
-  }
-  out << "]}\n";
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    return make_error(errc::io_error, "--report " + path + ": cannot replace it: " + std::strerror(errno));
+  return {};
 }
 
 }  // namespace
 
 int run(const common_options& common, const run_options& opts) {
+  // From the start: a signal while the pipeline loads drains it as soon as it runs.
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
   auto lp = load(common, opts.pipeline);
   if (!lp) {
     std::fprintf(stderr, "troupe: %s\n", describe(lp.error()).c_str());
     return 1;
   }
   auto plan = lp->plan;
+  if (!opts.report_path.empty()) {
+    // A report that cannot be written is said now, not after the run.
+    std::ofstream probe(opts.report_path, std::ios::app);
+    if (!probe) {
+      std::fprintf(stderr, "troupe: --report %s: cannot write it: %s\n", opts.report_path.c_str(),
+                   std::strerror(errno));
+      return 1;
+    }
+  }
   auto cores = std::max(2u, std::thread::hardware_concurrency());
 
   metrics m;
@@ -242,7 +306,7 @@ int run(const common_options& common, const run_options& opts) {
   auto dead = std::make_shared<dead_letter_log>(plan->dead_letters);
   caf::actor_system_config cfg;
   configure_actor_system(cfg, cores);
-  bool ok = false, finished = false;
+  run_end end;
   pipeline_outcome outcome;
   double wall = 0;
   {
@@ -259,8 +323,6 @@ int run(const common_options& common, const run_options& opts) {
     auto start = clock::now();
     auto manager = spawn_manager(sys, std::move(ms));
 
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
     if (!opts.scale_stage.empty()) {
       std::signal(SIGUSR1, on_scale_signal);
       std::signal(SIGUSR2, on_scale_signal);
@@ -292,18 +354,30 @@ int run(const common_options& common, const run_options& opts) {
     while (!stopped) {
       self->receive(
           [&](completed_atom, pipeline_outcome& o) {
-            outcome = std::move(o);
-            finished = outcome.ok;
+            if (end.cut_by == 0) outcome = std::move(o);
+            end.finished = outcome.ok;
             if (!stop_sent) self->send(manager, stop_atom::value);
             stop_sent = true;
           },
           [&](stopped_atom) { stopped = true; }, caf::after(std::chrono::milliseconds(100)) >> [] {});
       auto now = clock::now();
       double elapsed = std::chrono::duration<double>(now - start).count();
-      if (!stop_sent && interrupted.load() != 0) {
-        outcome = {false, "interrupted by signal " + std::to_string(interrupted.load())};
-        self->send(manager, stop_atom::value);
-        stop_sent = true;
+      // The first SIGINT or SIGTERM drains: the sources end their streams and what they
+      // made flows through. A second one stops at once; what is in flight is not delivered.
+      if (int n = interrupts.load(); n > 0 && !stop_sent) {
+        auto sig = signal_name(interrupted.load());
+        if (n == 1 && end.drained.empty()) {
+          end.drained = sig;
+          spdlog::warn("{}: draining pipeline '{}' (the sources end their streams); {} again stops it at once", sig,
+                       plan->name, sig == std::string("SIGINT") ? "Ctrl-C" : sig);
+          self->send(manager, end_atom::value);
+        } else if (n > 1) {
+          end.cut_by = interrupted.load();
+          end.drained.clear();
+          outcome = {false, std::string("stopped on a second ") + sig + ", without draining"};
+          self->send(manager, stop_atom::value);
+          stop_sent = true;
+        }
       }
       if (!stop_sent && opts.timeout_s > 0 && elapsed > opts.timeout_s) {
         outcome = {false, "timed out after " + std::to_string(opts.timeout_s) + " s (--timeout)"};
@@ -355,18 +429,28 @@ int run(const common_options& common, const run_options& opts) {
     for (auto& t : reloads) t.join();
     wall = std::chrono::duration<double>(clock::now() - start).count();
     if (live) print_progress(registry->snapshot(), rt, wall, drawn);
-    ok = finished;
+    end.ok = end.finished;
     auto slots = registry->snapshot();
     for (auto& s : slots)
-      if (s->quarantined.load() || s->failure.load() == failure_class::teardown_failed) ok = false;
-    if (finished && !ok && outcome.reason.empty()) outcome.reason = "an instance failed to stop cleanly";
+      if (s->quarantined.load() || s->failure.load() == failure_class::teardown_failed) end.ok = false;
+    if (end.finished && !end.ok && outcome.reason.empty()) outcome.reason = "an instance failed to stop cleanly";
   }
-  outcome.ok = ok;
+  end.reason = outcome.reason;
   auto slots = registry->snapshot();
   auto dead_letters = dead->records();
-  print_summary(*plan, slots, wall, outcome, finished, dead_letters);
-  if (!opts.report_path.empty()) write_report(opts.report_path, *plan, slots, wall, ok, outcome.reason, dead_letters);
-  return ok ? 0 : 1;
+  print_summary(*plan, slots, wall, end, dead_letters);
+  int status = end.cut_by ? 128 + end.cut_by : end.ok ? 0 : 1;
+  if (status == 0 && opts.fail_on_errors && failed_frames(slots) > 0) {
+    std::fprintf(stderr, "troupe: %.0f frames failed or were given up on (--fail-on-errors)\n", failed_frames(slots));
+    status = 3;
+  }
+  if (!opts.report_path.empty()) {
+    if (auto written = write_report(opts.report_path, *plan, slots, wall, end, dead_letters); !written) {
+      std::fprintf(stderr, "troupe: %s\n", describe(written.error()).c_str());
+      if (status == 0) status = 1;
+    }
+  }
+  return status;
 }
 
 }  // namespace troupe::cli

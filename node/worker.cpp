@@ -116,6 +116,9 @@ int serve_worker(const worker_options& o) {
   if (getppid() != o.parent) return 1;
   close_range(wp::output_region_fd + 1, ~0U, 0);
   signal(SIGPIPE, SIG_IGN);
+  // Ctrl-C on the node's terminal reaches its whole process group: the node drains, and its
+  // workers serve until it stops them.
+  signal(SIGINT, SIG_IGN);
 
   auto hello = [](const std::string& error) {
     capnp::MallocMessageBuilder msg;

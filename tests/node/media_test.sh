@@ -61,7 +61,7 @@ check "it is H.264 in MP4" [ "$(ffprobe -v error -show_entries stream=codec_name
 check "all 100 frames are encoded" [ "$(frames out.mp4)" = 100 ]
 check "in presentation order, though two replicas handled them" increasing < <(times out.mp4)
 check "both replicas took frames" [ "$(grep -cE '^blur(#1)? +blur +embedded +stopped +1 +[1-9]' <<<"$out")" = 2 ]
-check "no frame was refused as late" [ "$(json_field transcode.json encode errors)" = 0 ]
+check "no frame was refused as late" [ "$(json_field transcode.json encode fail)" = 0 ]
 
 # Audio: audio_decode gives the samples ffmpeg decodes, and video_encode muxes them (AAC)
 # beside the video, both in time order though audio decodes far faster.
@@ -92,7 +92,7 @@ check "video and audio into one file finish" [ "$rc" -eq 0 ]
 check "the file has an FFV1 and an AAC stream" [ "$(ffprobe -v error -show_entries stream=codec_name -of csv=p=0 \
   muxed.mkv | tr '\n' ' ')" = "ffv1 aac " ]
 check "all 100 video frames, in order" [ "$(frames muxed.mkv)" = 100 ]
-check "no frame or block was refused" [ "$(json_field muxed.json encode errors)" = 0 ]
+check "no frame or block was refused" [ "$(json_field muxed.json encode fail)" = 0 ]
 adur=$(ffprobe -v error -select_streams a:0 -show_entries stream=duration -of csv=p=0 muxed.mkv)
 [ "$adur" = N/A ] && adur=$(ffprobe -v error -select_streams a:0 -show_entries packet=pts_time -of csv=p=0 muxed.mkv | tail -1)
 check "the audio lasts the clip's 4 s (${adur})" python3 -c "import sys; sys.exit(abs(float('$adur') - 4.0) > 0.1)"
@@ -179,7 +179,7 @@ P
 sed "s#$work/in.mkv#$work/damaged.mkv#; s#$work/out.mkv#$work/repaired.mkv#" roundtrip.yaml > damaged.yaml
 out=$(run --report damaged.json damaged.yaml 2>&1); rc=$?
 check "a damaged input still finishes the run" [ "$rc" -eq 0 ]
-check "the damage is counted as frame errors" [ "$(json_field damaged.json decode errors)" -gt 0 ]
+check "the damage is counted as frame errors" [ "$(json_field damaged.json decode fail)" -gt 0 ]
 check "the decoder was never lost" [ "$(json_field damaged.json decode restarts)" = 0 ]
 n=$(frames repaired.mkv)
 check "what was decoded is a playable file ($n frames)" [ "${n:-0}" -gt 20 ]
