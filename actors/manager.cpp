@@ -163,7 +163,10 @@ class manager_actor : public caf::event_based_actor {
     sl.phase = next;
     switch (next) {
       case slot_phase::running: sl.restarts.running(clock::now()); break;
-      case slot_phase::quarantined: stats(i).quarantined.store(true); break;
+      case slot_phase::quarantined:
+        stats(i).quarantined.store(true);
+        stats(i).quarantined_gauge.Set(1);
+        break;
       default: break;
     }
   }

@@ -1,5 +1,7 @@
 #include "stats.hpp"
 
+#include <troupe/plugin.h>
+
 #include <algorithm>
 
 namespace troupe {
@@ -28,62 +30,74 @@ const char* to_string(failure_class f) {
 
 namespace {
 template <class B>
-auto& build(B&& b, const char* name, const char* help, prometheus::Registry& r) {
-  return b.Name(name).Help(help).Register(r);
+auto& build(B&& b, const char* name, const char* help, const std::map<std::string, std::string>& node,
+            prometheus::Registry& r) {
+  return b.Name(name).Help(help).Labels(node).Register(r);
 }
 }  // namespace
 
-metrics::metrics() : metrics(std::make_shared<prometheus::Registry>()) {}
+metrics::metrics(const std::string& node) : metrics(std::make_shared<prometheus::Registry>(), {{"node", node}}) {
+  prometheus::BuildGauge()
+      .Name("troupe_build_info")
+      .Help("Always 1: the version of troupe that serves these metrics and the plugin ABI it speaks.")
+      .Labels({{"node", node}})
+      .Register(*registry_)
+      .Add({{"version", TROUPE_VERSION}, {"abi", std::to_string(TROUPE_ABI_VERSION)}})
+      .Set(1);
+}
 
-metrics::metrics(std::shared_ptr<prometheus::Registry> r)
+metrics::metrics(std::shared_ptr<prometheus::Registry> r, const std::map<std::string, std::string>& node)
     : frames_in(build(prometheus::BuildCounter(), "troupe_instance_frames_in_total",
-                      "Input frames the instance took (duplicates excluded).", *r)),
+                      "Input frames the instance took (duplicates excluded).", node, *r)),
       frames_completed(build(prometheus::BuildCounter(), "troupe_instance_frames_completed_total",
-                             "Input frames processed with one or more outputs.", *r)),
+                             "Input frames processed with one or more outputs.", node, *r)),
       frames_filtered(build(prometheus::BuildCounter(), "troupe_instance_frames_filtered_total",
-                            "Input frames processed with no output.", *r)),
+                            "Input frames processed with no output.", node, *r)),
       frames_abandoned(build(prometheus::BuildCounter(), "troupe_instance_frames_abandoned_total",
-                             "Input frames held by a lost generation; their senders send them again.", *r)),
-      frames_out(
-          build(prometheus::BuildCounter(), "troupe_instance_frames_out_total", "Frames the instance emitted.", *r)),
+                             "Input frames held by a lost generation; their senders send them again.", node, *r)),
+      frames_out(build(prometheus::BuildCounter(), "troupe_instance_frames_out_total", "Frames the instance emitted.",
+                       node, *r)),
       bytes_in(build(prometheus::BuildCounter(), "troupe_instance_bytes_in_total",
-                     "Payload bytes of the input frames the instance took.", *r)),
+                     "Payload bytes of the input frames the instance took.", node, *r)),
       bytes_out(build(prometheus::BuildCounter(), "troupe_instance_bytes_out_total",
-                      "Payload bytes the instance emitted.", *r)),
+                      "Payload bytes the instance emitted.", node, *r)),
       errors(build(prometheus::BuildCounter(), "troupe_instance_errors_total", "Input frames whose processing failed.",
-                   *r)),
+                   node, *r)),
       restarts(build(prometheus::BuildCounter(), "troupe_instance_restarts_total",
-                     "Restarts of the instance slot after a failure.", *r)),
+                     "Restarts of the instance slot after a failure.", node, *r)),
       stale_dropped(build(prometheus::BuildCounter(), "troupe_instance_stale_outputs_dropped_total",
-                          "Outputs dropped because their generation was no longer current.", *r)),
+                          "Outputs dropped because their generation was no longer current.", node, *r)),
       duplicates(build(prometheus::BuildCounter(), "troupe_instance_duplicates_dropped_total",
-                       "Input frames dropped because the instance had taken them already.", *r)),
+                       "Input frames dropped because the instance had taken them already.", node, *r)),
       replayed(build(prometheus::BuildCounter(), "troupe_instance_frames_replayed_total",
                      "Outputs sent again to the successor of a receiver that was lost, replaced or moved "
                      "to another node without acknowledging them.",
-                     *r)),
+                     node, *r)),
       dead_letters(build(prometheus::BuildCounter(), "troupe_instance_dead_letters_total",
-                         "Input frames given up on after killing the stage's instances repeatedly.", *r)),
+                         "Input frames given up on after killing the stage's instances repeatedly.", node, *r)),
       source_waits(build(prometheus::BuildCounter(), "troupe_instance_source_waits_total",
-                         "Times a source had no frame due and was asked again after a short wait.", *r)),
+                         "Times a source had no frame due and was asked again after a short wait.", node, *r)),
       generation(build(prometheus::BuildGauge(), "troupe_instance_generation",
-                       "Current generation of the instance slot.", *r)),
+                       "Current generation of the instance slot.", node, *r)),
       queue_depth(build(prometheus::BuildGauge(), "troupe_instance_queue_depth",
-                        "Input frames the instance holds, not yet done.", *r)),
+                        "Input frames the instance holds, not yet done.", node, *r)),
       in_flight(build(prometheus::BuildGauge(), "troupe_instance_in_flight",
-                      "Outputs sent to the next stage and not yet acknowledged.", *r)),
-      up(build(prometheus::BuildGauge(), "troupe_instance_up", "1 while the instance is running, else 0.", *r)),
+                      "Outputs sent to the next stage and not yet acknowledged.", node, *r)),
+      up(build(prometheus::BuildGauge(), "troupe_instance_up", "1 while the instance is running, else 0.", node, *r)),
+      quarantined(build(prometheus::BuildGauge(), "troupe_instance_quarantined",
+                        "1 once the instance slot is quarantined: restarted past its stage's policy, not again.", node,
+                        *r)),
       worker_memory(build(prometheus::BuildGauge(), "troupe_instance_worker_memory_bytes",
                           "Memory the instance's isolated worker uses: its resident set, or what its cgroup "
                           "(the worker and what it forked) is charged if more; 0 for an embedded instance.",
-                          *r)),
+                          node, *r)),
       worker_throttled(build(prometheus::BuildCounter(), "troupe_instance_worker_cpu_throttled_seconds_total",
                              "Time the instance's isolated workers were held back by their CPU limit (cpu_cores).",
-                             *r)),
+                             node, *r)),
       worker_cpu(build(prometheus::BuildCounter(), "troupe_instance_worker_cpu_seconds_total",
-                       "CPU time the instance's isolated workers used (and the children they reaped).", *r)),
+                       "CPU time the instance's isolated workers used (and the children they reaped).", node, *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
-                       "Time the plugin spent on one input frame.", *r)),
+                       "Time the plugin spent on one input frame.", node, *r)),
       registry_(std::move(r)) {}
 
 namespace {
@@ -134,6 +148,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       queue_depth(m.queue_depth.Add(labels())),
       in_flight(m.in_flight.Add(labels())),
       up(m.up.Add(labels())),
+      quarantined_gauge(m.quarantined.Add(labels())),
       worker_memory(m.worker_memory.Add(labels())),
       worker_throttled(m.worker_throttled.Add(labels())),
       worker_cpu(m.worker_cpu.Add(labels())),
@@ -141,7 +156,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       registry_(m.registry()) {}
 
 std::map<std::string, std::string> slot_stats::labels() const {
-  return {{"pipeline", pipeline}, {"stage", stage}, {"plugin", plugin}, {"instance", std::to_string(replica)}};
+  return {{"pipeline", pipeline}, {"stage", stage}, {"plugin", plugin}, {"replica", std::to_string(replica)}};
 }
 
 std::string slot_stats::name() const { return replica == 0 ? stage : stage + "#" + std::to_string(replica); }

@@ -28,10 +28,11 @@ enum class failure_class : uint8_t { none, start_failed, lost, teardown_failed }
 const char* to_string(instance_state s);
 const char* to_string(failure_class f);
 
-/// The families every node exports; one registry per node.
+/// The families every node exports; one registry per node. Every series carries the node's
+/// name (`node`; "local" for `troupe run`), and the registry holds troupe_build_info.
 class metrics {
  public:
-  metrics();
+  explicit metrics(const std::string& node = "local");
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   prometheus::Family<prometheus::Counter>& frames_in;
@@ -52,13 +53,14 @@ class metrics {
   prometheus::Family<prometheus::Gauge>& queue_depth;
   prometheus::Family<prometheus::Gauge>& in_flight;
   prometheus::Family<prometheus::Gauge>& up;
+  prometheus::Family<prometheus::Gauge>& quarantined;
   prometheus::Family<prometheus::Gauge>& worker_memory;
   prometheus::Family<prometheus::Counter>& worker_throttled;
   prometheus::Family<prometheus::Counter>& worker_cpu;
   prometheus::Family<prometheus::Histogram>& processing;
 
  private:
-  explicit metrics(std::shared_ptr<prometheus::Registry> r);
+  metrics(std::shared_ptr<prometheus::Registry> r, const std::map<std::string, std::string>& node);
   std::shared_ptr<prometheus::Registry> registry_;
 };
 
@@ -106,6 +108,7 @@ class slot_stats {
   prometheus::Gauge& queue_depth;  // inputs held: received, not yet done
   prometheus::Gauge& in_flight;    // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
+  prometheus::Gauge& quarantined_gauge;   // 1 once the slot is quarantined
   prometheus::Gauge& worker_memory;       // bytes the isolated worker (and its children) use; 0 in-process
   prometheus::Counter& worker_throttled;  // seconds its workers were held back by cpu_cores
   prometheus::Counter& worker_cpu;        // CPU seconds its workers used

@@ -137,7 +137,9 @@ int main(int argc, char** argv) {
   auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on every node running it, through any node");
   stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
   for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd}) {
-    cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT)")->required();
+    cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT; default: $TROUPE_NODE)")
+        ->envname("TROUPE_NODE")
+        ->required();
     cmd->add_option("--token", admin_opts.token,
                     "The cluster token (default: $TROUPE_TOKEN; visible to others in ps: prefer --token-file)");
     cmd->add_option("--token-file", admin_opts.token_file, "A file whose first line is the cluster token");
@@ -200,6 +202,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     admin_opts.token = line;
+  }
+  if ((*status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd) && admin_opts.token.empty()) {
+    std::fprintf(stderr,
+                 "troupe: no cluster token: give --token-file FILE (or --token, or set TROUPE_TOKEN); the node "
+                 "refuses admin calls without it\n");
+    return 2;
   }
   if (*status_cmd) return cluster_status(common, admin_opts);
   if (*deploy_cmd) return cluster_deploy(common, admin_opts);

@@ -78,6 +78,7 @@ struct pipeline_host::impl {
         cores(std::max(2u, std::thread::hardware_concurrency())),
         sys(configure(cfg, cores)),
         ex(cores),
+        m(node),
         dir(fs::temp_directory_path() / ("troupe-node-" + node + "-" + std::to_string(getpid()))) {
     fs::create_directories(dir);
   }

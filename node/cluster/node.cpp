@@ -127,6 +127,8 @@ std::string cluster_node::refuse(uint32_t protocol, kj::StringPtr token, const s
   if (protocol != wire::CLUSTER_PROTOCOL)
     why =
         "protocol version " + std::to_string(protocol) + ", this node speaks " + std::to_string(wire::CLUSTER_PROTOCOL);
+  else if (token.size() == 0)
+    why = own_admin_token ? "no admin token given" : "no cluster token given";
   else if (!same_secret(token.cStr(), own_admin_token ? c_.admin_token : c_.token))
     why = own_admin_token ? "wrong admin token" : "wrong cluster token";
   if (!why.empty()) {

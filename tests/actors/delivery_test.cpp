@@ -110,6 +110,7 @@ TEST(delivery, crashes_lose_only_dead_letters_and_duplicate_nothing_and_the_book
   EXPECT_EQ(f.restarts.Value(), sched.losses);
   EXPECT_EQ(f.generation.load(), uint64_t(sched.losses) + 1);
   EXPECT_FALSE(f.quarantined.load());
+  EXPECT_EQ(f.quarantined_gauge.Value(), 0);
   for (auto& s : r.slots)
     if (s->stage != "faulty") {
       EXPECT_EQ(s->restarts.Value(), 0) << s->name();

@@ -70,6 +70,7 @@ TEST(runtime, start_failed_is_retried_then_quarantined) {
   EXPECT_THAT(r.outcome.reason, HasSubstr("stage 'f'"));
   auto& f = r.slot("f");
   EXPECT_TRUE(f.quarantined.load());
+  EXPECT_EQ(f.quarantined_gauge.Value(), 1);  // troupe_instance_quarantined, which alerts watch
   EXPECT_EQ(f.failure.load(), failure_class::start_failed);
   EXPECT_EQ(f.restarts.Value(), 2);
   EXPECT_EQ(f.generation.load(), 3u);

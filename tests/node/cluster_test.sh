@@ -140,6 +140,12 @@ check "n1 still serves" wait_for 5 eval 'state_is 9 n2 up && state_is 10 n1 up'
 out=$("$troupe" status --node "127.0.0.1:${port[9]}" --token wrong 2>&1); rc=$?
 check "an admin client with the wrong token is refused" [ "$rc" -ne 0 ]
 check "... and told why" contains "$out" "refused by node n1: wrong cluster token"
+out=$(TROUPE_NODE="127.0.0.1:${port[9]}" "$troupe" status --token secret 2>&1); rc=$?
+check "TROUPE_NODE stands for --node" [ "$rc" -eq 0 ]
+check "... and status answers" grep -qE '^n1 +self ' <<<"$out"
+out=$(env -u TROUPE_TOKEN "$troupe" status --node "127.0.0.1:${port[9]}" 2>&1); rc=$?
+check "an admin call without a token is a usage error (exit 2)" [ "$rc" -eq 2 ]
+check "... that says a token is missing, not wrong" contains "$out" "troupe: no cluster token: give --token-file FILE"
 
 # A node with another token registers in the store, but its peers refuse its calls: a
 # pipeline deployed through it with a stage on n1 is refused by n1.

@@ -31,5 +31,39 @@ check "without \$TROUPE_ETCD the node config is refused, naming the field" \
 out=$(TROUPE_ETCD=e1:2379 TROUPE_TOKEN=change-me "$troupe" node --config "$docker/node.yaml" --check 2>&1)
 check "the documentation's example token is refused" \
   contains "$out" "node.yaml: field 'token': 'change-me' is the documentation's example; set a secret of your own"
-check "promtool accepts prometheus.yml" promtool check config "$docker/prometheus.yml"
+check "promtool accepts prometheus.yml and the alert rules it loads" promtool check config "$docker/prometheus.yml"
+check "promtool checks the alert rules" promtool check rules "$docker/alerts.yml"
+out=$(promtool test rules "$(dirname "$0")/alerts_test.yml" 2>&1)
+check "each alert fires on the series that should fire it, and only then" [ $? -eq 0 ]
+echo "$out" | grep -A20 FAILED
+for s in node prometheus grafana; do
+  check "compose.yaml has the service $s" grep -qE "^  $s:$" <<<"$config"
+done
+check "the nodes publish their admin and metrics ports" \
+  python3 -c 'import sys,yaml; p=yaml.safe_load(sys.stdin)["services"]["node"]["ports"]; assert {str(x["target"]) for x in p} == {"7200", "9100"}, p' <<<"$config"
+# The dashboard: Grafana's JSON, the panels users look for, and only metrics a node exports
+# (each name appears in the source as it is registered).
+src="$2"
+out=$(python3 - "$docker/grafana/dashboards/troupe.json" <<'P'
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+titles = [p["title"] for p in d["panels"]]
+for want in ("Frames/s per stage", "Queue depth per stage", "Restarts", "Dead letters", "Data link bytes/s",
+             "Processing latency (p50, p99)"):
+    assert want in titles, want
+names = set()
+for p in d["panels"]:
+    assert p["datasource"]["uid"] == "prometheus" and p["targets"], p["title"]
+    for t in p["targets"]:
+        names |= set(re.findall(r"\btroupe_[a-z_]+", t["expr"]))
+print("\n".join(sorted(names)))
+P
+)
+check "the dashboard is Grafana JSON with the panels users look for" [ $? -eq 0 -a -n "$out" ]
+for m in $out; do
+  base=$(sed -E 's/_bucket$//' <<<"$m")
+  check "the dashboard's $m is a metric troupe exports" grep -rqF "\"$base\"" "$src/actors" "$src/node"
+done
+check "Grafana is provisioned with the dashboard and Prometheus" \
+  grep -q "path: /var/lib/grafana/dashboards" "$docker/grafana/provisioning/dashboards/troupe.yml"
 verdict

@@ -41,8 +41,11 @@ for m in troupe_instance_frames_in_total troupe_instance_frames_completed_total 
          troupe_instance_generation troupe_instance_processing_seconds_bucket troupe_instance_up; do
   check "exposes $m" grep -q "^$m{" metrics.txt
 done
-check "series carry pipeline, stage and instance labels" \
-  grep -qE '^troupe_instance_generation\{instance="0",pipeline="metered",plugin="passthrough",stage="pass"\} 1' metrics.txt
+check "series carry node, pipeline, plugin, replica and stage labels" \
+  grep -qE '^troupe_instance_generation\{node="local",pipeline="metered",plugin="passthrough",replica="0",stage="pass"\} 1' metrics.txt
+check "no series has an instance label (Prometheus's own on scrape)" test "$(grep -c 'instance=' metrics.txt)" -eq 0
+check "troupe_build_info names the version and the ABI" \
+  grep -qE '^troupe_build_info\{node="local",abi="1",version="[0-9]+\.[0-9]+\.[0-9]+"\} 1$' metrics.txt
 
 # Five clients that trickle a byte a second, and five that say nothing: scrapes go on.
 python3 - "$port" <<'P' &
@@ -69,7 +72,7 @@ check "--metrics PORT alone binds to loopback" contains "$out" "serving metrics 
 kill -INT "$pid"
 wait "$pid"; rc=$?
 pid=""
-check "SIGINT stops the run (non-zero: interrupted)" test "$rc" -eq 1
-check "the summary says it was interrupted" grep -q "interrupted by signal" run.log
+check "SIGINT drains the run (exit 0)" test "$rc" -eq 0
+check "the summary says it was drained" grep -q "(drained on SIGINT)" run.log
 
 verdict
