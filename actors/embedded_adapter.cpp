@@ -9,7 +9,10 @@ namespace troupe {
 embedded_adapter::embedded_adapter(std::shared_ptr<plugin_library> library, uint64_t generation, std::string log_tag,
                                    allocator alloc)
     : library_(std::move(library)), generation_(generation), alloc_(std::move(alloc)), log_tag_(std::move(log_tag)) {
-  host_.abi_version = TROUPE_ABI_VERSION;
+  host_ = troupe_host{};
+  host_.abi_major = TROUPE_ABI_MAJOR;
+  host_.struct_size = sizeof(troupe_host);
+  host_.abi_minor = TROUPE_ABI_MINOR;
   host_.ctx = this;
   host_.alloc = &host_alloc;
   host_.emit = &host_emit;
@@ -75,7 +78,7 @@ call_result embedded_adapter::process(const frame* in, std::vector<frame>& out) 
   return finish(st);
 }
 
-uint8_t* embedded_adapter::host_alloc(void* ctx, size_t size) {
+uint8_t* embedded_adapter::host_alloc(void* ctx, size_t size) noexcept {
   auto& self = *static_cast<embedded_adapter*>(ctx);
   try {
     auto b = self.alloc_ ? self.alloc_(size) : buffer::allocate(size);
@@ -83,13 +86,24 @@ uint8_t* embedded_adapter::host_alloc(void* ctx, size_t size) {
     auto* p = b->data();
     self.allocs_.push_back(std::move(b));
     return p;
-  } catch (const std::bad_alloc&) {
+  } catch (...) {
     return nullptr;
   }
 }
 
-troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) {
+troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) noexcept {
   auto& self = *static_cast<embedded_adapter*>(ctx);
+  try {
+    return emit(self, o);
+  } catch (const std::exception& e) {
+    host_set_error(ctx, (std::string("emit failed in the host: ") + e.what()).c_str());
+  } catch (...) {
+    host_set_error(ctx, "emit failed in the host");
+  }
+  return TROUPE_ERROR;
+}
+
+troupe_status embedded_adapter::emit(embedded_adapter& self, const troupe_output* o) {
   if (self.out_ == nullptr || o == nullptr) {
     self.error_ = "emit called outside process";
     return TROUPE_ERROR;
@@ -149,16 +163,24 @@ troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) {
   return TROUPE_OK;
 }
 
-void embedded_adapter::host_log(void* ctx, troupe_log_level level, const char* message) {
+void embedded_adapter::host_log(void* ctx, troupe_log_level level, const char* message) noexcept {
   auto& self = *static_cast<embedded_adapter*>(ctx);
   static constexpr spdlog::level::level_enum levels[] = {spdlog::level::trace, spdlog::level::debug,
                                                          spdlog::level::info, spdlog::level::warn, spdlog::level::err};
   auto lvl = levels[level <= TROUPE_LOG_ERROR ? level : TROUPE_LOG_ERROR];
-  spdlog::log(lvl, "[{}] {}", self.log_tag_, message ? message : "");
+  try {
+    spdlog::log(lvl, "[{}] {}", self.log_tag_, message ? message : "");
+  } catch (...) {
+    // A line that cannot be logged (out of memory) is lost, not thrown into the plugin.
+  }
 }
 
-void embedded_adapter::host_set_error(void* ctx, const char* message) {
-  static_cast<embedded_adapter*>(ctx)->error_ = message ? message : "";
+void embedded_adapter::host_set_error(void* ctx, const char* message) noexcept {
+  try {
+    static_cast<embedded_adapter*>(ctx)->error_ = message ? message : "";
+  } catch (...) {
+    static_cast<embedded_adapter*>(ctx)->error_.clear();  // the status still says it failed
+  }
 }
 
 }  // namespace troupe

@@ -41,10 +41,12 @@ class embedded_adapter : public plugin_adapter {
   const std::string& log_tag() const { return log_tag_; }
 
  private:
-  static uint8_t* host_alloc(void* ctx, size_t size);
-  static troupe_status host_emit(void* ctx, const troupe_output* out);
-  static void host_log(void* ctx, troupe_log_level level, const char* message);
-  static void host_set_error(void* ctx, const char* message);
+  // The host's callbacks: none throws into the plugin; a failure is their result.
+  static uint8_t* host_alloc(void* ctx, size_t size) noexcept;
+  static troupe_status host_emit(void* ctx, const troupe_output* out) noexcept;
+  static troupe_status emit(embedded_adapter& self, const troupe_output* out);  // host_emit's work; may throw
+  static void host_log(void* ctx, troupe_log_level level, const char* message) noexcept;
+  static void host_set_error(void* ctx, const char* message) noexcept;
   call_result finish(troupe_status st);
 
   std::shared_ptr<plugin_library> library_;
@@ -52,7 +54,7 @@ class embedded_adapter : public plugin_adapter {
   allocator alloc_;
   std::string log_tag_;
   troupe_host host_;
-  void* self_ = nullptr;
+  troupe_instance* self_ = nullptr;
   // State of the call in progress.
   const frame* input_ = nullptr;
   std::vector<troupe_kv> input_meta_;  // the input's metadata as the plugin sees it

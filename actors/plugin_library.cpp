@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 namespace troupe {
@@ -58,12 +60,39 @@ expected<std::shared_ptr<plugin_library>> plugin_library::open(const manifest& m
     close();
     return fail(TROUPE_ENTRY_SYMBOL "() returned NULL");
   }
-  if (api->abi_version != TROUPE_ABI_VERSION) {
-    auto v = api->abi_version;
+  const std::string host_abi = std::to_string(TROUPE_ABI_MAJOR) + "." + std::to_string(TROUPE_ABI_MINOR);
+  if (api->abi_major != TROUPE_ABI_MAJOR) {
+    auto v = api->abi_major;
     close();
-    return fail("library speaks ABI " + std::to_string(v) + ", this host speaks ABI " +
-                std::to_string(TROUPE_ABI_VERSION));
+    return fail("library speaks ABI " + std::to_string(v) + ".x, this host speaks ABI " + host_abi +
+                " (the major must be equal: rebuild the plugin against this troupe)");
   }
+  // What the plugin's table holds: an ABI 1.0 table ends after health and has no size (its
+  // padding, zero, stands where struct_size is).
+  constexpr size_t base = offsetof(troupe_plugin_api, abi_minor);
+  constexpr size_t minor_1_1 = offsetof(troupe_plugin_api, reserved) + sizeof(api->reserved);
+  size_t size = api->struct_size == 0 ? base : api->struct_size;
+  if (api->struct_size != 0 && size < minor_1_1) {
+    auto n = api->struct_size;
+    close();
+    return fail("plugin table says it is " + std::to_string(n) + " bytes, less than the " + std::to_string(minor_1_1) +
+                " of an ABI 1.1 table (a table that gives its size has at least those)");
+  }
+  troupe_plugin_api table{};
+  std::memcpy(&table, api, std::min(size, sizeof table));
+  if (api->struct_size == 0) table.abi_minor = 0;
+  if (table.abi_minor > TROUPE_ABI_MINOR) {
+    auto v = table.abi_minor;
+    close();
+    return fail("library needs ABI 1." + std::to_string(v) + ", this host speaks ABI " + host_abi +
+                " (a newer troupe loads it)");
+  }
+  for (auto* r : table.reserved)
+    if (r != nullptr || table.reserved_flags != 0) {
+      close();
+      return fail("the plugin table's reserved slots are not NULL (built against another header?)");
+    }
+  api = &table;
   if (api->name == nullptr || m.name != api->name) {
     std::string got = api->name ? api->name : "(null)";
     close();
@@ -79,7 +108,7 @@ expected<std::shared_ptr<plugin_library>> plugin_library::open(const manifest& m
     close();
     return fail(std::string("function '") + missing + "' is NULL in the plugin table");
   }
-  return std::shared_ptr<plugin_library>(new plugin_library(handle, api, m.library, copy_fd));
+  return std::shared_ptr<plugin_library>(new plugin_library(handle, table, m.library, copy_fd));
 }
 
 plugin_library::~plugin_library() {

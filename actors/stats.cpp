@@ -42,7 +42,8 @@ metrics::metrics(const std::string& node) : metrics(std::make_shared<prometheus:
       .Help("Always 1: the version of troupe that serves these metrics and the plugin ABI it speaks.")
       .Labels({{"node", node}})
       .Register(*registry_)
-      .Add({{"version", TROUPE_VERSION}, {"abi", std::to_string(TROUPE_ABI_VERSION)}})
+      .Add({{"version", TROUPE_VERSION},
+            {"abi", std::to_string(TROUPE_ABI_MAJOR) + "." + std::to_string(TROUPE_ABI_MINOR)}})
       .Set(1);
 }
 

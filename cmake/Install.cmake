@@ -4,16 +4,26 @@
 #   lib/troupe/plugins/<name>/               the example plugins (troupe_add_plugin installs them)
 #   lib/cmake/Troupe/                        find_package(Troupe): Troupe::plugin, troupe_add_plugin()
 #   share/pkgconfig/troupe-plugin.pc         the contract's flags for other build systems
+#   share/troupe/examples/                   the example pipelines
 include(CMakePackageConfigHelpers)
+# Installing (and cpack) takes what is built; it never starts a build of its own.
+set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY ON)
 
 install(TARGETS troupe RUNTIME DESTINATION bin)
 install(DIRECTORY plugins/include/troupe DESTINATION include FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
+install(DIRECTORY examples/ DESTINATION share/troupe/examples FILES_MATCHING PATTERN "*.yaml")
 
 set(TROUPE_INCLUDE_INSTALL_DIR include)
 set(TROUPE_BIN_INSTALL_DIR bin)
 set(TROUPE_PLUGIN_INSTALL_DIR lib/troupe/plugins)
-file(STRINGS plugins/include/troupe/plugin.h abi_line REGEX "^#define TROUPE_ABI_VERSION ")
-string(REGEX REPLACE "^#define TROUPE_ABI_VERSION ([0-9]+).*" "\\1" TROUPE_ABI_VERSION "${abi_line}")
+foreach(part MAJOR MINOR)
+  file(STRINGS plugins/include/troupe/plugin.h abi_line REGEX "^#define TROUPE_ABI_${part} [0-9]+u$")
+  string(REGEX REPLACE "^#define TROUPE_ABI_${part} ([0-9]+)u$" "\\1" abi_${part} "${abi_line}")
+endforeach()
+set(TROUPE_ABI_VERSION "${abi_MAJOR}.${abi_MINOR}")
+if(NOT TROUPE_ABI_VERSION MATCHES "^[0-9]+\\.[0-9]+$")
+  message(FATAL_ERROR "cannot read the ABI version from plugins/include/troupe/plugin.h (got '${TROUPE_ABI_VERSION}')")
+endif()
 configure_package_config_file(cmake/TroupeConfig.cmake.in ${CMAKE_BINARY_DIR}/cmake/TroupeConfig.cmake
   INSTALL_DESTINATION lib/cmake/Troupe
   PATH_VARS TROUPE_INCLUDE_INSTALL_DIR TROUPE_BIN_INSTALL_DIR TROUPE_PLUGIN_INSTALL_DIR)

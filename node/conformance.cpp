@@ -389,7 +389,9 @@ int conformance(const common_options& common, const conformance_options& o) {
   checker c;
 
   auto lib = plugin_library::open(m);
-  c.check(static_cast<bool>(lib), "the library loads and speaks ABI " + std::to_string(TROUPE_ABI_VERSION),
+  c.check(static_cast<bool>(lib),
+          "the library loads and speaks ABI " + (lib ? (*lib)->abi() : std::to_string(TROUPE_ABI_MAJOR) + ".x") +
+              " (this host: " + std::to_string(TROUPE_ABI_MAJOR) + "." + std::to_string(TROUPE_ABI_MINOR) + ")",
           lib ? "" : describe(lib.error()));
   if (!lib) {
     std::printf("%d passed, %d failed\n", c.passed, c.failed);

@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   CLI::App app{"Troupe: an actor-based plugin runtime. Runs pipelines of plugin instances under supervision."};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("troupe ") + TROUPE_VERSION + " (plugin ABI " +
-                                        std::to_string(TROUPE_ABI_VERSION) + ")");
+                                        std::to_string(TROUPE_ABI_MAJOR) + "." + std::to_string(TROUPE_ABI_MINOR) +
+                                        ")");
   app.fallthrough();  // global options may also follow the subcommand
   common_options common;
   app.add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")->capture_default_str();

@@ -23,6 +23,7 @@ __attribute__((constructor)) static void at_load(void) {
 }
 
 /* Loads cleanly without TROUPE_TEST_AT_LOAD, and is then refused for its empty table. */
-static const troupe_plugin_api api = {TROUPE_ABI_VERSION, "atload", 0, 0, 0, 0, 0, 0};
+static const troupe_plugin_api api = {
+    TROUPE_ABI_MAJOR, sizeof(troupe_plugin_api), "atload", 0, 0, 0, 0, 0, 0, TROUPE_ABI_MINOR, 0, {0}};
 
 TROUPE_EXPORT const troupe_plugin_api* troupe_plugin_entry(void) { return &api; }

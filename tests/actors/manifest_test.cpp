@@ -1,8 +1,12 @@
 #include "../test_util.hpp"
 
 #include <catalog.hpp>
+#include <embedded_adapter.hpp>
+#include <frame.hpp>
 #include <manifest.hpp>
 #include <plugin_library.hpp>
+
+#include <cstring>
 
 using namespace troupe;
 using ::testing::HasSubstr;
@@ -197,6 +201,77 @@ TEST(plugin_library, wrong_abi_version_is_refused) {
   ASSERT_OK(m);
   auto lib = plugin_library::open(*m);
   ASSERT_FALSE(lib);
-  EXPECT_THAT(describe(lib.error()), HasSubstr("library speaks ABI 99, this host speaks ABI 1"));
+  EXPECT_THAT(describe(lib.error()),
+              HasSubstr("library speaks ABI 99.x, this host speaks ABI 1.1 (the major must be equal"));
   EXPECT_THAT(describe(lib.error()), HasSubstr(m->path));
+}
+
+// A manifest for one of the test libraries of other ABI versions (tests/actors/abi_variants.c).
+expected<manifest> variant(const temp_dir& d, const std::string& name, const std::string& library) {
+  return load_manifest(
+      d.write(name + "/plugin.yaml", "name: " + name + "\nversion: 1.0.0\nabi: 1\nlibrary: " + library + "\n"));
+}
+
+// A plugin built against ABI 1.0 (no struct_size, no minor, the host table as it was) loads
+// in a 1.1 host and runs: its frames pass through it.
+TEST(plugin_library, a_plugin_of_an_older_minor_loads_and_runs) {
+  temp_dir d;
+  auto m = variant(d, "abi_old", TROUPE_ABI_1_0_LIBRARY);
+  ASSERT_OK(m);
+  auto lib = plugin_library::open(*m);
+  ASSERT_OK(lib);
+  EXPECT_EQ((*lib)->abi(), "1.0");
+  embedded_adapter a(*lib, 3, "abi_old");
+  ASSERT_TRUE(a.create({}).ok());
+  ASSERT_TRUE(a.start().ok());
+  auto payload = buffer::allocate(5);
+  std::memcpy(payload->data(), "hello", 5);
+  frame in;
+  in.stream = 7;
+  in.seq = 9;
+  in.type = "text/plain";
+  in.payload = payload;
+  in.data = payload->data();
+  in.size = 5;
+  std::vector<frame> out;
+  auto r = a.process(&in, out);
+  ASSERT_TRUE(r.ok()) << r.error;
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].seq, 9u);
+  EXPECT_EQ(out[0].generation, 3u);
+  EXPECT_EQ(out[0].type, "text/plain");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[0].data), out[0].size), "hello");
+  EXPECT_EQ(out[0].payload, payload);  // its own input, passed on without a copy
+  EXPECT_TRUE(a.stop().ok());
+  // The example plugins are built against this host's ABI.
+  auto examples = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});
+  auto p = examples.lookup("passthrough");
+  ASSERT_OK(p);
+  auto current = plugin_library::open(**p);
+  ASSERT_TRUE(current) << describe(current.error());
+  EXPECT_EQ((*current)->abi(), "1.1");
+}
+
+// A newer minor, a table smaller than its version's, and reserved slots in use are refused,
+// each with what was wrong and the file.
+TEST(plugin_library, a_newer_minor_a_short_table_and_used_reserved_slots_are_refused) {
+  temp_dir d;
+  struct {
+    const char* name;
+    const char* library;
+    const char* says;
+  } cases[] = {
+      {"abi_newer", TROUPE_ABI_NEWER_LIBRARY,
+       "library needs ABI 1.99, this host speaks ABI 1.1 (a newer troupe loads it)"},
+      {"abi_short", TROUPE_ABI_SHORT_LIBRARY, "plugin table says it is 12 bytes, less than the"},
+      {"abi_reserved", TROUPE_ABI_RESERVED_LIBRARY, "the plugin table's reserved slots are not NULL"},
+  };
+  for (auto& c : cases) {
+    auto m = variant(d, c.name, c.library);
+    ASSERT_OK(m);
+    auto lib = plugin_library::open(*m);
+    ASSERT_FALSE(lib) << c.name;
+    EXPECT_THAT(describe(lib.error()), HasSubstr(c.says));
+    EXPECT_THAT(describe(lib.error()), HasSubstr(c.library));
+  }
 }

@@ -45,7 +45,7 @@ check "series carry node, pipeline, plugin, replica and stage labels" \
   grep -qE '^troupe_instance_generation\{node="local",pipeline="metered",plugin="passthrough",replica="0",stage="pass"\} 1' metrics.txt
 check "no series has an instance label (Prometheus's own on scrape)" test "$(grep -c 'instance=' metrics.txt)" -eq 0
 check "troupe_build_info names the version and the ABI" \
-  grep -qE '^troupe_build_info\{node="local",abi="1",version="[0-9]+\.[0-9]+\.[0-9]+"\} 1$' metrics.txt
+  grep -qE '^troupe_build_info\{node="local",abi="1.1",version="[0-9]+\.[0-9]+\.[0-9]+"\} 1$' metrics.txt
 
 # Five clients that trickle a byte a second, and five that say nothing: scrapes go on.
 python3 - "$port" <<'P' &

@@ -26,7 +26,7 @@ for f in bin/troupe include/troupe/plugin.h include/troupe/plugin.hpp lib/cmake/
   check "the install holds $f" test -e "$prefix/$f"
 done
 t="$prefix/bin/troupe"
-check "troupe --version names the version and the plugin ABI" grep -qE '^troupe [0-9]+\.[0-9]+\.[0-9]+ \(plugin ABI 1\)$' \
+check "troupe --version names the version and the plugin ABI" grep -qE '^troupe [0-9]+\.[0-9]+\.[0-9]+ \(plugin ABI 1\.1\)$' \
   <<<"$("$t" --version)"
 
 # An installed troupe finds its own plugins from any folder, without TROUPE_PLUGIN_PATH.
@@ -92,7 +92,7 @@ check "cpack -G DEB makes a package" test $rc -eq 0 -a -n "$deb"
 if [ -n "$deb" ]; then
   files=$(dpkg-deb -c "$deb")
   for f in ./usr/bin/troupe ./usr/include/troupe/plugin.hpp ./usr/lib/cmake/Troupe/TroupeConfig.cmake \
-    ./usr/lib/troupe/plugins/blur/libtroupe_blur.so; do
+    ./usr/lib/troupe/plugins/blur/libtroupe_blur.so ./usr/share/troupe/examples/demo.yaml; do
     check "the package holds $f" contains "$files" "$f"
   done
   check "the package names the libraries it needs" grep -q "libcaf" <<<"$(dpkg-deb -f "$deb" Depends)"

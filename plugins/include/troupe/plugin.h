@@ -15,7 +15,14 @@
  * valid from create until destroy returns. Error messages go through host->set_error, which
  * copies them, so no memory ever has to be freed across the boundary.
  *
- * No C++ exception may cross this boundary; troupe/plugin.hpp catches and converts them.
+ * No C++ exception may cross this boundary, either way: troupe/plugin.hpp catches and
+ * converts a plugin's; the host's callbacks never throw and report failures as status.
+ *
+ * Versions: ABI MAJOR.MINOR. A host loads a plugin whose major equals its own and whose minor
+ * is not above its own. A minor adds fields at the end of a table, never moves one: each
+ * table says its own size (struct_size) and reads only what the other side's size covers. A
+ * table of ABI 1.0 has no struct_size (its padding, zero, stands there) and no minor; a 1.1
+ * host loads it as 1.0. Reserved slots are NULL (zero) and ignored.
  */
 #ifndef TROUPE_PLUGIN_H
 #define TROUPE_PLUGIN_H
@@ -27,8 +34,14 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change of the structures or functions below. */
-#define TROUPE_ABI_VERSION 1u
+/* The major is bumped on every incompatible change of the structures or functions below,
+ * the minor on each compatible addition. TROUPE_ABI_VERSION is the major, which manifests'
+ * `abi` field names. */
+#define TROUPE_ABI_MAJOR 1u
+#define TROUPE_ABI_MINOR 1u
+#define TROUPE_ABI_VERSION TROUPE_ABI_MAJOR
+/* Reserved slots at the end of each table, for additions within a major. */
+#define TROUPE_RESERVED_SLOTS 8
 
 /* The one symbol a plugin library exports. */
 #define TROUPE_ENTRY_SYMBOL "troupe_plugin_entry"
@@ -57,13 +70,21 @@ typedef enum troupe_log_level {
   TROUPE_LOG_ERROR = 4
 } troupe_log_level;
 
-/* A key/value pair of NUL-terminated strings (config entries, frame metadata). */
+/* An instance of a plugin, as its create made it. Opaque to the host: the host only hands it
+ * back to the plugin's functions.
+ * OWNERSHIP: the plugin's, from create until destroy, which frees it. */
+typedef struct troupe_instance troupe_instance;
+
+/* A key/value pair of NUL-terminated strings (config entries, frame metadata).
+ * OWNERSHIP: the side that passes it; valid during the call that receives it. */
 typedef struct troupe_kv {
   const char* key;
   const char* value;
 } troupe_kv;
 
-/* A read-only view of one input frame, valid only during the process call. */
+/* A read-only view of one input frame.
+ * OWNERSHIP: the host's; valid only during the process call. The plugin keeps no pointer into
+ * it, and may emit its payload (or a part of it) during that call without a copy. */
 typedef struct troupe_frame_view {
   uint64_t stream;       /* stream id, chosen by the source */
   uint64_t seq;          /* sequence number within the stream */
@@ -82,6 +103,8 @@ typedef struct troupe_frame_view {
  * processed and the fields here are ignored; a source sets them. If data points into the
  * input's payload, or into a buffer returned by host->alloc during this call, no payload
  * byte is copied; otherwise the host copies size bytes from data.
+ * OWNERSHIP: the plugin's; the host copies what it keeps during emit, so everything it points
+ * to may be freed once emit returns.
  */
 typedef struct troupe_output {
   uint64_t stream;
@@ -94,9 +117,12 @@ typedef struct troupe_output {
   size_t size;
 } troupe_output;
 
-/* The host's side of the contract, valid from create until destroy returns. */
+/* The host's side of the contract. Every callback is safe to call from the plugin's thread
+ * during the plugin's calls, never throws, and reports a failure by its result.
+ * OWNERSHIP: the host's; valid from create until destroy returns. */
 typedef struct troupe_host {
-  uint32_t abi_version;
+  uint32_t abi_major;   /* TROUPE_ABI_MAJOR of the host */
+  uint32_t struct_size; /* sizeof(troupe_host) of the host; 0 from a host of ABI 1.0 */
   void* ctx;
   /* A writable payload buffer of size bytes, owned by the host; emit it to pass it on
    * without a copy. Valid until the current call returns. NULL if out of memory. */
@@ -107,21 +133,32 @@ typedef struct troupe_host {
   void (*log)(void* ctx, troupe_log_level level, const char* message);
   /* Sets the reason for the failing call's status; the host copies the message. */
   void (*set_error)(void* ctx, const char* message);
+  /* ABI 1.1 and later (struct_size covers them). */
+  uint32_t abi_minor; /* TROUPE_ABI_MINOR of the host */
+  uint32_t reserved_flags;
+  void* reserved[TROUPE_RESERVED_SLOTS];
 } troupe_host;
 
+/* The plugin's side of the contract: what troupe_plugin_entry returns.
+ * OWNERSHIP: the plugin's; static, valid while the library is loaded. */
 typedef struct troupe_plugin_api {
-  uint32_t abi_version; /* must equal TROUPE_ABI_VERSION of the host */
+  uint32_t abi_major;   /* must equal TROUPE_ABI_MAJOR of the host */
+  uint32_t struct_size; /* sizeof(troupe_plugin_api) of the plugin (0: an ABI 1.0 table) */
   const char* name;     /* must equal the manifest's name */
   /* Makes one instance with a validated config (all fields present, defaults filled).
    * Returns NULL on failure, after host->set_error. */
-  void* (*create)(const troupe_host* host, const troupe_kv* config, uint32_t config_count);
-  troupe_status (*start)(void* self);
+  troupe_instance* (*create)(const troupe_host* host, const troupe_kv* config, uint32_t config_count);
+  troupe_status (*start)(troupe_instance* self);
   /* in == NULL asks a source for its next frames (zero or more emits, or TROUPE_END). */
-  troupe_status (*process)(void* self, const troupe_frame_view* in);
-  troupe_status (*stop)(void* self);
-  void (*destroy)(void* self);
+  troupe_status (*process)(troupe_instance* self, const troupe_frame_view* in);
+  troupe_status (*stop)(troupe_instance* self);
+  void (*destroy)(troupe_instance* self);
   /* Optional (may be NULL): TROUPE_OK while the instance is healthy. */
-  troupe_status (*health)(void* self);
+  troupe_status (*health)(troupe_instance* self);
+  /* ABI 1.1 and later (struct_size covers them). */
+  uint32_t abi_minor; /* must not be above TROUPE_ABI_MINOR of the host */
+  uint32_t reserved_flags;
+  void* reserved[TROUPE_RESERVED_SLOTS];
 } troupe_plugin_api;
 
 typedef const troupe_plugin_api* (*troupe_plugin_entry_fn)(void);

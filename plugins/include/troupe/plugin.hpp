@@ -193,7 +193,7 @@ struct adapter {
     const troupe_host* host;
     std::unique_ptr<T> impl;
   };
-  static void* create(const troupe_host* host, const troupe_kv* cfg, uint32_t n) {
+  static troupe_instance* create(const troupe_host* host, const troupe_kv* cfg, uint32_t n) {
     auto h = std::make_unique<holder>();
     h->host = host;
     auto st = guarded(host, [&] {
@@ -201,17 +201,17 @@ struct adapter {
       h->impl = std::make_unique<T>(ctx);
       return TROUPE_OK;
     });
-    return st == TROUPE_OK ? h.release() : nullptr;
+    return st == TROUPE_OK ? reinterpret_cast<troupe_instance*>(h.release()) : nullptr;
   }
-  static holder& self(void* p) { return *static_cast<holder*>(p); }
-  static troupe_status start(void* p) {
+  static holder& self(troupe_instance* p) { return *reinterpret_cast<holder*>(p); }
+  static troupe_status start(troupe_instance* p) {
     auto& h = self(p);
     return guarded(h.host, [&] {
       h.impl->start();
       return TROUPE_OK;
     });
   }
-  static troupe_status process(void* p, const troupe_frame_view* in) {
+  static troupe_status process(troupe_instance* p, const troupe_frame_view* in) {
     auto& h = self(p);
     return guarded(h.host, [&] {
       if (in == nullptr) return h.impl->produce() ? TROUPE_OK : TROUPE_END;
@@ -219,21 +219,21 @@ struct adapter {
       return TROUPE_OK;
     });
   }
-  static troupe_status stop(void* p) {
+  static troupe_status stop(troupe_instance* p) {
     auto& h = self(p);
     return guarded(h.host, [&] {
       h.impl->stop();
       return TROUPE_OK;
     });
   }
-  static void destroy(void* p) {
-    std::unique_ptr<holder> h(static_cast<holder*>(p));
+  static void destroy(troupe_instance* p) {
+    std::unique_ptr<holder> h(reinterpret_cast<holder*>(p));
     try {
       h->impl.reset();
     } catch (...) {
     }
   }
-  static troupe_status health(void* p) {
+  static troupe_status health(troupe_instance* p) {
     auto& h = self(p);
     return guarded(h.host, [&] { return h.impl->healthy() ? TROUPE_OK : TROUPE_ERROR; });
   }
@@ -243,12 +243,20 @@ struct adapter {
 }  // namespace troupe
 
 /// Exports plugin class CLS under NAME (must match the manifest's name).
-#define TROUPE_PLUGIN(NAME, CLS)                                                                \
-  extern "C" TROUPE_EXPORT const troupe_plugin_api* troupe_plugin_entry(void) {                 \
-    using troupe_adapter_ = ::troupe::detail::adapter<CLS>;                                     \
-    static const troupe_plugin_api api = {TROUPE_ABI_VERSION,        NAME,                      \
-                                          &troupe_adapter_::create,  &troupe_adapter_::start,   \
-                                          &troupe_adapter_::process, &troupe_adapter_::stop,    \
-                                          &troupe_adapter_::destroy, &troupe_adapter_::health}; \
-    return &api;                                                                                \
+#define TROUPE_PLUGIN(NAME, CLS)                                                            \
+  extern "C" TROUPE_EXPORT const troupe_plugin_api* troupe_plugin_entry(void) {             \
+    using troupe_adapter_ = ::troupe::detail::adapter<CLS>;                                 \
+    static const troupe_plugin_api api = {TROUPE_ABI_MAJOR,                                 \
+                                          static_cast<uint32_t>(sizeof(troupe_plugin_api)), \
+                                          NAME,                                             \
+                                          &troupe_adapter_::create,                         \
+                                          &troupe_adapter_::start,                          \
+                                          &troupe_adapter_::process,                        \
+                                          &troupe_adapter_::stop,                           \
+                                          &troupe_adapter_::destroy,                        \
+                                          &troupe_adapter_::health,                         \
+                                          TROUPE_ABI_MINOR,                                 \
+                                          0,                                                \
+                                          {}};                                              \
+    return &api;                                                                            \
   }
