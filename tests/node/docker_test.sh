@@ -31,6 +31,22 @@ check "without \$TROUPE_ETCD the node config is refused, naming the field" \
 out=$(TROUPE_ETCD=e1:2379 TROUPE_TOKEN=change-me "$troupe" node --config "$docker/node.yaml" --check 2>&1)
 check "the documentation's example token is refused" \
   contains "$out" "node.yaml: field 'token': 'change-me' is the documentation's example; set a secret of your own"
+# The image, as hadolint would judge it (Debian 12 has no hadolint): the rules that apply.
+df="$docker/Dockerfile"
+check "the Dockerfile has a build stage and a runtime stage" test "$(grep -c '^FROM ' "$df")" -eq 2
+last=$(awk '/^FROM /{n++} n==2' "$df")
+check "the runtime stage is slim" grep -q '^FROM debian:12-slim' <<<"$last"
+check "... and installs no compilers, tests or Prometheus" bash -c '! grep -qE "build-essential|g\+\+|cmake|gtest|prometheus |scripts/setup" <<<"$0"' "$last"
+check "... but the package the build stage made, with its dependencies" grep -q 'apt-get install -y --no-install-recommends /tmp/troupe.deb' <<<"$last"
+check "... removing apt's lists in the same layer" grep -q 'rm -rf /var/lib/apt/lists/\*' <<<"$last"
+check "the image runs as a user of its own, not root" grep -qE '^USER troupe$' <<<"$last"
+joined=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$df")  # continuation lines joined
+check "the image has a health check" grep -qE '^HEALTHCHECK .*CMD \["troupe", "status"' <<<"$joined"
+check "CMD is in JSON form" grep -qE '^CMD \[' <<<"$last"
+check "every apt-get install skips recommends" bash -c '! grep "apt-get install" "$0" | grep -v -- "--no-install-recommends"' "$df"
+check ".dockerignore keeps build folders and git out" bash -c 'grep -qx "build" "$0" && grep -qx "build-\*" "$0" && grep -qx ".git" "$0"' "$2/.dockerignore"
+check "the etcd services check etcd, not a node" contains "$config" "etcdctl"
+check "the node service names its admin address for troupe commands" contains "$config" "TROUPE_NODE: 127.0.0.1:7200"
 check "promtool accepts prometheus.yml and the alert rules it loads" promtool check config "$docker/prometheus.yml"
 check "promtool checks the alert rules" promtool check rules "$docker/alerts.yml"
 out=$(promtool test rules "$(dirname "$0")/alerts_test.yml" 2>&1)
