@@ -1,5 +1,7 @@
 #include "catalog.hpp"
 
+#include "nearest.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -87,9 +89,11 @@ catalog catalog::discover(const std::vector<std::string>& paths) {
 expected<const manifest*> catalog::lookup(const std::string& name) const {
   for (auto& e : entries_)
     if (e.manifest.name == name) return &e.manifest;
+  std::vector<std::string> known;
+  for (auto& e : entries_) known.push_back(e.manifest.name);
   std::string msg = "plugin '" + name + "' not found on the search paths (";
   for (size_t i = 0; i < paths_.size(); ++i) msg += (i ? ":" : "") + paths_[i];
-  msg += ")";
+  msg += ")" + did_you_mean(name, known);
   for (auto& p : problems_) msg += "; note: " + p.message;
   return make_error(errc::plugin_not_found, msg);
 }

@@ -1,5 +1,6 @@
 #include "pipeline.hpp"
 
+#include "nearest.hpp"
 #include "yaml_util.hpp"
 
 #include <algorithm>
@@ -264,7 +265,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     for (auto* n : {&e.from, &e.to})
       if (!names.count(*n))
         return make_error(code, path + ":" + std::to_string(e.line) + ": edge '" + e.from + " -> " + e.to +
-                                    "': no stage named '" + *n + "'");
+                                    "': no stage named '" + *n + "'" + did_you_mean(*n, names));
   return spec;
 }
 

@@ -8,22 +8,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <nearest.hpp>
 
 namespace {
-
-// Edits (insert, delete, replace, swap of neighbours) from a to b.
-size_t distance(const std::string& a, const std::string& b) {
-  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
-  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (size_t i = 1; i <= a.size(); ++i)
-    for (size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  return d[a.size()][b.size()];
-}
 
 // The usage error CLI11 found, with a "did you mean" for a mistyped subcommand or option.
 int usage_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
@@ -35,8 +22,8 @@ int usage_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) 
       typed = argv[i];
       size_t best = 3;
       for (auto* sub : app.get_subcommands({}))
-        if (!sub->get_group().empty() && distance(typed, sub->get_name()) < best) {
-          best = distance(typed, sub->get_name());
+        if (!sub->get_group().empty() && troupe::edit_distance(typed, sub->get_name()) < best) {
+          best = troupe::edit_distance(typed, sub->get_name());
           guess = sub->get_name();
         }
     }
@@ -58,8 +45,8 @@ int usage_error(CLI::App& app, const CLI::ParseError& e, int argc, char** argv) 
       for (auto* app_or_sub : {scope, &app})
         for (auto* opt : app_or_sub->get_options())
           for (auto& name : opt->get_lnames())
-            if (distance(a, "--" + name) < best) {
-              best = distance(a, "--" + name);
+            if (troupe::edit_distance(a, "--" + name) < best) {
+              best = troupe::edit_distance(a, "--" + name);
               guess = "--" + name;
             }
       if (!guess.empty()) {

@@ -10,6 +10,7 @@
 
 using namespace troupe;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using troupe::test::temp_dir;
 
 namespace {
@@ -134,6 +135,11 @@ TEST(catalog, local_plugin_shadows_global_and_broken_manifest_is_reported) {
   auto missing = c.lookup("nope");
   ASSERT_FALSE(missing);
   EXPECT_THAT(describe(missing.error()), HasSubstr("plugin 'nope' not found"));
+  EXPECT_THAT(describe(missing.error()), Not(HasSubstr("did you mean")));  // nothing near it
+  auto typo = c.lookup("ohter");
+  ASSERT_FALSE(typo);
+  EXPECT_THAT(describe(typo.error()), HasSubstr("plugin 'ohter' not found on the search paths ("));
+  EXPECT_THAT(describe(typo.error()), HasSubstr("); did you mean 'other'?"));
 }
 
 // A source tree's plugins/ holds manifests whose libraries were built elsewhere: such a
