@@ -10,6 +10,7 @@
 #include <kj/async-io.h>
 #include <kj/async.h>
 #include <kj/timer.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <fstream>
@@ -68,6 +69,58 @@ int admin_call(const char* command, const admin_options& o, F f) {
   }
 }
 
+const char* member_state(wire::MemberStatus st) {
+  return st == wire::MemberStatus::SELF ? "self" : st == wire::MemberStatus::UP ? "up" : "down";
+}
+
+const char* pipeline_state(wire::PipelineStatus st) {
+  return st == wire::PipelineStatus::RUNNING    ? "running"
+         : st == wire::PipelineStatus::STOPPING ? "stopping"
+                                                : "finished";
+}
+
+// The status as one JSON document: what the tables show, with the same names in lower case.
+template <class Reply>
+void print_status_json(const Reply& r) {
+  using json = nlohmann::ordered_json;
+  json nodes = json::array(), pipelines = json::array(), instances = json::array();
+  for (auto m : r.getMembers()) {
+    auto info = m.getInfo();
+    nodes.push_back({{"node", info.getName().cStr()},
+                     {"state", member_state(m.getStatus())},
+                     {"peer_address", info.getPeerAddress().cStr()},
+                     {"admin_address", info.getAdminAddress().cStr()},
+                     {"data_address", info.getDataAddress().cStr()}});
+  }
+  for (auto p : r.getPipelines()) {
+    json placement = json::object(), waiting = json::array();
+    for (auto s : p.getPlacement()) {
+      json on = json::array();
+      for (auto n : s.getNodes()) on.push_back(n.cStr());
+      placement[s.getStage().cStr()] = std::move(on);
+    }
+    for (auto w : p.getWaiting()) waiting.push_back(w.cStr());
+    pipelines.push_back({{"pipeline", p.getName().cStr()},
+                         {"state", pipeline_state(p.getStatus())},
+                         {"epoch", p.getEpoch()},
+                         {"leader", p.getLeader().cStr()},
+                         {"placement", std::move(placement)},
+                         {"waiting", std::move(waiting)}});
+  }
+  for (auto i : r.getInstances())
+    instances.push_back({{"pipeline", i.getPipeline().cStr()},
+                         {"instance", i.getInstance().cStr()},
+                         {"node", i.getNode().cStr()},
+                         {"mode", i.getMode().cStr()},
+                         {"state", i.getState().cStr()},
+                         {"gen", i.getGeneration()},
+                         {"in", i.getFramesIn()},
+                         {"out", i.getFramesOut()},
+                         {"restarts", i.getRestarts()}});
+  json out = {{"nodes", std::move(nodes)}, {"pipelines", std::move(pipelines)}, {"instances", std::move(instances)}};
+  std::printf("%s\n", out.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+}
+
 }  // namespace
 
 int cluster_status(const common_options&, const admin_options& o) {
@@ -76,11 +129,15 @@ int cluster_status(const common_options&, const admin_options& o) {
     req.setProtocol(wire::CLUSTER_PROTOCOL);
     req.setToken(o.token);
     auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
+    if (o.output == "json") {
+      print_status_json(r);
+      return 0;
+    }
     std::printf("%-12s %-6s %-22s %-22s %-22s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "DATA ADDRESS");
     for (auto m : r.getMembers()) {
       auto info = m.getInfo();
       auto st = m.getStatus();
-      const char* state = st == wire::MemberStatus::SELF ? "self" : st == wire::MemberStatus::UP ? "up" : "down";
+      const char* state = member_state(st);
       std::printf("%-12s %-6s %-22s %-22s %-22s\n", info.getName().cStr(), state, info.getPeerAddress().cStr(),
                   info.getAdminAddress().cStr(), info.getDataAddress().cStr());
     }
@@ -88,9 +145,7 @@ int cluster_status(const common_options&, const admin_options& o) {
       std::printf("\n%-12s %-9s %7s %-8s %s\n", "PIPELINE", "STATE", "EPOCH", "LEADER", "PLACEMENT");
       for (auto p : r.getPipelines()) {
         auto st = p.getStatus();
-        const char* state = st == wire::PipelineStatus::RUNNING    ? "running"
-                            : st == wire::PipelineStatus::STOPPING ? "stopping"
-                                                                   : "finished";
+        const char* state = pipeline_state(st);
         std::string where;
         for (auto s : p.getPlacement()) {
           std::string nodes;

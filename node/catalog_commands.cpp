@@ -8,6 +8,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <iostream>
@@ -47,8 +48,40 @@ expected<loaded_pipeline> load(const common_options& common, const std::string& 
   return loaded_pipeline{std::make_shared<const plan>(std::move(*p)), std::move(*libs)};
 }
 
-int list_plugins(const common_options& common) {
+int list_plugins(const common_options& common, const std::string& output) {
   auto c = discover(common);
+  if (output == "json") {
+    using json = nlohmann::ordered_json;
+    json plugins = json::array();
+    for (auto& e : c.entries()) {
+      auto& m = e.manifest;
+      json config = json::object();
+      for (auto& f : m.config) {
+        json field = {{"type", to_string(f.type)}, {"default", f.default_value}};
+        if (f.min) field["min"] = *f.min;
+        if (f.max) field["max"] = *f.max;
+        if (!f.values.empty()) field["values"] = f.values;
+        if (!f.description.empty()) field["description"] = f.description;
+        config[f.name] = std::move(field);
+      }
+      plugins.push_back({{"name", m.name},
+                         {"version", m.version.to_string()},
+                         {"abi", m.abi},
+                         {"mode", to_string(m.mode)},
+                         {"capabilities", m.capabilities},
+                         {"description", m.description},
+                         {"config", std::move(config)},
+                         {"manifest", m.path},
+                         {"library", m.library},
+                         {"shadows", e.shadowed},
+                         {"passes_over", e.passed_over}});
+    }
+    json problems = json::array();
+    for (auto& p : c.problems()) problems.push_back({{"manifest", p.path}, {"error", p.message}});
+    json out = {{"search_paths", c.paths()}, {"plugins", std::move(plugins)}, {"problems", std::move(problems)}};
+    std::printf("%s\n", out.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    return c.problems().empty() ? 0 : 1;
+  }
   std::printf("%-14s %-9s %-4s %-9s %-28s %s\n", "NAME", "VERSION", "ABI", "MODE", "CAPABILITIES", "PATH");
   for (auto& e : c.entries()) {
     auto& m = e.manifest;

@@ -57,13 +57,14 @@ struct node_options {
 struct admin_options {
   std::string node;  // admin address of the node (status: of any node)
   std::string token;
-  std::string token_file;  // if set, the token is its first line
-  std::string ca;          // the cluster's CA (PEM file): TLS to the node; empty: plain
-  std::string tls_name;    // the name the node's certificate must carry; empty: the host of `node`
-  std::string pipeline;    // deploy: the pipeline file; scale, stop: the pipeline's name
-  std::string stage;       // scale
-  uint32_t replicas = 1;   // scale
-  std::string on;          // scale: the node the stage runs on (checked), empty: wherever
+  std::string token_file;        // if set, the token is its first line
+  std::string ca;                // the cluster's CA (PEM file): TLS to the node; empty: plain
+  std::string tls_name;          // the name the node's certificate must carry; empty: the host of `node`
+  std::string pipeline;          // deploy: the pipeline file; scale, stop: the pipeline's name
+  std::string stage;             // scale
+  uint32_t replicas = 1;         // scale
+  std::string on;                // scale: the node the stage runs on (checked), empty: wherever
+  std::string output = "table";  // status: table or json
 };
 
 int run(const common_options& common, const run_options& opts);
@@ -75,7 +76,8 @@ int cluster_status(const common_options& common, const admin_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
 int new_plugin(const new_plugin_options& opts);
-int list_plugins(const common_options& common);
+/// output: "table" or "json".
+int list_plugins(const common_options& common, const std::string& output = "table");
 int validate(const common_options& common, const std::string& pipeline);
 
 /// Sets up spdlog (stderr, level from the option); false if the level is unknown.

@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
   validate_cmd->add_option("pipeline", validate_path, "Pipeline file (pipeline.yaml)")->required();
 
   auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
+  std::string plugins_output = "table";
+  plugins_cmd->add_option("--output", plugins_output, "table, or json for scripts")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
 
   worker_options worker_opts;
   node_options node_opts;
@@ -112,6 +116,9 @@ int main(int argc, char** argv) {
   if (const char* t = std::getenv("TROUPE_TOKEN")) admin_opts.token = t;
   if (const char* ca = std::getenv("TROUPE_CA")) admin_opts.ca = ca;
   auto* status_cmd = app.add_subcommand("status", "Show the cluster's nodes and instances as a node sees them");
+  status_cmd->add_option("--output", admin_opts.output, "table, or json for scripts")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
   auto* deploy_cmd = app.add_subcommand(
       "deploy", "Run a pipeline through any node: each stage runs where its node/nodes field places it");
   deploy_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
@@ -178,7 +185,7 @@ int main(int argc, char** argv) {
   if (*new_cmd) return new_plugin(new_opts);
   if (*run_cmd) return run(common, run_opts);
   if (*validate_cmd) return validate(common, validate_path);
-  if (*plugins_cmd) return list_plugins(common);
+  if (*plugins_cmd) return list_plugins(common, plugins_output);
   if (*conf_cmd) return conformance(common, conf_opts);
   if (*node_cmd) return run_node(common, node_opts);
   if ((*status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd) && !admin_opts.token_file.empty()) {

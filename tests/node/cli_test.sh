@@ -20,6 +20,16 @@ out=$("$troupe" plugins 2>&1)
 for p in testsrc passthrough invert blur watermark detect checksum faulty; do
   check "plugins lists $p" contains "$out" "$p"
 done
+"$troupe" plugins --output json > plugins.json 2>/dev/null
+check "plugins --output json lists the plugins with their config schema" python3 -c '
+import json
+d = json.load(open("plugins.json"))
+p = {x["name"]: x for x in d["plugins"]}
+assert {"testsrc", "blur", "checksum", "faulty"} <= set(p), sorted(p)
+w = p["testsrc"]["config"]["width"]
+assert w["type"] == "int" and w["default"] == "320" and w["min"] == 1, w
+assert p["blur"]["abi"] == 1 and p["blur"]["library"].endswith("libtroupe_blur.so")
+assert "filter" in p["blur"]["capabilities"] and d["problems"] == []'
 
 cat > good.yaml <<'Y'
 pipeline: tiny

@@ -143,6 +143,13 @@ check "... and told why" contains "$out" "refused by node n1: wrong cluster toke
 out=$(TROUPE_NODE="127.0.0.1:${port[9]}" "$troupe" status --token secret 2>&1); rc=$?
 check "TROUPE_NODE stands for --node" [ "$rc" -eq 0 ]
 check "... and status answers" grep -qE '^n1 +self ' <<<"$out"
+out=$("$troupe" status --node "127.0.0.1:${port[9]}" --token secret --output json 2>&1)
+check "status --output json gives the nodes as JSON" python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+states = {n["node"]: n["state"] for n in d["nodes"]}
+assert states.get("n1") == "self" and states.get("n2") == "up", states
+assert all(n["admin_address"] for n in d["nodes"])' "$out"
 out=$(env -u TROUPE_TOKEN "$troupe" status --node "127.0.0.1:${port[9]}" 2>&1); rc=$?
 check "an admin call without a token is a usage error (exit 2)" [ "$rc" -eq 2 ]
 check "... that says a token is missing, not wrong" contains "$out" "troupe: no cluster token: give --token-file FILE"
