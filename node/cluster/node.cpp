@@ -349,9 +349,14 @@ void cluster_node::fence_self(const std::string& why) {
   fenced_ = true;
   self_fences_.Increment();
   std::string stopped;
-  for (auto& [name, p] : view_.pipelines) {
+  for (auto& [name, latest] : view_.pipelines) {
+    // The placement this node's part runs as: a record read since (while it could not keep
+    // its lease) may no longer place here a stage that still runs here.
+    auto d = deployed_.find(name);
+    auto& p = d != deployed_.end() && d->second.record.run == latest.record.run ? d->second : latest;
     auto& r = p.record;
-    if (r.state == pipeline_state::finished || !r.runs_on(c_.name) || host_.running(name) != r.run) continue;
+    if (latest.record.state == pipeline_state::finished || !r.runs_on(c_.name) || host_.running(name) != r.run)
+      continue;
     auto fenced = self_fenced(r, c_.name);
     bool changes = false;
     for (size_t i = 0; i < r.stages.size(); ++i)
@@ -483,6 +488,7 @@ void cluster_node::apply(const std::string& name, const cluster_view::pipeline& 
     return;
   }
   auto placement = placement_of(r, p.epoch);
+  deployed_[name] = p;
   tasks_.add(jobs_
                  .run([&host = host_, text = r.text, source = r.source, placement]() {
                    return host.deploy(text, source, &placement);

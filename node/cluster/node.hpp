@@ -130,7 +130,10 @@ class cluster_node {
   std::optional<clock::time_point> last_tick_;
   cluster_view view_;
   bool have_view_ = false;
-  std::map<std::string, int64_t> applied_;         // pipeline -> the epoch its part here runs at
+  std::map<std::string, int64_t> applied_;  // pipeline -> the epoch its part here runs at
+  // pipeline -> the record its part here was last deployed from: what a fence stops is what
+  // runs here, not what a newer record (read while this node could not act on it) places.
+  std::map<std::string, cluster_view::pipeline> deployed_;
   std::set<std::string> stopping_;                 // pipeline runs told to drain here
   std::map<std::string, std::string> unreported_;  // pipeline -> run whose finished part the store has not taken
   std::set<std::string> reporting_;                // pipelines whose report is under way
