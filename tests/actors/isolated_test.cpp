@@ -452,7 +452,9 @@ TEST(isolated, a_worker_starts_no_more_processes_than_its_manifest_allows) {
   ASSERT_GT(cgroups_here().version, 0) << cgroups_here().describe();
   ASSERT_FALSE(cgroups_here().pids.empty()) << cgroups_here().describe();
   temp_dir d;
-  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, "
+  // A deadline well past the time 63 forks take on a loaded machine: the loss must be the
+  // refused fork, not the call's deadline.
+  auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 20000, "
                               "config: {action: fork_many, children: 1000, on_seq: 1}}",
                               4));
   ASSERT_OK(p);
