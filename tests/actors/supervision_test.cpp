@@ -206,12 +206,14 @@ int os_threads() {
   return -1;
 }
 
-// Each generation fails on its 4th frame; frames come at 50/s, so a generation lives
-// about 60 ms. stable_after_s decides whether that counts as a stable run.
+// Each generation fails on its 4th frame; frames come at 10/s, so a generation lives about
+// 300 ms (at least 100 ms: frames that piled up while it restarted come at once, and a slow
+// restart, as under ThreadSanitizer, piles up one or two). stable_after_s decides whether that
+// counts as a stable run.
 std::string paced_failures(const std::string& stable_after_s) {
   return "pipeline: paced\n"
          "stages:\n"
-         "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 16, rate: 50}}\n"
+         "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 16, rate: 10}}\n"
          "  - {name: f, plugin: faulty, config: {action: fatal, every: 4},\n"
          "     restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 1, backoff_max_ms: 2, stable_after_s: " +
          stable_after_s +
