@@ -148,6 +148,14 @@ struct run_end {
   int cut_by = 0;         // the signal that stopped it without a drain
 };
 
+// Input frames the sinks took: the pipeline's throughput.
+double sinks_took(const plan& p, const slot_table& slots) {
+  double n = 0;
+  for (auto& s : slots)
+    if (auto* st = p.find(s->stage); st && st->downstream.empty()) n += s->frames_in.Value();
+  return n;
+}
+
 // Frames that failed or were given up on: what --fail-on-errors counts.
 double failed_frames(const slot_table& slots) {
   double n = 0;
@@ -176,12 +184,7 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const ru
     if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
       std::printf("%-18s last error: %s\n", "", err.c_str());
   }
-  // Throughput: what the sinks took in.
-  double sink_in = 0;
-  for (auto& s : slots) {
-    auto* st = p.find(s->stage);
-    if (st && st->downstream.empty()) sink_in += s->frames_in.Value();
-  }
+  double sink_in = sinks_took(p, slots);
   std::printf("sinks took %.0f frames: %.1f frames/s\n", sink_in, wall > 0 ? sink_in / wall : 0.0);
   if (!dead.empty()) {
     std::printf("%zu dead letter%s%s%s:\n", dead.size(), dead.size() == 1 ? "" : "s",
@@ -199,14 +202,10 @@ void print_summary(const plan& p, const slot_table& slots, double wall, const ru
 expected<void> write_report(const std::string& path, const plan& p, const slot_table& slots, double wall,
                             const run_end& end, const std::vector<dead_letter>& dead) {
   using json = nlohmann::ordered_json;
-  auto count = [](const prometheus::Gauge& g) { return static_cast<int64_t>(g.Value()); };
-  auto total = [](const prometheus::Counter& c) { return static_cast<int64_t>(c.Value()); };
+  auto total = [](const auto& metric) { return static_cast<int64_t>(metric.Value()); };
   json instances = json::array();
-  double sink_in = 0;
   for (auto& sp : slots) {
     auto& s = *sp;
-    auto* st = p.find(s.stage);
-    if (st && st->downstream.empty()) sink_in += s.frames_in.Value();
     instances.push_back({{"instance", s.name()},
                          {"stage", s.stage},
                          {"replica", s.replica},
@@ -222,7 +221,7 @@ expected<void> write_report(const std::string& path, const plan& p, const slot_t
                          {"fail", total(s.errors)},
                          {"dead", total(s.dead_letters)},
                          {"resent", total(s.frames_abandoned)},
-                         {"held", count(s.queue_depth)},
+                         {"held", total(s.queue_depth)},
                          {"out", total(s.frames_out)},
                          {"restarts", total(s.restarts)},
                          {"stale", total(s.stale_dropped)},
@@ -249,7 +248,7 @@ expected<void> write_report(const std::string& path, const plan& p, const slot_t
                  {"drained_on", end.drained.empty() ? json(nullptr) : json(end.drained)},
                  {"cut_by", end.cut_by ? json(signal_name(end.cut_by)) : json(nullptr)},
                  {"wall_seconds", wall},
-                 {"sinks_took", static_cast<int64_t>(sink_in)},
+                 {"sinks_took", static_cast<int64_t>(sinks_took(p, slots))},
                  {"instances", std::move(instances)},
                  {"dead_letters", std::move(letters)}};
   // Replace the file whole: a reader never sees half a report.

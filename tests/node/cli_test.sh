@@ -154,20 +154,24 @@ stages:
   - {name: sink, plugin: checksum, config: {output: e.txt}}
 edges: ["src -> f -> sink"]
 Y
-# Runs troupe in a process group of its own, killed after 60 s if still there (GNU timeout
-# would take the signals the test sends); sets pid.
-start() {
-  setsid "$troupe" "$@" &
-  pid=$!
+# interrupt NAME N: runs NAME.yaml (report NAME.json, log NAME.log) in a process group of its
+# own, as a terminal does, and sends the whole group N SIGINTs half a second apart once it has
+# run for a second; sets rc. A guard kills it after 60 s (GNU timeout would take the signals).
+interrupt() {
+  setsid "$troupe" run "$1.yaml" --no-progress --report "$1.json" > "$1.log" 2>&1 &
+  local pid=$! guard
   (sleep 60; kill -9 -- -$pid 2>/dev/null) &
   guard=$!
+  running "$1.log"
+  sleep 1
+  for ((i = 0; i < $2; i++)); do
+    [ "$i" -gt 0 ] && sleep 0.5
+    kill -INT -- -$pid
+  done
+  wait $pid; rc=$?
+  pkill -P $guard 2>/dev/null; kill $guard 2>/dev/null  # and its sleep, which would hold the output open
 }
-start run endless.yaml --no-progress --report endless.json > endless.log 2>&1
-running endless.log
-sleep 1
-kill -INT -- -$pid
-wait $pid; rc=$?
-kill $guard 2>/dev/null
+interrupt endless 1
 check "SIGINT drains and the run exits 0" test $rc -eq 0
 check "the summary says the run was drained" grep -q "^pipeline 'endless' finished in .* (drained on SIGINT)" endless.log
 made=$(field endless.json src out)
@@ -184,14 +188,7 @@ stages:
   - {name: sink, plugin: checksum, config: {output: s.txt}}
 edges: ["src -> f -> sink"]
 Y
-start run slow.yaml --no-progress --report slow.json > slow.log 2>&1
-running slow.log
-sleep 1
-kill -INT -- -$pid
-sleep 0.5
-kill -INT -- -$pid
-wait $pid; rc=$?
-kill $guard 2>/dev/null
+interrupt slow 2
 check "a second SIGINT stops without draining (exit 130)" test $rc -eq 130
 check "the summary says so" grep -q "^pipeline 'slow' FAILED in .*: stopped on a second SIGINT, without draining" slow.log
 check "the report names the signal" python3 -c 'import json; assert json.load(open("slow.json"))["cut_by"] == "SIGINT"'
