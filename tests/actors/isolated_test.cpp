@@ -294,6 +294,10 @@ TEST(isolated, an_io_uring_without_the_network_permission_stops_the_worker) {
   EXPECT_EQ(re.slot("f").errors.Value(), 0);
 }
 
+// The tag on the command line of this test process's workers of `stage` (never another
+// test's: suites run side by side, and their stages share names).
+std::string worker_tag(const std::string& stage) { return "node=" + test_node() + " stage=" + stage + " "; }
+
 // The processes whose command line holds `text` (NUL-separated arguments searched as bytes).
 std::vector<pid_t> processes_with(const std::string& text) {
   std::vector<pid_t> found;
@@ -337,7 +341,7 @@ edges: ["src -> forker -> sink"]
   EXPECT_THAT(r.slot("forker").last_error(), HasSubstr("SIGABRT"));
   std::vector<pid_t> left;
   for (int i = 0; i < 100; ++i) {
-    left = processes_with("stage=forker");
+    left = processes_with(worker_tag("forker"));
     if (left.empty()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -393,7 +397,7 @@ TEST(isolated, children_that_share_a_memory_hog_break_their_worker_s_limit) {
   EXPECT_EQ(got.hashes.size(), 5u);
   EXPECT_EQ(got.repeated, 0u);
   for (auto& s : r.slots) expect_books_balance(*s);
-  EXPECT_TRUE(workers_left("stage=f ").empty());
+  EXPECT_TRUE(workers_left(worker_tag("f")).empty());
   EXPECT_TRUE(worker_groups().empty());
 }
 
@@ -467,7 +471,7 @@ TEST(isolated, a_worker_starts_no_more_processes_than_its_manifest_allows) {
   EXPECT_GT(forked, 0);
   EXPECT_LT(forked, 64);
   EXPECT_EQ(r.dead_letters->records().size(), 2u);
-  EXPECT_TRUE(workers_left("stage=f ").empty());
+  EXPECT_TRUE(workers_left(worker_tag("f")).empty());
   EXPECT_TRUE(worker_groups().empty());
 }
 

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <unistd.h>
 
 namespace troupe::test {
 
@@ -74,6 +75,13 @@ struct pipeline_controls {
   std::function<caf::error(reload_request)> reload;
 };
 
+/// The node name the tests' managers run as: unique to this test process, so that what a
+/// test finds by its workers' tags ("node=... stage=...") is never another test's.
+inline const std::string& test_node() {
+  static const std::string name = "test-" + std::to_string(::getpid());
+  return name;
+}
+
 /// Runs until the pipeline completes, `stop_when` returns true or `limit` passes, then
 /// stops it. `while_running` is polled every 20 ms with the slots until it returns false
 /// (`control`, likewise, with a way to scale and reload stages); `while_stopping` every 2 ms
@@ -93,6 +101,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     executor ex(2);
     caf::scoped_actor self{sys};
     manager_setup ms;
+    ms.node = test_node();
     ms.plan = p;
     ms.slots = registry;
     auto libs = load_libraries(*p);
