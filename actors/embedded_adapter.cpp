@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
+#include <string_view>
 
 namespace troupe {
 
@@ -103,6 +105,28 @@ troupe_status embedded_adapter::host_emit(void* ctx, const troupe_output* o) noe
   return TROUPE_ERROR;
 }
 
+metadata_ptr inherit_meta(const frame& in, const std::vector<troupe_kv>& seen, const troupe_kv* given, uint32_t count) {
+  if (count == 0) return in.meta;
+  // The input's own strings, passed back unchanged (as forward does): shared, not copied.
+  bool same = count == seen.size();
+  for (uint32_t i = 0; same && i < count; ++i) same = given[i].key == seen[i].key && given[i].value == seen[i].value;
+  if (same) return in.meta;
+  auto m = in.meta ? std::make_shared<metadata>(*in.meta) : std::make_shared<metadata>();
+  for (uint32_t i = 0; i < count; ++i) {
+    if (given[i].key == nullptr) continue;
+    std::string_view key = given[i].key, value = given[i].value != nullptr ? given[i].value : "";
+    auto it = std::find_if(m->begin(), m->end(), [&](auto& kv) { return kv.first == key; });
+    if (value.empty()) {
+      if (it != m->end()) m->erase(it);
+    } else if (it != m->end()) {
+      it->second = value;
+    } else {
+      m->emplace_back(key, value);
+    }
+  }
+  return m;
+}
+
 troupe_status embedded_adapter::emit(embedded_adapter& self, const troupe_output* o) {
   if (self.out_ == nullptr || o == nullptr) {
     self.error_ = "emit called outside process";
@@ -126,19 +150,14 @@ troupe_status embedded_adapter::emit(embedded_adapter& self, const troupe_output
   }
   f.generation = self.generation_;
   f.type = o->type != nullptr ? o->type : in->type;
-  if (o->meta_count > 0) {
-    // Metadata passed on unchanged (the same strings of the input) is shared, not copied.
-    bool same = in != nullptr && o->meta_count == self.input_meta_.size();
-    for (uint32_t i = 0; same && i < o->meta_count; ++i)
-      same = o->meta[i].key == self.input_meta_[i].key && o->meta[i].value == self.input_meta_[i].value;
-    if (same) {
-      f.meta = in->meta;
-    } else {
-      auto m = std::make_shared<metadata>();
-      m->reserve(o->meta_count);
-      for (uint32_t i = 0; i < o->meta_count; ++i) m->emplace_back(o->meta[i].key, o->meta[i].value);
-      f.meta = std::move(m);
-    }
+  if (in != nullptr) {
+    f.meta = inherit_meta(*in, self.input_meta_, o->meta, o->meta_count);
+  } else if (o->meta_count > 0) {
+    auto m = std::make_shared<metadata>();
+    m->reserve(o->meta_count);
+    for (uint32_t i = 0; i < o->meta_count; ++i)
+      if (o->meta[i].value != nullptr && o->meta[i].value[0] != '\0') m->emplace_back(o->meta[i].key, o->meta[i].value);
+    f.meta = std::move(m);
   }
   if (o->size > 0) {
     if (in != nullptr && in->payload && in->payload->contains(o->data, o->size)) {

@@ -17,6 +17,12 @@
 
 namespace troupe {
 
+/// The metadata of an output of `in`: the input's, with the `count` pairs the plugin gave
+/// laid over it (a key replaced or added; a key given with an empty value removed). Nothing
+/// given, or the input's own pairs given back (`seen`, as the plugin was shown them): the
+/// input's map itself, shared.
+metadata_ptr inherit_meta(const frame& in, const std::vector<troupe_kv>& seen, const troupe_kv* given, uint32_t count);
+
 class embedded_adapter : public plugin_adapter {
  public:
   /// Where host_alloc takes memory from; the default allocates a fresh buffer.

@@ -1,5 +1,6 @@
 #include "manifest.hpp"
 
+#include "nearest.hpp"
 #include "yaml_util.hpp"
 
 #include <troupe/plugin.h>
@@ -97,6 +98,79 @@ const config_field* manifest::field(const std::string& n) const {
 
 bool manifest::has_capability(const std::string& c) const {
   return std::find(capabilities.begin(), capabilities.end(), c) != capabilities.end();
+}
+
+// -- media types and capabilities -------------------------------------------------------------
+
+const std::vector<std::string>& known_media_types() {
+  static const std::vector<std::string> types = {"video/rgb24",      "video/gray8", "video/yuv420p",
+                                                 "audio/s16",        "audio/f32",   "application/octet-stream",
+                                                 "application/json", "text/plain",  "meta/detections"};
+  return types;
+}
+
+const std::vector<std::string>& known_capabilities() {
+  static const std::vector<std::string> words = {"source",  "sink",    "filter",   "hook",
+                                                 "decoder", "encoder", "analyzer", "muxer"};
+  return words;
+}
+
+bool is_media_type(const std::string& t) {
+  auto& known = known_media_types();
+  if (std::find(known.begin(), known.end(), t) != known.end()) return true;
+  auto slash = t.find('/');
+  return slash != std::string::npos && slash > 0 && t.compare(slash + 1, 2, "x-") == 0 && t.size() > slash + 3 &&
+         t.find_first_of(" /{}", slash + 1) == std::string::npos;
+}
+
+namespace {
+
+// An output type with its `{field}` filled in from config: a media type, or "same".
+std::string resolve_type(const std::string& t, const config_values& config) {
+  auto open = t.find('{'), close = t.find('}');
+  if (open == std::string::npos || close == std::string::npos || close < open) return t;
+  auto field = t.substr(open + 1, close - open - 1);
+  for (auto& [k, v] : config)
+    if (k == field) return v == "same" ? std::string("same") : t.substr(0, open) + v + t.substr(close + 1);
+  return t;
+}
+
+void add_unique(std::vector<std::string>& to, const std::string& t) {
+  if (std::find(to.begin(), to.end(), t) == to.end()) to.push_back(t);
+}
+
+}  // namespace
+
+bool manifest::offers(const std::string& c) const {
+  if (has_capability(c)) return true;
+  for (auto* side : {&inputs, &outputs})
+    for (auto& t : side->types) {
+      if (t == c) return true;
+      // "video/{format}": any of the types its field's values make
+      auto open = t.find('{'), close = t.find('}');
+      if (open == std::string::npos || close == std::string::npos) continue;
+      auto name = t.substr(open + 1, close - open - 1);
+      if (auto* f = field(name))
+        for (auto& v : f->values)
+          if (resolve_type(t, {{name, v}}) == c) return true;
+    }
+  return false;
+}
+
+std::optional<std::vector<std::string>> manifest::output_types(
+    const config_values& config, const std::optional<std::vector<std::string>>& in) const {
+  if (outputs.any_type()) return std::nullopt;
+  std::vector<std::string> out;
+  for (auto& t : outputs.types) {
+    auto r = resolve_type(t, config);
+    if (r != "same") {
+      add_unique(out, r);
+      continue;
+    }
+    if (!in) return std::nullopt;
+    for (auto& x : *in) add_unique(out, x);
+  }
+  return out;
 }
 
 namespace {
@@ -199,6 +273,102 @@ expected<config_field> parse_field(const std::string& file, const std::string& n
   return f;
 }
 
+// Reads `inputs:` or `outputs:` (after the config schema, whose enum fields an output type may
+// name as "{field}").
+caf::error parse_side(const std::string& file, const YAML::Node& node, bool outputs, manifest& m) {
+  const auto code = errc::invalid_manifest;
+  const std::string what = outputs ? "outputs" : "inputs";
+  const char* keys_name = outputs ? "gives" : "needs";
+  if (!node.IsMap())
+    return make_error(
+        code, yaml::where(file, node) + ": field '" + what + "': expected a map with 'types' and '" + keys_name + "'");
+  if (auto err = yaml::check_keys(file, node, what, {"types", keys_name}, code)) return err;
+  auto& side = outputs ? m.outputs : m.inputs;
+  side.declared = true;
+  const std::string expected_types = std::string("a media type (") +
+                                     [] {
+                                       std::string list;
+                                       for (auto& t : known_media_types()) list += (list.empty() ? "" : ", ") + t;
+                                       return list;
+                                     }() +
+                                     ", or namespaced as MAJOR/x-NAME)" +
+                                     (outputs ? ", same (the input's type), a {field} of an enum "
+                                                "config field (video/{format}),"
+                                              : ",") +
+                                     " or any";
+  if (auto types = node["types"]) {
+    if (!types.IsSequence())
+      return make_error(code, yaml::where(file, types) + ": field '" + what + ".types': expected a list");
+    for (auto t : types) {
+      auto name = t.IsScalar() ? t.Scalar() : std::string();
+      auto bad = [&](const std::string& why) {
+        return make_error(code, yaml::where(file, t) + ": field '" + what + ".types': " + why);
+      };
+      if (name == "any") {
+        if (types.size() > 1) return bad("'any' stands alone (any type at all)");
+        continue;
+      }
+      if (outputs && name == "same") {
+        if (m.has_capability("source")) return bad("'same' keeps the input's type, and a source has no input");
+        side.types.push_back(name);
+        continue;
+      }
+      if (outputs && name.find('{') != std::string::npos) {
+        auto open = name.find('{'), close = name.find('}');
+        auto field = close == std::string::npos ? std::string() : name.substr(open + 1, close - open - 1);
+        auto* f = m.field(field);
+        if (f == nullptr || f->type != field_type::enumeration)
+          return bad("'" + name + "' names '{" + field + "}', which is not an enum field of the config schema");
+        for (auto& v : f->values) {
+          auto r = resolve_type(name, {{field, v}});
+          if (r != "same" && !is_media_type(r))
+            return bad("'" + name + "' with " + field + " '" + v + "' gives '" + r + "', which is not " +
+                       expected_types);
+        }
+        side.types.push_back(name);
+        continue;
+      }
+      if (!is_media_type(name)) {
+        auto near = nearest(name, known_media_types());
+        return bad("'" + name + "' is not " + expected_types + (near.empty() ? "" : "; did you mean '" + near + "'?"));
+      }
+      add_unique(side.types, name);
+    }
+  }
+  if (auto keys = node[keys_name]) {
+    side.keys_declared = true;
+    if (!keys.IsSequence())
+      return make_error(
+          code, yaml::where(file, keys) + ": field '" + what + "." + keys_name + "': expected a list of metadata keys");
+    for (auto k : keys) {
+      if (!k.IsScalar() || k.Scalar().empty())
+        return make_error(code, yaml::where(file, k) + ": field '" + what + "." + keys_name +
+                                    "': expected a metadata key (a non-empty string)");
+      add_unique(side.keys, k.Scalar());
+    }
+  }
+  return {};
+}
+
+// A capability is a documented word or a namespaced one ("x-mine").
+caf::error check_capability(const std::string& file, const YAML::Node& c) {
+  auto word = c.IsScalar() ? c.Scalar() : std::string();
+  auto& known = known_capabilities();
+  if (std::find(known.begin(), known.end(), word) != known.end()) return {};
+  if (word.size() > 2 && word.compare(0, 2, "x-") == 0) return {};
+  std::string list;
+  for (auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  auto at = yaml::where(file, c) + ": field 'capabilities': ";
+  if (is_media_type(word))
+    return make_error(errc::invalid_manifest, at + "'" + word +
+                                                  "' is a media type: declare it under 'inputs: {types: [...]}' or "
+                                                  "'outputs: {types: [...]}'");
+  auto near = nearest(word, known);
+  return make_error(errc::invalid_manifest, at + "'" + word + "' is not a capability (" + list +
+                                                ", or namespaced as x-NAME)" +
+                                                (near.empty() ? "" : "; did you mean '" + near + "'?"));
+}
+
 }  // namespace
 
 expected<manifest> load_manifest(const std::string& path) {
@@ -208,7 +378,7 @@ expected<manifest> load_manifest(const std::string& path) {
   auto& root = *doc;
   if (auto err = yaml::check_keys(path, root, "manifest",
                                   {"name", "version", "abi", "library", "description", "capabilities", "dependencies",
-                                   "config", "mode", "resources"},
+                                   "config", "inputs", "outputs", "mode", "resources"},
                                   code))
     return err;
   manifest m;
@@ -238,7 +408,10 @@ expected<manifest> load_manifest(const std::string& path) {
   if (auto caps = root["capabilities"]) {
     if (!caps.IsSequence())
       return make_error(code, yaml::where(path, caps) + ": field 'capabilities': expected a list");
-    for (auto c : caps) m.capabilities.push_back(c.Scalar());
+    for (auto c : caps) {
+      if (auto err = check_capability(path, c)) return err;
+      m.capabilities.push_back(c.Scalar());
+    }
   }
   if (auto deps = root["dependencies"]) {
     if (!deps.IsSequence())
@@ -266,6 +439,11 @@ expected<manifest> load_manifest(const std::string& path) {
       m.config.push_back(std::move(*f));
     }
   }
+  for (auto [key, outputs] : {std::pair{"inputs", false}, std::pair{"outputs", true}})
+    if (auto side = root[key])
+      if (auto err = parse_side(path, side, outputs, m)) return err;
+  if (m.has_capability("source") && m.inputs.declared)
+    return make_error(code, yaml::where(path, root["inputs"]) + ": field 'inputs': a source takes no input");
   if (auto mode = root["mode"]) {
     if (mode.Scalar() == "embedded")
       m.mode = exec_mode::embedded;

@@ -65,6 +65,30 @@ struct resource_limits {
   uint32_t deadline_ms = 5000;  // per process call
 };
 
+using config_values = std::vector<std::pair<std::string, std::string>>;
+
+/// The media types Troupe names (a frame's type tag), besides namespaced ones ("video/x-mine").
+const std::vector<std::string>& known_media_types();
+/// The capability words a manifest may use, besides namespaced ones ("x-mine").
+const std::vector<std::string>& known_capabilities();
+/// A media type a manifest may name: a known one, or MAJOR/x-NAME.
+bool is_media_type(const std::string& t);
+
+/// One side of a plugin (`inputs:` or `outputs:` in its manifest): the media types of the
+/// frames it takes or gives, and the metadata keys it needs on an input or gives on an output
+/// (beyond what an output inherits from its input). Not declared: any type, keys unknown.
+///
+/// An output type may be `same` (the input's type) or hold a `{field}` of an enum config
+/// field ("video/{format}"), whose value the stage's config fills in (a value `same` is the
+/// input's type again).
+struct media_side {
+  bool declared = false;
+  std::vector<std::string> types;  // empty: any
+  std::vector<std::string> keys;   // inputs: needs; outputs: gives
+  bool keys_declared = false;      // outputs: `gives` is there (possibly empty): the keys are known
+  bool any_type() const { return types.empty(); }
+};
+
 struct manifest {
   std::string path;     // of plugin.yaml
   std::string library;  // absolute path of the shared library
@@ -75,11 +99,18 @@ struct manifest {
   std::vector<std::string> capabilities;
   std::vector<dependency> dependencies;
   std::vector<config_field> config;
+  media_side inputs, outputs;
   exec_mode mode = exec_mode::embedded;
   resource_limits resources;
 
   const config_field* field(const std::string& name) const;
   bool has_capability(const std::string& c) const;
+  /// A capability word, or a media type it takes or gives (types as declared).
+  bool offers(const std::string& c) const;
+  /// The media types a stage of this plugin gives with `config` when fed `in` (empty: any),
+  /// `same` and `{field}` resolved; nullopt if any type may come out.
+  std::optional<std::vector<std::string>> output_types(const config_values& config,
+                                                       const std::optional<std::vector<std::string>>& in) const;
 };
 
 expected<manifest> load_manifest(const std::string& path);
@@ -99,8 +130,6 @@ struct config_entry {
   std::string value;
   int line = 0;
 };
-
-using config_values = std::vector<std::pair<std::string, std::string>>;
 
 /// Checks entries against m's schema; returns every field, defaults filled in, in schema
 /// order. `where` names the file (and stage) for messages.

@@ -269,6 +269,86 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   return spec;
 }
 
+namespace {
+
+std::string type_list(const std::vector<std::string>& types) {
+  std::string list;
+  for (auto& t : types) list += (list.empty() ? "" : ", ") + t;
+  return list;
+}
+
+// Types and metadata along the edges, producers first (the reverse of the start order): each
+// edge's types must meet what its consumer takes, and its keys cover what the consumer needs.
+// An output inherits its input's metadata, so the keys known on a stage's outputs are what it
+// gives and what all its inputs carried. A plugin that declares nothing is not checked.
+caf::error check_edges(plan& p, const pipeline_spec& spec) {
+  std::map<std::pair<std::string, std::string>, int> lines;
+  for (auto& e : spec.edges) lines.emplace(std::pair{e.from, e.to}, e.line);
+  std::vector<std::optional<std::set<std::string>>> keys(p.stages.size());
+  for (auto it = p.start_order.rbegin(); it != p.start_order.rend(); ++it) {
+    auto& s = p.stages[*it];
+    if (s.remote) continue;  // its node knows its plugin
+    auto& takes = s.manifest.inputs;
+    std::optional<std::vector<std::string>> in = std::vector<std::string>{};
+    std::optional<std::set<std::string>> carried;
+    bool first = true;
+    for (auto u : s.upstream) {
+      auto& from = p.stages[u];
+      auto at = spec.path + ":" + std::to_string(lines[{from.spec.name, s.spec.name}]) + ": edge '" + from.spec.name +
+                " -> " + s.spec.name + "': ";
+      auto by = [](const planned_stage& x) { return "stage '" + x.spec.name + "' (plugin " + x.manifest.name + ")"; };
+      if (from.gives && !takes.any_type()) {
+        std::vector<std::string> meet;
+        for (auto& t : *from.gives)
+          if (std::find(takes.types.begin(), takes.types.end(), t) != takes.types.end()) meet.push_back(t);
+        if (meet.empty())
+          return make_error(errc::type_mismatch, at + by(from) + " gives " + type_list(*from.gives) + ", but " + by(s) +
+                                                     " takes " + type_list(takes.types) + " (" + s.manifest.path + ")");
+        if (in)
+          for (auto& t : meet)
+            if (std::find(in->begin(), in->end(), t) == in->end()) in->push_back(t);
+      } else if (!from.gives && takes.any_type()) {
+        in.reset();
+      } else if (!from.gives) {
+        if (in)
+          for (auto& t : takes.types)
+            if (std::find(in->begin(), in->end(), t) == in->end()) in->push_back(t);
+      } else if (in) {
+        for (auto& t : *from.gives)
+          if (std::find(in->begin(), in->end(), t) == in->end()) in->push_back(t);
+      }
+      if (keys[u])
+        for (auto& k : takes.keys)
+          if (!keys[u]->count(k))
+            return make_error(errc::type_mismatch, at + by(s) + " needs metadata '" + k + "', which " + by(from) +
+                                                       " does not give (" + s.manifest.path + ")");
+      if (first)
+        carried = keys[u];
+      else if (carried && keys[u]) {
+        std::set<std::string> both;
+        for (auto& k : *carried)
+          if (keys[u]->count(k)) both.insert(k);
+        carried = std::move(both);
+      } else {
+        carried.reset();
+      }
+      first = false;
+    }
+    if (s.is_source()) {
+      in.reset();
+      carried = std::set<std::string>{};
+    }
+    s.gives = s.manifest.output_types(s.config, in);
+    if (s.manifest.outputs.keys_declared && carried) {
+      carried->insert(s.manifest.outputs.keys.begin(), s.manifest.outputs.keys.end());
+      keys[*it] = std::move(carried);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
 expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, const placement* placed) {
   plan p;
   p.path = spec.path;
@@ -411,6 +491,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
       }
     }
   }
+  if (auto err = check_edges(p, spec)) return err;
   return p;
 }
 

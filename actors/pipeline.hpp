@@ -80,6 +80,8 @@ struct planned_stage {
   std::vector<std::string> nodes;      // the nodes it runs on, when placed
   std::vector<std::string> elsewhere;  // of those, the ones other than this node
   bool remote = false;                 // no instance of it here: it is only sent to (manifest: a stand-in)
+  // The media types it gives with its config and inputs (nullopt: any, or not declared).
+  std::optional<std::vector<std::string>> gives;
   bool is_source() const { return upstream.empty(); }
 };
 

@@ -59,10 +59,9 @@ class @NAME@ : public troupe::plugin {
     // isolated worker, without another copy.
     uint8_t* out = alloc(in.size());
     for (size_t i = 0; i < in.size(); ++i) out[i] = static_cast<uint8_t>(in.data()[i] + gain_);
+    // Stream, seq, type, timestamp and metadata come from the input; set o.type or o.meta
+    // ({key, value} pairs laid over the input's; an empty value removes a key) to change them.
     troupe::frame_out o;
-    o.type = in.view().type;
-    o.timestamp_ns = in.timestamp_ns();
-    o.meta.assign(in.view().meta, in.view().meta + in.view().meta_count);
     o.data = out;
     o.size = in.size();
     emit(o);
@@ -171,12 +170,15 @@ std::string manifest_text(const std::string& kind) {
     body =
         "description: Adds 'gain' to every byte of each frame.\n"
         "capabilities: [filter]\n"
+        "inputs: {types: [any]}                 # the media types it takes, and the metadata it needs\n"
+        "outputs: {types: [same], gives: []}    # same: the input's type; metadata is inherited\n"
         "config:\n"
         "  gain: {type: int, default: 0, min: -255, max: 255, description: Added to every byte.}\n";
   else if (kind == "source")
     body =
         "description: Makes 'count' frames of 'bytes' bytes each.\n"
         "capabilities: [source]\n"
+        "outputs: {types: [application/octet-stream], gives: []}\n"
         "config:\n"
         "  count: {type: int, default: 10, min: 0, max: 1000000, description: Frames to make.}\n"
         "  bytes: {type: int, default: 1024, min: 1, max: 16777216, description: Payload bytes per frame.}\n";
@@ -184,6 +186,7 @@ std::string manifest_text(const std::string& kind) {
     body =
         "description: Counts frames and bytes and writes them to 'output' on stop.\n"
         "capabilities: [sink]\n"
+        "inputs: {types: [any]}\n"
         "config:\n"
         "  output: {type: string, default: \"@NAME@.txt\", description: Summary file written on stop.}\n";
   return std::string(manifest_head) + body + manifest_tail;

@@ -14,8 +14,7 @@ class invert : public troupe::plugin {
     uint8_t* out = alloc(in.size());
     const uint8_t* src = in.data();
     for (size_t i = 0; i < in.size(); ++i) out[i] = static_cast<uint8_t>(255 - src[i]);
-    troupe::frame_out o;
-    o.meta.assign(in.view().meta, in.view().meta + in.view().meta_count);
+    troupe::frame_out o;  // stream, seq, type, timestamp and metadata: the input's
     o.data = out;
     o.size = in.size();
     emit(o);

@@ -281,3 +281,75 @@ TEST(plugin_library, a_newer_minor_a_short_table_and_used_reserved_slots_are_ref
     EXPECT_THAT(describe(lib.error()), HasSubstr(c.library));
   }
 }
+
+// inputs and outputs: media types (known, namespaced, same, a {field} of an enum) and keys.
+TEST(manifest, reads_inputs_and_outputs) {
+  temp_dir d;
+  auto m = load_manifest(d.write("conv/plugin.yaml", R"(name: conv
+version: 1.0.0
+abi: 1
+capabilities: [filter, x-acme-colour]
+config:
+  format: {type: enum, values: [rgb24, gray8, same], default: rgb24}
+inputs: {types: [video/rgb24, video/x-acme], needs: [width, height]}
+outputs: {types: ["video/{format}"], gives: [format]}
+)"));
+  ASSERT_OK(m);
+  EXPECT_EQ(m->inputs.types, (std::vector<std::string>{"video/rgb24", "video/x-acme"}));
+  EXPECT_EQ(m->inputs.keys, (std::vector<std::string>{"width", "height"}));
+  EXPECT_TRUE(m->outputs.keys_declared);
+  EXPECT_TRUE(m->offers("x-acme-colour"));
+  EXPECT_TRUE(m->offers("video/x-acme"));
+  EXPECT_FALSE(m->offers("source"));
+  using types = std::vector<std::string>;
+  EXPECT_EQ(m->output_types({{"format", "gray8"}}, types{"video/rgb24"}), types{"video/gray8"});
+  // `same` as the field's value: the input's type, or any if the input's is not known.
+  EXPECT_EQ(m->output_types({{"format", "same"}}, types{"video/x-acme"}), types{"video/x-acme"});
+  EXPECT_EQ(m->output_types({{"format", "same"}}, std::nullopt), std::nullopt);
+}
+
+TEST(manifest, capabilities_and_media_types_come_from_a_list) {
+  temp_dir d;
+  auto head = std::string("name: x\nversion: 1.0.0\nabi: 1\n");
+  auto error_of = [&](const std::string& rest) {
+    auto m = load_manifest(d.write("x/plugin.yaml", head + rest));
+    return m ? std::string("accepted") : describe(m.error());
+  };
+  EXPECT_THAT(error_of("capabilities: [filtre]\n"),
+              HasSubstr("plugin.yaml:4: field 'capabilities': 'filtre' is not a capability (source, sink, filter"));
+  EXPECT_THAT(error_of("capabilities: [filtre]\n"), HasSubstr("did you mean 'filter'?"));
+  EXPECT_THAT(error_of("capabilities: [filter, video/rgb24]\n"),
+              HasSubstr("'video/rgb24' is a media type: declare it under 'inputs: {types: [...]}'"));
+  EXPECT_THAT(error_of("inputs: {types: [video/rgb42]}\n"),
+              HasSubstr("field 'inputs.types': 'video/rgb42' is not a media type"));
+  EXPECT_THAT(error_of("inputs: {types: [video/rgb42]}\n"), HasSubstr("did you mean 'video/rgb24'?"));
+  EXPECT_THAT(error_of("inputs: {types: [same]}\n"), HasSubstr("'same' is not a media type"));
+  EXPECT_THAT(error_of("inputs: {types: [any, video/rgb24]}\n"), HasSubstr("'any' stands alone"));
+  EXPECT_THAT(error_of("inputs: {typs: [any]}\n"), HasSubstr("typs"));
+  EXPECT_THAT(error_of("capabilities: [source]\noutputs: {types: [same]}\n"), HasSubstr("a source has no input"));
+  EXPECT_THAT(error_of("capabilities: [source]\ninputs: {types: [any]}\n"), HasSubstr("a source takes no input"));
+  EXPECT_THAT(error_of("outputs: {types: [\"video/{fmt}\"]}\n"),
+              HasSubstr("names '{fmt}', which is not an enum field of the config schema"));
+  EXPECT_THAT(error_of("config:\n  f: {type: enum, values: [rgb24, bogus], default: rgb24}\n"
+                       "outputs: {types: [\"video/{f}\"]}\n"),
+              HasSubstr("with f 'bogus' gives 'video/bogus', which is not a media type"));
+  EXPECT_THAT(error_of("outputs: {types: [video/rgb24], gives: [\"\"]}\n"), HasSubstr("expected a metadata key"));
+  EXPECT_EQ(error_of("capabilities: [x-mine]\noutputs: {types: [application/x-mine], gives: []}\n"), "accepted");
+}
+
+// An output inherits its input's metadata; what the plugin gives is laid over it.
+TEST(embedded_adapter, an_output_inherits_the_input_s_metadata_with_the_plugin_s_pairs_laid_over) {
+  frame in;
+  in.meta = std::make_shared<metadata>(metadata{{"width", "4"}, {"height", "2"}, {"pts", "7"}});
+  std::vector<troupe_kv> seen;
+  for (auto& [k, v] : *in.meta) seen.push_back({k.c_str(), v.c_str()});
+  EXPECT_EQ(inherit_meta(in, seen, nullptr, 0), in.meta);              // nothing given: the same map
+  EXPECT_EQ(inherit_meta(in, seen, seen.data(), 3), in.meta);          // given back unchanged: likewise
+  troupe_kv given[] = {{"height", "1"}, {"pts", ""}, {"label", "x"}};  // replaced, removed, added
+  auto out = inherit_meta(in, seen, given, 3);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(*out, (metadata{{"width", "4"}, {"height", "1"}, {"label", "x"}}));
+  EXPECT_EQ(*in.meta, (metadata{{"width", "4"}, {"height", "2"}, {"pts", "7"}}));  // the input's is untouched
+  frame bare;
+  EXPECT_EQ(*inherit_meta(bare, {}, given, 3), (metadata{{"height", "1"}, {"label", "x"}}));
+}

@@ -13,6 +13,7 @@
 
 #include <caf/all.hpp>
 
+#include <unistd.h>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -22,7 +23,6 @@
 #include <sstream>
 #include <string>
 #include <tuple>
-#include <unistd.h>
 
 namespace troupe::test {
 

@@ -308,3 +308,75 @@ TEST(pipeline, a_file_over_4_mib_is_refused_before_it_is_parsed) {
   ASSERT_FALSE(p);
   EXPECT_THAT(describe(p.error()), HasSubstr(path + ": the file is over 4 MiB"));
 }
+
+// Edges are typed by what manifests declare: a type that cannot meet, or metadata a stage
+// needs and its producer does not give, is refused before anything starts, naming the edge,
+// both stages and both sides. What a manifest does not declare is not checked.
+TEST(pipeline, an_edge_whose_types_or_metadata_do_not_meet_is_refused) {
+  temp_dir plugins, files;
+  auto head = [](const std::string& name) { return "name: " + name + "\nversion: 1.0.0\nabi: 1\n"; };
+  plugins.write("rgbsrc/plugin.yaml",
+                head("rgbsrc") + "capabilities: [source]\noutputs: {types: [video/rgb24], gives: [width, height]}\n");
+  plugins.write("bare/plugin.yaml",
+                head("bare") + "capabilities: [source]\noutputs: {types: [video/rgb24], gives: []}\n");
+  plugins.write("plain/plugin.yaml", head("plain") + "capabilities: [source]\noutputs: {types: [video/rgb24]}\n");
+  plugins.write("raw/plugin.yaml",
+                head("raw") + "capabilities: [source]\noutputs: {types: [application/octet-stream], gives: []}\n");
+  plugins.write("conv/plugin.yaml", head("conv") +
+                                        "capabilities: [filter]\n"
+                                        "config:\n  format: {type: enum, values: [rgb24, gray8], default: rgb24}\n"
+                                        "inputs: {types: [video/rgb24, video/gray8], needs: [width, height]}\n"
+                                        "outputs: {types: [\"video/{format}\"], gives: [format]}\n");
+  plugins.write("blur/plugin.yaml", head("blur") +
+                                        "capabilities: [filter]\n"
+                                        "inputs: {types: [video/rgb24], needs: [width, height]}\n"
+                                        "outputs: {types: [same], gives: []}\n");
+  plugins.write("anyf/plugin.yaml", head("anyf") + "capabilities: [filter]\n");
+  plugins.write("sink/plugin.yaml", head("sink") + "capabilities: [sink]\n");
+  auto cat = catalog::discover({plugins.path().string()});
+  auto make = [&](const std::string& source, const std::string& middle) {
+    auto path = files.write("p.yaml", "pipeline: t\nstages:\n  - {name: a, plugin: " + source +
+                                          "}\n  - {name: m, plugin: " + middle +
+                                          "}\n  - {name: b, plugin: blur}\n  - {name: z, plugin: sink}\n"
+                                          "edges:\n  - a -> m\n  - m -> b\n  - b -> z\n");
+    auto spec = load_pipeline(path);
+    if (!spec) return expected<plan>(spec.error());
+    return plan_pipeline(*spec, cat);
+  };
+  auto error_of = [&](const std::string& source, const std::string& middle) {
+    auto p = make(source, middle);
+    return p ? std::string("accepted") : describe(p.error());
+  };
+  auto gray = error_of("rgbsrc", "conv, config: {format: gray8}");
+  EXPECT_THAT(gray, HasSubstr("p.yaml:9: edge 'm -> b': stage 'm' (plugin conv) gives video/gray8, but stage 'b' "
+                              "(plugin blur) takes video/rgb24 ("));
+  auto p = make("rgbsrc", "conv, config: {format: rgb24}");
+  ASSERT_OK(p);
+  EXPECT_EQ(p->find("b")->gives, std::vector<std::string>{"video/rgb24"});  // same: what came in
+  EXPECT_EQ(p->find("z")->gives, std::nullopt);                             // not declared: any
+  EXPECT_THAT(error_of("raw", "blur"),
+              HasSubstr("edge 'a -> m': stage 'a' (plugin raw) gives "
+                        "application/octet-stream, but stage 'm' (plugin blur) takes video/rgb24"));
+  EXPECT_THAT(error_of("bare", "blur"), HasSubstr("edge 'a -> m': stage 'm' (plugin blur) needs metadata 'width', "
+                                                  "which stage 'a' (plugin bare) does not give"));
+  // Keys pass through: blur gives none of its own, but its input's width and height go on.
+  EXPECT_EQ(error_of("rgbsrc", "blur"), "accepted");
+  EXPECT_EQ(error_of("plain", "blur"), "accepted");  // keys not declared: not checked
+  EXPECT_EQ(error_of("raw", "anyf"), "accepted");    // a stage that declares nothing may give anything
+  auto spec = load_pipeline(files.write("q.yaml", R"(pipeline: q
+stages:
+  - {name: a, plugin: rgbsrc}
+  - {name: g, plugin: conv, config: {format: gray8}}
+  - {name: b, plugin: blur}
+  - {name: z, plugin: sink}
+edges:
+  - a -> b
+  - a -> g
+  - g -> z
+  - b -> z
+)"));
+  ASSERT_OK(spec);
+  auto q = plan_pipeline(*spec, cat);
+  ASSERT_OK(q);
+  EXPECT_EQ(q->find("g")->gives, std::vector<std::string>{"video/gray8"});
+}

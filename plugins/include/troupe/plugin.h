@@ -100,7 +100,9 @@ typedef struct troupe_frame_view {
 
 /*
  * One output. For a stage with inputs, stream and seq are inherited from the input being
- * processed and the fields here are ignored; a source sets them. If data points into the
+ * processed and the fields here are ignored; a source sets them. So is the input's metadata:
+ * meta lays pairs over it (a key replaced or added; a key with an empty value removed), and
+ * meta_count 0 passes it on as it came. If data points into the
  * input's payload, or into a buffer returned by host->alloc during this call, no payload
  * byte is copied; otherwise the host copies size bytes from data.
  * OWNERSHIP: the plugin's; the host copies what it keeps during emit, so everything it points
