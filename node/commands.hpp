@@ -76,8 +76,13 @@ int cluster_status(const common_options& common, const admin_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
 int new_plugin(const new_plugin_options& opts);
-/// output: "table" or "json".
-int list_plugins(const common_options& common, const std::string& output = "table");
+/// troupe plugins [NAME] [--capability C] [--output table|json].
+struct plugins_query {
+  std::string output = "table";
+  std::string name;        // one plugin, described in full
+  std::string capability;  // only plugins with this capability, or taking or giving this media type
+};
+int list_plugins(const common_options& common, const plugins_query& q);
 int validate(const common_options& common, const std::string& pipeline);
 
 /// Sets up spdlog (stderr, level from the option); false if the level is unknown.

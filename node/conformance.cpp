@@ -22,6 +22,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -181,13 +182,32 @@ expected<input_set> make_inputs(const catalog& cat, const std::string& source, c
 // (they took the isolated worker down).
 struct mode_run {
   std::vector<outcome> calls;
+  std::string off_contract;                  // the first output not of the declared types or without a declared key
   std::map<std::string, std::string> files;  // written by the plugin: relative path -> content
 };
+
+// What is wrong with output f of input `in` (null: a source's turn) against the outputs the
+// manifest declares: its type, and the metadata keys it gives. Empty if nothing.
+std::string off_contract(const manifest& m, const config_values& config, const frame* in, const frame& f) {
+  std::optional<std::vector<std::string>> from;
+  if (in != nullptr) from = std::vector<std::string>{in->type};
+  if (auto allowed = m.output_types(config, from);
+      allowed && std::find(allowed->begin(), allowed->end(), f.type) == allowed->end()) {
+    std::string list;
+    for (auto& t : *allowed) list += (list.empty() ? "" : ", ") + t;
+    return "type '" + f.type + "', where the manifest declares " + list;
+  }
+  for (auto& k : m.outputs.keys)
+    if (f.find_meta(k) == nullptr) return "no metadata '" + k + "' (the manifest's outputs.gives)";
+  return {};
+}
 
 class runner {
  public:
   runner(const manifest& m, std::shared_ptr<plugin_library> lib, config_values config, fs::path dir)
       : m_(m), lib_(std::move(lib)), config_(std::move(config)), dir_(std::move(dir)) {}
+
+  const media_side& declared_outputs() const { return m_.outputs; }
 
   std::unique_ptr<plugin_adapter> make(exec_mode mode) const {
     auto tag = std::string("conformance ") + to_string(mode) + " " + m_.name;
@@ -222,7 +242,8 @@ class runner {
     fs::current_path(here);  // relative paths in the config land here, per mode
     auto a = make(mode);
     bool replace = false;
-    auto call = [&](const std::string& label, bool starting, auto fn) {
+    auto call = [&](const std::string& label, bool starting, auto fn, const frame* input = nullptr,
+                    bool known = false) {
       outcome o{label, {}, {}, false, false};
       if (skip.count(label)) {
         out.calls.push_back(o);
@@ -247,7 +268,12 @@ class runner {
       bool overran = false;
       std::vector<frame> outs;
       o.result = timed(*a, deadline(mode, starting), overran, [&] { return fn(*a, outs); });
-      for (auto& f : outs) o.outputs.push_back(describe_frame(f));
+      for (auto& f : outs) {
+        o.outputs.push_back(describe_frame(f));
+        if (known && out.off_contract.empty())
+          if (auto why = off_contract(m_, config_, input, f); !why.empty())
+            out.off_contract = label + ": output part " + std::to_string(f.part) + " has " + why;
+      }
       o.crashed = overran || (mode == exec_mode::isolated && a->worker_pid() < 0);
       o.gone = o.crashed || o.result.status == TROUPE_FATAL;
       replace = o.gone;
@@ -263,14 +289,16 @@ class runner {
       call("health", false, [](plugin_adapter& p, std::vector<frame>&) { return p.health(); });
       if (m_.has_capability("source")) {
         for (uint32_t i = 0; i < source_turns; ++i) {
-          call("turn " + std::to_string(i), false,
-               [](plugin_adapter& p, std::vector<frame>& o) { return p.process(nullptr, o); });
+          call(
+              "turn " + std::to_string(i), false,
+              [](plugin_adapter& p, std::vector<frame>& o) { return p.process(nullptr, o); }, nullptr, true);
           if (out.calls.back().result.status == TROUPE_END) break;
         }
       } else {
         for (auto& f : inputs.known)
-          call("input stream " + std::to_string(f.stream) + " seq " + std::to_string(f.seq), false,
-               [&f](plugin_adapter& p, std::vector<frame>& o) { return p.process(&f, o); });
+          call(
+              "input stream " + std::to_string(f.stream) + " seq " + std::to_string(f.seq), false,
+              [&f](plugin_adapter& p, std::vector<frame>& o) { return p.process(&f, o); }, &f, true);
         for (auto& [what, f] : inputs.bad)
           call("bad input (" + what + ")", false,
                [&f](plugin_adapter& p, std::vector<frame>& o) { return p.process(&f, o); });
@@ -513,6 +541,16 @@ int conformance(const common_options& common, const conformance_options& o) {
     if (kind != "source")
       c.check(bad.empty(), std::string(mode) + ": bad inputs (truncated, empty, foreign) get at most a frame error",
               bad);
+    auto& declared = run.declared_outputs();
+    if (outputs > 0 && (!declared.any_type() || !declared.keys.empty())) {
+      std::string types, keys;
+      for (auto& t : declared.types) types += (types.empty() ? "" : ", ") + t;
+      for (auto& k : declared.keys) keys += (keys.empty() ? "" : ", ") + k;
+      c.check(r->off_contract.empty(),
+              std::string(mode) + ": outputs are of the declared types (" + (types.empty() ? "any" : types) +
+                  ") and carry the declared metadata (" + (keys.empty() ? "none" : keys) + ")",
+              r->off_contract);
+    }
     if (outputs > 0)
       c.check(stamp.empty(),
               std::string(mode) + ": every output carries the instance's generation (" +

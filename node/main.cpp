@@ -100,9 +100,14 @@ int main(int argc, char** argv) {
       app.add_subcommand("validate", "Check a pipeline file, its plugins and configs without running it");
   validate_cmd->add_option("pipeline", validate_path, "Pipeline file (pipeline.yaml)")->required();
 
-  auto* plugins_cmd = app.add_subcommand("plugins", "List the plugins found on the search paths");
-  std::string plugins_output = "table";
-  plugins_cmd->add_option("--output", plugins_output, "table, or json for scripts")
+  auto* plugins_cmd =
+      app.add_subcommand("plugins", "List the plugins found on the search paths, or describe one (plugins NAME)");
+  plugins_query plugins_q;
+  plugins_cmd->add_option("name", plugins_q.name, "A plugin to describe: schema, inputs and outputs, resources");
+  plugins_cmd->add_option("--capability", plugins_q.capability,
+                          "Only plugins with this capability (filter, decoder, ...) or taking or giving this media "
+                          "type (video/rgb24, ...)");
+  plugins_cmd->add_option("--output", plugins_q.output, "table, or json for scripts")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
 
@@ -185,7 +190,7 @@ int main(int argc, char** argv) {
   if (*new_cmd) return new_plugin(new_opts);
   if (*run_cmd) return run(common, run_opts);
   if (*validate_cmd) return validate(common, validate_path);
-  if (*plugins_cmd) return list_plugins(common, plugins_output);
+  if (*plugins_cmd) return list_plugins(common, plugins_q);
   if (*conf_cmd) return conformance(common, conf_opts);
   if (*node_cmd) return run_node(common, node_opts);
   if ((*status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd) && !admin_opts.token_file.empty()) {

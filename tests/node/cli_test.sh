@@ -31,6 +31,57 @@ assert w["type"] == "int" and w["default"] == "320" and w["min"] == 1, w
 assert p["blur"]["abi"] == 1 and p["blur"]["library"].endswith("libtroupe_blur.so")
 assert "filter" in p["blur"]["capabilities"] and d["problems"] == []'
 
+out=$("$troupe" plugins blur 2>/dev/null); rc=$?
+check "plugins NAME describes one plugin" test $rc -eq 0
+check "... the media types it takes and the metadata it needs" contains "$out" "inputs:       video/rgb24; needs metadata width, height"
+check "... what it gives" contains "$out" "outputs:      same (the input's type); metadata: the input's"
+check "... its config schema with ranges and descriptions" grep -qE "radius +int \[0\.\.32\] +default 2 +Half-width of the box in pixels" <<<"$out"
+check "... where it was found" contains "$out" "library:      $TROUPE_PLUGIN_PATH/blur/libtroupe_blur.so"
+"$troupe" plugins convert --output json > convert.json 2>/dev/null
+check "plugins NAME --output json gives its inputs and outputs" python3 -c '
+import json
+p = json.load(open("convert.json"))
+assert p["outputs"] == {"types": ["video/{format}"], "gives": ["width", "height", "format"]}, p["outputs"]
+assert p["inputs"]["needs"] == ["width", "height"] and p["resources"]["deadline_ms"] > 0, p'
+out=$("$troupe" plugins --capability video/gray8 2>/dev/null)
+check "plugins --capability finds plugins by a media type they take or give" contains "$out" "invert"
+check "... including one whose output type its config chooses" contains "$out" "video_decode"
+check "... and no other" not_contains "$out" "blur "
+out=$("$troupe" plugins --capability decoder 2>/dev/null)
+check "plugins --capability finds plugins by a capability word" test "$(grep -c decode <<<"$out")" -eq 2
+out=$("$troupe" plugins --capability filtre 2>&1); rc=$?
+check "an unknown capability is a usage error" test $rc -eq 2
+check "... with the list and a guess" contains "$out" "'filtre' is not a capability (source, sink, filter"
+check "... with a guess" contains "$out" "did you mean 'filter'?"
+out=$("$troupe" plugins blurr 2>&1); rc=$?
+check "plugins NAME of no plugin fails and guesses" test $rc -eq 1
+check "... naming the nearest" contains "$out" "did you mean 'blur'?"
+
+# Typed edges: gray frames into blur (RGB only) are refused before anything starts.
+cat > gray.yaml <<'Y'
+pipeline: gray
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 10}}
+  - {name: gray, plugin: convert, config: {format: gray8}}
+  - {name: blur, plugin: blur}
+  - {name: sink, plugin: checksum, config: {output: gray.txt}}
+edges: ["src -> gray -> blur -> sink"]
+Y
+out=$("$troupe" validate gray.yaml 2>&1); rc=$?
+check "validate refuses an edge whose types do not meet" test $rc -eq 1
+check "... naming the edge, both stages and both types" contains "$out" \
+  "gray.yaml:7: edge 'gray -> blur': stage 'gray' (plugin convert) gives video/gray8, but stage 'blur' (plugin blur) takes video/rgb24"
+out=$("$troupe" run gray.yaml --no-progress 2>&1); rc=$?
+check "run refuses it too" test $rc -eq 1
+check "... before any stage starts" not_contains "$out" "running: "
+check "... and before the sink wrote anything" test ! -e gray.txt
+sed -i 's/format: gray8/format: rgb24/' gray.yaml
+out=$("$troupe" validate gray.yaml 2>&1); rc=$?
+check "with RGB frames the same pipeline is valid" test $rc -eq 0
+check "validate shows what travels on each edge" contains "$out" "  gray -> blur: video/rgb24"
+out=$("$troupe" run gray.yaml --no-progress --fail-on-errors 2>&1); rc=$?
+check "... and runs without a failed frame" test $rc -eq 0
+
 cat > good.yaml <<'Y'
 pipeline: tiny
 stages:

@@ -56,6 +56,22 @@ out=$(conform faulty --config fail_start=true); rc=$?
 check "a plugin that does not start fails conformance" [ "$rc" -eq 1 ]
 check "the failed start is named" contains "$out" "FAIL  isolated: create, start, health and stop succeed: start: fatal: faulty: configured to fail start"
 
+# A manifest that declares outputs its plugin does not give: faulty's library, forwarding
+# testsrc's RGB frames, under manifests that promise gray frames, then a metadata key.
+lie() {  # lie OUTPUTS: a plugin directory of faulty's library with that outputs line
+  mkdir -p "lying/$1" && sed -e "s|^library: .*|library: $plugins/faulty/libtroupe_faulty.so|" \
+    "$plugins/faulty/plugin.yaml" > "lying/$1/plugin.yaml" && echo "outputs: $2" >> "lying/$1/plugin.yaml"
+}
+lie types '{types: [video/gray8]}'
+out=$(timeout 120 "$troupe" --log-level off conformance --plugin-path lying/types faulty 2>&1); rc=$?
+check "outputs of another type than declared fail conformance" [ "$rc" -eq 1 ]
+check "the type is named" contains "$out" "FAIL  isolated: outputs are of the declared types (video/gray8) and carry the declared metadata (none): input stream 0 seq 0: output part 0 has type 'video/rgb24', where the manifest declares video/gray8"
+lie keys '{types: [same], gives: [colour]}'
+out=$(timeout 120 "$troupe" --log-level off conformance --plugin-path lying/keys faulty 2>&1); rc=$?
+check "outputs without a declared key fail conformance" [ "$rc" -eq 1 ]
+check "the key is named" contains "$out" "FAIL  embedded: outputs are of the declared types (same) and carry the declared metadata (colour): input stream 0 seq 0: output part 0 has no metadata 'colour' (the manifest's outputs.gives)"
+rm -rf lying
+
 out=$(conform no_such_plugin); rc=$?
 check "an unknown plugin is a usage error" [ "$rc" -eq 2 ]
 check "the unknown plugin is named" contains "$out" "no_such_plugin"
