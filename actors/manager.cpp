@@ -151,6 +151,39 @@ class manager_actor : public caf::event_based_actor {
     bool incoming() const { return role == slot_role::incoming; }
   };
 
+  static constexpr size_t npos = static_cast<size_t>(-1);
+
+  // Records an event about the pipeline (slot npos) or one of its instances.
+  void note(event_kind kind, size_t i, std::string state, std::string detail = {}, std::string failure = {}) {
+    if (!s_.events) return;
+    if (i != npos && !slots_[i].node.empty()) return;  // a stand-in for another node's share: its node tells
+    event e;
+    e.kind = kind;
+    e.node = s_.node;
+    e.pipeline = s_.plan->name;
+    if (i != npos) {
+      e.stage = stats(i).stage;
+      e.replica = slots_[i].replica;
+      e.generation = slots_[i].generation;
+    }
+    e.state = std::move(state);
+    e.failure = std::move(failure);
+    e.detail = std::move(detail);
+    s_.events->add(std::move(e));
+  }
+  // A stage's own event (scaling, reloads).
+  void note_stage(event_kind kind, const std::string& stage, std::string state, std::string detail) {
+    if (!s_.events) return;
+    event e;
+    e.kind = kind;
+    e.node = s_.node;
+    e.pipeline = s_.plan->name;
+    e.stage = stage;
+    e.state = std::move(state);
+    e.detail = std::move(detail);
+    s_.events->add(std::move(e));
+  }
+
   // The one place a slot's phase changes.
   void enter(size_t i, slot_phase next) {
     auto& sl = slots_[i];
@@ -161,6 +194,8 @@ class manager_actor : public caf::event_based_actor {
       assert(false && "impossible slot phase change");
     }
     sl.phase = next;
+    if (next == slot_phase::running || next == slot_phase::done)
+      note(event_kind::instance, i, next == slot_phase::running ? "running" : "stopped");
     switch (next) {
       case slot_phase::running: sl.restarts.running(clock::now()); break;
       case slot_phase::quarantined:
@@ -401,6 +436,7 @@ class manager_actor : public caf::event_based_actor {
   void end_sources() {
     ending_ = true;
     spdlog::info("pipeline '{}': the sources end their streams; draining", s_.plan->name);
+    note(event_kind::pipeline, npos, "draining");
     for (size_t i = 0; i < slots_.size(); ++i)
       if (stage_of(i).is_source() && slots_[i].actor)
         send<caf::message_priority::high>(slots_[i].actor, end_atom::value);
@@ -490,6 +526,9 @@ class manager_actor : public caf::event_based_actor {
       phase_ = phase::running;
       size_t here = 0, elsewhere = 0;
       for (auto& sl : slots_) ++(sl.node.empty() ? here : elsewhere);
+      note(event_kind::pipeline, npos, "running",
+           std::to_string(here) + " instances here" +
+               (elsewhere ? ", " + std::to_string(elsewhere) + " on other nodes" : std::string()));
       if (elsewhere == 0)
         spdlog::info("pipeline '{}' running: {} stages, {} instances", s_.plan->name, stages_.size(), here);
       else
@@ -554,6 +593,7 @@ class manager_actor : public caf::event_based_actor {
       case instance_state::stopped: stopped_for_good(r.slot); return;
       case instance_state::failed:
         st.set_error(r.error);
+        note(event_kind::instance, r.slot, "failed", r.error, to_string(r.failure));
         if (sl.done()) return;  // stopped because its stage left this node: never restarted
         if (sl.incoming()) {
           enter(r.slot, slot_phase::done);
@@ -590,6 +630,7 @@ class manager_actor : public caf::event_based_actor {
         stats(i).set_state(instance_state::failed);
         stats(i).failure.store(failure_class::lost);
         stats(i).set_error(why);
+        note(event_kind::instance, i, "failed", why, to_string(failure_class::lost));
         on_failure(i, why);
         publish_routes(sl.stage);
       }
@@ -610,6 +651,9 @@ class manager_actor : public caf::event_based_actor {
     auto& ps = stage_of(i);
     spdlog::error("[node={} stage={}] dead letter: stream {} seq {} part {} was lost on {} times: {}", s_.node,
                   ps.spec.name, k.stream, k.seq, k.part, n, why);
+    note_stage(event_kind::dead_letter, ps.spec.name, {},
+               "stream " + std::to_string(k.stream) + " seq " + std::to_string(k.seq) + " part " +
+                   std::to_string(k.part) + " was lost on " + std::to_string(n) + " times: " + why);
     auto problem = s_.dead_letters->add({k, ps.spec.name, ps.manifest.name, "lost", why, n});
     if (!problem.empty()) spdlog::error("{}", problem);
     for (auto j : stage.slots)
@@ -627,6 +671,8 @@ class manager_actor : public caf::event_based_actor {
       tell_drained_for(i);
       spdlog::error("[node={} stage={} instance={} gen={}] quarantined after {} restarts in {}s: {}", s_.node,
                     stats(i).stage, sl.replica, sl.generation, d.recent, policy.period_s, why);
+      note(event_kind::quarantine, i, "quarantined",
+           "after " + std::to_string(d.recent) + " restarts in " + std::to_string(policy.period_s) + " s: " + why);
       if (sl.retiring()) {
         retire(i);  // it was leaving anyway; its stage must not wait for it to drain
         return;
@@ -637,6 +683,9 @@ class manager_actor : public caf::event_based_actor {
     enter(i, slot_phase::restarting);
     spdlog::warn("[node={} stage={} instance={} gen={}] restarting in {} ms as generation {}: {}", s_.node,
                  stats(i).stage, sl.replica, sl.generation, d.delay.count(), sl.generation + 1, why);
+    note(event_kind::restart, i, "restarting",
+         "in " + std::to_string(d.delay.count()) + " ms as generation " + std::to_string(sl.generation + 1) + ": " +
+             why);
     delayed_send(this, d.delay, restart_atom::value, i, sl.generation);
   }
 
@@ -778,6 +827,8 @@ class manager_actor : public caf::event_based_actor {
     if (st.finished) return make_error(errc::not_running, "stage '" + name + "' has finished");
     if (active.size() == n) return {};
     spdlog::info("[node={} stage={}] scaling from {} to {} replicas", s_.node, name, active.size(), n);
+    note_stage(event_kind::scale, name, {},
+               "from " + std::to_string(active.size()) + " to " + std::to_string(n) + " replicas");
     for (auto k = active.size(); k < n; ++k) add_replica(stage);
     // The newest replicas go first.
     for (auto k = active.size(); k > n; --k) {
@@ -854,6 +905,9 @@ class manager_actor : public caf::event_based_actor {
     if (!ns.spec.deadline_ms) ns.deadline_ms = ns.manifest.resources.deadline_ms;
     spdlog::info("[node={} stage={}] reloading: {} {} beside {} {}", s_.node, req.stage, ns.manifest.name,
                  ns.manifest.version.to_string(), ps.manifest.name, ps.manifest.version.to_string());
+    note_stage(event_kind::reload, req.stage, "reloading",
+               ns.manifest.name + " " + ns.manifest.version.to_string() + " beside " + ps.manifest.name + " " +
+                   ps.manifest.version.to_string());
     reload_state rs;
     rs.stage = stage;
     rs.plan = next;
@@ -904,6 +958,8 @@ class manager_actor : public caf::event_based_actor {
     auto& ps = s_.plan->stages[rs.stage];
     spdlog::info("[node={} stage={}] reloaded: {} {} serves", s_.node, ps.spec.name, ps.manifest.name,
                  ps.manifest.version.to_string());
+    note_stage(event_kind::reload, ps.spec.name, "reloaded",
+               ps.manifest.name + " " + ps.manifest.version.to_string() + " serves");
     rs.promise.deliver(caf::unit);
     reload_.reset();
   }
@@ -919,6 +975,8 @@ class manager_actor : public caf::event_based_actor {
     }
     spdlog::error("[node={} stage={}] reload failed, the old version goes on serving: {}", s_.node,
                   s_.plan->stages[rs.stage].spec.name, why);
+    note_stage(event_kind::reload, s_.plan->stages[rs.stage].spec.name, "failed",
+               "the old version goes on serving: " + why);
     rs.promise.deliver(make_error(errc::start_failed, "start_failed: " + why));
     reload_.reset();
   }
@@ -950,6 +1008,7 @@ class manager_actor : public caf::event_based_actor {
     auto& st = stages_[sl.stage];
     st.slots.erase(std::remove(st.slots.begin(), st.slots.end(), i), st.slots.end());
     spdlog::info("[node={} stage={} instance={}] scaled away", s_.node, stats(i).stage, sl.replica);
+    note(event_kind::instance, i, "scaled_away");
     publish_routes(sl.stage);
     tell_drained_for(i);
     check_stage_finished(sl.stage);
@@ -962,6 +1021,7 @@ class manager_actor : public caf::event_based_actor {
       spdlog::info("pipeline '{}' finished", s_.plan->name);
     else
       spdlog::error("pipeline '{}' failed: {}", s_.plan->name, reason);
+    note(event_kind::pipeline, npos, ok ? "finished" : "failed", reason);
     send(s_.listener, completed_atom::value, pipeline_outcome{ok, std::move(reason)});
   }
 
@@ -997,6 +1057,7 @@ class manager_actor : public caf::event_based_actor {
     }
     phase_ = phase::stopped;
     spdlog::info("pipeline '{}' stopped", s_.plan->name);
+    note(event_kind::pipeline, npos, "stopped");
     send(s_.listener, stopped_atom::value);
     quit();
   }

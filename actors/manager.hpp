@@ -36,6 +36,7 @@
 #pragma once
 
 #include "dead_letters.hpp"
+#include "events.hpp"
 #include "executor.hpp"
 #include "instance.hpp"
 #include "link.hpp"
@@ -64,6 +65,7 @@ struct manager_setup {
   std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage, from load_libraries
   troupe::executor* executor = nullptr;
   std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
+  std::shared_ptr<event_log> events;              // null: no events recorded
   caf::actor listener;
   std::string node = "local";
   // A pipeline placed across nodes: the data plane, and each other node's data address.

@@ -12,9 +12,14 @@
 #include <kj/timer.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 namespace troupe::cli {
@@ -220,6 +225,115 @@ int cluster_stop(const common_options&, const admin_options& o) {
     std::printf("stopping pipeline '%s': draining on node%s %s\n", o.pipeline.c_str(),
                 r.getNodes().size() == 1 ? "" : "s", nodes.c_str());
     return 0;
+  });
+}
+
+namespace {
+
+// "30s", "10m", "2h", "1d" or plain seconds, in milliseconds; nullopt if not a duration.
+std::optional<int64_t> duration_ms(const std::string& text) {
+  size_t end = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &end);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  auto unit = text.substr(end);
+  double scale = unit.empty() || unit == "s" ? 1e3
+                 : unit == "ms"              ? 1
+                 : unit == "m"               ? 60e3
+                 : unit == "h"               ? 3600e3
+                 : unit == "d"               ? 86400e3
+                                             : -1;
+  if (scale < 0 || !(v >= 0) || v * scale > 1e15) return std::nullopt;
+  return static_cast<int64_t>(v * scale);
+}
+
+std::string local_time(int64_t ms) {
+  std::time_t t = ms / 1000;
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%03d", buf, static_cast<int>(ms % 1000));
+  return out;
+}
+
+}  // namespace
+
+int cluster_events(const common_options&, const admin_options& o) {
+  int64_t from_ms = 0;
+  if (!o.since.empty()) {
+    auto d = duration_ms(o.since);
+    if (!d) {
+      std::fprintf(stderr, "troupe events: --since '%s': expected a duration such as 30s, 10m, 2h or 1d\n",
+                   o.since.c_str());
+      return 2;
+    }
+    from_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                  .count() -
+              *d;
+  }
+  return admin_call("events", o, [&](wire::Admin::Client& admin, kj::WaitScope& wait, kj::Timer& timer) {
+    std::map<std::string, uint64_t> cursor;  // per node: the last event printed
+    for (;;) {
+      auto req = admin.eventsRequest();
+      req.setProtocol(wire::CLUSTER_PROTOCOL);
+      req.setToken(o.token);
+      req.setPipeline(o.pipeline);
+      auto after = req.initAfter(static_cast<unsigned>(cursor.size()));
+      unsigned k = 0;
+      for (auto& [node, seq] : cursor) {
+        after[k].setNode(node);
+        after[k++].setSeq(seq);
+      }
+      auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
+      std::vector<wire::Event::Reader> got;
+      for (auto e : r.getEvents()) {
+        auto& c = cursor[e.getNode().cStr()];
+        c = std::max(c, e.getSeq());
+        if (e.getTimeMs() >= from_ms) got.push_back(e);
+      }
+      // Nodes' clocks order them across nodes; each node's own in its order.
+      std::stable_sort(got.begin(), got.end(), [](auto& a, auto& b) {
+        return a.getTimeMs() != b.getTimeMs() ? a.getTimeMs() < b.getTimeMs()
+               : a.getNode() != b.getNode()   ? a.getNode() < b.getNode()
+                                              : a.getSeq() < b.getSeq();
+      });
+      for (auto& e : got) {
+        if (o.output == "json") {
+          using json = nlohmann::ordered_json;
+          json j = {{"seq", e.getSeq()},
+                    {"time_ms", e.getTimeMs()},
+                    {"kind", e.getKind().cStr()},
+                    {"node", e.getNode().cStr()},
+                    {"pipeline", e.getPipeline().cStr()}};
+          if (e.getStage().size()) j["stage"] = e.getStage().cStr();
+          if (e.getReplica() >= 0) j["replica"] = e.getReplica();
+          if (e.getGeneration() > 0) j["generation"] = e.getGeneration();
+          if (e.getState().size()) j["state"] = e.getState().cStr();
+          if (e.getFailure().size()) j["failure"] = e.getFailure().cStr();
+          if (e.getDetail().size()) j["detail"] = e.getDetail().cStr();
+          std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+          continue;
+        }
+        std::string subject = e.getPipeline().cStr();
+        if (e.getStage().size()) subject += std::string("/") + e.getStage().cStr();
+        if (e.getReplica() > 0) subject += "#" + std::to_string(e.getReplica());
+        if (e.getGeneration() > 0) subject += " gen " + std::to_string(e.getGeneration());
+        std::string what = e.getKind().cStr();
+        if (e.getState().size() && what != e.getState().cStr()) what += std::string(" ") + e.getState().cStr();
+        if (e.getFailure().size()) what += std::string(" (") + e.getFailure().cStr() + ")";
+        std::printf("%s %-8s %-28s %s%s%s\n", local_time(e.getTimeMs()).c_str(), e.getNode().cStr(), subject.c_str(),
+                    what.c_str(), e.getDetail().size() ? ": " : "", e.getDetail().cStr());
+      }
+      std::fflush(stdout);
+      if (r.getMore()) continue;
+      if (!o.follow) return 0;
+      timer.afterDelay(500 * kj::MILLISECONDS).wait(wait);
+    }
   });
 }
 

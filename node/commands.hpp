@@ -17,6 +17,7 @@ struct run_options {
   std::string pipeline;
   std::string metrics_address;  // empty: no /metrics
   std::string report_path;      // empty: no JSON report
+  std::string events_path;      // empty: events are not written out
   double timeout_s = 0;         // 0: none
   bool progress = true;         // live progress when stdout is a terminal
   std::string scale_stage;      // SIGUSR1 adds a replica to it, SIGUSR2 removes one
@@ -64,7 +65,9 @@ struct admin_options {
   std::string stage;             // scale
   uint32_t replicas = 1;         // scale
   std::string on;                // scale: the node the stage runs on (checked), empty: wherever
-  std::string output = "table";  // status: table or json
+  std::string output = "table";  // status, events: table or json
+  bool follow = false;           // events: keep printing
+  std::string since;             // events: only those of the last DURATION ("30s", "10m", "2h")
 };
 
 int run(const common_options& common, const run_options& opts);
@@ -73,6 +76,7 @@ int cluster_scale(const common_options& common, const admin_options& opts);
 int cluster_stop(const common_options& common, const admin_options& opts);
 int run_node(const common_options& common, const node_options& opts);
 int cluster_status(const common_options& common, const admin_options& opts);
+int cluster_events(const common_options& common, const admin_options& opts);
 int conformance(const common_options& common, const conformance_options& opts);
 int serve_worker(const worker_options& opts);
 int new_plugin(const new_plugin_options& opts);

@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
       "SIGTERM); 1 failed (load error, quarantine, failed stop, --timeout, unwritable --report); 2 usage error; "
       "3 frames failed (--fail-on-errors); 128+N stopped without draining by a second signal N (130: SIGINT).");
   run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
+  run_cmd->add_option("--events", run_opts.events_path,
+                      "Append every event (instance states, restarts, quarantines, dead letters, scaling, reloads) to "
+                      "this file as JSON lines, as they happen");
   run_cmd->add_option("--timeout", run_opts.timeout_s, "Stop and fail after this many seconds (0: never)");
   run_cmd->add_flag("!--no-progress", run_opts.progress, "No live progress on the terminal");
   run_cmd->add_option("--scale-stage", run_opts.scale_stage,
@@ -136,7 +139,17 @@ int main(int argc, char** argv) {
                         "One of the nodes the stage runs on (replicas are per node; another node is refused)");
   auto* stop_cmd = app.add_subcommand("stop", "Drain and stop a pipeline on every node running it, through any node");
   stop_cmd->add_option("pipeline", admin_opts.pipeline, "Pipeline name")->required();
-  for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd}) {
+  auto* events_cmd = app.add_subcommand(
+      "events",
+      "Show what happened to the cluster's pipelines (instance states, restarts, quarantines, dead letters, "
+      "scaling, reloads), through any node");
+  events_cmd->add_flag("--follow,-f", admin_opts.follow, "Keep printing events as they happen");
+  events_cmd->add_option("--pipeline", admin_opts.pipeline, "Only this pipeline's events");
+  events_cmd->add_option("--since", admin_opts.since, "Only events of the last DURATION (30s, 10m, 2h)");
+  events_cmd->add_option("--output", admin_opts.output, "table, or json (one object per line) for scripts")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  for (auto* cmd : {status_cmd, deploy_cmd, scale_cmd, stop_cmd, events_cmd}) {
     cmd->add_option("--node", admin_opts.node, "Admin address of the node (HOST:PORT; default: $TROUPE_NODE)")
         ->envname("TROUPE_NODE")
         ->required();
@@ -193,7 +206,8 @@ int main(int argc, char** argv) {
   if (*plugins_cmd) return list_plugins(common, plugins_q);
   if (*conf_cmd) return conformance(common, conf_opts);
   if (*node_cmd) return run_node(common, node_opts);
-  if ((*status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd) && !admin_opts.token_file.empty()) {
+  const bool admin = *status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd || *events_cmd;
+  if (admin && !admin_opts.token_file.empty()) {
     std::ifstream in(admin_opts.token_file);
     std::string line;
     if (!in || !std::getline(in, line) || line.empty()) {
@@ -203,7 +217,7 @@ int main(int argc, char** argv) {
     }
     admin_opts.token = line;
   }
-  if ((*status_cmd || *deploy_cmd || *scale_cmd || *stop_cmd) && admin_opts.token.empty()) {
+  if (admin && admin_opts.token.empty()) {
     std::fprintf(stderr,
                  "troupe: no cluster token: give --token-file FILE (or --token, or set TROUPE_TOKEN); the node "
                  "refuses admin calls without it\n");
@@ -213,5 +227,6 @@ int main(int argc, char** argv) {
   if (*deploy_cmd) return cluster_deploy(common, admin_opts);
   if (*scale_cmd) return cluster_scale(common, admin_opts);
   if (*stop_cmd) return cluster_stop(common, admin_opts);
+  if (*events_cmd) return cluster_events(common, admin_opts);
   return 2;
 }

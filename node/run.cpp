@@ -5,6 +5,7 @@
 #include <cluster/metrics_endpoint.hpp>
 
 #include <dead_letters.hpp>
+#include <events.hpp>
 #include <executor.hpp>
 #include <manager.hpp>
 #include <messages.hpp>
@@ -303,6 +304,12 @@ int run(const common_options& common, const run_options& opts) {
   }
 
   auto dead = std::make_shared<dead_letter_log>(plan->dead_letters);
+  auto events = std::make_shared<event_log>();
+  if (!opts.events_path.empty())
+    if (auto why = events->write_to(opts.events_path); !why.empty()) {
+      std::fprintf(stderr, "troupe: --events %s\n", why.c_str());
+      return 1;
+    }
   caf::actor_system_config cfg;
   configure_actor_system(cfg, cores);
   run_end end;
@@ -318,6 +325,7 @@ int run(const common_options& common, const run_options& opts) {
     ms.libraries = lp->libraries;
     ms.executor = &ex;
     ms.dead_letters = dead;
+    ms.events = events;
     ms.listener = self;
     auto start = clock::now();
     auto manager = spawn_manager(sys, std::move(ms));

@@ -105,6 +105,25 @@ struct InstanceState {
   restarts @9 :UInt64;
 }
 
+struct Event {
+  seq @0 :UInt64;          # per node, from 1, without gaps
+  timeMs @1 :Int64;        # wall clock, milliseconds since the epoch
+  kind @2 :Text;           # pipeline, instance, restart, quarantine, dead_letter, scale, reload
+  node @3 :Text;
+  pipeline @4 :Text;
+  stage @5 :Text;          # empty: the pipeline's own
+  replica @6 :Int64;       # -1: not about one instance
+  generation @7 :UInt64;
+  state @8 :Text;
+  failure @9 :Text;        # start_failed, lost, teardown_failed
+  detail @10 :Text;
+}
+
+struct EventCursor {
+  node @0 :Text;
+  seq @1 :UInt64;          # the last event of that node the caller has
+}
+
 interface Admin {
   # The members and pipelines as the store shows them, and the instances of every member that
   # is up (asked with thisNodeOnly), or of this node alone.
@@ -124,4 +143,9 @@ interface Admin {
   stop @3 (protocol :UInt32, token :Text, pipeline :Text) -> (nodes :List(Text));
   # Nothing but the token, as Peer.hello: a client says it before a call that may be large.
   hello @4 (protocol :UInt32, token :Text) -> (node :Text);
+  # The events each node keeps (its latest 4096), newer than the caller's cursor for that node,
+  # of one pipeline (empty: all), oldest first, at most 1000 per node a call (more: true when
+  # some node has more): this node's (thisNodeOnly), or every member's that is up.
+  events @5 (protocol :UInt32, token :Text, pipeline :Text, after :List(EventCursor), thisNodeOnly :Bool)
+      -> (events :List(Event), more :Bool);
 }

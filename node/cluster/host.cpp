@@ -2,6 +2,7 @@
 
 #include <catalog.hpp>
 #include <dead_letters.hpp>
+#include <events.hpp>
 #include <executor.hpp>
 #include <link.hpp>
 #include <manager.hpp>
@@ -111,6 +112,7 @@ struct pipeline_host::impl {
   caf::actor_system sys;
   executor ex;
   metrics m;
+  std::shared_ptr<event_log> events = std::make_shared<event_log>();
   fs::path dir;
   mutable std::mutex mutex;
   std::map<std::string, hosted> pipelines;
@@ -126,6 +128,8 @@ void pipeline_host::reset_links() {
 }
 
 std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return impl_->m.registry(); }
+
+const event_log& pipeline_host::events() const { return *impl_->events; }
 
 namespace {
 
@@ -246,6 +250,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   ms.libraries = *libs;
   ms.executor = &d.ex;
   ms.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
+  ms.events = d.events;
   h.listener = d.sys.spawn(listener, h.over);
   ms.listener = h.listener;
   ms.node = d.node;

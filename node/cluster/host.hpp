@@ -16,7 +16,8 @@
 
 namespace troupe {
 class data_plane;
-}
+class event_log;
+}  // namespace troupe
 
 namespace troupe::cluster {
 
@@ -89,6 +90,8 @@ class pipeline_host {
   expected<void> stop(const std::string& pipeline);
   std::vector<hosted_instance> instances() const;
   std::shared_ptr<prometheus::Registry> registry() const;
+  /// What happened to the pipelines here (every manager of the node records into it).
+  const event_log& events() const;
 
  private:
   struct impl;

@@ -3,6 +3,7 @@
 #include "placement.hpp"
 #include "rpc.hpp"
 
+#include <events.hpp>
 #include <manifest.hpp>
 
 #include <spdlog/spdlog.h>
@@ -251,6 +252,107 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
                               i.getNode()});
                      },
                      [](kj::Exception&& e) { spdlog::warn("status: {}", reason(e)); }));
+  return kj::joinPromises(asks.finish()).then([ctx, fill]() mutable { fill(ctx.getResults()); });
+}
+
+namespace {
+
+constexpr size_t events_per_call = 1000;
+
+void write_event(wire::Event::Builder b, const event& e) {
+  b.setSeq(e.seq);
+  b.setTimeMs(e.time_ms);
+  b.setKind(to_string(e.kind));
+  b.setNode(e.node);
+  b.setPipeline(e.pipeline);
+  b.setStage(e.stage);
+  b.setReplica(e.replica);
+  b.setGeneration(e.generation);
+  b.setState(e.state);
+  b.setFailure(e.failure);
+  b.setDetail(e.detail);
+}
+
+// An event as another node sent it (its kind kept as text: a newer node may know more kinds).
+struct event_row {
+  event e;
+  std::string kind;
+};
+
+}  // namespace
+
+kj::Promise<void> admin_service::events(EventsContext ctx) {
+  auto p = ctx.getParams();
+  if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
+  std::vector<std::pair<std::string, uint64_t>> after;
+  for (auto c : p.getAfter()) after.emplace_back(c.getNode(), c.getSeq());
+  std::string pipeline = p.getPipeline();
+  auto rows = std::make_shared<std::vector<event_row>>();
+  auto more = std::make_shared<bool>(false);
+  uint64_t mine = 0;
+  for (auto& [node, seq] : after)
+    if (node == n_.config().name) mine = seq;
+  for (auto& e : n_.host().events().since(mine)) {
+    if (!pipeline.empty() && e.pipeline != pipeline) continue;
+    if (rows->size() == events_per_call) {
+      *more = true;
+      break;
+    }
+    rows->push_back({e, to_string(e.kind)});
+  }
+  auto fill = [rows, more](wire::Admin::EventsResults::Builder r) {
+    auto list = r.initEvents(static_cast<unsigned>(rows->size()));
+    for (unsigned k = 0; k < rows->size(); ++k) {
+      write_event(list[k], (*rows)[k].e);
+      list[k].setKind((*rows)[k].kind);
+    }
+    r.setMore(*more);
+  };
+  if (p.getThisNodeOnly()) {
+    fill(ctx.getResults());
+    return kj::READY_NOW;
+  }
+  // Every other member that is up, asked in parallel, as status does.
+  std::string token = p.getToken();
+  auto& view = n_.view();
+  std::vector<std::pair<std::string, std::string>> others;
+  for (auto& [name, lease] : view.members)
+    if (name != n_.config().name && view.nodes.count(name)) others.emplace_back(name, view.nodes.at(name).admin);
+  auto asks = kj::heapArrayBuilder<kj::Promise<void>>(others.size());
+  for (auto& [name, address] : others)
+    asks.add(call_node<wire::Admin>(n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), name, address, 2 * kj::SECONDS,
+                                    [token, pipeline, after](wire::Admin::Client& admin) {
+                                      auto req = admin.eventsRequest();
+                                      req.setProtocol(wire::CLUSTER_PROTOCOL);
+                                      req.setToken(token);
+                                      req.setPipeline(pipeline);
+                                      auto list = req.initAfter(static_cast<unsigned>(after.size()));
+                                      for (unsigned k = 0; k < after.size(); ++k) {
+                                        list[k].setNode(after[k].first);
+                                        list[k].setSeq(after[k].second);
+                                      }
+                                      req.setThisNodeOnly(true);
+                                      return req.send();
+                                    })
+                 .then(
+                     [rows, more](capnp::Response<wire::Admin::EventsResults>&& r) {
+                       for (auto x : r.getEvents()) {
+                         event e;
+                         e.seq = x.getSeq();
+                         e.time_ms = x.getTimeMs();
+                         e.node = x.getNode();
+                         e.pipeline = x.getPipeline();
+                         e.stage = x.getStage();
+                         e.replica = x.getReplica();
+                         e.generation = x.getGeneration();
+                         e.state = x.getState();
+                         e.failure = x.getFailure();
+                         e.detail = x.getDetail();
+                         rows->push_back({std::move(e), x.getKind()});
+                       }
+                       if (r.getMore()) *more = true;
+                     },
+                     [](kj::Exception&& e) { spdlog::warn("events: {}", reason(e)); }));
   return kj::joinPromises(asks.finish()).then([ctx, fill]() mutable { fill(ctx.getResults()); });
 }
 

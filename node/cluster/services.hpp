@@ -34,6 +34,7 @@ class admin_service final : public wire::Admin::Server {
   kj::Promise<void> deploy(DeployContext ctx) override;
   kj::Promise<void> scale(ScaleContext ctx) override;
   kj::Promise<void> stop(StopContext ctx) override;
+  kj::Promise<void> events(EventsContext ctx) override;
 
  private:
   std::string admit(uint32_t protocol, kj::StringPtr token, const std::string& who);

@@ -59,6 +59,7 @@ struct run_result {
   slot_table slots;
   std::shared_ptr<metrics> m;
   std::shared_ptr<dead_letter_log> dead_letters;
+  std::shared_ptr<event_log> events;
   const slot_stats& slot(const std::string& stage, uint32_t replica = 0) const {
     for (auto& s : slots)
       if (s->stage == stage && s->replica == replica) return *s;
@@ -96,6 +97,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
   auto registry = std::make_shared<slot_registry>(*r.m, make_slots(*p, *r.m));
   r.slots = registry->snapshot();
   r.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
+  r.events = std::make_shared<event_log>();
   caf::actor_system sys{test_config()};
   {
     executor ex(2);
@@ -109,6 +111,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     ms.libraries = *libs;
     ms.executor = &ex;
     ms.dead_letters = r.dead_letters;
+    ms.events = r.events;
     ms.listener = self;
     auto mgr = spawn_manager(sys, std::move(ms));
     auto deadline = std::chrono::steady_clock::now() + limit;

@@ -139,6 +139,68 @@ TEST(runtime, lost_on_every_frame_is_quarantined_with_last_error) {
   EXPECT_EQ(f.restarts.Value(), 3);
   EXPECT_EQ(f.generation.load(), 4u);
   EXPECT_THAT(f.last_error(), HasSubstr("faulty"));
+  // The same story as events, in order: each generation runs, fails (lost, with the error)
+  // and is restarted, until the fourth is quarantined; then the pipeline fails and stops.
+  std::vector<std::string> story;
+  for (auto& e : r.events->since(0))
+    if (e.kind == event_kind::dead_letter)  // whichever frame was lost three times: told apart
+      EXPECT_THAT(e.detail, HasSubstr("was lost on 3 times: faulty"));
+    else if (e.stage == "f" || e.stage.empty())
+      story.push_back(std::string(to_string(e.kind)) + " " + e.state +
+                      (e.generation ? " " + std::to_string(e.generation) : "") +
+                      (e.failure.empty() ? "" : " " + e.failure));
+  std::vector<std::string> expected = {"instance running 1"};
+  for (int g = 1; g <= 3; ++g) {
+    if (g == 1) expected.push_back("pipeline running");
+    expected.push_back("instance failed " + std::to_string(g) + " lost");
+    expected.push_back("restart restarting " + std::to_string(g));
+    expected.push_back("instance running " + std::to_string(g + 1));
+  }
+  expected.insert(expected.end(), {"instance failed 4 lost", "quarantine quarantined 4", "pipeline failed",
+                                   "instance stopped 4", "pipeline stopped"});
+  EXPECT_EQ(story, expected);
+  auto all = r.events->since(0);
+  for (size_t k = 0; k < all.size(); ++k) EXPECT_EQ(all[k].seq, k + 1);
+  for (auto& e : all)
+    if (e.kind == event_kind::instance && e.state == "failed") EXPECT_THAT(e.detail, HasSubstr("faulty"));
+}
+
+TEST(events, the_ring_keeps_the_latest_and_each_is_one_json_line) {
+  temp_dir d;
+  event_log log(3);
+  auto path = (d.path() / "events.jsonl").string();
+  EXPECT_EQ(log.write_to(path), "");
+  for (int k = 0; k < 5; ++k) {
+    event e;
+    e.kind = k == 4 ? event_kind::dead_letter : event_kind::instance;
+    e.node = "n1";
+    e.pipeline = "p";
+    e.stage = "s";
+    e.replica = k == 4 ? -1 : 0;
+    e.generation = k == 4 ? 0 : 1;
+    e.state = k == 4 ? "" : "running";
+    e.detail = k == 4 ? "a \"quoted\"\nline" : "";
+    log.add(e);
+  }
+  EXPECT_EQ(log.count(), 5u);
+  auto kept = log.since(0);
+  ASSERT_EQ(kept.size(), 3u);  // the latest three
+  EXPECT_EQ(kept.front().seq, 3u);
+  EXPECT_EQ(log.since(4).size(), 1u);
+  EXPECT_TRUE(log.since(5).empty());
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 5u);  // the file has every one
+  EXPECT_THAT(
+      lines[0],
+      testing::MatchesRegex(
+          R"(\{"seq":1,"time_ms":[0-9]+,"kind":"instance","node":"n1","pipeline":"p","stage":"s","replica":0,"generation":1,"state":"running"\})"));
+  EXPECT_THAT(
+      lines[4],
+      HasSubstr(R"("kind":"dead_letter","node":"n1","pipeline":"p","stage":"s","detail":"a \"quoted\"\nline"})"));
+  EXPECT_THAT(event_log().write_to((d.path() / "no" / "such" / "dir.jsonl").string()),
+              HasSubstr("dir.jsonl: cannot open for events: No such file or directory"));
 }
 
 TEST(runtime, call_past_deadline_is_lost_and_its_late_outputs_are_dropped_as_stale) {

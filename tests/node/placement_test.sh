@@ -101,6 +101,10 @@ stages:
   - {name: sink, plugin: checksum, config: {output: $work/long-sum.txt}}
 edges: ["src -> f -> inv -> sink"]
 Y
+# Its events, followed through n1 from before it starts (JSON lines).
+"$troupe" events --follow --pipeline long --output json $admin > follow.jsonl 2> follow.err &
+pids+=($!)
+follower=$!
 out=$("$troupe" deploy long.yaml $admin 2>&1)
 check "the long pipeline is deployed" contains "$out" "pipeline 'long' deployed"
 check "its frames flow through n2" wait_for 10 bash -c \
@@ -127,6 +131,30 @@ check "stopping a pipeline no node runs is refused, saying so" \
 check "every node stops its part, and the pipeline is finished" wait_for 15 bash -c \
   "s=\$(\"$troupe\" status $admin); grep -qE '^long +finished ' <<<\"\$s\" &&
    [ \$(grep -cE '^long .* stopped ' <<<\"\$s\") -eq \$(grep -cE '^long +[^ ]+ +n[0-9] ' <<<\"\$s\") ]"
+# Events through any node: every node's, in order, from the follower and from one call.
+check "events --follow saw the pipeline stop on n1 and n2" wait_for 10 bash -c \
+  "grep -q '\"node\":\"n1\",\"pipeline\":\"long\",\"state\":\"stopped\"' follow.jsonl &&
+   grep -q '\"node\":\"n2\",\"pipeline\":\"long\",\"state\":\"stopped\"' follow.jsonl"
+kill "$follower" 2>/dev/null
+check "events --follow: each node's events in order, none twice, none of other pipelines" python3 -c '
+import json, collections
+seen = collections.defaultdict(list)
+for line in open("follow.jsonl"):
+    e = json.loads(line)
+    assert e["pipeline"] == "long", e
+    seen[e["node"]].append(e["seq"])
+assert set(seen) == {"n1", "n2"}, sorted(seen)
+for node, seqs in seen.items():
+    assert seqs == sorted(set(seqs)), (node, seqs)'
+check "... scaling on n2, with what changed" grep -q '"kind":"scale","node":"n2","pipeline":"long","stage":"f","detail":"from 2 to 3 replicas"' follow.jsonl
+check "... the replicas scaled away" grep -qE '"kind":"instance","node":"n2","pipeline":"long","stage":"f","replica":[12],"generation":1,"state":"scaled_away"' follow.jsonl
+check "... the source starting on n1" grep -q '"kind":"instance","node":"n1","pipeline":"long","stage":"src","replica":0,"generation":1,"state":"running"' follow.jsonl
+out=$("$troupe" events --pipeline long --since 10m --node "127.0.0.1:${port[11]}" --token secret 2>&1)
+check "events through n3, which runs none of it, shows n1's and n2's" bash -c \
+  "grep -qE ' n1 +long/src gen 1 +instance running$' <<<\"\$0\" && grep -qE ' n2 +long/f +scale: from 2 to 3 replicas$' <<<\"\$0\"" "$out"
+check "... oldest first" bash -c "[ \"\$(awk '{print \$1, \$2}' <<<\"\$0\")\" = \"\$(awk '{print \$1, \$2}' <<<\"\$0\" | sort)\" ]" "$out"
+out=$("$troupe" events --since soon $admin 2>&1); rc=$?
+check "events --since takes only a duration" bash -c "[ $rc -eq 2 ] && grep -q \"expected a duration such as 30s\" <<<\"\$0\"" "$out"
 made=$("$troupe" status $admin | awk '$1 == "long" && $2 == "src" {print $8}')
 taken=$(awk '$1 == "total" {print $3}' "$work/long-sum.txt")
 echo "source made $made, sink took $taken"

@@ -29,7 +29,7 @@ Y
 
 mkfifo commands
 trap '' PIPE  # a run that ended early fails the checks below, not this script
-"$troupe" run scale.yaml --timeout 60 --scale-stage f --no-progress < commands > out.txt 2> err.txt &
+"$troupe" run scale.yaml --timeout 60 --scale-stage f --no-progress --events events.jsonl < commands > out.txt 2> err.txt &
 node=$!
 exec 3> commands  # held open: the run reads commands from it
 echo "scale nope 2" >&3
@@ -57,6 +57,17 @@ check "the replicas of f took 800 frames between them" [ "$f_in" = 800 ]
 lines=$(wc -l < frames.txt)
 unique=$(awk '{print $1, $2, $3}' frames.txt | sort -u | wc -l)
 check "reload takes the new config" contains "$err" "stage 'f' reloaded"
+check "--events wrote every change as a JSON line, numbered in order" python3 -c '
+import json
+ev = [json.loads(l) for l in open("events.jsonl")]
+assert [e["seq"] for e in ev] == list(range(1, len(ev) + 1)), [e["seq"] for e in ev]
+scales = [e["detail"] for e in ev if e["kind"] == "scale"]
+assert scales == ["from 1 to 3 replicas", "from 3 to 2 replicas", "from 2 to 3 replicas"], scales
+assert [e["state"] for e in ev if e["kind"] == "reload"] == ["reloading", "reloaded"], ev
+assert any(e["kind"] == "instance" and e.get("state") == "scaled_away" and e["stage"] == "f" for e in ev)
+assert [e["state"] for e in ev if e["kind"] == "pipeline"] == ["running", "finished", "stopped"], ev
+assert all(e["pipeline"] == "scale" and e["node"] == "local" for e in ev)'
+
 check "the sink got every frame (800)" [ "$lines" -eq 800 ]
 check "the sink got no frame twice" [ "$unique" -eq 800 ]
 verdict
