@@ -18,6 +18,8 @@ const char* to_string(event_kind k) {
     case event_kind::dead_letter: return "dead_letter";
     case event_kind::scale: return "scale";
     case event_kind::reload: return "reload";
+    case event_kind::node: return "node";
+    case event_kind::placement: return "placement";
   }
   return "?";
 }

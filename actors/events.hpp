@@ -1,6 +1,7 @@
 // Events: what happened to a node's pipelines, typed and in order. The manager records
 // instance state changes (with the failure class and error), restarts, quarantines, dead
-// letters, scaling, reloads and the pipeline's own states. A bounded ring keeps the latest for
+// letters, scaling, reloads and the pipeline's own states; a cluster node adds members going up
+// and down (state up, down; detail: the member) and the placements it writes. A bounded ring keeps the latest for
 // readers that come later; if a file is set, each event is also appended to it as a JSON line
 // as it happens. Thread-safe.
 #pragma once
@@ -14,17 +15,27 @@
 
 namespace troupe {
 
-enum class event_kind : uint8_t { pipeline, instance, restart, quarantine, dead_letter, scale, reload };
+enum class event_kind : uint8_t {
+  pipeline,
+  instance,
+  restart,
+  quarantine,
+  dead_letter,
+  scale,
+  reload,
+  node,
+  placement
+};
 const char* to_string(event_kind k);
 
 struct event {
   uint64_t seq = 0;     // per log, from 1, without gaps
   int64_t time_ms = 0;  // wall clock, milliseconds since the epoch
   event_kind kind = event_kind::pipeline;
-  std::string node, pipeline, stage;  // stage: empty for the pipeline's own events
+  std::string node, pipeline, stage;  // stage: empty for the pipeline's own events; pipeline: empty for a node's
   int64_t replica = -1;               // -1: not about one instance
   uint64_t generation = 0;            // 0: not about one instance
-  std::string state;                  // the state entered (running, failed, stopped, ...), if any
+  std::string state;                  // the state entered (running, failed, stopped, up, down, ...), if any
   std::string failure;                // the failure class (start_failed, lost, teardown_failed), if any
   std::string detail;                 // the error, or what changed
 };

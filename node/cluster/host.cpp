@@ -131,6 +131,8 @@ std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return i
 
 const event_log& pipeline_host::events() const { return *impl_->events; }
 
+event_log& pipeline_host::events() { return *impl_->events; }
+
 namespace {
 
 // Reads a pipeline file's text as the file it came from: messages name that file.

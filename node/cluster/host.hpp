@@ -92,6 +92,7 @@ class pipeline_host {
   std::shared_ptr<prometheus::Registry> registry() const;
   /// What happened to the pipelines here (every manager of the node records into it).
   const event_log& events() const;
+  event_log& events();
 
  private:
   struct impl;

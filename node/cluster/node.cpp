@@ -4,6 +4,7 @@
 #include "rpc.hpp"
 
 #include <spdlog/spdlog.h>
+#include <events.hpp>
 #include <secret.hpp>
 
 #include <algorithm>
@@ -451,6 +452,14 @@ void cluster_node::adopt_view(cluster_view v) {
     bool was = view_.up(name);
     if (up && !was) spdlog::info("[node={}] node {} is up", c_.name, name);
     if (!up && was) spdlog::error("[node={}] node {} is down: its lease ended", c_.name, name);
+    if (up != was) {
+      event e;
+      e.kind = event_kind::node;
+      e.node = c_.name;
+      e.state = up ? "up" : "down";
+      e.detail = up ? "member " + name + " is up" : "member " + name + " is down: its lease ended";
+      host_.events().add(std::move(e));
+    }
   }
   view_ = std::move(v);
   have_view_ = true;
@@ -563,6 +572,12 @@ void cluster_node::lead(const std::string& name, const cluster_view::pipeline& p
                        if (!res.succeeded) return;  // changed meanwhile: the next read decides again
                        placements_written_.Increment();
                        spdlog::warn("[node={}] pipeline '{}' (epoch {}): {}", c_.name, name, res.revision, what);
+                       event e;
+                       e.kind = event_kind::placement;
+                       e.node = c_.name;
+                       e.pipeline = name;
+                       e.detail = "epoch " + std::to_string(res.revision) + ": " + what;
+                       host_.events().add(std::move(e));
                        poll();
                      },
                      [this, name](kj::Exception&& e) {

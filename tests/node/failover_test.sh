@@ -70,6 +70,12 @@ replayed=$(curl -s -m 5 "127.0.0.1:${port[14]}/metrics" |
   awk '/^troupe_instance_frames_replayed_total\{.*pipeline="killed".*stage="pre"/ {s += $2} END {print s + 0}')
 echo "frames n2's pre replayed to mid after n3 died: $replayed"
 check "what n3 did not acknowledge was replayed (and counted)" [ "${replayed%.*}" -gt 0 ]
+out=$("$troupe" events --output json $admin 2>&1)
+check "events: n1 and n2 tell that n3 went down" bash -c \
+  "grep -q '\"kind\":\"node\",\"node\":\"n1\",\"pipeline\":\"\",\"state\":\"down\",\"detail\":\"member n3 is down: its lease ended\"' <<<\"\$0\" &&
+   grep -q '\"kind\":\"node\",\"node\":\"n2\",\"pipeline\":\"\",\"state\":\"down\"' <<<\"\$0\"" "$out"
+check "events: the leader n1 tells the new placement" grep -qE \
+  '"kind":"placement","node":"n1","pipeline":"killed","detail":"epoch [0-9]+: stage .mid. runs on n2 \(was n2, n3\)' <<<"$out"
 
 # -- a pinned stage's node frozen past its lease, then thawed ---------------------------------
 start_node n3 3  # a fresh n3
