@@ -277,6 +277,7 @@ class instance_actor : public caf::event_based_actor {
     s_.stats->set_state(st);
     if (fc != failure_class::none) {
       s_.stats->failure.store(fc);
+      s_.stats->last_failure.store(fc);
       s_.stats->set_error(error);
     }
     instance_report r{.slot = s_.slot,

@@ -629,6 +629,7 @@ class manager_actor : public caf::event_based_actor {
         auto why = "instance actor exited: " + caf::to_string(dm.reason);
         stats(i).set_state(instance_state::failed);
         stats(i).failure.store(failure_class::lost);
+        stats(i).last_failure.store(failure_class::lost);
         stats(i).set_error(why);
         note(event_kind::instance, i, "failed", why, to_string(failure_class::lost));
         on_failure(i, why);

@@ -3,6 +3,7 @@
 #include <troupe/plugin.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace troupe {
 
@@ -108,6 +109,24 @@ const prometheus::Histogram::BucketBoundaries& processing_buckets() {
   return b;
 }
 }  // namespace
+
+double processing_quantile(prometheus::Histogram& h, double q) {
+  auto m = h.Collect().histogram;
+  if (m.sample_count == 0) return 0;
+  const double rank = q * static_cast<double>(m.sample_count);
+  double lower = 0;
+  uint64_t below = 0;
+  for (auto& b : m.bucket) {
+    if (static_cast<double>(b.cumulative_count) >= rank) {
+      if (!std::isfinite(b.upper_bound)) return lower;  // past the last bound: the last bound
+      auto in = b.cumulative_count - below;
+      return in == 0 ? b.upper_bound : lower + (b.upper_bound - lower) * (rank - below) / static_cast<double>(in);
+    }
+    lower = b.upper_bound;
+    below = b.cumulative_count;
+  }
+  return lower;
+}
 
 void call_timings::add(double seconds) {
   auto& b = processing_buckets();

@@ -117,7 +117,8 @@ class slot_stats {
   /// The generation whose outputs are current; outputs stamped otherwise are stale.
   std::atomic<uint64_t> generation{0};
   std::atomic<instance_state> state{instance_state::loaded};
-  std::atomic<failure_class> failure{failure_class::none};
+  std::atomic<failure_class> failure{failure_class::none};       // of the current generation
+  std::atomic<failure_class> last_failure{failure_class::none};  // of the latest generation that failed
   std::atomic<bool> quarantined{false};
   std::atomic<bool> finished{false};
   std::atomic<int> worker_pid{-1};  // the isolated worker serving the current generation; -1: none
@@ -143,6 +144,10 @@ class slot_stats {
   mutable std::mutex mutex_;
   std::string last_error_;
 };
+
+/// The q-quantile (0..1) of a processing histogram, in seconds, interpolated within its
+/// bucket as Prometheus's histogram_quantile does; 0 with no observations.
+double processing_quantile(prometheus::Histogram& h, double q);
 
 using slot_table = std::vector<std::shared_ptr<slot_stats>>;
 

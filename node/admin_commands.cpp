@@ -86,7 +86,7 @@ const char* pipeline_state(wire::PipelineStatus st) {
 
 // The status as one JSON document: what the tables show, with the same names in lower case.
 template <class Reply>
-void print_status_json(const Reply& r) {
+void print_status_json(const Reply& r, const std::string& pipeline) {
   using json = nlohmann::ordered_json;
   json nodes = json::array(), pipelines = json::array(), instances = json::array();
   for (auto m : r.getMembers()) {
@@ -98,6 +98,7 @@ void print_status_json(const Reply& r) {
                      {"data_address", info.getDataAddress().cStr()}});
   }
   for (auto p : r.getPipelines()) {
+    if (!pipeline.empty() && p.getName() != pipeline) continue;
     json placement = json::object(), waiting = json::array();
     for (auto s : p.getPlacement()) {
       json on = json::array();
@@ -112,7 +113,8 @@ void print_status_json(const Reply& r) {
                          {"placement", std::move(placement)},
                          {"waiting", std::move(waiting)}});
   }
-  for (auto i : r.getInstances())
+  for (auto i : r.getInstances()) {
+    if (!pipeline.empty() && i.getPipeline() != pipeline) continue;
     instances.push_back({{"pipeline", i.getPipeline().cStr()},
                          {"instance", i.getInstance().cStr()},
                          {"node", i.getNode().cStr()},
@@ -121,7 +123,14 @@ void print_status_json(const Reply& r) {
                          {"gen", i.getGeneration()},
                          {"in", i.getFramesIn()},
                          {"out", i.getFramesOut()},
-                         {"restarts", i.getRestarts()}});
+                         {"restarts", i.getRestarts()},
+                         {"errors", i.getErrors()},
+                         {"dead", i.getDeadLetters()},
+                         {"p50_ms", i.getP50Ms()},
+                         {"p99_ms", i.getP99Ms()},
+                         {"failure", i.getFailure().cStr()},
+                         {"last_error", i.getLastError().cStr()}});
+  }
   json out = {{"nodes", std::move(nodes)}, {"pipelines", std::move(pipelines)}, {"instances", std::move(instances)}};
   std::printf("%s\n", out.dump(2, ' ', false, json::error_handler_t::replace).c_str());
 }
@@ -135,7 +144,7 @@ int cluster_status(const common_options&, const admin_options& o) {
     req.setToken(o.token);
     auto r = timer.timeoutAfter(5 * kj::SECONDS, req.send()).wait(wait);
     if (o.output == "json") {
-      print_status_json(r);
+      print_status_json(r, o.pipeline);
       return 0;
     }
     std::printf("%-12s %-6s %-22s %-22s %-22s\n", "NODE", "STATE", "PEER ADDRESS", "ADMIN ADDRESS", "DATA ADDRESS");
@@ -149,6 +158,7 @@ int cluster_status(const common_options&, const admin_options& o) {
     if (r.getPipelines().size() > 0) {
       std::printf("\n%-12s %-9s %7s %-8s %s\n", "PIPELINE", "STATE", "EPOCH", "LEADER", "PLACEMENT");
       for (auto p : r.getPipelines()) {
+        if (!o.pipeline.empty() && p.getName() != o.pipeline) continue;
         auto st = p.getStatus();
         const char* state = pipeline_state(st);
         std::string where;
@@ -162,15 +172,22 @@ int cluster_status(const common_options&, const admin_options& o) {
         for (auto w : p.getWaiting()) std::printf("%-12s   %s\n", "", w.cStr());
       }
     }
-    if (r.getInstances().size() > 0) {
-      std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s\n", "PIPELINE", "INSTANCE", "NODE", "MODE", "STATE",
-                  "GEN", "IN", "OUT", "RESTARTS");
-      for (auto i : r.getInstances())
-        std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu\n", i.getPipeline().cStr(),
-                    i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(), i.getState().cStr(),
-                    static_cast<unsigned long long>(i.getGeneration()),
-                    static_cast<unsigned long long>(i.getFramesIn()), static_cast<unsigned long long>(i.getFramesOut()),
-                    static_cast<unsigned long long>(i.getRestarts()));
+    bool header = false;
+    for (auto i : r.getInstances()) {
+      if (!o.pipeline.empty() && i.getPipeline() != o.pipeline) continue;
+      if (!header)
+        std::printf("\n%-12s %-18s %-8s %-9s %-12s %4s %10s %10s %8s %7s %5s %8s %8s %s\n", "PIPELINE", "INSTANCE",
+                    "NODE", "MODE", "STATE", "GEN", "IN", "OUT", "RESTARTS", "ERRORS", "DEAD", "P50 ms", "P99 ms",
+                    "LAST FAILURE");
+      header = true;
+      std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu %7llu %5llu %8.3f %8.3f %s\n",
+                  i.getPipeline().cStr(), i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(),
+                  i.getState().cStr(), static_cast<unsigned long long>(i.getGeneration()),
+                  static_cast<unsigned long long>(i.getFramesIn()), static_cast<unsigned long long>(i.getFramesOut()),
+                  static_cast<unsigned long long>(i.getRestarts()), static_cast<unsigned long long>(i.getErrors()),
+                  static_cast<unsigned long long>(i.getDeadLetters()), i.getP50Ms(), i.getP99Ms(),
+                  i.getFailure().size() ? i.getFailure().cStr() : "-");
+      if (i.getLastError().size()) std::printf("%-12s   last error: %s\n", "", i.getLastError().cStr());
     }
     return 0;
   });

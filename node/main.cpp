@@ -124,6 +124,7 @@ int main(int argc, char** argv) {
   if (const char* t = std::getenv("TROUPE_TOKEN")) admin_opts.token = t;
   if (const char* ca = std::getenv("TROUPE_CA")) admin_opts.ca = ca;
   auto* status_cmd = app.add_subcommand("status", "Show the cluster's nodes and instances as a node sees them");
+  status_cmd->add_option("--pipeline", admin_opts.pipeline, "Only this pipeline and its instances");
   status_cmd->add_option("--output", admin_opts.output, "table, or json for scripts")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();

@@ -103,6 +103,12 @@ struct InstanceState {
   framesIn @7 :UInt64;
   framesOut @8 :UInt64;
   restarts @9 :UInt64;
+  failure @10 :Text;        # the last failure's class (start_failed, lost, teardown_failed); empty: none
+  lastError @11 :Text;
+  errors @12 :UInt64;       # inputs whose processing failed
+  deadLetters @13 :UInt64;
+  p50Ms @14 :Float64;       # processing time per input
+  p99Ms @15 :Float64;
 }
 
 struct Event {

@@ -312,6 +312,12 @@ std::vector<hosted_instance> pipeline_host::instances() const {
       i.frames_in = static_cast<uint64_t>(s->frames_in.Value());
       i.frames_out = static_cast<uint64_t>(s->frames_out.Value());
       i.restarts = static_cast<uint64_t>(s->restarts.Value());
+      if (auto f = s->last_failure.load(); f != failure_class::none) i.failure = to_string(f);
+      i.last_error = s->last_error();
+      i.errors = static_cast<uint64_t>(s->errors.Value());
+      i.dead_letters = static_cast<uint64_t>(s->dead_letters.Value());
+      i.p50_ms = processing_quantile(s->processing, 0.5) * 1e3;
+      i.p99_ms = processing_quantile(s->processing, 0.99) * 1e3;
       out.push_back(std::move(i));
     }
   return out;

@@ -47,6 +47,9 @@ struct stage_part {
 struct hosted_instance {
   std::string pipeline, stage, instance, mode, state;
   uint64_t generation = 0, frames_in = 0, frames_out = 0, restarts = 0;
+  std::string failure, last_error;  // the last failure's class and error; empty: none
+  uint64_t errors = 0, dead_letters = 0;
+  double p50_ms = 0, p99_ms = 0;  // processing time per input
 };
 
 class pipeline_host {

@@ -220,6 +220,12 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
       b.setFramesIn(x.frames_in);
       b.setFramesOut(x.frames_out);
       b.setRestarts(x.restarts);
+      b.setFailure(x.failure);
+      b.setLastError(x.last_error);
+      b.setErrors(x.errors);
+      b.setDeadLetters(x.dead_letters);
+      b.setP50Ms(x.p50_ms);
+      b.setP99Ms(x.p99_ms);
     }
   };
   if (p.getThisNodeOnly()) {
@@ -248,7 +254,9 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
                        for (auto i : r.getInstances())
                          rows->push_back(
                              {hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(), i.getMode(), i.getState(),
-                                              i.getGeneration(), i.getFramesIn(), i.getFramesOut(), i.getRestarts()},
+                                              i.getGeneration(), i.getFramesIn(), i.getFramesOut(), i.getRestarts(),
+                                              i.getFailure(), i.getLastError(), i.getErrors(), i.getDeadLetters(),
+                                              i.getP50Ms(), i.getP99Ms()},
                               i.getNode()});
                      },
                      [](kj::Exception&& e) { spdlog::warn("status: {}", reason(e)); }));

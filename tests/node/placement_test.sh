@@ -160,4 +160,37 @@ taken=$(awk '$1 == "total" {print $3}' "$work/long-sum.txt")
 echo "source made $made, sink took $taken"
 check "stop drained across the nodes: the sink took every frame the source made ($made)" \
   test "${made:-none}" = "${taken:-nothing}"
+
+# Status that tells: a stage on n2 that fails on one frame, read through n3 with --pipeline.
+cat > flaky.yaml <<Y
+pipeline: flaky
+dead_letter_after: 2
+restart: {max_restarts: 10, backoff_initial_ms: 5, backoff_max_ms: 20}
+stages:
+  - {name: src, plugin: testsrc, config: {width: 16, height: 8, count: 20}}
+  - {name: f, plugin: faulty, node: n2, config: {action: fatal, on_seq: 3}}
+  - {name: sink, plugin: checksum, config: {output: $work/flaky-sum.txt}}
+edges: ["src -> f -> sink"]
+Y
+out=$("$troupe" deploy flaky.yaml $admin 2>&1)
+check "the flaky pipeline is deployed" contains "$out" "pipeline 'flaky' deployed"
+n3admin="--node 127.0.0.1:${port[11]} --token secret"
+check "it finishes" wait_for 20 bash -c "\"$troupe\" status $n3admin | grep -qE '^flaky +finished '"
+out=$("$troupe" status --pipeline flaky $n3admin 2>&1)
+echo "$out" | sed -n '/^PIPELINE/,$p'
+check "status --pipeline shows that pipeline alone" not_contains "$out" "long "
+check "status shows the failure class, errors, dead letters and restarts of f on n2" grep -qE \
+  '^flaky +f +n2 +embedded +stopped +3 +[0-9]+ +[0-9]+ +2 +0 +1 +[0-9.]+ +[0-9.]+ +lost$' <<<"$out"
+check "... and its last error" grep -qE '^ +last error: faulty: fatal error on stream 0 seq 3' <<<"$out"
+"$troupe" status --pipeline flaky --output json $n3admin > flaky.json 2>&1
+check "status --output json gives the same, with processing times" python3 -c '
+import json
+d = json.load(open("flaky.json"))
+i = {x["instance"]: x for x in d["instances"]}
+assert set(x["pipeline"] for x in d["instances"]) == {"flaky"}, d["instances"]
+assert [p["pipeline"] for p in d["pipelines"]] == ["flaky"], d["pipelines"]
+f = i["f"]
+assert f["failure"] == "lost" and "fatal error" in f["last_error"] and f["dead"] == 1 and f["restarts"] == 2, f
+assert f["p50_ms"] > 0 and f["p99_ms"] >= f["p50_ms"], f
+assert i["src"]["failure"] == "" and i["src"]["last_error"] == "", i["src"]'
 verdict
