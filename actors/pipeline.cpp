@@ -349,6 +349,48 @@ caf::error check_edges(plan& p, const pipeline_spec& spec) {
 
 }  // namespace
 
+caf::error check_placed_edges(const pipeline_spec& spec, const std::map<std::string, stage_types>& types) {
+  plan p;
+  std::map<std::string, size_t> index;
+  for (auto& s : spec.stages) {
+    planned_stage ps;
+    ps.spec = s;
+    if (auto it = types.find(s.name); it != types.end()) {
+      ps.manifest.name = it->second.plugin + " on node " + it->second.node;  // as errors name it
+      ps.manifest.path = it->second.manifest;
+      ps.manifest.inputs = it->second.inputs;
+      ps.manifest.outputs = it->second.outputs;
+      ps.config = it->second.config;
+    } else {
+      ps.remote = true;
+    }
+    index[s.name] = p.stages.size();
+    p.stages.push_back(std::move(ps));
+  }
+  std::set<std::pair<size_t, size_t>> seen;
+  for (auto& e : spec.edges) {
+    auto a = index.find(e.from), b = index.find(e.to);
+    if (a == index.end() || b == index.end() || a->second == b->second || !seen.insert({a->second, b->second}).second)
+      continue;
+    p.stages[a->second].downstream.push_back(b->second);
+    p.stages[b->second].upstream.push_back(a->second);
+  }
+  // Producers first (Kahn), then reversed into a start order as plan_pipeline makes it.
+  std::vector<size_t> waiting(p.stages.size()), ready, order;
+  for (size_t i = 0; i < p.stages.size(); ++i)
+    if ((waiting[i] = p.stages[i].upstream.size()) == 0) ready.push_back(i);
+  while (!ready.empty()) {
+    auto i = ready.back();
+    ready.pop_back();
+    order.push_back(i);
+    for (auto d : p.stages[i].downstream)
+      if (--waiting[d] == 0) ready.push_back(d);
+  }
+  if (order.size() != p.stages.size()) return {};  // a cycle: each node's planning names it
+  p.start_order.assign(order.rbegin(), order.rend());
+  return check_edges(p, spec);
+}
+
 expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, const placement* placed) {
   plan p;
   p.path = spec.path;

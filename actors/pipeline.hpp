@@ -104,6 +104,20 @@ struct placement {
   std::map<std::string, std::vector<std::string>> nodes_of;
 };
 
+/// A stage as the node running it found it, for checking edges across nodes: its plugin's
+/// declared sides and the stage's config (a {field} of an output type reads it).
+struct stage_types {
+  std::string node, plugin, manifest;
+  media_side inputs, outputs;
+  config_values config;
+};
+
+/// The edges of a pipeline placed across nodes, checked as plan_pipeline checks those among a
+/// node's own stages (types that cannot meet, metadata a consumer needs and its producer does
+/// not give): `types` has each stage, by name, as its node found it; a stage missing from it
+/// is not checked. Empty, or why not, naming the edge, the stages and their nodes.
+caf::error check_placed_edges(const pipeline_spec& spec, const std::map<std::string, stage_types>& types);
+
 /// Without a placement every stage runs here. With one, a stage on another node is only
 /// named: its plugin, config and manifest are that node's to check.
 expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, const placement* where = nullptr);

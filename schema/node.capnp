@@ -27,11 +27,28 @@ struct StagePlacement {
 }
 
 struct StagePart {
-  # A stage a node runs, as that node found it: for checking dependencies across nodes.
+  # A stage a node runs, as that node found it: for checking dependencies and edges across nodes.
   stage @0 :Text;
   plugin @1 :Text;
   version @2 :Text;
   needs @3 :List(Need);
+  manifest @4 :Text;         # its plugin's manifest on that node
+  inputs @5 :MediaSide;
+  outputs @6 :MediaSide;
+  config @7 :List(ConfigValue);
+}
+
+struct MediaSide {
+  # A manifest's inputs or outputs: media types (empty: any) and metadata keys.
+  declared @0 :Bool;
+  types @1 :List(Text);
+  keys @2 :List(Text);
+  keysDeclared @3 :Bool;
+}
+
+struct ConfigValue {
+  key @0 :Text;
+  value @1 :Text;
 }
 
 struct Need {

@@ -165,6 +165,18 @@ expected<pipeline_host::outline> pipeline_host::read_placement(const std::string
   return out;
 }
 
+std::string pipeline_host::check_edges(const std::string& text, const std::string& source,
+                                       const std::map<std::string, std::vector<stage_part>>& by_node) {
+  read_text in(impl_->dir, text, source);
+  auto spec = load_pipeline(in.path);
+  if (!spec) return describe(in.named(spec.error()));
+  std::map<std::string, stage_types> types;
+  for (auto& [node, parts] : by_node)
+    for (auto& p : parts) types.emplace(p.stage, p.types);  // a stage on several nodes: the first
+  auto err = check_placed_edges(*spec, types);
+  return err ? describe(in.named(err)) : std::string{};
+}
+
 std::vector<std::pair<std::string, std::string>> pipeline_host::finished_parts() {
   std::vector<std::pair<std::string, std::string>> out;
   std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -208,8 +220,9 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   if (parts)
     for (auto& s : p->stages) {
       if (s.remote) continue;
-      stage_part sp{s.spec.name, s.manifest.name, s.manifest.version.to_string(), {}};
+      stage_part sp{s.spec.name, s.manifest.name, s.manifest.version.to_string(), {}, {}};
       for (auto& dep : s.manifest.dependencies) sp.needs.emplace_back(dep.name, dep.range.text);
+      sp.types = {d.node, s.manifest.name, s.manifest.path, s.manifest.inputs, s.manifest.outputs, s.config};
       parts->push_back(std::move(sp));
     }
   std::lock_guard<std::mutex> lock(d.mutex);

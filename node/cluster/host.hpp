@@ -4,6 +4,7 @@
 #pragma once
 
 #include "error.hpp"
+#include "pipeline.hpp"
 
 #include <prometheus/registry.h>
 
@@ -42,6 +43,7 @@ struct pipeline_placement {
 struct stage_part {
   std::string stage, plugin, version;
   std::vector<std::pair<std::string, std::string>> needs;  // plugin, version range
+  stage_types types;                                       // what it takes and gives
 };
 
 struct hosted_instance {
@@ -82,6 +84,10 @@ class pipeline_host {
     std::vector<std::pair<std::string, std::vector<std::string>>> stages;
   };
   expected<outline> read_placement(const std::string& text, const std::string& source);
+  /// The pipeline file's edges across the nodes whose parts are given (node -> its stages):
+  /// empty, or why an edge's types or metadata do not meet (see check_placed_edges).
+  std::string check_edges(const std::string& text, const std::string& source,
+                          const std::map<std::string, std::vector<stage_part>>& by_node);
   /// Pipeline runs whose part here has ended since the last call: (pipeline, run).
   std::vector<std::pair<std::string, std::string>> finished_parts();
   /// The run of the pipeline's part here while it runs; empty if none runs.

@@ -58,6 +58,28 @@ std::string names(const std::set<std::string>& s) {
 
 }  // namespace
 
+namespace {
+
+void write_side(wire::MediaSide::Builder b, const media_side& s) {
+  b.setDeclared(s.declared);
+  auto types = b.initTypes(static_cast<unsigned>(s.types.size()));
+  for (unsigned k = 0; k < s.types.size(); ++k) types.set(k, s.types[k]);
+  auto keys = b.initKeys(static_cast<unsigned>(s.keys.size()));
+  for (unsigned k = 0; k < s.keys.size(); ++k) keys.set(k, s.keys[k]);
+  b.setKeysDeclared(s.keys_declared);
+}
+
+media_side read_side(wire::MediaSide::Reader r) {
+  media_side s;
+  s.declared = r.getDeclared();
+  for (auto t : r.getTypes()) s.types.emplace_back(t.cStr());
+  for (auto k : r.getKeys()) s.keys.emplace_back(k.cStr());
+  s.keys_declared = r.getKeysDeclared();
+  return s;
+}
+
+}  // namespace
+
 std::string check_needs(const std::string& source, const std::map<std::string, std::vector<stage_part>>& by_node) {
   for (auto& [node, parts] : by_node)
     for (auto& p : parts)
@@ -126,6 +148,15 @@ kj::Promise<void> peer_service::check(CheckContext ctx) {
           for (unsigned k = 0; k < parts[i].needs.size(); ++k) {
             needs[k].setPlugin(parts[i].needs[k].first);
             needs[k].setRange(parts[i].needs[k].second);
+          }
+          auto& t = parts[i].types;
+          list[i].setManifest(t.manifest);
+          write_side(list[i].initInputs(), t.inputs);
+          write_side(list[i].initOutputs(), t.outputs);
+          auto config = list[i].initConfig(static_cast<unsigned>(t.config.size()));
+          for (unsigned k = 0; k < t.config.size(); ++k) {
+            config[k].setKey(t.config[k].first);
+            config[k].setValue(t.config[k].second);
           }
         }
       });
@@ -460,29 +491,42 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
                          .then([parts, node = node](capnp::Response<wire::Peer::CheckResults>&& r) {
                            auto& mine = (*parts)[node];
                            for (auto x : r.getParts()) {
-                             stage_part sp{x.getStage(), x.getPlugin(), x.getVersion(), {}};
+                             stage_part sp{x.getStage(), x.getPlugin(), x.getVersion(), {}, {}};
                              for (auto n : x.getNeeds()) sp.needs.emplace_back(n.getPlugin(), n.getRange());
+                             sp.types.node = node;
+                             sp.types.plugin = x.getPlugin();
+                             sp.types.manifest = x.getManifest();
+                             sp.types.inputs = read_side(x.getInputs());
+                             sp.types.outputs = read_side(x.getOutputs());
+                             for (auto c : x.getConfig()) sp.types.config.emplace_back(c.getKey(), c.getValue());
                              mine.push_back(std::move(sp));
                            }
                          }));
         }
-        return kj::joinPromises(checks.finish()).then([this, record, parts, prior, source]() {
-          if (auto why = check_needs(source, *parts); !why.empty()) throw failure(why);
-          auto& keys = n_.keys();
-          etcd_txn t;
-          auto key = keys.pipeline(record->pipeline);
-          if (prior != 0)
-            t.compares = {{key, etcd_txn::compare::what::mod_revision, prior, {}}};
-          else
-            t.compares = {{key, etcd_txn::compare::what::create_revision, 0, {}}};
-          t.success = {{etcd_txn::op::kind::put, key, to_json(*record), 0},
-                       {etcd_txn::op::kind::put, keys.leader(record->pipeline), n_.config().name, n_.lease_id()}};
-          return n_.store().txn(t).then([this, record](etcd_txn_result r) {
-            if (!r.succeeded)
-              throw failure("pipeline '" + record->pipeline + "' was deployed meanwhile through another node");
-            return r.revision;
-          });
-        });
+        return kj::joinPromises(checks.finish())
+            .then([this, parts, text, source]() {
+              if (auto why = check_needs(source, *parts); !why.empty()) throw failure(why);
+              // Edges between stages on different nodes: no node alone could check them.
+              return n_.jobs().run(
+                  [&host = n_.host(), parts, text, source]() { return host.check_edges(text, source, *parts); });
+            })
+            .then([this, record, prior](std::string why) {
+              if (!why.empty()) throw failure(why);
+              auto& keys = n_.keys();
+              etcd_txn t;
+              auto key = keys.pipeline(record->pipeline);
+              if (prior != 0)
+                t.compares = {{key, etcd_txn::compare::what::mod_revision, prior, {}}};
+              else
+                t.compares = {{key, etcd_txn::compare::what::create_revision, 0, {}}};
+              t.success = {{etcd_txn::op::kind::put, key, to_json(*record), 0},
+                           {etcd_txn::op::kind::put, keys.leader(record->pipeline), n_.config().name, n_.lease_id()}};
+              return n_.store().txn(t).then([this, record](etcd_txn_result r) {
+                if (!r.succeeded)
+                  throw failure("pipeline '" + record->pipeline + "' was deployed meanwhile through another node");
+                return r.revision;
+              });
+            });
       })
       .then([this, ctx](int64_t epoch) mutable {
         n_.poke_members();

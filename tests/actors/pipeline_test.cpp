@@ -380,3 +380,33 @@ edges:
   ASSERT_OK(q);
   EXPECT_EQ(q->find("g")->gives, std::vector<std::string>{"video/gray8"});
 }
+
+// Across nodes each node knows only its own stages; the node deployed to checks the edges
+// between them from what each node found.
+TEST(pipeline, edges_between_stages_on_different_nodes_are_checked_from_their_nodes_parts) {
+  temp_dir files;
+  auto spec = load_pipeline(files.write("p.yaml", R"(pipeline: p
+stages:
+  - {name: a, plugin: conv}
+  - {name: b, plugin: blur}
+  - {name: c, plugin: sink}
+edges: ["a -> b -> c"]
+)"));
+  ASSERT_OK(spec);
+  media_side rgb_in{true, {"video/rgb24"}, {"width"}, false};
+  media_side conv_out{true, {"video/{format}"}, {}, true};
+  std::map<std::string, stage_types> types = {
+      {"a", {"n2", "conv", "/p/conv/plugin.yaml", {}, conv_out, {{"format", "gray8"}}}},
+      {"b", {"n3", "blur", "/p/blur/plugin.yaml", rgb_in, {true, {"same"}, {}, true}, {}}}};
+  auto err = check_placed_edges(*spec, types);
+  EXPECT_THAT(describe(err),
+              HasSubstr("p.yaml:6: edge 'a -> b': stage 'a' (plugin conv on node n2) gives video/gray8, "
+                        "but stage 'b' (plugin blur on node n3) takes video/rgb24 (/p/blur/plugin.yaml)"));
+  types["a"].config = {{"format", "rgb24"}};
+  // Types meet now; conv gives no width, and a source passes nothing on: refused again.
+  EXPECT_THAT(describe(check_placed_edges(*spec, types)), HasSubstr("needs metadata 'width'"));
+  types["a"].outputs.keys = {"width"};
+  EXPECT_FALSE(check_placed_edges(*spec, types));
+  types.erase("a");  // a stage no node reported: not checked
+  EXPECT_FALSE(check_placed_edges(*spec, types));
+}

@@ -86,8 +86,27 @@ rm -rf "$work/extra-n1/watermark"
 check "a dependency out of range on another node is refused" [ "$rc" -ne 0 ]
 check "... naming the stage, both nodes and the versions" contains "$out" \
   "needy.yaml: stage 'mark' on node n1: plugin 'watermark' needs plugin 'checksum' ^2.0, which no stage of the pipeline runs; stage 'sum' on node n2 runs version 1.0.0"
+# Gray frames made on n2 into blur (RGB only) on n3: each node's own stages meet, the edge
+# between them does not, and only the node deployed to sees both sides.
+cat > gray.yaml <<Y
+pipeline: gray
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 10}}
+  - {name: gray, plugin: convert, node: n2, config: {format: gray8}}
+  - {name: soft, plugin: blur, node: n3}
+  - {name: sum, plugin: checksum, config: {output: $work/gray-sum.txt}}
+edges: ["src -> gray -> soft -> sum"]
+Y
+out=$("$troupe" deploy gray.yaml $admin 2>&1); rc=$?
+check "an edge across nodes whose types do not meet is refused" [ "$rc" -ne 0 ]
+check "... naming the edge, both stages, both types and their nodes" contains "$out" \
+  "gray.yaml:7: edge 'gray -> soft': stage 'gray' (plugin convert on node n2) gives video/gray8, but stage 'soft' (plugin blur on node n3) takes video/rgb24 ($TROUPE_PLUGIN_PATH/blur/plugin.yaml)"
+sed -i 's/format: gray8/format: rgb24/; s/^pipeline: gray/pipeline: rgb/' gray.yaml
+out=$("$troupe" deploy gray.yaml $admin 2>&1)
+check "with RGB frames the same placement is deployed" contains "$out" "pipeline 'rgb' deployed"
+check "... and finishes" wait_for 20 bash -c "\"$troupe\" status $admin | grep -qE '^rgb +finished '"
 sleep 0.5
-check "nothing of a refused pipeline started anywhere" bash -c "! (\"$troupe\" status $admin | grep -qE '^(nowhere|missing|needy) ')"
+check "nothing of a refused pipeline started anywhere" bash -c "! (\"$troupe\" status $admin | grep -qE '^(nowhere|missing|needy|gray) ')"
 
 # A long-running pipeline across the nodes, stopped through n1: the sources end their
 # streams, every node drains, and the sink takes every frame the source made.
