@@ -192,6 +192,19 @@ kj::Promise<void> admin_service::hello(HelloContext ctx) {
   return kj::READY_NOW;
 }
 
+namespace {
+
+// Every other member that is up: its name and admin address.
+std::vector<std::pair<std::string, std::string>> other_admins(cluster_node& n) {
+  auto& view = n.view();
+  std::vector<std::pair<std::string, std::string>> others;
+  for (auto& [name, lease] : view.members)
+    if (name != n.config().name && view.nodes.count(name)) others.emplace_back(name, view.nodes.at(name).admin);
+  return others;
+}
+
+}  // namespace
+
 kj::Promise<void> admin_service::status(StatusContext ctx) {
   auto p = ctx.getParams();
   if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
@@ -266,10 +279,7 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
   // The instances of every other member that is up, asked in parallel; one that does not
   // answer in time is left out (and logged).
   std::string token = p.getToken();
-  auto& view = n_.view();
-  std::vector<std::pair<std::string, std::string>> others;
-  for (auto& [name, lease] : view.members)
-    if (name != n_.config().name && view.nodes.count(name)) others.emplace_back(name, view.nodes.at(name).admin);
+  auto others = other_admins(n_);
   auto asks = kj::heapArrayBuilder<kj::Promise<void>>(others.size());
   for (auto& [name, address] : others)
     asks.add(call_node<wire::Admin>(n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), name, address, 2 * kj::SECONDS,
@@ -353,10 +363,7 @@ kj::Promise<void> admin_service::events(EventsContext ctx) {
   }
   // Every other member that is up, asked in parallel, as status does.
   std::string token = p.getToken();
-  auto& view = n_.view();
-  std::vector<std::pair<std::string, std::string>> others;
-  for (auto& [name, lease] : view.members)
-    if (name != n_.config().name && view.nodes.count(name)) others.emplace_back(name, view.nodes.at(name).admin);
+  auto others = other_admins(n_);
   auto asks = kj::heapArrayBuilder<kj::Promise<void>>(others.size());
   for (auto& [name, address] : others)
     asks.add(call_node<wire::Admin>(n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), name, address, 2 * kj::SECONDS,
