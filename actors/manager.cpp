@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <optional>
 #include <random>
@@ -848,7 +849,32 @@ class manager_actor : public caf::event_based_actor {
     return make_error(code_of(e).value_or(errc::io_error), what + ": " + describe(e));
   }
 
+  // A reload while another is under way waits for it (in order), and is answered when it
+  // has run, or failed to.
   caf::result<void> reload(const reload_request& req) {
+    auto rp = make_response_promise();
+    if (reload_) {
+      spdlog::info("[node={} stage={}] reload queued behind the reload of stage '{}'", s_.node, req.stage,
+                   s_.plan->stages[reload_->stage].spec.name);
+      queued_reloads_.push_back({req, rp});
+      return rp;
+    }
+    if (auto e = start_reload(req, rp)) rp.deliver(e);
+    return rp;
+  }
+
+  // The next queued reload, if any, once none is under way.
+  void next_reload() {
+    while (!reload_ && !queued_reloads_.empty()) {
+      auto [req, rp] = std::move(queued_reloads_.front());
+      queued_reloads_.pop_front();
+      if (auto e = start_reload(req, rp)) rp.deliver(e);
+    }
+  }
+
+  // Starts a reload (rp answers it once the new version serves or failed); an error if it
+  // cannot start.
+  caf::error start_reload(const reload_request& req, caf::response_promise& rp) {
     auto found = find_stage(req.stage);
     if (!found) return found.error();
     auto stage = *found;
@@ -859,7 +885,6 @@ class manager_actor : public caf::event_based_actor {
     if (ps.is_source())
       return make_error(errc::refused,
                         "stage '" + req.stage + "' is a source: a new instance would start its streams over");
-    if (auto e = reload_under_way()) return e;
     auto& st = stages_[stage];
     std::vector<size_t> old;
     for (auto i : st.slots) {
@@ -914,7 +939,7 @@ class manager_actor : public caf::event_based_actor {
     rs.plan = next;
     rs.library = lib;
     rs.old = old;
-    rs.promise = make_response_promise();
+    rs.promise = rp;
     for (auto i : old) {
       slot sl;
       sl.stage = stage;
@@ -930,7 +955,7 @@ class manager_actor : public caf::event_based_actor {
       spawn_slot(slots_.size() - 1);
     }
     reload_ = std::move(rs);
-    return reload_->promise;
+    return {};
   }
 
   // Every new version runs: the routes switch to them, and the old ones drain.
@@ -963,6 +988,7 @@ class manager_actor : public caf::event_based_actor {
                ps.manifest.name + " " + ps.manifest.version.to_string() + " serves");
     rs.promise.deliver(caf::unit);
     reload_.reset();
+    next_reload();
   }
 
   // A new version did not come up: it is stopped, and the old one goes on serving.
@@ -980,6 +1006,7 @@ class manager_actor : public caf::event_based_actor {
                "the old version goes on serving: " + why);
     rs.promise.deliver(make_error(errc::start_failed, "start_failed: " + why));
     reload_.reset();
+    next_reload();
   }
 
   // Tells a replica scaled away to drain: it is done once every upstream instance has no
@@ -1028,6 +1055,10 @@ class manager_actor : public caf::event_based_actor {
 
   void begin_stop() {
     if (phase_ == phase::stopping || phase_ == phase::stopped) return;
+    for (auto& [req, rp] : queued_reloads_)
+      rp.deliver(make_error(errc::not_running,
+                            "pipeline '" + s_.plan->name + "' is stopping: stage '" + req.stage + "' is not reloaded"));
+    queued_reloads_.clear();
     abort_reload("the pipeline is stopping");
     phase_ = phase::stopping;
     next_stop_ = 0;
@@ -1077,6 +1108,7 @@ class manager_actor : public caf::event_based_actor {
     caf::response_promise promise;      // answers the reload request: nothing, or an error
   };
   std::optional<reload_state> reload_;
+  std::deque<std::pair<reload_request, caf::response_promise>> queued_reloads_;  // waiting for reload_
 
   manager_setup s_;
   std::unique_ptr<metrics> hidden_;       // series of the slots of stages on other nodes

@@ -336,7 +336,7 @@ int cluster_events(const common_options&, const admin_options& o) {
           std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
           continue;
         }
-        std::string subject = e.getPipeline().cStr();
+        std::string subject = e.getPipeline().size() ? e.getPipeline().cStr() : "-";  // a node's own: no pipeline
         if (e.getStage().size()) subject += std::string("/") + e.getStage().cStr();
         if (e.getReplica() > 0) subject += "#" + std::to_string(e.getReplica());
         if (e.getGeneration() > 0) subject += " gen " + std::to_string(e.getGeneration());

@@ -3,8 +3,10 @@
 #include "pipeline_runner.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 using namespace troupe;
 using namespace troupe::test;
@@ -357,5 +359,60 @@ TEST(delivery, a_new_version_that_does_not_start_leaves_the_old_one_serving) {
   auto got = read_frames_log((d.path() / "frames.txt").string());
   EXPECT_EQ(got.repeated, 0u);
   EXPECT_EQ(got.hashes, v1.hashes);  // version 1 served every frame
+  for (auto& s : r.slots) expect_books_balance(*s);
+}
+
+// Two reloads asked at once, of two stages: the second waits for the first, then runs; both
+// are answered as done, one after the other, and every frame reaches the sink once. (Both
+// stages are isolated: a new version's worker takes tens of milliseconds to start, so the
+// two asks overlap.)
+TEST(delivery, overlapping_reloads_of_two_stages_are_queued_not_refused) {
+  constexpr int count = 300;
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: two
+window: 4
+stages:
+  - {name: src, plugin: testsrc, config: {width: 32, height: 16, count: 300, streams: 2}}
+  - {name: f, plugin: faulty, mode: isolated, config: {action: slow, every: 1, slow_ms: 4}}
+  - {name: g, plugin: faulty, mode: isolated, config: {action: slow, every: 1, slow_ms: 4}}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt", frames_log: "{dir}/frames.txt"}}
+edges: ["src -> f -> g -> sink"]
+)");
+  ASSERT_OK(p);
+  caf::error answer_f = make_error(errc::io_error, "not asked"), answer_g = answer_f;
+  std::thread asks;
+  std::atomic<bool> answered{false};
+  // Asked from a thread of their own, joined while the pipeline still runs (it runs for
+  // seconds; the reloads take well under one).
+  auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
+    if (!asks.joinable()) {
+      if (completed(slots, "g") < 20) return true;
+      asks = std::thread([&, c] {
+        std::thread second([&] { answer_g = c.reload({"g", "", {{"slow_ms", "1"}}}); });
+        answer_f = c.reload({"f", "", {{"slow_ms", "1"}}});
+        second.join();
+        answered = true;
+      });
+      return true;
+    }
+    if (!answered) return true;
+    asks.join();
+    return false;
+  });
+  if (asks.joinable()) asks.join();
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_FALSE(answer_f) << describe(answer_f);
+  EXPECT_FALSE(answer_g) << describe(answer_g);
+  std::vector<std::string> reloads;
+  for (auto& e : r.events->since(0))
+    if (e.kind == event_kind::reload) reloads.push_back(e.stage + " " + e.state);
+  ASSERT_EQ(reloads.size(), 4u);
+  EXPECT_EQ(reloads[1], reloads[0].substr(0, 1) + " reloaded");  // one at a time
+  EXPECT_EQ(reloads[3], reloads[2].substr(0, 1) + " reloaded");
+  EXPECT_NE(reloads[0].substr(0, 1), reloads[2].substr(0, 1));
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.repeated, 0u);
+  EXPECT_EQ(got.hashes.size(), 2u * count);
   for (auto& s : r.slots) expect_books_balance(*s);
 }
