@@ -24,7 +24,8 @@ enum class event_kind : uint8_t {
   scale,
   reload,
   node,
-  placement
+  placement,
+  pause
 };
 const char* to_string(event_kind k);
 

@@ -122,6 +122,8 @@ class instance_actor : public caf::event_based_actor {
         router_(
             s_.plan->window, [this](const caf::actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
             [this](const caf::actor& to) { send<caf::message_priority::high>(to, drained_atom::value, s_.slot); }) {
+    paused_ = s_.paused;
+    s_.stats->paused.store(paused_);
     tag_ = "node=" + s_.node + " stage=" + stage_.spec.name + " instance=" + std::to_string(s_.replica) +
            " gen=" + std::to_string(s_.generation);
     router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
@@ -178,6 +180,11 @@ class instance_actor : public caf::event_based_actor {
         },
         [this](upstream_done_atom) {
           upstream_done_ = true;
+          pump();
+        },
+        [this](pause_atom, bool on) {
+          paused_ = on;
+          s_.stats->paused.store(on);
           pump();
         },
         [this](end_atom) {
@@ -470,7 +477,7 @@ class instance_actor : public caf::event_based_actor {
       stop();
       return;
     }
-    if (router_.blocked()) return;
+    if (router_.blocked() || paused_) return;
     if (stage_.is_source()) {
       if (!source_ended_ && !tick_pending_) submit_source_turn();
     } else {
@@ -761,6 +768,7 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<call_site> site_;  // what the call on the executor is working on
   uint64_t call_id_ = 0;             // of the call on the executor; older replies are ignored
   bool busy_ = false;
+  bool paused_ = false;        // see instance_setup::paused
   double throttled_seen_ = 0;  // of the adapter's cpu_throttled_seconds, counted already
   double cpu_seen_ = 0;        // of its cpu_seconds, likewise
   bool stop_requested_ = false;

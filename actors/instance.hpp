@@ -52,6 +52,9 @@ struct instance_setup {
   // a node that dies or gives up a stage then holds nothing its senders let go). Otherwise
   // only inputs from another node are.
   bool end_to_end = false;
+  // Paused: it takes inputs (as its credits allow) and holds them, unprocessed, until told
+  // (pause_atom, false) to resume; a paused source makes no turns.
+  bool paused = false;
 };
 
 caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup);

@@ -124,6 +124,7 @@ class manager_actor : public caf::event_based_actor {
         [this](link_control_atom, link_control& c) { on_control(c); },
         [this](place_atom, placement_update& u) { adopt(u); },
         [this](scale_atom, const std::string& stage, uint32_t n) -> caf::result<void> { return scale(stage, n); },
+        [this](pause_atom, const std::string& stage, bool on) -> caf::result<void> { return pause(stage, on); },
         [this](reload_atom, reload_request& r) -> caf::result<void> { return reload(r); },
     };
   }
@@ -214,6 +215,7 @@ class manager_actor : public caf::event_based_actor {
     std::map<frame_key, uint32_t> losses;  // per input, losses it caused
     std::set<frame_key> dead;              // inputs given up on
     uint32_t next_replica = 0;             // number of the next replica scaling up adds
+    bool paused = false;                   // its instances here hold their inputs (pause_stage)
   };
   enum class phase { starting, running, stopping, stopped };
 
@@ -436,6 +438,8 @@ class manager_actor : public caf::event_based_actor {
 
   void end_sources() {
     ending_ = true;
+    for (size_t k = 0; k < stages_.size(); ++k)  // what the sources made must flow through
+      set_paused(k, false, "resumed to drain");
     spdlog::info("pipeline '{}': the sources end their streams; draining", s_.plan->name);
     note(event_kind::pipeline, npos, "draining");
     for (size_t i = 0; i < slots_.size(); ++i)
@@ -511,6 +515,7 @@ class manager_actor : public caf::event_based_actor {
       sl.carry = {};
       is.dead = stages_[sl.stage].dead;
       is.end_to_end = s_.plane != nullptr;
+      is.paused = stages_[sl.stage].paused;
       sl.actor =
           s_.spawn_instance ? s_.spawn_instance(system(), std::move(is)) : spawn_instance(system(), std::move(is));
     }
@@ -842,6 +847,32 @@ class manager_actor : public caf::event_based_actor {
     return {};
   }
 
+  // Pauses or resumes a stage's instances here: paused, they hold what they take (their
+  // credits bound it) and process nothing; restarts, new replicas and reloads start paused.
+  expected<void> pause(const std::string& name, bool on) {
+    auto found = find_stage(name);
+    if (!found) return found.error();
+    auto& ps = s_.plan->stages[*found];
+    if (auto e = not_running()) return e;
+    if (ps.remote)
+      return make_error(errc::refused, "stage '" + name + "' runs on " + nodes_text(ps) + ": " +
+                                           (on ? "pause" : "resume") + " it there");
+    set_paused(*found, on, on ? "paused" : "resumed");
+    return {};
+  }
+
+  void set_paused(size_t stage, bool on, const std::string& why) {
+    auto& st = stages_[stage];
+    if (st.paused == on) return;
+    st.paused = on;
+    auto& name = s_.plan->stages[stage].spec.name;
+    spdlog::info("[node={} stage={}] {}", s_.node, name, why);
+    note_stage(event_kind::pause, name, on ? "paused" : "resumed", why == "paused" || why == "resumed" ? "" : why);
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].stage == stage && slots_[i].node.empty() && slots_[i].actor && !slots_[i].done())
+        send<caf::message_priority::high>(slots_[i].actor, pause_atom::value, on);
+  }
+
   // -- reloading -------------------------------------------------------------------------
 
   // The same error, its text prefixed with what was being done.
@@ -1162,6 +1193,11 @@ expected<void> reload_stage(caf::actor_system& sys, const caf::actor& manager, r
 expected<void> scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
                            uint32_t replicas, std::chrono::milliseconds timeout) {
   return ask(sys, manager, timeout, scale_atom::value, stage, replicas);
+}
+
+expected<void> pause_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage, bool paused,
+                           std::chrono::milliseconds timeout) {
+  return ask(sys, manager, timeout, pause_atom::value, stage, paused);
 }
 
 }  // namespace troupe

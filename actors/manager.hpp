@@ -121,6 +121,13 @@ expected<void> reload_stage(caf::actor_system& sys, const caf::actor& manager, r
 expected<void> scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
                            uint32_t replicas, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
+/// Pauses (paused true) or resumes a stage's instances on this node: paused, each holds the
+/// inputs its credits let in, unprocessed, so its producers wait; nothing is lost and a pause
+/// is not a failure. A drain (end_atom) resumes every paused stage. An error if the pipeline
+/// does not run or the stage is not here.
+expected<void> pause_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage, bool paused,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
 }  // namespace troupe
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::placement_update)

@@ -39,6 +39,7 @@ using drained_atom = caf::atom_constant<caf::atom("drained")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
 using end_atom = caf::atom_constant<caf::atom("end")>;
 using frames_atom = caf::atom_constant<caf::atom("frames")>;
+using pause_atom = caf::atom_constant<caf::atom("pause")>;
 
 /// Several inputs from one sender in one message (frames_atom), taken in order as if each
 /// had come as (frame_atom, frame): a sender whose credits free up sends what they allow at

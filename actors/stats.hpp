@@ -121,6 +121,7 @@ class slot_stats {
   std::atomic<failure_class> last_failure{failure_class::none};  // of the latest generation that failed
   std::atomic<bool> quarantined{false};
   std::atomic<bool> finished{false};
+  std::atomic<bool> paused{false};  // holds its inputs until resumed
   std::atomic<int> worker_pid{-1};  // the isolated worker serving the current generation; -1: none
 
   void set_state(instance_state s) {

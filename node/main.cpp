@@ -76,9 +76,10 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);  // one directory per --plugin-path: a positional may follow
 
   run_options run_opts;
-  auto* run_cmd = app.add_subcommand("run",
-                                     "Run a pipeline in this process until it finishes. While it runs, stdin takes "
-                                     "'scale STAGE N' and 'reload STAGE [PLUGIN_YAML] [KEY=VALUE...]'");
+  auto* run_cmd = app.add_subcommand(
+      "run",
+      "Run a pipeline in this process until it finishes. While it runs, stdin takes "
+      "'scale STAGE N', 'pause STAGE', 'resume STAGE' and 'reload STAGE [PLUGIN_YAML] [KEY=VALUE...]'");
   run_cmd->add_option("pipeline", run_opts.pipeline, "Pipeline file (pipeline.yaml)")->required();
   run_cmd->add_option("--metrics", run_opts.metrics_address,
                       "Serve Prometheus /metrics on ADDRESS:PORT (a port alone: on 127.0.0.1)");

@@ -399,6 +399,11 @@ int run(const common_options& common, const run_options& opts) {
         if (word.empty()) continue;
         if (word == "scale" && (in >> stage >> n) && !(in >> extra) && n >= 0) {
           scale(stage, static_cast<uint32_t>(n));
+        } else if ((word == "pause" || word == "resume") && (in >> stage) && !(in >> extra)) {
+          if (auto answer = pause_stage(sys, manager, stage, word == "pause"))
+            spdlog::info("stage '{}' {}", stage, word == "pause" ? "paused" : "resumed");
+          else
+            spdlog::error("cannot {} stage '{}': {}", word, stage, describe(answer.error()));
         } else if (word == "reload" && (in >> stage)) {
           reload_request req;
           req.stage = stage;
@@ -418,8 +423,8 @@ int run(const common_options& common, const run_options& opts) {
             spdlog::error("reload: one manifest at most (expected: reload STAGE [PLUGIN_YAML] [KEY=VALUE...])");
         } else {
           spdlog::error(
-              "unknown command '{}' (expected: scale STAGE REPLICAS, or reload STAGE [PLUGIN_YAML] "
-              "[KEY=VALUE...])",
+              "unknown command '{}' (expected: scale STAGE REPLICAS, pause STAGE, resume STAGE, or reload STAGE "
+              "[PLUGIN_YAML] [KEY=VALUE...])",
               line);
         }
       }

@@ -321,6 +321,8 @@ std::vector<hosted_instance> pipeline_host::instances() const {
         i.state = "quarantined";
       else if (s->finished.load() && s->state.load() == instance_state::running)
         i.state = "finished";
+      else if (s->paused.load() && s->state.load() == instance_state::running)
+        i.state = "paused";
       i.generation = s->generation.load();
       i.frames_in = static_cast<uint64_t>(s->frames_in.Value());
       i.frames_out = static_cast<uint64_t>(s->frames_out.Value());

@@ -149,7 +149,8 @@ std::string through_f(const std::string& f, int count) {
 // f: one faulty replica to start, each frame taking slow_ms (its outputs are the same at any
 // speed).
 std::string scalable(const std::string& f_mode, int count, int slow_ms) {
-  return through_f("plugin: faulty, " + f_mode + "config: {action: slow, every: 1, slow_ms: " +
+  // A deadline far past a slow call on a loaded machine: the only losses are the test's own.
+  return through_f("plugin: faulty, deadline_ms: 20000, " + f_mode + "config: {action: slow, every: 1, slow_ms: " +
                        std::to_string(slow_ms) + "}, routing: round_robin",
                    count);
 }
@@ -415,4 +416,65 @@ edges: ["src -> f -> g -> sink"]
   EXPECT_EQ(got.repeated, 0u);
   EXPECT_EQ(got.hashes.size(), 2u * count);
   for (auto& s : r.slots) expect_books_balance(*s);
+}
+
+// A paused stage holds what its credits let in and processes nothing; its producers wait.
+// Resumed, it goes on: every frame reaches the sink once, and the pause is no failure.
+TEST(delivery, a_paused_stage_holds_its_inputs_under_credits_and_resume_loses_none) {
+  constexpr int count = 150;
+  temp_dir d;
+  auto p = plan_yaml(d, scalable("", count, 2));
+  ASSERT_OK(p);
+  caf::error paused = make_error(errc::io_error, "not asked"), resumed = paused, unknown;
+  double at_pause = -1, later = -1, made_at_pause = -1, made_later = -1, held = -1;
+  auto pause_started = std::chrono::steady_clock::now();
+  int step = 0;
+  auto r = run_pipeline(*p, 60s, {}, {}, {}, [&](const slot_table& slots, const pipeline_controls& c) {
+    auto since = std::chrono::steady_clock::now() - pause_started;
+    auto& f = *std::find_if(slots.begin(), slots.end(), [](auto& s) { return s->stage == "f"; });
+    auto& src = *std::find_if(slots.begin(), slots.end(), [](auto& s) { return s->stage == "src"; });
+    switch (step) {
+      case 0:
+        if (completed(slots, "f") < 20) return true;
+        paused = c.pause("f", true);
+        unknown = c.pause("nope", true);
+        pause_started = std::chrono::steady_clock::now();
+        step = 1;
+        return true;
+      case 1:  // a call under way when the pause came may still finish
+        if (since < 150ms) return true;
+        at_pause = completed(slots, "f");
+        made_at_pause = src->frames_out.Value();
+        step = 2;
+        return true;
+      case 2:
+        if (since < 550ms) return true;
+        later = completed(slots, "f");
+        made_later = src->frames_out.Value();
+        held = f->queue_depth.Value();
+        EXPECT_TRUE(f->paused.load());
+        resumed = c.pause("f", false);
+        return false;
+    }
+    return false;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  EXPECT_FALSE(paused) << describe(paused);
+  EXPECT_FALSE(resumed) << describe(resumed);
+  EXPECT_THAT(describe(unknown), testing::HasSubstr("nope"));
+  EXPECT_EQ(at_pause, later);            // nothing processed while paused
+  EXPECT_EQ(made_at_pause, made_later);  // and the source waited on its credits
+  EXPECT_GT(held, 0);
+  EXPECT_LE(held, 4);  // the window: what the credits let in
+  EXPECT_FALSE(r.slot("f").paused.load());
+  EXPECT_EQ(r.slot("f").restarts.Value(), 0);
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.repeated, 0u);
+  EXPECT_EQ(got.hashes.size(), 2u * count);
+  for (auto& s : r.slots) expect_books_balance(*s);
+  std::vector<std::string> pauses;
+  for (auto& e : r.events->since(0))
+    if (e.kind == event_kind::pause) pauses.push_back(e.stage + " " + e.state);
+  EXPECT_EQ(pauses, (std::vector<std::string>{"f paused", "f resumed"}));
 }

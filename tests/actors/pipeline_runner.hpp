@@ -74,6 +74,7 @@ inline caf::error answer_of(const expected<void>& e) { return e ? caf::error{} :
 struct pipeline_controls {
   std::function<caf::error(const std::string& stage, uint32_t n)> scale;
   std::function<caf::error(reload_request)> reload;
+  std::function<caf::error(const std::string& stage, bool paused)> pause;
 };
 
 /// The node name the tests' managers run as: unique to this test process, so that what a
@@ -118,7 +119,8 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     bool polling = static_cast<bool>(while_running), controlling = static_cast<bool>(control);
     pipeline_controls controls{
         [&](const std::string& stage, uint32_t n) { return answer_of(scale_stage(sys, mgr, stage, n)); },
-        [&](reload_request req) { return answer_of(reload_stage(sys, mgr, std::move(req))); }};
+        [&](reload_request req) { return answer_of(reload_stage(sys, mgr, std::move(req))); },
+        [&](const std::string& stage, bool paused) { return answer_of(pause_stage(sys, mgr, stage, paused)); }};
     while (!r.completed && std::chrono::steady_clock::now() < deadline) {
       self->receive([&](completed_atom, pipeline_outcome& o) { r.outcome = o, r.completed = true; },
                     caf::after(std::chrono::milliseconds(20)) >> [] {});

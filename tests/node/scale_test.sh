@@ -40,6 +40,9 @@ kill -USR2 "$node"   # 3 -> 2
 sleep 0.6
 kill -USR1 "$node"   # 2 -> 3 (a fresh replica, f#3)
 sleep 0.5
+echo "pause f" >&3
+sleep 0.3
+echo "resume f" >&3
 echo "reload f slow_ms=2" >&3  # live config: each replica's next generation takes it
 wait "$node"; rc=$?
 node=""
@@ -57,6 +60,7 @@ check "the replicas of f took 800 frames between them" [ "$f_in" = 800 ]
 lines=$(wc -l < frames.txt)
 unique=$(awk '{print $1, $2, $3}' frames.txt | sort -u | wc -l)
 check "reload takes the new config" contains "$err" "stage 'f' reloaded"
+check "pause and resume from the terminal" bash -c "grep -q \"stage 'f' paused\" <<<\"\$0\" && grep -q \"stage 'f' resumed\" <<<\"\$0\"" "$err"
 check "--events wrote every change as a JSON line, numbered in order" python3 -c '
 import json
 ev = [json.loads(l) for l in open("events.jsonl")]
@@ -64,6 +68,7 @@ assert [e["seq"] for e in ev] == list(range(1, len(ev) + 1)), [e["seq"] for e in
 scales = [e["detail"] for e in ev if e["kind"] == "scale"]
 assert scales == ["from 1 to 3 replicas", "from 3 to 2 replicas", "from 2 to 3 replicas"], scales
 assert [e["state"] for e in ev if e["kind"] == "reload"] == ["reloading", "reloaded"], ev
+assert [e["state"] for e in ev if e["kind"] == "pause"] == ["paused", "resumed"], ev
 assert any(e["kind"] == "instance" and e.get("state") == "scaled_away" and e["stage"] == "f" for e in ev)
 assert [e["state"] for e in ev if e["kind"] == "pipeline"] == ["running", "finished", "stopped"], ev
 assert all(e["pipeline"] == "scale" and e["node"] == "local" for e in ev)'
