@@ -40,9 +40,12 @@ std::string event_log::write_to(const std::string& path) {
   return {};
 }
 
-std::string event_log::to_json(const event& e) {
-  nlohmann::ordered_json j = {
-      {"seq", e.seq}, {"time_ms", e.time_ms}, {"kind", to_string(e.kind)}, {"node", e.node}, {"pipeline", e.pipeline}};
+std::string event_log::to_json(const event& e, const std::string& kind) {
+  nlohmann::ordered_json j = {{"seq", e.seq},
+                              {"time_ms", e.time_ms},
+                              {"kind", kind.empty() ? std::string(to_string(e.kind)) : kind},
+                              {"node", e.node},
+                              {"pipeline", e.pipeline}};
   if (!e.stage.empty()) j["stage"] = e.stage;
   if (e.replica >= 0) j["replica"] = e.replica;
   if (e.generation > 0) j["generation"] = e.generation;

@@ -57,7 +57,8 @@ class event_log {
   /// How many were ever recorded (the seq of the latest).
   uint64_t count() const;
 
-  static std::string to_json(const event& e);
+  /// One JSON object; `kind` as given (empty: e.kind's name).
+  static std::string to_json(const event& e, const std::string& kind = {});
 
  private:
   mutable std::mutex mutex_;

@@ -160,27 +160,25 @@ class manager_actor : public caf::event_based_actor {
     if (!s_.events) return;
     if (i != npos && !slots_[i].node.empty()) return;  // a stand-in for another node's share: its node tells
     event e;
-    e.kind = kind;
-    e.node = s_.node;
-    e.pipeline = s_.plan->name;
     if (i != npos) {
       e.stage = stats(i).stage;
       e.replica = slots_[i].replica;
       e.generation = slots_[i].generation;
     }
-    e.state = std::move(state);
     e.failure = std::move(failure);
-    e.detail = std::move(detail);
-    s_.events->add(std::move(e));
+    record(kind, std::move(e), std::move(state), std::move(detail));
   }
-  // A stage's own event (scaling, reloads).
+  // A stage's own event (scaling, reloads, pauses, dead letters).
   void note_stage(event_kind kind, const std::string& stage, std::string state, std::string detail) {
     if (!s_.events) return;
     event e;
+    e.stage = stage;
+    record(kind, std::move(e), std::move(state), std::move(detail));
+  }
+  void record(event_kind kind, event e, std::string state, std::string detail) {
     e.kind = kind;
     e.node = s_.node;
     e.pipeline = s_.plan->name;
-    e.stage = stage;
     e.state = std::move(state);
     e.detail = std::move(detail);
     s_.events->add(std::move(e));

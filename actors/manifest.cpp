@@ -100,6 +100,12 @@ bool manifest::has_capability(const std::string& c) const {
   return std::find(capabilities.begin(), capabilities.end(), c) != capabilities.end();
 }
 
+std::string joined(const std::vector<std::string>& words, const char* sep) {
+  std::string out;
+  for (auto& w : words) out += (out.empty() ? "" : sep) + w;
+  return out;
+}
+
 // -- media types and capabilities -------------------------------------------------------------
 
 const std::vector<std::string>& known_media_types() {
@@ -125,13 +131,19 @@ bool is_media_type(const std::string& t) {
 
 namespace {
 
+// The config field an output type names ("format" of "video/{format}"), or empty.
+std::string type_field(const std::string& t) {
+  auto open = t.find('{'), close = t.find('}');
+  if (open == std::string::npos || close == std::string::npos || close < open) return {};
+  return t.substr(open + 1, close - open - 1);
+}
+
 // An output type with its `{field}` filled in from config: a media type, or "same".
 std::string resolve_type(const std::string& t, const config_values& config) {
-  auto open = t.find('{'), close = t.find('}');
-  if (open == std::string::npos || close == std::string::npos || close < open) return t;
-  auto field = t.substr(open + 1, close - open - 1);
+  auto field = type_field(t);
+  if (field.empty()) return t;
   for (auto& [k, v] : config)
-    if (k == field) return v == "same" ? std::string("same") : t.substr(0, open) + v + t.substr(close + 1);
+    if (k == field) return v == "same" ? std::string("same") : t.substr(0, t.find('{')) + v + t.substr(t.find('}') + 1);
   return t;
 }
 
@@ -147,10 +159,8 @@ bool manifest::offers(const std::string& c) const {
     for (auto& t : side->types) {
       if (t == c) return true;
       // "video/{format}": any of the types its field's values make
-      auto open = t.find('{'), close = t.find('}');
-      if (open == std::string::npos || close == std::string::npos) continue;
-      auto name = t.substr(open + 1, close - open - 1);
-      if (auto* f = field(name))
+      auto name = type_field(t);
+      if (auto* f = name.empty() ? nullptr : field(name))
         for (auto& v : f->values)
           if (resolve_type(t, {{name, v}}) == c) return true;
     }
@@ -224,9 +234,7 @@ expected<std::string> check_value(const config_field& f, const std::string& valu
       return fail("'" + value + "' is not a bool (true or false)");
     case field_type::enumeration: {
       if (std::find(f.values.begin(), f.values.end(), value) != f.values.end()) return value;
-      std::string list;
-      for (auto& v : f.values) list += (list.empty() ? "" : ", ") + v;
-      return fail("'" + value + "' is not one of: " + list);
+      return fail("'" + value + "' is not one of: " + joined(f.values));
     }
     case field_type::string: return value;
   }
@@ -285,17 +293,9 @@ caf::error parse_side(const std::string& file, const YAML::Node& node, bool outp
   if (auto err = yaml::check_keys(file, node, what, {"types", keys_name}, code)) return err;
   auto& side = outputs ? m.outputs : m.inputs;
   side.declared = true;
-  const std::string expected_types = std::string("a media type (") +
-                                     [] {
-                                       std::string list;
-                                       for (auto& t : known_media_types()) list += (list.empty() ? "" : ", ") + t;
-                                       return list;
-                                     }() +
-                                     ", or namespaced as MAJOR/x-NAME)" +
-                                     (outputs ? ", same (the input's type), a {field} of an enum "
-                                                "config field (video/{format}),"
-                                              : ",") +
-                                     " or any";
+  const std::string expected_types =
+      "a media type (" + joined(known_media_types()) + ", or namespaced as MAJOR/x-NAME)" +
+      (outputs ? ", same (the input's type), a {field} of an enum config field (video/{format})," : ",") + " or any";
   if (auto types = node["types"]) {
     if (!types.IsSequence())
       return make_error(code, yaml::where(file, types) + ": field '" + what + ".types': expected a list");
@@ -314,8 +314,7 @@ caf::error parse_side(const std::string& file, const YAML::Node& node, bool outp
         continue;
       }
       if (outputs && name.find('{') != std::string::npos) {
-        auto open = name.find('{'), close = name.find('}');
-        auto field = close == std::string::npos ? std::string() : name.substr(open + 1, close - open - 1);
+        auto field = type_field(name);
         auto* f = m.field(field);
         if (f == nullptr || f->type != field_type::enumeration)
           return bad("'" + name + "' names '{" + field + "}', which is not an enum field of the config schema");
@@ -356,8 +355,7 @@ caf::error check_capability(const std::string& file, const YAML::Node& c) {
   auto& known = known_capabilities();
   if (std::find(known.begin(), known.end(), word) != known.end()) return {};
   if (word.size() > 2 && word.compare(0, 2, "x-") == 0) return {};
-  std::string list;
-  for (auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  auto list = joined(known);
   auto at = yaml::where(file, c) + ": field 'capabilities': ";
   if (is_media_type(word))
     return make_error(errc::invalid_manifest, at + "'" + word +

@@ -67,6 +67,9 @@ struct resource_limits {
 
 using config_values = std::vector<std::pair<std::string, std::string>>;
 
+/// The words, `sep` between them ("a, b, c").
+std::string joined(const std::vector<std::string>& words, const char* sep = ", ");
+
 /// The media types Troupe names (a frame's type tag), besides namespaced ones ("video/x-mine").
 const std::vector<std::string>& known_media_types();
 /// The capability words a manifest may use, besides namespaced ones ("x-mine").

@@ -269,13 +269,17 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   return spec;
 }
 
-namespace {
-
-std::string type_list(const std::vector<std::string>& types) {
-  std::string list;
-  for (auto& t : types) list += (list.empty() ? "" : ", ") + t;
-  return list;
+std::optional<std::vector<std::string>> edge_types(const planned_stage& from, const planned_stage& to) {
+  auto& takes = to.manifest.inputs;
+  if (takes.any_type()) return from.gives;
+  if (!from.gives) return takes.types;
+  std::vector<std::string> meet;
+  for (auto& t : *from.gives)
+    if (std::find(takes.types.begin(), takes.types.end(), t) != takes.types.end()) meet.push_back(t);
+  return meet;
 }
+
+namespace {
 
 // Types and metadata along the edges, producers first (the reverse of the start order): each
 // edge's types must meet what its consumer takes, and its keys cover what the consumer needs.
@@ -297,26 +301,15 @@ caf::error check_edges(plan& p, const pipeline_spec& spec) {
       auto at = spec.path + ":" + std::to_string(lines[{from.spec.name, s.spec.name}]) + ": edge '" + from.spec.name +
                 " -> " + s.spec.name + "': ";
       auto by = [](const planned_stage& x) { return "stage '" + x.spec.name + "' (plugin " + x.manifest.name + ")"; };
-      if (from.gives && !takes.any_type()) {
-        std::vector<std::string> meet;
-        for (auto& t : *from.gives)
-          if (std::find(takes.types.begin(), takes.types.end(), t) != takes.types.end()) meet.push_back(t);
-        if (meet.empty())
-          return make_error(errc::type_mismatch, at + by(from) + " gives " + type_list(*from.gives) + ", but " + by(s) +
-                                                     " takes " + type_list(takes.types) + " (" + s.manifest.path + ")");
-        if (in)
-          for (auto& t : meet)
-            if (std::find(in->begin(), in->end(), t) == in->end()) in->push_back(t);
-      } else if (!from.gives && takes.any_type()) {
+      auto carries = edge_types(from, s);
+      if (carries && carries->empty())
+        return make_error(errc::type_mismatch, at + by(from) + " gives " + joined(*from.gives) + ", but " + by(s) +
+                                                   " takes " + joined(takes.types) + " (" + s.manifest.path + ")");
+      if (!carries)
         in.reset();
-      } else if (!from.gives) {
-        if (in)
-          for (auto& t : takes.types)
-            if (std::find(in->begin(), in->end(), t) == in->end()) in->push_back(t);
-      } else if (in) {
-        for (auto& t : *from.gives)
+      else if (in)
+        for (auto& t : *carries)
           if (std::find(in->begin(), in->end(), t) == in->end()) in->push_back(t);
-      }
       if (keys[u])
         for (auto& k : takes.keys)
           if (!keys[u]->count(k))

@@ -104,6 +104,10 @@ struct placement {
   std::map<std::string, std::vector<std::string>> nodes_of;
 };
 
+/// The media types an edge carries: what its producer gives (`gives`) and its consumer takes;
+/// nullopt: any; empty: they do not meet.
+std::optional<std::vector<std::string>> edge_types(const planned_stage& from, const planned_stage& to);
+
 /// A stage as the node running it found it, for checking edges across nodes: its plugin's
 /// declared sides and the stage's config (a {field} of an output type reads it).
 struct stage_types {

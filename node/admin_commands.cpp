@@ -3,6 +3,7 @@
 
 #include <node.capnp.h>
 
+#include <cluster/event_wire.hpp>
 #include <cluster/node_config.hpp>
 #include <cluster/tls.hpp>
 
@@ -21,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 namespace troupe::cli {
 
@@ -307,44 +309,31 @@ int cluster_events(const common_options&, const admin_options& o) {
         after[k++].setSeq(seq);
       }
       auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(wait);
-      std::vector<wire::Event::Reader> got;
-      for (auto e : r.getEvents()) {
-        auto& c = cursor[e.getNode().cStr()];
-        c = std::max(c, e.getSeq());
-        if (e.getTimeMs() >= from_ms) got.push_back(e);
+      std::vector<cluster::wire_event> got;
+      for (auto x : r.getEvents()) {
+        auto w = cluster::read_event(x);
+        auto& c = cursor[w.e.node];
+        c = std::max(c, w.e.seq);
+        if (w.e.time_ms >= from_ms) got.push_back(std::move(w));
       }
       // Nodes' clocks order them across nodes; each node's own in its order.
       std::stable_sort(got.begin(), got.end(), [](auto& a, auto& b) {
-        return a.getTimeMs() != b.getTimeMs() ? a.getTimeMs() < b.getTimeMs()
-               : a.getNode() != b.getNode()   ? a.getNode() < b.getNode()
-                                              : a.getSeq() < b.getSeq();
+        return std::tie(a.e.time_ms, a.e.node, a.e.seq) < std::tie(b.e.time_ms, b.e.node, b.e.seq);
       });
-      for (auto& e : got) {
+      for (auto& [e, kind] : got) {
         if (o.output == "json") {
-          using json = nlohmann::ordered_json;
-          json j = {{"seq", e.getSeq()},
-                    {"time_ms", e.getTimeMs()},
-                    {"kind", e.getKind().cStr()},
-                    {"node", e.getNode().cStr()},
-                    {"pipeline", e.getPipeline().cStr()}};
-          if (e.getStage().size()) j["stage"] = e.getStage().cStr();
-          if (e.getReplica() >= 0) j["replica"] = e.getReplica();
-          if (e.getGeneration() > 0) j["generation"] = e.getGeneration();
-          if (e.getState().size()) j["state"] = e.getState().cStr();
-          if (e.getFailure().size()) j["failure"] = e.getFailure().cStr();
-          if (e.getDetail().size()) j["detail"] = e.getDetail().cStr();
-          std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+          std::printf("%s\n", event_log::to_json(e, kind).c_str());
           continue;
         }
-        std::string subject = e.getPipeline().size() ? e.getPipeline().cStr() : "-";  // a node's own: no pipeline
-        if (e.getStage().size()) subject += std::string("/") + e.getStage().cStr();
-        if (e.getReplica() > 0) subject += "#" + std::to_string(e.getReplica());
-        if (e.getGeneration() > 0) subject += " gen " + std::to_string(e.getGeneration());
-        std::string what = e.getKind().cStr();
-        if (e.getState().size() && what != e.getState().cStr()) what += std::string(" ") + e.getState().cStr();
-        if (e.getFailure().size()) what += std::string(" (") + e.getFailure().cStr() + ")";
-        std::printf("%s %-8s %-28s %s%s%s\n", local_time(e.getTimeMs()).c_str(), e.getNode().cStr(), subject.c_str(),
-                    what.c_str(), e.getDetail().size() ? ": " : "", e.getDetail().cStr());
+        std::string subject = e.pipeline.empty() ? "-" : e.pipeline;  // a node's own: no pipeline
+        if (!e.stage.empty()) subject += "/" + e.stage;
+        if (e.replica > 0) subject += "#" + std::to_string(e.replica);
+        if (e.generation > 0) subject += " gen " + std::to_string(e.generation);
+        std::string what = kind;
+        if (!e.state.empty() && what != e.state) what += " " + e.state;
+        if (!e.failure.empty()) what += " (" + e.failure + ")";
+        std::printf("%s %-8s %-28s %s%s%s\n", local_time(e.time_ms).c_str(), e.node.c_str(), subject.c_str(),
+                    what.c_str(), e.detail.empty() ? "" : ": ", e.detail.c_str());
       }
       std::fflush(stdout);
       if (r.getMore()) continue;

@@ -54,12 +54,6 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-std::string joined(const std::vector<std::string>& words, const char* sep = ", ") {
-  std::string out;
-  for (auto& w : words) out += (out.empty() ? "" : sep) + w;
-  return out;
-}
-
 std::string number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
@@ -260,15 +254,9 @@ int validate(const common_options& common, const std::string& path) {
   for (auto& from : p.stages)
     for (auto d : from.downstream) {
       auto& to = p.stages[d];
-      std::vector<std::string> types;
-      if (from.gives)
-        for (auto& t : *from.gives)
-          if (to.manifest.inputs.any_type() ||
-              std::find(to.manifest.inputs.types.begin(), to.manifest.inputs.types.end(), t) !=
-                  to.manifest.inputs.types.end())
-            types.push_back(t);
+      auto types = edge_types(from, to);
       std::printf("  %s -> %s: %s\n", from.spec.name.c_str(), to.spec.name.c_str(),
-                  from.gives ? joined(types).c_str() : "any (not declared)");
+                  types ? joined(*types).c_str() : "any (not declared)");
     }
   return 0;
 }

@@ -193,9 +193,7 @@ std::string off_contract(const manifest& m, const config_values& config, const f
   if (in != nullptr) from = std::vector<std::string>{in->type};
   if (auto allowed = m.output_types(config, from);
       allowed && std::find(allowed->begin(), allowed->end(), f.type) == allowed->end()) {
-    std::string list;
-    for (auto& t : *allowed) list += (list.empty() ? "" : ", ") + t;
-    return "type '" + f.type + "', where the manifest declares " + list;
+    return "type '" + f.type + "', where the manifest declares " + joined(*allowed);
   }
   for (auto& k : m.outputs.keys)
     if (f.find_meta(k) == nullptr) return "no metadata '" + k + "' (the manifest's outputs.gives)";
@@ -543,9 +541,7 @@ int conformance(const common_options& common, const conformance_options& o) {
               bad);
     auto& declared = run.declared_outputs();
     if (outputs > 0 && (!declared.any_type() || !declared.keys.empty())) {
-      std::string types, keys;
-      for (auto& t : declared.types) types += (types.empty() ? "" : ", ") + t;
-      for (auto& k : declared.keys) keys += (keys.empty() ? "" : ", ") + k;
+      auto types = joined(declared.types), keys = joined(declared.keys);
       c.check(r->off_contract.empty(),
               std::string(mode) + ": outputs are of the declared types (" + (types.empty() ? "any" : types) +
                   ") and carry the declared metadata (" + (keys.empty() ? "none" : keys) + ")",

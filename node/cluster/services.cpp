@@ -1,5 +1,6 @@
 #include "services.hpp"
 
+#include "event_wire.hpp"
 #include "placement.hpp"
 #include "rpc.hpp"
 
@@ -308,26 +309,6 @@ namespace {
 
 constexpr size_t events_per_call = 1000;
 
-void write_event(wire::Event::Builder b, const event& e) {
-  b.setSeq(e.seq);
-  b.setTimeMs(e.time_ms);
-  b.setKind(to_string(e.kind));
-  b.setNode(e.node);
-  b.setPipeline(e.pipeline);
-  b.setStage(e.stage);
-  b.setReplica(e.replica);
-  b.setGeneration(e.generation);
-  b.setState(e.state);
-  b.setFailure(e.failure);
-  b.setDetail(e.detail);
-}
-
-// An event as another node sent it (its kind kept as text: a newer node may know more kinds).
-struct event_row {
-  event e;
-  std::string kind;
-};
-
 }  // namespace
 
 kj::Promise<void> admin_service::events(EventsContext ctx) {
@@ -336,7 +317,7 @@ kj::Promise<void> admin_service::events(EventsContext ctx) {
   std::vector<std::pair<std::string, uint64_t>> after;
   for (auto c : p.getAfter()) after.emplace_back(c.getNode(), c.getSeq());
   std::string pipeline = p.getPipeline();
-  auto rows = std::make_shared<std::vector<event_row>>();
+  auto rows = std::make_shared<std::vector<wire_event>>();
   auto more = std::make_shared<bool>(false);
   uint64_t mine = 0;
   for (auto& [node, seq] : after)
@@ -352,8 +333,7 @@ kj::Promise<void> admin_service::events(EventsContext ctx) {
   auto fill = [rows, more](wire::Admin::EventsResults::Builder r) {
     auto list = r.initEvents(static_cast<unsigned>(rows->size()));
     for (unsigned k = 0; k < rows->size(); ++k) {
-      write_event(list[k], (*rows)[k].e);
-      list[k].setKind((*rows)[k].kind);
+      write_event(list[k], (*rows)[k].e, (*rows)[k].kind);
     }
     r.setMore(*more);
   };
@@ -382,20 +362,7 @@ kj::Promise<void> admin_service::events(EventsContext ctx) {
                                     })
                  .then(
                      [rows, more](capnp::Response<wire::Admin::EventsResults>&& r) {
-                       for (auto x : r.getEvents()) {
-                         event e;
-                         e.seq = x.getSeq();
-                         e.time_ms = x.getTimeMs();
-                         e.node = x.getNode();
-                         e.pipeline = x.getPipeline();
-                         e.stage = x.getStage();
-                         e.replica = x.getReplica();
-                         e.generation = x.getGeneration();
-                         e.state = x.getState();
-                         e.failure = x.getFailure();
-                         e.detail = x.getDetail();
-                         rows->push_back({std::move(e), x.getKind()});
-                       }
+                       for (auto x : r.getEvents()) rows->push_back(read_event(x));
                        if (r.getMore()) *more = true;
                      },
                      [](kj::Exception&& e) { spdlog::warn("events: {}", reason(e)); }));
