@@ -1,6 +1,7 @@
 #include "link.hpp"
 
 #include "handover.hpp"
+#include "link_tls.hpp"
 #include "link_wire.hpp"
 
 #include "frame_wire.hpp"
@@ -88,47 +89,7 @@ std::string peer_of(int fd) {
   return std::string(host) + ":" + std::to_string(ntohs(sa.sin_port));
 }
 
-// With a deadline, timed_out says whether it was the deadline that ended the read.
-bool read_exact(int fd, void* p, size_t n, std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt,
-                bool* timed_out = nullptr) {
-  auto* b = static_cast<uint8_t*>(p);
-  while (n > 0) {
-    if (deadline) {  // all of it by then, however slowly it trickles in
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
-      pollfd pf{fd, POLLIN, 0};
-      auto ready = left.count() <= 0 ? 0 : ::poll(&pf, 1, static_cast<int>(left.count()) + 1);
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready == 0 && timed_out) *timed_out = true;
-      if (ready <= 0) return false;
-    }
-    auto r = ::recv(fd, b, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// Writes every piece, in as few calls as the kernel allows.
-bool write_all(int fd, std::vector<iovec>& iov) {
-  size_t at = 0;
-  while (at < iov.size()) {
-    msghdr mh{};
-    mh.msg_iov = iov.data() + at;
-    mh.msg_iovlen = std::min<size_t>(iov.size() - at, IOV_MAX);
-    auto w = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    auto left = static_cast<size_t>(w);
-    while (at < iov.size() && left >= iov[at].iov_len) left -= iov[at++].iov_len;
-    if (left > 0) {
-      iov[at].iov_base = static_cast<uint8_t*>(iov[at].iov_base) + left;
-      iov[at].iov_len -= left;
-    }
-  }
-  return true;
-}
+using link_io::stream;
 
 // One message ready to write: prefix, flat header, and the payload pieces it names.
 struct out_message {
@@ -149,10 +110,10 @@ out_message finish(capnp::MallocMessageBuilder& mb, uint64_t payload_bytes = 0) 
   return m;
 }
 
-bool write_message(int fd, out_message& m) {
+bool write_message(stream& s, out_message& m) {
   std::vector<iovec> iov;
   m.add_to(iov);
-  return write_all(fd, iov);
+  return s.write_all(iov);
 }
 
 // A message read off a connection, or why the connection must close.
@@ -166,12 +127,12 @@ enum class read_status { ok, closed, bad };
 
 // hello: the first message of a connection, before it is authenticated: small, no payload,
 // and whole within the handshake deadline.
-read_status read_message(int fd, in_message& m, std::string& why, bool hello = false) {
-  std::optional<std::chrono::steady_clock::time_point> deadline;
+read_status read_message(stream& s, in_message& m, std::string& why, bool hello = false) {
+  link_io::deadline deadline;
   if (hello) deadline = std::chrono::steady_clock::now() + std::chrono::seconds(handshake_timeout_s);
   wire_prefix p{};
   bool timed_out = false;
-  if (!read_exact(fd, &p, sizeof p, deadline, &timed_out)) {
+  if (!s.read_exact(&p, sizeof p, deadline, &timed_out)) {
     if (timed_out) {
       why = "no hello within " + std::to_string(handshake_timeout_s) + " s";
       return read_status::bad;
@@ -179,20 +140,24 @@ read_status read_message(int fd, in_message& m, std::string& why, bool hello = f
     return read_status::closed;
   }
   why = link_wire::check_prefix(p, hello);
-  if (!why.empty()) return read_status::bad;
+  if (!why.empty()) {
+    auto* first = reinterpret_cast<const uint8_t*>(&p);
+    if (hello && first[0] == 0x16 && first[1] == 0x03)  // a TLS record of type handshake
+      why = "a TLS handshake, but this data port takes plain connections (no 'tls' in this node's config)";
+    return read_status::bad;
+  }
   m.header = kj::heapArray<capnp::word>(p.header_words);
-  if (!read_exact(fd, m.header.begin(), m.header.size() * sizeof(capnp::word), deadline, &timed_out)) {
-    why = hello ? "no whole hello within " + std::to_string(handshake_timeout_s) + " s"
-                : "connection ended inside a message";
+  // A connection that ends inside a message was cut (a network fault, a peer that stopped):
+  // closed, not refused; a hello that does not come whole in time is refused.
+  if (!s.read_exact(m.header.begin(), m.header.size() * sizeof(capnp::word), deadline, &timed_out)) {
+    if (!timed_out) return read_status::closed;
+    why = "no whole hello within " + std::to_string(handshake_timeout_s) + " s";
     return read_status::bad;
   }
   m.payload_bytes = p.payload_bytes;
   if (p.payload_bytes > 0) {
     m.payload = buffer::allocate(p.payload_bytes);
-    if (!read_exact(fd, m.payload->data(), p.payload_bytes)) {
-      why = "connection ended inside a message";
-      return read_status::bad;
-    }
+    if (!s.read_exact(m.payload->data(), p.payload_bytes)) return read_status::closed;
   }
   return read_status::ok;
 }
@@ -210,6 +175,7 @@ std::string channel_key(const std::string& pipeline, const std::string& stage) {
 
 struct data_plane::impl {
   link_options o;
+  std::shared_ptr<link_io::tls_context> tls;  // null: plain connections
   int listen_fd = -1;
   int wake_fd = -1;
   std::string bound;
@@ -242,6 +208,7 @@ struct data_plane::impl {
   // A connection this node opened to send to a peer.
   struct peer_link {
     std::string address;
+    std::string node;  // the node expected there, if known (guarded by the plane's mutex)
     std::mutex m;
     std::condition_variable cv;
     std::deque<item> q;
@@ -250,7 +217,8 @@ struct data_plane::impl {
     std::vector<item> sent_control;
     bool stopping = false, broken = false;
     int fd = -1;
-    uint64_t connection = 0;  // how many connections it has made
+    std::unique_ptr<stream> io;  // of fd; only the writer thread sets or resets it
+    uint64_t connection = 0;     // how many connections it has made
     std::thread writer, reader;
     prometheus::Counter* frames = nullptr;
     prometheus::Counter* bytes = nullptr;
@@ -261,6 +229,7 @@ struct data_plane::impl {
   // A connection a peer opened to send here.
   struct inbound {
     int fd = -1;
+    std::unique_ptr<stream> io;  // of fd
     std::string from = "?", address;
     std::mutex m;
     std::condition_variable cv;
@@ -321,6 +290,7 @@ struct data_plane::impl {
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto in = std::make_unique<inbound>();
       in->fd = fd;
+      in->io = std::make_unique<stream>(fd);
       in->address = peer_of(fd);
       auto* p = in.get();
       std::lock_guard<std::mutex> lock(mutex);
@@ -401,7 +371,7 @@ struct data_plane::impl {
       lk.unlock();
       std::vector<iovec> iov;
       for (auto& m : batch) m.add_to(iov);
-      bool ok = write_all(in.fd, iov);
+      bool ok = in.io->write_all(iov);
       lk.lock();
       if (!ok) {
         in.closed = true;
@@ -443,10 +413,26 @@ struct data_plane::impl {
   }
 
   void serve_inbound(inbound& in) {
-    set_timeout(in.fd, handshake_timeout_s);
-    in_message m;
     std::string why;
-    auto st = read_message(in.fd, m, why, true);
+    if (tls) {  // TLS only, both ways certified, before anything is read
+      auto by = std::chrono::steady_clock::now() + std::chrono::seconds(handshake_timeout_s);
+      switch (link_io::peek_opening(in.fd, by)) {
+        case link_io::opening::nothing:
+          if (std::chrono::steady_clock::now() < by) return;  // closed before a word
+          return log_bad(in.address, "no TLS handshake within " + std::to_string(handshake_timeout_s) + " s");
+        case link_io::opening::other:
+          return log_bad(in.address, "not a TLS handshake (a plain connection? this port takes TLS only)");
+        case link_io::opening::tls: break;
+      }
+      if (!in.io->start_tls(*tls, true, {}, by, why)) {
+        if (why.empty()) return;  // closed during it, as a plain connection may close before its hello
+        return log_bad(in.address, why);
+      }
+    } else {
+      set_timeout(in.fd, handshake_timeout_s);
+    }
+    in_message m;
+    auto st = read_message(*in.io, m, why, true);
     if (st == read_status::closed) return;
     if (st == read_status::bad) return log_bad(in.address, why);
     try {
@@ -459,6 +445,8 @@ struct data_plane::impl {
       if (h.getProtocol() != wire::LINK_PROTOCOL)
         refused = "link protocol " + std::to_string(h.getProtocol()) + ", this node speaks " +
                   std::to_string(wire::LINK_PROTOCOL);
+      else if (!in.io->peer_is(node))
+        refused = "its certificate does not carry the name of node '" + node + "'";
       else if (!same_secret(h.getToken().cStr(), o.token))
         refused = "wrong cluster token";
       if (refused.empty()) {
@@ -474,7 +462,7 @@ struct data_plane::impl {
       reply.setReason(refused);
       reply.setNode(o.node);
       auto out = finish(mb);
-      if (!write_message(in.fd, out)) return;
+      if (!write_message(*in.io, out)) return;
       if (!refused.empty()) {
         if (refused.rfind("node ", 0) == 0) {  // fenced: it is a member, only behind; said once
           if (fenced_frames) fenced_frames->Add({{"node", o.node}, {"peer", node}});
@@ -507,7 +495,7 @@ struct data_plane::impl {
     spdlog::info("[node={}] data link from node {} ({})", o.node, in.from, in.address);
     while (!stopping.load()) {
       in_message msg;
-      st = read_message(in.fd, msg, why);
+      st = read_message(*in.io, msg, why);
       if (st == read_status::closed) break;
       if (st == read_status::bad) return log_bad(in.from + " (" + in.address + ")", why);
       if (!dispatch(in, msg, why)) return log_bad(in.from + " (" + in.address + ")", why);
@@ -589,11 +577,14 @@ struct data_plane::impl {
 
   // -- sending ---------------------------------------------------------------------------
 
-  peer_link& link_to(const std::string& address) {
+  // REQUIRES: mutex held.
+  peer_link& link_to(const std::string& address, const std::string& node) {
     auto& l = links[address];
+    if (l && !node.empty()) l->node = node;  // a node that took the address over: checked from its next connection
     if (!l) {
       l = std::make_unique<peer_link>();
       l->address = address;
+      l->node = node;
       if (frames_sent) {
         std::map<std::string, std::string> labels{{"node", o.node}, {"peer", address}};
         l->frames = &frames_sent->Add(labels);
@@ -607,26 +598,37 @@ struct data_plane::impl {
     return *l;
   }
 
-  // Connects and says hello; -1 with why if that fails.
-  int connect_to(const std::string& address, std::string& why) {
+  // Connects (over TLS when the plane has it, to a certificate that names node if given) and
+  // says hello; null with why if that fails.
+  std::unique_ptr<stream> connect_to(const std::string& address, const std::string& node, std::string& why) {
     sockaddr_storage sa{};
     socklen_t len = 0;
-    if (!resolve(address, false, sa, len, why)) return -1;
+    if (!resolve(address, false, sa, len, why)) return nullptr;
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       why = std::strerror(errno);
-      return -1;
+      return nullptr;
     }
+    auto s = std::make_unique<stream>(fd);
+    auto fail = [&] {
+      s.reset();
+      ::close(fd);
+      return nullptr;
+    };
     set_timeout(fd, handshake_timeout_s);
     timeval tv{handshake_timeout_s, 0};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
       why = std::string("cannot connect: ") + std::strerror(errno);
-      ::close(fd);
-      return -1;
+      return fail();
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (tls && !s->start_tls(*tls, false, node,
+                             std::chrono::steady_clock::now() + std::chrono::seconds(handshake_timeout_s), why)) {
+      if (why.empty()) why = "the connection closed during the TLS handshake";
+      return fail();
+    }
     capnp::MallocMessageBuilder mb;
     auto h = mb.initRoot<wire::LinkMessage>().initHello();
     h.setProtocol(wire::LINK_PROTOCOL);
@@ -640,10 +642,15 @@ struct data_plane::impl {
     auto out = finish(mb);
     in_message reply;
     std::string rwhy;
-    if (!write_message(fd, out) || read_message(fd, reply, rwhy) != read_status::ok) {
-      why = rwhy.empty() ? "no answer to hello" : rwhy;
-      ::close(fd);
-      return -1;
+    // The answer is small and due within the handshake deadline, as a hello.
+    if (!write_message(*s, out) || read_message(*s, reply, rwhy, true) != read_status::ok) {
+      if (!rwhy.empty())
+        why = rwhy;
+      else if (tls)  // the receiver refused this node's certificate, say
+        why = "no answer to hello: " + s->last_error();
+      else
+        why = "no answer to hello (if that node takes TLS only, give this node a 'tls' section too)";
+      return fail();
     }
     try {
       capnp::FlatArrayMessageReader r(reply.header);
@@ -653,18 +660,18 @@ struct data_plane::impl {
       } else if (!msg.getHelloReply().getOk()) {
         why = std::string("refused by node ") + msg.getHelloReply().getNode().cStr() + ": " +
               msg.getHelloReply().getReason().cStr();
+      } else if (!s->peer_is(msg.getHelloReply().getNode())) {
+        why = std::string("node ") + msg.getHelloReply().getNode().cStr() +
+              " answered with a certificate that does not carry its name";
       }
     } catch (const kj::Exception& e) {
       why = std::string("malformed answer to hello: ") + e.getDescription().cStr();
     }
-    if (!why.empty()) {
-      ::close(fd);
-      return -1;
-    }
+    if (!why.empty()) return fail();
     timeval none{0, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-    return fd;
+    return s;
   }
 
   void notify_up(peer_link& l, uint64_t connection) {
@@ -684,17 +691,23 @@ struct data_plane::impl {
     while (!l.stopping) {
       if (l.fd < 0) {
         lk.unlock();
-        std::string why;
-        int fd = connect_to(l.address, why);
+        std::string why, node;
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          node = l.node;
+        }
+        auto io = connect_to(l.address, node, why);
         lk.lock();
-        if (fd < 0) {
+        if (!io) {
           if (why != last_why) spdlog::warn("[node={}] data link to {}: {}; retrying", o.node, l.address, why);
           last_why = why;
           l.cv.wait_for(lk, std::chrono::milliseconds(backoff_ms), [&] { return l.stopping; });
           backoff_ms = std::min(backoff_ms * 2, 1000);
           continue;
         }
+        int fd = io->fd();
         if (l.stopping) {
+          io.reset();
           ::close(fd);
           break;
         }
@@ -702,6 +715,7 @@ struct data_plane::impl {
         last_why.clear();
         backoff_ms = 50;
         l.fd = fd;
+        l.io = std::move(io);
         l.broken = false;
         auto connection = ++l.connection;
         // Frames queued for an earlier connection are sent again by their owners; control
@@ -719,7 +733,7 @@ struct data_plane::impl {
           l.up->Set(1);
           l.connects->Increment();
         }
-        l.reader = std::thread([this, &l, fd] { link_reader(l, fd); });
+        l.reader = std::thread([this, &l, s = l.io.get()] { link_reader(l, *s); });
         lk.unlock();
         notify_up(l, connection);
         lk.lock();
@@ -740,9 +754,9 @@ struct data_plane::impl {
         items.push_back(std::move(l.q.front()));
         l.q.pop_front();
       }
-      int fd = l.fd;
+      auto* s = l.io.get();
       lk.unlock();
-      bool ok = write_items(l, fd, items);
+      bool ok = write_items(l, *s, items);
       lk.lock();
       if (!ok) l.broken = true;
     }
@@ -754,13 +768,14 @@ struct data_plane::impl {
     lk.unlock();
     if (l.reader.joinable()) l.reader.join();
     lk.lock();
+    l.io.reset();
     ::close(l.fd);
     l.fd = -1;
     if (l.up) l.up->Set(0);
     if (!l.stopping) spdlog::warn("[node={}] data link to {} dropped; reconnecting", o.node, l.address);
   }
 
-  bool write_items(peer_link& l, int fd, std::vector<item>& items) {
+  bool write_items(peer_link& l, stream& s, std::vector<item>& items) {
     // Runs of frames on one channel (a message each) and control items; the channels' names
     // are read under the plane's lock, the messages built without it.
     struct run {
@@ -830,7 +845,7 @@ struct data_plane::impl {
     std::vector<iovec> iov;
     for (auto& m : msgs) m.add_to(iov);
     if (iov.empty()) return true;
-    if (!write_all(fd, iov)) return false;
+    if (!s.write_all(iov)) return false;
     if (l.frames) {
       l.frames->Increment(static_cast<double>(frames));
       l.bytes->Increment(static_cast<double>(bytes));
@@ -838,11 +853,11 @@ struct data_plane::impl {
     return true;
   }
 
-  void link_reader(peer_link& l, int fd) {
+  void link_reader(peer_link& l, stream& s) {
     while (true) {
       in_message m;
       std::string why;
-      auto st = read_message(fd, m, why);
+      auto st = read_message(s, m, why);
       if (st != read_status::ok) {
         if (st == read_status::bad) log_bad(l.address, why);
         break;
@@ -928,6 +943,10 @@ expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
     return make_error(errc::io_error, "data address " + d->o.listen + ": " + w);
   };
   if (!resolve(d->o.listen, true, sa, len, why)) return fail(why);
+  if (d->o.tls) {
+    d->tls = link_io::tls_context::make(*d->o.tls, why);
+    if (!d->tls) return make_error(errc::invalid_node_config, "tls: " + why);
+  }
   d->listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(d->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -1039,10 +1058,10 @@ void data_plane::impl::answer(const std::string& from, out_message m) {
 }
 
 uint32_t data_plane::open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
-                                  caf::actor owner) {
+                                  caf::actor owner, const std::string& node) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto id = impl_->next_channel++;
-  auto& l = impl_->link_to(address);
+  auto& l = impl_->link_to(address, node);
   impl_->channels[id] = {pipeline, stage, std::move(owner), &l};
   std::lock_guard<std::mutex> lk(l.m);
   if (l.fd >= 0) caf::anon_send(impl_->channels[id].owner, link_up_atom::value, l.connection);
@@ -1078,7 +1097,7 @@ bool data_plane::send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&
 void data_plane::control(const std::string& address, const std::string& pipeline, control_kind what,
                          const std::string& stage) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  auto& l = impl_->link_to(address);
+  auto& l = impl_->link_to(address, {});
   std::lock_guard<std::mutex> lk(l.m);
   impl::item i;
   i.is_frame = false;

@@ -24,6 +24,7 @@
 
 #include "error.hpp"
 #include "frame.hpp"
+#include "link_tls.hpp"
 
 #include <prometheus/registry.h>
 #include <caf/actor.hpp>
@@ -33,6 +34,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,11 +78,15 @@ struct link_options {
   std::string listen;  // host:port to accept on; port 0 picks one
   uint64_t incarnation = 0;
   std::shared_ptr<prometheus::Registry> registry;  // null: no metrics
+  // With it, every connection both ways is TLS with certificates from the cluster's CA, and a
+  // plain one is refused; without it, frames go in clear text.
+  std::optional<link_io::tls_pems> tls;
 };
 
 class data_plane {
  public:
-  /// Listens and starts the accepting thread; an error names the address.
+  /// Listens and starts the accepting thread; an error names the address (or the TLS file that
+  /// OpenSSL refused).
   static expected<std::shared_ptr<data_plane>> start(link_options o);
   /// Closes every connection and joins every thread.
   ~data_plane();
@@ -117,9 +123,10 @@ class data_plane {
 
   // -- sending -----------------------------------------------------------------------------
 
-  /// A channel to a stage on the node at address; owner hears its acks and reconnects.
+  /// A channel to a stage on the node at address; owner hears its acks and reconnects. With
+  /// TLS, the certificate there must name node (if given).
   uint32_t open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
-                        caf::actor owner);
+                        caf::actor owner, const std::string& node = {});
   void close_channel(uint32_t channel);
   /// Queues frames (with their numbers), in order; false if the channel is closed.
   bool send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&& frames);

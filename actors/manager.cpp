@@ -487,6 +487,7 @@ class manager_actor : public caf::event_based_actor {
       rs.generation = sl.generation;
       rs.manager = caf::actor_cast<caf::actor>(this);
       rs.plane = s_.plane;
+      rs.node = sl.node;
       auto address = s_.data_address.find(sl.node);
       if (address != s_.data_address.end())
         rs.address = address->second;

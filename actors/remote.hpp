@@ -33,7 +33,7 @@ struct remote_stage_setup {
   uint64_t generation = 1;
   caf::actor manager;
   std::shared_ptr<data_plane> plane;
-  std::string address;  // the stage's node's data address
+  std::string node, address;  // the stage's node, and its data address
   std::string pipeline, stage;
 };
 

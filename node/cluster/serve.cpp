@@ -230,6 +230,7 @@ int serve(const node_config& config) {
   lo.token = c.token;
   lo.listen = c.data;
   lo.registry = registry;
+  if (c.tls) lo.tls = link_io::tls_pems{c.tls->ca_pem, c.tls->cert_pem, c.tls->key_pem};
   auto plane = data_plane::start(std::move(lo));
   if (!plane) {
     std::fprintf(stderr, "troupe node: %s: %s\n", c.path.c_str(), describe(plane.error()).c_str());
@@ -242,10 +243,13 @@ int serve(const node_config& config) {
     cluster_node node(c, *io.provider, host, registry);
     auto& net = io.provider->getNetwork();
     auto& timer = io.provider->getTimer();
-    std::unique_ptr<kj::TlsContext> tls;
+    // The peer port takes only clients with a certificate from the cluster's CA (the other
+    // nodes); the admin port any client that trusts this node's.
+    std::unique_ptr<kj::TlsContext> tls, peer_tls;
     if (c.tls) {
       try {
         tls = make_tls_context(c.tls->ca_pem, c.tls->cert_pem, c.tls->key_pem);
+        peer_tls = make_tls_context(c.tls->ca_pem, c.tls->cert_pem, c.tls->key_pem, true);
       } catch (const kj::Exception& e) {
         std::fprintf(stderr, "troupe node: %s: tls (cert %s, key %s, ca %s): %s\n", c.path.c_str(), c.tls->cert.c_str(),
                      c.tls->key.c_str(), c.tls->ca.c_str(), reason(e).c_str());
@@ -254,11 +258,11 @@ int serve(const node_config& config) {
       node.use_tls(tls.get());
     } else {
       spdlog::warn(
-          "[node={}] peer and admin traffic is not encrypted (no 'tls' in {}): keep these ports on a "
+          "[node={}] peer, admin and data traffic is not encrypted (no 'tls' in {}): keep these ports on a "
           "network of your own",
           c.name, c.path);
     }
-    rpc_port peers("peer", node, timer, tls.get(), *registry,
+    rpc_port peers("peer", node, timer, peer_tls.get(), *registry,
                    [&node](std::shared_ptr<connection_gate> g) { return kj::heap<peer_service>(node, std::move(g)); });
     rpc_port admins("admin", node, timer, tls.get(), *registry, [&node](std::shared_ptr<connection_gate> g) {
       return kj::heap<admin_service>(node, std::move(g));

@@ -10,15 +10,17 @@
 
 namespace troupe::cluster {
 
-/// A context that trusts only ca_pem; with a certificate and key, it also serves them. Throws
-/// kj::Exception if OpenSSL refuses one of them.
+/// A context that trusts only ca_pem; with a certificate and key, it also presents them (as a
+/// server, and as a client when asked), and with verify_clients a client must present one from
+/// that CA. Throws kj::Exception if OpenSSL refuses one of them.
 inline std::unique_ptr<kj::TlsContext> make_tls_context(const std::string& ca_pem, const std::string& cert_pem = {},
-                                                        const std::string& key_pem = {}) {
+                                                        const std::string& key_pem = {}, bool verify_clients = false) {
   kj::TlsCertificate ca(ca_pem);
   kj::TlsContext::Options o;
   o.useSystemTrustStore = false;  // the cluster's own CA, and nothing else
   o.trustedCertificates = kj::arrayPtr(&ca, 1);
   o.minVersion = kj::TlsVersion::TLS_1_2;
+  o.verifyClients = verify_clients;
   std::unique_ptr<kj::TlsKeypair> keypair;
   if (!cert_pem.empty()) {
     keypair =
@@ -34,6 +36,9 @@ inline std::string tls_failure(const kj::Exception& e) {
   if (d.find("wrong version number") != std::string::npos)
     return "not a TLS handshake (a plain connection? this port takes TLS only)";
   if (d.find("http request") != std::string::npos) return "an HTTP request (this port takes TLS only)";
+  if (d.find("peer did not return a certificate") != std::string::npos)
+    return "TLS handshake failed: the client presented no certificate (this port takes only the cluster's nodes, "
+           "with certificates from its CA)";
   if (auto at = d.find("message = "); at != std::string::npos) d = d.substr(at + 10);
   return "TLS handshake failed: " + d;
 }

@@ -8,9 +8,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 using namespace troupe;
@@ -47,12 +52,14 @@ double family_total(const prometheus::Registry& r, const std::string& name, cons
 }
 
 std::shared_ptr<data_plane> start_plane(const std::string& node, const std::string& token,
-                                        std::shared_ptr<prometheus::Registry> registry) {
+                                        std::shared_ptr<prometheus::Registry> registry,
+                                        std::optional<link_io::tls_pems> tls = std::nullopt) {
   link_options o;
   o.node = node;
   o.token = token;
   o.listen = "127.0.0.1:0";
   o.registry = std::move(registry);
+  o.tls = std::move(tls);
   auto p = data_plane::start(std::move(o));
   if (!p) throw std::runtime_error(describe(p.error()));
   return *p;
@@ -65,13 +72,14 @@ struct across_result {
 };
 
 using nodes_map = std::map<std::string, std::vector<std::string>>;
+using tls_map = std::map<std::string, link_io::tls_pems>;  // node -> its TLS files
 const nodes_map invert_on_b{{"source", {"a"}}, {"invert", {"b"}}, {"sink", {"a"}}};
 
 // Runs the pipeline with source and sink on node a and invert on node b; `during` is called
 // every few milliseconds with both planes until both managers report the pipeline done.
 across_result run_across(const temp_dir& dir, std::string yaml,
                          std::function<void(data_plane&, data_plane&)> during = {},
-                         const nodes_map& nodes_of = invert_on_b) {
+                         const nodes_map& nodes_of = invert_on_b, const tls_map& tls = {}) {
   for (size_t p; (p = yaml.find("{dir}")) != std::string::npos;) yaml.replace(p, 5, dir.path().string());
   auto spec = load_pipeline(dir.write("pipeline.yaml", yaml));
   if (!spec) throw std::runtime_error(describe(spec.error()));
@@ -79,8 +87,12 @@ across_result run_across(const temp_dir& dir, std::string yaml,
   across_result r;
   r.registry_a = std::make_shared<prometheus::Registry>();
   r.registry_b = std::make_shared<prometheus::Registry>();
-  auto pa = start_plane("a", "t", r.registry_a);
-  auto pb = start_plane("b", "t", r.registry_b);
+  auto tls_of = [&](const std::string& n) {
+    auto it = tls.find(n);
+    return it == tls.end() ? std::nullopt : std::optional<link_io::tls_pems>(it->second);
+  };
+  auto pa = start_plane("a", "t", r.registry_a, tls_of("a"));
+  auto pb = start_plane("b", "t", r.registry_b, tls_of("b"));
   std::map<std::string, std::string> addresses{{"a", pa->address()}, {"b", pb->address()}};
   caf::actor_system sys{test_config()};
   {
@@ -123,6 +135,82 @@ across_result run_across(const temp_dir& dir, std::string yaml,
     for (auto& m : managers) self->wait_for(m);
   }
   return r;
+}
+
+// Certificates made with the openssl tool in dir: a CA of the cluster ("ca"), one of no one
+// ("rogue"), and certificates signed by either for the given names.
+class test_pki {
+ public:
+  explicit test_pki(const temp_dir& dir) : dir_(dir) {
+    for (auto ca : {"ca", "rogue"})
+      run(std::string("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ") + ca +
+          ".key -out " + ca + ".pem -days 2 -subj /CN=" + ca +
+          " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign");
+  }
+  /// A certificate for name (its file stem: file), signed by ca.
+  link_io::tls_pems issue(const std::string& name, const std::string& ca = "ca", std::string file = {}) {
+    if (file.empty()) file = name;
+    run("openssl req -x509 -CA " + ca + ".pem -CAkey " + ca + ".key -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 " +
+        "-nodes -keyout " + file + ".key -out " + file + ".pem -days 2 -subj /CN=" + name +
+        " -addext subjectAltName=DNS:" + name +
+        " -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth,clientAuth");
+    return {read("ca.pem"), read(file + ".pem"), read(file + ".key")};
+  }
+
+ private:
+  void run(const std::string& command) {
+    auto full = "cd '" + dir_.path().string() + "' && " + command + " 2>/dev/null";
+    if (std::system(full.c_str()) != 0) throw std::runtime_error("failed: " + command);
+  }
+  std::string read(const std::string& file) {
+    std::ifstream in(dir_.path() / file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  const temp_dir& dir_;
+};
+
+// What the data planes log while it lives.
+class log_capture {
+ public:
+  log_capture() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(512)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~log_capture() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  /// Whether a line containing text was logged within about two seconds.
+  bool saw(const std::string& text) {
+    for (int i = 0; i < 200; ++i) {
+      for (auto& line : sink_->last_formatted())
+        if (line.find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+};
+
+// Sends frame 7 from plane `from` to a stage `to` does not serve; the numbers `to` answers to
+// send again (empty if no answer came).
+std::vector<uint64_t> answer_to_one_frame(data_plane& from, data_plane& to, caf::scoped_actor& self,
+                                          const std::string& node = {}) {
+  frame f;
+  f.stream = 1;
+  f.seq = 1;
+  auto ch = from.open_channel(to.address(), "p", "s", self, node);
+  from.send(ch, 7, f);
+  std::vector<uint64_t> retry;
+  bool answered = false;
+  for (int i = 0; i < 3 && !answered; ++i)
+    self->receive([&](link_up_atom, uint64_t) { from.send(ch, 7, f); },
+                  [&](link_acks_atom, std::vector<uint64_t>&, std::vector<uint64_t>& r) { retry = r, answered = true; },
+                  caf::after(2s) >> [] {});
+  return retry;
 }
 
 frames_log single_node_run(int count) {
@@ -215,16 +303,7 @@ TEST(link, closes_garbage_and_refuses_a_wrong_token_and_goes_on_serving) {
   // A node with the token is served: its frames for a stage not served there are answered
   // "send again later".
   auto b = start_plane("b", "t", nullptr);
-  auto ch = b->open_channel(a->address(), "p", "s", self);
-  b->send(ch, 7, f);
-  std::vector<uint64_t> retry;
-  bool answered = false;
-  for (int i = 0; i < 3 && !answered; ++i)
-    self->receive([&](link_up_atom, uint64_t) { b->send(ch, 7, f); },
-                  [&](link_acks_atom, std::vector<uint64_t>&, std::vector<uint64_t>& r) { retry = r, answered = true; },
-                  caf::after(2s) >> [] {});
-  ASSERT_TRUE(answered);
-  EXPECT_EQ(retry, std::vector<uint64_t>{7});
+  EXPECT_EQ(answer_to_one_frame(*b, *a, self), std::vector<uint64_t>{7}) << "frame 7 to be sent again";
 }
 
 TEST(link, a_stage_on_two_nodes_shares_the_frames_and_loses_none) {
@@ -242,4 +321,108 @@ TEST(link, a_stage_on_two_nodes_shares_the_frames_and_loses_none) {
   EXPECT_EQ(on_a + on_b, 200);
   EXPECT_EQ(on_a, 100) << "two of the four streams stay on node a";
   EXPECT_EQ(on_b, 100) << "and two go to node b";
+}
+
+TEST(link, frames_cross_nodes_over_mutual_tls_as_on_one_also_when_connections_drop) {
+  constexpr int count = 150;
+  auto want = single_node_run(count);
+  temp_dir d;
+  test_pki pki(d);
+  tls_map tls{{"a", pki.issue("a")}, {"b", pki.issue("b")}};
+  int cuts = 0;
+  auto last = std::chrono::steady_clock::now();
+  auto r = run_across(
+      d, chain(count, 1500),
+      [&](data_plane& a, data_plane& b) {
+        if (cuts >= 6 || std::chrono::steady_clock::now() - last < 15ms) return;
+        last = std::chrono::steady_clock::now();
+        (cuts++ % 2 == 0 ? a : b).cut_connections();
+      },
+      invert_on_b, tls);
+  ASSERT_TRUE(r.completed_a && r.completed_b) << "both nodes finish the pipeline";
+  EXPECT_TRUE(r.ok);
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes, want.hashes);
+  EXPECT_EQ(got.repeated, 0u);
+  EXPECT_GE(family_total(*r.registry_a, "troupe_link_bytes_received_total"), 1.0 * count * 4 * 64 * 36 * 3);
+  EXPECT_EQ(family_total(*r.registry_a, "troupe_link_bad_messages_total"), 0);
+  EXPECT_EQ(family_total(*r.registry_b, "troupe_link_bad_messages_total"), 0);
+}
+
+TEST(link, a_tls_port_refuses_plain_peers_other_cas_and_borrowed_names) {
+  temp_dir d;
+  test_pki pki(d);
+  log_capture logs;
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto a = start_plane("a", "t", registry, pki.issue("a"));
+  auto bad = [&] { return family_total(*registry, "troupe_link_bad_messages_total"); };
+  auto wait_bad = [&](double n) {
+    for (int i = 0; i < 300 && bad() < n; ++i) std::this_thread::sleep_for(10ms);
+    return bad();
+  };
+  caf::actor_system sys{test_config()};
+  caf::scoped_actor self{sys};
+  frame f;
+  f.stream = 1;
+  f.seq = 1;
+  // A node without TLS.
+  {
+    auto plain = start_plane("p", "t", nullptr);
+    plain->send(plain->open_channel(a->address(), "p", "s", self, "a"), 1, f);
+    EXPECT_EQ(wait_bad(1), 1);
+    EXPECT_TRUE(logs.saw("not a TLS handshake (a plain connection? this port takes TLS only)"));
+    EXPECT_TRUE(logs.saw("give this node a 'tls' section too"));
+  }
+  // A node whose certificate another CA signed: the handshake fails on both sides.
+  {
+    auto rogue = start_plane("r", "t", nullptr, pki.issue("r", "rogue"));
+    rogue->send(rogue->open_channel(a->address(), "p", "s", self, "a"), 1, f);
+    EXPECT_GE(wait_bad(2), 2);
+    EXPECT_TRUE(logs.saw("the peer's certificate is not trusted"));
+  }
+  // A node of the cluster that says it is another: its certificate does not carry that name.
+  {
+    auto borrowed = pki.issue("c");
+    auto liar = start_plane("b", "t", nullptr, borrowed);
+    liar->send(liar->open_channel(a->address(), "p", "s", self, "a"), 1, f);
+    EXPECT_GE(wait_bad(3), 3);
+    EXPECT_TRUE(logs.saw("its certificate does not carry the name of node 'b'"));
+  }
+  // A sender that expects another node at the address refuses a's certificate.
+  {
+    auto b = start_plane("b", "t", nullptr, pki.issue("b"));
+    b->send(b->open_channel(a->address(), "p", "s", self, "x"), 1, f);
+    EXPECT_TRUE(logs.saw("hostname mismatch"));
+  }
+  // A node with TLS sending to one without: named there.
+  {
+    auto plain_registry = std::make_shared<prometheus::Registry>();
+    auto plain = start_plane("p", "t", plain_registry);
+    auto b = start_plane("b", "t", nullptr, pki.issue("b"));
+    b->send(b->open_channel(plain->address(), "p", "s", self, "p"), 1, f);
+    EXPECT_TRUE(logs.saw("a TLS handshake, but this data port takes plain connections"));
+    EXPECT_GE(family_total(*plain_registry, "troupe_link_bad_messages_total"), 1);
+  }
+  // The cluster's own node is served, over TLS: its frames for a stage not served there are
+  // answered "send again later".
+  auto b = start_plane("b", "t", nullptr, pki.issue("b"));
+  EXPECT_EQ(answer_to_one_frame(*b, *a, self, "a"), std::vector<uint64_t>{7}) << "frame 7 to be sent again";
+}
+
+TEST(link, a_tls_plane_names_the_file_openssl_refuses) {
+  temp_dir d;
+  test_pki pki(d);
+  auto a = pki.issue("a");
+  auto b = pki.issue("b");
+  link_options o;
+  o.node = "a";
+  o.listen = "127.0.0.1:0";
+  o.tls = link_io::tls_pems{a.ca, a.cert, b.key};
+  auto p = data_plane::start(o);
+  ASSERT_FALSE(p);
+  EXPECT_NE(describe(p.error()).find("tls: key: "), std::string::npos) << describe(p.error());
+  o.tls = link_io::tls_pems{"", a.cert, a.key};
+  p = data_plane::start(o);
+  ASSERT_FALSE(p);
+  EXPECT_NE(describe(p.error()).find("tls: ca: no certificate in it"), std::string::npos) << describe(p.error());
 }

@@ -5,7 +5,8 @@
 // per frame, no acknowledgements, the reader's buffer reused). Then the same through the
 // runtime's actors: an upstream sender on node a, the remote stage actor, the link, node
 // b's ingress and a pass-through plugin instance, whose outputs a sink acknowledges (so each
-// frame is acknowledged back to node a only once the sink has it).
+// frame is acknowledged back to node a only once the sink has it). And the data link with TLS
+// on both ends (certificates made with the openssl tool), against the plain link in the same run.
 //
 //   build/tests/bench/link_bench [seconds per figure, default 2] [runtime window for 64 B, default 256]
 //                                [window for 6 MB, default 16]
@@ -33,6 +34,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -119,11 +122,33 @@ caf::behavior acking_sink(caf::event_based_actor*, std::shared_ptr<data_plane> p
   }};
 }
 
+std::optional<link_io::tls_pems> bench_tls;  // with it, the link figures are over TLS
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A CA and one certificate naming both planes, made with the openssl tool; none if it fails.
+std::optional<link_io::tls_pems> make_bench_tls() {
+  auto dir = std::filesystem::temp_directory_path() / "troupe-link-bench-tls";
+  std::filesystem::create_directories(dir);
+  auto cmd = "cd '" + dir.string() +
+             "' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key "
+             "-out ca.pem -days 1 -subj /CN=ca -addext basicConstraints=critical,CA:TRUE "
+             "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null && openssl req -x509 -CA ca.pem -CAkey ca.key "
+             "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout n.key -out n.pem -days 1 -subj /CN=a "
+             "-addext subjectAltName=DNS:a,DNS:b -addext extendedKeyUsage=serverAuth,clientAuth 2>/dev/null";
+  if (std::system(cmd.c_str()) != 0) return std::nullopt;
+  return link_io::tls_pems{slurp(dir / "ca.pem"), slurp(dir / "n.pem"), slurp(dir / "n.key")};
+}
+
 std::shared_ptr<data_plane> start_plane(const std::string& node) {
   link_options o;
   o.node = node;
   o.token = "bench";
   o.listen = "127.0.0.1:0";
+  o.tls = bench_tls;
   auto p = data_plane::start(std::move(o));
   if (!p) {
     std::fprintf(stderr, "%s\n", describe(p.error()).c_str());
@@ -295,6 +320,19 @@ int main(int argc, char** argv) {
     auto path = "data link, acked, window " + std::to_string(window);
     std::printf("%-10s %-34s %14.0f %12.1f %10s\n", label.c_str(), path.c_str(), link.frames_per_s,
                 link.bytes_per_s / 1e6, ratio);
+    if (auto tls = make_bench_tls()) {
+      bench_tls = tls;
+      auto over_tls = link_figure(sys, size, window);
+      bench_tls.reset();
+      std::snprintf(ratio, sizeof ratio, "%.0f%%", 100 * over_tls.bytes_per_s / pump.bytes_per_s);
+      auto tls_path = "data link over TLS, window " + std::to_string(window);
+      std::printf("%-10s %-34s %14.0f %12.1f %10s  (%.0f%% of the plain link)\n", label.c_str(), tls_path.c_str(),
+                  over_tls.frames_per_s, over_tls.bytes_per_s / 1e6, ratio,
+                  100 * over_tls.bytes_per_s / link.bytes_per_s);
+    } else {
+      std::printf("%-10s %-34s (no figure: the openssl tool could not make certificates)\n", label.c_str(),
+                  "data link over TLS");
+    }
     auto runtime_window = size == 64 ? small_window : large_window;
     auto rt = runtime_figure(sys, size, runtime_window);
     std::snprintf(ratio, sizeof ratio, "%.0f%%", 100 * rt.bytes_per_s / pump.bytes_per_s);

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# A cluster whose peer and admin ports take TLS only: certificates from a CA of the test's own
-# (openssl), two nodes and etcd on 127.0.0.1. The CLI reaches a node with the CA and the name
+# A cluster whose peer, admin and data ports take TLS only: certificates from a CA of the test's
+# own (openssl), three nodes and etcd on 127.0.0.1. The demo placed across the three (frames
+# over mutually authenticated TLS data links) has the digests of `troupe run`; a plain
+# connection to a data port, and a client without a certificate on a peer port, are refused
+# and named. The CLI reaches a node with the CA and the name
 # its certificate carries; a plain client, a client that trusts another CA and a certificate
 # for another name are refused, and the node names what it refused. A pipeline deployed across
 # both nodes (the deploy check between them over TLS) has the digests of `troupe run`. A node
@@ -10,6 +13,7 @@
 # Usage: tls_test.sh TROUPE_BINARY PLUGIN_DIR
 set -uo pipefail
 source "$(dirname "$0")/check.sh"
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 troupe="$1"
 export TROUPE_PLUGIN_PATH="$2"
 source "$(dirname "$0")/nodes.sh"
@@ -27,7 +31,7 @@ for ca in ca rogue-ca; do
     -days 2 -subj "/CN=$ca" -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 done
-for n in n1 n2; do certificate "$n" ca "DNS:$n,DNS:localhost,IP:127.0.0.1"; done
+for n in n1 n2 n3; do certificate "$n" ca "DNS:$n,DNS:localhost,IP:127.0.0.1"; done
 certificate impostor rogue-ca "DNS:n2,DNS:localhost"
 check "the test's certificates were made" [ -s n1.pem ] && [ -s n2.key ] && [ -s impostor.pem ]
 
@@ -35,15 +39,50 @@ tls_node() {  # NAME INDEX: a node config with TLS, its files next to it, and an
   node_yaml "$1" "$2"
   printf 'tls: {cert: %s.pem, key: %s.key, ca: ca.pem}\nadmin_token: boss\n' "$1" "$1"
 }
-for i in 1 2; do
+for i in 1 2 3; do
   tls_node "n$i" "$i" > "n$i.yaml"
   "$troupe" node --config "n$i.yaml" >> "n$i.log" 2>&1 &
   pids[$((i - 1))]=$!
 done
 admin1="127.0.0.1:${port[9]}"
 tls_status() { "$troupe" status --node "$admin1" --token boss --ca ca.pem --tls-name n1 "$@"; }
-check "both nodes are up, as n1 says over TLS" wait_for 15 bash -c "$(declare -f tls_status); troupe='$troupe' admin1='$admin1'; tls_status | grep -qE '^n2 +up '"
+check "the three nodes are up, as n1 says over TLS" wait_for 15 bash -c "$(declare -f tls_status); troupe='$troupe' admin1='$admin1'; s=\$(tls_status); grep -qE '^n2 +up ' <<<\"\$s\" && grep -qE '^n3 +up ' <<<\"\$s\""
 check "a node with TLS does not warn that its traffic is not encrypted" bash -c "! grep -q 'not encrypted' n1.log"
+
+# The demo as examples/cluster.yaml places it (smaller frames): source and sink on n1, invert on
+# n2, blur on n2 and n3, watermark anywhere; every frame crosses TLS data links.
+sed -e 's/width: 1280, height: 720, count: 120/width: 320, height: 180, count: 60/' \
+    -e "s#output: cluster-checksum.txt#output: $work/cluster-sum.txt#" "$repo/examples/cluster.yaml" > placed.yaml
+out=$("$troupe" deploy placed.yaml --node "$admin1" --token boss --ca ca.pem --tls-name n1 2>&1)
+check "the demo is deployed across the three TLS nodes" contains "$out" "pipeline 'cluster-demo' deployed"
+check "it finishes" wait_for 60 bash -c "$(declare -f tls_status); troupe='$troupe' admin1='$admin1'; tls_status | grep -qE '^cluster-demo +finished '"
+sed "s#$work/cluster-sum.txt#$work/demo-single-sum.txt#" placed.yaml > demo-single.yaml
+timeout 60 "$troupe" run demo-single.yaml > demo-single.out 2>&1
+check "the single-node run completes" grep -q "total frames 120" demo-single-sum.txt
+check "the sink's digests across the TLS nodes equal those of troupe run" diff cluster-sum.txt demo-single-sum.txt
+check "the data links were TLS, both ways certified" grep -q "data link from node n2" n1.log
+for i in 1 2 3; do
+  m=$(curl -s -m 5 "127.0.0.1:${port[$((12 + i))]}/metrics")
+  bad=$(grep -E '^troupe_link_bad_messages_total' <<<"$m" | awk '{print $2}')
+  check "n$i refused no data link of the cluster's own" [ "${bad:-x}" = 0 ]
+done
+m=$(curl -s -m 5 "127.0.0.1:${port[13]}/metrics")
+sent=$(grep -E "^troupe_link_frames_sent_total\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} " <<<"$m" | awk '{print $2}')
+check "n1 sent every frame to n2 over the link (${sent:-none})" awk -v v="${sent:-0}" 'BEGIN { exit !(v >= 120) }'
+
+# A plain connection to a data port, and a client without a certificate on a peer port.
+python3 - "${port[5]}" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"TRPL" + bytes(60))
+s.settimeout(5)
+assert s.recv(1) == b"", "the data port answered a plain connection"
+PY
+check "a plain connection to the data port is closed" [ $? -eq 0 ]
+check "... and named" wait_for 5 grep -qE "closed the data link from 127.0.0.1:[0-9]+: not a TLS handshake" n1.log
+out=$("$troupe" status --node "127.0.0.1:${port[1]}" --token secret --ca ca.pem --tls-name n1 2>&1); rc=$?
+check "a client without a certificate cannot call the peer port" [ "$rc" -ne 0 ]
+check "... and the node names it" wait_for 5 grep -q "the client presented no certificate" n1.log
 
 out=$("$troupe" status --node "$admin1" --token boss 2>&1); rc=$?
 check "a plain admin client is refused" [ "$rc" -ne 0 ]
@@ -64,10 +103,12 @@ out=$("$troupe" status --node "$admin1" --token secret --ca ca.pem --tls-name n1
 check "the cluster token does not open the admin port when it has a token of its own" \
   contains "$out" "refused by node n1: wrong admin token"
 
-# A node whose certificate another CA signed: its peers' calls to it fail the handshake.
-node_yaml n3 3 > n3.yaml
-printf 'tls: {cert: impostor.pem, key: impostor.key, ca: ca.pem}\n' >> n3.yaml
-"$troupe" node --config n3.yaml >> n3.log 2>&1 &
+# A node whose certificate another CA signed (in n3's place): its peers' calls to it fail the
+# handshake.
+kill -9 "${pids[2]}"; wait "${pids[2]}" 2>/dev/null
+node_yaml n5 3 > n5.yaml
+printf 'tls: {cert: impostor.pem, key: impostor.key, ca: ca.pem}\n' >> n5.yaml
+"$troupe" node --config n5.yaml >> n5.log 2>&1 &
 pids[2]=$!
 
 # A pipeline across both TLS nodes: the digests of troupe run.
@@ -98,11 +139,11 @@ echo "admin_token: change-me" >> n4.yaml
 out=$("$troupe" node --config n4.yaml --check 2>&1)
 check "... and the documentation's example" contains "$out" "field 'admin_token': 'change-me' is the documentation's example"
 kill -9 "${pids[2]}"; wait "${pids[2]}" 2>/dev/null
-node_yaml n3 3 > plain.yaml
+node_yaml n6 3 > plain.yaml
 "$troupe" node --config plain.yaml > plain.log 2>&1 &
 pids[2]=$!
 check "a node without TLS says its traffic is not encrypted" \
-  wait_for 10 grep -q "peer and admin traffic is not encrypted (no 'tls' in plain.yaml)" plain.log
+  wait_for 10 grep -q "peer, admin and data traffic is not encrypted (no 'tls' in plain.yaml)" plain.log
 check "n1 is still running" kill -0 "${pids[0]}"
 [ "$failed" -gt 0 ] && tail -20 n1.log
 verdict
