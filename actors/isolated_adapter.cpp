@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -171,6 +172,8 @@ void isolated_adapter::reap(bool kill_first) {
   while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
   }
   pid_.store(-1);
+  std::error_code ec;
+  std::filesystem::remove_all(landlock::scratch_dir(p), ec);
 }
 
 std::string isolated_adapter::memory_limit_broken(const std::string& how) const {
@@ -279,6 +282,7 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
 }
 
 call_result isolated_adapter::create(const config_values& config) {
+  config_ = config;
   if (auto r = spawn(); !r.ok()) return r;
   capnp::MallocMessageBuilder msg;
   auto kv = msg.initRoot<wire::Request>().initCreate(static_cast<unsigned>(config.size()));
@@ -287,6 +291,29 @@ call_result isolated_adapter::create(const config_values& config) {
     kv[i].setValue(config[i].second);
   }
   return exchange("create", msg, plain_result);
+}
+
+landlock::grants isolated_adapter::granted_files() const {
+  namespace fs = std::filesystem;
+  landlock::grants g;
+  g.read.push_back(fs::path(manifest_.path).parent_path().string());
+  g.read.push_back(fs::path(manifest_.library).parent_path().string());
+  g.read.insert(g.read.end(), manifest_.resources.fs_read.begin(), manifest_.resources.fs_read.end());
+  g.write = manifest_.resources.fs_write;
+  // Files its config names in fields marked as paths (relative ones are the node's working
+  // directory's, as the worker's): read, or written with the folder they are in.
+  for (auto& [key, value] : config_) {
+    auto* f = manifest_.field(key);
+    if (f == nullptr || f->path == config_field::path_access::none || value.empty()) continue;
+    std::error_code ec;
+    auto p = fs::absolute(value, ec).lexically_normal();
+    if (ec) continue;
+    if (f->path == config_field::path_access::read)
+      g.read.push_back(p.string());
+    else
+      g.write.push_back(p.parent_path().string());
+  }
+  return g;
 }
 
 call_result isolated_adapter::check(const manifest& m) {
@@ -334,6 +361,10 @@ call_result isolated_adapter::spawn() {
       spdlog::info("isolated workers: {}", cg.describe());
     else
       spdlog::warn("isolated workers: {}", cg.describe());
+    if (landlock::abi() > 0)
+      spdlog::info("isolated workers: {}", landlock::describe());
+    else
+      spdlog::warn("isolated workers: {}", landlock::describe());
   });
   static std::atomic<uint64_t> workers{0};
   const auto& lim = manifest_.resources;
@@ -367,6 +398,9 @@ call_result isolated_adapter::spawn() {
                                    "--log-level",
                                    std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
   if (cg_) args.insert(args.end(), {"--cgroup", cg_->procs_files()});
+  auto files = granted_files();
+  for (auto& p : files.read) args.insert(args.end(), {"--read", p});
+  for (auto& p : files.write) args.insert(args.end(), {"--write", p});
   pid_t pid = spawner::get().run([&]() -> pid_t {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);

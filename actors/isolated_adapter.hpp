@@ -16,6 +16,7 @@
 
 #include "adapter.hpp"
 #include "worker_cgroup.hpp"
+#include "worker_landlock.hpp"
 
 #include <worker.capnp.h>
 
@@ -76,6 +77,8 @@ class isolated_adapter : public plugin_adapter {
   struct channel;
   // Starts the worker and waits for its hello: its limits in force and the library loaded.
   call_result spawn();
+  /// What the worker may read and write besides the system's files and its scratch directory.
+  landlock::grants granted_files() const;
   // Sends msg and reads the reply's one result through take(wire::Result::Reader); a worker
   // that is gone meanwhile turns into TROUPE_FATAL naming what happened `during`.
   template <class Take>
@@ -105,6 +108,7 @@ class isolated_adapter : public plugin_adapter {
   void reap(bool kill_first);
 
   const manifest manifest_;
+  config_values config_;  // what create was given: its path fields are granted
   const uint64_t generation_;
   const std::string log_tag_;
   const size_t region_bytes_;

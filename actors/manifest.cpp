@@ -244,7 +244,8 @@ expected<std::string> check_value(const config_field& f, const std::string& valu
 expected<config_field> parse_field(const std::string& file, const std::string& name, const YAML::Node& node) {
   const auto code = errc::invalid_manifest;
   std::string what = "config field '" + name + "'";
-  if (auto err = yaml::check_keys(file, node, what, {"type", "default", "min", "max", "values", "description"}, code))
+  if (auto err =
+          yaml::check_keys(file, node, what, {"type", "default", "min", "max", "values", "description", "path"}, code))
     return err;
   config_field f;
   f.name = name;
@@ -258,6 +259,14 @@ expected<config_field> parse_field(const std::string& file, const std::string& n
                                 "' (expected one of: int, float, bool, string, enum)");
   f.type = *type;
   if (node["description"]) f.description = node["description"].Scalar();
+  if (auto p = node["path"]) {
+    auto v = p.IsScalar() ? p.Scalar() : std::string();
+    if (v != "read" && v != "write")
+      return make_error(code, yaml::where(file, p) + ": " + what + ": 'path' expected read or write");
+    if (f.type != field_type::string)
+      return make_error(code, yaml::where(file, p) + ": " + what + ": 'path' is for string fields");
+    f.path = v == "read" ? config_field::path_access::read : config_field::path_access::write;
+  }
   for (auto [key, slot] : {std::pair{"min", &f.min}, std::pair{"max", &f.max}}) {
     if (!node[key]) continue;
     auto n = parse_number(node[key].Scalar(), false);
@@ -462,11 +471,13 @@ caf::error read_resources(const std::string& path, const YAML::Node& res, const 
                           resource_limits& r, std::set<std::string>& given, errc code) {
   auto keys =
       manifest
-          ? yaml::check_keys(
+          ? yaml::check_keys(path, res, what,
+                             {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network",
+                              "deadline_ms", "filesystem"},
+                             code)
+          : yaml::check_keys(
                 path, res, what,
-                {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network", "deadline_ms"}, code)
-          : yaml::check_keys(path, res, what,
-                             {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network"}, code);
+                {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network", "filesystem"}, code);
   if (keys) return keys;
   for (auto [key, slot] : {std::pair{"memory_mb", &r.memory_mb}, std::pair{"cpu_seconds", &r.cpu_seconds},
                            std::pair{"open_files", &r.open_files}, std::pair{"processes", &r.processes}}) {
@@ -501,6 +512,25 @@ caf::error read_resources(const std::string& path, const YAML::Node& res, const 
     r.deadline_ms = *x;
     given.insert("deadline_ms");
   }
+  if (auto fs = res["filesystem"]) {
+    const auto field = what + ".filesystem";
+    if (auto err = yaml::check_keys(path, fs, field, {"read", "write"}, code)) return err;
+    // A manifest's paths are its plugin's folder's, a pipeline's the working directory's.
+    auto base = manifest ? std::filesystem::absolute(path).parent_path() : std::filesystem::current_path();
+    for (auto [key, out] : {std::pair{"read", &r.fs_read}, std::pair{"write", &r.fs_write}}) {
+      auto list = fs[key];
+      if (!list) continue;
+      if (!list.IsSequence())
+        return make_error(code,
+                          yaml::where(path, list) + ": field '" + field + "." + key + "': expected a list of paths");
+      for (auto item : list) {
+        if (!item.IsScalar() || item.Scalar().empty())
+          return make_error(code, yaml::where(path, item) + ": field '" + field + "." + key + "': expected a path");
+        out->push_back((base / item.Scalar()).lexically_normal().string());
+      }
+    }
+    given.insert("filesystem");
+  }
   return {};
 }
 
@@ -525,6 +555,9 @@ std::string tighten(resource_limits& plugin, const resource_limits& stage, const
                  tighter("open_files", plugin.open_files, stage.open_files),
                  tighter("processes", plugin.processes, stage.processes)})
     if (!e.empty()) return e + " (a stage may only tighten its plugin's resources)";
+  // Where a plugin may read and write depends on where it is deployed: a stage adds to it.
+  for (auto& p : stage.fs_read) plugin.fs_read.push_back(p);
+  for (auto& p : stage.fs_write) plugin.fs_write.push_back(p);
   if (given.count("network")) {
     if (stage.network && !plugin.network)
       return "resources.network true would grant what the plugin's manifest does not (a stage may only tighten its "

@@ -45,6 +45,9 @@ struct config_field {
   std::optional<double> min, max;
   std::vector<std::string> values;  // enumeration only
   std::string description;
+  // `path: read` or `path: write` on a string field: the file it names is granted to an isolated
+  // worker (to read; or to write, with the folder it is in). none: not a path.
+  enum class path_access { none, read, write } path = path_access::none;
 };
 
 struct dependency {
@@ -63,6 +66,10 @@ struct resource_limits {
   uint64_t processes = 256;  // processes and threads of an isolated worker (where cgroups serve); 0: no limit
   bool network = false;
   uint32_t deadline_ms = 5000;  // per process call
+  // Paths an isolated worker may read, or also write beneath (Landlock), absolute: a
+  // manifest's relative to its plugin's folder, a stage's to the working directory. A stage's
+  // add to its plugin's.
+  std::vector<std::string> fs_read, fs_write;
 };
 
 using config_values = std::vector<std::pair<std::string, std::string>>;

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <worker_landlock.hpp>
+
 #include <string>
 #include <vector>
 
@@ -31,7 +33,8 @@ struct worker_options {
   std::string tag;  // log tag of the instance
   int parent = 0;   // the node's pid: the worker ends if its node is gone
   size_t region_bytes = 0;
-  std::string cgroup;  // cgroup.procs files to join before the plugin is loaded, ':'-separated
+  std::string cgroup;      // cgroup.procs files to join before the plugin is loaded, ':'-separated
+  landlock::grants files;  // paths it may read, or write, besides the system's and its scratch directory
 };
 
 /// `troupe conformance`: the plugin contract, checked under both adapters.

@@ -190,6 +190,8 @@ int main(int argc, char** argv) {
   worker_cmd->add_option("--parent", worker_opts.parent)->required();
   worker_cmd->add_option("--region-bytes", worker_opts.region_bytes)->required();
   worker_cmd->add_option("--cgroup", worker_opts.cgroup);
+  worker_cmd->add_option("--read", worker_opts.files.read);
+  worker_cmd->add_option("--write", worker_opts.files.write);
 
   try {
     app.parse(argc, argv);

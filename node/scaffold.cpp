@@ -188,7 +188,8 @@ std::string manifest_text(const std::string& kind) {
         "capabilities: [sink]\n"
         "inputs: {types: [any]}\n"
         "config:\n"
-        "  output: {type: string, default: \"@NAME@.txt\", description: Summary file written on stop.}\n";
+        "  output: {type: string, default: \"@NAME@.txt\", path: write, description: Summary file written on stop.}\n"
+        "  # path write: an isolated worker may write the file this field names (and only where granted)\n";
   return std::string(manifest_head) + body + manifest_tail;
 }
 

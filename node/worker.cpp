@@ -3,7 +3,8 @@
 // It finds its control socket and its two shared regions at fixed descriptors
 // (worker_protocol.hpp), joins the cgroup the node made for it, puts the manifest's limits
 // in force (address space, CPU time, open files, no new privileges, and a seccomp filter that
-// kills it on a network socket unless the manifest asks for network), and only then loads the
+// kills it on a network socket unless the manifest asks for network, and Landlock: files only
+// where granted, see worker_landlock.hpp), and only then loads the
 // plugin library, whose constructors run under all of them; it says hello, and then
 // answers requests one by one, running the plugin through the same embedded adapter the
 // node uses in-process: the plugin cannot tell the difference.
@@ -25,6 +26,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -46,8 +48,9 @@ uint64_t mapped_bytes() {
   return pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-// Puts the manifest's limits in force; an error names the limit that could not be set.
-std::string apply_limits(const resource_limits& lim) {
+// Puts the manifest's limits in force, and the filesystem grants; an error names the limit that
+// could not be set.
+std::string apply_limits(const resource_limits& lim, const landlock::grants& files) {
   if (lim.open_files > 0) {
     rlimit r{lim.open_files, lim.open_files};
     if (setrlimit(RLIMIT_NOFILE, &r) != 0) return std::string("open file limit: ") + std::strerror(errno);
@@ -64,6 +67,8 @@ std::string apply_limits(const resource_limits& lim) {
     if (setrlimit(RLIMIT_AS, &r) != 0) return std::string("memory limit: ") + std::strerror(errno);
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return std::string("no_new_privs: ") + std::strerror(errno);
+  if (landlock::abi() > 0)  // else the node said once that files are not restricted
+    if (auto e = landlock::restrict_self(files); !e.empty()) return "filesystem: " + e;
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return "seccomp: cannot initialise a filter";
   // The worker's processes stay in its process group, which the node kills with it.
@@ -148,7 +153,18 @@ int serve_worker(const worker_options& o) {
     hello(describe(m.error()));
     return 1;
   }
-  if (auto e = apply_limits(m->resources); !e.empty()) {
+  // A scratch directory of its own (TMPDIR), the one place it may write unless granted more.
+  auto files = o.files;
+  auto scratch = landlock::scratch_dir(getpid());
+  struct stat st {};
+  // One left by an earlier process of this pid is used only if it is a directory of ours (not
+  // a link someone planted to have a folder of theirs granted).
+  if (::mkdir(scratch.c_str(), 0700) == 0 ||
+      (errno == EEXIST && ::lstat(scratch.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::getuid())) {
+    setenv("TMPDIR", scratch.c_str(), 1);
+    files.write.push_back(scratch);
+  }
+  if (auto e = apply_limits(m->resources, files); !e.empty()) {
     hello("cannot put the limits of " + m->path + " in force: " + e);
     return 1;
   }

@@ -1,13 +1,15 @@
 // faulty: forwards frames, and fails on purpose where told to: an error, a fatal error, an
 // exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
 // network socket, an io_uring ring, a child left behind, children that share a memory hog
-// (each within the process limits) or that fork as many as they can, or an output that reveals which process it runs
-// in, on one sequence number or on every Nth frame this instance processes; or it fails create, start or stop, or takes
-// its time to stop. For tests.
+// (each within the process limits) or that fork as many as they can, an output that reveals which process it runs
+// in, or reading or writing a file (an error names what the system said), on one sequence number or on every Nth frame
+// this instance processes; or it fails create, start or stop, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -38,6 +40,7 @@ class faulty : public troupe::plugin {
         hog_mb_(ctx.config.get_int("hog_mb", 1024)),
         children_(ctx.config.get_int("children", 4)),
         stop_ms_(ctx.config.get_int("stop_ms", 0)),
+        file_(ctx.config.get_string("file", "")),
         fail_start_(ctx.config.get_bool("fail_start")),
         fail_stop_(ctx.config.get_bool("fail_stop")) {
     if (ctx.config.get_bool("fail_create")) throw troupe::fatal_error("faulty: configured to fail create");
@@ -76,6 +79,19 @@ class faulty : public troupe::plugin {
  private:
   void act(const troupe::frame_in& in) {
     auto where = "stream " + std::to_string(in.stream()) + " seq " + std::to_string(in.seq());
+    if (action_ == "read_file" || action_ == "write_file") {
+      bool reading = action_ == "read_file";
+      FILE* f = std::fopen(file_.c_str(), reading ? "r" : "a");
+      if (f == nullptr)
+        throw troupe::frame_error(std::string("faulty: cannot ") + (reading ? "read " : "write ") + file_ + ": " +
+                                  std::strerror(errno));
+      char c;
+      if (reading) [[maybe_unused]]
+        auto n = std::fread(&c, 1, 1, f);
+      else
+        std::fputs("written\n", f);
+      std::fclose(f);
+    }
     if (action_ == "error") throw troupe::frame_error("faulty: error on " + where);
     if (action_ == "fatal") throw troupe::fatal_error("faulty: fatal error on " + where);
     if (action_ == "throw") throw std::runtime_error("faulty: exception on " + where);
@@ -167,6 +183,7 @@ class faulty : public troupe::plugin {
 
   const std::string action_;
   const int64_t on_seq_, every_, hang_ms_, slow_ms_, hog_mb_, children_, stop_ms_;
+  const std::string file_;
   std::vector<std::unique_ptr<char[]>> hoard_;
   const bool fail_start_, fail_stop_;
   int64_t seen_ = 0;

@@ -10,6 +10,7 @@
 #include <isolated_adapter.hpp>
 #include <manager.hpp>
 #include <worker_cgroup.hpp>
+#include <worker_landlock.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -693,4 +694,70 @@ TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
     ASSERT_EQ(sink.outputs[i].size, 64u);
     EXPECT_EQ(sink.outputs[i].data[0], static_cast<uint8_t>(i));
   }
+}
+
+// Landlock: a worker reads the system's libraries and its plugin's folder, writes its scratch
+// directory, and touches nothing else unless granted (the stage's resources.filesystem, or a
+// config field its manifest marks as a path, as checksum's output).
+TEST(isolated, a_worker_reads_and_writes_only_where_granted) {
+  ASSERT_GT(landlock::abi(), 0) << "this kernel restricts no files: " << landlock::why_not();
+  temp_dir d;
+  auto dir = d.path().string();
+  std::ofstream(d.path() / "node.yaml") << "token: secret\n";
+  auto run_f = [&](const std::string& action, const std::string& file, const std::string& extra = "",
+                   const std::string& mode = "mode: isolated, ") {
+    temp_dir out;
+    auto p = plan_yaml(out, chain("{name: f, plugin: faulty, " + mode + "config: {action: " + action + ", file: \"" +
+                                      file + "\", on_seq: 1}" + extra + "}",
+                                  3));
+    if (!p) throw std::runtime_error(describe(p.error()));
+    log_capture logs;
+    auto r = run_pipeline(*p);
+    EXPECT_TRUE(r.completed && r.outcome.ok) << r.outcome.reason;
+    // Two streams: seq 1 comes twice.
+    return std::pair{r.slot("f").errors.Value(), logs.lines_with("frame seq 1 failed: ")};
+  };
+  // Writing anywhere not granted is refused, and nothing is written.
+  auto [errors, why] = run_f("write_file", dir + "/out.txt");
+  EXPECT_EQ(errors, 2);
+  EXPECT_THAT(why, HasSubstr("cannot write " + dir + "/out.txt: Permission denied"));
+  EXPECT_FALSE(std::filesystem::exists(d.path() / "out.txt"));
+  // The stage grants its folder: written.
+  std::tie(errors, why) =
+      run_f("write_file", dir + "/out.txt", ", resources: {filesystem: {write: [\"" + dir + "\"]}}");
+  EXPECT_EQ(errors, 0) << why;
+  std::ifstream written(d.path() / "out.txt");
+  std::string line;
+  std::getline(written, line);
+  EXPECT_EQ(line, "written");
+  // Reading a secret next to it, or the node's environment, is refused.
+  std::tie(errors, why) = run_f("read_file", dir + "/node.yaml");
+  EXPECT_EQ(errors, 2);
+  EXPECT_THAT(why, HasSubstr("Permission denied"));
+  auto environ_of_node = "/proc/" + std::to_string(getpid()) + "/environ";
+  std::tie(errors, why) = run_f("read_file", environ_of_node);
+  EXPECT_EQ(errors, 2);
+  EXPECT_THAT(why, HasSubstr("cannot read " + environ_of_node + ": Permission denied"));
+  // Its own plugin's folder may be read.
+  auto cat = catalog::discover({plugin_dir()});
+  auto faulty = cat.lookup("faulty");
+  ASSERT_TRUE(faulty);
+  std::tie(errors, why) = run_f("read_file", (*faulty)->path);
+  EXPECT_EQ(errors, 0) << why;
+  // Embedded, in the node's process, nothing restricts it: the limit belongs to the worker.
+  std::tie(errors, why) = run_f("read_file", dir + "/node.yaml", "", "");
+  EXPECT_EQ(errors, 0) << why;
+  // A config field marked `path: write` is granted: checksum writes its output from a worker.
+  temp_dir out;
+  auto p = plan_yaml(out,
+                     "pipeline: granted\nstages:\n"
+                     "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 4, streams: 1}}\n"
+                     "  - {name: sink, plugin: checksum, mode: isolated, config: {output: \"{dir}/sum.txt\"}}\n"
+                     "edges: [\"src -> sink\"]\n");
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p);
+  EXPECT_TRUE(r.completed && r.outcome.ok) << r.outcome.reason;
+  std::ifstream sum(out.path() / "sum.txt");
+  std::string all((std::istreambuf_iterator<char>(sum)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(all, HasSubstr("total frames 4"));
 }

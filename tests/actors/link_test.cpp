@@ -8,8 +8,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <spdlog/sinks/ringbuffer_sink.h>
-#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -169,30 +167,6 @@ class test_pki {
     return ss.str();
   }
   const temp_dir& dir_;
-};
-
-// What the data planes log while it lives.
-class log_capture {
- public:
-  log_capture() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(512)) {
-    spdlog::default_logger()->sinks().push_back(sink_);
-  }
-  ~log_capture() {
-    auto& sinks = spdlog::default_logger()->sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
-  }
-  /// Whether a line containing text was logged within about two seconds.
-  bool saw(const std::string& text) {
-    for (int i = 0; i < 200; ++i) {
-      for (auto& line : sink_->last_formatted())
-        if (line.find(text) != std::string::npos) return true;
-      std::this_thread::sleep_for(10ms);
-    }
-    return false;
-  }
-
- private:
-  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
 };
 
 // Sends frame 7 from plane `from` to a stage `to` does not serve; the numbers `to` answers to

@@ -25,11 +25,12 @@ dependencies:
 config:
   radius: {type: int, default: 2, min: 0, max: 32}
   gain: {type: float, default: 0.5, min: 0, max: 1}
-  label: {type: string, default: hello}
+  label: {type: string, default: hello, path: write}
   on: {type: bool, default: true}
   shape: {type: enum, values: [box, disc], default: box}
 mode: isolated
-resources: {memory_mb: 128, deadline_ms: 250, network: false, processes: 16}
+resources: {memory_mb: 128, deadline_ms: 250, network: false, processes: 16,
+            filesystem: {read: [models, /srv/shared], write: [/var/cache/demo]}}
 )";
 
 }  // namespace
@@ -44,7 +45,13 @@ TEST(manifest, reads_every_field) {
   EXPECT_EQ(m->resources.memory_mb, 128u);
   EXPECT_EQ(m->resources.deadline_ms, 250u);
   EXPECT_EQ(m->resources.processes, 16u);
+  // Relative paths are the plugin folder's.
+  EXPECT_EQ(m->resources.fs_read,
+            (std::vector<std::string>{(d.path() / "demo" / "models").string(), "/srv/shared"}));
+  EXPECT_EQ(m->resources.fs_write, std::vector<std::string>{"/var/cache/demo"});
   ASSERT_EQ(m->config.size(), 5u);
+  EXPECT_EQ(m->config[2].path, config_field::path_access::write);
+  EXPECT_EQ(m->config[0].path, config_field::path_access::none);
   EXPECT_EQ(m->config[4].values, (std::vector<std::string>{"box", "disc"}));
   ASSERT_EQ(m->dependencies.size(), 1u);
   EXPECT_TRUE(m->dependencies[0].range.contains(*version::parse("1.9.0")));
@@ -79,6 +86,13 @@ TEST(manifest, unknown_key_and_bad_values_are_refused) {
       {"name: x\nversion: 1.0.0\nabi: 1\nmode: remote\n", "expected embedded or isolated"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {deadline_ms: soon}\n", "resources.deadline_ms"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {processes: -4}\n", "resources.processes"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nresources: {filesystem: {read: /etc}}\n",
+       "field 'resources.filesystem.read': expected a list of paths"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nresources: {filesystem: {exec: [/bin]}}\n", "unknown field 'exec'"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  n: {type: int, default: 1, path: read}\n",
+       "'path' is for string fields"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nconfig:\n  f: {type: string, default: a, path: yes}\n",
+       "'path' expected read or write"},
       {"name: x\nversion: 1.0.0\nabi: 1\ndependencies: [{name: y, version: \"about 2\"}]\n", "not understood"},
       {"name: [x\n", "not valid YAML"},
   };

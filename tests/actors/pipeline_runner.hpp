@@ -12,6 +12,11 @@
 #include <stats.hpp>
 
 #include <caf/all.hpp>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <thread>
 
 #include <unistd.h>
 #include <chrono>
@@ -75,6 +80,37 @@ struct pipeline_controls {
   std::function<caf::error(const std::string& stage, uint32_t n)> scale;
   std::function<caf::error(reload_request)> reload;
   std::function<caf::error(const std::string& stage, bool paused)> pause;
+};
+
+/// What the runtime logs while it lives.
+class log_capture {
+ public:
+  log_capture() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(512)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~log_capture() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  /// Whether a line containing text was logged within about two seconds.
+  bool saw(const std::string& text) {
+    for (int i = 0; i < 200; ++i) {
+      for (auto& line : sink_->last_formatted())
+        if (line.find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  /// The lines logged so far that contain text, one per line.
+  std::string lines_with(const std::string& text) {
+    std::string all;
+    for (auto& line : sink_->last_formatted())
+      if (line.find(text) != std::string::npos) all += line + "\n";
+    return all;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
 };
 
 /// The node name the tests' managers run as: unique to this test process, so that what a

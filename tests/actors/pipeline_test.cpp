@@ -134,6 +134,13 @@ TEST(pipeline, a_stage_may_tighten_its_plugin_s_resources_only) {
   EXPECT_EQ(r.open_files, 32u);  // the plugin set none: any limit is tighter
   EXPECT_EQ(r.processes, 64u);   // the plugin's, untouched
   EXPECT_EQ(p->stages[0].manifest.resources.memory_mb, 0u);
+  // Where it may read and write is the deployment's to say: a stage's paths add to the plugin's
+  // (relative ones are the working directory's).
+  auto fs = f.make(stages("{filesystem: {read: [/srv/in], write: [out]}}"));
+  ASSERT_OK(fs);
+  EXPECT_EQ(fs->stages[1].manifest.resources.fs_read, std::vector<std::string>{"/srv/in"});
+  EXPECT_EQ(fs->stages[1].manifest.resources.fs_write,
+            std::vector<std::string>{(std::filesystem::current_path() / "out").string()});
   struct {
     std::string resources;
     const char* expect;
