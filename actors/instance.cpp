@@ -227,9 +227,15 @@ class instance_actor : public caf::event_based_actor {
  private:
   enum class input_kind : uint8_t { fresh, duplicate, dead };
   static constexpr std::chrono::milliseconds worker_start_allowance{5000};
-  // An idle isolated instance asks its worker for a health answer this often; a worker that
-  // does not answer within the stage's deadline (stopped, wedged) is lost.
+  // An idle instance asks its plugin for a health answer: a worker this often (one that does
+  // not answer within the stage's deadline, stopped or wedged, is lost), a plugin in the
+  // node's process less often (it cannot wedge unseen: the watchdog holds its calls to the
+  // deadline). An unhealthy answer loses the instance: it is restarted.
   static constexpr std::chrono::milliseconds heartbeat_interval{1000};
+  static constexpr std::chrono::milliseconds embedded_health_interval{5000};
+  std::chrono::milliseconds health_interval() const {
+    return stage_.mode == exec_mode::isolated ? heartbeat_interval : embedded_health_interval;
+  }
 
   // The inputs of one message, in order: a frame taken before, or given up on, is
   // acknowledged in its turn (acks go in arrival order) but not processed. The books count
@@ -263,7 +269,7 @@ class instance_actor : public caf::event_based_actor {
   void heartbeat() {
     if (state_ != instance_state::running || !adapter_) return;
     if (busy_ || stop_requested_) {  // a call in progress is watched by its own deadline
-      delayed_send(this, heartbeat_interval, heartbeat_atom::value);
+      delayed_send(this, health_interval(), heartbeat_atom::value);
       return;
     }
     run_call(call_kind::health, deadline_, [](plugin_adapter& a) { return guarded([&] { return a.health(); }); });
@@ -397,12 +403,13 @@ class instance_actor : public caf::event_based_actor {
   void on_call(call_kind kind, call_result& r) {
     busy_ = false;
     if (kind == call_kind::health) {
+      s_.stats->healthy.Set(r.ok() ? 1 : 0);
       if (!r.ok()) {
-        lose("health check failed: " + r.error);
+        lose("health check failed: " + (r.error.empty() ? std::string("the plugin says it is not healthy") : r.error));
         return;
       }
       note_use();
-      delayed_send(this, heartbeat_interval, heartbeat_atom::value);
+      delayed_send(this, health_interval(), heartbeat_atom::value);
       pump();
       return;
     }
@@ -417,7 +424,8 @@ class instance_actor : public caf::event_based_actor {
       s_.stats->worker_pid.store(adapter_ ? adapter_->worker_pid() : -1);
       report(instance_state::started);
       report(instance_state::running);
-      if (stage_.mode == exec_mode::isolated) delayed_send(this, heartbeat_interval, heartbeat_atom::value);
+      s_.stats->healthy.Set(1);
+      delayed_send(this, health_interval(), heartbeat_atom::value);
       spdlog::debug("[{}] running", tag_);
       pump();
       return;

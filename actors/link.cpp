@@ -586,7 +586,9 @@ struct data_plane::impl {
       l->address = address;
       l->node = node;
       if (frames_sent) {
-        std::map<std::string, std::string> labels{{"node", o.node}, {"peer", address}};
+        // The peer by name, as troupe_peer_* and the receiving side name it (by address only
+        // where no name was given).
+        std::map<std::string, std::string> labels{{"node", o.node}, {"peer", node.empty() ? address : node}};
         l->frames = &frames_sent->Add(labels);
         l->bytes = &bytes_sent->Add(labels);
         l->up = &up->Add(labels);
@@ -1095,9 +1097,9 @@ bool data_plane::send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&
 }
 
 void data_plane::control(const std::string& address, const std::string& pipeline, control_kind what,
-                         const std::string& stage) {
+                         const std::string& stage, const std::string& node) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  auto& l = impl_->link_to(address, {});
+  auto& l = impl_->link_to(address, node);
   std::lock_guard<std::mutex> lk(l.m);
   impl::item i;
   i.is_frame = false;

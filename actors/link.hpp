@@ -135,8 +135,9 @@ class data_plane {
     one.emplace_back(id, f);
     return send(channel, std::move(one));
   }
-  /// Queues pipeline control for the node at address; it is kept across reconnects.
-  void control(const std::string& address, const std::string& pipeline, control_kind what, const std::string& stage);
+  /// Queues pipeline control for the node at address (named node); it is kept across reconnects.
+  void control(const std::string& address, const std::string& pipeline, control_kind what, const std::string& stage,
+               const std::string& node = {});
 
   /// Frames from a node that no longer runs the stage that sent them, or that sent them under
   /// a placement revision at or below its fence: dropped, counted (why: for the log, once).

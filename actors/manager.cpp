@@ -430,7 +430,7 @@ class manager_actor : public caf::event_based_actor {
                       to_string(what));
         continue;
       }
-      s_.plane->control(it->second, s_.run, what, stage);
+      s_.plane->control(it->second, s_.run, what, stage, node);
     }
   }
 

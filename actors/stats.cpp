@@ -89,6 +89,10 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r, const std::map<std::st
       quarantined(build(prometheus::BuildGauge(), "troupe_instance_quarantined",
                         "1 once the instance slot is quarantined: restarted past its stage's policy, not again.", node,
                         *r)),
+      healthy(build(prometheus::BuildGauge(), "troupe_instance_healthy",
+                    "The instance's last health answer (asked while it is idle: every 5 s in the node's process, "
+                    "every second in a worker): 1 healthy, 0 not, after which it is lost and restarted.",
+                    node, *r)),
       worker_memory(build(prometheus::BuildGauge(), "troupe_instance_worker_memory_bytes",
                           "Memory the instance's isolated worker uses: its resident set, or what its cgroup "
                           "(the worker and what it forked) is charged if more; 0 for an embedded instance.",
@@ -169,6 +173,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       in_flight(m.in_flight.Add(labels())),
       up(m.up.Add(labels())),
       quarantined_gauge(m.quarantined.Add(labels())),
+      healthy(m.healthy.Add(labels())),
       worker_memory(m.worker_memory.Add(labels())),
       worker_throttled(m.worker_throttled.Add(labels())),
       worker_cpu(m.worker_cpu.Add(labels())),

@@ -54,6 +54,7 @@ class metrics {
   prometheus::Family<prometheus::Gauge>& in_flight;
   prometheus::Family<prometheus::Gauge>& up;
   prometheus::Family<prometheus::Gauge>& quarantined;
+  prometheus::Family<prometheus::Gauge>& healthy;
   prometheus::Family<prometheus::Gauge>& worker_memory;
   prometheus::Family<prometheus::Counter>& worker_throttled;
   prometheus::Family<prometheus::Counter>& worker_cpu;
@@ -109,6 +110,7 @@ class slot_stats {
   prometheus::Gauge& in_flight;    // outputs sent and not yet acknowledged
   prometheus::Gauge& up;
   prometheus::Gauge& quarantined_gauge;   // 1 once the slot is quarantined
+  prometheus::Gauge& healthy;             // the last health answer: 1 healthy, 0 not (then lost)
   prometheus::Gauge& worker_memory;       // bytes the isolated worker (and its children) use; 0 in-process
   prometheus::Counter& worker_throttled;  // seconds its workers were held back by cpu_cores
   prometheus::Counter& worker_cpu;        // CPU seconds its workers used

@@ -3,7 +3,7 @@
 // network socket, an io_uring ring, a child left behind, children that share a memory hog
 // (each within the process limits) or that fork as many as they can, an output that reveals which process it runs
 // in, or reading or writing a file (an error names what the system said), on one sequence number or on every Nth frame
-// this instance processes; or it fails create, start or stop, or takes its time to stop. For tests.
+// this instance processes; or it fails create, start, stop or every health check, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
 #include <cerrno>
@@ -42,13 +42,16 @@ class faulty : public troupe::plugin {
         stop_ms_(ctx.config.get_int("stop_ms", 0)),
         file_(ctx.config.get_string("file", "")),
         fail_start_(ctx.config.get_bool("fail_start")),
-        fail_stop_(ctx.config.get_bool("fail_stop")) {
+        fail_stop_(ctx.config.get_bool("fail_stop")),
+        fail_health_(ctx.config.get_bool("fail_health")) {
     if (ctx.config.get_bool("fail_create")) throw troupe::fatal_error("faulty: configured to fail create");
   }
 
   void start() override {
     if (fail_start_) throw troupe::fatal_error("faulty: configured to fail start");
   }
+
+  bool healthy() override { return !fail_health_; }
 
   void stop() override {
     if (stop_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(stop_ms_));
@@ -185,7 +188,7 @@ class faulty : public troupe::plugin {
   const int64_t on_seq_, every_, hang_ms_, slow_ms_, hog_mb_, children_, stop_ms_;
   const std::string file_;
   std::vector<std::unique_ptr<char[]>> hoard_;
-  const bool fail_start_, fail_stop_;
+  const bool fail_start_, fail_stop_, fail_health_;
   int64_t seen_ = 0;
 };
 

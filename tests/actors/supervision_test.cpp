@@ -452,3 +452,30 @@ edges: ["src -> f -> sink"]
     for (uint64_t q = 0; q < 10; ++q) EXPECT_EQ(seen.hashes.count({s, q, 0u}), q == 4 ? 0u : 1u) << s << "/" << q;
   for (auto& slot : r.slots) expect_books_balance(*slot);
 }
+
+// A plugin in the node's process is asked for its health too (every 5 s while idle): one that
+// answers unhealthy is lost and restarted, and no frame is lost with it.
+TEST(runtime, an_unhealthy_plugin_in_the_node_s_process_is_lost_and_restarted) {
+  temp_dir d;
+  auto p =
+      plan_yaml(d,
+                "pipeline: health\n"
+                "restart: {max_restarts: 10, period_s: 60, backoff_initial_ms: 5, backoff_max_ms: 20}\n"
+                "stages:\n"
+                "  - {name: src, plugin: testsrc, config: {width: 16, height: 8, count: 35, streams: 1, rate: 5}}\n"
+                "  - {name: f, plugin: faulty, config: {fail_health: true}}\n"
+                "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\", frames_log: "
+                "\"{dir}/frames.txt\"}}\n"
+                "edges: [\"src -> f -> sink\"]\n");
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p, 40s);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_GE(f.restarts.Value(), 1) << "the run lasts 7 s: at least one health check answered";
+  EXPECT_THAT(f.last_error(), HasSubstr("health check failed: "));
+  EXPECT_EQ(r.slot("src").healthy.Value(), 1) << "testsrc answers healthy";
+  auto got = read_frames_log((d.path() / "frames.txt").string());
+  EXPECT_EQ(got.hashes.size(), 35u);
+  EXPECT_EQ(got.repeated, 0u);
+}

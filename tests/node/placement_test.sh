@@ -47,12 +47,12 @@ check "no frame reached the sink twice" grep -q "total frames 120 bytes [0-9]* d
 metrics=$(curl -s -m 5 "127.0.0.1:${port[13]}/metrics")
 # Every frame once, or more if a link was cut under load and frames were sent again (the
 # receiver drops what it has already seen: the digests above show it).
-sent=$(grep -E "^troupe_link_frames_sent_total\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} " <<<"$metrics" | awk '{print $2}')
-echo "n1 sent ${sent:-no} frames to n2's data address"
-check "metrics: n1 sent every frame to n2's data address" awk -v v="${sent:-0}" 'BEGIN { exit !(v >= 120) }'
+sent=$(grep -E "^troupe_link_frames_sent_total\{node=\"n1\",peer=\"n2\"\} " <<<"$metrics" | awk '{print $2}')
+echo "n1 sent ${sent:-no} frames to n2"
+check "metrics: n1 sent every frame to n2 (the link's peer by name)" awk -v v="${sent:-0}" 'BEGIN { exit !(v >= 120) }'
 check "metrics: n1 took frames from n3" grep -qE \
   "troupe_link_frames_received_total\{node=\"n1\",peer=\"n3\"\} 120" <<<"$metrics"
-check "metrics: the link is up" grep -qE "troupe_link_up\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} 1" <<<"$metrics"
+check "metrics: the link is up" grep -qE "troupe_link_up\{node=\"n1\",peer=\"n2\"\} 1" <<<"$metrics"
 echo "$metrics" > metrics.txt
 check "metrics pass promtool" bash -c "promtool check metrics < metrics.txt"
 

@@ -67,7 +67,7 @@ for i in 1 2 3; do
   check "n$i refused no data link of the cluster's own" [ "${bad:-x}" = 0 ]
 done
 m=$(curl -s -m 5 "127.0.0.1:${port[13]}/metrics")
-sent=$(grep -E "^troupe_link_frames_sent_total\{node=\"n1\",peer=\"127.0.0.1:${port[6]}\"\} " <<<"$m" | awk '{print $2}')
+sent=$(grep -E "^troupe_link_frames_sent_total\{node=\"n1\",peer=\"n2\"\} " <<<"$m" | awk '{print $2}')
 check "n1 sent every frame to n2 over the link (${sent:-none})" awk -v v="${sent:-0}" 'BEGIN { exit !(v >= 120) }'
 
 # A plain connection to a data port, and a client without a certificate on a peer port.
