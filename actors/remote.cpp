@@ -35,7 +35,8 @@ class remote_stage_actor : public caf::event_based_actor {
   caf::behavior make_behavior() override {
     return {
         [this](start_atom) {
-          channel_ = s_.plane->open_channel(s_.address, s_.pipeline, s_.stage, caf::actor_cast<caf::actor>(this), s_.node);
+          channel_ =
+              s_.plane->open_channel(s_.address, s_.pipeline, s_.stage, caf::actor_cast<caf::actor>(this), s_.node);
           report(instance_state::started);
           report(instance_state::running);
         },

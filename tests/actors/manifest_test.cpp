@@ -46,8 +46,7 @@ TEST(manifest, reads_every_field) {
   EXPECT_EQ(m->resources.deadline_ms, 250u);
   EXPECT_EQ(m->resources.processes, 16u);
   // Relative paths are the plugin folder's.
-  EXPECT_EQ(m->resources.fs_read,
-            (std::vector<std::string>{(d.path() / "demo" / "models").string(), "/srv/shared"}));
+  EXPECT_EQ(m->resources.fs_read, (std::vector<std::string>{(d.path() / "demo" / "models").string(), "/srv/shared"}));
   EXPECT_EQ(m->resources.fs_write, std::vector<std::string>{"/var/cache/demo"});
   ASSERT_EQ(m->config.size(), 5u);
   EXPECT_EQ(m->config[2].path, config_field::path_access::write);

@@ -11,9 +11,9 @@
 #include <pipeline.hpp>
 #include <stats.hpp>
 
-#include <caf/all.hpp>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
+#include <caf/all.hpp>
 
 #include <algorithm>
 #include <thread>
