@@ -143,14 +143,14 @@ std::shared_ptr<tls_context> tls_context::make(const tls_pems& pems, std::string
   ERR_clear_error();
   auto key_bio = pem_bio(pems.key);
   EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
-  if (key == nullptr || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
-    if (key) EVP_PKEY_free(key);
-    why = "key: " + openssl_error("no private key in it");
+  if (key == nullptr) {
+    why = "key: no private key in it (" + openssl_error("not PEM") + ")";
     return nullptr;
   }
+  bool used = SSL_CTX_use_PrivateKey(ctx, key) == 1;
   EVP_PKEY_free(key);
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    why = "key: " + openssl_error("it is not the certificate's key");
+  if (!used || SSL_CTX_check_private_key(ctx) != 1) {
+    why = "key: it is not the certificate's key (" + openssl_error("no match") + ")";
     return nullptr;
   }
   return made;

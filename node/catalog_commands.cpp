@@ -76,14 +76,17 @@ json plugin_json(const catalog::entry& e) {
     if (f.max) field["max"] = *f.max;
     if (!f.values.empty()) field["values"] = f.values;
     if (!f.description.empty()) field["description"] = f.description;
+    if (f.path != config_field::path_access::none)
+      field["path"] = f.path == config_field::path_access::read ? "read" : "write";
     config[f.name] = std::move(field);
   }
   json deps = json::array();
   for (auto& d : m.dependencies) deps.push_back({{"name", d.name}, {"version", d.range.text}});
   auto& r = m.resources;
-  json resources = {{"memory_mb", r.memory_mb},    {"cpu_seconds", r.cpu_seconds}, {"cpu_cores", r.cpu_cores},
-                    {"open_files", r.open_files},  {"processes", r.processes},     {"network", r.network},
-                    {"deadline_ms", r.deadline_ms}};
+  json resources = {{"memory_mb", r.memory_mb},     {"cpu_seconds", r.cpu_seconds},
+                    {"cpu_cores", r.cpu_cores},     {"open_files", r.open_files},
+                    {"processes", r.processes},     {"network", r.network},
+                    {"deadline_ms", r.deadline_ms}, {"filesystem", {{"read", r.fs_read}, {"write", r.fs_write}}}};
   return {{"name", m.name},
           {"version", m.version.to_string()},
           {"abi", m.abi},
@@ -130,6 +133,8 @@ void print_plugin(const catalog::entry& e) {
     if (f.type == field_type::enumeration) kind += " (" + joined(f.values, " | ") + ")";
     if (f.min || f.max)
       kind += " [" + (f.min ? number(*f.min) : std::string()) + ".." + (f.max ? number(*f.max) : std::string()) + "]";
+    if (f.path != config_field::path_access::none)
+      kind += f.path == config_field::path_access::read ? " (a file it reads)" : " (a file it writes)";
     std::printf("    %-14s %-28s default %-10s %s\n", f.name.c_str(), kind.c_str(),
                 f.default_value.empty() ? "\"\"" : f.default_value.c_str(), f.description.c_str());
   }
@@ -147,6 +152,15 @@ void print_plugin(const catalog::entry& e) {
       r.cpu_cores == 0 ? "unlimited" : number(r.cpu_cores).c_str(),
       r.open_files == 0 ? "inherited" : std::to_string(r.open_files).c_str(), limit(r.processes, "").c_str(),
       r.network ? "allowed" : "denied", r.deadline_ms);
+  // What a worker may touch (Landlock): see worker_landlock.hpp.
+  std::vector<std::string> reads{"its folder"}, writes{"its scratch directory"};
+  reads.insert(reads.end(), r.fs_read.begin(), r.fs_read.end());
+  writes.insert(writes.end(), r.fs_write.begin(), r.fs_write.end());
+  for (auto& f : m.config)
+    if (f.path != config_field::path_access::none)
+      (f.path == config_field::path_access::read ? reads : writes).push_back("the file '" + f.name + "' names");
+  std::printf("  files:        reads %s; writes %s (and the system's libraries; enforced in mode isolated)\n",
+              joined(reads).c_str(), joined(writes).c_str());
   std::printf("  manifest:     %s\n  library:      %s\n", m.path.c_str(), m.library.c_str());
   for (auto& s : e.shadowed) std::printf("  shadows       %s\n", s.c_str());
   for (auto& s : e.passed_over) std::printf("  passes over   %s (its library is missing)\n", s.c_str());

@@ -2,6 +2,7 @@
 
 #include "metrics_endpoint.hpp"
 
+#include <link_tls.hpp>
 #include <yaml_util.hpp>
 
 #include <unistd.h>
@@ -174,6 +175,15 @@ expected<node_config> load_node_config(const std::string& path) {
       auto text = read_pem(path, name, *v, kind, code);
       if (!text) return text.error();
       *pem = std::move(*text);
+    }
+    // What OpenSSL makes of them, as the node will at start: a key that is not the
+    // certificate's, say.
+    std::string why;
+    if (!link_io::tls_context::make({t.ca_pem, t.cert_pem, t.key_pem}, why)) {
+      auto colon = why.find(": ");
+      auto field = colon == std::string::npos ? std::string("tls") : "tls." + why.substr(0, colon);
+      return make_error(code,
+                        path + ": field '" + field + "': " + why.substr(colon == std::string::npos ? 0 : colon + 2));
     }
     c.tls = std::move(t);
   }

@@ -37,6 +37,16 @@ check "... the media types it takes and the metadata it needs" contains "$out" "
 check "... what it gives" contains "$out" "outputs:      same (the input's type); metadata: the input's"
 check "... its config schema with ranges and descriptions" grep -qE "radius +int \[0\.\.32\] +default 2 +Half-width of the box in pixels" <<<"$out"
 check "... where it was found" contains "$out" "library:      $TROUPE_PLUGIN_PATH/blur/libtroupe_blur.so"
+out=$("$troupe" plugins checksum 2>/dev/null)
+check "plugins NAME says which config fields name files" grep -qE "output +string \(a file it writes\)" <<<"$out"
+check "... and where an isolated worker may read and write" \
+  contains "$out" "files:        reads its folder; writes its scratch directory, the file 'output' names, the file 'frames_log' names"
+"$troupe" plugins checksum --output json > checksum.json 2>/dev/null
+check "... in JSON too" python3 -c '
+import json
+p = json.load(open("checksum.json"))
+assert p["config"]["output"]["path"] == "write" and p["config"]["frames_log"]["path"] == "write", p["config"]
+assert p["resources"]["filesystem"] == {"read": [], "write": []}, p["resources"]'
 "$troupe" plugins convert --output json > convert.json 2>/dev/null
 check "plugins NAME --output json gives its inputs and outputs" python3 -c '
 import json

@@ -131,6 +131,10 @@ printf 'tls: {cert: n1.key, key: n1.key, ca: ca.pem}\n' >> n4.yaml
 out=$("$troupe" node --config n4.yaml --check 2>&1)
 check "a key given as the certificate is named" contains "$out" "field 'tls.cert': expected a PEM file with a CERTIFICATE"
 node_yaml n4 3 > n4.yaml
+printf 'tls: {cert: n1.pem, key: n2.key, ca: ca.pem}\n' >> n4.yaml
+out=$("$troupe" node --config n4.yaml --check 2>&1)
+check "a key that is not the certificate's is named" contains "$out" "n4.yaml: field 'tls.key': it is not the certificate's key"
+node_yaml n4 3 > n4.yaml
 echo "admin_token: secret" >> n4.yaml
 out=$("$troupe" node --config n4.yaml --check 2>&1)
 check "an admin token equal to the cluster token is refused" contains "$out" "field 'admin_token': expected a secret other than 'token'"
