@@ -153,14 +153,14 @@ void print_plugin(const catalog::entry& e) {
       r.open_files == 0 ? "inherited" : std::to_string(r.open_files).c_str(), limit(r.processes, "").c_str(),
       r.network ? "allowed" : "denied", r.deadline_ms);
   // What a worker may touch (Landlock): see worker_landlock.hpp.
-  std::vector<std::string> reads{"its folder"}, writes{"its scratch directory"};
+  std::vector<std::string> reads{"the system's libraries", "its folder"}, writes{"its scratch directory"};
   reads.insert(reads.end(), r.fs_read.begin(), r.fs_read.end());
   writes.insert(writes.end(), r.fs_write.begin(), r.fs_write.end());
   for (auto& f : m.config)
     if (f.path != config_field::path_access::none)
       (f.path == config_field::path_access::read ? reads : writes).push_back("the file '" + f.name + "' names");
-  std::printf("  files:        reads %s; writes %s (and the system's libraries; enforced in mode isolated)\n",
-              joined(reads).c_str(), joined(writes).c_str());
+  std::printf("  files:        reads %s; writes %s (enforced in mode isolated)\n", joined(reads).c_str(),
+              joined(writes).c_str());
   std::printf("  manifest:     %s\n  library:      %s\n", m.path.c_str(), m.library.c_str());
   for (auto& s : e.shadowed) std::printf("  shadows       %s\n", s.c_str());
   for (auto& s : e.passed_over) std::printf("  passes over   %s (its library is missing)\n", s.c_str());

@@ -40,7 +40,7 @@ check "... where it was found" contains "$out" "library:      $TROUPE_PLUGIN_PAT
 out=$("$troupe" plugins checksum 2>/dev/null)
 check "plugins NAME says which config fields name files" grep -qE "output +string \(a file it writes\)" <<<"$out"
 check "... and where an isolated worker may read and write" \
-  contains "$out" "files:        reads its folder; writes its scratch directory, the file 'output' names, the file 'frames_log' names"
+  contains "$out" "files:        reads the system's libraries, its folder; writes its scratch directory, the file 'output' names, the file 'frames_log' names"
 "$troupe" plugins checksum --output json > checksum.json 2>/dev/null
 check "... in JSON too" python3 -c '
 import json
