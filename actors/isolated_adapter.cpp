@@ -247,7 +247,11 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
         kill_group(p);  // it exited: what it forked goes with it
         if (cg_) cg_->kill_all();
         got = waitpid(p, &status, WNOHANG);
-        if (got == p) pid_.store(-1);
+        if (got == p) {
+          pid_.store(-1);
+          std::error_code ec;
+          std::filesystem::remove_all(landlock::scratch_dir(p), ec);
+        }
       }
     }
     if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -361,6 +365,7 @@ call_result isolated_adapter::spawn() {
       spdlog::info("isolated workers: {}", cg.describe());
     else
       spdlog::warn("isolated workers: {}", cg.describe());
+    landlock::remove_orphaned_scratch_dirs();  // of workers whose node was killed
     if (landlock::abi() > 0)
       spdlog::info("isolated workers: {}", landlock::describe());
     else

@@ -3,6 +3,7 @@
 #include <linux/landlock.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 namespace troupe::landlock {
 
@@ -127,6 +129,23 @@ std::string scratch_dir(int pid) {
   const char* tmp = std::getenv("TMPDIR");
   std::string base = tmp && *tmp == '/' ? tmp : "/tmp";
   return base + "/troupe-worker-" + std::to_string(pid);
+}
+
+void remove_orphaned_scratch_dirs() {
+  namespace fs = std::filesystem;
+  auto base = fs::path(scratch_dir(0)).parent_path();
+  const std::string prefix = "troupe-worker-";
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(base, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    auto name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    int pid = std::atoi(name.c_str() + prefix.size());
+    struct stat st {};
+    if (pid <= 0 || ::lstat(it->path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::getuid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // that process lives
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);
+  }
 }
 
 }  // namespace troupe::landlock

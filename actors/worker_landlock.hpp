@@ -36,5 +36,8 @@ std::string restrict_self(const grants& g);
 /// The scratch directory of the worker with this pid (made by the worker, removed by the node
 /// when it has reaped it).
 std::string scratch_dir(int pid);
+/// Removes the scratch directories of this user's workers that are gone (a node killed with its
+/// workers could not).
+void remove_orphaned_scratch_dirs();
 
 }  // namespace troupe::landlock
