@@ -169,6 +169,13 @@ class test_pki {
   const temp_dir& dir_;
 };
 
+// troupe_link_bad_messages_total once it reaches n, or after about three seconds.
+double wait_for_bad(const prometheus::Registry& r, double n) {
+  auto bad = [&] { return family_total(r, "troupe_link_bad_messages_total"); };
+  for (int i = 0; i < 300 && bad() < n; ++i) std::this_thread::sleep_for(10ms);
+  return bad();
+}
+
 // Sends frame 7 from plane `from` to a stage `to` does not serve; the numbers `to` answers to
 // send again (empty if no answer came).
 std::vector<uint64_t> answer_to_one_frame(data_plane& from, data_plane& to, caf::scoped_actor& self,
@@ -242,11 +249,7 @@ TEST(link, resumes_without_loss_or_repeat_when_connections_drop) {
 TEST(link, closes_garbage_and_refuses_a_wrong_token_and_goes_on_serving) {
   auto registry = std::make_shared<prometheus::Registry>();
   auto a = start_plane("a", "t", registry);
-  auto bad = [&] { return family_total(*registry, "troupe_link_bad_messages_total"); };
-  auto wait_bad = [&](double n) {
-    for (int i = 0; i < 200 && bad() < n; ++i) std::this_thread::sleep_for(10ms);
-    return bad();
-  };
+  auto wait_bad = [&](double n) { return wait_for_bad(*registry, n); };
   // Not a data link message at all.
   {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -329,11 +332,7 @@ TEST(link, a_tls_port_refuses_plain_peers_other_cas_and_borrowed_names) {
   log_capture logs;
   auto registry = std::make_shared<prometheus::Registry>();
   auto a = start_plane("a", "t", registry, pki.issue("a"));
-  auto bad = [&] { return family_total(*registry, "troupe_link_bad_messages_total"); };
-  auto wait_bad = [&](double n) {
-    for (int i = 0; i < 300 && bad() < n; ++i) std::this_thread::sleep_for(10ms);
-    return bad();
-  };
+  auto wait_bad = [&](double n) { return wait_for_bad(*registry, n); };
   caf::actor_system sys{test_config()};
   caf::scoped_actor self{sys};
   frame f;
