@@ -430,6 +430,7 @@ class instance_actor : public caf::event_based_actor {
       pump();
       return;
     }
+    note_use();  // stopped: what the worker used to the end
     adapter_.reset();
     if (!r.ok()) {
       spdlog::error("[{}] teardown_failed: {}", tag_, r.error);

@@ -180,10 +180,10 @@ std::string isolated_adapter::memory_limit_broken(const std::string& how) const 
   return "memory limit " + std::to_string(manifest_.resources.memory_mb) + " MiB exceeded (" + how + ")";
 }
 
-void isolated_adapter::sample_use() {
-  auto now = std::chrono::steady_clock::now();
-  if (now - sampled_ < std::chrono::seconds(1)) return;
-  sampled_ = now;
+void isolated_adapter::sample_use(bool now) {
+  auto at = std::chrono::steady_clock::now();
+  if (!now && at - sampled_ < std::chrono::seconds(1)) return;
+  sampled_ = at;
   // The worker's resident set, or what its cgroup is charged if more: the group counts what
   // the worker's children use, but not the pages the worker touched before it joined.
   uint64_t bytes = 0;
@@ -487,7 +487,9 @@ call_result isolated_adapter::start() {
 call_result isolated_adapter::stop() {
   capnp::MallocMessageBuilder msg;
   msg.initRoot<wire::Request>().setStop();
-  return exchange("stop", msg, plain_result);
+  auto r = exchange("stop", msg, plain_result);
+  sample_use(true);  // the final figures: all the worker used, also within the last second
+  return r;
 }
 
 call_result isolated_adapter::health() {

@@ -102,8 +102,9 @@ class isolated_adapter : public plugin_adapter {
   // cgroup (the worker or a child of it) since the last look; empty if not.
   std::string over_memory();
   std::string memory_limit_broken(const std::string& how) const;
-  // Samples memory_bytes_ and throttled_ if a second has passed since the last sample.
-  void sample_use();
+  // Samples memory_bytes_, throttled_ and cpu_seconds_ if a second has passed since the last
+  // sample, or now if `now`.
+  void sample_use(bool now = false);
   static void kill_group(pid_t worker);
   void reap(bool kill_first);
 

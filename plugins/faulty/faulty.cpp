@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -37,6 +38,7 @@ class faulty : public troupe::plugin {
         every_(ctx.config.get_int("every", 0)),
         hang_ms_(ctx.config.get_int("hang_ms", 3600000)),
         slow_ms_(ctx.config.get_int("slow_ms", 50)),
+        cpu_ms_(ctx.config.get_int("cpu_ms", 0)),
         hog_mb_(ctx.config.get_int("hog_mb", 1024)),
         children_(ctx.config.get_int("children", 4)),
         stop_ms_(ctx.config.get_int("stop_ms", 0)),
@@ -109,10 +111,12 @@ class faulty : public troupe::plugin {
     if (action_ == "hang") std::this_thread::sleep_for(std::chrono::milliseconds(hang_ms_));
     if (action_ == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms_));
     if (action_ == "spin") {
-      // Burns CPU time for hang_ms of wall-clock time.
+      // Burns CPU time for hang_ms of wall-clock time, or until this thread has used cpu_ms
+      // of CPU time if that comes first (a fixed amount of work, however loaded the machine).
       auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(hang_ms_);
+      auto cpu_until = thread_cpu_ms() + cpu_ms_;
       volatile uint64_t x = 0;
-      while (std::chrono::steady_clock::now() < until) x = x + 1;
+      while (std::chrono::steady_clock::now() < until && (cpu_ms_ == 0 || thread_cpu_ms() < cpu_until)) x = x + 1;
     }
     if (action_ == "hog") {
       // One block, kept and touched page by page: the memory is really used. (One block
@@ -184,8 +188,14 @@ class faulty : public troupe::plugin {
     }
   }
 
+  static int64_t thread_cpu_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  }
+
   const std::string action_;
-  const int64_t on_seq_, every_, hang_ms_, slow_ms_, hog_mb_, children_, stop_ms_;
+  const int64_t on_seq_, every_, hang_ms_, slow_ms_, cpu_ms_, hog_mb_, children_, stop_ms_;
   const std::string file_;
   std::vector<std::unique_ptr<char[]>> hoard_;
   const bool fail_start_, fail_stop_, fail_health_;
