@@ -2,13 +2,15 @@
 //
 // It finds its control socket and its two shared regions at fixed descriptors
 // (worker_protocol.hpp), joins the cgroup the node made for it, puts the manifest's limits
-// in force (address space, CPU time, open files, no new privileges, and a seccomp filter that
-// kills it on a network socket unless the manifest asks for network, and Landlock: files only
-// where granted, see worker_landlock.hpp), and only then loads the
+// in force (address space, CPU time, open files, no new privileges, no capabilities, Landlock:
+// files only where granted, see worker_landlock.hpp, and a seccomp allow list of system calls
+// that kills it on a network socket unless the manifest asks for network, see
+// worker_seccomp.hpp), and only then loads the
 // plugin library, whose constructors run under all of them; it says hello, and then
 // answers requests one by one, running the plugin through the same embedded adapter the
 // node uses in-process: the plugin cannot tell the difference.
 #include "commands.hpp"
+#include "worker_seccomp.hpp"
 
 #include <embedded_adapter.hpp>
 #include <manifest.hpp>
@@ -18,7 +20,6 @@
 
 #include <kj/exception.h>
 #include <kj/io.h>
-#include <seccomp.h>
 #include <spdlog/spdlog.h>
 
 #include <signal.h>
@@ -69,24 +70,8 @@ std::string apply_limits(const resource_limits& lim, const landlock::grants& fil
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return std::string("no_new_privs: ") + std::strerror(errno);
   if (landlock::abi() > 0)  // else the node said once that files are not restricted
     if (auto e = landlock::restrict_self(files); !e.empty()) return "filesystem: " + e;
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == nullptr) return "seccomp: cannot initialise a filter";
-  // The worker's processes stay in its process group, which the node kills with it.
-  int rc = 0;
-  for (int call : {SCMP_SYS(setsid), SCMP_SYS(setpgid)})
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, call, 0);
-  if (!lim.network) {
-    for (int domain : {AF_INET, AF_INET6, AF_PACKET, AF_NETLINK})
-      if (rc == 0)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(socket), 1,
-                              SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)));
-    // io_uring makes sockets of its own (IORING_OP_SOCKET) without the socket system call.
-    for (int call : {SCMP_SYS(io_uring_setup), SCMP_SYS(io_uring_enter), SCMP_SYS(io_uring_register)})
-      if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, call, 0);
-  }
-  if (rc == 0) rc = seccomp_load(ctx);
-  seccomp_release(ctx);
-  if (rc != 0) return std::string("seccomp: ") + std::strerror(-rc);
+  if (auto e = worker_seccomp::drop_capabilities(); !e.empty()) return "dropping capabilities: " + e;
+  if (auto e = worker_seccomp::install(lim.network); !e.empty()) return "seccomp: " + e;
   return {};
 }
 
@@ -168,10 +153,23 @@ int serve_worker(const worker_options& o) {
     hello("cannot put the limits of " + m->path + " in force: " + e);
     return 1;
   }
+  // A plugin call the filter refused a system call in names it, with its result and in the log.
+  auto name_refused = [&](std::string& error, bool failed) {
+    auto calls = worker_seccomp::take_refused();
+    if (calls.empty()) return;
+    spdlog::warn("[{}] worker: system calls refused (not on the allow list of isolated workers): {}", o.tag, calls);
+    if (failed) error += " (refused by the system call filter of isolated workers: " + calls + ")";
+  };
   auto lib = plugin_library::open(*m);
   if (!lib) {
-    hello(describe(lib.error()));
+    auto e = describe(lib.error());
+    name_refused(e, true);
+    hello(e);
     return 1;
+  }
+  {
+    std::string none;
+    name_refused(none, false);  // in the library's constructors
   }
   if (!hello({})) return 1;
 
@@ -196,6 +194,7 @@ int serve_worker(const worker_options& o) {
           config_values config;
           for (auto kv : req.getCreate()) config.emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
           auto r = guarded([&] { return adapter.create(config); });
+          name_refused(r.error, r.status != TROUPE_OK);
           if (!send_result(r.status, r.error)) return 1;
           break;
         }
@@ -208,6 +207,7 @@ int serve_worker(const worker_options& o) {
                    : which == wire::Request::STOP ? adapter.stop()
                                                   : adapter.health();
           });
+          name_refused(r.error, r.status != TROUPE_OK);
           if (!send_result(r.status, r.error)) return 1;
           break;
         }
@@ -226,6 +226,7 @@ int serve_worker(const worker_options& o) {
             outs.clear();
             auto t0 = std::chrono::steady_clock::now();
             auto r = guarded([&] { return adapter.process(in, outs); });
+            name_refused(r.error, r.status != TROUPE_OK);
             auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0);
             capnp::MallocMessageBuilder msg;
             auto res = msg.initRoot<wire::Result>();

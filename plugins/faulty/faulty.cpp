@@ -2,7 +2,8 @@
 // exception, abort, a segfault, exit, a hang, a busy spin, a slow call, a memory hog, a
 // network socket, an io_uring ring, a child left behind, children that share a memory hog
 // (each within the process limits) or that fork as many as they can, an output that reveals which process it runs
-// in, or reading or writing a file (an error names what the system said), on one sequence number or on every Nth frame
+// in, reading or writing a file, or a system call a plugin must not make (an error names what the
+// system said), on one sequence number or on every Nth frame
 // this instance processes; or it fails create, start, stop or every health check, or takes its time to stop. For tests.
 #include <troupe/plugin.hpp>
 
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -21,9 +23,13 @@
 
 #include <linux/io_uring.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +40,7 @@ class faulty : public troupe::plugin {
   explicit faulty(troupe::context& ctx)
       : plugin(ctx),
         action_(ctx.config.get_string("action", "none")),
+        call_(ctx.config.get_string("call", "capabilities")),
         on_seq_(ctx.config.get_int("on_seq", -1)),
         every_(ctx.config.get_int("every", 0)),
         hang_ms_(ctx.config.get_int("hang_ms", 3600000)),
@@ -179,6 +186,7 @@ class faulty : public troupe::plugin {
                                     std::strerror(errno) + ") on " + where);
       }
     }
+    if (action_ == "syscall") escape(where);
     if (action_ == "io_uring") {
       // The way round a ban on socket(): a ring, whose IORING_OP_SOCKET makes one.
       io_uring_params params{};
@@ -188,13 +196,54 @@ class faulty : public troupe::plugin {
     }
   }
 
+  // What a plugin trying to get out of its worker would call. Each throws if it fails, naming
+  // the call and what the system said.
+  void escape(const std::string& where) {
+    long rc = 0;
+    if (call_ == "capabilities") {
+      // Holds any capability (effective, or could regain it: bounding set)?
+      std::ifstream status("/proc/self/status");
+      std::string line, held;
+      while (std::getline(status, line))
+        if ((line.rfind("CapEff:", 0) == 0 || line.rfind("CapBnd:", 0) == 0) &&
+            line.find_first_not_of("0\t ", 7) != std::string::npos)
+          held += (held.empty() ? "" : ", ") + line;
+      if (!held.empty()) throw troupe::frame_error("faulty: holds capabilities (" + held + ") on " + where);
+      return;
+    }
+    if (call_ == "unshare") {
+      rc = ::unshare(CLONE_NEWUSER | CLONE_NEWNS);
+    } else if (call_ == "clone_newns") {
+      rc = ::syscall(SYS_clone, CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0);
+      if (rc == 0) std::_Exit(0);  // the child, had it been made
+      if (rc > 0) ::waitpid(static_cast<pid_t>(rc), nullptr, 0);
+    } else if (call_ == "mount") {
+      rc = ::mount("none", "/tmp", "tmpfs", 0, nullptr);
+    } else if (call_ == "chroot") {
+      rc = ::chroot("/");
+    } else if (call_ == "process_vm_readv") {
+      char mine[8], theirs[8] = {};
+      iovec local{mine, sizeof mine}, remote{theirs, sizeof theirs};
+      rc = ::process_vm_readv(getppid(), &local, 1, &remote, 1, 0);
+    } else if (call_ == "keyctl") {
+      rc = ::syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -4 /* the user's keyring */, 0);
+    } else if (call_ == "bpf") {
+      rc = ::syscall(SYS_bpf, 0, nullptr, 0);
+    } else if (call_ == "tiocsti") {
+      char c = '\n';
+      rc = ::ioctl(2, TIOCSTI, &c);
+    }
+    if (rc < 0) throw troupe::frame_error("faulty: " + call_ + ": " + std::strerror(errno) + " on " + where);
+  }
+
+  const std::string action_;
+  const std::string call_;
   static int64_t thread_cpu_ms() {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
   }
 
-  const std::string action_;
   const int64_t on_seq_, every_, hang_ms_, slow_ms_, cpu_ms_, hog_mb_, children_, stop_ms_;
   const std::string file_;
   std::vector<std::unique_ptr<char[]>> hoard_;
