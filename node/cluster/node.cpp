@@ -298,35 +298,49 @@ void cluster_node::check_standing() {
   probing_ = true;
   auto mine = store_contact_ago_ms();
   auto slack = lease_.keep_alive_every().count();
+  // A peer's word: who it is, how long ago it heard from the store, how long the store has
+  // answered it.
+  using contact = std::tuple<std::string, int64_t, int64_t>;
+  auto ask = [this](const std::string& name, const std::string& address, int64_t timeout_ms) {
+    return call_node<wire::Peer>(io_.getNetwork(), tls_, io_.getTimer(), name, address, timeout_ms * kj::MILLISECONDS,
+                                 [this](wire::Peer::Client& peer) {
+                                   auto req = peer.storeContactRequest();
+                                   req.setProtocol(wire::CLUSTER_PROTOCOL);
+                                   req.setToken(c_.token);
+                                   req.setFrom(c_.name);
+                                   return req.send().then([](capnp::Response<wire::Peer::StoreContactResults>&& r) {
+                                     return contact{r.getNode().cStr(), r.getAgoMs(), r.getSteadyMs()};
+                                   });
+                                 });
+  };
+  // A peer slow to answer (a loaded machine) is not yet a peer cut off: it is asked once more,
+  // for as long as leaves this node a keep-alive's time to stop its stages before its lease
+  // can end.
+  auto retry_until = lease_.expires_by() - lease_.keep_alive_every();
   auto answers = kj::heapArrayBuilder<kj::Promise<std::string>>(peers.size());
   for (auto& [name, address] : peers) {
-    answers.add(call_node<wire::Peer>(
-                    io_.getNetwork(), tls_, io_.getTimer(), name, address,
-                    std::max<int64_t>(slack, 100) * kj::MILLISECONDS,
-                    [this](wire::Peer::Client& peer) {
-                      auto req = peer.storeContactRequest();
-                      req.setProtocol(wire::CLUSTER_PROTOCOL);
-                      req.setToken(c_.token);
-                      req.setFrom(c_.name);
-                      return req.send().then([](capnp::Response<wire::Peer::StoreContactResults>&& r) {
-                        return std::make_tuple(std::string(r.getNode().cStr()), r.getAgoMs(), r.getSteadyMs());
-                      });
-                    })
-                    .then(
-                        [mine, slack](std::tuple<std::string, int64_t, int64_t> r) -> std::string {
-                          auto& [node, ago, steady] = r;
-                          // It heard from the store since this node did, and the store has answered
-                          // it for a while (long enough for this node's own keep-alives to get
-                          // through, were it not cut off): the store is up and this node is not
-                          // reaching it. A store just back after an outage answers everyone at
-                          // once; its members renew within a keep-alive or two.
-                          if (ago >= 0 && (mine < 0 || ago + slack < mine) && steady >= 2 * slack)
-                            return "node " + node + " heard from the store " + std::to_string(ago) + " ms ago";
-                          return {};
-                        },
-                        [name = name](kj::Exception&& e) -> std::string {
-                          return "node " + name + " did not answer (" + reason(e) + ")";
-                        }));
+    answers.add(
+        ask(name, address, std::max<int64_t>(slack, 100))
+            .catch_([ask, name = name, address = address, retry_until](kj::Exception&& e) -> kj::Promise<contact> {
+              auto left = std::chrono::duration_cast<std::chrono::milliseconds>(retry_until - clock::now());
+              if (left.count() < 50 || reason(e).find("did not answer") == std::string::npos) return kj::mv(e);
+              return ask(name, address, left.count());
+            })
+            .then(
+                [mine, slack](contact r) -> std::string {
+                  auto& [node, ago, steady] = r;
+                  // It heard from the store since this node did, and the store has answered
+                  // it for a while (long enough for this node's own keep-alives to get
+                  // through, were it not cut off): the store is up and this node is not
+                  // reaching it. A store just back after an outage answers everyone at
+                  // once; its members renew within a keep-alive or two.
+                  if (ago >= 0 && (mine < 0 || ago + slack < mine) && steady >= 2 * slack)
+                    return "node " + node + " heard from the store " + std::to_string(ago) + " ms ago";
+                  return {};
+                },
+                [name = name](kj::Exception&& e) -> std::string {
+                  return "node " + name + " did not answer (" + reason(e) + ")";
+                }));
   }
   tasks_.add(kj::joinPromises(answers.finish()).then([this, renewed_ago](kj::Array<std::string> why) {
     probing_ = false;
