@@ -4,6 +4,7 @@
 
 #include <cluster/metrics_endpoint.hpp>
 
+#include <admission.hpp>
 #include <dead_letters.hpp>
 #include <events.hpp>
 #include <executor.hpp>
@@ -84,17 +85,6 @@ class command_reader {
   std::vector<std::string> lines_;
   std::thread thread_;
 };
-
-// Replicas of a stage that serve now (not scaled away, stopped or quarantined).
-uint32_t serving_replicas(const slot_table& slots, const std::string& stage) {
-  uint32_t n = 0;
-  for (auto& s : slots) {
-    auto st = s->state.load();
-    if (s->stage == stage && !s->quarantined.load() && st != instance_state::stopping && st != instance_state::stopped)
-      ++n;
-  }
-  return n;
-}
 
 using clock = std::chrono::steady_clock;
 
@@ -278,6 +268,15 @@ int run(const common_options& common, const run_options& opts) {
     return 1;
   }
   auto plan = lp->plan;
+  // What the stages ask for must fit this machine.
+  const auto capacity = machine_capacity();
+  {
+    resources_amount held;
+    if (auto why = admit(capacity, held, *plan, "local"); !why.empty()) {
+      std::fprintf(stderr, "troupe: %s: %s\n", opts.pipeline.c_str(), why.c_str());
+      return 1;
+    }
+  }
   if (!opts.report_path.empty()) {
     // A report that cannot be written is said now, not after the run.
     std::ofstream probe(opts.report_path, std::ios::app);
@@ -337,6 +336,15 @@ int run(const common_options& common, const run_options& opts) {
     command_reader commands;
     // Asks the manager for n replicas of stage and says what came of it.
     auto scale = [&](const std::string& stage, uint32_t n) {
+      if (auto* s = plan->find(stage)) {
+        auto slots = registry->snapshot();
+        auto serving = serving_replicas(slots, stage);
+        if (n > serving)
+          if (auto why = admit_replicas(capacity, held_by(*plan, slots), *s, n - serving, "local"); !why.empty()) {
+            spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, why);
+            return;
+          }
+      }
       if (auto answer = scale_stage(sys, manager, stage, n))
         spdlog::info("scaling stage '{}' to {} replicas", stage, n);
       else

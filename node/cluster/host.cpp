@@ -72,8 +72,9 @@ struct pipeline_host::impl {
     caf::actor manager, listener;
   };
 
-  impl(std::string node_name, std::vector<std::string> paths, std::shared_ptr<data_plane> p)
+  impl(std::string node_name, std::vector<std::string> paths, std::shared_ptr<data_plane> p, node_capacity c)
       : node(std::move(node_name)),
+        capacity(std::move(c)),
         plugin_paths(std::move(paths)),
         plane(std::move(p)),
         cores(std::max(2u, std::thread::hardware_concurrency())),
@@ -104,7 +105,16 @@ struct pipeline_host::impl {
 
   static bool running(const hosted& h) { return !h.over->load(); }
 
+  // What the pipelines running here hold of the node's capacity (under mutex).
+  resources_amount held() const {
+    resources_amount sum;
+    for (auto& [name, h] : pipelines)
+      if (running(h)) sum += held_by(*h.p, h.slots->snapshot());
+    return sum;
+  }
+
   std::string node;
+  node_capacity capacity;
   std::vector<std::string> plugin_paths;
   std::shared_ptr<data_plane> plane;
   unsigned cores;
@@ -118,8 +128,9 @@ struct pipeline_host::impl {
   std::map<std::string, hosted> pipelines;
 };
 
-pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths, std::shared_ptr<data_plane> plane)
-    : impl_(std::make_unique<impl>(std::move(node), std::move(plugin_paths), std::move(plane))) {}
+pipeline_host::pipeline_host(std::string node, std::vector<std::string> plugin_paths, std::shared_ptr<data_plane> plane,
+                             node_capacity capacity)
+    : impl_(std::make_unique<impl>(std::move(node), std::move(plugin_paths), std::move(plane), std::move(capacity))) {}
 
 pipeline_host::~pipeline_host() = default;
 
@@ -250,6 +261,11 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
              !it->second.left) {
     return p->name;  // its part of this run finished here: it does not start again
   }
+  // A new pipeline, or a part of one: what its stages here ask for must fit beside what runs.
+  if (!placed || placed->runs_on(d.node)) {
+    auto held = d.held();
+    if (auto why = admit(d.capacity, held, *p, d.node); !why.empty()) return make_error(errc::refused, why);
+  }
   if (check_only) return p->name;
   if (placed && !placed->runs_on(d.node)) return p->name;  // for others (this node restarted since)
   impl::hosted h;
@@ -291,7 +307,16 @@ expected<void> pipeline_host::scale(const std::string& pipeline, const std::stri
     auto it = impl_->pipelines.find(pipeline);
     if (it == impl_->pipelines.end() || !impl::running(it->second))
       return make_error(errc::not_found, "no pipeline '" + pipeline + "' runs on node " + impl_->node);
-    manager = it->second.manager;
+    auto& h = it->second;
+    manager = h.manager;
+    // More replicas must fit beside what runs.
+    if (auto* s = h.p->find(stage); s != nullptr && !s->remote) {
+      auto serving = serving_replicas(h.slots->snapshot(), stage);
+      if (replicas > serving)
+        if (auto why = admit_replicas(impl_->capacity, impl_->held(), *s, replicas - serving, impl_->node);
+            !why.empty())
+          return make_error(errc::refused, "pipeline '" + pipeline + "': " + why);
+    }
   }
   return scale_stage(impl_->sys, manager, stage, replicas);
 }

@@ -3,6 +3,8 @@
 // never an actor (the network side of a node keeps out of CAF's actors).
 #pragma once
 
+#include <admission.hpp>
+
 #include "error.hpp"
 #include "pipeline.hpp"
 
@@ -56,8 +58,10 @@ struct hosted_instance {
 
 class pipeline_host {
  public:
-  /// node names the node in logs and metrics; plugin_paths are searched before the defaults.
-  pipeline_host(std::string node, std::vector<std::string> plugin_paths, std::shared_ptr<data_plane> plane = nullptr);
+  /// node names the node in logs and metrics; plugin_paths are searched before the defaults;
+  /// the node admits pipelines and replicas up to capacity (admission.hpp).
+  pipeline_host(std::string node, std::vector<std::string> plugin_paths, std::shared_ptr<data_plane> plane = nullptr,
+                node_capacity capacity = machine_capacity());
   /// Stops every pipeline still running (bounded), then the actor system.
   /// Drops every data connection of the node, both ways: senders send again what is not
   /// acknowledged (see data_plane::cut_connections).

@@ -44,10 +44,11 @@ expected<node_config> load_node_config(const std::string& path) {
   if (!doc) return doc.error();
   auto& root = *doc;
   if (!root.IsMap()) return make_error(code, path + ": expected a map of node settings");
-  if (auto e = yaml::check_keys(path, root, "node",
-                                {"name", "cluster", "listen", "advertise", "data", "admin", "metrics", "etcd",
-                                 "plugin_paths", "token", "admin_token", "lease_ms", "insecure_test_token", "tls"},
-                                code))
+  if (auto e = yaml::check_keys(
+          path, root, "node",
+          {"name", "cluster", "listen", "advertise", "data", "admin", "metrics", "etcd", "plugin_paths", "token",
+           "admin_token", "lease_ms", "insecure_test_token", "tls", "capacity"},
+          code))
     return e;
   node_config c;
   c.path = path;
@@ -151,6 +152,29 @@ expected<node_config> load_node_config(const std::string& path) {
                                   "leases in whole seconds), got " +
                                   std::to_string(*v));
     c.lease_ms = *v;
+  }
+  if (auto n = root["capacity"]) {
+    // What the node admits work up to; what is not given is the machine's.
+    if (!n.IsMap())
+      return make_error(code, yaml::where(path, n) + ": field 'capacity': expected a map of memory_mb and cpu_cores");
+    if (auto e = yaml::check_keys(path, n, "capacity", {"memory_mb", "cpu_cores"}, code)) return e;
+    if (n["memory_mb"]) {
+      auto v = yaml::scalar<uint64_t>(path, n["memory_mb"], "capacity.memory_mb", "a number of MiB", code);
+      if (!v) return v.error();
+      if (*v == 0)
+        return make_error(code,
+                          yaml::where(path, n["memory_mb"]) + ": field 'capacity.memory_mb': expected at least 1 MiB");
+      c.capacity.total.memory_mb = *v;
+    }
+    if (n["cpu_cores"]) {
+      auto v = yaml::scalar<double>(path, n["cpu_cores"], "capacity.cpu_cores", "a number of cores", code);
+      if (!v) return v.error();
+      if (!(*v > 0) || *v > 1e6)
+        return make_error(code, yaml::where(path, n["cpu_cores"]) +
+                                    ": field 'capacity.cpu_cores': expected a positive number of cores");
+      c.capacity.total.cpu_cores = *v;
+    }
+    c.capacity.source = "capacity in " + path;
   }
   if (c.token.empty())
     return make_error(code, path + ": field 'token': expected a non-empty cluster token (or $TROUPE_TOKEN)");

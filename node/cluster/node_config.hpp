@@ -1,6 +1,8 @@
 // node.yaml: the settings of one cluster member, read and checked.
 #pragma once
 
+#include <admission.hpp>
+
 #include <error.hpp>
 
 #include <cstdint>
@@ -36,6 +38,7 @@ struct node_config {
   std::string admin_token;       // or $TROUPE_ADMIN_TOKEN: what admin callers present; empty: the token
   uint32_t lease_ms = 3000;      // membership lease; the store counts it in whole seconds
   std::optional<tls_files> tls;  // none: peer and admin traffic is not encrypted
+  node_capacity capacity = machine_capacity();  // what the node admits work up to
 };
 
 /// Reads a PEM file for `field` of `config` (a path relative to the config's directory; no

@@ -236,7 +236,7 @@ int serve(const node_config& config) {
     std::fprintf(stderr, "troupe node: %s: %s\n", c.path.c_str(), describe(plane.error()).c_str());
     return 1;
   }
-  pipeline_host host(c.name, c.plugin_paths, *plane);
+  pipeline_host host(c.name, c.plugin_paths, *plane, c.capacity);
   try {
     auto io = kj::setupAsyncIo();
     auto& wait = io.waitScope;

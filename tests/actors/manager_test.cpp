@@ -3,6 +3,8 @@
 // moves only when the test moves it. No sleeps, no polling, no threads.
 #include "pipeline_runner.hpp"
 
+#include <admission.hpp>
+
 #include <caf/scheduler/test_coordinator.hpp>
 
 #include <gtest/gtest.h>
@@ -14,6 +16,7 @@
 using namespace troupe;
 using namespace troupe::test;
 using namespace std::chrono_literals;
+using ::testing::HasSubstr;
 
 namespace {
 
@@ -309,4 +312,53 @@ TEST(messages, outcomes_reload_requests_and_frame_keys_print_as_values) {
   EXPECT_EQ(caf::deep_to_string(reload_request{"f", "", {{"delay_ms", "5"}}}),
             "reload_request(\"f\", \"\", [(\"delay_ms\", \"5\")])");
   EXPECT_EQ(caf::deep_to_string(frame_key{1, 2, 3}), "frame_key(1, 2, 3)");
+}
+
+// What a node admits: each stage asks for its manifest's memory_mb and cpu_cores per replica
+// (testsrc 1024 MiB, passthrough 256 MiB, checksum 512 MiB), and a pipeline, or more replicas,
+// fit beside what the node holds or are refused, naming the node, the stage and the shortfall.
+TEST(admission, a_pipeline_or_more_replicas_fit_beside_what_runs_or_are_refused_by_name) {
+  temp_dir d;
+  auto p = plan_yaml(d,
+                     "pipeline: sized\nstages:\n"
+                     "  - {name: src, plugin: testsrc, config: {count: 1}}\n"
+                     "  - {name: f, plugin: passthrough, mode: isolated, replicas: 3, resources: {cpu_cores: 0.5}}\n"
+                     "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                     "edges: [\"src -> f -> sink\"]\n");
+  ASSERT_TRUE(p) << describe(p.error());
+  node_capacity cap{{2, 2304}, "capacity in n1.yaml"};
+  resources_amount held;
+  EXPECT_EQ(admit(cap, held, **p, "n1"), "");
+  EXPECT_EQ(held.memory_mb, 2304u);
+  EXPECT_DOUBLE_EQ(held.cpu_cores, 1.5);
+  // One MiB short: the stage that does not fit is named.
+  cap.total.memory_mb = 2303;
+  held = {};
+  EXPECT_EQ(admit(cap, held, **p, "n1"),
+            "node n1 cannot take pipeline 'sized': stage 'sink' (1 replica of 512 MiB): it needs 512 MiB of memory, "
+            "511 MiB free of 2303 MiB (capacity in n1.yaml)");
+  // Beside what runs already.
+  cap.total = {4, 4096};
+  held = {0, 2000};
+  EXPECT_THAT(admit(cap, held, **p, "n1"),
+              HasSubstr("stage 'sink' (1 replica of 512 MiB): it needs 512 MiB of memory, 304 MiB free of 4096 MiB"));
+  // Cores count as memory does.
+  cap.total = {1, 0};  // memory not counted
+  held = {};
+  EXPECT_EQ(admit(cap, held, **p, "n1"),
+            "node n1 cannot take pipeline 'sized': stage 'f' (3 replicas of 256 MiB and 0.5 cores): it needs 1.5 "
+            "cores, 1 free of 1 (capacity in n1.yaml)");
+  // More replicas.
+  cap.total = {8, 3000};
+  auto* f = (*p)->find("f");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(admit_replicas(cap, {1.5, 2304}, *f, 3, "n1"),
+            "node n1 cannot take 3 more replicas of stage 'f' (256 MiB and 0.5 cores each): it needs 768 MiB of "
+            "memory, 696 MiB free of 3000 MiB (capacity in n1.yaml)");
+  EXPECT_EQ(admit_replicas(cap, {1.5, 2304}, *f, 2, "n1"), "");
+  // The machine's own capacity: its processors and memory.
+  auto here = machine_capacity();
+  EXPECT_GE(here.total.cpu_cores, 1);
+  EXPECT_GT(here.total.memory_mb, 0u);
+  EXPECT_EQ(here.source, "this machine");
 }

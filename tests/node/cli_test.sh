@@ -117,6 +117,14 @@ out=$("$troupe" validate embedded.yaml 2>&1); rc=$?
 check "validate refuses resources on an embedded stage" test $rc -ne 0
 check "the error says why" contains "$out" "stage 'det': runs embedded, in the node's process, where resources are not enforced"
 
+# What the stages ask for must fit the machine: 1000 replicas of detect ask for 500 GiB.
+sed 's/{name: det, plugin: detect, config: {cell: 8}}/{name: det, plugin: detect, replicas: 1000, config: {cell: 8}}/' good.yaml > huge.yaml
+out=$("$troupe" run huge.yaml 2>&1); rc=$?
+check "run refuses a pipeline past the machine's memory" test $rc -ne 0
+check "... naming the stage and the shortfall" contains "$out" \
+  "huge.yaml: node local cannot take pipeline 'tiny': stage 'det' (1000 replicas of 512 MiB): it needs 512000 MiB of memory"
+check "... against this machine" contains "$out" "MiB (this machine)"
+
 cat > bad.yaml <<'Y'
 pipeline: bad
 stages:

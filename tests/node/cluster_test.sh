@@ -34,6 +34,14 @@ out=$("$troupe" node --config noetcd.yaml --check 2>&1)
 check "a node needs etcd endpoints" contains "$out" "noetcd.yaml: field 'etcd': expected the etcd endpoints"
 out=$(TROUPE_ETCD=127.0.0.1:3,127.0.0.1:4 "$troupe" node --config noetcd.yaml --check 2>&1)
 check "... or \$TROUPE_ETCD" contains "$out" "etcd at 127.0.0.1:3,127.0.0.1:4"
+printf 'name: cap\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\ntoken: t\netcd: [127.0.0.1:3]\ncapacity: {memory_mb: 3000, cpu_cores: 0}\n' > badcap.yaml
+out=$("$troupe" node --config badcap.yaml --check 2>&1)
+check "a capacity of no cores is refused, naming the field" \
+  contains "$out" "badcap.yaml:6: field 'capacity.cpu_cores': expected a positive number of cores"
+sed -i 's/, cpu_cores: 0//' badcap.yaml
+out=$("$troupe" node --config badcap.yaml --check 2>&1)
+check "--check shows the capacity: the config's memory, the machine's cores" \
+  contains "$out" "capacity memory 3000 MiB, $(nproc) cores (capacity in badcap.yaml)"
 printf 'name: bad\nlisten: 127.0.0.1:7x01\nadmin: 127.0.0.1:2\ntoken: t\netcd: [127.0.0.1:3]\n' > badport.yaml
 out=$("$troupe" node --config badport.yaml --check 2>&1); rc=$?
 check "a port that is not a number is refused, naming the field" \
@@ -43,7 +51,9 @@ start_etcd 1
 start_node n1 1
 start_node n2 2
 # n3 listens on every interface and is reached at its advertised address.
+# n3 takes work up to 3000 MiB.
 node_yaml n3 3 | sed -e "s/^listen: .*/listen: 0.0.0.0:${port[3]}\nadvertise: 127.0.0.1:${port[3]}/" > n3.yaml
+echo "capacity: {memory_mb: 3000}" >> n3.yaml
 "$troupe" node --config n3.yaml > n3.log 2>&1 &
 pids[2]=$!
 check "n1 sees n2 and n3 up" wait_for 10 eval 'state_is 9 n2 up && state_is 9 n3 up'
@@ -112,6 +122,29 @@ check "stop drained: the sink took every frame the source made ($made)" test "${
 out=$("$troupe" deploy remote.yaml $admin 2>&1)
 check "a finished pipeline can be deployed again" contains "$out" "pipeline 'remote' deployed"
 "$troupe" stop remote $admin >/dev/null
+
+# Admission: n3 takes work up to its capacity (3000 MiB). The pipeline asks for 1792 MiB
+# (testsrc 1024, faulty 256, checksum 512).
+admin3="--node 127.0.0.1:${port[11]} --token secret"
+sed -e 's/pipeline: remote/pipeline: fits/' -e 's/remote-sum/fits-sum/' remote.yaml > fits.yaml
+out=$("$troupe" deploy fits.yaml $admin3 2>&1)
+check "n3 takes a pipeline that fits its capacity" contains "$out" "pipeline 'fits' deployed"
+out=$("$troupe" scale f 6 --pipeline fits $admin3 2>&1); rc=$?
+check "replicas past the capacity are refused" [ "$rc" -ne 0 ]
+check "... naming the node, the stage and the shortfall" contains "$out" \
+  "node n3 cannot take 5 more replicas of stage 'f' (256 MiB each): it needs 1280 MiB of memory, 1208 MiB free of 3000 MiB (capacity in n3.yaml)"
+out=$("$troupe" scale f 5 --pipeline fits $admin3 2>&1)
+check "replicas that fit are taken" contains "$out" "scaling stage 'f' of pipeline 'fits' to 5 replicas"
+sed -e 's/pipeline: remote/pipeline: second/' -e 's/remote-sum/second-sum/' remote.yaml > second.yaml
+out=$("$troupe" deploy second.yaml $admin3 2>&1); rc=$?
+check "a second pipeline past the capacity is refused" [ "$rc" -ne 0 ]
+check "... naming the node, the stage and the shortfall" contains "$out" \
+  "node n3 cannot take pipeline 'second': stage 'src' (1 replica of 1024 MiB): it needs 1024 MiB of memory, 184 MiB free of 3000 MiB (capacity in n3.yaml)"
+check "... and nothing of it runs" bash -c "! \"$troupe\" status $admin3 | grep -qE '^second '"
+"$troupe" stop fits $admin3 >/dev/null
+check "once the first has stopped, the second fits" wait_for 10 bash -c \
+  "\"$troupe\" deploy second.yaml $admin3 2>&1 | grep -q \"pipeline 'second' deployed\""
+"$troupe" stop second $admin3 >/dev/null
 
 # Garbage, an oversized message, a truncated one and a well-framed one with nonsense inside,
 # each on a connection of its own to n1's peer port, then to its admin port.
