@@ -1,5 +1,8 @@
 #include "host.hpp"
 
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_family.h>
+
 #include <catalog.hpp>
 #include <dead_letters.hpp>
 #include <events.hpp>
@@ -139,6 +142,50 @@ void pipeline_host::reset_links() {
 }
 
 std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return impl_->m.registry(); }
+
+namespace {
+
+class capacity_collectable : public prometheus::Collectable {
+ public:
+  explicit capacity_collectable(const pipeline_host::impl& d) : d_(d) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    resources_amount held;
+    {
+      std::lock_guard<std::mutex> lock(d_.mutex);
+      held = d_.held();
+    }
+    auto& total = d_.capacity.total;
+    auto family = [&](const char* name, const char* help, double value) {
+      prometheus::MetricFamily f{name, help, prometheus::MetricType::Gauge, {}};
+      prometheus::ClientMetric m;
+      m.label.push_back({"node", d_.node});
+      m.gauge.value = value;
+      f.metric.push_back(std::move(m));
+      return f;
+    };
+    constexpr double mib = 1 << 20;
+    return {
+        family("troupe_node_capacity_memory_bytes", "Memory the node admits work up to (0: not counted).",
+               static_cast<double>(total.memory_mb) * mib),
+        family("troupe_node_capacity_cpu_cores", "Cores the node admits work up to (0: not counted).", total.cpu_cores),
+        family("troupe_node_requested_memory_bytes",
+               "Memory the serving replicas of the node's pipelines ask for (their manifests' memory_mb).",
+               static_cast<double>(held.memory_mb) * mib),
+        family("troupe_node_requested_cpu_cores",
+               "Cores the serving replicas of the node's pipelines ask for (their manifests' cpu_cores).",
+               held.cpu_cores)};
+  }
+
+ private:
+  const pipeline_host::impl& d_;
+};
+
+}  // namespace
+
+std::shared_ptr<prometheus::Collectable> pipeline_host::capacity_metrics() const {
+  return std::make_shared<capacity_collectable>(*impl_);
+}
 
 const event_log& pipeline_host::events() const { return *impl_->events; }
 

@@ -103,12 +103,16 @@ class pipeline_host {
   expected<void> stop(const std::string& pipeline);
   std::vector<hosted_instance> instances() const;
   std::shared_ptr<prometheus::Registry> registry() const;
+  /// The node's capacity and what its pipelines hold of it, read at each scrape:
+  /// troupe_node_capacity_{memory_bytes,cpu_cores} and troupe_node_requested_{memory_bytes,cpu_cores}.
+  std::shared_ptr<prometheus::Collectable> capacity_metrics() const;
   /// What happened to the pipelines here (every manager of the node records into it).
   const event_log& events() const;
   event_log& events();
 
+  struct impl;  // defined in host.cpp only
+
  private:
-  struct impl;
   std::unique_ptr<impl> impl_;
 };
 

@@ -273,12 +273,14 @@ int serve(const node_config& config) {
     auto admin_listener = net.parseAddress(c.admin).wait(wait)->listen();
     tasks.add(peers.accept_loop(*peer_listener));
     tasks.add(admins.accept_loop(*admin_listener));
+    auto capacity_metrics = host.capacity_metrics();  // the exposer holds it weakly
     std::unique_ptr<prometheus::Exposer> exposer;
     if (!c.metrics.empty()) {
       try {
         exposer = serve_metrics(c.metrics);
         exposer->RegisterCollectable(registry);
         exposer->RegisterCollectable(host.registry());
+        exposer->RegisterCollectable(capacity_metrics);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "troupe node: %s: metrics %s: cannot listen: %s\n", c.path.c_str(), c.metrics.c_str(),
                      e.what());

@@ -135,6 +135,10 @@ check "... naming the node, the stage and the shortfall" contains "$out" \
   "node n3 cannot take 5 more replicas of stage 'f' (256 MiB each): it needs 1280 MiB of memory, 1208 MiB free of 3000 MiB (capacity in n3.yaml)"
 out=$("$troupe" scale f 5 --pipeline fits $admin3 2>&1)
 check "replicas that fit are taken" contains "$out" "scaling stage 'f' of pipeline 'fits' to 5 replicas"
+metrics3=$(curl -s -m 5 "127.0.0.1:${port[15]}/metrics")
+check "metrics: n3's capacity" contains "$metrics3" 'troupe_node_capacity_memory_bytes{node="n3"} 3145728000'
+check "metrics: what n3's replicas ask for (1024 + 5 x 256 + 512 MiB)" wait_for 5 bash -c \
+  "curl -s -m 5 127.0.0.1:${port[15]}/metrics | grep -qF 'troupe_node_requested_memory_bytes{node=\"n3\"} 2952790016'"
 sed -e 's/pipeline: remote/pipeline: second/' -e 's/remote-sum/second-sum/' remote.yaml > second.yaml
 out=$("$troupe" deploy second.yaml $admin3 2>&1); rc=$?
 check "a second pipeline past the capacity is refused" [ "$rc" -ne 0 ]
