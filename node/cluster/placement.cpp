@@ -41,7 +41,8 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
 
 expected<std::vector<stage_placement>> place(const std::vector<stage_request>& stages, const std::string& self,
                                              const std::set<std::string>& known, const std::set<std::string>& live,
-                                             const std::string& source) {
+                                             const std::string& source,
+                                             const std::optional<std::set<std::string>>& room) {
   std::vector<stage_placement> out;
   for (auto& r : stages) {
     stage_placement s;
@@ -67,10 +68,10 @@ expected<std::vector<stage_placement>> place(const std::vector<stage_request>& s
   auto load = load_of(out);
   for (auto& s : out) {
     if (!s.any) continue;
-    auto best = least_loaded(live, load);
+    auto best = least_loaded(room ? *room : live, load);
     if (best.empty())
-      return make_error(errc::placement_refused,
-                        source + ": stage '" + s.stage + "' may run on any node, but none is up");
+      return make_error(errc::placement_refused, source + ": stage '" + s.stage + "' may run on any node, but " +
+                                                     (room && !live.empty() ? "none up has room" : "none is up"));
     s.nodes = {best};
     ++load[best];
   }

@@ -6,7 +6,7 @@
 // it was deployed through, and nowhere else (both are pinned: while that node is down the
 // stage waits for it). `nodes: [A, B, ...]` runs on each of them that is up, and again on one
 // that comes back. `node: any` runs on the live node running the fewest of the pipeline's
-// stages, and moves to another when that node is down.
+// stages among those with room for it, and moves to another when that node is down.
 #pragma once
 
 #include "records.hpp"
@@ -28,10 +28,12 @@ struct stage_request {
 };
 
 /// The first placement of a pipeline deployed through node `self`. Every node a stage names
-/// must be known and up; errors name the file (source), the stage and the node.
+/// must be known and up; errors name the file (source), the stage and the node. `node: any`
+/// stages go to the nodes of `room` (default: live), those that have room for them.
 expected<std::vector<stage_placement>> place(const std::vector<stage_request>& stages, const std::string& self,
                                              const std::set<std::string>& known, const std::set<std::string>& live,
-                                             const std::string& source);
+                                             const std::string& source,
+                                             const std::optional<std::set<std::string>>& room = std::nullopt);
 
 /// The record as it should be with these members up, if anything changes: stages leave nodes
 /// that are down (a `node: any` stage moves, a stage on several nodes goes on on the live ones),

@@ -369,6 +369,133 @@ kj::Promise<void> admin_service::events(EventsContext ctx) {
   return kj::joinPromises(asks.finish()).then([ctx, fill]() mutable { fill(ctx.getResults()); });
 }
 
+struct admin_service::deploy_plan {
+  std::string name, text, source, run, self;
+  std::vector<stage_request> requests;
+  std::set<std::string> known, live;
+};
+
+struct admin_service::checked {
+  std::shared_ptr<placement_record> record;
+  std::shared_ptr<std::map<std::string, std::vector<stage_part>>> parts;
+};
+
+kj::Promise<admin_service::checked> admin_service::place_and_check(std::shared_ptr<const deploy_plan> d,
+                                                                   std::set<std::string> full, std::string refused) {
+  auto& view = n_.view();
+  auto& self = d->self;
+  auto& text = d->text;
+  auto& source = d->source;
+  // `node: any` stages go to live nodes that have not said they are full.
+  auto room = d->live;
+  for (auto& n : full) room.erase(n);
+  bool any = false;
+  for (auto& r : d->requests) any = any || (r.nodes.size() == 1 && r.nodes[0] == "*");
+  if (any && room.empty() && !refused.empty())
+    throw failure(refused);  // no node has room: the last one's refusal says why
+  auto placed = place(d->requests, self, d->known, d->live, source, room);
+  if (!placed) throw failure(describe(placed.error()));
+  auto record = std::make_shared<placement_record>();
+  record->pipeline = d->name;
+  record->run = d->run;
+  record->source = source;
+  record->text = text;
+  record->deployed_to = self;
+  record->stages = std::move(*placed);
+  // Every node checks its part before anything is written (and says what its stages
+  // are, so that dependencies are checked across nodes).
+  auto placement = n_.placement_of(*record, 0);
+  auto parts = std::make_shared<std::map<std::string, std::vector<stage_part>>>();
+  // The nodes that refused for want of room, and the last such refusal.
+  auto no_room = std::make_shared<std::map<std::string, std::string>>();
+  auto nodes = record->nodes();
+  auto checks = kj::heapArrayBuilder<kj::Promise<void>>(nodes.size());
+  for (auto& node : nodes) {
+    kj::Promise<void> check = nullptr;
+    if (node == self) {
+      check = n_.jobs()
+                  .run([&host = n_.host(), text, source, placement]() {
+                    std::vector<stage_part> mine;
+                    auto r = host.deploy(text, source, &placement, true, &mine);
+                    return std::make_pair(r ? std::string{} : describe(r.error()), mine);
+                  })
+                  .then([parts, self](std::pair<std::string, std::vector<stage_part>> r) {
+                    if (!r.first.empty()) throw failure(r.first);
+                    (*parts)[self] = std::move(r.second);
+                  });
+    } else {
+      auto address = view.nodes.at(node).peer;
+      check = call_node<wire::Peer>(
+                  n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), node, address, 30 * kj::SECONDS,
+                  [this, text, source, placement](wire::Peer::Client& peer) {
+                    // The check carries the pipeline file: more than the node takes
+                    // before a call with the token, so hello goes first.
+                    auto hello = peer.helloRequest();
+                    hello.setProtocol(wire::CLUSTER_PROTOCOL);
+                    hello.setToken(n_.token());
+                    hello.setFrom(n_.config().name);
+                    return hello.send().then([this, peer, text, source, placement](auto&&) mutable {
+                      auto req = peer.checkRequest();
+                      req.setProtocol(wire::CLUSTER_PROTOCOL);
+                      req.setToken(n_.token());
+                      req.setPipeline(text);
+                      req.setSource(source);
+                      req.setRun(placement.run);
+                      write_placement(req.initPlacement(static_cast<unsigned>(placement.nodes_of.size())), placement);
+                      auto nl = req.initNodes(static_cast<unsigned>(placement.data_address.size()));
+                      unsigned i = 0;
+                      for (auto& [n, a] : placement.data_address) {
+                        nl[i].setNode(n);
+                        nl[i++].setDataAddress(a);
+                      }
+                      return kj::Promise<capnp::Response<wire::Peer::CheckResults>>(req.send());
+                    });
+                  })
+                  .then([parts, node = node](capnp::Response<wire::Peer::CheckResults>&& r) {
+                    auto& mine = (*parts)[node];
+                    for (auto x : r.getParts()) {
+                      stage_part sp{x.getStage(), x.getPlugin(), x.getVersion(), {}, {}};
+                      for (auto n : x.getNeeds()) sp.needs.emplace_back(n.getPlugin(), n.getRange());
+                      sp.types.node = node;
+                      sp.types.plugin = x.getPlugin();
+                      sp.types.manifest = x.getManifest();
+                      sp.types.inputs = read_side(x.getInputs());
+                      sp.types.outputs = read_side(x.getOutputs());
+                      for (auto c : x.getConfig()) sp.types.config.emplace_back(c.getKey(), c.getValue());
+                      mine.push_back(std::move(sp));
+                    }
+                  });
+    }
+    checks.add(check.catch_([no_room, node = node](kj::Exception&& e) -> kj::Promise<void> {
+      auto why = reason(e);
+      if (why.find("node " + node + " cannot take ") != std::string::npos) (*no_room)[node] = why;
+      return kj::mv(e);
+    }));
+  }
+  return kj::joinPromises(checks.finish())
+      .then(
+          [record, parts]() -> kj::Promise<checked> {
+            return checked{record, parts};
+          },
+          [this, d, record, no_room, full](kj::Exception&& e) mutable -> kj::Promise<checked> {
+            // A node without room for a stage placed there by `node: any`: placed again
+            // without that node.
+            bool again = false;
+            std::string why;
+            for (auto& [node, text] : *no_room)
+              for (auto& s : record->stages)
+                if (s.any && std::find(s.nodes.begin(), s.nodes.end(), node) != s.nodes.end() &&
+                    full.insert(node).second) {
+                  again = true;
+                  why = text;
+                }
+            if (!again) return kj::mv(e);
+            spdlog::info("[node={}] pipeline '{}': {}; its `node: any` stages are placed again without it",
+                         n_.config().name, d->name, why);
+            return place_and_check(d, full, why);
+          });
+}
+
 kj::Promise<void> admin_service::deploy(DeployContext ctx) {
   auto p = ctx.getParams();
   if (auto why = admit(p.getProtocol(), p.getToken(), "an admin call"); !why.empty()) return refusal(n_, why);
@@ -396,96 +523,32 @@ kj::Promise<void> admin_service::deploy(DeployContext ctx) {
                           it->second.record.deployed_to + ", epoch " + std::to_string(it->second.epoch) + ")");
           prior = it->second.epoch;
         }
-        std::vector<stage_request> requests;
-        for (auto& [stage, nodes] : stages) requests.push_back({stage, nodes});
-        std::set<std::string> known;
-        for (auto& [n, info] : view.nodes) known.insert(n);
-        auto live = view.live();
-        live.insert(self);
-        auto placed = place(requests, self, known, live, source);
-        if (!placed) throw failure(describe(placed.error()));
-        auto record = std::make_shared<placement_record>();
-        record->pipeline = name;
-        record->run = name + "." + self + "." +
-                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                         .count());
-        record->source = source;
-        record->text = text;
-        record->deployed_to = self;
-        record->stages = std::move(*placed);
-        // Every node checks its part before anything is written (and says what its stages
-        // are, so that dependencies are checked across nodes).
-        auto placement = n_.placement_of(*record, 0);
-        auto parts = std::make_shared<std::map<std::string, std::vector<stage_part>>>();
-        auto nodes = record->nodes();
-        auto checks = kj::heapArrayBuilder<kj::Promise<void>>(nodes.size());
-        for (auto& node : nodes) {
-          if (node == self) {
-            checks.add(n_.jobs()
-                           .run([&host = n_.host(), text, source, placement]() {
-                             std::vector<stage_part> mine;
-                             auto r = host.deploy(text, source, &placement, true, &mine);
-                             return std::make_pair(r ? std::string{} : describe(r.error()), mine);
-                           })
-                           .then([parts, self](std::pair<std::string, std::vector<stage_part>> r) {
-                             if (!r.first.empty()) throw failure(r.first);
-                             (*parts)[self] = std::move(r.second);
-                           }));
-            continue;
-          }
-          auto address = view.nodes.at(node).peer;
-          checks.add(call_node<wire::Peer>(
-                         n_.io().getNetwork(), n_.tls(), n_.io().getTimer(), node, address, 30 * kj::SECONDS,
-                         [this, text, source, placement](wire::Peer::Client& peer) {
-                           // The check carries the pipeline file: more than the node takes
-                           // before a call with the token, so hello goes first.
-                           auto hello = peer.helloRequest();
-                           hello.setProtocol(wire::CLUSTER_PROTOCOL);
-                           hello.setToken(n_.token());
-                           hello.setFrom(n_.config().name);
-                           return hello.send().then([this, peer, text, source, placement](auto&&) mutable {
-                             auto req = peer.checkRequest();
-                             req.setProtocol(wire::CLUSTER_PROTOCOL);
-                             req.setToken(n_.token());
-                             req.setPipeline(text);
-                             req.setSource(source);
-                             req.setRun(placement.run);
-                             write_placement(req.initPlacement(static_cast<unsigned>(placement.nodes_of.size())),
-                                             placement);
-                             auto nl = req.initNodes(static_cast<unsigned>(placement.data_address.size()));
-                             unsigned i = 0;
-                             for (auto& [n, a] : placement.data_address) {
-                               nl[i].setNode(n);
-                               nl[i++].setDataAddress(a);
-                             }
-                             return kj::Promise<capnp::Response<wire::Peer::CheckResults>>(req.send());
-                           });
-                         })
-                         .then([parts, node = node](capnp::Response<wire::Peer::CheckResults>&& r) {
-                           auto& mine = (*parts)[node];
-                           for (auto x : r.getParts()) {
-                             stage_part sp{x.getStage(), x.getPlugin(), x.getVersion(), {}, {}};
-                             for (auto n : x.getNeeds()) sp.needs.emplace_back(n.getPlugin(), n.getRange());
-                             sp.types.node = node;
-                             sp.types.plugin = x.getPlugin();
-                             sp.types.manifest = x.getManifest();
-                             sp.types.inputs = read_side(x.getInputs());
-                             sp.types.outputs = read_side(x.getOutputs());
-                             for (auto c : x.getConfig()) sp.types.config.emplace_back(c.getKey(), c.getValue());
-                             mine.push_back(std::move(sp));
-                           }
-                         }));
-        }
-        return kj::joinPromises(checks.finish())
-            .then([this, parts, text, source]() {
+        auto d = std::make_shared<deploy_plan>();
+        d->name = name;
+        d->text = text;
+        d->source = source;
+        d->self = self;
+        d->run = name + "." + self + "." +
+                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count());
+        for (auto& [stage, nodes] : stages) d->requests.push_back({stage, nodes});
+        for (auto& [n, info] : view.nodes) d->known.insert(n);
+        d->live = view.live();
+        d->live.insert(self);
+        return place_and_check(d, {}, {})
+            .then([this, text, source](checked c) {
+              auto parts = c.parts;
               if (auto why = check_needs(source, *parts); !why.empty()) throw failure(why);
               // Edges between stages on different nodes: no node alone could check them.
-              return n_.jobs().run(
-                  [&host = n_.host(), parts, text, source]() { return host.check_edges(text, source, *parts); });
+              return n_.jobs()
+                  .run([&host = n_.host(), parts, text, source]() { return host.check_edges(text, source, *parts); })
+                  .then([record = c.record](std::string why) {
+                    if (!why.empty()) throw failure(why);
+                    return record;
+                  });
             })
-            .then([this, record, prior](std::string why) {
-              if (!why.empty()) throw failure(why);
+            .then([this, prior](std::shared_ptr<placement_record> record) {
               auto& keys = n_.keys();
               etcd_txn t;
               auto key = keys.pipeline(record->pipeline);

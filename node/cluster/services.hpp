@@ -7,6 +7,7 @@
 #include <node.capnp.h>
 
 #include <memory>
+#include <set>
 #include <string>
 
 namespace troupe::cluster {
@@ -22,6 +23,13 @@ class peer_service final : public wire::Peer::Server {
 
  private:
   std::string admit(uint32_t protocol, kj::StringPtr token, const std::string& who);
+  struct deploy_plan;
+  struct checked;
+  // Places the stages and has every node check its part; `node: any` stages placed on a node
+  // without room for them are placed again without it (full), until they fit or no node is
+  // left (then `refused`, the last node's refusal, is the answer).
+  kj::Promise<checked> place_and_check(std::shared_ptr<const deploy_plan> d, std::set<std::string> full,
+                                       std::string refused);
   cluster_node& n_;
   std::shared_ptr<connection_gate> gate_;
 };
@@ -38,6 +46,13 @@ class admin_service final : public wire::Admin::Server {
 
  private:
   std::string admit(uint32_t protocol, kj::StringPtr token, const std::string& who);
+  struct deploy_plan;
+  struct checked;
+  // Places the stages and has every node check its part; `node: any` stages placed on a node
+  // without room for them are placed again without it (full), until they fit or no node is
+  // left (then `refused`, the last node's refusal, is the answer).
+  kj::Promise<checked> place_and_check(std::shared_ptr<const deploy_plan> d, std::set<std::string> full,
+                                       std::string refused);
   cluster_node& n_;
   std::shared_ptr<connection_gate> gate_;
 };

@@ -77,6 +77,20 @@ TEST(placement, a_stage_without_a_node_runs_where_it_was_deployed_and_any_goes_t
   EXPECT_EQ((*p)[4].nodes, std::vector<std::string>{"n3"});  // n1 2, n2 2, n3 1
 }
 
+// Nodes that said they have no room take no `node: any` stage; pinned stages stay.
+TEST(placement, any_goes_only_to_nodes_with_room) {
+  std::set<std::string> known{"n1", "n2", "n3"}, live{"n1", "n2", "n3"};
+  auto p = place({{"src", {"n1"}}, {"a", {"*"}}, {"b", {"*"}}}, "n1", known, live, "p.yaml",
+                 std::set<std::string>{"n1", "n2"});
+  ASSERT_TRUE(p) << text(p.error());
+  EXPECT_EQ((*p)[0].nodes, std::vector<std::string>{"n1"});
+  EXPECT_EQ((*p)[1].nodes, std::vector<std::string>{"n2"});
+  EXPECT_EQ((*p)[2].nodes, std::vector<std::string>{"n1"});  // n1 1, n2 1: the lowest name, never n3
+  auto none = place({{"a", {"*"}}}, "n1", known, live, "p.yaml", std::set<std::string>{});
+  ASSERT_FALSE(none);
+  EXPECT_EQ(text(none.error()), "p.yaml: stage 'a' may run on any node, but none up has room");
+}
+
 TEST(placement, naming_an_unknown_or_a_down_node_is_refused_with_file_stage_and_node) {
   std::set<std::string> known{"n1", "n2"}, live{"n1"};
   auto unknown = place({{"a", {"n9"}}}, "n1", known, live, "cut.yaml");

@@ -139,6 +139,23 @@ metrics3=$(curl -s -m 5 "127.0.0.1:${port[15]}/metrics")
 check "metrics: n3's capacity" contains "$metrics3" 'troupe_node_capacity_memory_bytes{node="n3"} 3145728000'
 check "metrics: what n3's replicas ask for (1024 + 5 x 256 + 512 MiB)" wait_for 5 bash -c \
   "curl -s -m 5 127.0.0.1:${port[15]}/metrics | grep -qF 'troupe_node_requested_memory_bytes{node=\"n3\"} 2952790016'"
+# `node: any` goes where there is room: the sink would go to n3 (running the fewest of the
+# pipeline's stages), which is full; it is placed again without n3.
+cat > spread.yaml <<Y
+pipeline: spread
+stages:
+  - {name: src, plugin: testsrc, node: n1, config: {width: 32, height: 16, count: 50, streams: 1}}
+  - {name: mid, plugin: passthrough, node: any}
+  - {name: sink, plugin: checksum, node: any, config: {output: $work/out/spread-sum.txt}}
+edges: ["src -> mid -> sink"]
+Y
+out=$("$troupe" deploy spread.yaml $admin 2>&1)
+check "a pipeline with a node: any stage no room is left for on n3 is deployed" contains "$out" "pipeline 'spread' deployed"
+check "... n3 said it has no room" grep -q \
+  "pipeline 'spread': node n3 cannot take pipeline 'spread': stage 'sink' (1 replica of 512 MiB): it needs 512 MiB of memory, 184 MiB free of 3000 MiB (capacity in n3.yaml); its \`node: any\` stages are placed again without it" n1.log
+check "... and the sink runs on n1" wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^spread +sink +n1 '"
+check "... and takes every frame" wait_for 20 grep -q "total frames 50 " "$work/out/spread-sum.txt"
+"$troupe" stop spread $admin >/dev/null
 sed -e 's/pipeline: remote/pipeline: second/' -e 's/remote-sum/second-sum/' remote.yaml > second.yaml
 out=$("$troupe" deploy second.yaml $admin3 2>&1); rc=$?
 check "a second pipeline past the capacity is refused" [ "$rc" -ne 0 ]
