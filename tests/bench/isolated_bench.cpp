@@ -3,7 +3,9 @@
 // process) and isolated (in a worker process, across the socket and the shared regions),
 // in the same run. For 6 MB frames, next to a
 // plain loop that copies the payload twice with memcpy: the floor an isolated stage that
-// copies in and out cannot beat.
+// copies in and out cannot beat. Then the time to start a worker with its limits in force
+// (spawn, its cgroup, rlimits, Landlock, no capabilities, the seccomp allow list, the library
+// loaded, create and start) beside starting the same executable bare (`troupe --version`).
 //
 //   build/tests/bench/isolated_bench [seconds per figure, default 1] [batch, default 32]
 #include "bench_actors.hpp"
@@ -12,6 +14,10 @@
 #include <embedded_adapter.hpp>
 #include <isolated_adapter.hpp>
 #include <plugin_library.hpp>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -66,6 +72,36 @@ double through(plugin_adapter& a, const frame& f, size_t n) {
              std::exit(1);
            }
          });
+}
+
+// Milliseconds `one` takes, the median of `runs`.
+template <class F>
+double median_ms(int runs, F&& one) {
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    auto t0 = clock_type::now();
+    one();
+    ms.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// The troupe executable started bare: `troupe --version`, its output dropped.
+void start_bare() {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  char exe[] = TROUPE_EXE, flag[] = "--version";
+  char* args[] = {exe, flag, nullptr};
+  pid_t pid = -1;
+  if (posix_spawn(&pid, exe, &fa, nullptr, args, environ) != 0) {
+    std::perror("isolated_bench: posix_spawn");
+    std::exit(1);
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int status = 0;
+  waitpid(pid, &status, 0);
 }
 
 }  // namespace
@@ -127,5 +163,24 @@ int main(int argc, char** argv) {
   isolated.stop();
   isolated.destroy();
   embedded.stop();
+
+  // A worker's start, with every limit of its manifest in force, and its end.
+  constexpr int runs = 15;
+  double bare = median_ms(runs, start_bare);
+  double worker = median_ms(runs, [&] {
+    isolated_adapter a(**m, 1, "bench start");
+    auto r = a.create({});
+    if (r.ok()) r = a.start();
+    if (!r.ok()) {
+      std::fprintf(stderr, "isolated_bench: worker start failed: %s\n", r.error.c_str());
+      std::exit(1);
+    }
+    a.stop();
+    a.destroy();
+  });
+  std::printf(
+      "\nstarting a worker and ending it (median of %d): %.2f ms; the executable started bare: %.2f ms "
+      "(%.1fx)\n",
+      runs, worker, bare, worker / bare);
   return 0;
 }
