@@ -2,6 +2,8 @@
 #include "commands.hpp"
 #include "loading.hpp"
 
+#include <admission.hpp>
+
 #include <catalog.hpp>
 #include <manager.hpp>
 #include <nearest.hpp>
@@ -264,6 +266,13 @@ int validate(const common_options& common, const std::string& path) {
   for (auto& s : p.stages) instances += s.spec.replicas;
   std::printf("%s: pipeline '%s' is valid: %zu stages, %zu instances; start order: %s\n", path.c_str(), p.name.c_str(),
               p.stages.size(), instances, order.c_str());
+  // What it asks of a node's capacity (as one node runs it), and whether this machine has it.
+  resources_amount asks, held;
+  admit(node_capacity{}, asks, p, "local");  // nothing counted: the sum
+  auto here = machine_capacity();
+  auto why = admit(here, held, p, "local");
+  std::printf("  asks for %s; this machine has %s%s\n", describe(asks).c_str(), describe(here.total).c_str(),
+              why.empty() ? "" : (" (" + why + ")").c_str());
   // What travels on each edge, as the manifests declare it.
   for (auto& from : p.stages)
     for (auto d : from.downstream) {

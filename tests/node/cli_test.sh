@@ -103,6 +103,8 @@ Y
 out=$("$troupe" validate good.yaml 2>&1); rc=$?
 check "validate accepts a good pipeline" test $rc -eq 0
 check "validate prints the start order" contains "$out" "start order: sink, det, src"
+check "validate says what the pipeline asks of a node (testsrc 1024, detect 512, checksum 512 MiB)" \
+  contains "$out" "asks for memory 2048 MiB; this machine has memory "
 check "validate says embedded stages' resources are not enforced" contains "$out" \
   "embedded stages run in the node's process, where their manifests' resources are not enforced: src, det, sink"
 
@@ -124,6 +126,10 @@ check "run refuses a pipeline past the machine's memory" test $rc -ne 0
 check "... naming the stage and the shortfall" contains "$out" \
   "huge.yaml: node local cannot take pipeline 'tiny': stage 'det' (1000 replicas of 512 MiB): it needs 512000 MiB of memory"
 check "... against this machine" contains "$out" "MiB (this machine)"
+out=$("$troupe" validate huge.yaml 2>&1); rc=$?
+check "validate takes it (another machine may have room), and says what it asks for" bash -c \
+  "[ $rc -eq 0 ] && grep -q 'asks for memory 513536 MiB; this machine has memory ' <<<\"\$1\"" _ "$out"
+check "... and that this machine has not" contains "$out" "(node local cannot take pipeline 'tiny': stage 'det'"
 
 cat > bad.yaml <<'Y'
 pipeline: bad
