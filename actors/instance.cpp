@@ -110,7 +110,9 @@ namespace {
 
 using call_kind_atom = caf::atom_constant<caf::atom("call")>;
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
-enum class call_kind : uint8_t { start, stop, health };
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
+// release and respawn: an isolated worker ended after idle_release_s, and started again.
+enum class call_kind : uint8_t { start, stop, health, release, respawn };
 
 class instance_actor : public caf::event_based_actor {
  public:
@@ -215,6 +217,9 @@ class instance_actor : public caf::event_based_actor {
           pump();
         },
         [this](heartbeat_atom) { heartbeat(); },
+        [this](idle_atom, uint64_t check) {
+          if (check == idle_check_) release_if_idle();
+        },
         [this](lost_atom, uint64_t call, const std::string& why) {
           if (call == call_id_ && busy_) on_overrun(why);
         },
@@ -267,6 +272,10 @@ class instance_actor : public caf::event_based_actor {
   }
 
   void heartbeat() {
+    if (state_ == instance_state::running && released_) {  // no worker to ask
+      delayed_send(this, health_interval(), heartbeat_atom::value);
+      return;
+    }
     if (state_ != instance_state::running || !adapter_) return;
     if (busy_ || stop_requested_) {  // a call in progress is watched by its own deadline
       delayed_send(this, health_interval(), heartbeat_atom::value);
@@ -402,6 +411,30 @@ class instance_actor : public caf::event_based_actor {
 
   void on_call(call_kind kind, call_result& r) {
     busy_ = false;
+    if (kind == call_kind::release) {
+      note_use();
+      adapter_.reset();
+      released_ = true;
+      s_.stats->idle_releases.Increment();
+      s_.stats->worker_pid.store(-1);
+      s_.stats->worker_memory.Set(0);
+      if (!r.ok()) spdlog::warn("[{}] its idle worker did not stop cleanly: {}", tag_, r.error);
+      spdlog::info("[{}] idle for {} s: its worker ended (the next frame starts one)", tag_,
+                   stage_.spec.idle_release_s);
+      pump();
+      return;
+    }
+    if (kind == call_kind::respawn) {
+      if (!r.ok()) {
+        lose("its worker could not start again after an idle release: " + r.error);
+        return;
+      }
+      released_ = false;
+      s_.stats->worker_pid.store(adapter_ ? adapter_->worker_pid() : -1);
+      spdlog::debug("[{}] a frame came: its worker started again", tag_);
+      pump();
+      return;
+    }
     if (kind == call_kind::health) {
       s_.stats->healthy.Set(r.ok() ? 1 : 0);
       if (!r.ok()) {
@@ -427,6 +460,7 @@ class instance_actor : public caf::event_based_actor {
       s_.stats->healthy.Set(1);
       delayed_send(this, health_interval(), heartbeat_atom::value);
       spdlog::debug("[{}] running", tag_);
+      arm_idle();
       pump();
       return;
     }
@@ -491,7 +525,12 @@ class instance_actor : public caf::event_based_actor {
       if (!source_ended_ && !tick_pending_) submit_source_turn();
     } else {
       acknowledge_skipped();
-      if (!inbox_.empty()) submit_batch();
+      if (!inbox_.empty()) {
+        if (released_)
+          respawn();
+        else
+          submit_batch();
+      }
     }
     if (!busy_) {
       check_finished();
@@ -690,7 +729,42 @@ class instance_actor : public caf::event_based_actor {
       return;
     }
     if (made_outputs) idle_backoff_ = source_idle_min / 2;
+    arm_idle();
     pump();
+  }
+
+  // With idle_release_s, an isolated worker that gets no input for that long ends; the next
+  // frame starts one again (scale to zero). Each batch starts the wait anew.
+  void arm_idle() {
+    if (stage_.spec.idle_release_s <= 0 || stage_.mode != exec_mode::isolated || stage_.is_source()) return;
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::duration<double>(stage_.spec.idle_release_s));
+    delayed_send(this, wait, idle_atom::value, ++idle_check_);
+  }
+
+  void release_if_idle() {
+    // Only with nothing to do and every output taken (outputs may live in the worker's region).
+    if (state_ != instance_state::running || busy_ || released_ || !adapter_ || stop_requested_ || !inbox_.empty() ||
+        !router_.idle() || !deferred_.empty())
+      return;
+    run_call(call_kind::release, deadline_, [](plugin_adapter& a) {
+      auto r = guarded([&] { return a.stop(); });
+      a.destroy();
+      return r;
+    });
+  }
+
+  void respawn() {
+    adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
+    auto config = stage_.config;
+    run_call(call_kind::respawn, deadline_ + worker_start_allowance, [config](plugin_adapter& a) {
+      auto r = guarded([&] { return a.create(config); });
+      if (r.ok()) {
+        r = guarded([&] { return a.start(); });
+        if (!r.ok()) r.error = "start failed: " + r.error;
+      }
+      return r;
+    });
   }
 
   // Counts a batch's results, hands its outputs to the router and acknowledges its inputs.
@@ -777,6 +851,8 @@ class instance_actor : public caf::event_based_actor {
   std::shared_ptr<call_site> site_;  // what the call on the executor is working on
   uint64_t call_id_ = 0;             // of the call on the executor; older replies are ignored
   bool busy_ = false;
+  bool released_ = false;      // its worker ended for want of input (idle_release_s)
+  uint64_t idle_check_ = 0;    // the idle wait in force; earlier ones are void
   bool paused_ = false;        // see instance_setup::paused
   double throttled_seen_ = 0;  // of the adapter's cpu_throttled_seconds, counted already
   double cpu_seen_ = 0;        // of its cpu_seconds, likewise

@@ -160,7 +160,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   for (auto s : stages) {
     if (auto err = yaml::check_keys(path, s, "stage",
                                     {"name", "plugin", "config", "replicas", "mode", "restart", "routing",
-                                     "deadline_ms", "resources", "node", "nodes"},
+                                     "deadline_ms", "resources", "node", "nodes", "idle_release_s"},
                                     code))
       return err;
     stage_spec st;
@@ -220,6 +220,14 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
         return make_error(code,
                           yaml::where(path, s["deadline_ms"]) + ": field 'deadline_ms': expected a positive integer");
       st.deadline_ms = *d;
+    }
+    if (s["idle_release_s"]) {
+      auto v = yaml::scalar<double>(path, s["idle_release_s"], "idle_release_s", "a number of seconds", code);
+      if (!v) return v.error();
+      if (!(*v > 0) || *v > 86400)
+        return make_error(code, yaml::where(path, s["idle_release_s"]) + ": stage '" + st.name +
+                                    "': field 'idle_release_s': expected more than 0 and up to 86400 seconds");
+      st.idle_release_s = *v;
     }
     if (auto res = s["resources"]) {
       if (!res.IsMap())
@@ -429,6 +437,10 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
       return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
                                                   "': runs embedded, in the node's process, where resources are not "
                                                   "enforced (set mode: isolated)");
+    if (s.idle_release_s > 0 && ps.mode == exec_mode::embedded)
+      return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
+                                                  "': idle_release_s ends an isolated worker when idle; this stage "
+                                                  "runs embedded, in the node's process (set mode: isolated)");
     if (auto why = tighten(ps.manifest.resources, s.resources, s.resources_given); !why.empty())
       return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
                                                   "': " + why + " (" + ps.manifest.path + ")");
@@ -452,6 +464,8 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
     if (s.remote) continue;  // its node checks it
     bool source_plugin = s.manifest.has_capability("source");
     auto at = spec.path + ":" + std::to_string(s.spec.line) + ": stage '" + s.spec.name + "'";
+    if (s.is_source() && s.spec.idle_release_s > 0)
+      return make_error(code, at + ": field 'idle_release_s': a source makes frames, it is never idle");
     if (s.is_source() && !source_plugin)
       return make_error(code, at + " has no input edge, but plugin '" + s.manifest.name +
                                   "' is not a source (capability 'source'); add an edge into it");

@@ -38,7 +38,9 @@ struct stage_spec {
   restart_policy restart;
   route_policy routing = route_policy::round_robin;
   std::optional<uint32_t> deadline_ms;  // default: the manifest's
-  resource_limits resources;            // tighter limits than the plugin's: those named in resources_given
+  double idle_release_s =
+      0;  // isolated: its worker ends after this long without input, and starts on the next; 0: never
+  resource_limits resources;  // tighter limits than the plugin's: those named in resources_given
   std::set<std::string> resources_given;
   // On a cluster, the nodes it runs on, `replicas` instances on each; if one dies, the others
   // take its share. Empty: the node deployed to; {"*"}: any one node (another if it dies).

@@ -102,6 +102,10 @@ metrics::metrics(std::shared_ptr<prometheus::Registry> r, const std::map<std::st
                              node, *r)),
       worker_cpu(build(prometheus::BuildCounter(), "troupe_instance_worker_cpu_seconds_total",
                        "CPU time the instance's isolated workers used (and the children they reaped).", node, *r)),
+      idle_releases(build(prometheus::BuildCounter(), "troupe_instance_idle_releases_total",
+                          "Times the instance's isolated worker ended after idle_release_s without input (it starts "
+                          "again on the next frame).",
+                          node, *r)),
       processing(build(prometheus::BuildHistogram(), "troupe_instance_processing_seconds",
                        "Time the plugin spent on one input frame.", node, *r)),
       registry_(std::move(r)) {}
@@ -177,6 +181,7 @@ slot_stats::slot_stats(metrics& m, std::string pipeline_, std::string stage_, st
       worker_memory(m.worker_memory.Add(labels())),
       worker_throttled(m.worker_throttled.Add(labels())),
       worker_cpu(m.worker_cpu.Add(labels())),
+      idle_releases(m.idle_releases.Add(labels())),
       processing(m.processing.Add(labels(), processing_buckets())),
       registry_(m.registry()) {}
 

@@ -58,6 +58,7 @@ class metrics {
   prometheus::Family<prometheus::Gauge>& worker_memory;
   prometheus::Family<prometheus::Counter>& worker_throttled;
   prometheus::Family<prometheus::Counter>& worker_cpu;
+  prometheus::Family<prometheus::Counter>& idle_releases;
   prometheus::Family<prometheus::Histogram>& processing;
 
  private:
@@ -114,6 +115,7 @@ class slot_stats {
   prometheus::Gauge& worker_memory;       // bytes the isolated worker (and its children) use; 0 in-process
   prometheus::Counter& worker_throttled;  // seconds its workers were held back by cpu_cores
   prometheus::Counter& worker_cpu;        // CPU seconds its workers used
+  prometheus::Counter& idle_releases;     // times its worker ended for want of input (idle_release_s)
   prometheus::Histogram& processing;
 
   /// The generation whose outputs are current; outputs stamped otherwise are stale.

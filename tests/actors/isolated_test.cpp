@@ -835,3 +835,49 @@ TEST(isolated, a_worker_reads_and_writes_only_where_granted) {
   std::string all((std::istreambuf_iterator<char>(sum)), std::istreambuf_iterator<char>());
   EXPECT_THAT(all, HasSubstr("total frames 4"));
 }
+
+// idle_release_s: a worker that gets no input for that long ends, and the next frame starts
+// one again (scale to zero). Frames come half a second apart: between them no worker runs.
+TEST(isolated, an_idle_worker_ends_and_the_next_frame_starts_one) {
+  temp_dir d;
+  auto p = plan_yaml(d,
+                     "pipeline: idle\nstages:\n"
+                     "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 4, streams: 1, rate: 2}}\n"
+                     "  - {name: f, plugin: faulty, mode: isolated, idle_release_s: 0.15}\n"
+                     "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                     "edges: [\"src -> f -> sink\"]\n");
+  ASSERT_OK(p);
+  log_capture logs;
+  std::set<int> pids;  // the worker pids seen while it ran (-1: none)
+  auto r = run_pipeline(*p, 60s, [&](const slot_table& slots) {
+    for (auto& s : slots)
+      if (s->stage == "f") pids.insert(s->worker_pid.load());
+    return true;
+  });
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_GE(f.idle_releases.Value(), 3);  // in each of the three gaps
+  EXPECT_EQ(f.restarts.Value(), 0);
+  EXPECT_EQ(f.frames_completed.Value(), 4);
+  EXPECT_EQ(r.dead_letters->records().size(), 0u);
+  EXPECT_TRUE(pids.count(-1)) << "no moment without a worker was seen";
+  pids.erase(-1);
+  EXPECT_GE(pids.size(), 2u) << "the frames after a release were served by a new worker";
+  EXPECT_THAT(logs.lines_with("stage=f "), HasSubstr("idle for 0.15 s: its worker ended (the next frame starts one)"));
+  std::ifstream sum(d.path() / "sum.txt");
+  std::string all((std::istreambuf_iterator<char>(sum)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(all, HasSubstr("total frames 4 "));
+  EXPECT_TRUE(worker_groups().empty());
+  // Not for an embedded stage, nor a source.
+  temp_dir e;
+  auto pe = plan_yaml(e,
+                      "pipeline: idle\nstages:\n"
+                      "  - {name: src, plugin: testsrc}\n"
+                      "  - {name: f, plugin: faulty, idle_release_s: 1}\n"
+                      "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
+                      "edges: [\"src -> f -> sink\"]\n");
+  ASSERT_FALSE(pe);
+  EXPECT_THAT(describe(pe.error()), HasSubstr("stage 'f': idle_release_s ends an isolated worker when idle; this "
+                                              "stage runs embedded, in the node's process (set mode: isolated)"));
+}
