@@ -842,7 +842,7 @@ TEST(isolated, an_idle_worker_ends_and_the_next_frame_starts_one) {
   temp_dir d;
   auto p = plan_yaml(d,
                      "pipeline: idle\nstages:\n"
-                     "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 4, streams: 1, rate: 2}}\n"
+                     "  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 4, streams: 1, rate: 1}}\n"
                      "  - {name: f, plugin: faulty, mode: isolated, idle_release_s: 0.15}\n"
                      "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
                      "edges: [\"src -> f -> sink\"]\n");
@@ -857,7 +857,10 @@ TEST(isolated, an_idle_worker_ends_and_the_next_frame_starts_one) {
   ASSERT_TRUE(r.completed);
   EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
   auto& f = r.slot("f");
-  EXPECT_GE(f.idle_releases.Value(), 3);  // in each of the three gaps
+  // Three gaps of a second. A worker started for a frame that then waited (a slow start under
+  // load) may meet the next frame in under 0.15 s, so not every gap must see a release; two
+  // show that a worker started for a frame is released again in turn.
+  EXPECT_GE(f.idle_releases.Value(), 2);
   EXPECT_EQ(f.restarts.Value(), 0);
   EXPECT_EQ(f.frames_completed.Value(), 4);
   EXPECT_EQ(r.dead_letters->records().size(), 0u);
