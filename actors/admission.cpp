@@ -3,7 +3,9 @@
 #include "pipeline.hpp"
 #include "stats.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <tuple>
 
 namespace troupe {
 
@@ -90,6 +92,52 @@ std::string admit_replicas(const node_capacity& cap, const resources_amount& hel
   auto what = std::to_string(more) + (more == 1 ? " more replica" : " more replicas") + " of stage '" + s.spec.name +
               "' (" + each(s) + " each)";
   return shortfall(cap, held, times(request_of(s), more), what, node);
+}
+
+admission admit_evicting(const node_capacity& cap, const resources_amount& held, const plan& p, const std::string& node,
+                         std::vector<replica_holder> holders) {
+  auto fits = [&](resources_amount h) { return admit(cap, h, p, node); };
+  admission a;
+  a.refused = fits(held);
+  if (a.refused.empty()) return a;
+  resources_amount need;
+  for (auto& s : p.stages)
+    if (!s.remote) need += times(request_of(s), s.spec.replicas);
+  auto& t = cap.total;
+  auto short_of_memory = [&](const resources_amount& h) {
+    return t.memory_mb > 0 && need.memory_mb > 0 && h.memory_mb + need.memory_mb > t.memory_mb;
+  };
+  auto short_of_cores = [&](const resources_amount& h) {
+    return t.cpu_cores > 0 && need.cpu_cores > 0 && h.cpu_cores + need.cpu_cores > t.cpu_cores + 1e-9;
+  };
+  holders.erase(std::remove_if(holders.begin(), holders.end(),
+                               [&](const replica_holder& r) { return r.priority >= p.priority || r.serving < 2; }),
+                holders.end());
+  std::sort(holders.begin(), holders.end(), [](const replica_holder& x, const replica_holder& y) {
+    return std::tie(x.priority, x.pipeline, x.stage->spec.name) < std::tie(y.priority, y.pipeline, y.stage->spec.name);
+  });
+  resources_amount h = held, given;
+  std::vector<eviction> evictions;
+  for (auto& r : holders) {
+    auto each = request_of(*r.stage);
+    uint32_t to = r.serving;
+    while (to > 1 && ((short_of_memory(h) && each.memory_mb > 0) || (short_of_cores(h) && each.cpu_cores > 0))) {
+      h -= each;
+      given += each;
+      --to;
+    }
+    if (to == r.serving) continue;
+    evictions.push_back({r.pipeline, r.stage->spec.name, r.priority, r.serving, to, times(each, r.serving - to)});
+    if (fits(h).empty()) {
+      a.refused.clear();
+      a.evictions = std::move(evictions);
+      return a;
+    }
+  }
+  if (!evictions.empty())
+    a.refused += "; pipelines of lower priority than " + std::to_string(p.priority) + " here could give back only " +
+                 describe(given) + " (down to one replica of each stage): not enough";
+  return a;
 }
 
 std::string describe(const resources_amount& r) {

@@ -4,7 +4,9 @@
 // stage): `memory_mb` and `cpu_cores` (0: asks for nothing of it). A node's capacity is its
 // node.yaml's `capacity` or, unsaid, the machine's (its processors and memory). A pipeline, a
 // node's part of one, or more replicas are admitted only if what they ask for fits beside what
-// the node runs already; a refusal names the node, the stage and the shortfall.
+// the node runs already; a refusal names the node, the stage and the shortfall. A pipeline that
+// does not fit may take room from pipelines of lower `priority`: their stages give back
+// replicas (drained, as for scaling down; never below one), lowest priority first.
 #pragma once
 
 #include <unistd.h>
@@ -29,6 +31,11 @@ struct resources_amount {
   resources_amount& operator+=(const resources_amount& o) {
     cpu_cores += o.cpu_cores;
     memory_mb += o.memory_mb;
+    return *this;
+  }
+  resources_amount& operator-=(const resources_amount& o) {
+    cpu_cores = cpu_cores > o.cpu_cores ? cpu_cores - o.cpu_cores : 0;
+    memory_mb = memory_mb > o.memory_mb ? memory_mb - o.memory_mb : 0;
     return *this;
   }
 };
@@ -64,6 +71,34 @@ std::string admit(const node_capacity& cap, resources_amount& held, const plan& 
 /// Admits `more` replicas of stage s beside `held`; empty, or why not.
 std::string admit_replicas(const node_capacity& cap, const resources_amount& held, const planned_stage& s,
                            uint32_t more, const std::string& node);
+
+/// A stage of a pipeline running on the node, as a source of room for higher priorities.
+struct replica_holder {
+  std::string pipeline;
+  int32_t priority = 0;
+  const planned_stage* stage = nullptr;
+  uint32_t serving = 0;  // its replicas serving now
+};
+
+/// Replicas a stage gives back to make room: from `from` serving down to `to`.
+struct eviction {
+  std::string pipeline, stage;
+  int32_t priority = 0;
+  uint32_t from = 0, to = 0;
+  resources_amount frees;
+};
+
+struct admission {
+  std::string refused;              // empty: admitted
+  std::vector<eviction> evictions;  // what makes room for it, in this order (empty: it fits as is)
+};
+
+/// Admits p's stages on `node` beside `held` as admit() does. Where they do not fit, the stages
+/// of lower-priority pipelines in `holders` give back replicas, lowest priority first, never
+/// below one replica each and only where they hold what is short, until p fits. Refused, with
+/// nothing to evict, if even all of that is not enough.
+admission admit_evicting(const node_capacity& cap, const resources_amount& held, const plan& p, const std::string& node,
+                         std::vector<replica_holder> holders);
 
 /// "memory 8192 MiB, 2 cores" (what is not counted is left out; "nothing counted" if neither).
 std::string describe(const resources_amount& r);

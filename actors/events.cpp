@@ -21,6 +21,7 @@ const char* to_string(event_kind k) {
     case event_kind::node: return "node";
     case event_kind::placement: return "placement";
     case event_kind::pause: return "pause";
+    case event_kind::eviction: return "eviction";
   }
   return "?";
 }

@@ -25,7 +25,8 @@ enum class event_kind : uint8_t {
   reload,
   node,
   placement,
-  pause
+  pause,
+  eviction  // a node gave replicas of a stage back for a pipeline of higher priority
 };
 const char* to_string(event_kind k);
 

@@ -114,10 +114,10 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   auto doc = yaml::load_file(path, code);
   if (!doc) return doc.error();
   auto& root = *doc;
-  if (auto err = yaml::check_keys(
-          path, root, "pipeline",
-          {"pipeline", "window", "window_bytes", "restart", "stages", "edges", "dead_letter_after", "dead_letters"},
-          code))
+  if (auto err = yaml::check_keys(path, root, "pipeline",
+                                  {"pipeline", "window", "window_bytes", "restart", "stages", "edges",
+                                   "dead_letter_after", "dead_letters", "priority"},
+                                  code))
     return err;
   pipeline_spec spec;
   spec.path = path;
@@ -149,6 +149,14 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     auto f = yaml::scalar<std::string>(path, root["dead_letters"], "dead_letters", "a file path", code);
     if (!f) return f.error();
     spec.dead_letters = *f;
+  }
+  if (root["priority"]) {
+    auto v = yaml::scalar<int32_t>(path, root["priority"], "priority", "an integer from -1000 to 1000", code);
+    if (!v) return v.error();
+    if (*v < -1000 || *v > 1000)
+      return make_error(
+          code, yaml::where(path, root["priority"]) + ": field 'priority': expected an integer from -1000 to 1000");
+    spec.priority = *v;
   }
   restart_policy defaults;
   if (root["restart"])
@@ -400,6 +408,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
   p.window_bytes = spec.window_bytes;
   p.dead_letter_after = spec.dead_letter_after;
   p.dead_letters = spec.dead_letters;
+  p.priority = spec.priority;
   std::map<std::string, size_t> index;
   for (auto& s : spec.stages) {
     std::vector<std::string> nodes, elsewhere;

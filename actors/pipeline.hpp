@@ -65,6 +65,7 @@ struct pipeline_spec {
   uint64_t window_bytes = default_window_bytes;  // ... and their payload bytes (one frame always goes)
   uint32_t dead_letter_after = 3;                // losses on one frame before it is given up
   std::string dead_letters;                      // file for dead-letter records; empty: none
+  int32_t priority = 0;  // a node that is full gives replicas of lower ones back for higher ones
   std::vector<stage_spec> stages;
   std::vector<edge_spec> edges;
 };
@@ -94,6 +95,7 @@ struct plan {
   uint64_t window_bytes = default_window_bytes;
   uint32_t dead_letter_after = 3;
   std::string dead_letters;
+  int32_t priority = 0;
   std::vector<planned_stage> stages;
   std::vector<size_t> start_order;  // stop in reverse
   const planned_stage* find(const std::string& stage) const;

@@ -116,6 +116,47 @@ struct pipeline_host::impl {
     return sum;
   }
 
+  // The stages of the pipelines running here, as sources of room (under mutex).
+  std::vector<replica_holder> holders() const {
+    std::vector<replica_holder> out;
+    for (auto& [name, h] : pipelines)
+      if (running(h)) {
+        auto slots = h.slots->snapshot();
+        for (auto& s : h.p->stages)
+          if (!s.remote) out.push_back({name, h.p->priority, &s, serving_replicas(slots, s.spec.name)});
+      }
+    return out;
+  }
+
+  // Makes room for pipeline p as `a` says: each stage named gives replicas back, drained as for
+  // scaling down (under mutex); empty, or why not.
+  std::string make_room(const admission& a, const plan& p) {
+    for (auto& e : a.evictions) {
+      auto it = pipelines.find(e.pipeline);
+      if (it == pipelines.end() || !running(it->second)) continue;
+      auto r = scale_stage(sys, it->second.manager, e.stage, e.to);
+      if (!r)
+        return "node " + node + " cannot make room for pipeline '" + p.name + "': stage '" + e.stage +
+               "' of pipeline '" + e.pipeline + "' did not give replicas back: " + describe(r.error());
+      auto n = e.from - e.to;
+      auto what = std::to_string(n) + (n == 1 ? " replica (" : " replicas (") + std::to_string(e.from) + " -> " +
+                  std::to_string(e.to) + ", " + describe(e.frees) + ") for pipeline '" + p.name + "' (priority " +
+                  std::to_string(p.priority) + ")";
+      spdlog::warn("[node={}] stage '{}' of pipeline '{}' (priority {}) gives back {}", node, e.stage, e.pipeline,
+                   e.priority, what);
+      event ev;
+      ev.kind = event_kind::eviction;
+      ev.node = node;
+      ev.pipeline = e.pipeline;
+      ev.stage = e.stage;
+      ev.state = "evicted";
+      ev.detail = what;
+      events->add(std::move(ev));
+      evicted_replicas += n;
+    }
+    return {};
+  }
+
   std::string node;
   node_capacity capacity;
   std::vector<std::string> plugin_paths;
@@ -127,6 +168,7 @@ struct pipeline_host::impl {
   metrics m;
   std::shared_ptr<event_log> events = std::make_shared<event_log>();
   fs::path dir;
+  std::atomic<uint64_t> evicted_replicas{0};
   mutable std::mutex mutex;
   std::map<std::string, hosted> pipelines;
 };
@@ -156,11 +198,15 @@ class capacity_collectable : public prometheus::Collectable {
       held = d_.held();
     }
     auto& total = d_.capacity.total;
-    auto family = [&](const char* name, const char* help, double value) {
-      prometheus::MetricFamily f{name, help, prometheus::MetricType::Gauge, {}};
+    auto family = [&](const char* name, const char* help, double value,
+                      prometheus::MetricType type = prometheus::MetricType::Gauge) {
+      prometheus::MetricFamily f{name, help, type, {}};
       prometheus::ClientMetric m;
       m.label.push_back({"node", d_.node});
-      m.gauge.value = value;
+      if (type == prometheus::MetricType::Counter)
+        m.counter.value = value;
+      else
+        m.gauge.value = value;
       f.metric.push_back(std::move(m));
       return f;
     };
@@ -174,7 +220,10 @@ class capacity_collectable : public prometheus::Collectable {
                static_cast<double>(held.memory_mb) * mib),
         family("troupe_node_requested_cpu_cores",
                "Cores the serving replicas of the node's pipelines ask for (their manifests' cpu_cores).",
-               held.cpu_cores)};
+               held.cpu_cores),
+        family("troupe_node_evicted_replicas_total",
+               "Replicas the node's pipelines gave back to make room for pipelines of higher priority.",
+               static_cast<double>(d_.evicted_replicas.load()), prometheus::MetricType::Counter)};
   }
 
  private:
@@ -308,10 +357,13 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
              !it->second.left) {
     return p->name;  // its part of this run finished here: it does not start again
   }
-  // A new pipeline, or a part of one: what its stages here ask for must fit beside what runs.
+  // A new pipeline, or a part of one: what its stages here ask for must fit beside what runs,
+  // or in the room that pipelines of lower priority give back.
   if (!placed || placed->runs_on(d.node)) {
-    auto held = d.held();
-    if (auto why = admit(d.capacity, held, *p, d.node); !why.empty()) return make_error(errc::refused, why);
+    auto a = admit_evicting(d.capacity, d.held(), *p, d.node, d.holders());
+    if (!a.refused.empty()) return make_error(errc::refused, a.refused);
+    if (!check_only)
+      if (auto why = d.make_room(a, *p); !why.empty()) return make_error(errc::refused, why);
   }
   if (check_only) return p->name;
   if (placed && !placed->runs_on(d.node)) return p->name;  // for others (this node restarted since)

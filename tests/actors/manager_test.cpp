@@ -17,6 +17,7 @@ using namespace troupe;
 using namespace troupe::test;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -361,4 +362,77 @@ TEST(admission, a_pipeline_or_more_replicas_fit_beside_what_runs_or_are_refused_
   EXPECT_GE(here.total.cpu_cores, 1);
   EXPECT_GT(here.total.memory_mb, 0u);
   EXPECT_EQ(here.source, "this machine");
+}
+
+// A pipeline that does not fit takes room from pipelines of lower priority: their stages give
+// back replicas, lowest priority first, never below one, and only where they hold what is
+// short; if even that is not enough, it is refused and nothing is evicted.
+TEST(admission, a_higher_priority_takes_room_from_lower_ones_or_is_refused_with_what_they_could_give) {
+  temp_dir d;
+  auto plan_of = [&](const std::string& name, int priority, const std::string& f) {
+    return plan_yaml(d, "pipeline: " + name + "\npriority: " + std::to_string(priority) +
+                            "\nstages:\n"
+                            "  - {name: src, plugin: testsrc, config: {count: 1}}\n" +
+                            f + "  - {name: sink, plugin: checksum, config: {output: \"{dir}/" + name +
+                            ".txt\"}}\nedges: [\"src -> f -> sink\"]\n");
+  };
+  // Two running pipelines: 'batch' (priority 0, f: 4 replicas of 256 MiB) and 'low'
+  // (priority -5, f: 3 replicas of 256 MiB and 0.5 cores).
+  auto batch = plan_of("batch", 0, "  - {name: f, plugin: passthrough, replicas: 4}\n");
+  auto low = plan_of("low", -5,
+                     "  - {name: f, plugin: passthrough, mode: isolated, replicas: 3, resources: {cpu_cores: 0.5}}\n");
+  ASSERT_TRUE(batch && low);
+  std::vector<replica_holder> holders;
+  for (auto* p : {&**batch, &**low})
+    for (auto& s : p->stages) holders.push_back({p->name, p->priority, &s, s.spec.replicas});
+  resources_amount held;
+  for (auto& h : holders) {
+    auto r = request_of(*h.stage);
+    held.memory_mb += r.memory_mb * h.serving;
+    held.cpu_cores += r.cpu_cores * h.serving;
+  }
+  ASSERT_EQ(held.memory_mb, 2 * 1536 + 7 * 256u);  // 4864
+  node_capacity cap{{8, 5000}, "capacity in n1.yaml"};
+  // 'urgent' (priority 10) asks for 1024 + 256 + 512 MiB, 1656 more than the 136 free: 'low'
+  // gives back two replicas (512 MiB), 'batch' three (768): 1280, not enough.
+  auto urgent = plan_of("urgent", 10, "  - {name: f, plugin: passthrough}\n");
+  ASSERT_TRUE(urgent);
+  auto a = admit_evicting(cap, held, **urgent, "n1", holders);
+  EXPECT_EQ(a.refused,
+            "node n1 cannot take pipeline 'urgent': stage 'src' (1 replica of 1024 MiB): it needs 1024 MiB of memory, "
+            "136 MiB free of 5000 MiB (capacity in n1.yaml); pipelines of lower priority than 10 here could give back "
+            "only memory 1280 MiB, 1 cores (down to one replica of each stage): not enough");
+  EXPECT_TRUE(a.evictions.empty());
+  // With 6000 MiB, 1136 free: 'low' first (two replicas, 512 MiB), then 'batch' only as much
+  // as is still short (one of its three spare replicas, 256 MiB); sources and sinks stay.
+  cap.total.memory_mb = 6000;
+  a = admit_evicting(cap, held, **urgent, "n1", holders);
+  EXPECT_EQ(a.refused, "");
+  ASSERT_EQ(a.evictions.size(), 2u);
+  EXPECT_EQ(a.evictions[0].pipeline, "low");
+  EXPECT_EQ(a.evictions[0].stage, "f");
+  EXPECT_EQ(a.evictions[0].from, 3u);
+  EXPECT_EQ(a.evictions[0].to, 1u);
+  EXPECT_EQ(a.evictions[0].frees.memory_mb, 512u);
+  EXPECT_EQ(a.evictions[1].pipeline, "batch");
+  EXPECT_EQ(a.evictions[1].from, 4u);
+  EXPECT_EQ(a.evictions[1].to, 3u);
+  EXPECT_EQ(a.evictions[1].frees.memory_mb, 256u);
+  // Short only of cores: only replicas that hold cores give back ('low's), as few as needed.
+  cap.total = {1.6, 0};
+  a = admit_evicting(cap, held,
+                     **plan_of("cpu", 1,
+                               "  - {name: f, plugin: passthrough, mode: isolated, resources: "
+                               "{cpu_cores: 0.5}}\n"),
+                     "n1", holders);
+  EXPECT_EQ(a.refused, "");
+  ASSERT_EQ(a.evictions.size(), 1u);
+  EXPECT_EQ(a.evictions[0].pipeline, "low");
+  EXPECT_EQ(a.evictions[0].to, 2u);
+  // The same priority takes nothing: refused as admit() refuses ('low' is -5, 'batch' 0).
+  cap.total = {8, 5000};
+  a = admit_evicting(cap, held, **plan_of("peer", -5, "  - {name: f, plugin: passthrough}\n"), "n1", holders);
+  EXPECT_THAT(a.refused, HasSubstr("136 MiB free of 5000 MiB (capacity in n1.yaml)"));
+  EXPECT_THAT(a.refused, Not(HasSubstr("lower priority")));
+  EXPECT_TRUE(a.evictions.empty());
 }

@@ -202,6 +202,9 @@ TEST(pipeline, errors_name_file_line_and_field) {
       {"window: 4\nstages:\n  - {name: a, plugin: src}\nwindow: 8\n", 4,
        "field 'window' is given twice (first at line 1)"},
       {"stages:\n  - {name: a, plugin: src, name: b}\n", 2, "field 'name' is given twice"},
+      {"priority: 5000\nstages:\n  - {name: a, plugin: src}\n", 1,
+       "field 'priority': expected an integer from -1000 to 1000"},
+      {"priority: high\nstages:\n  - {name: a, plugin: src}\n", 1, "field 'priority': expected an integer"},
   };
   for (auto& c : cases) {
     std::string path;

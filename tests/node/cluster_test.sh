@@ -162,7 +162,43 @@ check "a second pipeline past the capacity is refused" [ "$rc" -ne 0 ]
 check "... naming the node, the stage and the shortfall" contains "$out" \
   "node n3 cannot take pipeline 'second': stage 'src' (1 replica of 1024 MiB): it needs 1024 MiB of memory, 184 MiB free of 3000 MiB (capacity in n3.yaml)"
 check "... and nothing of it runs" bash -c "! \"$troupe\" status $admin3 | grep -qE '^second '"
+# Priorities: a pipeline of higher priority takes room from 'fits' (priority 0), whose stage f
+# gives back replicas it holds beyond one, drained as for scaling down. 'second' at priority
+# 10 needs 1608 MiB more than is free: f's four spare replicas give 1024, not enough.
+sed -e 's/^pipeline: second/pipeline: second\npriority: 10/' second.yaml > second10.yaml
+out=$("$troupe" deploy second10.yaml $admin3 2>&1); rc=$?
+check "a higher priority is refused when lower ones cannot give enough" [ "$rc" -ne 0 ]
+check "... saying what they could give" contains "$out" \
+  "184 MiB free of 3000 MiB (capacity in n3.yaml); pipelines of lower priority than 10 here could give back only memory 1024 MiB (down to one replica of each stage): not enough"
+check "... and nothing was evicted" bash -c "\"$troupe\" status $admin3 | grep -cE '^fits +f(#[0-9])? +n3 +embedded +running ' | grep -qx 5"
+# 'urgent' (priority 10) asks for 512 MiB (its stages isolated, at 256 MiB each): f gives two
+# replicas back.
+cat > urgent.yaml <<Y
+pipeline: urgent
+priority: 10
+stages:
+  - {name: src, plugin: testsrc, mode: isolated, resources: {memory_mb: 256}, config: {width: 8, height: 8, count: 20, streams: 1}}
+  - {name: sink, plugin: checksum, mode: isolated, resources: {memory_mb: 256}, config: {output: $work/out/urgent-sum.txt}}
+edges: ["src -> sink"]
+Y
+out=$("$troupe" deploy urgent.yaml $admin3 2>&1)
+check "a higher priority that lower ones make room for is deployed" contains "$out" "pipeline 'urgent' deployed"
+check "... n3 says what it evicted, and why" wait_for 10 grep -q \
+  "stage 'f' of pipeline 'fits' (priority 0) gives back 2 replicas (5 -> 3, memory 512 MiB) for pipeline 'urgent' (priority 10)" n3.log
+check "... fits' f drains down to 3 replicas" wait_for 10 bash -c \
+  "[ \$(\"$troupe\" status $admin3 | grep -cE '^fits +f(#[0-9])? +n3 +embedded +running ') -eq 3 ]"
+check "... the eviction is an event" bash -c \
+  "\"$troupe\" events --pipeline fits $admin3 | grep -q 'eviction'"
+check "... and counted" bash -c \
+  "curl -s -m 5 127.0.0.1:${port[15]}/metrics | grep -qF 'troupe_node_evicted_replicas_total{node=\"n3\"} 2'"
+check "... and urgent runs to its end" wait_for 20 grep -q "total frames 20 " "$work/out/urgent-sum.txt"
 "$troupe" stop fits $admin3 >/dev/null
+check "fits stops" wait_for 20 bash -c "\"$troupe\" status $admin3 | grep -qE '^fits +finished '"
+made=$("$troupe" status $admin3 | awk '$1 == "fits" && $2 == "src" {print $8}')
+taken=$(awk '$1 == "total" {print $3}' "$work/out/fits-sum.txt")
+echo "fits: source made $made, sink took $taken"
+check "the evicted pipeline lost nothing: its sink took every frame its source made ($made)" \
+  test "${made:-none}" = "${taken:-nothing}"
 check "once the first has stopped, the second fits" wait_for 10 bash -c \
   "\"$troupe\" deploy second.yaml $admin3 2>&1 | grep -q \"pipeline 'second' deployed\""
 "$troupe" stop second $admin3 >/dev/null
