@@ -385,7 +385,7 @@ expected<manifest> load_manifest(const std::string& path) {
   auto& root = *doc;
   if (auto err = yaml::check_keys(path, root, "manifest",
                                   {"name", "version", "abi", "library", "description", "capabilities", "dependencies",
-                                   "config", "inputs", "outputs", "mode", "resources"},
+                                   "config", "inputs", "outputs", "mode", "resources", "enforce"},
                                   code))
     return err;
   manifest m;
@@ -459,6 +459,18 @@ expected<manifest> load_manifest(const std::string& path) {
     else
       return make_error(
           code, yaml::where(path, mode) + ": field 'mode': expected embedded or isolated, got '" + mode.Scalar() + "'");
+  }
+  if (auto enforce = root["enforce"]) {
+    auto v = enforce.IsScalar() ? enforce.Scalar() : std::string();
+    if (v != "strict" && v != "declared")
+      return make_error(code,
+                        yaml::where(path, enforce) + ": field 'enforce': expected strict or declared, got '" + v + "'");
+    m.strict = v == "strict";
+    if (m.strict && root["mode"] && m.mode == exec_mode::embedded)
+      return make_error(code, yaml::where(path, enforce) +
+                                  ": field 'enforce': strict runs the plugin isolated only, but field 'mode' says "
+                                  "embedded");
+    if (m.strict) m.mode = exec_mode::isolated;
   }
   if (auto res = root["resources"]) {
     std::set<std::string> given;

@@ -111,6 +111,7 @@ struct manifest {
   std::vector<config_field> config;
   media_side inputs, outputs;
   exec_mode mode = exec_mode::embedded;
+  bool strict = false;  // `enforce: strict`: its resources are always enforced, so it runs isolated only
   resource_limits resources;
 
   const config_field* field(const std::string& name) const;

@@ -168,7 +168,7 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
   for (auto s : stages) {
     if (auto err = yaml::check_keys(path, s, "stage",
                                     {"name", "plugin", "config", "replicas", "mode", "restart", "routing",
-                                     "deadline_ms", "resources", "node", "nodes", "idle_release_s"},
+                                     "deadline_ms", "resources", "node", "nodes", "idle_release_s", "enforce"},
                                     code))
       return err;
     stage_spec st;
@@ -207,6 +207,13 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
       else
         return make_error(code, yaml::where(path, m) + ": stage '" + st.name +
                                     "': field 'mode': expected embedded or isolated, got '" + m.Scalar() + "'");
+    }
+    if (auto e = s["enforce"]) {
+      auto v = e.IsScalar() ? e.Scalar() : std::string();
+      if (v != "strict" && v != "declared")
+        return make_error(code, yaml::where(path, e) + ": stage '" + st.name +
+                                    "': field 'enforce': expected strict or declared, got '" + v + "'");
+      st.strict = v == "strict";
     }
     if (auto r = s["routing"]) {
       auto v = r.Scalar();
@@ -421,7 +428,7 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
         planned_stage ps;
         ps.spec = s;
         ps.manifest.name = s.plugin;
-        ps.mode = s.mode.value_or(exec_mode::embedded);
+        ps.mode = s.strict.value_or(false) ? exec_mode::isolated : s.mode.value_or(exec_mode::embedded);
         ps.nodes = nodes;
         ps.elsewhere = elsewhere;
         ps.remote = true;
@@ -442,6 +449,20 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
     ps.manifest = **m;
     ps.config = std::move(*cfg);
     ps.mode = s.mode.value_or(ps.manifest.mode);
+    // enforce: strict (the stage's or its manifest's) runs it isolated, where its resources hold.
+    auto at = spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name + "'";
+    if (ps.manifest.strict && s.strict == false)
+      return make_error(errc::invalid_config,
+                        at + ": enforce declared, but its plugin's manifest says enforce: strict (" + ps.manifest.path +
+                            "); a stage may only tighten it");
+    if (ps.manifest.strict || s.strict.value_or(false)) {
+      if (s.mode == exec_mode::embedded)
+        return make_error(errc::invalid_config,
+                          at + ": mode embedded, but its resources must be enforced (enforce: strict" +
+                              (ps.manifest.strict ? " in " + ps.manifest.path : std::string()) +
+                              "): it runs isolated only");
+      ps.mode = exec_mode::isolated;
+    }
     if (!s.resources_given.empty() && ps.mode == exec_mode::embedded)
       return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
                                                   "': runs embedded, in the node's process, where resources are not "

@@ -35,6 +35,7 @@ struct stage_spec {
   std::vector<config_entry> config;
   uint32_t replicas = 1;
   std::optional<exec_mode> mode;  // default: the manifest's
+  std::optional<bool> strict;     // `enforce: strict` (true) or `declared` (false); default: the manifest's
   restart_policy restart;
   route_policy routing = route_policy::round_robin;
   std::optional<uint32_t> deadline_ms;  // default: the manifest's

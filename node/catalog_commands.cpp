@@ -93,6 +93,7 @@ json plugin_json(const catalog::entry& e) {
           {"version", m.version.to_string()},
           {"abi", m.abi},
           {"mode", to_string(m.mode)},
+          {"enforce", m.strict ? "strict" : "declared"},
           {"capabilities", m.capabilities},
           {"description", m.description},
           {"inputs", side_json(m.inputs, "needs")},
@@ -124,7 +125,8 @@ std::string side_text(const media_side& side, bool outputs) {
 // troupe plugins NAME: everything its manifest says, and where it was found.
 void print_plugin(const catalog::entry& e) {
   auto& m = e.manifest;
-  std::printf("%s %s (ABI %u, %s)\n", m.name.c_str(), m.version.to_string().c_str(), m.abi, to_string(m.mode));
+  std::printf("%s %s (ABI %u, %s%s)\n", m.name.c_str(), m.version.to_string().c_str(), m.abi, to_string(m.mode),
+              m.strict ? ", enforce strict: isolated only" : "");
   if (!m.description.empty()) std::printf("  %s\n", m.description.c_str());
   std::printf("  capabilities: %s\n", m.capabilities.empty() ? "none" : joined(m.capabilities).c_str());
   if (!m.has_capability("source")) std::printf("  inputs:       %s\n", side_text(m.inputs, false).c_str());

@@ -26,6 +26,9 @@ struct fixture {
                   "name: needy\nversion: 1.0.0\nabi: 1\n"
                   "dependencies: [{name: helper, version: \"^2.0\"}]\n");
     plugins.write("helper/plugin.yaml", "name: helper\nversion: 1.5.0\nabi: 1\n");
+    plugins.write("strict/plugin.yaml",
+                  "name: strict\nversion: 1.0.0\nabi: 1\ncapabilities: [filter]\nenforce: strict\n"
+                  "resources: {memory_mb: 64}\n");
     cat = catalog::discover({plugins.path().string()});
   }
   expected<plan> make(const std::string& yaml, std::string* path_out = nullptr) {
@@ -166,6 +169,56 @@ TEST(pipeline, a_stage_may_tighten_its_plugin_s_resources_only) {
   ASSERT_FALSE(embedded);
   EXPECT_THAT(describe(embedded.error()),
               HasSubstr(":3: stage 'b': runs embedded, in the node's process, where resources are not enforced"));
+}
+
+// `enforce: strict` (a stage's, or its manifest's) runs a stage isolated, where its resources
+// are enforced; asking for embedded then is refused, and a stage cannot loosen its manifest's.
+TEST(pipeline, enforce_strict_runs_a_stage_isolated_only) {
+  fixture f;
+  auto p = f.make(
+      "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt, enforce: strict}\n"
+      "  - {name: c, plugin: strict}\n  - {name: d, plugin: filt}\n  - {name: e, plugin: sink}\n"
+      "edges: [\"a -> b -> c -> d -> e\"]\n");
+  ASSERT_OK(p);
+  EXPECT_EQ(p->find("b")->mode, exec_mode::isolated);  // the stage's
+  EXPECT_EQ(p->find("c")->mode, exec_mode::isolated);  // its manifest's
+  EXPECT_EQ(p->find("d")->mode, exec_mode::embedded);  // the default
+  std::string path;
+  auto bad = f.make(
+      "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt, enforce: strict, mode: embedded}\n"
+      "edges: [\"a -> b\"]\n",
+      &path);
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(describe(bad.error()),
+              HasSubstr(path + ":3: stage 'b': mode embedded, but its resources must be enforced (enforce: strict): it "
+                               "runs isolated only"));
+  bad = f.make(
+      "stages:\n  - {name: a, plugin: src}\n  - {name: c, plugin: strict, mode: embedded}\n"
+      "edges: [\"a -> c\"]\n");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(describe(bad.error()),
+              HasSubstr("stage 'c': mode embedded, but its resources must be enforced (enforce: "
+                        "strict in " +
+                        (f.plugins.path() / "strict" / "plugin.yaml").string() + "): it runs isolated only"));
+  bad = f.make(
+      "stages:\n  - {name: a, plugin: src}\n  - {name: c, plugin: strict, enforce: declared}\n"
+      "edges: [\"a -> c\"]\n");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(describe(bad.error()), HasSubstr("stage 'c': enforce declared, but its plugin's manifest says enforce: "
+                                               "strict"));
+  bad = f.make(
+      "stages:\n  - {name: a, plugin: src}\n  - {name: b, plugin: filt, enforce: always}\n"
+      "edges: [\"a -> b\"]\n");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(describe(bad.error()),
+              HasSubstr("stage 'b': field 'enforce': expected strict or declared, got 'always'"));
+  // A manifest cannot both ask for strict and embedded.
+  auto m = f.plugins.write("both/plugin.yaml", "name: both\nversion: 1.0.0\nabi: 1\nmode: embedded\nenforce: strict\n");
+  auto loaded = load_manifest(m);
+  ASSERT_FALSE(loaded);
+  EXPECT_THAT(describe(loaded.error()),
+              HasSubstr("plugin.yaml:5: field 'enforce': strict runs the plugin isolated only, but field 'mode' says "
+                        "embedded"));
 }
 
 TEST(pipeline, errors_name_file_line_and_field) {

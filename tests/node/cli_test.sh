@@ -29,7 +29,8 @@ assert {"testsrc", "blur", "checksum", "faulty"} <= set(p), sorted(p)
 w = p["testsrc"]["config"]["width"]
 assert w["type"] == "int" and w["default"] == "320" and w["min"] == 1, w
 assert p["blur"]["abi"] == 1 and p["blur"]["library"].endswith("libtroupe_blur.so")
-assert "filter" in p["blur"]["capabilities"] and d["problems"] == []'
+assert "filter" in p["blur"]["capabilities"] and d["problems"] == []
+assert p["blur"]["enforce"] == "declared", p["blur"]'
 
 out=$("$troupe" plugins blur 2>/dev/null); rc=$?
 check "plugins NAME describes one plugin" test $rc -eq 0
