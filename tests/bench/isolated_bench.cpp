@@ -5,7 +5,8 @@
 // plain loop that copies the payload twice with memcpy: the floor an isolated stage that
 // copies in and out cannot beat. Then the time to start a worker with its limits in force
 // (spawn, its cgroup, rlimits, Landlock, no capabilities, the seccomp allow list, the library
-// loaded, create and start) beside starting the same executable bare (`troupe --version`).
+// loaded, create and start) beside starting the same executable bare (`troupe --version`),
+// and what reading a worker's cgroup (its OOM count each call, its usage each second) costs.
 //
 //   build/tests/bench/isolated_bench [seconds per figure, default 1] [batch, default 32]
 #include "bench_actors.hpp"
@@ -14,6 +15,7 @@
 #include <embedded_adapter.hpp>
 #include <isolated_adapter.hpp>
 #include <plugin_library.hpp>
+#include <worker_cgroup.hpp>
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -136,6 +138,7 @@ int main(int argc, char** argv) {
               batch);
   std::printf("%-8s %14s %14s %8s %16s %8s\n", "payload", "embedded", "isolated", "ratio", "2x memcpy loop",
               "iso/loop");
+  double iso_small = 0;  // 64 B frames/s isolated
   for (size_t size : {size_t{64}, size_t{6} << 20}) {
     auto b = buffer::allocate(size);
     std::memset(b->data(), 7, size);
@@ -147,6 +150,7 @@ int main(int argc, char** argv) {
     double iso = through(isolated, f, n);
     const char* label = size == 64 ? "64 B" : "6 MB";
     if (size == 64) {
+      iso_small = iso;
       std::printf("%-8s %14.0f %14.0f %7.1f%% %16s %8s\n", label, emb, iso, 100 * iso / emb, "-", "-");
       continue;
     }
@@ -182,5 +186,30 @@ int main(int argc, char** argv) {
       "\nstarting a worker and ending it (median of %d): %.2f ms; the executable started bare: %.2f ms "
       "(%.1fx)\n",
       runs, worker, bare, worker / bare);
+
+  // What watching a worker's cgroup costs the node: each call reads the group's OOM count
+  // (memory.oom_control or memory.events, kept open), and once a second its usage (memory,
+  // CPU throttling). Timed on a group with the limits of a worker, beside a 64 B frame's time.
+  worker_cgroup::limits cl;
+  cl.memory_bytes = uint64_t{256} << 20;
+  cl.max_tasks = 64;
+  cl.cpu_cores = 0.5;
+  std::string why;
+  auto cg = worker_cgroup::make("bench-accounting", cl, why);
+  if (!cg) {
+    std::printf("cgroup accounting: not measured here: %s\n", why.c_str());
+    return 0;
+  }
+  uint64_t sink_value = 0;
+  double per_call_ns = 1e9 / rate([&] { sink_value += cg->oom_kills(); });
+  double per_sample_ns =
+      1e9 / rate([&] { sink_value += cg->memory_bytes() + static_cast<uint64_t>(cg->cpu_throttled_seconds()); });
+  asm volatile("" : : "r"(sink_value) : "memory");
+  double frame_ns = 1e9 / iso_small;
+  double per_frame_ns = per_call_ns / static_cast<double>(batch);
+  std::printf(
+      "cgroup accounting: %.0f ns a call (the OOM count), %.1f us a usage sample (once a second); "
+      "per 64 B frame at %zu a call: %.1f ns, %.2f%% of an isolated frame's %.0f ns\n",
+      per_call_ns, per_sample_ns / 1e3, batch, per_frame_ns, 100 * per_frame_ns / frame_ns, frame_ns);
   return 0;
 }
