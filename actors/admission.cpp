@@ -3,8 +3,12 @@
 #include "pipeline.hpp"
 #include "stats.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <thread>
 #include <tuple>
 
 namespace troupe {
@@ -16,6 +20,8 @@ std::string cores(double c) {
   std::snprintf(buf, sizeof buf, "%g", c);
   return buf;
 }
+
+std::string gpus(uint32_t n) { return std::to_string(n) + (n == 1 ? " GPU" : " GPUs"); }
 
 // Why `need` does not fit beside `held` in `cap`; empty if it does.
 std::string shortfall(const node_capacity& cap, const resources_amount& held, const resources_amount& need,
@@ -32,6 +38,11 @@ std::string shortfall(const node_capacity& cap, const resources_amount& held, co
     return "node " + node + " cannot take " + what + ": it needs " + cores(need.cpu_cores) + " cores, " + cores(free) +
            " free of " + cores(t.cpu_cores) + " (" + cap.source + ")";
   }
+  if (need.gpus > 0 && held.gpus + need.gpus > t.gpus) {
+    auto free = held.gpus < t.gpus ? t.gpus - held.gpus : 0;
+    return "node " + node + " cannot take " + what + ": it needs " + gpus(need.gpus) + ", " + std::to_string(free) +
+           " free of " + std::to_string(t.gpus) + " (" + cap.source + ")";
+  }
   return {};
 }
 
@@ -41,20 +52,60 @@ std::string each(const planned_stage& s) {
   std::string per;
   if (r.memory_mb > 0) per = std::to_string(r.memory_mb) + " MiB";
   if (r.cpu_cores > 0) per += (per.empty() ? "" : " and ") + cores(r.cpu_cores) + " cores";
+  if (r.gpus > 0) per += (per.empty() ? "" : " and ") + gpus(r.gpus);
   return per;
 }
 
 resources_amount times(resources_amount r, uint32_t n) {
   r.cpu_cores *= n;
   r.memory_mb *= n;
+  r.gpus *= n;
   return r;
 }
 
 }  // namespace
 
+uint32_t machine_gpus() {
+  namespace fs = std::filesystem;
+  auto count = [](const char* dir, const std::string& prefix, bool digits_only) {
+    uint32_t n = 0;
+    std::error_code ec;
+    for (auto& e : fs::directory_iterator(dir, ec)) {
+      auto name = e.path().filename().string();
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      auto rest = name.substr(prefix.size());
+      if (!digits_only || rest.find_first_not_of("0123456789") == std::string::npos) ++n;
+    }
+    return n;
+  };
+  if (auto n = count("/dev", "nvidia", true); n > 0) return n;
+  return count("/dev/dri", "renderD", true);
+}
+
+std::vector<std::string> gpu_device_paths() {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (fs::exists("/dev/dri", ec)) out.push_back("/dev/dri");
+  for (auto& e : fs::directory_iterator("/dev", ec))
+    if (e.path().filename().string().rfind("nvidia", 0) == 0) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+node_capacity machine_capacity() {
+  node_capacity c;
+  c.source = "this machine";
+  c.total.cpu_cores = std::max(1u, std::thread::hardware_concurrency());
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) c.total.memory_mb = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) >> 20;
+  c.total.gpus = machine_gpus();
+  return c;
+}
+
 resources_amount request_of(const planned_stage& s) {
   if (s.remote) return {};
-  return {s.manifest.resources.cpu_cores, s.manifest.resources.memory_mb};
+  return {s.manifest.resources.cpu_cores, s.manifest.resources.memory_mb, s.manifest.resources.gpus};
 }
 
 uint32_t serving_replicas(const slot_table& slots, const std::string& stage) {
@@ -72,6 +123,13 @@ resources_amount held_by(const plan& p, const slot_table& slots) {
   for (auto& s : p.stages)
     if (!s.remote) held += times(request_of(s), serving_replicas(slots, s.spec.name));
   return held;
+}
+
+resources_amount asks_of(const plan& p) {
+  resources_amount need;
+  for (auto& s : p.stages)
+    if (!s.remote) need += times(request_of(s), s.spec.replicas);
+  return need;
 }
 
 std::string admit(const node_capacity& cap, resources_amount& held, const plan& p, const std::string& node) {
@@ -100,9 +158,7 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
   admission a;
   a.refused = fits(held);
   if (a.refused.empty()) return a;
-  resources_amount need;
-  for (auto& s : p.stages)
-    if (!s.remote) need += times(request_of(s), s.spec.replicas);
+  const auto need = asks_of(p);
   auto& t = cap.total;
   auto short_of_memory = [&](const resources_amount& h) {
     return t.memory_mb > 0 && need.memory_mb > 0 && h.memory_mb + need.memory_mb > t.memory_mb;
@@ -110,6 +166,7 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
   auto short_of_cores = [&](const resources_amount& h) {
     return t.cpu_cores > 0 && need.cpu_cores > 0 && h.cpu_cores + need.cpu_cores > t.cpu_cores + 1e-9;
   };
+  auto short_of_gpus = [&](const resources_amount& h) { return need.gpus > 0 && h.gpus + need.gpus > t.gpus; };
   holders.erase(std::remove_if(holders.begin(), holders.end(),
                                [&](const replica_holder& r) { return r.priority >= p.priority || r.serving < 2; }),
                 holders.end());
@@ -121,7 +178,8 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
   for (auto& r : holders) {
     auto each = request_of(*r.stage);
     uint32_t to = r.serving;
-    while (to > 1 && ((short_of_memory(h) && each.memory_mb > 0) || (short_of_cores(h) && each.cpu_cores > 0))) {
+    while (to > 1 && ((short_of_memory(h) && each.memory_mb > 0) || (short_of_cores(h) && each.cpu_cores > 0) ||
+                      (short_of_gpus(h) && each.gpus > 0))) {
       h -= each;
       given += each;
       --to;
@@ -144,7 +202,13 @@ std::string describe(const resources_amount& r) {
   std::string out;
   if (r.memory_mb > 0) out = "memory " + std::to_string(r.memory_mb) + " MiB";
   if (r.cpu_cores > 0) out += (out.empty() ? "" : ", ") + cores(r.cpu_cores) + " cores";
+  if (r.gpus > 0) out += (out.empty() ? "" : ", ") + gpus(r.gpus);
   return out.empty() ? "nothing counted" : out;
+}
+
+std::string describe_capacity(const resources_amount& r) {
+  if (r.gpus > 0) return describe(r);
+  return (r.memory_mb > 0 || r.cpu_cores > 0 ? describe(r) + ", " : std::string()) + "no GPUs";
 }
 
 }  // namespace troupe

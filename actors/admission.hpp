@@ -1,21 +1,19 @@
 // Capacity and admission: a node takes only the work its capacity holds.
 //
 // Each stage asks, per replica, for what its manifest's `resources` declare (tightened by the
-// stage): `memory_mb` and `cpu_cores` (0: asks for nothing of it). A node's capacity is its
-// node.yaml's `capacity` or, unsaid, the machine's (its processors and memory). A pipeline, a
+// stage): `memory_mb`, `cpu_cores` and `gpus` (0: asks for nothing of it). A node's capacity is
+// its node.yaml's `capacity` or, unsaid, the machine's (its processors, memory and GPUs). Memory
+// or cores of 0 are not counted; 0 GPUs are none: a stage that asks for one does not fit. A pipeline, a
 // node's part of one, or more replicas are admitted only if what they ask for fits beside what
 // the node runs already; a refusal names the node, the stage and the shortfall. A pipeline that
 // does not fit may take room from pipelines of lower `priority`: their stages give back
 // replicas (drained, as for scaling down; never below one), lowest priority first.
 #pragma once
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace troupe {
@@ -28,14 +26,17 @@ struct slot_stats;
 struct resources_amount {
   double cpu_cores = 0;
   uint64_t memory_mb = 0;
+  uint32_t gpus = 0;
   resources_amount& operator+=(const resources_amount& o) {
     cpu_cores += o.cpu_cores;
     memory_mb += o.memory_mb;
+    gpus += o.gpus;
     return *this;
   }
   resources_amount& operator-=(const resources_amount& o) {
     cpu_cores = cpu_cores > o.cpu_cores ? cpu_cores - o.cpu_cores : 0;
     memory_mb = memory_mb > o.memory_mb ? memory_mb - o.memory_mb : 0;
+    gpus = gpus > o.gpus ? gpus - o.gpus : 0;
     return *this;
   }
 };
@@ -45,15 +46,15 @@ struct node_capacity {
   std::string source;  // where the figures come from, for refusals: "node.yaml capacity", "this machine"
 };
 
-/// This machine's: its processors and its memory.
-inline node_capacity machine_capacity() {
-  node_capacity c;
-  c.source = "this machine";
-  c.total.cpu_cores = std::max(1u, std::thread::hardware_concurrency());
-  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) c.total.memory_mb = static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) >> 20;
-  return c;
-}
+/// This machine's: its processors, its memory and its GPUs.
+node_capacity machine_capacity();
+
+/// The GPUs of this machine: its NVIDIA devices (/dev/nvidia0, ...), else its DRM render
+/// nodes (/dev/dri/renderD128, ...).
+uint32_t machine_gpus();
+
+/// The device files a worker that asks for GPUs may open: /dev/dri, /dev/nvidia*, where present.
+std::vector<std::string> gpu_device_paths();
 
 /// One replica of a stage asks for.
 resources_amount request_of(const planned_stage& s);
@@ -63,6 +64,9 @@ uint32_t serving_replicas(const std::vector<std::shared_ptr<slot_stats>>& slots,
 
 /// What the stages of p that run on this node hold: each at its serving replicas.
 resources_amount held_by(const plan& p, const std::vector<std::shared_ptr<slot_stats>>& slots);
+
+/// What the stages of p that run on one node ask for, each at its planned replicas.
+resources_amount asks_of(const plan& p);
 
 /// Admits the stages of p that run on `node` (each at its planned replicas) beside `held`,
 /// which grows by what is admitted; empty, or why not.
@@ -100,7 +104,9 @@ struct admission {
 admission admit_evicting(const node_capacity& cap, const resources_amount& held, const plan& p, const std::string& node,
                          std::vector<replica_holder> holders);
 
-/// "memory 8192 MiB, 2 cores" (what is not counted is left out; "nothing counted" if neither).
+/// "memory 8192 MiB, 2 cores, 1 GPU" (what is 0 is left out; "nothing counted" if all are).
 std::string describe(const resources_amount& r);
+/// A node's capacity: as describe(), and "no GPUs" where it has none.
+std::string describe_capacity(const resources_amount& r);
 
 }  // namespace troupe

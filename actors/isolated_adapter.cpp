@@ -1,5 +1,7 @@
 #include "isolated_adapter.hpp"
 
+#include "admission.hpp"
+
 #include "worker_protocol.hpp"
 
 #include <spdlog/spdlog.h>
@@ -304,6 +306,9 @@ landlock::grants isolated_adapter::granted_files() const {
   g.read.push_back(fs::path(manifest_.library).parent_path().string());
   g.read.insert(g.read.end(), manifest_.resources.fs_read.begin(), manifest_.resources.fs_read.end());
   g.write = manifest_.resources.fs_write;
+  // A plugin that needs GPUs opens their devices (and the driver's ioctls on them).
+  if (manifest_.resources.gpus > 0)
+    for (auto& d : gpu_device_paths()) g.write.push_back(d);
   // Files its config names in fields marked as paths (relative ones are the node's working
   // directory's, as the worker's): read, or written with the folder they are in.
   for (auto& [key, value] : config_) {

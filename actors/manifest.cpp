@@ -485,11 +485,15 @@ caf::error read_resources(const std::string& path, const YAML::Node& res, const 
       manifest
           ? yaml::check_keys(path, res, what,
                              {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network",
-                              "deadline_ms", "filesystem"},
+                              "deadline_ms", "filesystem", "gpus"},
                              code)
           : yaml::check_keys(
                 path, res, what,
                 {"memory_mb", "cpu_seconds", "cpu_cores", "open_files", "processes", "network", "filesystem"}, code);
+  if (!manifest && res.IsMap() && res["gpus"])
+    return make_error(code, yaml::where(path, res["gpus"]) + ": field '" + what +
+                                ".gpus': how many GPUs a replica needs is its plugin's to say (its manifest's "
+                                "resources.gpus), not a stage's");
   if (keys) return keys;
   for (auto [key, slot] : {std::pair{"memory_mb", &r.memory_mb}, std::pair{"cpu_seconds", &r.cpu_seconds},
                            std::pair{"open_files", &r.open_files}, std::pair{"processes", &r.processes}}) {
@@ -507,6 +511,14 @@ caf::error read_resources(const std::string& path, const YAML::Node& res, const 
                                   ".cpu_cores': expected 0 (no limit) to 4096 cores");
     r.cpu_cores = *x;
     given.insert("cpu_cores");
+  }
+  if (res["gpus"]) {
+    auto x = yaml::scalar<uint32_t>(path, res["gpus"], what + ".gpus", "a number of GPUs", code);
+    if (!x) return x.error();
+    if (*x > 64)
+      return make_error(code, yaml::where(path, res["gpus"]) + ": field '" + what + ".gpus': expected 0 to 64 GPUs");
+    r.gpus = *x;
+    given.insert("gpus");
   }
   if (res["network"]) {
     auto x = yaml::scalar<bool>(path, res["network"], what + ".network", "true or false", code);

@@ -64,6 +64,7 @@ struct resource_limits {
   uint64_t open_files = 0;   // 0: inherit
   double cpu_cores = 0;      // CPU time per second of wall-clock time, throttled (where cgroups serve); 0: none
   uint64_t processes = 256;  // processes and threads of an isolated worker (where cgroups serve); 0: no limit
+  uint32_t gpus = 0;         // GPUs one replica needs (admission; an isolated worker may open their devices)
   bool network = false;
   uint32_t deadline_ms = 5000;  // per process call
   // Paths an isolated worker may read, or also write beneath (Landlock), absolute: a

@@ -85,10 +85,15 @@ json plugin_json(const catalog::entry& e) {
   json deps = json::array();
   for (auto& d : m.dependencies) deps.push_back({{"name", d.name}, {"version", d.range.text}});
   auto& r = m.resources;
-  json resources = {{"memory_mb", r.memory_mb},     {"cpu_seconds", r.cpu_seconds},
-                    {"cpu_cores", r.cpu_cores},     {"open_files", r.open_files},
-                    {"processes", r.processes},     {"network", r.network},
-                    {"deadline_ms", r.deadline_ms}, {"filesystem", {{"read", r.fs_read}, {"write", r.fs_write}}}};
+  json resources = {{"memory_mb", r.memory_mb},
+                    {"cpu_seconds", r.cpu_seconds},
+                    {"cpu_cores", r.cpu_cores},
+                    {"open_files", r.open_files},
+                    {"processes", r.processes},
+                    {"network", r.network},
+                    {"gpus", r.gpus},
+                    {"deadline_ms", r.deadline_ms},
+                    {"filesystem", {{"read", r.fs_read}, {"write", r.fs_write}}}};
   return {{"name", m.name},
           {"version", m.version.to_string()},
           {"abi", m.abi},
@@ -156,6 +161,9 @@ void print_plugin(const catalog::entry& e) {
       r.cpu_cores == 0 ? "unlimited" : number(r.cpu_cores).c_str(),
       r.open_files == 0 ? "inherited" : std::to_string(r.open_files).c_str(), limit(r.processes, "").c_str(),
       r.network ? "allowed" : "denied", r.deadline_ms);
+  if (r.gpus > 0)
+    std::printf("  gpus:         %u per replica (admitted only where a node has them free; isolated: may open them)\n",
+                r.gpus);
   // What a worker may touch (Landlock): see worker_landlock.hpp.
   std::vector<std::string> reads{"the system's libraries", "its folder"}, writes{"its scratch directory"};
   reads.insert(reads.end(), r.fs_read.begin(), r.fs_read.end());
@@ -269,11 +277,11 @@ int validate(const common_options& common, const std::string& path) {
   std::printf("%s: pipeline '%s' is valid: %zu stages, %zu instances; start order: %s\n", path.c_str(), p.name.c_str(),
               p.stages.size(), instances, order.c_str());
   // What it asks of a node's capacity (as one node runs it), and whether this machine has it.
-  resources_amount asks, held;
-  admit(node_capacity{}, asks, p, "local");  // nothing counted: the sum
+  resources_amount held;
+  auto asks = asks_of(p);
   auto here = machine_capacity();
   auto why = admit(here, held, p, "local");
-  std::printf("  asks for %s; this machine has %s%s\n", describe(asks).c_str(), describe(here.total).c_str(),
+  std::printf("  asks for %s; this machine has %s%s\n", describe(asks).c_str(), describe_capacity(here.total).c_str(),
               why.empty() ? "" : (" (" + why + ")").c_str());
   // What travels on each edge, as the manifests declare it.
   for (auto& from : p.stages)

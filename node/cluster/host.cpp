@@ -221,6 +221,9 @@ class capacity_collectable : public prometheus::Collectable {
         family("troupe_node_requested_cpu_cores",
                "Cores the serving replicas of the node's pipelines ask for (their manifests' cpu_cores).",
                held.cpu_cores),
+        family("troupe_node_capacity_gpus", "GPUs the node admits work up to.", total.gpus),
+        family("troupe_node_requested_gpus",
+               "GPUs the serving replicas of the node's pipelines ask for (their manifests' gpus).", held.gpus),
         family("troupe_node_evicted_replicas_total",
                "Replicas the node's pipelines gave back to make room for pipelines of higher priority.",
                static_cast<double>(d_.evicted_replicas.load()), prometheus::MetricType::Counter)};

@@ -156,8 +156,9 @@ expected<node_config> load_node_config(const std::string& path) {
   if (auto n = root["capacity"]) {
     // What the node admits work up to; what is not given is the machine's.
     if (!n.IsMap())
-      return make_error(code, yaml::where(path, n) + ": field 'capacity': expected a map of memory_mb and cpu_cores");
-    if (auto e = yaml::check_keys(path, n, "capacity", {"memory_mb", "cpu_cores"}, code)) return e;
+      return make_error(code,
+                        yaml::where(path, n) + ": field 'capacity': expected a map of memory_mb, cpu_cores and gpus");
+    if (auto e = yaml::check_keys(path, n, "capacity", {"memory_mb", "cpu_cores", "gpus"}, code)) return e;
     if (n["memory_mb"]) {
       auto v = yaml::scalar<uint64_t>(path, n["memory_mb"], "capacity.memory_mb", "a number of MiB", code);
       if (!v) return v.error();
@@ -173,6 +174,11 @@ expected<node_config> load_node_config(const std::string& path) {
         return make_error(code, yaml::where(path, n["cpu_cores"]) +
                                     ": field 'capacity.cpu_cores': expected a positive number of cores");
       c.capacity.total.cpu_cores = *v;
+    }
+    if (n["gpus"]) {
+      auto v = yaml::scalar<uint32_t>(path, n["gpus"], "capacity.gpus", "a number of GPUs (0: none)", code);
+      if (!v) return v.error();
+      c.capacity.total.gpus = *v;
     }
     c.capacity.source = "capacity in " + path;
   }

@@ -436,3 +436,49 @@ TEST(admission, a_higher_priority_takes_room_from_lower_ones_or_is_refused_with_
   EXPECT_THAT(a.refused, Not(HasSubstr("lower priority")));
   EXPECT_TRUE(a.evictions.empty());
 }
+
+// GPUs are counted whole, and a node has as many as it says (or the machine has): none means a
+// stage that needs one does not fit there. Replicas that hold GPUs give them back to a higher
+// priority as they give back memory.
+TEST(admission, gpus_are_counted_whole_and_none_take_no_stage_that_needs_one) {
+  temp_dir d;
+  auto plan_of = [&](const std::string& name, int priority, uint32_t replicas) {
+    auto p = plan_yaml(d, "pipeline: " + name + "\npriority: " + std::to_string(priority) +
+                              "\nstages:\n"
+                              "  - {name: src, plugin: testsrc, config: {count: 1}}\n"
+                              "  - {name: f, plugin: passthrough, replicas: " +
+                              std::to_string(replicas) + "}\n" +
+                              "  - {name: sink, plugin: checksum, config: {output: \"{dir}/" + name +
+                              ".txt\"}}\nedges: [\"src -> f -> sink\"]\n");
+    EXPECT_TRUE(p) << describe(p.error());
+    auto copy = **p;
+    copy.stages[1].manifest.resources.gpus = 1;  // as a manifest saying resources: {gpus: 1}
+    return copy;
+  };
+  auto vision = plan_of("vision", 0, 2);
+  EXPECT_EQ(asks_of(vision).gpus, 2u);
+  node_capacity cap{{8, 100000, 0}, "this machine"};
+  resources_amount held;
+  EXPECT_EQ(admit(cap, held, vision, "local"),
+            "node local cannot take pipeline 'vision': stage 'f' (2 replicas of 256 MiB and 1 GPU): it needs 2 GPUs, "
+            "0 free of 0 (this machine)");
+  cap.total.gpus = 2;
+  held = {};
+  EXPECT_EQ(admit(cap, held, vision, "local"), "");
+  EXPECT_EQ(held.gpus, 2u);
+  EXPECT_EQ(admit_replicas(cap, held, vision.stages[1], 1, "local"),
+            "node local cannot take 1 more replica of stage 'f' (256 MiB and 1 GPU each): it needs 1 GPU, 0 free of 2 "
+            "(this machine)");
+  EXPECT_EQ(describe(held), "memory 2048 MiB, 2 GPUs");
+  EXPECT_EQ(describe_capacity({2, 1024, 0}), "memory 1024 MiB, 2 cores, no GPUs");
+  // 'urgent' (priority 5) needs one GPU: 'vision' (0) gives back one replica, not both.
+  auto urgent = plan_of("urgent", 5, 1);
+  std::vector<replica_holder> holders;
+  for (auto& s : vision.stages) holders.push_back({vision.name, vision.priority, &s, s.spec.replicas});
+  auto a = admit_evicting(cap, held, urgent, "local", holders);
+  EXPECT_EQ(a.refused, "");
+  ASSERT_EQ(a.evictions.size(), 1u);
+  EXPECT_EQ(a.evictions[0].stage, "f");
+  EXPECT_EQ(a.evictions[0].to, 1u);
+  EXPECT_EQ(a.evictions[0].frees.gpus, 1u);
+}

@@ -29,7 +29,7 @@ config:
   on: {type: bool, default: true}
   shape: {type: enum, values: [box, disc], default: box}
 mode: isolated
-resources: {memory_mb: 128, deadline_ms: 250, network: false, processes: 16,
+resources: {memory_mb: 128, deadline_ms: 250, network: false, processes: 16, gpus: 1,
             filesystem: {read: [models, /srv/shared], write: [/var/cache/demo]}}
 )";
 
@@ -45,6 +45,7 @@ TEST(manifest, reads_every_field) {
   EXPECT_EQ(m->resources.memory_mb, 128u);
   EXPECT_EQ(m->resources.deadline_ms, 250u);
   EXPECT_EQ(m->resources.processes, 16u);
+  EXPECT_EQ(m->resources.gpus, 1u);
   // Relative paths are the plugin folder's.
   EXPECT_EQ(m->resources.fs_read, (std::vector<std::string>{(d.path() / "demo" / "models").string(), "/srv/shared"}));
   EXPECT_EQ(m->resources.fs_write, std::vector<std::string>{"/var/cache/demo"});
@@ -85,6 +86,7 @@ TEST(manifest, unknown_key_and_bad_values_are_refused) {
       {"name: x\nversion: 1.0.0\nabi: 1\nmode: remote\n", "expected embedded or isolated"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {deadline_ms: soon}\n", "resources.deadline_ms"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {processes: -4}\n", "resources.processes"},
+      {"name: x\nversion: 1.0.0\nabi: 1\nresources: {gpus: 65}\n", "field 'resources.gpus': expected 0 to 64 GPUs"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {filesystem: {read: /etc}}\n",
        "field 'resources.filesystem.read': expected a list of paths"},
       {"name: x\nversion: 1.0.0\nabi: 1\nresources: {filesystem: {exec: [/bin]}}\n", "unknown field 'exec'"},

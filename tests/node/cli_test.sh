@@ -132,6 +132,29 @@ check "validate takes it (another machine may have room), and says what it asks 
   "[ $rc -eq 0 ] && grep -q 'asks for memory 513536 MiB; this machine has memory ' <<<\"\$1\"" _ "$out"
 check "... and that this machine has not" contains "$out" "(node local cannot take pipeline 'tiny': stage 'det'"
 
+# GPUs: a plugin whose manifest needs one is admitted only where a GPU is free. (This machine's
+# GPUs: its /dev/nvidiaN devices, else its /dev/dri/renderD* nodes.)
+mkdir -p gpu/detect && cp "$TROUPE_PLUGIN_PATH"/detect/* gpu/detect/
+sed -i 's/^resources:$/resources:\n  gpus: 1/' gpu/detect/plugin.yaml
+gpus=$(ls /dev 2>/dev/null | grep -cE '^nvidia[0-9]+$'); [ "$gpus" -gt 0 ] || gpus=$(ls /dev/dri 2>/dev/null | grep -c '^renderD')
+out=$("$troupe" plugins detect --plugin-path gpu 2>&1)
+check "plugins NAME says how many GPUs a replica needs" contains "$out" "gpus:         1 per replica"
+out=$("$troupe" validate good.yaml --plugin-path gpu 2>&1); out2=$out
+check "validate counts the GPUs a pipeline asks for" contains "$out" "asks for memory 2048 MiB, 1 GPU; this machine has"
+out=$("$troupe" run good.yaml --plugin-path gpu --no-progress 2>&1); rc=$?
+if [ "$gpus" -eq 0 ]; then
+  check "run refuses a stage that needs a GPU on a machine without one" bash -c \
+    "[ $rc -ne 0 ] && grep -q \"stage 'det' (1 replica of 512 MiB and 1 GPU): it needs 1 GPU, 0 free of 0 (this machine)\" <<<\"\$1\"" _ "$out"
+  check "... and validate says it has none" contains "$out2" "this machine has memory "
+  check "... (no GPUs)" grep -qE "this machine has memory [0-9]+ MiB, [0-9.]+ cores, no GPUs" <<<"$out2"
+else
+  check "run takes a stage that needs a GPU on a machine with $gpus" test $rc -eq 0
+fi
+sed 's/{name: det, plugin: detect, config: {cell: 8}}/{name: det, plugin: detect, resources: {gpus: 0}, config: {cell: 8}}/' good.yaml > stagegpu.yaml
+out=$("$troupe" validate stagegpu.yaml --plugin-path gpu 2>&1); rc=$?
+check "a stage cannot say how many GPUs its plugin needs" bash -c \
+  "[ $rc -ne 0 ] && grep -q \"field 'resources.gpus': how many GPUs a replica needs is its plugin's to say\" <<<\"\$1\"" _ "$out"
+
 cat > bad.yaml <<'Y'
 pipeline: bad
 stages:

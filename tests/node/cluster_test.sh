@@ -34,14 +34,14 @@ out=$("$troupe" node --config noetcd.yaml --check 2>&1)
 check "a node needs etcd endpoints" contains "$out" "noetcd.yaml: field 'etcd': expected the etcd endpoints"
 out=$(TROUPE_ETCD=127.0.0.1:3,127.0.0.1:4 "$troupe" node --config noetcd.yaml --check 2>&1)
 check "... or \$TROUPE_ETCD" contains "$out" "etcd at 127.0.0.1:3,127.0.0.1:4"
-printf 'name: cap\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\ntoken: t\netcd: [127.0.0.1:3]\ncapacity: {memory_mb: 3000, cpu_cores: 0}\n' > badcap.yaml
+printf 'name: cap\nlisten: 127.0.0.1:1\nadmin: 127.0.0.1:2\ntoken: t\netcd: [127.0.0.1:3]\ncapacity: {memory_mb: 3000, cpu_cores: 0, gpus: 2}\n' > badcap.yaml
 out=$("$troupe" node --config badcap.yaml --check 2>&1)
 check "a capacity of no cores is refused, naming the field" \
   contains "$out" "badcap.yaml:6: field 'capacity.cpu_cores': expected a positive number of cores"
 sed -i 's/, cpu_cores: 0//' badcap.yaml
 out=$("$troupe" node --config badcap.yaml --check 2>&1)
-check "--check shows the capacity: the config's memory, the machine's cores" \
-  contains "$out" "capacity memory 3000 MiB, $(nproc) cores (capacity in badcap.yaml)"
+check "--check shows the capacity: the config's memory and GPUs, the machine's cores" \
+  contains "$out" "capacity memory 3000 MiB, $(nproc) cores, 2 GPUs (capacity in badcap.yaml)"
 printf 'name: bad\nlisten: 127.0.0.1:7x01\nadmin: 127.0.0.1:2\ntoken: t\netcd: [127.0.0.1:3]\n' > badport.yaml
 out=$("$troupe" node --config badport.yaml --check 2>&1); rc=$?
 check "a port that is not a number is refused, naming the field" \
@@ -53,7 +53,7 @@ start_node n2 2
 # n3 listens on every interface and is reached at its advertised address.
 # n3 takes work up to 3000 MiB.
 node_yaml n3 3 | sed -e "s/^listen: .*/listen: 0.0.0.0:${port[3]}\nadvertise: 127.0.0.1:${port[3]}/" > n3.yaml
-echo "capacity: {memory_mb: 3000}" >> n3.yaml
+echo "capacity: {memory_mb: 3000, gpus: 1}" >> n3.yaml
 "$troupe" node --config n3.yaml > n3.log 2>&1 &
 pids[2]=$!
 check "n1 sees n2 and n3 up" wait_for 10 eval 'state_is 9 n2 up && state_is 9 n3 up'
@@ -137,6 +137,8 @@ out=$("$troupe" scale f 5 --pipeline fits $admin3 2>&1)
 check "replicas that fit are taken" contains "$out" "scaling stage 'f' of pipeline 'fits' to 5 replicas"
 metrics3=$(curl -s -m 5 "127.0.0.1:${port[15]}/metrics")
 check "metrics: n3's capacity" contains "$metrics3" 'troupe_node_capacity_memory_bytes{node="n3"} 3145728000'
+check "metrics: n3's GPUs, and none asked for" bash -c \
+  "grep -qF 'troupe_node_capacity_gpus{node=\"n3\"} 1' <<<\"\$1\" && grep -qF 'troupe_node_requested_gpus{node=\"n3\"} 0' <<<\"\$1\"" _ "$metrics3"
 check "metrics: what n3's replicas ask for (1024 + 5 x 256 + 512 MiB)" wait_for 5 bash -c \
   "curl -s -m 5 127.0.0.1:${port[15]}/metrics | grep -qF 'troupe_node_requested_memory_bytes{node=\"n3\"} 2952790016'"
 # `node: any` goes where there is room: the sink would go to n3 (running the fewest of the
