@@ -105,6 +105,21 @@ int high_fd(int fd) {
   return h;
 }
 
+// CPU seconds process p used, its threads and the children it waited for (utime, stime, cutime
+// and cstime: fields 14 to 17 of /proc/PID/stat, after the command name in parentheses, which
+// may hold spaces); negative if unknown.
+double cpu_seconds_of(pid_t p) {
+  std::ifstream st("/proc/" + std::to_string(p) + "/stat");
+  std::string line;
+  if (!std::getline(st, line) || line.rfind(')') == std::string::npos) return -1;
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  uint64_t ticks = 0;
+  for (int i = 3; i <= 17 && rest >> field; ++i)
+    if (i >= 14) ticks += std::strtoull(field.c_str(), nullptr, 10);
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 std::string signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   const char* desc = sigdescr_np(sig);
@@ -193,19 +208,7 @@ void isolated_adapter::sample_use(bool now) {
     std::ifstream in("/proc/" + std::to_string(p) + "/statm");
     uint64_t size = 0, resident = 0;
     if (in >> size >> resident) bytes = resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-    // utime, stime, cutime and cstime: fields 14 to 17 of /proc/PID/stat, after the command
-    // name in parentheses (which may hold spaces).
-    std::ifstream st("/proc/" + std::to_string(p) + "/stat");
-    std::string line;
-    if (std::getline(st, line) && line.rfind(')') != std::string::npos) {
-      std::istringstream rest(line.substr(line.rfind(')') + 2));
-      std::string field;
-      uint64_t ticks = 0;
-      for (int i = 3; i <= 17 && rest >> field; ++i)
-        if (i >= 14) ticks += std::strtoull(field.c_str(), nullptr, 10);
-      cpu_seconds_.store(static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK)),
-                         std::memory_order_relaxed);
-    }
+    if (double t = cpu_seconds_of(p); t >= 0) cpu_seconds_.store(t, std::memory_order_relaxed);
   }
   if (cg_) bytes = std::max(bytes, cg_->memory_bytes());
   memory_bytes_.store(bytes, std::memory_order_relaxed);
@@ -273,9 +276,6 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
     return {TROUPE_FATAL, what + " exited with status " + std::to_string(WEXITSTATUS(status)) + " during " + during};
   if (!WIFSIGNALED(status)) return {TROUPE_FATAL, what + " ended during " + during};
   int sig = WTERMSIG(status);
-  if (sig == SIGXCPU)
-    return {TROUPE_FATAL,
-            "cpu limit " + std::to_string(lim.cpu_seconds) + " s exceeded (" + what + ", " + signal_name(sig) + ")"};
   if (sig == SIGSYS)
     return {TROUPE_FATAL, std::string("a forbidden system call was made") +
                               (lim.network ? " (leaving the worker's process group)"
@@ -633,6 +633,12 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
   sink.begin(base, t0);
   bool gone = !wp::send_message(ch_->sock, msg);
   int64_t oom_at = -1;
+  // cpu_seconds holds per input: the CPU time the worker used since it was first seen on the
+  // input it is at (read each 10 ms an input takes; an input done sooner costs nothing).
+  const auto cpu_limit = static_cast<double>(manifest_.resources.cpu_seconds);
+  double cpu_from = -1;
+  int64_t cpu_at = -1;
+  std::string cpu_over;
   if (!gone) {
     // Wait for the reply, announcing each input the worker is seen to move on to.
     uint32_t seen = 0;
@@ -648,7 +654,24 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
       if (cg_ && oom_at < 0 && cg_->oom_kills() > oom_seen_) oom_at = at;  // the input it broke its limit on
       if (at != seen && at < count) {
         seen = at;
+        cpu_from = -1;
         sink.begin(base + at, std::chrono::steady_clock::now());
+      }
+      if (cpu_limit > 0 && at < std::max(1u, count)) {
+        auto p = pid_.load();
+        double used = p > 0 ? cpu_seconds_of(p) : -1;
+        if (used >= 0 && cpu_from < 0) {
+          cpu_from = used;
+        } else if (used >= 0 && used - cpu_from > cpu_limit) {
+          char took[32];
+          std::snprintf(took, sizeof took, "%.2f", used - cpu_from);
+          cpu_over = "cpu limit " + std::to_string(manifest_.resources.cpu_seconds) + " s per call exceeded (worker " +
+                     std::to_string(p) + " used " + took + " s of CPU on one input and was killed)";
+          cpu_at = at;
+          reap(true);
+          gone = true;
+          break;
+        }
       }
     }
     if (!gone) try {
@@ -658,10 +681,15 @@ size_t isolated_adapter::run_process(capnp::MessageBuilder& msg, const frame* in
         gone = true;
       }
   }
-  // A process of the worker's group (a child of it) killed for memory while it worked on these:
-  // the worker broke its limit on the input it was at then. What it committed before that
-  // input stands; the worker goes. (A worker itself killed for it is gone, and named below.)
+  // A process of the worker's group (a child of it) killed for memory while it worked on these,
+  // or the worker past its CPU time on one input: it broke its limit on the input it was at
+  // then. What it committed before that input stands; the worker goes. (A worker itself killed
+  // for memory is gone, and named below.)
   std::string over = gone ? std::string() : over_memory();
+  if (!cpu_over.empty()) {
+    over = cpu_over;
+    oom_at = cpu_at;
+  }
   if (!over.empty()) {
     if (oom_at < 0) oom_at = static_cast<int64_t>(ctl.progress.load(std::memory_order_relaxed));
     reap(true);

@@ -60,7 +60,7 @@ const char* to_string(exec_mode m);
 
 struct resource_limits {
   uint64_t memory_mb = 0;    // 0: unlimited
-  uint64_t cpu_seconds = 0;  // 0: unlimited
+  uint64_t cpu_seconds = 0;  // CPU time an isolated worker may use on one input; 0: unlimited
   uint64_t open_files = 0;   // 0: inherit
   double cpu_cores = 0;      // CPU time per second of wall-clock time, throttled (where cgroups serve); 0: none
   uint64_t processes = 256;  // processes and threads of an isolated worker (where cgroups serve); 0: no limit

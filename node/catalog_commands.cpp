@@ -155,7 +155,8 @@ void print_plugin(const catalog::entry& e) {
     return v == 0 ? std::string("unlimited") : std::to_string(v) + unit;
   };
   std::printf(
-      "  resources:    memory %s, cpu time %s, cpu cores %s, open files %s, processes %s, network %s, deadline %u "
+      "  resources:    memory %s, cpu time per input %s, cpu cores %s, open files %s, processes %s, network %s, "
+      "deadline %u "
       "ms per call (enforced in mode isolated)\n",
       limit(r.memory_mb, " MiB").c_str(), limit(r.cpu_seconds, " s").c_str(),
       r.cpu_cores == 0 ? "unlimited" : number(r.cpu_cores).c_str(),

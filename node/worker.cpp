@@ -56,10 +56,7 @@ std::string apply_limits(const resource_limits& lim, const landlock::grants& fil
     rlimit r{lim.open_files, lim.open_files};
     if (setrlimit(RLIMIT_NOFILE, &r) != 0) return std::string("open file limit: ") + std::strerror(errno);
   }
-  if (lim.cpu_seconds > 0) {
-    rlimit r{lim.cpu_seconds, lim.cpu_seconds + 1};  // SIGXCPU at the limit, SIGKILL a second later
-    if (setrlimit(RLIMIT_CPU, &r) != 0) return std::string("cpu limit: ") + std::strerror(errno);
-  }
+  // cpu_seconds is per input: the node watches it (isolated_adapter::run_process).
   // What the worker maps already (its own code and the shared regions) is not the plugin's:
   // the limit is on top of it. The library is loaded after this, so what it maps counts.
   if (lim.memory_mb > 0) {

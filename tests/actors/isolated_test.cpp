@@ -688,17 +688,26 @@ TEST(isolated, an_idle_worker_that_stops_answering_is_lost) {
   EXPECT_LT(lost_at - frozen_at, 5s);
 }
 
-TEST(isolated, a_worker_past_its_cpu_limit_is_named) {
-  // faulty, as a plugin author would limit it: one second of CPU time per worker.
-  temp_dir plugins;
+namespace {
+
+// A folder with faulty's manifest, limited to `seconds` of CPU time per input.
+void faulty_with_cpu_seconds(const temp_dir& plugins, int seconds) {
   std::ifstream in(plugin_dir() + "/faulty/plugin.yaml");
   std::stringstream manifest;
   manifest << in.rdbuf();
   auto text = manifest.str();
-  text.replace(text.find("cpu_seconds: 0"), 14, "cpu_seconds: 1");
+  text.replace(text.find("cpu_seconds: 0"), 14, "cpu_seconds: " + std::to_string(seconds));
   text.replace(text.find("library: libtroupe_faulty.so"), 28,
                "library: " + plugin_dir() + "/faulty/libtroupe_faulty.so");
   plugins.write("faulty/plugin.yaml", text);
+}
+
+}  // namespace
+
+TEST(isolated, a_worker_past_its_cpu_limit_on_one_input_is_named) {
+  // faulty, as a plugin author would limit it: one second of CPU time per input.
+  temp_dir plugins;
+  faulty_with_cpu_seconds(plugins, 1);
   temp_dir d;
   auto p = plan_yaml(d,
                      chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 30000, "
@@ -710,10 +719,32 @@ TEST(isolated, a_worker_past_its_cpu_limit_is_named) {
   ASSERT_TRUE(r.completed);
   EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
   auto& f = r.slot("f");
-  EXPECT_THAT(f.last_error(), HasSubstr("cpu limit 1 s exceeded"));
+  EXPECT_THAT(f.last_error(), HasSubstr("cpu limit 1 s per call exceeded (worker "));
+  EXPECT_THAT(f.last_error(), HasSubstr("s of CPU on one input and was killed)"));
   EXPECT_EQ(f.restarts.Value(), 4);  // seq 2 spins twice on each stream, then is a dead letter
   EXPECT_EQ(r.dead_letters->records().size(), 2u);
   expect_clean_but_dead(r, d.path().string(), 4);
+}
+
+TEST(isolated, a_long_lived_worker_may_use_more_cpu_than_its_limit_over_many_inputs) {
+  // 0.4 s of CPU on each of 6 inputs, 2.4 s in all, under 1 s per input: nothing is lost.
+  temp_dir plugins;
+  faulty_with_cpu_seconds(plugins, 1);
+  temp_dir d;
+  auto p = plan_yaml(d,
+                     chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 30000, "
+                           "config: {action: spin, hang_ms: 20000, cpu_ms: 400, every: 1}}",
+                           3),  // 3 frames on each of 2 streams
+                     plugins.path().string());
+  ASSERT_OK(p);
+  auto r = run_pipeline(*p, 60s);
+  ASSERT_TRUE(r.completed);
+  EXPECT_TRUE(r.outcome.ok) << r.outcome.reason;
+  auto& f = r.slot("f");
+  EXPECT_EQ(f.restarts.Value(), 0) << f.last_error();
+  EXPECT_EQ(f.frames_completed.Value(), 6);
+  EXPECT_GE(f.worker_cpu.Value(), 2.0);  // the worker did use more than its limit, in all
+  EXPECT_TRUE(r.dead_letters->records().empty());
 }
 
 TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
