@@ -37,6 +37,7 @@ enum class errc : uint8_t {
   refused,               // never possible as asked (a source's replicas, a stage on another node, a range)
   no_answer,             // an actor or node did not answer in time: it may be overloaded
   type_mismatch,         // an edge's media types do not meet, or its metadata lacks what its consumer needs
+  no_room,               // a node's capacity does not hold what is asked (admission); it may once work stops
 };
 
 /// The Troupe code of an error; nullopt for no error or an error of another category.

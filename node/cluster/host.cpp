@@ -351,6 +351,14 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
       caf::anon_send(h.manager, stop_atom::value);
       return p->name;
     }
+    // Stages that come to this node must fit beside what runs here (or in room that lower
+    // priorities give back), as a new pipeline must.
+    plan arriving = *p;
+    for (auto& s : arriving.stages)
+      if (auto* before = h.p->find(s.spec.name); !s.remote && before != nullptr && !before->remote) s.remote = true;
+    auto a = admit_evicting(d.capacity, d.held(), arriving, d.node, d.holders());
+    if (!a.refused.empty()) return make_error(errc::no_room, a.refused);
+    if (auto why = d.make_room(a, arriving); !why.empty()) return make_error(errc::no_room, why);
     h.placed = *placed;
     h.p = p;
     caf::anon_send(h.manager, place_atom::value,
@@ -364,9 +372,9 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   // or in the room that pipelines of lower priority give back.
   if (!placed || placed->runs_on(d.node)) {
     auto a = admit_evicting(d.capacity, d.held(), *p, d.node, d.holders());
-    if (!a.refused.empty()) return make_error(errc::refused, a.refused);
+    if (!a.refused.empty()) return make_error(errc::no_room, a.refused);
     if (!check_only)
-      if (auto why = d.make_room(a, *p); !why.empty()) return make_error(errc::refused, why);
+      if (auto why = d.make_room(a, *p); !why.empty()) return make_error(errc::no_room, why);
   }
   if (check_only) return p->name;
   if (placed && !placed->runs_on(d.node)) return p->name;  // for others (this node restarted since)
@@ -417,7 +425,7 @@ expected<void> pipeline_host::scale(const std::string& pipeline, const std::stri
       if (replicas > serving)
         if (auto why = admit_replicas(impl_->capacity, impl_->held(), *s, replicas - serving, impl_->node);
             !why.empty())
-          return make_error(errc::refused, "pipeline '" + pipeline + "': " + why);
+          return make_error(errc::no_room, "pipeline '" + pipeline + "': " + why);
     }
   }
   return scale_stage(impl_->sys, manager, stage, replicas);

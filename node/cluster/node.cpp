@@ -1,6 +1,7 @@
 #include "node.hpp"
 
 #include "placement.hpp"
+#include "records.hpp"
 #include "rpc.hpp"
 
 #include <spdlog/spdlog.h>
@@ -499,6 +500,18 @@ void cluster_node::apply(const std::string& name, const cluster_view::pipeline& 
     }
     return;
   }
+  // A word that this node has no room for stages is withdrawn once none of them is placed here
+  // (the leader moved them), or it is of another run.
+  if (auto it = p.refused.find(c_.name); it != p.refused.end()) {
+    bool still = it->second.run == r.run;
+    if (still) {
+      still = false;
+      for (auto& stage : it->second.stages)
+        if (auto* s = r.find(stage); s != nullptr && std::count(s->nodes.begin(), s->nodes.end(), c_.name) > 0)
+          still = true;
+    }
+    if (!still) withdraw_refusal(name);
+  }
   if (auto it = applied_.find(name); it != applied_.end() && it->second == p.epoch) return;
   applied_[name] = p.epoch;
   if (!r.runs_on(c_.name) && here != r.run) return;  // nothing of it here
@@ -511,18 +524,41 @@ void cluster_node::apply(const std::string& name, const cluster_view::pipeline& 
     return;
   }
   auto placement = placement_of(r, p.epoch);
+  // The stages this record brings here: those the record applied before did not place here.
+  auto before = deployed_.find(name);
+  std::optional<cluster_view::pipeline> was;
+  if (before != deployed_.end()) was = before->second;
+  room_refusal arriving{r.run, {}, {}};
+  for (auto& s : r.stages) {
+    if (std::count(s.nodes.begin(), s.nodes.end(), c_.name) == 0) continue;
+    auto* b = was && was->record.run == r.run ? was->record.find(s.stage) : nullptr;
+    if (b == nullptr || std::count(b->nodes.begin(), b->nodes.end(), c_.name) == 0) arriving.stages.push_back(s.stage);
+  }
+  const room_refusal* said = p.refused_by(c_.name);
   deployed_[name] = p;
   tasks_.add(jobs_
                  .run([&host = host_, text = r.text, source = r.source, placement]() {
                    return host.deploy(text, source, &placement);
                  })
-                 .then([this, name, epoch = p.epoch](expected<std::string> r) {
+                 .then([this, name, epoch = p.epoch, was, arriving,
+                        said = said ? std::optional(*said) : std::nullopt](expected<std::string> r) mutable {
                    if (r) {
                      said_.erase("apply " + name);
+                     if (said) withdraw_refusal(name);  // it took them
                      return;
                    }
                    auto err = describe(r.error());
                    if (applied_[name] == epoch) applied_[name] = 0;  // tried again at the next read
+                   if (code_of(r.error()) == errc::no_room && !arriving.stages.empty()) {
+                     // Its part here runs as it did; the leader is told what does not fit, and
+                     // moves what may run elsewhere.
+                     if (was)
+                       deployed_[name] = *was;
+                     else
+                       deployed_.erase(name);
+                     arriving.why = err;
+                     if (!said || said->stages != arriving.stages || said->why != err) refuse_room(name, arriving);
+                   }
                    log_once("apply " + name,
                             "pipeline '" + name + "' at epoch " + std::to_string(epoch) + ": this node's part: " + err,
                             true);
@@ -568,11 +604,12 @@ void cluster_node::lead(const std::string& name, const cluster_view::pipeline& p
     next->state = pipeline_state::finished;
     what = "finished on every node";
   } else if (r.state == pipeline_state::running) {
-    if (auto rep = replace(r, p.epoch, live)) {
+    if (auto rep = replace(r, p.epoch, live, p.refused)) {
       next = std::move(rep->next);
       for (auto& c : rep->changes) what += (what.empty() ? "" : "; ") + c;
     }
-    for (auto& w : waiting(next ? *next : r, live)) log_once("wait " + name + " " + w, "pipeline '" + name + "': " + w);
+    for (auto& w : waiting(next ? *next : r, live, p.refused))
+      log_once("wait " + name + " " + w.substr(0, w.find(':')), "pipeline '" + name + "': " + w);
   }
   if (!next) return;
   etcd_txn t;
@@ -599,6 +636,27 @@ void cluster_node::lead(const std::string& name, const cluster_view::pipeline& p
                        log_once("write " + name, "cannot write the placement of pipeline '" + name + "': " + reason(e));
                      })
                  .then([this, name]() { writing_.erase(name); }));
+}
+
+// Tells the store, under this node's lease, that it has no room for stages of a pipeline.
+void cluster_node::refuse_room(const std::string& pipeline, const room_refusal& r) {
+  spdlog::warn("[node={}] pipeline '{}': no room here for stage{} {}: {}", c_.name, pipeline,
+               r.stages.size() == 1 ? "" : "s", joined(r.stages), r.why);
+  etcd_txn t;
+  t.success = {put(keys_.refusal(pipeline, c_.name), to_json(r), lease_id_)};
+  tasks_.add(store_.txn(t).ignoreResult().catch_([this](kj::Exception&& e) {
+    store_failed();
+    log_once("refuse room", "cannot tell the store this node has no room: " + reason(e));
+  }));
+}
+
+void cluster_node::withdraw_refusal(const std::string& pipeline) {
+  etcd_txn t;
+  t.success = {erase(keys_.refusal(pipeline, c_.name))};
+  tasks_.add(store_.txn(t).ignoreResult().catch_([this](kj::Exception&& e) {
+    store_failed();
+    log_once("withdraw refusal", "cannot withdraw this node's word that it has no room: " + reason(e));
+  }));
 }
 
 // Parts that ended here are recorded, so that the leader can tell when the whole is over.

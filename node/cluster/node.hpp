@@ -107,6 +107,10 @@ class cluster_node {
   void unfence();
   void fence_self(const std::string& why);
   void log_once(const std::string& key, const std::string& text, bool error = false);
+  /// Tells the store this node has no room for stages of a pipeline (the leader moves what it
+  /// may), or withdraws that.
+  void refuse_room(const std::string& pipeline, const room_refusal& r);
+  void withdraw_refusal(const std::string& pipeline);
 
   struct task_errors final : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;

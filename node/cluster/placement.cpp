@@ -37,6 +37,13 @@ bool contains(const std::vector<std::string>& v, const std::string& x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
 
+// Node said it has no room for the stage in this run.
+bool no_room_for(const std::map<std::string, room_refusal>& refused, const std::string& run, const std::string& node,
+                 const std::string& stage) {
+  auto it = refused.find(node);
+  return it != refused.end() && it->second.run == run && contains(it->second.stages, stage);
+}
+
 }  // namespace
 
 expected<std::vector<stage_placement>> place(const std::vector<stage_request>& stages, const std::string& self,
@@ -78,7 +85,8 @@ expected<std::vector<stage_placement>> place(const std::vector<stage_request>& s
   return out;
 }
 
-std::optional<replacement> replace(const placement_record& r, int64_t epoch, const std::set<std::string>& live) {
+std::optional<replacement> replace(const placement_record& r, int64_t epoch, const std::set<std::string>& live,
+                                   const std::map<std::string, room_refusal>& refused) {
   replacement out;
   out.next = r;
   auto& next = out.next;
@@ -87,16 +95,21 @@ std::optional<replacement> replace(const placement_record& r, int64_t epoch, con
     f = std::max<int64_t>(f, epoch);
   };
   for (auto& s : next.stages) {
-    std::vector<std::string> up, gone;
-    for (auto& n : s.nodes) (live.count(n) ? up : gone).push_back(n);
+    std::vector<std::string> up, gone, full;
+    for (auto& n : s.nodes) (!live.count(n) ? gone : no_room_for(refused, r.run, n, s.stage) ? full : up).push_back(n);
     if (s.any) {
-      if (!s.nodes.empty() && gone.empty()) continue;
+      if (!s.nodes.empty() && gone.empty() && full.empty()) continue;
       auto load = load_of(next.stages);
       for (auto& n : gone) --load[n];
-      auto to = least_loaded(live, load);
-      if (to.empty()) continue;  // no node is up: it waits where it was
-      for (auto& n : gone) fence(n);
-      out.changes.push_back("stage '" + s.stage + "' moves from " + list_text(s.nodes) + " to node " + to);
+      for (auto& n : full) --load[n];
+      std::set<std::string> room;  // live nodes that did not say they have no room for it
+      for (auto& n : live)
+        if (!no_room_for(refused, r.run, n, s.stage)) room.insert(n);
+      auto to = least_loaded(room, load);
+      if (to.empty()) continue;       // no node is up, or none has room: it waits where it was
+      for (auto& n : gone) fence(n);  // (not one without room: it never ran the stage)
+      out.changes.push_back("stage '" + s.stage + "' moves from " + list_text(s.nodes) + " to node " + to +
+                            (full.empty() ? "" : " (" + list_text(full) + " has no room for it)"));
       s.nodes = {to};
       ++s.moves;
       continue;
@@ -115,12 +128,16 @@ std::optional<replacement> replace(const placement_record& r, int64_t epoch, con
   return out;
 }
 
-std::vector<std::string> waiting(const placement_record& r, const std::set<std::string>& live) {
+std::vector<std::string> waiting(const placement_record& r, const std::set<std::string>& live,
+                                 const std::map<std::string, room_refusal>& refused) {
   std::vector<std::string> out;
   for (auto& s : r.stages) {
     bool any_up = false;
     for (auto& n : s.nodes) any_up = any_up || live.count(n);
     if (!any_up) out.push_back("stage '" + s.stage + "' waits for " + list_text(s.nodes.empty() ? s.allowed : s.nodes));
+    for (auto& n : s.nodes)
+      if (live.count(n) && no_room_for(refused, r.run, n, s.stage))
+        out.push_back("stage '" + s.stage + "' waits for room on " + n + ": " + refused.at(n).why);
   }
   return out;
 }

@@ -13,6 +13,7 @@
 
 #include <error.hpp>
 
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -38,16 +39,20 @@ expected<std::vector<stage_placement>> place(const std::vector<stage_request>& s
 /// The record as it should be with these members up, if anything changes: stages leave nodes
 /// that are down (a `node: any` stage moves, a stage on several nodes goes on on the live ones),
 /// come back to listed nodes that are up again, and every node a stage left is fenced at
-/// `epoch` (the revision the record was read at). changes and waiting say what and why, for
-/// the log.
+/// `epoch` (the revision the record was read at). A `node: any` stage also leaves a node that
+/// said it has no room for it (`refused`, of the record's run), for a live one that did not.
+/// changes and waiting say what and why, for the log.
 struct replacement {
   placement_record next;
   std::vector<std::string> changes;
 };
-std::optional<replacement> replace(const placement_record& r, int64_t epoch, const std::set<std::string>& live);
+std::optional<replacement> replace(const placement_record& r, int64_t epoch, const std::set<std::string>& live,
+                                   const std::map<std::string, room_refusal>& refused = {});
 
-/// Stages that wait: placed on no live node, and allowed no other.
-std::vector<std::string> waiting(const placement_record& r, const std::set<std::string>& live);
+/// Stages that wait: placed on no live node, and allowed no other; or on a node that has no
+/// room for them.
+std::vector<std::string> waiting(const placement_record& r, const std::set<std::string>& live,
+                                 const std::map<std::string, room_refusal>& refused = {});
 
 /// What node may go on running while it cannot keep its lease (others may take its stages
 /// meanwhile): the record without node on every stage that could run elsewhere.

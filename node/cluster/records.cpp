@@ -117,6 +117,23 @@ expected<placement_record> parse_record(const std::string& key, const std::strin
   return r;
 }
 
+std::string to_json(const room_refusal& r) { return json{{"run", r.run}, {"stages", r.stages}, {"why", r.why}}.dump(); }
+
+expected<room_refusal> parse_room_refusal(const std::string& key, const std::string& text) {
+  auto j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return bad(key, "expected a JSON object");
+  room_refusal r;
+  if (!field(j, "run", r.run) || !field(j, "stages", r.stages) || !field(j, "why", r.why))
+    return bad(key, "expected run and why as strings and stages as a list of strings");
+  if (r.run.empty()) return bad(key, "field 'run' is missing");
+  return r;
+}
+
+const room_refusal* cluster_view::pipeline::refused_by(const std::string& node) const {
+  auto it = refused.find(node);
+  return it != refused.end() && it->second.run == record.run ? &it->second : nullptr;
+}
+
 std::set<std::string> cluster_view::live() const {
   std::set<std::string> out;
   for (auto& [n, lease] : members) out.insert(n);
@@ -128,6 +145,7 @@ cluster_view read_view(const keyspace& keys, const etcd_range& range, std::vecto
   v.revision = range.revision;
   std::map<std::string, std::string> leaders;
   std::map<std::string, std::map<std::string, std::string>> done;
+  std::map<std::string, std::map<std::string, room_refusal>> refused;
   for (auto& kv : range.kvs) {
     if (kv.key.rfind(keys.root, 0) != 0) continue;
     auto rest = kv.key.substr(keys.root.size());
@@ -156,11 +174,20 @@ cluster_view read_view(const keyspace& keys, const etcd_range& range, std::vecto
     } else if (kind == "parts") {
       auto at = name.rfind('/');
       if (at != std::string::npos) done[name.substr(0, at)][name.substr(at + 1)] = kv.value;
+    } else if (kind == "refusals") {
+      auto at = name.rfind('/');
+      if (at == std::string::npos) continue;
+      auto r = parse_room_refusal(kv.key, kv.value);
+      if (!r)
+        problems.push_back(describe(r.error()));
+      else
+        refused[name.substr(0, at)][name.substr(at + 1)] = std::move(*r);
     }
   }
   for (auto& [name, p] : v.pipelines) {
     if (auto it = leaders.find(name); it != leaders.end()) p.leader = it->second;
     if (auto it = done.find(name); it != done.end()) p.done = it->second;
+    if (auto it = refused.find(name); it != refused.end()) p.refused = it->second;
   }
   return v;
 }

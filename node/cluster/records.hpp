@@ -8,6 +8,8 @@
 //                                 placement's epoch
 //   <root>leaders/<pipeline>      the node that re-places the pipeline, under that node's lease
 //   <root>parts/<pipeline>/<node> the run whose part finished on that node
+//   <root>refusals/<pipeline>/<node>  room_refusal, JSON, under the node's lease: stages placed
+//                                 there that it has no room for (its capacity), in that run
 //
 // Records are values: parsed from and written to JSON (nlohmann-json); a record that does not
 // parse is an error naming its key and what is wrong, and is left alone.
@@ -34,7 +36,18 @@ struct keyspace {
   std::string pipeline(const std::string& p) const { return root + "pipelines/" + p; }
   std::string leader(const std::string& p) const { return root + "leaders/" + p; }
   std::string part(const std::string& p, const std::string& n) const { return root + "parts/" + p + "/" + n; }
+  std::string refusal(const std::string& p, const std::string& n) const { return root + "refusals/" + p + "/" + n; }
 };
+
+/// A node's word that it has no room (capacity) for stages placed on it: the leader moves
+/// `node: any` ones elsewhere. Withdrawn by the node once it takes them, or they leave it.
+struct room_refusal {
+  std::string run;                  // the pipeline's run it is about
+  std::vector<std::string> stages;  // the stages it cannot take
+  std::string why;                  // the admission's refusal: node, stage and shortfall
+};
+std::string to_json(const room_refusal& r);
+expected<room_refusal> parse_room_refusal(const std::string& key, const std::string& text);
 
 /// How a node is reached.
 struct node_info {
@@ -79,9 +92,12 @@ expected<placement_record> parse_record(const std::string& key, const std::strin
 struct cluster_view {
   struct pipeline {
     placement_record record;
-    int64_t epoch = 0;                        // the record's mod revision
-    std::string leader;                       // empty: none now
-    std::map<std::string, std::string> done;  // node -> the run whose part finished there
+    int64_t epoch = 0;                            // the record's mod revision
+    std::string leader;                           // empty: none now
+    std::map<std::string, std::string> done;      // node -> the run whose part finished there
+    std::map<std::string, room_refusal> refused;  // node -> what it has no room for
+    /// The stages node refused for want of room in the record's run (empty: none).
+    const room_refusal* refused_by(const std::string& node) const;
   };
   int64_t revision = 0;
   std::map<std::string, node_info> nodes;  // every node that ever registered

@@ -125,6 +125,37 @@ TEST(placement, any_stage_moves_off_a_down_node_and_fences_it_at_the_read_epoch)
   EXPECT_EQ(later->next.fences.at("n2"), 10);
 }
 
+TEST(placement, any_stage_leaves_a_node_without_room_for_one_with_room_unfenced) {
+  // mid moved to n3 (n2 went down); n3 has no room for it in this run: it goes to n1.
+  auto r = record_of({pinned("src", {"n1"}), anywhere("mid", "n3"), pinned("sink", {"n1"})});
+  std::map<std::string, room_refusal> refused{
+      {"n3",
+       {"run-1",
+        {"mid"},
+        "node n3 cannot take pipeline 'p': stage 'mid' (1 replica of 256 MiB): it needs 256 "
+        "MiB of memory, 200 MiB free of 200 MiB (capacity in n3.yaml)"}}};
+  auto next = replace(r, 12, {"n1", "n3"}, refused);
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->next.find("mid")->nodes, std::vector<std::string>{"n1"});
+  EXPECT_EQ(next->next.fences.count("n3"), 0u);  // it never ran mid: nothing of it to drop
+  ASSERT_EQ(next->changes.size(), 1u);
+  EXPECT_EQ(next->changes[0], "stage 'mid' moves from n3 to node n1 (n3 has no room for it)");
+  EXPECT_FALSE(replace(next->next, 13, {"n1", "n3"}, refused));  // settled
+  // A refusal of another run, or of other stages, moves nothing.
+  auto other = refused;
+  other["n3"].run = "run-0";
+  EXPECT_FALSE(replace(r, 12, {"n1", "n3"}, other));
+  other = refused;
+  other["n3"].stages = {"pre"};
+  EXPECT_FALSE(replace(r, 12, {"n1", "n3"}, other));
+  // No live node with room: it waits where it is, and says why.
+  refused["n1"] = {"run-1", {"mid"}, "node n1 cannot take ..."};
+  EXPECT_FALSE(replace(r, 12, {"n1", "n3"}, refused));
+  auto w = waiting(r, {"n1", "n3"}, refused);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_THAT(w[0], HasSubstr("stage 'mid' waits for room on n3: node n3 cannot take pipeline 'p'"));
+}
+
 TEST(placement, a_listed_stage_shrinks_to_its_live_nodes_and_grows_back_in_file_order) {
   auto r = record_of({pinned("mid", {"n2", "n3"})});
   auto shrunk = replace(r, 7, {"n1", "n3"});
@@ -210,10 +241,16 @@ TEST(records, a_view_keeps_what_parses_and_names_what_does_not) {
   auto rec = record_of({pinned("src", {"n1"})});
   etcd_range range;
   range.revision = 99;
-  range.kvs = {{keys.node("n1"), to_json(n1), 1, 1, 0},  {keys.node("n2"), "garbage", 2, 2, 0},
-               {keys.member("n1"), "7", 3, 3, 7},        {keys.pipeline("p"), to_json(rec), 4, 42, 0},
-               {keys.pipeline("q"), "{}", 5, 5, 0},      {keys.leader("p"), "n1", 6, 6, 7},
-               {keys.part("p", "n1"), "run-1", 8, 8, 0}, {"/troupe/other/nodes/z", to_json(n1), 9, 9, 0}};
+  range.kvs = {{keys.node("n1"), to_json(n1), 1, 1, 0},
+               {keys.node("n2"), "garbage", 2, 2, 0},
+               {keys.member("n1"), "7", 3, 3, 7},
+               {keys.pipeline("p"), to_json(rec), 4, 42, 0},
+               {keys.pipeline("q"), "{}", 5, 5, 0},
+               {keys.leader("p"), "n1", 6, 6, 7},
+               {keys.part("p", "n1"), "run-1", 8, 8, 0},
+               {"/troupe/other/nodes/z", to_json(n1), 9, 9, 0},
+               {keys.refusal("p", "n2"), to_json(room_refusal{"run-1", {"mid"}, "no room"}), 10, 10, 7},
+               {keys.refusal("p", "n3"), "{\"stages\": 4}", 11, 11, 8}};
   std::vector<std::string> problems;
   auto v = read_view(keys, range, problems);
   EXPECT_EQ(v.revision, 99);
@@ -225,9 +262,13 @@ TEST(records, a_view_keeps_what_parses_and_names_what_does_not) {
   EXPECT_EQ(v.pipelines.at("p").epoch, 42);
   EXPECT_EQ(v.pipelines.at("p").leader, "n1");
   EXPECT_EQ(v.pipelines.at("p").done.at("n1"), "run-1");
-  ASSERT_EQ(problems.size(), 2u);
+  ASSERT_NE(v.pipelines.at("p").refused_by("n2"), nullptr);
+  EXPECT_EQ(v.pipelines.at("p").refused_by("n2")->stages, std::vector<std::string>{"mid"});
+  EXPECT_EQ(v.pipelines.at("p").refused_by("n3"), nullptr);
+  ASSERT_EQ(problems.size(), 3u);
   EXPECT_THAT(problems[0], HasSubstr(keys.node("n2")));
   EXPECT_THAT(problems[1], HasSubstr(keys.pipeline("q")));
+  EXPECT_THAT(problems[2], HasSubstr(keys.refusal("p", "n3") + " in the cluster's store: expected run and why"));
 }
 
 // -- the lease clock ---------------------------------------------------------------------------

@@ -9,6 +9,8 @@
 #   registers again, runs its pinned stage on and is given its share back.
 # - A pinned stage's node killed and started again: the stage waits for it, starts there again
 #   from the placement record, and is fed what its senders still hold.
+# - A `node: any` stage given to a node without room for it (its capacity): the node says so
+#   in the store and the leader moves the stage on to one with room.
 # - The leader killed together with the node of a `node: any` stage: the last node takes the
 #   leader key and moves the stage to itself.
 # Bounded in time; every process started is reaped.
@@ -126,6 +128,38 @@ status | grep -E '^(PIPELINE|restarted) '
 check "nothing lost, nothing twice across the restart" same_as_single restarted 1500
 check "no frame of the restart reached the sink twice" \
   grep -q "total frames 4500 bytes [0-9]* duplicates 0" restarted-sum.txt
+
+# -- a node: any stage whose next node has no room for it ---------------------------------------
+# n3 again, with room for 200 MiB only: mid (faulty: 256 MiB) goes to n2, the one with room.
+# n2 killed: the leader n1 gives mid to n3, which runs the fewest stages; n3 has no room, says
+# so in the store, and n1 moves mid on to itself.
+kill -9 "${pids[2]}"
+wait "${pids[2]}" 2>/dev/null
+sleep 3  # its lease ends
+node_yaml n3 3 > n3.yaml
+echo "capacity: {memory_mb: 200}" >> n3.yaml
+"$troupe" node --config n3.yaml >> n3.log 2>&1 &
+pids[2]=$!
+check "n3 is up again, with room for 200 MiB" wait_for 10 members_up n2 n3
+pipeline full "" "" ", node: any" 1500 > full.yaml
+out=$("$troupe" deploy full.yaml $admin 2>&1)
+check "a pipeline with mid on any node is deployed" contains "$out" "pipeline 'full' deployed"
+check "mid runs on n2: n3 has no room for it" wait_for 10 flowing full mid n2
+kill -9 "${pids[1]}"
+wait "${pids[1]}" 2>/dev/null
+check "n1 gives mid to n3 once n2's lease ends" \
+  wait_for 10 grep -q "pipeline 'full' (epoch [0-9]*): stage 'mid' moves from n2 to node n3" n1.log
+check "n3 has no room for it, and says why" wait_for 10 grep -qF \
+  "pipeline 'full': no room here for stage mid: node n3 cannot take pipeline 'full': stage 'mid' (1 replica of 256 MiB): it needs 256 MiB of memory, 200 MiB free of 200 MiB (capacity in n3.yaml)" n3.log
+check "n1 moves mid on to a node with room: itself" wait_for 10 grep -q \
+  "pipeline 'full' (epoch [0-9]*): stage 'mid' moves from n3 to node n1 (n3 has no room for it)" n1.log
+check "the pipeline finishes" wait_for 60 finished full
+status | grep -E '^(PIPELINE|full) '
+check "nothing lost, nothing twice across the moves" same_as_single full 1500
+check "no frame of the moves reached the sink twice" grep -q "total frames 4500 bytes [0-9]* duplicates 0" full-sum.txt
+check "n3 withdrew its word once mid left it" wait_for 10 bash -c \
+  "! etcdctl --endpoints $etcd_endpoints get --prefix --keys-only /troupe/ | grep -q '/refusals/full/'"
+start_node n2 2
 
 # -- the leader dies together with the node of a node: any stage ------------------------------
 # Deployed through n3, which leads; src and sink on n2; mid on any node: n1 (it runs none).
