@@ -132,32 +132,35 @@ resources_amount asks_of(const plan& p) {
   return need;
 }
 
-std::string admit(const node_capacity& cap, resources_amount& held, const plan& p, const std::string& node) {
+expected<void> admit(const node_capacity& cap, resources_amount& held, const plan& p, const std::string& node) {
   for (auto& s : p.stages) {
     if (s.remote) continue;
     auto need = times(request_of(s), s.spec.replicas);
     auto n = s.spec.replicas;
     auto what = "pipeline '" + p.name + "': stage '" + s.spec.name + "' (" + std::to_string(n) +
                 (n == 1 ? " replica of " : " replicas of ") + each(s) + ")";
-    if (auto why = shortfall(cap, held, need, what, node); !why.empty()) return why;
+    if (auto why = shortfall(cap, held, need, what, node); !why.empty()) return make_error(errc::no_room, why);
     held += need;
   }
   return {};
 }
 
-std::string admit_replicas(const node_capacity& cap, const resources_amount& held, const planned_stage& s,
-                           uint32_t more, const std::string& node) {
+expected<void> admit_replicas(const node_capacity& cap, const resources_amount& held, const planned_stage& s,
+                              uint32_t more, const std::string& node) {
   auto what = std::to_string(more) + (more == 1 ? " more replica" : " more replicas") + " of stage '" + s.spec.name +
               "' (" + each(s) + " each)";
-  return shortfall(cap, held, times(request_of(s), more), what, node);
+  if (auto why = shortfall(cap, held, times(request_of(s), more), what, node); !why.empty())
+    return make_error(errc::no_room, why);
+  return {};
 }
 
 admission admit_evicting(const node_capacity& cap, const resources_amount& held, const plan& p, const std::string& node,
                          std::vector<replica_holder> holders) {
-  auto fits = [&](resources_amount h) { return admit(cap, h, p, node); };
+  auto fits = [&](resources_amount h) { return static_cast<bool>(admit(cap, h, p, node)); };
   admission a;
-  a.refused = fits(held);
-  if (a.refused.empty()) return a;
+  resources_amount h = held;
+  if (auto r = admit(cap, h, p, node); !r) a.refused = r.error();
+  if (!a.refused) return a;
   const auto need = asks_of(p);
   auto& t = cap.total;
   auto short_of_memory = [&](const resources_amount& h) {
@@ -173,7 +176,8 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
   std::sort(holders.begin(), holders.end(), [](const replica_holder& x, const replica_holder& y) {
     return std::tie(x.priority, x.pipeline, x.stage->spec.name) < std::tie(y.priority, y.pipeline, y.stage->spec.name);
   });
-  resources_amount h = held, given;
+  h = held;
+  resources_amount given;
   std::vector<eviction> evictions;
   for (auto& r : holders) {
     auto each = request_of(*r.stage);
@@ -186,15 +190,16 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
     }
     if (to == r.serving) continue;
     evictions.push_back({r.pipeline, r.stage->spec.name, r.priority, r.serving, to, times(each, r.serving - to)});
-    if (fits(h).empty()) {
-      a.refused.clear();
+    if (fits(h)) {
+      a.refused = caf::error{};
       a.evictions = std::move(evictions);
       return a;
     }
   }
   if (!evictions.empty())
-    a.refused += "; pipelines of lower priority than " + std::to_string(p.priority) + " here could give back only " +
-                 describe(given) + " (down to one replica of each stage): not enough";
+    a.refused = make_error(errc::no_room, troupe::describe(a.refused) + "; pipelines of lower priority than " +
+                                              std::to_string(p.priority) + " here could give back only " +
+                                              describe(given) + " (down to one replica of each stage): not enough");
   return a;
 }
 

@@ -10,6 +10,8 @@
 // replicas (drained, as for scaling down; never below one), lowest priority first.
 #pragma once
 
+#include "error.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -69,12 +71,13 @@ resources_amount held_by(const plan& p, const std::vector<std::shared_ptr<slot_s
 resources_amount asks_of(const plan& p);
 
 /// Admits the stages of p that run on `node` (each at its planned replicas) beside `held`,
-/// which grows by what is admitted; empty, or why not.
-std::string admit(const node_capacity& cap, resources_amount& held, const plan& p, const std::string& node);
+/// which grows by what is admitted. Refused (errc::no_room) naming the node, the stage and the
+/// shortfall.
+expected<void> admit(const node_capacity& cap, resources_amount& held, const plan& p, const std::string& node);
 
-/// Admits `more` replicas of stage s beside `held`; empty, or why not.
-std::string admit_replicas(const node_capacity& cap, const resources_amount& held, const planned_stage& s,
-                           uint32_t more, const std::string& node);
+/// Admits `more` replicas of stage s beside `held`; refused as admit() refuses.
+expected<void> admit_replicas(const node_capacity& cap, const resources_amount& held, const planned_stage& s,
+                              uint32_t more, const std::string& node);
 
 /// A stage of a pipeline running on the node, as a source of room for higher priorities.
 struct replica_holder {
@@ -93,7 +96,7 @@ struct eviction {
 };
 
 struct admission {
-  std::string refused;              // empty: admitted
+  caf::error refused;               // none: admitted; else errc::no_room, and why
   std::vector<eviction> evictions;  // what makes room for it, in this order (empty: it fits as is)
 };
 

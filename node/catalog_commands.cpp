@@ -281,9 +281,9 @@ int validate(const common_options& common, const std::string& path) {
   resources_amount held;
   auto asks = asks_of(p);
   auto here = machine_capacity();
-  auto why = admit(here, held, p, "local");
+  auto fits = admit(here, held, p, "local");
   std::printf("  asks for %s; this machine has %s%s\n", describe(asks).c_str(), describe_capacity(here.total).c_str(),
-              why.empty() ? "" : (" (" + why + ")").c_str());
+              fits ? "" : (" (" + describe(fits.error()) + ")").c_str());
   // What travels on each edge, as the manifests declare it.
   for (auto& from : p.stages)
     for (auto d : from.downstream) {

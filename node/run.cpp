@@ -272,8 +272,8 @@ int run(const common_options& common, const run_options& opts) {
   const auto capacity = machine_capacity();
   {
     resources_amount held;
-    if (auto why = admit(capacity, held, *plan, "local"); !why.empty()) {
-      std::fprintf(stderr, "troupe: %s: %s\n", opts.pipeline.c_str(), why.c_str());
+    if (auto r = admit(capacity, held, *plan, "local"); !r) {
+      std::fprintf(stderr, "troupe: %s: %s\n", opts.pipeline.c_str(), describe(r.error()).c_str());
       return 1;
     }
   }
@@ -340,8 +340,8 @@ int run(const common_options& common, const run_options& opts) {
         auto slots = registry->snapshot();
         auto serving = serving_replicas(slots, stage);
         if (n > serving)
-          if (auto why = admit_replicas(capacity, held_by(*plan, slots), *s, n - serving, "local"); !why.empty()) {
-            spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, why);
+          if (auto r = admit_replicas(capacity, held_by(*plan, slots), *s, n - serving, "local"); !r) {
+            spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, describe(r.error()));
             return;
           }
       }

@@ -129,15 +129,16 @@ struct pipeline_host::impl {
   }
 
   // Makes room for pipeline p as `a` says: each stage named gives replicas back, drained as for
-  // scaling down (under mutex); empty, or why not.
-  std::string make_room(const admission& a, const plan& p) {
+  // scaling down (under mutex). Refused (no_room) if a stage does not give them back.
+  expected<void> make_room(const admission& a, const plan& p) {
     for (auto& e : a.evictions) {
       auto it = pipelines.find(e.pipeline);
       if (it == pipelines.end() || !running(it->second)) continue;
       auto r = scale_stage(sys, it->second.manager, e.stage, e.to);
       if (!r)
-        return "node " + node + " cannot make room for pipeline '" + p.name + "': stage '" + e.stage +
-               "' of pipeline '" + e.pipeline + "' did not give replicas back: " + describe(r.error());
+        return make_error(errc::no_room, "node " + node + " cannot make room for pipeline '" + p.name + "': stage '" +
+                                             e.stage + "' of pipeline '" + e.pipeline +
+                                             "' did not give replicas back: " + describe(r.error()));
       auto n = e.from - e.to;
       auto what = std::to_string(n) + (n == 1 ? " replica (" : " replicas (") + std::to_string(e.from) + " -> " +
                   std::to_string(e.to) + ", " + describe(e.frees) + ") for pipeline '" + p.name + "' (priority " +
@@ -357,8 +358,8 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
     for (auto& s : arriving.stages)
       if (auto* before = h.p->find(s.spec.name); !s.remote && before != nullptr && !before->remote) s.remote = true;
     auto a = admit_evicting(d.capacity, d.held(), arriving, d.node, d.holders());
-    if (!a.refused.empty()) return make_error(errc::no_room, a.refused);
-    if (auto why = d.make_room(a, arriving); !why.empty()) return make_error(errc::no_room, why);
+    if (a.refused) return a.refused;
+    if (auto r = d.make_room(a, arriving); !r) return r.error();
     h.placed = *placed;
     h.p = p;
     caf::anon_send(h.manager, place_atom::value,
@@ -372,9 +373,9 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   // or in the room that pipelines of lower priority give back.
   if (!placed || placed->runs_on(d.node)) {
     auto a = admit_evicting(d.capacity, d.held(), *p, d.node, d.holders());
-    if (!a.refused.empty()) return make_error(errc::no_room, a.refused);
+    if (a.refused) return a.refused;
     if (!check_only)
-      if (auto why = d.make_room(a, *p); !why.empty()) return make_error(errc::no_room, why);
+      if (auto r = d.make_room(a, *p); !r) return r.error();
   }
   if (check_only) return p->name;
   if (placed && !placed->runs_on(d.node)) return p->name;  // for others (this node restarted since)
@@ -423,9 +424,8 @@ expected<void> pipeline_host::scale(const std::string& pipeline, const std::stri
     if (auto* s = h.p->find(stage); s != nullptr && !s->remote) {
       auto serving = serving_replicas(h.slots->snapshot(), stage);
       if (replicas > serving)
-        if (auto why = admit_replicas(impl_->capacity, impl_->held(), *s, replicas - serving, impl_->node);
-            !why.empty())
-          return make_error(errc::no_room, "pipeline '" + pipeline + "': " + why);
+        if (auto r = admit_replicas(impl_->capacity, impl_->held(), *s, replicas - serving, impl_->node); !r)
+          return make_error(errc::no_room, "pipeline '" + pipeline + "': " + describe(r.error()));
     }
   }
   return scale_stage(impl_->sys, manager, stage, replicas);

@@ -318,6 +318,18 @@ TEST(messages, outcomes_reload_requests_and_frame_keys_print_as_values) {
 // What a node admits: each stage asks for its manifest's memory_mb and cpu_cores per replica
 // (testsrc 1024 MiB, passthrough 256 MiB, checksum 512 MiB), and a pipeline, or more replicas,
 // fit beside what the node holds or are refused, naming the node, the stage and the shortfall.
+namespace {
+
+// What an admission refused, and that it was for want of room; "" if it admitted.
+std::string refusal(const caf::error& e) {
+  if (!e) return "";
+  EXPECT_EQ(code_of(e), errc::no_room);
+  return describe(e);
+}
+std::string refusal(const expected<void>& r) { return r ? "" : refusal(r.error()); }
+
+}  // namespace
+
 TEST(admission, a_pipeline_or_more_replicas_fit_beside_what_runs_or_are_refused_by_name) {
   temp_dir d;
   auto p = plan_yaml(d,
@@ -329,34 +341,34 @@ TEST(admission, a_pipeline_or_more_replicas_fit_beside_what_runs_or_are_refused_
   ASSERT_TRUE(p) << describe(p.error());
   node_capacity cap{{2, 2304}, "capacity in n1.yaml"};
   resources_amount held;
-  EXPECT_EQ(admit(cap, held, **p, "n1"), "");
+  EXPECT_EQ(refusal(admit(cap, held, **p, "n1")), "");
   EXPECT_EQ(held.memory_mb, 2304u);
   EXPECT_DOUBLE_EQ(held.cpu_cores, 1.5);
   // One MiB short: the stage that does not fit is named.
   cap.total.memory_mb = 2303;
   held = {};
-  EXPECT_EQ(admit(cap, held, **p, "n1"),
+  EXPECT_EQ(refusal(admit(cap, held, **p, "n1")),
             "node n1 cannot take pipeline 'sized': stage 'sink' (1 replica of 512 MiB): it needs 512 MiB of memory, "
             "511 MiB free of 2303 MiB (capacity in n1.yaml)");
   // Beside what runs already.
   cap.total = {4, 4096};
   held = {0, 2000};
-  EXPECT_THAT(admit(cap, held, **p, "n1"),
+  EXPECT_THAT(refusal(admit(cap, held, **p, "n1")),
               HasSubstr("stage 'sink' (1 replica of 512 MiB): it needs 512 MiB of memory, 304 MiB free of 4096 MiB"));
   // Cores count as memory does.
   cap.total = {1, 0};  // memory not counted
   held = {};
-  EXPECT_EQ(admit(cap, held, **p, "n1"),
+  EXPECT_EQ(refusal(admit(cap, held, **p, "n1")),
             "node n1 cannot take pipeline 'sized': stage 'f' (3 replicas of 256 MiB and 0.5 cores): it needs 1.5 "
             "cores, 1 free of 1 (capacity in n1.yaml)");
   // More replicas.
   cap.total = {8, 3000};
   auto* f = (*p)->find("f");
   ASSERT_NE(f, nullptr);
-  EXPECT_EQ(admit_replicas(cap, {1.5, 2304}, *f, 3, "n1"),
+  EXPECT_EQ(refusal(admit_replicas(cap, {1.5, 2304}, *f, 3, "n1")),
             "node n1 cannot take 3 more replicas of stage 'f' (256 MiB and 0.5 cores each): it needs 768 MiB of "
             "memory, 696 MiB free of 3000 MiB (capacity in n1.yaml)");
-  EXPECT_EQ(admit_replicas(cap, {1.5, 2304}, *f, 2, "n1"), "");
+  EXPECT_EQ(refusal(admit_replicas(cap, {1.5, 2304}, *f, 2, "n1")), "");
   // The machine's own capacity: its processors and memory.
   auto here = machine_capacity();
   EXPECT_GE(here.total.cpu_cores, 1);
@@ -398,7 +410,7 @@ TEST(admission, a_higher_priority_takes_room_from_lower_ones_or_is_refused_with_
   auto urgent = plan_of("urgent", 10, "  - {name: f, plugin: passthrough}\n");
   ASSERT_TRUE(urgent);
   auto a = admit_evicting(cap, held, **urgent, "n1", holders);
-  EXPECT_EQ(a.refused,
+  EXPECT_EQ(refusal(a.refused),
             "node n1 cannot take pipeline 'urgent': stage 'src' (1 replica of 1024 MiB): it needs 1024 MiB of memory, "
             "136 MiB free of 5000 MiB (capacity in n1.yaml); pipelines of lower priority than 10 here could give back "
             "only memory 1280 MiB, 1 cores (down to one replica of each stage): not enough");
@@ -407,7 +419,7 @@ TEST(admission, a_higher_priority_takes_room_from_lower_ones_or_is_refused_with_
   // as is still short (one of its three spare replicas, 256 MiB); sources and sinks stay.
   cap.total.memory_mb = 6000;
   a = admit_evicting(cap, held, **urgent, "n1", holders);
-  EXPECT_EQ(a.refused, "");
+  EXPECT_EQ(refusal(a.refused), "");
   ASSERT_EQ(a.evictions.size(), 2u);
   EXPECT_EQ(a.evictions[0].pipeline, "low");
   EXPECT_EQ(a.evictions[0].stage, "f");
@@ -425,15 +437,15 @@ TEST(admission, a_higher_priority_takes_room_from_lower_ones_or_is_refused_with_
                                "  - {name: f, plugin: passthrough, mode: isolated, resources: "
                                "{cpu_cores: 0.5}}\n"),
                      "n1", holders);
-  EXPECT_EQ(a.refused, "");
+  EXPECT_EQ(refusal(a.refused), "");
   ASSERT_EQ(a.evictions.size(), 1u);
   EXPECT_EQ(a.evictions[0].pipeline, "low");
   EXPECT_EQ(a.evictions[0].to, 2u);
   // The same priority takes nothing: refused as admit() refuses ('low' is -5, 'batch' 0).
   cap.total = {8, 5000};
   a = admit_evicting(cap, held, **plan_of("peer", -5, "  - {name: f, plugin: passthrough}\n"), "n1", holders);
-  EXPECT_THAT(a.refused, HasSubstr("136 MiB free of 5000 MiB (capacity in n1.yaml)"));
-  EXPECT_THAT(a.refused, Not(HasSubstr("lower priority")));
+  EXPECT_THAT(refusal(a.refused), HasSubstr("136 MiB free of 5000 MiB (capacity in n1.yaml)"));
+  EXPECT_THAT(refusal(a.refused), Not(HasSubstr("lower priority")));
   EXPECT_TRUE(a.evictions.empty());
 }
 
@@ -459,14 +471,14 @@ TEST(admission, gpus_are_counted_whole_and_none_take_no_stage_that_needs_one) {
   EXPECT_EQ(asks_of(vision).gpus, 2u);
   node_capacity cap{{8, 100000, 0}, "this machine"};
   resources_amount held;
-  EXPECT_EQ(admit(cap, held, vision, "local"),
+  EXPECT_EQ(refusal(admit(cap, held, vision, "local")),
             "node local cannot take pipeline 'vision': stage 'f' (2 replicas of 256 MiB and 1 GPU): it needs 2 GPUs, "
             "0 free of 0 (this machine)");
   cap.total.gpus = 2;
   held = {};
-  EXPECT_EQ(admit(cap, held, vision, "local"), "");
+  EXPECT_EQ(refusal(admit(cap, held, vision, "local")), "");
   EXPECT_EQ(held.gpus, 2u);
-  EXPECT_EQ(admit_replicas(cap, held, vision.stages[1], 1, "local"),
+  EXPECT_EQ(refusal(admit_replicas(cap, held, vision.stages[1], 1, "local")),
             "node local cannot take 1 more replica of stage 'f' (256 MiB and 1 GPU each): it needs 1 GPU, 0 free of 2 "
             "(this machine)");
   EXPECT_EQ(describe(held), "memory 2048 MiB, 2 GPUs");
@@ -476,7 +488,7 @@ TEST(admission, gpus_are_counted_whole_and_none_take_no_stage_that_needs_one) {
   std::vector<replica_holder> holders;
   for (auto& s : vision.stages) holders.push_back({vision.name, vision.priority, &s, s.spec.replicas});
   auto a = admit_evicting(cap, held, urgent, "local", holders);
-  EXPECT_EQ(a.refused, "");
+  EXPECT_EQ(refusal(a.refused), "");
   ASSERT_EQ(a.evictions.size(), 1u);
   EXPECT_EQ(a.evictions[0].stage, "f");
   EXPECT_EQ(a.evictions[0].to, 1u);
