@@ -7,28 +7,6 @@
 
 namespace troupe {
 
-const char* to_string(instance_state s) {
-  switch (s) {
-    case instance_state::loaded: return "loaded";
-    case instance_state::started: return "started";
-    case instance_state::running: return "running";
-    case instance_state::stopping: return "stopping";
-    case instance_state::stopped: return "stopped";
-    case instance_state::failed: return "failed";
-  }
-  return "?";
-}
-
-const char* to_string(failure_class f) {
-  switch (f) {
-    case failure_class::none: return "none";
-    case failure_class::start_failed: return "start_failed";
-    case failure_class::lost: return "lost";
-    case failure_class::teardown_failed: return "teardown_failed";
-  }
-  return "?";
-}
-
 namespace {
 template <class B>
 auto& build(B&& b, const char* name, const char* help, const std::map<std::string, std::string>& node,

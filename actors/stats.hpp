@@ -5,6 +5,7 @@
 // read by anyone (status, summary, /metrics): every field is atomic or guarded.
 #pragma once
 
+#include "lifecycle.hpp"
 #include "manifest.hpp"
 
 #include <prometheus/counter.h>
@@ -22,11 +23,6 @@
 #include <vector>
 
 namespace troupe {
-
-enum class instance_state : uint8_t { loaded, started, running, stopping, stopped, failed };
-enum class failure_class : uint8_t { none, start_failed, lost, teardown_failed };
-const char* to_string(instance_state s);
-const char* to_string(failure_class f);
 
 /// The families every node exports; one registry per node. Every series carries the node's
 /// name (`node`; "local" for `troupe run`), and the registry holds troupe_build_info.

@@ -4,6 +4,7 @@
 #include <node.capnp.h>
 
 #include <cluster/event_wire.hpp>
+#include <cluster/instance_wire.hpp>
 #include <cluster/node_config.hpp>
 #include <cluster/tls.hpp>
 
@@ -27,6 +28,22 @@
 namespace troupe::cli {
 
 namespace {
+
+// An instance's mode, status and last failure as status prints them; "unknown" for a value
+// this client does not know.
+const char* mode_text(wire::ExecMode m) {
+  auto v = cluster::from_wire(m);
+  return v ? to_string(*v) : "unknown";
+}
+const char* status_text(wire::InstanceStatus s) {
+  auto v = cluster::from_wire(s);
+  return v ? to_string(*v) : "unknown";
+}
+const char* failure_text(wire::FailureClass f, const char* none) {
+  auto v = cluster::from_wire(f);
+  if (!v) return "unknown";
+  return *v == failure_class::none ? none : to_string(*v);
+}
 
 // An exception's description without the RPC system's prefix.
 std::string reason(const kj::Exception& e) {
@@ -120,8 +137,8 @@ void print_status_json(const Reply& r, const std::string& pipeline) {
     instances.push_back({{"pipeline", i.getPipeline().cStr()},
                          {"instance", i.getInstance().cStr()},
                          {"node", i.getNode().cStr()},
-                         {"mode", i.getMode().cStr()},
-                         {"state", i.getState().cStr()},
+                         {"mode", mode_text(i.getMode())},
+                         {"state", status_text(i.getState())},
                          {"gen", i.getGeneration()},
                          {"in", i.getFramesIn()},
                          {"out", i.getFramesOut()},
@@ -130,7 +147,7 @@ void print_status_json(const Reply& r, const std::string& pipeline) {
                          {"dead", i.getDeadLetters()},
                          {"p50_ms", i.getP50Ms()},
                          {"p99_ms", i.getP99Ms()},
-                         {"failure", i.getFailure().cStr()},
+                         {"failure", failure_text(i.getFailure(), "")},
                          {"last_error", i.getLastError().cStr()}});
   }
   json out = {{"nodes", std::move(nodes)}, {"pipelines", std::move(pipelines)}, {"instances", std::move(instances)}};
@@ -183,12 +200,12 @@ int cluster_status(const common_options&, const admin_options& o) {
                     "LAST FAILURE");
       header = true;
       std::printf("%-12s %-18s %-8s %-9s %-12s %4llu %10llu %10llu %8llu %7llu %5llu %8.3f %8.3f %s\n",
-                  i.getPipeline().cStr(), i.getInstance().cStr(), i.getNode().cStr(), i.getMode().cStr(),
-                  i.getState().cStr(), static_cast<unsigned long long>(i.getGeneration()),
+                  i.getPipeline().cStr(), i.getInstance().cStr(), i.getNode().cStr(), mode_text(i.getMode()),
+                  status_text(i.getState()), static_cast<unsigned long long>(i.getGeneration()),
                   static_cast<unsigned long long>(i.getFramesIn()), static_cast<unsigned long long>(i.getFramesOut()),
                   static_cast<unsigned long long>(i.getRestarts()), static_cast<unsigned long long>(i.getErrors()),
                   static_cast<unsigned long long>(i.getDeadLetters()), i.getP50Ms(), i.getP99Ms(),
-                  i.getFailure().size() ? i.getFailure().cStr() : "-");
+                  failure_text(i.getFailure(), "-"));
       if (i.getLastError().size()) std::printf("%-12s   last error: %s\n", "", i.getLastError().cStr());
     }
     return 0;

@@ -100,13 +100,10 @@ struct rate_tracker {
 };
 
 std::string state_text(const slot_stats& s) {
-  std::string t = to_string(s.state.load());
+  auto st = status_of(s.state.load(), s.quarantined.load(), s.finished.load(), s.paused.load());
+  std::string t = to_string(st);
   auto f = s.failure.load();
-  if (s.state.load() == instance_state::failed && f != failure_class::none) t += "(" + std::string(to_string(f)) + ")";
-  if (s.quarantined.load())
-    t = "quarantined";
-  else if (s.finished.load() && s.state.load() == instance_state::running)
-    t = "finished";
+  if (st == instance_status::failed && f != failure_class::none) t += "(" + std::string(to_string(f)) + ")";
   return t;
 }
 

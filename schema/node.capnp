@@ -9,7 +9,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("troupe::wire");
 
-const clusterProtocol :UInt32 = 4;
+const clusterProtocol :UInt32 = 5;
 
 struct NodeInfo {
   name @0 :Text;
@@ -109,18 +109,43 @@ struct PipelineState {
   placement @5 :List(StagePlacement);
 }
 
+enum ExecMode {
+  embedded @0;
+  isolated @1;
+}
+
+# An instance's state (actors/lifecycle.hpp: instance_status), in the same order.
+enum InstanceStatus {
+  loaded @0;
+  started @1;
+  running @2;
+  stopping @3;
+  stopped @4;
+  failed @5;
+  quarantined @6;
+  finished @7;             # running, its input ended
+  paused @8;               # running, held by `troupe pause`
+}
+
+enum FailureClass {
+  none @0;
+  startFailed @1;
+  lost @2;
+  teardownFailed @3;
+}
+
 struct InstanceState {
   pipeline @0 :Text;
   stage @1 :Text;
   instance @2 :Text;        # "stage" or "stage#N" for further replicas
   node @3 :Text;
-  mode @4 :Text;            # embedded or isolated
-  state @5 :Text;
+  mode @4 :ExecMode;
+  state @5 :InstanceStatus;
   generation @6 :UInt64;
   framesIn @7 :UInt64;
   framesOut @8 :UInt64;
   restarts @9 :UInt64;
-  failure @10 :Text;        # the last failure's class (start_failed, lost, teardown_failed); empty: none
+  failure @10 :FailureClass;  # the last failure's class
   lastError @11 :Text;
   errors @12 :UInt64;       # inputs whose processing failed
   deadLetters @13 :UInt64;

@@ -450,19 +450,13 @@ std::vector<hosted_instance> pipeline_host::instances() const {
       i.pipeline = name;
       i.stage = s->stage;
       i.instance = s->name();
-      i.mode = to_string(s->mode);
-      i.state = to_string(s->state.load());
-      if (s->quarantined.load())
-        i.state = "quarantined";
-      else if (s->finished.load() && s->state.load() == instance_state::running)
-        i.state = "finished";
-      else if (s->paused.load() && s->state.load() == instance_state::running)
-        i.state = "paused";
+      i.mode = s->mode;
+      i.state = status_of(s->state.load(), s->quarantined.load(), s->finished.load(), s->paused.load());
       i.generation = s->generation.load();
       i.frames_in = static_cast<uint64_t>(s->frames_in.Value());
       i.frames_out = static_cast<uint64_t>(s->frames_out.Value());
       i.restarts = static_cast<uint64_t>(s->restarts.Value());
-      if (auto f = s->last_failure.load(); f != failure_class::none) i.failure = to_string(f);
+      i.failure = s->last_failure.load();
       i.last_error = s->last_error();
       i.errors = static_cast<uint64_t>(s->errors.Value());
       i.dead_letters = static_cast<uint64_t>(s->dead_letters.Value());

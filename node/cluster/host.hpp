@@ -4,6 +4,7 @@
 #pragma once
 
 #include <admission.hpp>
+#include <lifecycle.hpp>
 
 #include "error.hpp"
 #include "pipeline.hpp"
@@ -49,9 +50,12 @@ struct stage_part {
 };
 
 struct hosted_instance {
-  std::string pipeline, stage, instance, mode, state;
+  std::string pipeline, stage, instance;
+  exec_mode mode = exec_mode::embedded;
+  instance_status state = instance_status::loaded;
   uint64_t generation = 0, frames_in = 0, frames_out = 0, restarts = 0;
-  std::string failure, last_error;  // the last failure's class and error; empty: none
+  failure_class failure = failure_class::none;  // the last failure's class
+  std::string last_error;                       // and its error; empty: none
   uint64_t errors = 0, dead_letters = 0;
   double p50_ms = 0, p99_ms = 0;  // processing time per input
 };

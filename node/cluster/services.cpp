@@ -1,6 +1,7 @@
 #include "services.hpp"
 
 #include "event_wire.hpp"
+#include "instance_wire.hpp"
 #include "placement.hpp"
 #include "rpc.hpp"
 
@@ -245,7 +246,8 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
                                                                 : wire::PipelineStatus::FINISHED);
       b.setEpoch(pp.epoch);
       b.setLeader(pp.leader);
-      auto w = pp.record.state == pipeline_state::running ? waiting(pp.record, live) : std::vector<std::string>{};
+      auto w = pp.record.state == pipeline_state::running ? waiting(pp.record, live, pp.refused)
+                                                          : std::vector<std::string>{};
       auto wl = b.initWaiting(static_cast<unsigned>(w.size()));
       for (unsigned k = 0; k < w.size(); ++k) wl.set(k, w[k]);
       write_placement(b.initPlacement(static_cast<unsigned>(pp.record.stages.size())),
@@ -259,13 +261,13 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
       b.setStage(x.stage);
       b.setInstance(x.instance);
       b.setNode((*rows)[k].node);
-      b.setMode(x.mode);
-      b.setState(x.state);
+      b.setMode(to_wire(x.mode));
+      b.setState(to_wire(x.state));
       b.setGeneration(x.generation);
       b.setFramesIn(x.frames_in);
       b.setFramesOut(x.frames_out);
       b.setRestarts(x.restarts);
-      b.setFailure(x.failure);
+      b.setFailure(to_wire(x.failure));
       b.setLastError(x.last_error);
       b.setErrors(x.errors);
       b.setDeadLetters(x.dead_letters);
@@ -293,13 +295,23 @@ kj::Promise<void> admin_service::status(StatusContext ctx) {
                                     })
                  .then(
                      [rows](capnp::Response<wire::Admin::StatusResults>&& r) {
-                       for (auto i : r.getInstances())
-                         rows->push_back(
-                             {hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(), i.getMode(), i.getState(),
-                                              i.getGeneration(), i.getFramesIn(), i.getFramesOut(), i.getRestarts(),
-                                              i.getFailure(), i.getLastError(), i.getErrors(), i.getDeadLetters(),
-                                              i.getP50Ms(), i.getP99Ms()},
-                              i.getNode()});
+                       for (auto i : r.getInstances()) {
+                         auto mode = from_wire(i.getMode());
+                         auto state = from_wire(i.getState());
+                         auto failure = from_wire(i.getFailure());
+                         if (!mode || !state || !failure) {
+                           spdlog::warn(
+                               "status: node {} sent instance '{}' with a mode, state or failure this node "
+                               "does not know: left out",
+                               i.getNode().cStr(), i.getInstance().cStr());
+                           continue;
+                         }
+                         rows->push_back({hosted_instance{i.getPipeline(), i.getStage(), i.getInstance(), *mode, *state,
+                                                          i.getGeneration(), i.getFramesIn(), i.getFramesOut(),
+                                                          i.getRestarts(), *failure, i.getLastError(), i.getErrors(),
+                                                          i.getDeadLetters(), i.getP50Ms(), i.getP99Ms()},
+                                          i.getNode()});
+                       }
                      },
                      [](kj::Exception&& e) { spdlog::warn("status: {}", reason(e)); }));
   return kj::joinPromises(asks.finish()).then([ctx, fill]() mutable { fill(ctx.getResults()); });

@@ -161,8 +161,11 @@ TEST(runtime, lost_on_every_frame_is_quarantined_with_last_error) {
   EXPECT_EQ(story, expected);
   auto all = r.events->since(0);
   for (size_t k = 0; k < all.size(); ++k) EXPECT_EQ(all[k].seq, k + 1);
-  for (auto& e : all)
-    if (e.kind == event_kind::instance && e.state == "failed") EXPECT_THAT(e.detail, HasSubstr("faulty"));
+  for (auto& e : all) {
+    if (e.kind == event_kind::instance && e.state == "failed") {
+      EXPECT_THAT(e.detail, HasSubstr("faulty"));
+    }
+  }
 }
 
 TEST(events, the_ring_keeps_the_latest_and_each_is_one_json_line) {
