@@ -1,7 +1,6 @@
 #include "isolated_adapter.hpp"
 
-#include "admission.hpp"
-
+#include "isolated_channel.hpp"
 #include "worker_protocol.hpp"
 
 #include <spdlog/spdlog.h>
@@ -11,7 +10,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -19,91 +17,18 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <future>
 #include <mutex>
 #include <sstream>
 #include <thread>
-
-extern char** environ;
 
 namespace troupe {
 
 namespace wp = worker_protocol;
 
 namespace {
-
-// Function-local: set_worker_executable may run during static initialisation.
-struct exe_setting {
-  std::mutex mutex;
-  std::string path;
-};
-exe_setting& exe() {
-  static exe_setting s;
-  return s;
-}
-
-// Workers are spawned from one long-lived thread: a worker asks the kernel to kill it when
-// the thread that spawned it ends (PR_SET_PDEATHSIG), and executor threads come and go.
-class spawner {
- public:
-  static spawner& get() {
-    static spawner s;
-    return s;
-  }
-  template <class F>
-  auto run(F f) -> decltype(f()) {
-    std::packaged_task<decltype(f())()> task(std::move(f));
-    auto result = task.get_future();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      jobs_.emplace_back([&task] { task(); });
-    }
-    cv_.notify_one();
-    return result.get();
-  }
-  ~spawner() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
- private:
-  spawner() : thread_([this] { loop(); }) {}
-  void loop() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      cv_.wait(lock, [this] { return done_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
-    }
-  }
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool done_ = false;
-  std::thread thread_;
-};
-
-// A descriptor above the ones a worker is given, so that dup2 onto 3..5 always clears
-// close-on-exec.
-int high_fd(int fd) {
-  int h = fcntl(fd, F_DUPFD_CLOEXEC, 64);
-  close(fd);
-  return h;
-}
 
 // CPU seconds process p used, its threads and the children it waited for (utime, stime, cutime
 // and cstime: fields 14 to 17 of /proc/PID/stat, after the command name in parentheses, which
@@ -127,35 +52,6 @@ std::string signal_name(int sig) {
 }
 
 }  // namespace
-
-void set_worker_executable(std::string path) {
-  std::lock_guard<std::mutex> lock(exe().mutex);
-  exe().path = std::move(path);
-}
-
-std::string worker_executable() {
-  std::lock_guard<std::mutex> lock(exe().mutex);
-  if (!exe().path.empty()) return exe().path;
-  char buf[4096];
-  auto n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("troupe");
-}
-
-struct isolated_adapter::channel {
-  int sock = -1;
-  int pidfd = -1;  // readable once the worker has exited
-  int region_fd[2] = {-1, -1};
-  uint8_t* region[2] = {nullptr, nullptr};
-  size_t region_bytes = 0;
-  ~channel() {
-    if (sock >= 0) close(sock);
-    if (pidfd >= 0) close(pidfd);
-    for (int i = 0; i < 2; ++i) {
-      if (region[i]) munmap(region[i], region_bytes);
-      if (region_fd[i] >= 0) close(region_fd[i]);
-    }
-  }
-};
 
 isolated_adapter::isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag, size_t region_bytes)
     : manifest_(m), generation_(generation), log_tag_(std::move(log_tag)), region_bytes_(region_bytes) {}
@@ -183,14 +79,22 @@ void isolated_adapter::reap(bool kill_first) {
   siginfo_t info{};
   while (waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
   }
+  int status = 0;
+  bury(p, status, true);
+}
+
+pid_t isolated_adapter::bury(pid_t p, int& status, bool wait) {
   kill_group(p);
   if (cg_) cg_->kill_all();
-  int status = 0;
-  while (waitpid(p, &status, 0) < 0 && errno == EINTR) {
+  pid_t got;
+  while ((got = waitpid(p, &status, wait ? 0 : WNOHANG)) < 0 && errno == EINTR) {
   }
-  pid_.store(-1);
-  std::error_code ec;
-  std::filesystem::remove_all(landlock::scratch_dir(p), ec);
+  if (got == p || wait) {  // (a worker that is no child of ours any more is gone too)
+    pid_.store(-1);
+    std::error_code ec;
+    std::filesystem::remove_all(landlock::scratch_dir(p), ec);
+  }
+  return got;
 }
 
 std::string isolated_adapter::memory_limit_broken(const std::string& how) const {
@@ -249,14 +153,7 @@ call_result isolated_adapter::worker_gone(const std::string& during) {
       if (waitid(P_PID, static_cast<id_t>(p), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
         got = -1;  // not a child of ours any more
       } else if (info.si_pid == p) {
-        kill_group(p);  // it exited: what it forked goes with it
-        if (cg_) cg_->kill_all();
-        got = waitpid(p, &status, WNOHANG);
-        if (got == p) {
-          pid_.store(-1);
-          std::error_code ec;
-          std::filesystem::remove_all(landlock::scratch_dir(p), ec);
-        }
+        got = bury(p, status, false);  // it exited: what it forked goes with it
       }
     }
     if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -297,170 +194,6 @@ call_result isolated_adapter::create(const config_values& config) {
     kv[i].setValue(config[i].second);
   }
   return exchange("create", msg, plain_result);
-}
-
-landlock::grants isolated_adapter::granted_files() const {
-  namespace fs = std::filesystem;
-  landlock::grants g;
-  g.read.push_back(fs::path(manifest_.path).parent_path().string());
-  g.read.push_back(fs::path(manifest_.library).parent_path().string());
-  g.read.insert(g.read.end(), manifest_.resources.fs_read.begin(), manifest_.resources.fs_read.end());
-  g.write = manifest_.resources.fs_write;
-  // A plugin that needs GPUs opens their devices (and the driver's ioctls on them).
-  if (manifest_.resources.gpus > 0)
-    for (auto& d : gpu_device_paths()) g.write.push_back(d);
-  // Files its config names in fields marked as paths (relative ones are the node's working
-  // directory's, as the worker's): read, or written with the folder they are in.
-  for (auto& [key, value] : config_) {
-    auto* f = manifest_.field(key);
-    if (f == nullptr || f->path == config_field::path_access::none || value.empty()) continue;
-    std::error_code ec;
-    auto p = fs::absolute(value, ec).lexically_normal();
-    if (ec) continue;
-    if (f->path == config_field::path_access::read)
-      g.read.push_back(p.string());
-    else
-      g.write.push_back(p.parent_path().string());
-  }
-  return g;
-}
-
-call_result isolated_adapter::check(const manifest& m) {
-  isolated_adapter probe(m, 0, "check plugin=" + m.name, size_t{1} << 20);
-  auto r = probe.spawn();
-  if (r.ok()) return r;  // the probe's worker is killed as it goes
-  const std::string refused = "create failed: ";
-  if (r.error.rfind(refused, 0) == 0)
-    r.error = r.error.substr(refused.size());  // the worker's words name the library
-  else
-    r.error = m.library + ": " + r.error + " (plugin '" + m.name + "', loaded in a worker)";
-  return r;
-}
-
-call_result isolated_adapter::spawn() {
-  auto ch = std::make_unique<channel>();
-  ch->region_bytes = region_bytes_;
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-    return {TROUPE_FATAL, std::string("cannot create the worker socket: ") + std::strerror(errno)};
-  ch->sock = high_fd(sv[0]);
-  int child_sock = high_fd(sv[1]);
-  for (int i = 0; i < 2; ++i) {
-    int fd = memfd_create(i == 0 ? "troupe-inputs" : "troupe-outputs", MFD_CLOEXEC);
-    if (fd < 0 || ftruncate(fd, static_cast<off_t>(region_bytes_)) != 0) {
-      if (fd >= 0) close(fd);
-      close(child_sock);
-      return {TROUPE_FATAL, std::string("cannot create a shared region: ") + std::strerror(errno)};
-    }
-    ch->region_fd[i] = high_fd(fd);
-    void* p = mmap(nullptr, region_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, ch->region_fd[i], 0);
-    if (p == MAP_FAILED) {
-      close(child_sock);
-      return {TROUPE_FATAL, std::string("cannot map a shared region: ") + std::strerror(errno)};
-    }
-    ch->region[i] = static_cast<uint8_t*>(p);
-  }
-
-  // Its cgroup: the memory limit counts the worker's own code, its output region (pages it
-  // writes first are charged to it) and whatever it forks.
-  static std::once_flag said;
-  std::call_once(said, [] {
-    const auto& cg = cgroups_here();
-    if (cg.version > 0)
-      spdlog::info("isolated workers: {}", cg.describe());
-    else
-      spdlog::warn("isolated workers: {}", cg.describe());
-    landlock::remove_orphaned_scratch_dirs();  // of workers whose node was killed
-    if (landlock::abi() > 0)
-      spdlog::info("isolated workers: {}", landlock::describe());
-    else
-      spdlog::warn("isolated workers: {}", landlock::describe());
-  });
-  static std::atomic<uint64_t> workers{0};
-  const auto& lim = manifest_.resources;
-  worker_cgroup::limits cl;
-  cl.memory_bytes =
-      lim.memory_mb > 0 ? (lim.memory_mb << 20) + region_bytes_ + worker_cgroup::worker_allowance_bytes : 0;
-  cl.max_tasks = lim.processes;
-  cl.cpu_cores = lim.cpu_cores;
-  cg_.reset();
-  oom_seen_ = 0;
-  std::string cg_why;
-  cg_ = worker_cgroup::make("worker-" + std::to_string(++workers), cl, cg_why);
-  if (!cg_ && cgroups_here().version > 0) spdlog::warn("[{}] worker without a cgroup: {}", log_tag_, cg_why);
-  if (lim.cpu_cores > 0 && (!cg_ || cgroups_here().cpu.empty()))
-    spdlog::warn("[{}] cpu_cores {} is not enforced: no cgroup cpu controller ({})", log_tag_, lim.cpu_cores,
-                 cgroups_here().describe());
-
-  auto exe = worker_executable();
-  std::vector<std::string> args = {exe,
-                                   "worker",
-                                   "--manifest",
-                                   manifest_.path,
-                                   "--generation",
-                                   std::to_string(generation_),
-                                   "--tag",
-                                   log_tag_,
-                                   "--parent",
-                                   std::to_string(getpid()),
-                                   "--region-bytes",
-                                   std::to_string(region_bytes_),
-                                   "--log-level",
-                                   std::string(spdlog::level::to_string_view(spdlog::get_level()).data())};
-  if (cg_) args.insert(args.end(), {"--cgroup", cg_->procs_files()});
-  auto files = granted_files();
-  for (auto& p : files.read) args.insert(args.end(), {"--read", p});
-  for (auto& p : files.write) args.insert(args.end(), {"--write", p});
-  pid_t pid = spawner::get().run([&]() -> pid_t {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, child_sock, wp::socket_fd);
-    posix_spawn_file_actions_adddup2(&fa, ch->region_fd[0], wp::input_region_fd);
-    posix_spawn_file_actions_adddup2(&fa, ch->region_fd[1], wp::output_region_fd);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    // A process group of its own: whatever the worker forks dies with it (it cannot leave).
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
-    pid_t child = -1;
-    int rc = posix_spawn(&child, exe.c_str(), &fa, &attr, argv.data(), environ);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      errno = rc;
-      return -1;
-    }
-    return child;
-  });
-  int spawn_errno = errno;
-  close(child_sock);
-  if (pid < 0) return {TROUPE_FATAL, "cannot start worker " + exe + ": " + std::strerror(spawn_errno)};
-  pid_.store(pid);
-  ch->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));  // close-on-exec; -1 before Linux 5.3
-  ch_ = std::move(ch);
-
-  // The worker says hello once its limits are in force and the library is loaded.
-  try {
-    if (!wait_for_reply()) return worker_gone("start-up");
-    capnp::StreamFdMessageReader reader(ch_->sock, wp::reader_options());
-    auto hello = reader.getRoot<wire::Hello>();
-    if (hello.getProtocol() != wire::PROTOCOL_VERSION)
-      return {TROUPE_FATAL, "worker " + std::to_string(pid) + " speaks protocol " +
-                                std::to_string(hello.getProtocol()) + ", expected " +
-                                std::to_string(wire::PROTOCOL_VERSION)};
-    if (hello.getError().size() > 0) {
-      std::string e = hello.getError().cStr();
-      reap(true);
-      return {TROUPE_FATAL, "create failed: " + e};
-    }
-  } catch (const kj::Exception&) {
-    return worker_gone("start-up");
-  }
-  spdlog::debug("[{}] worker {} runs {}", log_tag_, pid, manifest_.library);
-  return {TROUPE_OK, {}};
 }
 
 call_result isolated_adapter::plain_result(wire::Result::Reader r) {

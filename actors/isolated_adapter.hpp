@@ -107,6 +107,9 @@ class isolated_adapter : public plugin_adapter {
   void sample_use(bool now = false);
   static void kill_group(pid_t worker);
   void reap(bool kill_first);
+  // Worker p has exited: what it forked is killed, it is reaped (waiting for it if `wait`) and,
+  // once reaped, forgotten with its scratch directory. Under pid_mutex_; waitpid's answer.
+  pid_t bury(pid_t p, int& status, bool wait);
 
   const manifest manifest_;
   config_values config_;  // what create was given: its path fields are granted

@@ -52,6 +52,23 @@ struct etcd_txn {
   std::vector<op> success, failure;
 };
 
+/// The parts of a transaction, by what they do.
+namespace txn {
+inline etcd_txn::compare mod_is(const std::string& key, int64_t revision) {
+  return {key, etcd_txn::compare::what::mod_revision, revision, {}};
+}
+inline etcd_txn::compare absent(const std::string& key) {
+  return {key, etcd_txn::compare::what::create_revision, 0, {}};
+}
+inline etcd_txn::compare value_is(const std::string& key, const std::string& value) {
+  return {key, etcd_txn::compare::what::value, 0, value};
+}
+inline etcd_txn::op put(const std::string& key, const std::string& value, int64_t lease = 0) {
+  return {etcd_txn::op::kind::put, key, value, lease};
+}
+inline etcd_txn::op erase(const std::string& key) { return {etcd_txn::op::kind::erase, key, {}, 0}; }
+}  // namespace txn
+
 struct etcd_txn_result {
   bool succeeded = false;
   int64_t revision = 0;  // the store's revision after it (the revision of what it wrote)
