@@ -173,6 +173,13 @@ void cluster_node::lead(const std::string& name, const cluster_view::pipeline& p
 void cluster_node::refuse_room(const std::string& pipeline, const room_refusal& r) {
   spdlog::warn("[node={}] pipeline '{}': no room here for stage{} {}: {}", c_.name, pipeline,
                r.stages.size() == 1 ? "" : "s", joined(r.stages), r.why);
+  event e;
+  e.kind = event_kind::placement;
+  e.node = c_.name;
+  e.pipeline = pipeline;
+  e.state = "no room";
+  e.detail = "stages " + joined(r.stages) + ": " + r.why;
+  host_.events().add(std::move(e));
   etcd_txn t;
   t.success = {put(keys_.refusal(pipeline, c_.name), to_json(r), lease_id_)};
   tasks_.add(store_.txn(t).ignoreResult().catch_([this](kj::Exception&& e) {

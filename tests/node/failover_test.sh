@@ -154,6 +154,9 @@ check "n3 has no room for it, and says why" wait_for 10 grep -qF \
 check "n1 moves mid on to a node with room: itself" wait_for 10 grep -q \
   "pipeline 'full' (epoch [0-9]*): stage 'mid' moves from n3 to node n1 (n3 has no room for it)" n1.log
 check "the pipeline finishes" wait_for 60 finished full
+out=$("$troupe" events --output json --pipeline full $admin 2>&1)
+check "events: n3 says it has no room for mid, and why" grep -qF \
+  '"kind":"placement","node":"n3","pipeline":"full","state":"no room","detail":"stages mid: node n3 cannot take' <<<"$out"
 status | grep -E '^(PIPELINE|full) '
 check "nothing lost, nothing twice across the moves" same_as_single full 1500
 check "no frame of the moves reached the sink twice" grep -q "total frames 4500 bytes [0-9]* duplicates 0" full-sum.txt
