@@ -259,8 +259,11 @@ void install_versioned(const std::filesystem::path& dir, int v) {
 
 // f: two replicas of the versioned plugin, each frame taking delay_ms (its outputs are the same
 // at any speed).
+// Its calls' deadline is long: a reload under a sanitizer on a loaded machine may hold a call
+// of an old worker up for seconds, and a loss there is not what these tests are about.
 std::string reloadable(const std::string& f_mode, int count, int delay_ms = 12) {
-  return through_f("plugin: versioned, " + f_mode + "replicas: 2, config: {delay_ms: " + std::to_string(delay_ms) + "}",
+  return through_f("plugin: versioned, " + f_mode +
+                       "replicas: 2, deadline_ms: 20000, config: {delay_ms: " + std::to_string(delay_ms) + "}",
                    count);
 }
 
