@@ -24,21 +24,34 @@ std::string cores(double c) {
 std::string gpus(uint32_t n) { return std::to_string(n) + (n == 1 ? " GPU" : " GPUs"); }
 
 // Why `need` does not fit beside `held` in `cap`; empty if it does.
+// Which of need's resources do not fit beside held in cap (memory and cores of 0 are not
+// counted; 0 GPUs are none).
+struct shortage {
+  bool memory = false, cores = false, gpus = false;
+};
+shortage short_of(const node_capacity& cap, const resources_amount& held, const resources_amount& need) {
+  auto& t = cap.total;
+  return {t.memory_mb > 0 && need.memory_mb > 0 && held.memory_mb + need.memory_mb > t.memory_mb,
+          t.cpu_cores > 0 && need.cpu_cores > 0 && held.cpu_cores + need.cpu_cores > t.cpu_cores + 1e-9,
+          need.gpus > 0 && held.gpus + need.gpus > t.gpus};
+}
+
 std::string shortfall(const node_capacity& cap, const resources_amount& held, const resources_amount& need,
                       const std::string& what, const std::string& node) {
   auto& t = cap.total;
-  if (t.memory_mb > 0 && need.memory_mb > 0 && held.memory_mb + need.memory_mb > t.memory_mb) {
+  auto is = short_of(cap, held, need);
+  if (is.memory) {
     auto free = held.memory_mb < t.memory_mb ? t.memory_mb - held.memory_mb : 0;
     return "node " + node + " cannot take " + what + ": it needs " + std::to_string(need.memory_mb) +
            " MiB of memory, " + std::to_string(free) + " MiB free of " + std::to_string(t.memory_mb) + " MiB (" +
            cap.source + ")";
   }
-  if (t.cpu_cores > 0 && need.cpu_cores > 0 && held.cpu_cores + need.cpu_cores > t.cpu_cores + 1e-9) {
+  if (is.cores) {
     auto free = held.cpu_cores < t.cpu_cores ? t.cpu_cores - held.cpu_cores : 0;
     return "node " + node + " cannot take " + what + ": it needs " + cores(need.cpu_cores) + " cores, " + cores(free) +
            " free of " + cores(t.cpu_cores) + " (" + cap.source + ")";
   }
-  if (need.gpus > 0 && held.gpus + need.gpus > t.gpus) {
+  if (is.gpus) {
     auto free = held.gpus < t.gpus ? t.gpus - held.gpus : 0;
     return "node " + node + " cannot take " + what + ": it needs " + gpus(need.gpus) + ", " + std::to_string(free) +
            " free of " + std::to_string(t.gpus) + " (" + cap.source + ")";
@@ -159,17 +172,11 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
   auto fits = [&](resources_amount h) { return static_cast<bool>(admit(cap, h, p, node)); };
   admission a;
   resources_amount h = held;
-  if (auto r = admit(cap, h, p, node); !r) a.refused = r.error();
-  if (!a.refused) return a;
+  if (auto r = admit(cap, h, p, node))
+    return a;
+  else
+    a.refused = r.error();
   const auto need = asks_of(p);
-  auto& t = cap.total;
-  auto short_of_memory = [&](const resources_amount& h) {
-    return t.memory_mb > 0 && need.memory_mb > 0 && h.memory_mb + need.memory_mb > t.memory_mb;
-  };
-  auto short_of_cores = [&](const resources_amount& h) {
-    return t.cpu_cores > 0 && need.cpu_cores > 0 && h.cpu_cores + need.cpu_cores > t.cpu_cores + 1e-9;
-  };
-  auto short_of_gpus = [&](const resources_amount& h) { return need.gpus > 0 && h.gpus + need.gpus > t.gpus; };
   holders.erase(std::remove_if(holders.begin(), holders.end(),
                                [&](const replica_holder& r) { return r.priority >= p.priority || r.serving < 2; }),
                 holders.end());
@@ -177,13 +184,14 @@ admission admit_evicting(const node_capacity& cap, const resources_amount& held,
     return std::tie(x.priority, x.pipeline, x.stage->spec.name) < std::tie(y.priority, y.pipeline, y.stage->spec.name);
   });
   h = held;
-  resources_amount given;
+  resources_amount given;  // what the evictions free
   std::vector<eviction> evictions;
   for (auto& r : holders) {
     auto each = request_of(*r.stage);
     uint32_t to = r.serving;
-    while (to > 1 && ((short_of_memory(h) && each.memory_mb > 0) || (short_of_cores(h) && each.cpu_cores > 0) ||
-                      (short_of_gpus(h) && each.gpus > 0))) {
+    for (auto is = short_of(cap, h, need); to > 1 && ((is.memory && each.memory_mb > 0) ||
+                                                      (is.cores && each.cpu_cores > 0) || (is.gpus && each.gpus > 0));
+         is = short_of(cap, h, need)) {
       h -= each;
       given += each;
       --to;

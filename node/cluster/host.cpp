@@ -128,6 +128,15 @@ struct pipeline_host::impl {
     return out;
   }
 
+  // Admits the stages of p that run here (not remote), in room that lower priorities give
+  // back if need be, which they give unless this is only a check (under mutex).
+  expected<void> admit_here(const plan& p, bool check_only) {
+    auto a = admit_evicting(capacity, held(), p, node, holders());
+    if (a.refused) return a.refused;
+    if (check_only) return {};
+    return make_room(a, p);
+  }
+
   // Makes room for pipeline p as `a` says: each stage named gives replicas back, drained as for
   // scaling down (under mutex). Refused (no_room) if a stage does not give them back.
   expected<void> make_room(const admission& a, const plan& p) {
@@ -357,9 +366,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
     plan arriving = *p;
     for (auto& s : arriving.stages)
       if (auto* before = h.p->find(s.spec.name); !s.remote && before != nullptr && !before->remote) s.remote = true;
-    auto a = admit_evicting(d.capacity, d.held(), arriving, d.node, d.holders());
-    if (a.refused) return a.refused;
-    if (auto r = d.make_room(a, arriving); !r) return r.error();
+    if (auto r = d.admit_here(arriving, false); !r) return r.error();
     h.placed = *placed;
     h.p = p;
     caf::anon_send(h.manager, place_atom::value,
@@ -372,10 +379,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   // A new pipeline, or a part of one: what its stages here ask for must fit beside what runs,
   // or in the room that pipelines of lower priority give back.
   if (!placed || placed->runs_on(d.node)) {
-    auto a = admit_evicting(d.capacity, d.held(), *p, d.node, d.holders());
-    if (a.refused) return a.refused;
-    if (!check_only)
-      if (auto r = d.make_room(a, *p); !r) return r.error();
+    if (auto r = d.admit_here(*p, check_only); !r) return r.error();
   }
   if (check_only) return p->name;
   if (placed && !placed->runs_on(d.node)) return p->name;  // for others (this node restarted since)
