@@ -1,4 +1,5 @@
 // A frame crosses two local stages without its payload being copied.
+#include "handover.hpp"
 #include "pipeline_runner.hpp"
 
 using namespace troupe;
@@ -37,6 +38,8 @@ edges: ["src -> p1 -> p2 -> sink"]
   f.payload = payload;
   f.data = payload->data();
   f.size = payload->size();
+  // The test stands in for an upstream stage, which hands what it wrote over before sending.
+  handover::made();
   self->send(p1, frame_atom::value, f);
   bool got = false;
   self->receive(
@@ -81,6 +84,7 @@ edges: ["src -> p1 -> sink"]
   f.type = "bytes";
   for (uint64_t seq : {7, 7, 8}) {
     f.seq = seq;
+    handover::made();
     self->send(inst, frame_atom::value, f);
   }
   std::vector<uint64_t> outputs;
