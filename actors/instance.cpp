@@ -114,21 +114,29 @@ using idle_atom = caf::atom_constant<caf::atom("idle")>;
 // release and respawn: an isolated worker ended after idle_release_s, and started again.
 enum class call_kind : uint8_t { start, stop, health, release, respawn };
 
-class instance_actor : public caf::event_based_actor {
+// What an instance takes besides its protocol: what it sends itself (timers) and what its
+// executor jobs send it (results, overruns). Nobody else holds this handle.
+using instance_self_actor =
+    instance_actor::extend<caf::reacts_to<batch_atom, uint64_t, batch_ptr>, caf::reacts_to<tick_atom>,
+                           caf::reacts_to<heartbeat_atom>, caf::reacts_to<idle_atom, uint64_t>,
+                           caf::reacts_to<lost_atom, uint64_t, std::string>,
+                           caf::reacts_to<call_kind_atom, uint64_t, call_kind, call_result>>;
+
+class instance_impl : public instance_self_actor::base {
  public:
-  instance_actor(caf::actor_config& cfg, instance_setup s)
-      : caf::event_based_actor(cfg),
+  instance_impl(caf::actor_config& cfg, instance_setup s)
+      : instance_self_actor::base(cfg),
         s_(std::move(s)),
         stage_(s_.plan->stages[s_.stage]),
         deadline_(stage_.deadline_ms),
         router_(
-            s_.plan->window, [this](const caf::actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
-            [this](const caf::actor& to) { send<caf::message_priority::high>(to, drained_atom::value, s_.slot); }) {
+            s_.plan->window, [this](const receiver_actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
+            [this](const receiver_actor& to) { send<caf::message_priority::high>(to, drained_atom::value, s_.slot); }) {
     paused_ = s_.paused;
     s_.stats->paused.store(paused_);
     tag_ = "node=" + s_.node + " stage=" + stage_.spec.name + " instance=" + std::to_string(s_.replica) +
            " gen=" + std::to_string(s_.generation);
-    router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
+    router_.on_batch([this](const receiver_actor& to, std::vector<frame>&& fs) {
       send(to, frames_atom::value, frame_batch{std::move(fs)});
     });
     router_.limit_bytes(s_.plan->window_bytes);
@@ -157,7 +165,7 @@ class instance_actor : public caf::event_based_actor {
     adapter_.reset();
   }
 
-  caf::behavior make_behavior() override {
+  behavior_type make_behavior() override {
     return {
         [this](start_atom) { start(); },
         [this](routes_atom, const route_table& rt) {
@@ -319,7 +327,7 @@ class instance_actor : public caf::event_based_actor {
   void run_on_executor(F fn) {
     busy_ = true;
     auto call = ++call_id_;
-    auto self = caf::actor_cast<caf::actor>(this);
+    instance_self_actor self = this;
     auto site = std::make_shared<call_site>();
     site_ = site;
     auto deadline = deadline_;
@@ -339,7 +347,7 @@ class instance_actor : public caf::event_based_actor {
   template <class Work>
   void run_call(call_kind kind, std::chrono::milliseconds deadline, Work work) {
     run_on_executor([adapter = adapter_, kind, deadline, work = std::move(work)](
-                        executor::worker& w, call_site&, uint64_t call, const caf::actor& self) mutable {
+                        executor::worker& w, call_site&, uint64_t call, const instance_self_actor& self) mutable {
       call_result r;
       {
         executor::call_scope scope(w, deadline);
@@ -687,7 +695,7 @@ class instance_actor : public caf::event_based_actor {
     batch_ = std::make_shared<batch_state>();
     batch_->outputs.reserve(outputs);
     run_on_executor([adapter = adapter_, b = batch_, stats = s_.stats, deadline = deadline_, work = std::move(work)](
-                        executor::worker& w, call_site& site, uint64_t call, const caf::actor& self) mutable {
+                        executor::worker& w, call_site& site, uint64_t call, const instance_self_actor& self) mutable {
       size_t stale = work(*adapter, *b, w, site, deadline, *stats);
       bool closed;
       {
@@ -810,7 +818,7 @@ class instance_actor : public caf::event_based_actor {
         ++i;
       }
       if (sender && count > 0)
-        send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
+        send<caf::message_priority::high>(caf::actor_cast<sender_actor>(sender), ack_atom::value, count);
     }
     s_.stats->queue_depth.Set(static_cast<double>(held_));
     if (!deferred_.empty()) release_deferred();
@@ -826,7 +834,7 @@ class instance_actor : public caf::event_based_actor {
         ++count;
       }
       if (count == 0) return;
-      if (sender) send<caf::message_priority::high>(caf::actor_cast<caf::actor>(sender), ack_atom::value, count);
+      if (sender) send<caf::message_priority::high>(caf::actor_cast<sender_actor>(sender), ack_atom::value, count);
     }
   }
 
@@ -870,8 +878,8 @@ class instance_actor : public caf::event_based_actor {
 
 }  // namespace
 
-caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup) {
-  return sys.spawn<instance_actor>(std::move(setup));
+instance_actor spawn_instance(caf::actor_system& sys, instance_setup setup) {
+  return sys.spawn<instance_impl>(std::move(setup));
 }
 
 }  // namespace troupe

@@ -8,15 +8,7 @@
 // could not deliver to its manager for its successor, and its unacknowledged inputs are
 // sent again by their senders.
 //
-// Protocol (all from the manager unless noted):
-//   (start_atom)                 create and start the plugin
-//   (routes_atom, route_table)   where outputs go
-//   (frame_atom, frame)          an input, from an upstream instance
-//   (ack_atom, uint32_t)         n outputs acknowledged, from a downstream instance
-//   (upstream_done_atom)         no more input will come
-//   (skip_atom, frame_key)       an input given up on (dead letter): do not process it
-//   (stop_atom)                  stop and destroy the plugin, then quit
-// Reports (report_atom, instance_report) to the manager.
+// Its protocol is instance_actor, below.
 #pragma once
 
 #include "executor.hpp"
@@ -34,6 +26,26 @@
 
 namespace troupe {
 
+/// What runs a slot, as its manager sees it: an instance here, or a remote stage (the slot
+/// of another node's replica, remote.hpp). All from the manager unless noted; a receiver's
+/// and a sender's messages come from the stages around it.
+///   (start_atom)                        create and start the plugin
+///   (routes_atom, route_table)          where outputs go
+///   receiver_actor's messages           inputs, from an upstream stage
+///   (ack_atom, uint32_t)                outputs acknowledged, from a downstream stage
+///   (upstream_done_atom)                no more input will come
+///   (skip_atom, frame_key)              an input given up on (dead letter): do not process it
+///   (pause_atom, bool)                  hold inputs unprocessed (true) or go on (false)
+///   (end_atom)                          a source ends its streams now (a drain)
+///   (drain_atom, std::vector<size_t>)   being scaled away or retired: finish once these
+///                                       upstream slots said drained
+///   (stop_atom)                         stop and destroy the plugin, then quit
+/// It reports (report_atom, instance_report) to its supervisor.
+using instance_actor = receiver_actor::extend_with<sender_actor>::extend<
+    caf::reacts_to<start_atom>, caf::reacts_to<routes_atom, route_table>, caf::reacts_to<upstream_done_atom>,
+    caf::reacts_to<skip_atom, frame_key>, caf::reacts_to<pause_atom, bool>, caf::reacts_to<end_atom>,
+    caf::reacts_to<drain_atom, std::vector<size_t>>, caf::reacts_to<stop_atom>>;
+
 struct instance_setup {
   size_t slot = 0;
   size_t stage = 0;
@@ -43,7 +55,7 @@ struct instance_setup {
   std::shared_ptr<slot_stats> stats;
   std::shared_ptr<plugin_library> library;
   troupe::executor* executor = nullptr;  // outlives every instance
-  caf::actor manager;
+  supervisor_actor manager;
   std::string node = "local";
   route_table routes;
   carried_frames carry;
@@ -57,6 +69,6 @@ struct instance_setup {
   bool paused = false;
 };
 
-caf::actor spawn_instance(caf::actor_system& sys, instance_setup setup);
+instance_actor spawn_instance(caf::actor_system& sys, instance_setup setup);
 
 }  // namespace troupe

@@ -244,7 +244,7 @@ struct data_plane::impl {
 
   struct channel_info {
     std::string pipeline, stage;
-    caf::actor owner;
+    link_channel_actor owner;
     peer_link* link = nullptr;
   };
 
@@ -252,8 +252,8 @@ struct data_plane::impl {
   std::map<std::string, std::unique_ptr<peer_link>> links;
   std::map<uint32_t, channel_info> channels;
   uint32_t next_channel = 1;
-  std::map<std::string, caf::actor> served;  // channel_key(pipeline, stage)
-  std::map<std::string, caf::actor> managers;
+  std::map<std::string, link_ingress_actor> served;  // channel_key(pipeline, stage)
+  std::map<std::string, link_control_actor> managers;
   std::set<std::string> fenced_logged;
   std::map<std::string, uint64_t> epochs;      // run -> the placement revision it acts on
   std::map<std::string, uint64_t> node_fence;  // node -> hello refused at or below
@@ -522,7 +522,7 @@ struct data_plane::impl {
             in.bytes->Increment(static_cast<double>(m.payload_bytes));
           }
           std::string pipeline = fr.getPipeline(), stage = fr.getStage();
-          caf::actor to;
+          link_ingress_actor to;
           {
             std::lock_guard<std::mutex> lock(mutex);
             if (auto it = served.find(channel_key(pipeline, stage)); it != served.end()) to = it->second;
@@ -677,7 +677,7 @@ struct data_plane::impl {
   }
 
   void notify_up(peer_link& l, uint64_t connection) {
-    std::vector<caf::actor> owners;
+    std::vector<link_channel_actor> owners;
     {
       std::lock_guard<std::mutex> lock(mutex);
       for (auto& [id, c] : channels)
@@ -878,7 +878,7 @@ struct data_plane::impl {
         if (!retry.empty())
           spdlog::debug("[node={}] {} frames to send again to {}: {}", o.node, retry.size(), l.address,
                         a.getReason().cStr());
-        caf::actor owner;
+        link_channel_actor owner;
         {
           std::lock_guard<std::mutex> lock(mutex);
           if (auto it = channels.find(a.getChannel()); it != channels.end()) owner = it->second.owner;
@@ -997,12 +997,12 @@ expected<std::shared_ptr<data_plane>> data_plane::start(link_options o) {
 std::string data_plane::address() const { return impl_->bound; }
 const std::string& data_plane::node() const { return impl_->o.node; }
 
-void data_plane::serve(const std::string& pipeline, const std::string& stage, caf::actor ingress) {
+void data_plane::serve(const std::string& pipeline, const std::string& stage, link_ingress_actor ingress) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->served[channel_key(pipeline, stage)] = std::move(ingress);
 }
 
-void data_plane::serve_control(const std::string& pipeline, caf::actor manager) {
+void data_plane::serve_control(const std::string& pipeline, link_control_actor manager) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (auto it = impl_->early_control.find(pipeline); it != impl_->early_control.end()) {
     for (auto& c : it->second) caf::anon_send(manager, link_control_atom::value, c);
@@ -1060,7 +1060,7 @@ void data_plane::impl::answer(const std::string& from, out_message m) {
 }
 
 uint32_t data_plane::open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
-                                  caf::actor owner, const std::string& node) {
+                                  link_channel_actor owner, const std::string& node) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto id = impl_->next_channel++;
   auto& l = impl_->link_to(address, node);

@@ -31,6 +31,8 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -72,6 +74,16 @@ typename Inspector::result_type inspect(Inspector& f, link_control& x) {
   return f(caf::meta::type_name("link_control"), x.kind, x.stage, x.from, x.epoch);
 }
 
+/// Whom the data link delivers to (data_plane), each what it takes:
+/// the ingress of a stage served here: the frames that arrived for it
+using link_ingress_actor = caf::typed_actor<caf::reacts_to<link_frames_atom, link_batch>>;
+/// a pipeline's manager: control from the managers on other nodes
+using link_control_actor = caf::typed_actor<caf::reacts_to<link_control_atom, link_control>>;
+/// the owner of a channel: (acked, retry) numbers, and (connection) once a link is up again
+using link_channel_actor =
+    caf::typed_actor<caf::reacts_to<link_acks_atom, std::vector<uint64_t>, std::vector<uint64_t>>,
+                     caf::reacts_to<link_up_atom, uint64_t>>;
+
 struct link_options {
   std::string node;    // this node's name
   std::string token;   // the cluster token both sides must present
@@ -101,10 +113,10 @@ class data_plane {
 
   /// Frames for (pipeline, stage) go to ingress. Until a stage is served, its frames are
   /// answered "retry" and sent again later.
-  void serve(const std::string& pipeline, const std::string& stage, caf::actor ingress);
+  void serve(const std::string& pipeline, const std::string& stage, link_ingress_actor ingress);
   /// Control for a pipeline goes to manager; what came before it was served is handed
   /// over now.
-  void serve_control(const std::string& pipeline, caf::actor manager);
+  void serve_control(const std::string& pipeline, link_control_actor manager);
   /// Forgets a pipeline's ingresses and manager (its control is still sent again on a
   /// reconnect for a while, in case the last connection lost it).
   void unserve(const std::string& pipeline);
@@ -126,7 +138,7 @@ class data_plane {
   /// A channel to a stage on the node at address; owner hears its acks and reconnects. With
   /// TLS, the certificate there must name node (if given).
   uint32_t open_channel(const std::string& address, const std::string& pipeline, const std::string& stage,
-                        caf::actor owner, const std::string& node = {});
+                        link_channel_actor owner, const std::string& node = {});
   void close_channel(uint32_t channel);
   /// Queues frames (with their numbers), in order; false if the channel is closed.
   bool send(uint32_t channel, std::vector<std::pair<uint64_t, frame>>&& frames);

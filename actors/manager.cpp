@@ -70,10 +70,13 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-class manager_actor : public caf::event_based_actor {
+// What the manager sends itself besides its protocol: a restart after its backoff.
+using manager_self_actor = manager_actor::extend<caf::reacts_to<restart_atom, size_t, uint64_t>>;
+
+class manager_impl : public manager_self_actor::base {
  public:
-  manager_actor(caf::actor_config& cfg, manager_setup s)
-      : caf::event_based_actor(cfg), s_(std::move(s)), rng_(std::random_device{}()) {
+  manager_impl(caf::actor_config& cfg, manager_setup s)
+      : manager_self_actor::base(cfg), s_(std::move(s)), rng_(std::random_device{}()) {
     if (!s_.dead_letters) s_.dead_letters = std::make_shared<dead_letter_log>();
     if (s_.run.empty()) s_.run = s_.plan->name;
     auto& p = *s_.plan;
@@ -106,7 +109,7 @@ class manager_actor : public caf::event_based_actor {
     ingress_.clear();
   }
 
-  caf::behavior make_behavior() override {
+  behavior_type make_behavior() override {
     set_down_handler([this](caf::down_msg& dm) { on_down(dm); });
     // An instance's exit arrives as a down message too; the link only matters the other way.
     set_exit_handler([](caf::exit_msg&) {});
@@ -133,8 +136,8 @@ class manager_actor : public caf::event_based_actor {
   struct slot {
     size_t stage;
     uint32_t replica;
-    std::string node;  // another node's share of the stage, sent there; empty: an instance here
-    caf::actor actor;
+    std::string node;      // another node's share of the stage, sent there; empty: an instance here
+    instance_actor actor;  // an instance here, or a remote stage
     uint64_t generation = 0;
     slot_phase phase = slot_phase::idle;
     slot_role role = slot_role::serving;
@@ -229,7 +232,7 @@ class manager_actor : public caf::event_based_actor {
     for (auto i : stages_[d].slots) {
       auto& sl = slots_[i];
       if (here_only && !sl.node.empty()) continue;
-      e.receivers.push_back(sl.live() ? sl.actor : caf::actor{});
+      e.receivers.push_back(sl.live() ? receiver_actor{sl.actor} : receiver_actor{});
       e.generations.push_back(sl.generation);
       e.draining.push_back(sl.retiring());
     }
@@ -286,7 +289,7 @@ class manager_actor : public caf::event_based_actor {
       if (ps.remote) continue;
       start_ingress(stage);
     }
-    s_.plane->serve_control(s_.run, caf::actor_cast<caf::actor>(this));
+    s_.plane->serve_control(s_.run, this);
   }
 
   // The nodes running the stages that feed a stage.
@@ -485,7 +488,7 @@ class manager_actor : public caf::event_based_actor {
       remote_stage_setup rs;
       rs.slot = i;
       rs.generation = sl.generation;
-      rs.manager = caf::actor_cast<caf::actor>(this);
+      rs.manager = this;
       rs.plane = s_.plane;
       rs.node = sl.node;
       auto address = s_.data_address.find(sl.node);
@@ -507,7 +510,7 @@ class manager_actor : public caf::event_based_actor {
       is.stats = stats_[i];
       is.library = sl.library ? sl.library : s_.libraries[sl.stage];
       is.executor = s_.executor;
-      is.manager = caf::actor_cast<caf::actor>(this);
+      is.manager = this;
       is.node = s_.node;
       is.routes = routes_for(sl.stage);
       is.carry = std::move(sl.carry);
@@ -1141,10 +1144,10 @@ class manager_actor : public caf::event_based_actor {
   std::deque<std::pair<reload_request, caf::response_promise>> queued_reloads_;  // waiting for reload_
 
   manager_setup s_;
-  std::unique_ptr<metrics> hidden_;       // series of the slots of stages on other nodes
-  std::set<std::string> participants_;    // the other nodes the pipeline runs on
-  std::map<size_t, caf::actor> ingress_;  // per local stage fed from other nodes
-  slot_table stats_;                      // per slot, as slots_
+  std::unique_ptr<metrics> hidden_;          // series of the slots of stages on other nodes
+  std::set<std::string> participants_;       // the other nodes the pipeline runs on
+  std::map<size_t, ingress_actor> ingress_;  // per local stage fed from other nodes
+  slot_table stats_;                         // per slot, as slots_
   std::vector<slot> slots_;
   std::vector<stage_state> stages_;
   phase phase_ = phase::starting;
@@ -1157,15 +1160,16 @@ class manager_actor : public caf::event_based_actor {
 
 }  // namespace
 
-caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
-  return sys.spawn<manager_actor>(std::move(setup));
+manager_actor spawn_manager(caf::actor_system& sys, manager_setup setup) {
+  return sys.spawn<manager_impl>(std::move(setup));
 }
 
 namespace {
 
 // Asks the manager and waits at most timeout for its answer: nothing, or an error.
 template <class... Ts>
-expected<void> ask(caf::actor_system& sys, const caf::actor& manager, std::chrono::milliseconds timeout, Ts&&... xs) {
+expected<void> ask(caf::actor_system& sys, const manager_actor& manager, std::chrono::milliseconds timeout,
+                   Ts&&... xs) {
   caf::scoped_actor self{sys};
   expected<void> answer =
       make_error(errc::no_answer, "the manager did not answer within " + std::to_string(timeout.count()) + " ms");
@@ -1184,17 +1188,17 @@ expected<void> ask(caf::actor_system& sys, const caf::actor& manager, std::chron
 
 }  // namespace
 
-expected<void> reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+expected<void> reload_stage(caf::actor_system& sys, const manager_actor& manager, reload_request request,
                             std::chrono::milliseconds timeout) {
   return ask(sys, manager, timeout, reload_atom::value, std::move(request));
 }
 
-expected<void> scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
+expected<void> scale_stage(caf::actor_system& sys, const manager_actor& manager, const std::string& stage,
                            uint32_t replicas, std::chrono::milliseconds timeout) {
   return ask(sys, manager, timeout, scale_atom::value, stage, replicas);
 }
 
-expected<void> pause_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage, bool paused,
+expected<void> pause_stage(caf::actor_system& sys, const manager_actor& manager, const std::string& stage, bool paused,
                            std::chrono::milliseconds timeout) {
   return ask(sys, manager, timeout, pause_atom::value, stage, paused);
 }

@@ -59,6 +59,10 @@
 
 namespace troupe {
 
+/// Hears how a pipeline ends, from its manager: (completed_atom, pipeline_outcome) once every
+/// sink finished or the pipeline failed, then (stopped_atom) once every stage stopped.
+using listener_actor = caf::typed_actor<caf::reacts_to<completed_atom, pipeline_outcome>, caf::reacts_to<stopped_atom>>;
+
 struct manager_setup {
   std::shared_ptr<const troupe::plan> plan;
   std::shared_ptr<slot_registry> slots;                    // from make_slots; scaling up adds to it
@@ -66,7 +70,7 @@ struct manager_setup {
   troupe::executor* executor = nullptr;
   std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
   std::shared_ptr<event_log> events;              // null: no events recorded
-  caf::actor listener;
+  listener_actor listener;
   std::string node = "local";
   // A pipeline placed across nodes: the data plane, and each other node's data address.
   std::shared_ptr<data_plane> plane;
@@ -82,7 +86,7 @@ struct manager_setup {
   std::map<std::string, uint64_t> fences;
   // Spawns the instance actor of a slot here; empty: troupe::spawn_instance. Tests put
   // stand-ins here to drive the manager step by step.
-  std::function<caf::actor(caf::actor_system&, instance_setup)> spawn_instance;
+  std::function<instance_actor(caf::actor_system&, instance_setup)> spawn_instance;
 };
 
 using place_atom = caf::atom_constant<caf::atom("place")>;
@@ -103,29 +107,46 @@ struct placement_update {
   std::map<std::string, uint64_t> fences;  // as manager_setup::fences
 };
 
+/// The manager's protocol (see the top of this file for what each does). From whoever drives
+/// the pipeline unless noted:
+///   (report_atom, instance_report)        an instance's lifecycle, from the instance
+///   (stop_atom)                           stop every stage, producers first; then stopped_atom
+///   (end_atom)                            the sources end their streams now (a drain)
+///   (link_control_atom, link_control)     another node's manager, through the data link
+///   (place_atom, placement_update)        the pipeline placed anew, from the node
+///   (scale_atom, stage, n) -> void        run n replicas of a stage
+///   (pause_atom, stage, on) -> void       pause or resume a stage here
+///   (reload_atom, reload_request) -> void swap a stage's plugin for its new version or config
+/// It tells the listener (completed_atom, pipeline_outcome) and (stopped_atom).
+using manager_actor = supervisor_actor::extend<
+    caf::reacts_to<stop_atom>, caf::reacts_to<end_atom>, caf::reacts_to<link_control_atom, link_control>,
+    caf::reacts_to<place_atom, placement_update>, caf::replies_to<scale_atom, std::string, uint32_t>::with<void>,
+    caf::replies_to<pause_atom, std::string, bool>::with<void>,
+    caf::replies_to<reload_atom, reload_request>::with<void>>;
+
 /// One slot per replica of each stage, in stage order.
 slot_table make_slots(const plan& p, metrics& m);
 
 /// Loads every stage's library; errors name the stage, library and what was wrong.
 expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p);
 
-caf::actor spawn_manager(caf::actor_system& sys, manager_setup setup);
+manager_actor spawn_manager(caf::actor_system& sys, manager_setup setup);
 
 /// Asks the manager to reload a stage (see above); waits at most timeout for the switch
 /// (errc::no_answer past it).
-expected<void> reload_stage(caf::actor_system& sys, const caf::actor& manager, reload_request request,
+expected<void> reload_stage(caf::actor_system& sys, const manager_actor& manager, reload_request request,
                             std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
 /// Asks the manager to run `replicas` instances of `stage`; waits for its answer (at most
 /// timeout; errc::no_answer past it): the change is under way, or why it was refused.
-expected<void> scale_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage,
+expected<void> scale_stage(caf::actor_system& sys, const manager_actor& manager, const std::string& stage,
                            uint32_t replicas, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 /// Pauses (paused true) or resumes a stage's instances on this node: paused, each holds the
 /// inputs its credits let in, unprocessed, so its producers wait; nothing is lost and a pause
 /// is not a failure. A drain (end_atom) resumes every paused stage. An error if the pipeline
 /// does not run or the stage is not here.
-expected<void> pause_stage(caf::actor_system& sys, const caf::actor& manager, const std::string& stage, bool paused,
+expected<void> pause_stage(caf::actor_system& sys, const manager_actor& manager, const std::string& stage, bool paused,
                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 }  // namespace troupe

@@ -11,6 +11,8 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -48,13 +50,27 @@ struct frame_batch {
   std::vector<frame> frames;
 };
 
+/// Takes a stage's inputs: an instance, or another node's replica of the stage (a remote
+/// stage, which sends them there).
+///   (frame_atom, frame), (frames_atom, frame_batch)
+///       inputs, in order; each is acknowledged to its sender (ack_atom) once taken on
+///   (drained_atom, size_t slot)
+///       the sender in slot has nothing unacknowledged here and sends nothing more (this
+///       receiver is being scaled away or retired, see edge_route)
+using receiver_actor = caf::typed_actor<caf::reacts_to<frame_atom, frame>, caf::reacts_to<frames_atom, frame_batch>,
+                                        caf::reacts_to<drained_atom, size_t>>;
+
+/// Sends a stage's inputs: an instance, or the ingress of frames from other nodes.
+///   (ack_atom, uint32_t n)   its receiver took n more of the frames it was sent, in order
+using sender_actor = caf::typed_actor<caf::reacts_to<ack_atom, uint32_t>>;
+
 /// Where one downstream stage's frames go: receivers by replica index; an invalid handle
 /// marks a replica that is not running. A draining receiver (being scaled away) gets no new
 /// frames; once every frame sent to it is acknowledged, the sender tells it so (drained).
 struct edge_route {
   size_t stage = 0;
   route_policy policy = route_policy::round_robin;
-  std::vector<caf::actor> receivers;
+  std::vector<receiver_actor> receivers;
   std::vector<uint64_t> generations;  // parallel to receivers
   std::vector<bool> draining;         // parallel to receivers; may be empty: none
 };
@@ -81,6 +97,10 @@ struct instance_report {
   carried_frames carry;
   std::optional<frame_key> culprit;  // the input being processed when it was lost
 };
+
+/// Supervises instances: hears each one's lifecycle (report_atom, instance_report). The
+/// manager; in tests, whatever stands in for it.
+using supervisor_actor = caf::typed_actor<caf::reacts_to<report_atom, instance_report>>;
 
 /// A stage's plugin to load again: from its manifest as it is on disk now (or another
 /// manifest of the same plugin), with some config fields changed.

@@ -18,9 +18,15 @@ namespace {
 using resend_atom = caf::atom_constant<caf::atom("resend")>;
 constexpr auto retry_delay = std::chrono::milliseconds(200);
 
-class remote_stage_actor : public caf::event_based_actor {
+// A remote stage runs a slot as an instance does (instance_actor), and hears from the data
+// link (acknowledgements, reconnects) and from itself (frames to send again).
+using remote_stage_self_actor =
+    instance_actor::extend_with<link_channel_actor>::extend<caf::reacts_to<resend_atom, std::vector<uint64_t>>>;
+
+class remote_stage_impl : public remote_stage_self_actor::base {
  public:
-  remote_stage_actor(caf::actor_config& cfg, remote_stage_setup s) : caf::event_based_actor(cfg), s_(std::move(s)) {}
+  remote_stage_impl(caf::actor_config& cfg, remote_stage_setup s)
+      : remote_stage_self_actor::base(cfg), s_(std::move(s)) {}
 
   const char* name() const override { return "troupe.remote_stage"; }
 
@@ -32,11 +38,10 @@ class remote_stage_actor : public caf::event_based_actor {
     s_.manager = nullptr;
   }
 
-  caf::behavior make_behavior() override {
+  behavior_type make_behavior() override {
     return {
         [this](start_atom) {
-          channel_ =
-              s_.plane->open_channel(s_.address, s_.pipeline, s_.stage, caf::actor_cast<caf::actor>(this), s_.node);
+          channel_ = s_.plane->open_channel(s_.address, s_.pipeline, s_.stage, this, s_.node);
           report(instance_state::started);
           report(instance_state::running);
         },
@@ -85,12 +90,18 @@ class remote_stage_actor : public caf::event_based_actor {
           report(instance_state::stopped);
           quit();
         },
+        // What the manager tells a slot about its stream, its routes and its plugin concerns
+        // the instances on the stage's own node, whose manager hears it from that node's
+        // view of the pipeline; a remote stage only carries frames. It sends nothing on
+        // (no routes, so no acknowledgements come to it).
         [](upstream_done_atom) {},
         [](end_atom) {},
         [](skip_atom, const frame_key&) {},
+        [](pause_atom, bool) {},
         [](drain_atom, std::vector<size_t>&) {},
         [](drained_atom, size_t) {},
         [](routes_atom, const route_table&) {},
+        [](ack_atom, uint32_t) {},
     };
   }
 
@@ -101,7 +112,7 @@ class remote_stage_actor : public caf::event_based_actor {
     bool acked = false;
   };
   struct sender {
-    caf::actor who;
+    sender_actor who;
     std::deque<uint64_t> ids;  // in the order it sent them
   };
 
@@ -109,7 +120,7 @@ class remote_stage_actor : public caf::event_based_actor {
   // to send (the copy shares the payload).
   void take(frame&& f, std::vector<std::pair<uint64_t, frame>>& out) {
     auto id = ++next_id_;
-    auto from = caf::actor_cast<caf::actor>(current_sender());
+    auto from = caf::actor_cast<sender_actor>(current_sender());
     auto& q = senders_[from.address()];
     if (!q.who) q.who = from;
     q.ids.push_back(id);
@@ -152,18 +163,18 @@ class remote_stage_actor : public caf::event_based_actor {
   std::map<caf::actor_addr, sender> senders_;
 };
 
-class ingress_actor : public caf::event_based_actor {
+class ingress_impl : public ingress_actor::base {
  public:
-  ingress_actor(caf::actor_config& cfg, ingress_setup s)
-      : caf::event_based_actor(cfg),
+  ingress_impl(caf::actor_config& cfg, ingress_setup s)
+      : ingress_actor::base(cfg),
         s_(std::move(s)),
         router_(
-            s_.window, [this](const caf::actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
-            [this](const caf::actor& to) {
+            s_.window, [this](const receiver_actor& to, frame&& f) { send(to, frame_atom::value, std::move(f)); },
+            [this](const receiver_actor& to) {
               for (auto slot : s_.fence.upstream_slots)
                 send<caf::message_priority::high>(to, drained_atom::value, slot);
             }) {
-    router_.on_batch([this](const caf::actor& to, std::vector<frame>&& fs) {
+    router_.on_batch([this](const receiver_actor& to, std::vector<frame>&& fs) {
       send(to, frames_atom::value, frame_batch{std::move(fs)});
     });
     router_.limit_bytes(s_.window_bytes);
@@ -183,7 +194,7 @@ class ingress_actor : public caf::event_based_actor {
 
   void on_exit() override { router_.clear(); }
 
-  caf::behavior make_behavior() override {
+  behavior_type make_behavior() override {
     return {
         [this](routes_atom, const route_table& rt) { router_.set_routes(rt); },
         [this](fence_atom, ingress_fence& f) { s_.fence = std::move(f); },
@@ -262,12 +273,12 @@ class ingress_actor : public caf::event_based_actor {
 
 }  // namespace
 
-caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup) {
-  return sys.spawn<remote_stage_actor>(std::move(setup));
+instance_actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup) {
+  return sys.spawn<remote_stage_impl>(std::move(setup));
 }
 
-caf::actor spawn_ingress(caf::actor_system& sys, ingress_setup setup) {
-  return sys.spawn<ingress_actor>(std::move(setup));
+ingress_actor spawn_ingress(caf::actor_system& sys, ingress_setup setup) {
+  return sys.spawn<ingress_impl>(std::move(setup));
 }
 
 }  // namespace troupe

@@ -14,6 +14,7 @@
 // reconnect) is not routed twice.
 #pragma once
 
+#include "instance.hpp"
 #include "link.hpp"
 #include "messages.hpp"
 
@@ -31,14 +32,15 @@ namespace troupe {
 struct remote_stage_setup {
   size_t slot = 0;
   uint64_t generation = 1;
-  caf::actor manager;
+  supervisor_actor manager;
   std::shared_ptr<data_plane> plane;
   std::string node, address;  // the stage's node, and its data address
   std::string pipeline, stage;
 };
 
-/// Reports (report_atom, instance_report) running once started, stopped on (stop_atom).
-caf::actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
+/// Runs the slot as instance_actor: reports (report_atom, instance_report) running once
+/// started, stopped on (stop_atom); sends its inputs to the stage's node.
+instance_actor spawn_remote_stage(caf::actor_system& sys, remote_stage_setup setup);
 
 /// (fence_atom, ingress_fence): the nodes an ingress takes frames from now, the slots of their
 /// shares (they say drained), and per node the epoch at or below which its frames are dropped.
@@ -64,7 +66,15 @@ struct ingress_setup {
   route_table routes;  // the stage's edge as it is now
 };
 
-/// Takes (routes_atom, route_table) with the stage's edge, as an upstream instance does.
-caf::actor spawn_ingress(caf::actor_system& sys, ingress_setup setup);
+/// The ingress's protocol, from the manager unless noted:
+///   (routes_atom, route_table)     the stage's edge, as an upstream instance takes it
+///   (fence_atom, ingress_fence)    the nodes it takes frames from now
+///   (ack_atom, uint32_t)           from the stage's replicas (sender_actor)
+///   (stop_atom)                    quit
+///   (link_frames_atom, link_batch)  frames from other nodes, from the data link
+using ingress_actor = sender_actor::extend_with<link_ingress_actor>::extend<
+    caf::reacts_to<routes_atom, route_table>, caf::reacts_to<fence_atom, ingress_fence>, caf::reacts_to<stop_atom>>;
+
+ingress_actor spawn_ingress(caf::actor_system& sys, ingress_setup setup);
 
 }  // namespace troupe

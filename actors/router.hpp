@@ -24,8 +24,8 @@ namespace troupe {
 
 class router {
  public:
-  using send_fn = std::function<void(const caf::actor&, frame&&)>;
-  using drained_fn = std::function<void(const caf::actor&)>;
+  using send_fn = std::function<void(const receiver_actor&, frame&&)>;
+  using drained_fn = std::function<void(const receiver_actor&)>;
 
   /// drained(r) is called once per draining receiver r, when nothing sent to it is left
   /// unacknowledged.
@@ -47,7 +47,7 @@ class router {
   void limit_bytes(uint64_t bytes) { window_bytes_ = bytes; }
   /// Frames that go to one receiver at once are handed to batch (more than one) instead of
   /// send, in one call.
-  void on_batch(std::function<void(const caf::actor&, std::vector<frame>&&)> batch) { batch_ = std::move(batch); }
+  void on_batch(std::function<void(const receiver_actor&, std::vector<frame>&&)> batch) { batch_ = std::move(batch); }
   /// A receiver acknowledged n frames; sends what the freed credits allow.
   void on_ack(const caf::actor_addr& receiver, uint32_t n);
   /// Frames to hand to a successor: unacknowledged, then pending, per stage. Empties the
@@ -75,7 +75,7 @@ class router {
 
  private:
   struct receiver {
-    caf::actor handle;
+    receiver_actor handle;
     uint64_t generation = 0;
     ring<frame> unacked;
     uint64_t unacked_bytes = 0;
@@ -100,7 +100,7 @@ class router {
   send_fn send_;
   drained_fn drained_;
   std::function<void(const frame&)> acked_;
-  std::function<void(const caf::actor&, std::vector<frame>&&)> batch_;
+  std::function<void(const receiver_actor&, std::vector<frame>&&)> batch_;
   std::vector<edge> edges_;
   uint64_t in_flight_ = 0;  // sum of unacked over all receivers
 };

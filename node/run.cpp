@@ -322,7 +322,7 @@ int run(const common_options& common, const run_options& opts) {
     ms.executor = &ex;
     ms.dead_letters = dead;
     ms.events = events;
-    ms.listener = self;
+    ms.listener = caf::actor_cast<listener_actor>(self);  // this thread hears the outcome
     auto start = clock::now();
     auto manager = spawn_manager(sys, std::move(ms));
 

@@ -41,18 +41,22 @@ constexpr auto drain_bound = std::chrono::seconds(30);
 // (the manager has logged how it ended). (end_atom, manager) drains it: the sources end
 // their streams, and what is in flight goes through; a drain that does not complete within
 // drain_bound is cut short by a stop.
-caf::behavior listener(caf::event_based_actor* self, std::shared_ptr<std::atomic<bool>> over) {
+using host_listener_actor =
+    listener_actor::extend<caf::reacts_to<end_atom, manager_actor>, caf::reacts_to<drain_timeout_atom, manager_actor>>;
+
+host_listener_actor::behavior_type listener(host_listener_actor::pointer self,
+                                            std::shared_ptr<std::atomic<bool>> over) {
   return {
-      [=](end_atom, const caf::actor& manager) {
+      [=](end_atom, const manager_actor& manager) {
         self->send(manager, end_atom::value);
         self->delayed_send(self, drain_bound, drain_timeout_atom::value, manager);
       },
-      [=](drain_timeout_atom, const caf::actor& manager) {
+      [=](drain_timeout_atom, const manager_actor& manager) {
         spdlog::warn("a drain did not complete within {} s: stopping now", drain_bound.count());
         self->send(manager, stop_atom::value);
       },
       [=](completed_atom, pipeline_outcome&) {
-        self->send(caf::actor_cast<caf::actor>(self->current_sender()), stop_atom::value);
+        self->send(caf::actor_cast<manager_actor>(self->current_sender()), stop_atom::value);
       },
       [=](stopped_atom) {
         over->store(true);
@@ -72,7 +76,8 @@ struct pipeline_host::impl {
     std::shared_ptr<const plan> p;
     std::shared_ptr<slot_registry> slots;
     std::shared_ptr<std::atomic<bool>> over;  // stopped
-    caf::actor manager, listener;
+    manager_actor manager;
+    host_listener_actor listener;
   };
 
   impl(std::string node_name, std::vector<std::string> paths, std::shared_ptr<data_plane> p, node_capacity c)
@@ -88,7 +93,7 @@ struct pipeline_host::impl {
     fs::create_directories(dir);
   }
   ~impl() {
-    std::vector<caf::actor> managers;
+    std::vector<manager_actor> managers;
     {
       std::lock_guard<std::mutex> lock(mutex);
       for (auto& [name, h] : pipelines)
@@ -416,7 +421,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
 }
 
 expected<void> pipeline_host::scale(const std::string& pipeline, const std::string& stage, uint32_t replicas) {
-  caf::actor manager;
+  manager_actor manager;
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto it = impl_->pipelines.find(pipeline);

@@ -96,7 +96,7 @@ across_result run_across(const temp_dir& dir, std::string yaml,
   {
     executor ex(2);
     caf::scoped_actor self{sys};
-    std::vector<caf::actor> managers;
+    std::vector<manager_actor> managers;
     auto& ms = r.instances;
     for (auto& [node, plane] : {std::pair{std::string("a"), pa}, std::pair{std::string("b"), pb}}) {
       placement where{node, nodes_of};
@@ -111,7 +111,7 @@ across_result run_across(const temp_dir& dir, std::string yaml,
       if (!libs) throw std::runtime_error(describe(libs.error()));
       s.libraries = *libs;
       s.executor = &ex;
-      s.listener = self;
+      s.listener = caf::actor_cast<listener_actor>(self);
       s.node = node;
       s.plane = plane;
       s.data_address = addresses;
@@ -183,7 +183,7 @@ std::vector<uint64_t> answer_to_one_frame(data_plane& from, data_plane& to, caf:
   frame f;
   f.stream = 1;
   f.seq = 1;
-  auto ch = from.open_channel(to.address(), "p", "s", self, node);
+  auto ch = from.open_channel(to.address(), "p", "s", caf::actor_cast<link_channel_actor>(self), node);
   from.send(ch, 7, f);
   std::vector<uint64_t> retry;
   bool answered = false;
@@ -273,7 +273,7 @@ TEST(link, closes_garbage_and_refuses_a_wrong_token_and_goes_on_serving) {
   // A node with another token is refused.
   {
     auto c = start_plane("c", "other", nullptr);
-    auto ch = c->open_channel(a->address(), "p", "s", self);
+    auto ch = c->open_channel(a->address(), "p", "s", caf::actor_cast<link_channel_actor>(self));
     c->send(ch, 1, f);
     EXPECT_GE(wait_bad(2), 2);
   }
@@ -341,7 +341,7 @@ TEST(link, a_tls_port_refuses_plain_peers_other_cas_and_borrowed_names) {
   // A node without TLS.
   {
     auto plain = start_plane("p", "t", nullptr);
-    plain->send(plain->open_channel(a->address(), "p", "s", self, "a"), 1, f);
+    plain->send(plain->open_channel(a->address(), "p", "s", caf::actor_cast<link_channel_actor>(self), "a"), 1, f);
     EXPECT_EQ(wait_bad(1), 1);
     EXPECT_TRUE(logs.saw("not a TLS handshake (a plain connection? this port takes TLS only)"));
     EXPECT_TRUE(logs.saw("give this node a 'tls' section too"));
@@ -349,7 +349,7 @@ TEST(link, a_tls_port_refuses_plain_peers_other_cas_and_borrowed_names) {
   // A node whose certificate another CA signed: the handshake fails on both sides.
   {
     auto rogue = start_plane("r", "t", nullptr, pki.issue("r", "rogue"));
-    rogue->send(rogue->open_channel(a->address(), "p", "s", self, "a"), 1, f);
+    rogue->send(rogue->open_channel(a->address(), "p", "s", caf::actor_cast<link_channel_actor>(self), "a"), 1, f);
     EXPECT_GE(wait_bad(2), 2);
     EXPECT_TRUE(logs.saw("the peer's certificate is not trusted"));
   }
@@ -357,14 +357,14 @@ TEST(link, a_tls_port_refuses_plain_peers_other_cas_and_borrowed_names) {
   {
     auto borrowed = pki.issue("c");
     auto liar = start_plane("b", "t", nullptr, borrowed);
-    liar->send(liar->open_channel(a->address(), "p", "s", self, "a"), 1, f);
+    liar->send(liar->open_channel(a->address(), "p", "s", caf::actor_cast<link_channel_actor>(self), "a"), 1, f);
     EXPECT_GE(wait_bad(3), 3);
     EXPECT_TRUE(logs.saw("its certificate does not carry the name of node 'b'"));
   }
   // A sender that expects another node at the address refuses a's certificate.
   {
     auto b = start_plane("b", "t", nullptr, pki.issue("b"));
-    b->send(b->open_channel(a->address(), "p", "s", self, "x"), 1, f);
+    b->send(b->open_channel(a->address(), "p", "s", caf::actor_cast<link_channel_actor>(self), "x"), 1, f);
     EXPECT_TRUE(logs.saw("hostname mismatch"));
   }
   // A node with TLS sending to one without: named there.
@@ -372,7 +372,7 @@ TEST(link, a_tls_port_refuses_plain_peers_other_cas_and_borrowed_names) {
     auto plain_registry = std::make_shared<prometheus::Registry>();
     auto plain = start_plane("p", "t", plain_registry);
     auto b = start_plane("b", "t", nullptr, pki.issue("b"));
-    b->send(b->open_channel(plain->address(), "p", "s", self, "p"), 1, f);
+    b->send(b->open_channel(plain->address(), "p", "s", caf::actor_cast<link_channel_actor>(self), "p"), 1, f);
     EXPECT_TRUE(logs.saw("a TLS handshake, but this data port takes plain connections"));
     EXPECT_GE(family_total(*plain_registry, "troupe_link_bad_messages_total"), 1);
   }

@@ -25,7 +25,7 @@ namespace {
 struct stand_ins {
   struct one {
     instance_setup setup;
-    caf::actor actor;
+    instance_actor actor;
   };
   std::vector<one> spawned;
   std::vector<std::string> events;
@@ -49,8 +49,9 @@ instance_report report_of(const instance_setup& s, instance_state st, failure_cl
   return r;
 }
 
-// An instance that does nothing by itself: the test makes it report.
-caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shared_ptr<stand_ins> log) {
+// An instance that does nothing by itself: the test makes it report. It takes the whole
+// instance protocol, as the manager may say anything of it to a slot.
+instance_actor::behavior_type stand_in(instance_actor::pointer self, instance_setup s, std::shared_ptr<stand_ins> log) {
   auto tag = name_of(s) + " gen " + std::to_string(s.generation);
   return {
       [=](start_atom) { log->events.push_back("start " + tag); },
@@ -66,13 +67,17 @@ caf::behavior stand_in(caf::event_based_actor* self, instance_setup s, std::shar
       [=](end_atom) {},
       [=](skip_atom, frame_key&) {},
       [=](drained_atom, size_t) {},
+      [=](pause_atom, bool on) { log->events.push_back((on ? "pause " : "resume ") + tag); },
+      [=](frame_atom, frame&) {},
+      [=](frames_atom, frame_batch&) {},
+      [=](ack_atom, uint32_t) {},
   };
 }
 
 // Asks the manager to scale a stage, and keeps its answer (no error: yes). (Function-based
 // actors here take an argument: CAF 0.17 binds a reference to a null empty tuple otherwise,
 // which UBSan reports.)
-void ask_scale(caf::event_based_actor* self, caf::actor manager, std::string stage, uint32_t n,
+void ask_scale(caf::event_based_actor* self, manager_actor manager, std::string stage, uint32_t n,
                std::optional<caf::error>* answer) {
   self->request(manager, caf::infinite, scale_atom::value, stage, n)
       .then([=]() { *answer = caf::error{}; }, [=](caf::error& e) { *answer = e; });
@@ -81,7 +86,7 @@ void ask_scale(caf::event_based_actor* self, caf::actor manager, std::string sta
 struct manager_fixture;
 
 // Hears how the pipeline ended.
-caf::behavior listen(caf::event_based_actor*, manager_fixture* t);
+listener_actor::behavior_type listen(listener_actor::pointer, manager_fixture* t);
 
 struct manager_fixture : ::testing::Test {
   manager_fixture() : sys(config()), sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())) {}
@@ -190,12 +195,13 @@ struct manager_fixture : ::testing::Test {
   std::shared_ptr<const troupe::plan> plan;
   std::shared_ptr<slot_registry> registry;
   std::shared_ptr<stand_ins> log = std::make_shared<stand_ins>();
-  caf::actor manager, listener;
+  manager_actor manager;
+  listener_actor listener;
   std::optional<pipeline_outcome> outcome;
   bool stopped = false;
 };
 
-caf::behavior listen(caf::event_based_actor*, manager_fixture* t) {
+listener_actor::behavior_type listen(listener_actor::pointer, manager_fixture* t) {
   return {
       [t](completed_atom, pipeline_outcome& o) { t->outcome = o; },
       [t](stopped_atom) { t->stopped = true; },

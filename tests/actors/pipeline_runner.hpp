@@ -149,7 +149,7 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     ms.executor = &ex;
     ms.dead_letters = r.dead_letters;
     ms.events = r.events;
-    ms.listener = self;
+    ms.listener = caf::actor_cast<listener_actor>(self);
     auto mgr = spawn_manager(sys, std::move(ms));
     auto deadline = std::chrono::steady_clock::now() + limit;
     bool polling = static_cast<bool>(while_running), controlling = static_cast<bool>(control);
@@ -183,11 +183,12 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
 }
 
 /// One instance of `stage`, outside any manager: it reports to `manager` and sends its
-/// outputs to `next` as if that were the only replica of `next_stage`. Started.
-inline caf::actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr<const plan> p,
-                                         const std::vector<std::shared_ptr<plugin_library>>& libs,
-                                         const slot_table& slots, executor& ex, size_t stage, const caf::actor& manager,
-                                         const caf::actor& next) {
+/// outputs to `next` as if that were the only replica of `next_stage`. Started. Either may be
+/// the test's own actor, standing in for a manager or a receiver.
+template <class Manager, class Next>
+instance_actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr<const plan> p,
+                                      const std::vector<std::shared_ptr<plugin_library>>& libs, const slot_table& slots,
+                                      executor& ex, size_t stage, const Manager& manager, const Next& next) {
   instance_setup s;
   s.slot = stage;
   s.stage = stage;
@@ -195,8 +196,9 @@ inline caf::actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr
   s.stats = slots[stage];
   s.library = libs[stage];
   s.executor = &ex;
-  s.manager = manager;
-  s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}, {}});
+  s.manager = caf::actor_cast<supervisor_actor>(manager);
+  s.routes.edges.push_back(
+      edge_route{stage + 1, route_policy::round_robin, {caf::actor_cast<receiver_actor>(next)}, {1}, {}});
   auto a = spawn_instance(sys, std::move(s));
   caf::anon_send(a, start_atom::value);
   return a;

@@ -29,7 +29,7 @@ inline frame frame_over(const std::shared_ptr<const buffer>& payload, uint64_t s
 
 /// Feeds `to` as an upstream instance would, once told (go_atom): at most `window` frames
 /// unacknowledged, `n` frames in all (UINT64_MAX: until stopped).
-inline caf::behavior feeder(caf::event_based_actor* self, caf::actor to, std::shared_ptr<const buffer> payload,
+inline caf::behavior feeder(caf::event_based_actor* self, receiver_actor to, std::shared_ptr<const buffer> payload,
                             uint32_t window, uint64_t n) {
   auto sent = std::make_shared<uint64_t>(0);
   auto send_up_to = [=](uint32_t k) {

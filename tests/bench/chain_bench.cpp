@@ -80,8 +80,8 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
                         }));
   // Stages: 0 source (driven by the feeder instead), 1..k pass-through, k+1 sink.
   const size_t k = p->stages.size() - 2;
-  caf::actor next = sink;
-  std::vector<caf::actor> instances;
+  auto next = caf::actor_cast<receiver_actor>(sink);
+  std::vector<instance_actor> instances;
   for (size_t stage = k; stage >= 1; --stage) {
     instance_setup s;
     s.slot = stage;
@@ -90,11 +90,12 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
     s.stats = slots[stage];
     s.library = libs[stage];
     s.executor = &ex;
-    s.manager = self;
+    s.manager = caf::actor_cast<supervisor_actor>(self);
     s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}, {}});
-    next = spawn_instance(sys, std::move(s));
-    self->send(next, start_atom::value);
-    instances.push_back(next);
+    auto a = spawn_instance(sys, std::move(s));
+    self->send(a, start_atom::value);
+    instances.push_back(a);
+    next = a;
   }
   int reports = 0;
   self->receive_for(reports, static_cast<int>(2 * k))([](report_atom, instance_report&) {});  // started + running

@@ -162,9 +162,9 @@ figure link_figure(caf::actor_system& sys, size_t frame_size, uint32_t window) {
   auto b = start_plane("b");
   auto received = std::make_shared<std::atomic<uint64_t>>(0);
   auto sink = sys.spawn(acking_sink, b, received);
-  b->serve("bench", "sink", sink);
+  b->serve("bench", "sink", caf::actor_cast<link_ingress_actor>(sink));
   caf::scoped_actor self{sys};
-  auto ch = a->open_channel(b->address(), "bench", "sink", self);
+  auto ch = a->open_channel(b->address(), "bench", "sink", caf::actor_cast<link_channel_actor>(self));
   auto payload = buffer::allocate(frame_size);
   std::memset(payload->data(), 0x5a, frame_size);
   auto f = bench::frame_over(payload, 0, "bench");
@@ -245,9 +245,9 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   is.stats = slots[1];
   is.library = (*libs)[1];
   is.executor = &ex;
-  is.manager = self;
+  is.manager = caf::actor_cast<supervisor_actor>(self);
   is.node = "b";
-  is.routes.edges.push_back(edge_route{2, route_policy::round_robin, {sink}, {1}, {}});
+  is.routes.edges.push_back(edge_route{2, route_policy::round_robin, {caf::actor_cast<receiver_actor>(sink)}, {1}, {}});
   auto pass = spawn_instance(sys, std::move(is));
   self->send(pass, start_atom::value);
   int reports = 0;
@@ -262,7 +262,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   b->serve("bench", "pass", ingress);
   // Node a: the remote stage, fed by an upstream sender.
   remote_stage_setup rs;
-  rs.manager = self;
+  rs.manager = caf::actor_cast<supervisor_actor>(self);
   rs.plane = a;
   rs.address = b->address();
   rs.pipeline = "bench";
@@ -287,8 +287,9 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   self->send(pass, stop_atom::value);
   self->wait_for(pass);
   b->unserve("bench");
-  for (auto& x : {remote, ingress, sink}) self->send_exit(x, caf::exit_reason::user_shutdown);
-  for (auto& x : {remote, ingress, sink}) self->wait_for(x);
+  for (auto& x : {caf::actor_cast<caf::actor>(remote), caf::actor_cast<caf::actor>(ingress), sink})
+    self->send_exit(x, caf::exit_reason::user_shutdown);
+  self->wait_for(remote, ingress, sink);
   figure r;
   r.frames_per_s = static_cast<double>(c1 - c0) / s;
   r.bytes_per_s = r.frames_per_s * static_cast<double>(frame_size);
