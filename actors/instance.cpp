@@ -385,7 +385,7 @@ class instance_impl : public instance_self_actor::base {
 
   void start() {
     if (stage_.mode == exec_mode::isolated)
-      adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
+      adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_, s_.launcher);
     else
       adapter_ = std::make_shared<embedded_adapter>(s_.library, s_.generation, tag_);
     auto config = stage_.config;
@@ -763,7 +763,7 @@ class instance_impl : public instance_self_actor::base {
   }
 
   void respawn() {
-    adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_);
+    adapter_ = std::make_shared<isolated_adapter>(stage_.manifest, s_.generation, tag_, s_.launcher);
     auto config = stage_.config;
     run_call(call_kind::respawn, deadline_ + worker_start_allowance, [config](plugin_adapter& a) {
       auto r = guarded([&] { return a.create(config); });

@@ -16,6 +16,7 @@
 #include "pipeline.hpp"
 #include "plugin_library.hpp"
 #include "stats.hpp"
+#include "worker_launcher.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -54,7 +55,8 @@ struct instance_setup {
   std::shared_ptr<const troupe::plan> plan;
   std::shared_ptr<slot_stats> stats;
   std::shared_ptr<plugin_library> library;
-  troupe::executor* executor = nullptr;  // outlives every instance
+  troupe::executor* executor = nullptr;       // outlives every instance
+  std::shared_ptr<worker_launcher> launcher;  // starts its workers, if it runs isolated
   supervisor_actor manager;
   std::string node = "local";
   route_table routes;

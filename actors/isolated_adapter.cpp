@@ -53,8 +53,13 @@ std::string signal_name(int sig) {
 
 }  // namespace
 
-isolated_adapter::isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag, size_t region_bytes)
-    : manifest_(m), generation_(generation), log_tag_(std::move(log_tag)), region_bytes_(region_bytes) {}
+isolated_adapter::isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag,
+                                   std::shared_ptr<worker_launcher> launcher, size_t region_bytes)
+    : manifest_(m),
+      generation_(generation),
+      log_tag_(std::move(log_tag)),
+      region_bytes_(region_bytes),
+      launcher_(std::move(launcher)) {}
 
 isolated_adapter::~isolated_adapter() { reap(true); }
 

@@ -17,6 +17,7 @@
 #include "adapter.hpp"
 #include "worker_cgroup.hpp"
 #include "worker_landlock.hpp"
+#include "worker_launcher.hpp"
 
 #include <worker.capnp.h>
 
@@ -30,10 +31,6 @@
 
 namespace troupe {
 
-/// The executable that serves `troupe worker`; by default this process's own executable.
-void set_worker_executable(std::string path);
-std::string worker_executable();
-
 class isolated_adapter : public plugin_adapter {
  public:
   /// Bytes of each shared region (inputs, outputs): the largest payload that can cross.
@@ -41,8 +38,9 @@ class isolated_adapter : public plugin_adapter {
   static constexpr size_t max_request_frames = 256;
   static constexpr size_t max_request_bytes = size_t{1} << 20;
 
+  /// Its workers are started by launcher.
   isolated_adapter(const manifest& m, uint64_t generation, std::string log_tag,
-                   size_t region_bytes = default_region_bytes);
+                   std::shared_ptr<worker_launcher> launcher, size_t region_bytes = default_region_bytes);
   /// Kills and reaps the worker if it still runs.
   ~isolated_adapter() override;
   isolated_adapter(const isolated_adapter&) = delete;
@@ -54,7 +52,7 @@ class isolated_adapter : public plugin_adapter {
   /// Checks m's library as a worker does, in a worker of its own: the library is loaded
   /// under the manifest's limits, never in this process, so that its constructors cannot
   /// harm it. OK, or why the library cannot serve (a crash at load is named as such).
-  static call_result check(const manifest& m);
+  static call_result check(const manifest& m, std::shared_ptr<worker_launcher> launcher);
   call_result start() override;
   call_result process(const frame* in, std::vector<frame>& out) override;
   /// Carries many inputs per request: as many as fit the input region, up to
@@ -116,6 +114,7 @@ class isolated_adapter : public plugin_adapter {
   const uint64_t generation_;
   const std::string log_tag_;
   const size_t region_bytes_;
+  const std::shared_ptr<worker_launcher> launcher_;
   std::unique_ptr<channel> ch_;
   std::unique_ptr<worker_cgroup> cg_;  // the worker's group, where cgroups can be written
   uint64_t oom_seen_ = 0;

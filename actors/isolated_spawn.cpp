@@ -1,5 +1,5 @@
-// Starting an isolated worker: the executable it runs, the one thread that spawns workers, what
-// files it may touch, its cgroup, and its hello. The calls to a running worker are in
+// Starting an isolated worker (on its launcher's thread, worker_launcher.hpp): what files it
+// may touch, its cgroup, and its hello. The calls to a running worker are in
 // isolated_adapter.cpp.
 #include "admission.hpp"
 #include "isolated_adapter.hpp"
@@ -18,14 +18,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
-#include <functional>
-#include <future>
 #include <mutex>
-#include <thread>
 
 extern char** environ;
 
@@ -34,65 +29,6 @@ namespace troupe {
 namespace wp = worker_protocol;
 
 namespace {
-
-// Function-local: set_worker_executable may run during static initialisation.
-struct exe_setting {
-  std::mutex mutex;
-  std::string path;
-};
-exe_setting& exe() {
-  static exe_setting s;
-  return s;
-}
-
-// Workers are spawned from one long-lived thread: a worker asks the kernel to kill it when
-// the thread that spawned it ends (PR_SET_PDEATHSIG), and executor threads come and go.
-class spawner {
- public:
-  static spawner& get() {
-    static spawner s;
-    return s;
-  }
-  template <class F>
-  auto run(F f) -> decltype(f()) {
-    std::packaged_task<decltype(f())()> task(std::move(f));
-    auto result = task.get_future();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      jobs_.emplace_back([&task] { task(); });
-    }
-    cv_.notify_one();
-    return result.get();
-  }
-  ~spawner() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
- private:
-  spawner() : thread_([this] { loop(); }) {}
-  void loop() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      cv_.wait(lock, [this] { return done_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
-    }
-  }
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 // A descriptor above the ones a worker is given, so that dup2 onto 3..5 always clears
 // close-on-exec.
@@ -103,19 +39,6 @@ int high_fd(int fd) {
 }
 
 }  // namespace
-
-void set_worker_executable(std::string path) {
-  std::lock_guard<std::mutex> lock(exe().mutex);
-  exe().path = std::move(path);
-}
-
-std::string worker_executable() {
-  std::lock_guard<std::mutex> lock(exe().mutex);
-  if (!exe().path.empty()) return exe().path;
-  char buf[4096];
-  auto n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("troupe");
-}
 
 landlock::grants isolated_adapter::granted_files() const {
   namespace fs = std::filesystem;
@@ -143,8 +66,8 @@ landlock::grants isolated_adapter::granted_files() const {
   return g;
 }
 
-call_result isolated_adapter::check(const manifest& m) {
-  isolated_adapter probe(m, 0, "check plugin=" + m.name, size_t{1} << 20);
+call_result isolated_adapter::check(const manifest& m, std::shared_ptr<worker_launcher> launcher) {
+  isolated_adapter probe(m, 0, "check plugin=" + m.name, std::move(launcher), size_t{1} << 20);
   auto r = probe.spawn();
   if (r.ok()) return r;  // the probe's worker is killed as it goes
   const std::string refused = "create failed: ";
@@ -156,6 +79,9 @@ call_result isolated_adapter::check(const manifest& m) {
 }
 
 call_result isolated_adapter::spawn() {
+  if (!launcher_)
+    return {TROUPE_FATAL,
+            "plugin '" + manifest_.name + "' runs isolated, and nothing here starts workers (no launcher)"};
   auto ch = std::make_unique<channel>();
   ch->region_bytes = region_bytes_;
   int sv[2];
@@ -210,7 +136,7 @@ call_result isolated_adapter::spawn() {
     spdlog::warn("[{}] cpu_cores {} is not enforced: no cgroup cpu controller ({})", log_tag_, lim.cpu_cores,
                  cgroups_here().describe());
 
-  auto exe = worker_executable();
+  const auto& exe = launcher_->executable();
   std::vector<std::string> args = {exe,
                                    "worker",
                                    "--manifest",
@@ -229,7 +155,7 @@ call_result isolated_adapter::spawn() {
   auto files = granted_files();
   for (auto& p : files.read) args.insert(args.end(), {"--read", p});
   for (auto& p : files.write) args.insert(args.end(), {"--write", p});
-  pid_t pid = spawner::get().run([&]() -> pid_t {
+  pid_t pid = launcher_->run([&]() -> pid_t {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, child_sock, wp::socket_fd);

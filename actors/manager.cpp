@@ -29,7 +29,8 @@ slot_table make_slots(const plan& p, metrics& m) {
   return slots;
 }
 
-expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p) {
+expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p,
+                                                                      std::shared_ptr<worker_launcher> launcher) {
   std::vector<std::shared_ptr<plugin_library>> libs;
   std::map<std::string, std::shared_ptr<plugin_library>> by_path;
   std::map<std::string, call_result> checked;
@@ -42,7 +43,7 @@ expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan
     if (s.mode == exec_mode::isolated) {
       // Its library is loaded by its workers only; one of them checks it now.
       auto [at, fresh] = checked.emplace(s.manifest.library, call_result{});
-      if (fresh) at->second = isolated_adapter::check(s.manifest);
+      if (fresh) at->second = isolated_adapter::check(s.manifest, launcher);
       if (!at->second.ok()) return make_error(errc::library_error, "stage '" + s.spec.name + "': " + at->second.error);
       libs.push_back(nullptr);
       continue;
@@ -510,6 +511,7 @@ class manager_impl : public manager_self_actor::base {
       is.stats = stats_[i];
       is.library = sl.library ? sl.library : s_.libraries[sl.stage];
       is.executor = s_.executor;
+      is.launcher = s_.launcher;
       is.manager = this;
       is.node = s_.node;
       is.routes = routes_for(sl.stage);

@@ -68,6 +68,7 @@ struct manager_setup {
   std::shared_ptr<slot_registry> slots;                    // from make_slots; scaling up adds to it
   std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage, from load_libraries
   troupe::executor* executor = nullptr;
+  std::shared_ptr<worker_launcher> launcher;      // starts the workers of isolated stages
   std::shared_ptr<dead_letter_log> dead_letters;  // null: kept by the manager only
   std::shared_ptr<event_log> events;              // null: no events recorded
   listener_actor listener;
@@ -127,8 +128,11 @@ using manager_actor = supervisor_actor::extend<
 /// One slot per replica of each stage, in stage order.
 slot_table make_slots(const plan& p, metrics& m);
 
-/// Loads every stage's library; errors name the stage, library and what was wrong.
-expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p);
+/// Loads every stage's library; errors name the stage, library and what was wrong. An isolated
+/// stage's library is checked in a worker that launcher starts (null: a plan without isolated
+/// stages).
+expected<std::vector<std::shared_ptr<plugin_library>>> load_libraries(const plan& p,
+                                                                      std::shared_ptr<worker_launcher> launcher);
 
 manager_actor spawn_manager(caf::actor_system& sys, manager_setup setup);
 

@@ -47,9 +47,10 @@ expected<loaded_pipeline> load(const common_options& common, const std::string& 
   if (!spec) return spec.error();
   auto p = plan_pipeline(*spec, plugins);
   if (!p) return p.error();
-  auto libs = load_libraries(*p);
+  auto launcher = std::make_shared<worker_launcher>();
+  auto libs = load_libraries(*p, launcher);
   if (!libs) return libs.error();
-  return loaded_pipeline{std::make_shared<const plan>(std::move(*p)), std::move(*libs)};
+  return loaded_pipeline{std::make_shared<const plan>(std::move(*p)), std::move(*libs), std::move(launcher)};
 }
 
 namespace {

@@ -209,7 +209,8 @@ class runner {
 
   std::unique_ptr<plugin_adapter> make(exec_mode mode) const {
     auto tag = std::string("conformance ") + to_string(mode) + " " + m_.name;
-    if (mode == exec_mode::isolated) return std::make_unique<isolated_adapter>(m_, conformance_generation, tag);
+    if (mode == exec_mode::isolated)
+      return std::make_unique<isolated_adapter>(m_, conformance_generation, tag, launcher_);
     return std::make_unique<embedded_adapter>(lib_, conformance_generation, tag);
   }
 
@@ -321,6 +322,7 @@ class runner {
   std::shared_ptr<plugin_library> lib_;
   config_values config_;
   fs::path dir_;
+  std::shared_ptr<worker_launcher> launcher_ = std::make_shared<worker_launcher>();  // for isolated runs
 };
 
 // Values a field's schema accepts at its edges, and values it must refuse (with why).

@@ -6,6 +6,7 @@
 #include <catalog.hpp>
 #include <pipeline.hpp>
 #include <plugin_library.hpp>
+#include <worker_launcher.hpp>
 
 #include <memory>
 #include <vector>
@@ -15,6 +16,7 @@ namespace troupe::cli {
 struct loaded_pipeline {
   std::shared_ptr<const troupe::plan> plan;
   std::vector<std::shared_ptr<plugin_library>> libraries;  // per stage
+  std::shared_ptr<worker_launcher> launcher;               // started its check workers; starts its isolated stages
 };
 
 catalog discover(const common_options& common);

@@ -320,6 +320,7 @@ int run(const common_options& common, const run_options& opts) {
     ms.slots = registry;
     ms.libraries = lp->libraries;
     ms.executor = &ex;
+    ms.launcher = lp->launcher;
     ms.dead_letters = dead;
     ms.events = events;
     ms.listener = caf::actor_cast<listener_actor>(self);  // this thread hears the outcome

@@ -180,6 +180,7 @@ struct pipeline_host::impl {
   caf::actor_system_config cfg;
   caf::actor_system sys;
   executor ex;
+  std::shared_ptr<worker_launcher> launcher = std::make_shared<worker_launcher>();  // this node's isolated workers
   metrics m;
   std::shared_ptr<event_log> events = std::make_shared<event_log>();
   fs::path dir;
@@ -340,7 +341,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   auto planned = plan_pipeline(*spec, cat, placed ? &where : nullptr);
   if (!planned) return in.named(planned.error(), "node " + d.node + ": ");
   auto p = std::make_shared<const plan>(std::move(*planned));
-  auto libs = load_libraries(*p);
+  auto libs = load_libraries(*p, d.launcher);
   if (!libs) return in.named(libs.error(), "node " + d.node + ": ");
   if (parts)
     for (auto& s : p->stages) {
@@ -400,6 +401,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
   ms.slots = h.slots;
   ms.libraries = *libs;
   ms.executor = &d.ex;
+  ms.launcher = d.launcher;
   ms.dead_letters = std::make_shared<dead_letter_log>(p->dead_letters);
   ms.events = d.events;
   h.listener = d.sys.spawn(listener, h.over);

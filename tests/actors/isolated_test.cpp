@@ -32,10 +32,9 @@ using ::testing::Not;
 
 namespace {
 
-// Workers are served by the troupe executable, not by this test binary. Under the
-// sanitizers, workers crash as they would without them: the signal, not a sanitizer report.
+// Under the sanitizers, workers crash as they would without them: the signal, not a sanitizer
+// report. (Workers are served by the troupe executable: test_launcher().)
 const bool worker_set = [] {
-  set_worker_executable(TROUPE_EXE);
   std::string asan = getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "";
   setenv("ASAN_OPTIONS", (asan + ":handle_segv=0:handle_abort=0").c_str(), 1);
   return true;
@@ -603,7 +602,7 @@ TEST(isolated, a_library_that_does_harm_as_it_loads_never_runs_in_the_node) {
       setenv("TROUPE_TEST_AT_LOAD", c.at_load, 1);
     else
       unsetenv("TROUPE_TEST_AT_LOAD");
-    auto libs = load_libraries(**p);
+    auto libs = load_libraries(**p, test_launcher());
     ASSERT_FALSE(libs) << (c.at_load ? c.at_load : "clean");
     auto why = describe(libs.error());
     EXPECT_THAT(why, HasSubstr("stage 'harm': ")) << why;
@@ -751,7 +750,7 @@ TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
   auto cat = catalog::discover({plugin_dir()});
   auto m = cat.lookup("faulty");
   ASSERT_OK(m);
-  isolated_adapter a(**m, 1, "batch");
+  isolated_adapter a(**m, 1, "batch", test_launcher());
   auto r = a.create({{"action", "segfault"}, {"on_seq", "60"}});
   ASSERT_TRUE(r.ok()) << r.error;
   ASSERT_TRUE(a.start().ok());

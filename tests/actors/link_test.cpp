@@ -107,10 +107,11 @@ across_result run_across(const temp_dir& dir, std::string yaml,
       manager_setup s;
       s.plan = p;
       s.slots = std::make_shared<slot_registry>(*ms.back(), make_slots(*p, *ms.back()));
-      auto libs = load_libraries(*p);
+      auto libs = load_libraries(*p, test_launcher());
       if (!libs) throw std::runtime_error(describe(libs.error()));
       s.libraries = *libs;
       s.executor = &ex;
+      s.launcher = test_launcher();
       s.listener = caf::actor_cast<listener_actor>(self);
       s.node = node;
       s.plane = plane;

@@ -10,6 +10,7 @@
 #include <messages.hpp>
 #include <pipeline.hpp>
 #include <stats.hpp>
+#include <worker_launcher.hpp>
 
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -30,6 +31,13 @@
 #include <tuple>
 
 namespace troupe::test {
+
+/// Starts this test binary's isolated workers: they are served by the troupe executable, not
+/// by the test binary.
+inline std::shared_ptr<worker_launcher> test_launcher() {
+  static const auto launcher = std::make_shared<worker_launcher>(TROUPE_EXE);
+  return launcher;
+}
 
 inline caf::actor_system_config& test_config() {
   static caf::actor_system_config cfg = [] {
@@ -143,10 +151,11 @@ inline run_result run_pipeline(std::shared_ptr<const plan> p, std::chrono::secon
     ms.node = test_node();
     ms.plan = p;
     ms.slots = registry;
-    auto libs = load_libraries(*p);
+    auto libs = load_libraries(*p, test_launcher());
     if (!libs) throw std::runtime_error(describe(libs.error()));
     ms.libraries = *libs;
     ms.executor = &ex;
+    ms.launcher = test_launcher();
     ms.dead_letters = r.dead_letters;
     ms.events = r.events;
     ms.listener = caf::actor_cast<listener_actor>(self);
@@ -196,6 +205,7 @@ instance_actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr<co
   s.stats = slots[stage];
   s.library = libs[stage];
   s.executor = &ex;
+  s.launcher = test_launcher();
   s.manager = caf::actor_cast<supervisor_actor>(manager);
   s.routes.edges.push_back(
       edge_route{stage + 1, route_policy::round_robin, {caf::actor_cast<receiver_actor>(next)}, {1}, {}});

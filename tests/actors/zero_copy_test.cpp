@@ -16,7 +16,7 @@ TEST(zero_copy, payload_address_is_the_same_after_two_stages) {
 edges: ["src -> p1 -> p2 -> sink"]
 )");
   ASSERT_OK(p);
-  auto libs = load_libraries(**p);
+  auto libs = load_libraries(**p, test_launcher());
   ASSERT_OK(libs);
   metrics m;
   auto slots = make_slots(**p, m);
@@ -68,7 +68,7 @@ TEST(instance, a_frame_sent_twice_is_processed_once_and_acknowledged_twice) {
 edges: ["src -> p1 -> sink"]
 )");
   ASSERT_OK(p);
-  auto libs = load_libraries(**p);
+  auto libs = load_libraries(**p, test_launcher());
   ASSERT_OK(libs);
   metrics m;
   auto slots = make_slots(**p, m);

@@ -29,6 +29,12 @@ using namespace troupe::bench;
 
 namespace {
 
+// Isolated workers are served by the troupe executable, not by this benchmark.
+std::shared_ptr<worker_launcher> launcher() {
+  static const auto l = std::make_shared<worker_launcher>(TROUPE_EXE);
+  return l;
+}
+
 struct payload_ref {
   std::shared_ptr<const buffer> bytes;
 };
@@ -90,6 +96,7 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
     s.stats = slots[stage];
     s.library = libs[stage];
     s.executor = &ex;
+    s.launcher = launcher();
     s.manager = caf::actor_cast<supervisor_actor>(self);
     s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {next}, {1}, {}});
     auto a = spawn_instance(sys, std::move(s));
@@ -139,7 +146,7 @@ int main(int argc, char** argv) {
       return std::nullopt;
     }
     auto p = std::make_shared<const plan>(std::move(*planned));
-    auto libs = load_libraries(*p);
+    auto libs = load_libraries(*p, launcher());
     if (!libs) {
       std::fprintf(stderr, "chain_bench: %s\n", describe(libs.error()).c_str());
       return std::nullopt;
@@ -163,7 +170,6 @@ int main(int argc, char** argv) {
   for (auto& [w, l] : narrow)
     if (!l) return 1;
   if (!chain || !unlimited || !one_embedded || !one_isolated) return 1;
-  set_worker_executable(TROUPE_EXE);
   auto cores = std::max(2u, std::thread::hardware_concurrency());
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", static_cast<size_t>(cores));

@@ -111,7 +111,7 @@ void start_bare() {
 int main(int argc, char** argv) {
   if (argc > 1) seconds_per_figure = std::atof(argv[1]);
   if (argc > 2) batch = std::max(1, std::atoi(argv[2]));
-  set_worker_executable(TROUPE_EXE);
+  auto launcher = std::make_shared<worker_launcher>(TROUPE_EXE);  // workers run the troupe executable
   auto cat = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});
   auto m = cat.lookup("passthrough");
   if (!m) {
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   embedded_adapter embedded(*lib, 1, "bench embedded");
-  isolated_adapter isolated(**m, 1, "bench isolated");
+  isolated_adapter isolated(**m, 1, "bench isolated", launcher);
   for (plugin_adapter* a : {static_cast<plugin_adapter*>(&embedded), static_cast<plugin_adapter*>(&isolated)}) {
     auto r = a->create({});
     if (r.ok()) r = a->start();
@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   constexpr int runs = 15;
   double bare = median_ms(runs, start_bare);
   double worker = median_ms(runs, [&] {
-    isolated_adapter a(**m, 1, "bench start");
+    isolated_adapter a(**m, 1, "bench start", launcher);
     auto r = a.create({});
     if (r.ok()) r = a.start();
     if (!r.ok()) {

@@ -222,7 +222,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
     std::exit(1);
   }
   auto pl = std::make_shared<const plan>(std::move(*p));
-  auto libs = load_libraries(*pl);
+  auto libs = load_libraries(*pl, nullptr);  // embedded stages only
   if (!libs) {
     std::fprintf(stderr, "%s\n", describe(libs.error()).c_str());
     std::exit(1);
