@@ -139,9 +139,7 @@ edge_route manager_impl::edge_to(size_t d, bool here_only) const {
   for (auto i : stages_[d].slots) {
     auto& sl = slots_[i];
     if (here_only && !sl.node.empty()) continue;
-    e.receivers.push_back(sl.live() ? receiver_actor{sl.actor} : receiver_actor{});
-    e.generations.push_back(sl.generation);
-    e.draining.push_back(sl.retiring());
+    e.receivers.push_back({sl.live() ? receiver_actor{sl.actor} : receiver_actor{}, sl.retiring()});
   }
   return e;
 }

@@ -64,15 +64,19 @@ using receiver_actor = caf::typed_actor<caf::reacts_to<frame_atom, frame>, caf::
 ///   (ack_atom, uint32_t n)   its receiver took n more of the frames it was sent, in order
 using sender_actor = caf::typed_actor<caf::reacts_to<ack_atom, uint32_t>>;
 
-/// Where one downstream stage's frames go: receivers by replica index; an invalid handle
-/// marks a replica that is not running. A draining receiver (being scaled away) gets no new
-/// frames; once every frame sent to it is acknowledged, the sender tells it so (drained).
+/// One replica of a downstream stage, as its senders see it: an invalid handle marks a replica
+/// that is not running. A draining receiver (being scaled away or retired) gets no new frames;
+/// once every frame sent to it is acknowledged, the sender tells it so (drained).
+struct route_receiver {
+  receiver_actor handle;
+  bool draining = false;
+};
+
+/// Where one downstream stage's frames go: its receivers, by replica index.
 struct edge_route {
   size_t stage = 0;
   route_policy policy = route_policy::round_robin;
-  std::vector<receiver_actor> receivers;
-  std::vector<uint64_t> generations;  // parallel to receivers
-  std::vector<bool> draining;         // parallel to receivers; may be empty: none
+  std::vector<route_receiver> receivers;
 };
 
 struct route_table {

@@ -20,9 +20,8 @@ size_t router::set_routes(const route_table& routes) {
     e.policy = r.policy;
     e.receivers.resize(r.receivers.size());
     for (size_t i = 0; i < r.receivers.size(); ++i) {
-      e.receivers[i].handle = r.receivers[i];
-      e.receivers[i].generation = i < r.generations.size() ? r.generations[i] : 0;
-      e.receivers[i].draining = i < r.draining.size() && r.draining[i];
+      e.receivers[i].handle = r.receivers[i].handle;
+      e.receivers[i].draining = r.receivers[i].draining;
     }
     if (auto* old = find_edge(r.stage)) {
       e.pending = std::move(old->pending);

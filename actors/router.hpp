@@ -76,7 +76,6 @@ class router {
  private:
   struct receiver {
     receiver_actor handle;
-    uint64_t generation = 0;
     ring<frame> unacked;
     uint64_t unacked_bytes = 0;
     bool draining = false;

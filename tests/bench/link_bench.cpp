@@ -247,7 +247,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   is.executor = &ex;
   is.manager = caf::actor_cast<supervisor_actor>(self);
   is.node = "b";
-  is.routes.edges.push_back(edge_route{2, route_policy::round_robin, {caf::actor_cast<receiver_actor>(sink)}, {1}, {}});
+  is.routes.edges.push_back(edge_route{2, route_policy::round_robin, {{caf::actor_cast<receiver_actor>(sink)}}});
   auto pass = spawn_instance(sys, std::move(is));
   self->send(pass, start_atom::value);
   int reports = 0;
@@ -257,7 +257,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   ig.window = pl->window;
   ig.run = "bench";
   ig.fence.senders = {"a"};
-  ig.routes.edges.push_back(edge_route{1, route_policy::round_robin, {pass}, {1}, {}});
+  ig.routes.edges.push_back(edge_route{1, route_policy::round_robin, {{pass}}});
   auto ingress = spawn_ingress(sys, std::move(ig));
   b->serve("bench", "pass", ingress);
   // Node a: the remote stage, fed by an upstream sender.
