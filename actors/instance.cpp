@@ -183,7 +183,7 @@ void instance_impl::lose(const std::string& why, std::optional<frame_key> culpri
   s_.stats->frames_abandoned.Increment(static_cast<double>(held_));
   held_ = 0;
   s_.stats->queue_depth.Set(0);
-  report(instance_state::failed, failure_class::lost, why, false, router_.take_carry(), culprit);
+  report(instance_state::failed, failure_class::lost, why, router_.take_carry(), culprit);
   quit(make_error(errc::lost, why));
 }
 

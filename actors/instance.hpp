@@ -41,7 +41,8 @@ namespace troupe {
 ///   (drain_atom, std::vector<size_t>)   being scaled away or retired: finish once these
 ///                                       upstream slots said drained
 ///   (stop_atom)                         stop and destroy the plugin, then quit
-/// It reports (report_atom, instance_report) to its supervisor.
+/// It tells its supervisor (supervisor_actor) each lifecycle transition, that its stream
+/// finished, and that it drained.
 using instance_actor = receiver_actor::extend_with<sender_actor>::extend<
     caf::reacts_to<start_atom>, caf::reacts_to<routes_atom, route_table>, caf::reacts_to<upstream_done_atom>,
     caf::reacts_to<skip_atom, frame_key>, caf::reacts_to<pause_atom, bool>, caf::reacts_to<end_atom>,

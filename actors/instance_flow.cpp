@@ -60,12 +60,7 @@ void instance_impl::check_drained() {
     if (!drained_by_.count(u)) return;
   drained_reported_ = true;
   spdlog::debug("[{}] drained", tag_);
-  instance_report r;
-  r.slot = s_.slot;
-  r.generation = s_.generation;
-  r.state = instance_state::running;
-  r.drained = true;
-  send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));
+  send<caf::message_priority::high>(s_.manager, drained_atom::value, instance_ref{s_.slot, s_.generation});
 }
 
 void instance_impl::check_finished() {
@@ -73,7 +68,7 @@ void instance_impl::check_finished() {
   bool done = stage_.is_source() ? source_ended_ : (upstream_done_ && inbox_.empty());
   if (!done) return;
   finished_reported_ = true;
-  report(instance_state::running, failure_class::none, {}, true);
+  send<caf::message_priority::high>(s_.manager, finished_atom::value, instance_ref{s_.slot, s_.generation});
 }
 
 void instance_impl::acknowledge_skipped() {

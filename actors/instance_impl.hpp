@@ -254,7 +254,7 @@ class instance_impl : public instance_self_actor::base {
     bool submitted = false;  // in a batch: f is gone, the key stays
   };
 
-  void report(instance_state st, failure_class fc = failure_class::none, std::string error = {}, bool finished = false,
+  void report(instance_state st, failure_class fc = failure_class::none, std::string error = {},
               carried_frames carry = {}, std::optional<frame_key> culprit = {}) {
     state_ = st;
     s_.stats->set_state(st);
@@ -268,7 +268,6 @@ class instance_impl : public instance_self_actor::base {
                       .state = st,
                       .failure = fc,
                       .error = std::move(error),
-                      .finished = finished,
                       .carry = std::move(carry),
                       .culprit = culprit};
     send<caf::message_priority::high>(s_.manager, report_atom::value, std::move(r));

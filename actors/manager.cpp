@@ -254,17 +254,6 @@ void manager_impl::on_report(instance_report& r) {
   auto& st = stats(r.slot);
   switch (r.state) {
     case instance_state::running:
-      if (r.drained) {
-        if (sl.retiring() && sl.running()) {
-          enter(r.slot, slot_phase::stopping);
-          send<caf::message_priority::high>(sl.actor, stop_atom::value);
-        }
-        return;
-      }
-      if (r.finished) {
-        on_finished(r.slot);
-        return;
-      }
       // Told to stop (or stopped for good) before it came up: it stays that way.
       if (sl.phase != slot_phase::spawning) return;
       enter(r.slot, slot_phase::running);
@@ -301,6 +290,15 @@ void manager_impl::on_report(instance_report& r) {
       publish_routes(sl.stage);
       return;
     default: return;
+  }
+}
+
+void manager_impl::on_drained(const instance_ref& r) {
+  auto& sl = slots_[r.slot];
+  if (r.generation != sl.generation) return;  // from a generation already replaced
+  if (sl.retiring() && sl.running()) {
+    enter(r.slot, slot_phase::stopping);
+    send<caf::message_priority::high>(sl.actor, stop_atom::value);
   }
 }
 

@@ -110,7 +110,7 @@ struct placement_update {
 
 /// The manager's protocol (see the top of this file for what each does). From whoever drives
 /// the pipeline unless noted:
-///   (report_atom, instance_report)        an instance's lifecycle, from the instance
+///   supervisor_actor's messages           an instance's lifecycle, finish and drain, from it
 ///   (stop_atom)                           stop every stage, producers first; then stopped_atom
 ///   (end_atom)                            the sources end their streams now (a drain)
 ///   (link_control_atom, link_control)     another node's manager, through the data link

@@ -56,6 +56,10 @@ class manager_impl : public manager_self_actor::base {
     start_next_stage();
     return {
         [this](report_atom, instance_report& r) { on_report(r); },
+        [this](finished_atom, const instance_ref& r) {
+          if (r.generation == slots_[r.slot].generation) on_finished(r.slot);
+        },
+        [this](drained_atom, const instance_ref& r) { on_drained(r); },
         [this](restart_atom, size_t slot, uint64_t failed_generation) { restart(slot, failed_generation); },
         [this](stop_atom) { begin_stop(); },
         [this](end_atom) {
@@ -171,6 +175,9 @@ class manager_impl : public manager_self_actor::base {
   void publish_routes(size_t stage);
 
   void on_report(instance_report& r);
+
+  // A replica being scaled away or retired drained: it is stopped now, and then leaves.
+  void on_drained(const instance_ref& r);
 
   void on_down(const caf::down_msg& dm);
 

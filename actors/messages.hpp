@@ -42,6 +42,7 @@ using reload_atom = caf::atom_constant<caf::atom("reload")>;
 using end_atom = caf::atom_constant<caf::atom("end")>;
 using frames_atom = caf::atom_constant<caf::atom("frames")>;
 using pause_atom = caf::atom_constant<caf::atom("pause")>;
+using finished_atom = caf::atom_constant<caf::atom("finished")>;
 
 /// Several inputs from one sender in one message (frames_atom), taken in order as if each
 /// had come as (frame_atom, frame): a sender whose credits free up sends what they allow at
@@ -96,15 +97,31 @@ struct instance_report {
   instance_state state = instance_state::loaded;
   failure_class failure = failure_class::none;
   std::string error;
-  bool finished = false;  // all input processed and every output acknowledged
-  bool drained = false;   // draining: no input will come, all taken was processed and delivered
   carried_frames carry;
   std::optional<frame_key> culprit;  // the input being processed when it was lost
 };
 
-/// Supervises instances: hears each one's lifecycle (report_atom, instance_report). The
-/// manager; in tests, whatever stands in for it.
-using supervisor_actor = caf::typed_actor<caf::reacts_to<report_atom, instance_report>>;
+/// Which instance says something to its manager: its slot and generation.
+struct instance_ref {
+  size_t slot = 0;
+  uint64_t generation = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_ref& x) {
+  return f(caf::meta::type_name("instance_ref"), x.slot, x.generation);
+}
+
+/// Supervises instances: the manager; in tests, whatever stands in for it. From an instance:
+///   (report_atom, instance_report)   a lifecycle transition (started, running, stopping,
+///                                    stopped, or failed with its class)
+///   (finished_atom, instance_ref)    its stream is finished: all input processed, every
+///                                    output acknowledged
+///   (drained_atom, instance_ref)     draining: no input will come, and all it took was
+///                                    processed and delivered
+using supervisor_actor =
+    caf::typed_actor<caf::reacts_to<report_atom, instance_report>, caf::reacts_to<finished_atom, instance_ref>,
+                     caf::reacts_to<drained_atom, instance_ref>>;
 
 /// A stage's plugin to load again: from its manifest as it is on disk now (or another
 /// manifest of the same plugin), with some config fields changed.

@@ -38,14 +38,13 @@ std::string name_of(const instance_setup& s) {
 
 // What an instance of that setup reports to its manager.
 instance_report report_of(const instance_setup& s, instance_state st, failure_class f = failure_class::none,
-                          std::string error = {}, bool drained = false) {
+                          std::string error = {}) {
   instance_report r;
   r.slot = s.slot;
   r.generation = s.generation;
   r.state = st;
   r.failure = f;
   r.error = std::move(error);
-  r.drained = drained;
   return r;
 }
 
@@ -152,11 +151,17 @@ struct manager_fixture : ::testing::Test {
     throw std::runtime_error("no instance of " + stage);
   }
 
-  void report(const stand_ins::one& i, instance_state st, failure_class f = failure_class::none, std::string error = {},
-              bool drained = false) {
+  void report(const stand_ins::one& i, instance_state st, failure_class f = failure_class::none,
+              std::string error = {}) {
     i.setup.stats->set_state(st);
     i.setup.stats->failure.store(f);
-    caf::anon_send(manager, report_atom::value, report_of(i.setup, st, f, std::move(error), drained));
+    caf::anon_send(manager, report_atom::value, report_of(i.setup, st, f, std::move(error)));
+    run();
+  }
+
+  // The instance says it drained (it was told to drain, and holds nothing now).
+  void drained(const stand_ins::one& i) {
+    caf::anon_send(manager, drained_atom::value, instance_ref{i.setup.slot, i.setup.generation});
     run();
   }
 
@@ -300,7 +305,7 @@ TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
   EXPECT_EQ(count("drain f#1"), 1u);
   EXPECT_EQ(count("stop f#1"), 0u) << "stopped before it drained";
   // It says it drained: only then is it stopped, and it leaves its stage.
-  report(newest("f", 1), instance_state::running, failure_class::none, {}, true);
+  drained(newest("f", 1));
   EXPECT_EQ(count("stop f#1 gen 1"), 1u);
   EXPECT_EQ(count("stop f gen 1"), 0u);
   // Asked again while nothing drains: the count is already 1.
