@@ -29,6 +29,9 @@ struct stand_ins {
   };
   std::vector<one> spawned;
   std::vector<std::string> events;
+  // The routes each was given, newest last: per receiver "l" (live), "d" (draining) or "-"
+  // (not running), e.g. "src gen 1 -> dl".
+  std::vector<std::string> routes;
 };
 
 std::string name_of(const instance_setup& s) {
@@ -61,7 +64,12 @@ instance_actor::behavior_type stand_in(instance_actor::pointer self, instance_se
         self->quit();
       },
       [=](drain_atom, std::vector<size_t>&) { log->events.push_back("drain " + tag); },
-      [=](routes_atom, route_table&) {},
+      [=](routes_atom, route_table& rt) {
+        std::string to;
+        for (auto& e : rt.edges)
+          for (auto& r : e.receivers) to += !r.handle ? '-' : r.draining ? 'd' : 'l';
+        log->routes.push_back(tag + " -> " + to);
+      },
       [=](upstream_done_atom) {},
       [=](end_atom) {},
       [=](skip_atom, frame_key&) {},
@@ -79,6 +87,13 @@ instance_actor::behavior_type stand_in(instance_actor::pointer self, instance_se
 void ask_scale(caf::event_based_actor* self, manager_actor manager, std::string stage, uint32_t n,
                std::optional<caf::error>* answer) {
   self->request(manager, caf::infinite, scale_atom::value, stage, n)
+      .then([=]() { *answer = caf::error{}; }, [=](caf::error& e) { *answer = e; });
+}
+
+// Asks the manager to reload a stage, and keeps its answer (no error: the new version serves).
+void ask_reload(caf::event_based_actor* self, manager_actor manager, reload_request req,
+                std::optional<caf::error>* answer) {
+  self->request(manager, caf::infinite, reload_atom::value, std::move(req))
       .then([=]() { *answer = caf::error{}; }, [=](caf::error& e) { *answer = e; });
 }
 
@@ -103,6 +118,7 @@ struct manager_fixture : ::testing::Test {
   ~manager_fixture() override {
     if (manager) caf::anon_send_exit(manager, caf::exit_reason::kill);
     if (listener) caf::anon_send_exit(listener, caf::exit_reason::kill);
+    for (auto& a : askers) caf::anon_send_exit(a, caf::exit_reason::kill);  // one left without an answer
     run();
     log->spawned.clear();  // the stand-ins' handles: each stand-in holds the log in turn
   }
@@ -181,6 +197,8 @@ struct manager_fixture : ::testing::Test {
     run();
   }
 
+  std::string events() const { return ::testing::PrintToString(log->events); }
+
   size_t count(const std::string& prefix) const {
     size_t n = 0;
     for (auto& e : log->events) n += e.rfind(prefix, 0) == 0;
@@ -204,6 +222,7 @@ struct manager_fixture : ::testing::Test {
   listener_actor listener;
   std::optional<pipeline_outcome> outcome;
   bool stopped = false;
+  std::vector<caf::actor> askers;  // actors asking the manager (ask_scale, ask_reload)
 };
 
 listener_actor::behavior_type listen(listener_actor::pointer, manager_fixture* t) {
@@ -298,7 +317,7 @@ TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
   start(", replicas: 2");
   running("sink"), running("f", 0), running("f", 1), running("src");
   std::optional<caf::error> answer;
-  sys.spawn(ask_scale, manager, std::string("f"), uint32_t{1}, &answer);
+  askers.push_back(sys.spawn(ask_scale, manager, std::string("f"), uint32_t{1}, &answer));
   run();
   ASSERT_TRUE(answer);
   EXPECT_FALSE(*answer) << describe(*answer);
@@ -310,10 +329,60 @@ TEST_F(manager_fixture, a_replica_scaled_away_drains_then_stops_then_leaves) {
   EXPECT_EQ(count("stop f gen 1"), 0u);
   // Asked again while nothing drains: the count is already 1.
   answer.reset();
-  sys.spawn(ask_scale, manager, std::string("src"), uint32_t{2}, &answer);
+  askers.push_back(sys.spawn(ask_scale, manager, std::string("src"), uint32_t{2}, &answer));
   run();
   ASSERT_TRUE(answer);
   EXPECT_EQ(code_of(*answer), errc::refused) << describe(*answer);
+}
+
+TEST_F(manager_fixture, a_reload_starts_the_new_version_beside_the_old_then_switches_and_drains_the_old) {
+  start();
+  all_running();
+  auto& old = newest("f");
+  std::optional<caf::error> answer;
+  askers.push_back(sys.spawn(ask_reload, manager, reload_request{"f", "", {}}, &answer));
+  run();
+  // Its own replica (f#1: its own series), as the old one's next generation.
+  EXPECT_EQ(count("start f#1 gen 2"), 1u) << "the new version starts beside the old one; " << events();
+  EXPECT_FALSE(answer) << "answered before the new version runs";
+  EXPECT_EQ(count("drain f gen 1"), 0u);
+  // The new version runs: the answer comes, and the old version drains (it is not stopped).
+  running("f", 1);
+  ASSERT_TRUE(answer);
+  EXPECT_FALSE(*answer) << describe(*answer);
+  // src sends to the new version only; the old one, still in its routes, drains.
+  EXPECT_EQ(log->routes.back(), "src gen 1 -> dl");
+  EXPECT_EQ(count("drain f gen 1"), 1u);
+  EXPECT_EQ(count("stop f gen 1"), 0u) << "stopped before it drained";
+  drained(old);
+  EXPECT_EQ(count("stop f gen 1"), 1u);
+  EXPECT_EQ(count("stop f#1"), 0u);
+  EXPECT_FALSE(outcome) << "a reload is no end of the pipeline";
+}
+
+TEST_F(manager_fixture, a_new_version_that_does_not_start_is_stopped_and_the_old_one_serves_on) {
+  start();
+  all_running();
+  std::optional<caf::error> answer;
+  askers.push_back(sys.spawn(ask_reload, manager, reload_request{"f", "", {}}, &answer));
+  run();
+  ASSERT_EQ(count("start f#1 gen 2"), 1u) << events();
+  report(newest("f", 1), instance_state::failed, failure_class::start_failed, "no such device");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(code_of(*answer), errc::start_failed) << describe(*answer);
+  EXPECT_THAT(describe(*answer), HasSubstr("no such device"));
+  EXPECT_EQ(count("drain f gen 1"), 0u);
+  EXPECT_EQ(count("stop f gen 1"), 0u);
+  EXPECT_EQ(count("start f#1 gen 3"), 0u) << "a new version that failed is not restarted; " << events();
+  // The next reload is taken, as a replica of its own again.
+  answer.reset();
+  askers.push_back(sys.spawn(ask_reload, manager, reload_request{"f", "", {}}, &answer));
+  run();
+  EXPECT_FALSE(answer);
+  EXPECT_EQ(count("start f#2 gen 2"), 1u) << events();
+  running("f", 2);
+  ASSERT_TRUE(answer);
+  EXPECT_FALSE(*answer) << describe(*answer);
 }
 
 // Messages that carry only values are inspectable (printed in logs and by CAF as values, and
