@@ -38,7 +38,7 @@ void instance_impl::pump() {
   }
   if (router_.blocked() || paused_) return;
   if (stage_.is_source()) {
-    if (!source_ended_ && !tick_pending_) submit_source_turn();
+    if (stream_ == stream_phase::open && !tick_pending_) submit_source_turn();
   } else {
     acknowledge_skipped();
     if (!inbox_.empty()) {
@@ -55,19 +55,18 @@ void instance_impl::pump() {
 }
 
 void instance_impl::check_drained() {
-  if (!draining_ || drained_reported_ || !inbox_.empty() || !router_.idle() || !deferred_.empty()) return;
+  if (drain_ != drain_phase::draining || !inbox_.empty() || !router_.idle() || !deferred_.empty()) return;
   for (auto u : drain_from_)
     if (!drained_by_.count(u)) return;
-  drained_reported_ = true;
+  advance(drain_phase::drained);
   spdlog::debug("[{}] drained", tag_);
   send<caf::message_priority::high>(s_.manager, drained_atom::value, instance_ref{s_.slot, s_.generation});
 }
 
 void instance_impl::check_finished() {
-  if (finished_reported_ || !router_.idle() || !deferred_.empty()) return;
-  bool done = stage_.is_source() ? source_ended_ : (upstream_done_ && inbox_.empty());
-  if (!done) return;
-  finished_reported_ = true;
+  if (stream_ != stream_phase::ending || !router_.idle() || !deferred_.empty()) return;
+  if (!stage_.is_source() && !inbox_.empty()) return;
+  advance(stream_phase::finished);
   send<caf::message_priority::high>(s_.manager, finished_atom::value, instance_ref{s_.slot, s_.generation});
 }
 
@@ -140,7 +139,7 @@ void instance_impl::on_batch(batch_result r) {
     return;
   }
   if (r.end) {
-    source_ended_ = true;
+    advance(stream_phase::ending);
     spdlog::debug("[{}] source finished", tag_);
   } else if (stage_.is_source() && !made_outputs) {
     // Nothing due yet: back off a little before asking again.

@@ -18,6 +18,8 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
+#include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -131,6 +133,17 @@ using instance_self_actor =
                            caf::reacts_to<heartbeat_atom>, caf::reacts_to<idle_atom, uint64_t>,
                            caf::reacts_to<lost_atom, uint64_t, std::string>,
                            caf::reacts_to<call_kind_atom, uint64_t, call_kind, call_result>>;
+
+// Beside its lifecycle (instance_state), an instance's stream and its drain each move
+// forward only, one step at a time, in advance():
+//   stream: open -> ending (no more input will come: its upstream is done, or a source's
+//           streams end) -> finished (all of it processed and acknowledged; the manager
+//           was told)
+//   drain:  serving -> draining (scaled away or retired: it finishes what it took) ->
+//           drained (nothing left here or unacknowledged downstream; the manager was told)
+enum class stream_phase : uint8_t { open, ending, finished };
+enum class drain_phase : uint8_t { serving, draining, drained };
+
 }  // namespace instance_detail
 
 class instance_impl : public instance_self_actor::base {
@@ -151,6 +164,17 @@ class instance_impl : public instance_self_actor::base {
     batch_.reset();
     site_.reset();
     adapter_.reset();
+  }
+
+  // The only places stream_ and drain_ change: forward, one step at a time (see stream_phase).
+  // A step already taken is no change (upstream_done_atom or drain_atom may come again).
+  void advance(stream_phase next) {
+    assert(static_cast<int>(next) <= static_cast<int>(stream_) + 1 && "a stream phase skipped");
+    stream_ = std::max(stream_, next);
+  }
+  void advance(drain_phase next) {
+    assert(static_cast<int>(next) <= static_cast<int>(drain_) + 1 && "a drain phase skipped");
+    drain_ = std::max(drain_, next);
   }
 
   behavior_type make_behavior() override {
@@ -177,7 +201,8 @@ class instance_impl : public instance_self_actor::base {
           pump();
         },
         [this](upstream_done_atom) {
-          upstream_done_ = true;
+          if (stage_.is_source()) return;  // a source's streams end by themselves, or by end_atom
+          advance(stream_phase::ending);
           pump();
         },
         [this](pause_atom, bool on) {
@@ -186,13 +211,13 @@ class instance_impl : public instance_self_actor::base {
           pump();
         },
         [this](end_atom) {
-          if (!stage_.is_source() || source_ended_) return;
-          source_ended_ = true;  // the turn in progress, if any, is the last
+          if (!stage_.is_source() || stream_ != stream_phase::open) return;
+          advance(stream_phase::ending);  // the turn in progress, if any, is the last
           spdlog::debug("[{}] told to end its streams", tag_);
           pump();
         },
         [this](drain_atom, std::vector<size_t>& upstream) {
-          draining_ = true;
+          advance(drain_phase::draining);
           drain_from_ = std::set<size_t>(upstream.begin(), upstream.end());
           pump();
         },
@@ -487,12 +512,9 @@ class instance_impl : public instance_self_actor::base {
   double throttled_seen_ = 0;  // of the adapter's cpu_throttled_seconds, counted already
   double cpu_seen_ = 0;        // of its cpu_seconds, likewise
   bool stop_requested_ = false;
-  bool upstream_done_ = false;
-  bool source_ended_ = false;
   bool tick_pending_ = false;
-  bool finished_reported_ = false;
-  bool draining_ = false;  // scaled away: finish what was taken, then report drained
-  bool drained_reported_ = false;
+  stream_phase stream_ = stream_phase::open;
+  drain_phase drain_ = drain_phase::serving;
   std::set<size_t> drain_from_;  // upstream slots that must say they will send nothing more
   std::set<size_t> drained_by_;  // ... and those that did
   std::chrono::microseconds idle_backoff_ = source_idle_min / 2;
