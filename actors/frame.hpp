@@ -61,7 +61,7 @@ struct frame {
   std::shared_ptr<const buffer> payload;  // may be null for an empty payload
   const uint8_t* data = nullptr;          // view into payload
   size_t size = 0;
-  uint64_t route_tag = 0;  // the network layer's note on a frame it routes; not a plugin's
+  uint64_t route_tag = 0;  // the ingress's note on a frame it routes (remote.cpp); nothing else reads it
 
   /// Value of a metadata key, or nullptr.
   const std::string* find_meta(const std::string& key) const {

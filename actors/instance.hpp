@@ -65,7 +65,8 @@ struct instance_setup {
   std::set<frame_key> dead;  // inputs given up on: acknowledged, never processed
   // Every input is acknowledged only once its outputs are (a pipeline placed across nodes:
   // a node that dies or gives up a stage then holds nothing its senders let go). Otherwise
-  // only inputs from another node are.
+  // an input is acknowledged once processed. The instance does not know where its inputs
+  // came from: its manager says which rule holds.
   bool end_to_end = false;
   // Paused: it takes inputs (as its credits allow) and holds them, unprocessed, until told
   // (pause_atom, false) to resume; a paused source makes no turns.

@@ -19,9 +19,7 @@ void instance_impl::take(std::span<frame> fs) {
       bytes += f.size;
       ++held_;
     }
-    bool custody = s_.end_to_end || f.route_tag != 0;  // see instance_setup::end_to_end
-    custody_ = custody_ || custody;
-    inbox_.push_back({std::move(f), key, sender, kind, custody});
+    inbox_.push_back({std::move(f), key, sender, kind});
   }
   if (fresh > 0) s_.stats->frames_in.Increment(static_cast<double>(fresh));
   if (bytes > 0) s_.stats->bytes_in.Increment(static_cast<double>(bytes));
@@ -166,7 +164,7 @@ void instance_impl::handle_results(batch_result& r) {
   for (auto& f : r.outputs) bytes_out += f.size;
   st.frames_out.Increment(static_cast<double>(r.outputs.size()));
   st.bytes_out.Increment(static_cast<double>(bytes_out));
-  if (custody_)  // outputs of inputs from another node: counted until acknowledged
+  if (s_.end_to_end)  // each input's outputs are counted until acknowledged
     for (auto& f : r.outputs) outstanding_[{f.stream, f.seq}] += router_.edge_count();
   router_.route_all(std::move(r.outputs));
   r.outputs.clear();
@@ -184,7 +182,7 @@ void instance_impl::acknowledge(size_t n) {
     while (i < n && !inbox_.empty() && inbox_.front().sender == sender) {
       auto& in = inbox_.front();
       if (in.kind != input_kind::duplicate) --held_;
-      if (in.custody)
+      if (s_.end_to_end)
         deferred_.push_back({in.sender, {in.key.stream, in.key.seq}});
       else
         ++count;

@@ -275,7 +275,6 @@ class instance_impl : public instance_self_actor::base {
     frame_key key;
     caf::strong_actor_ptr sender;
     input_kind kind = input_kind::fresh;
-    bool custody = false;    // acknowledged only once its outputs are (see acknowledge)
     bool submitted = false;  // in a batch: f is gone, the key stays
   };
 
@@ -476,10 +475,10 @@ class instance_impl : public instance_self_actor::base {
   // Counts a batch's results, hands its outputs to the router and acknowledges its inputs.
   void handle_results(batch_result& r);
 
-  // Acknowledges the first n inputs to their senders, in arrival order per sender. An input
-  // from another node is acknowledged only once its outputs are: while they are not, the node
-  // it came from keeps it, so that losing this node loses no frame (the sender's node replays
-  // it elsewhere; receivers drop what they had).
+  // Acknowledges the first n inputs to their senders, in arrival order per sender. In a
+  // pipeline across nodes (end_to_end) an input is acknowledged only once its outputs are:
+  // while they are not, the node it came from keeps it, so that losing this node loses no
+  // frame (the sender's node replays it elsewhere; receivers drop what they had).
   void acknowledge(size_t n);
 
   // Acknowledges the inputs at the front of deferred_ whose outputs are all acknowledged.
@@ -497,9 +496,9 @@ class instance_impl : public instance_self_actor::base {
     caf::strong_actor_ptr sender;
     std::pair<uint64_t, uint64_t> key;  // (stream, seq) of the input, which its outputs carry
   };
-  std::deque<deferred_ack> deferred_;                            // processed inputs from other nodes, in arrival order
+  // Processed inputs whose outputs are not all acknowledged yet (end_to_end), in arrival order.
+  std::deque<deferred_ack> deferred_;
   std::map<std::pair<uint64_t, uint64_t>, size_t> outstanding_;  // unacknowledged outputs per input
-  bool custody_ = false;                                         // it has had input from another node
   size_t held_ = 0;  // inputs in the inbox that are not duplicates (the books' "in flight")
   dedupe_window dedupe_;
   batch_ptr batch_;                  // the batch on the executor, if any

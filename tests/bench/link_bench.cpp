@@ -247,6 +247,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   is.executor = &ex;
   is.manager = caf::actor_cast<supervisor_actor>(self);
   is.node = "b";
+  is.end_to_end = true;  // as a node's manager runs it: inputs from another node are held until their outputs are acked
   is.routes.edges.push_back(edge_route{2, route_policy::round_robin, {{caf::actor_cast<receiver_actor>(sink)}}});
   auto pass = spawn_instance(sys, std::move(is));
   self->send(pass, start_atom::value);
