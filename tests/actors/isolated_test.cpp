@@ -160,9 +160,10 @@ TEST(isolated, a_crashing_worker_is_lost_restarted_and_loses_no_frame) {
                   kind{"exit", "exited with status 3"}, kind{"throw", "exception"}}) {
     SCOPED_TRACE(k.action);
     temp_dir d;
-    // Each generation dies on the 7th frame it sees: frames 6, 12, 18... of the 40.
-    auto p =
-        plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, config: {action: " + k.action + ", every: 7}}"));
+    // Each generation dies on the 7th frame it sees: frames 6, 12, 18... of the 40. A long call
+    // deadline: this is about how workers die, and a loaded sanitizer run may slow a call.
+    auto p = plan_yaml(d, chain("{name: f, plugin: faulty, mode: isolated, deadline_ms: 20000, config: {action: " +
+                                k.action + ", every: 7}}"));
     ASSERT_OK(p);
     auto r = run_pipeline(*p);
     ASSERT_TRUE(r.completed);
