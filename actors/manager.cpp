@@ -249,8 +249,8 @@ void manager_impl::publish_routes(size_t stage) {
 }
 
 void manager_impl::on_report(instance_report& r) {
+  if (!current(r.slot, r.generation)) return;
   auto& sl = slots_[r.slot];
-  if (r.generation != sl.generation) return;  // from a generation already replaced
   auto& st = stats(r.slot);
   switch (r.state) {
     case instance_state::running:
@@ -294,8 +294,8 @@ void manager_impl::on_report(instance_report& r) {
 }
 
 void manager_impl::on_drained(const instance_ref& r) {
+  if (!current(r.slot, r.generation)) return;
   auto& sl = slots_[r.slot];
-  if (r.generation != sl.generation) return;  // from a generation already replaced
   if (sl.retiring() && sl.running()) {
     enter(r.slot, slot_phase::stopping);
     send<caf::message_priority::high>(sl.actor, stop_atom::value);

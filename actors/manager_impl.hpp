@@ -57,7 +57,7 @@ class manager_impl : public manager_self_actor::base {
     return {
         [this](report_atom, instance_report& r) { on_report(r); },
         [this](finished_atom, const instance_ref& r) {
-          if (r.generation == slots_[r.slot].generation) on_finished(r.slot);
+          if (current(r.slot, r.generation)) on_finished(r.slot);
         },
         [this](drained_atom, const instance_ref& r) { on_drained(r); },
         [this](restart_atom, size_t slot, uint64_t failed_generation) { restart(slot, failed_generation); },
@@ -100,6 +100,9 @@ class manager_impl : public manager_self_actor::base {
   };
 
   static constexpr size_t npos = static_cast<size_t>(-1);
+
+  // Whether what an instance says comes from the slot's current generation (not one replaced).
+  bool current(size_t slot, uint64_t generation) const { return slots_[slot].generation == generation; }
 
   // Records an event about the pipeline (slot npos) or one of its instances.
   void note(event_kind kind, size_t i, std::string state, std::string detail = {}, std::string failure = {});
