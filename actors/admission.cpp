@@ -1,7 +1,7 @@
-#include "admission.hpp"
+#include <troupe/admission.hpp>
 
-#include "pipeline.hpp"
-#include "stats.hpp"
+#include <troupe/pipeline.hpp>
+#include <troupe/stats.hpp>
 
 #include <unistd.h>
 

@@ -1,6 +1,6 @@
-#include "catalog.hpp"
+#include <troupe/catalog.hpp>
 
-#include "nearest.hpp"
+#include <troupe/nearest.hpp>
 
 #include <algorithm>
 #include <cstdlib>

@@ -1,4 +1,4 @@
-#include "dead_letters.hpp"
+#include <troupe/dead_letters.hpp>
 
 #include <cerrno>
 #include <cstring>

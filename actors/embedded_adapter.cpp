@@ -1,4 +1,4 @@
-#include "embedded_adapter.hpp"
+#include <troupe/embedded_adapter.hpp>
 
 #include <spdlog/spdlog.h>
 

@@ -1,4 +1,4 @@
-#include "error.hpp"
+#include <troupe/error.hpp>
 
 #include <caf/atom.hpp>
 #include <caf/make_message.hpp>

@@ -1,4 +1,4 @@
-#include "events.hpp"
+#include <troupe/events.hpp>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>

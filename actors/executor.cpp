@@ -1,6 +1,6 @@
-#include "executor.hpp"
+#include <troupe/executor.hpp>
 
-#include "handover.hpp"
+#include <troupe/handover.hpp>
 
 #include <algorithm>
 

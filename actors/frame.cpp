@@ -1,4 +1,4 @@
-#include "frame.hpp"
+#include <troupe/frame.hpp>
 
 #include <mutex>
 #include <unordered_map>

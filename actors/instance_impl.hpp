@@ -5,15 +5,15 @@
 // Internal to the runtime library.
 #pragma once
 
-#include "instance.hpp"
+#include <troupe/instance.hpp>
 
-#include "handover.hpp"
+#include <troupe/handover.hpp>
 
-#include "dedupe.hpp"
-#include "embedded_adapter.hpp"
-#include "isolated_adapter.hpp"
-#include "ring.hpp"
-#include "router.hpp"
+#include <troupe/dedupe.hpp>
+#include <troupe/embedded_adapter.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/ring.hpp>
+#include <troupe/router.hpp>
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>

@@ -1,7 +1,7 @@
-#include "isolated_adapter.hpp"
+#include <troupe/isolated_adapter.hpp>
 
-#include "isolated_channel.hpp"
-#include "worker_protocol.hpp"
+#include <troupe/isolated_channel.hpp>
+#include <troupe/worker_protocol.hpp>
 
 #include <spdlog/spdlog.h>
 

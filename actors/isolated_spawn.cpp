@@ -1,10 +1,10 @@
 // Starting an isolated worker (on its launcher's thread, worker_launcher.hpp): what files it
 // may touch, its cgroup, and its hello. The calls to a running worker are in
 // isolated_adapter.cpp.
-#include "admission.hpp"
-#include "isolated_adapter.hpp"
-#include "isolated_channel.hpp"
-#include "worker_protocol.hpp"
+#include <troupe/admission.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/isolated_channel.hpp>
+#include <troupe/worker_protocol.hpp>
 
 #include <spdlog/spdlog.h>
 

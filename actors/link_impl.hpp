@@ -5,14 +5,14 @@
 // Internal to the runtime library.
 #pragma once
 
-#include "link.hpp"
+#include <troupe/link.hpp>
 
-#include "handover.hpp"
-#include "link_tls.hpp"
-#include "link_wire.hpp"
+#include <troupe/handover.hpp>
+#include <troupe/link_tls.hpp>
+#include <troupe/link_wire.hpp>
 
-#include "frame_wire.hpp"
-#include "secret.hpp"
+#include <troupe/frame_wire.hpp>
+#include <troupe/secret.hpp>
 
 #include <link.capnp.h>
 

@@ -1,4 +1,4 @@
-#include "link_tls.hpp"
+#include <troupe/link_tls.hpp>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>

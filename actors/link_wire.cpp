@@ -1,6 +1,6 @@
-#include "link_wire.hpp"
+#include <troupe/link_wire.hpp>
 
-#include "frame_wire.hpp"
+#include <troupe/frame_wire.hpp>
 
 namespace troupe::link_wire {
 

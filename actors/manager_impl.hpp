@@ -6,14 +6,14 @@
 // Internal to the runtime library.
 #pragma once
 
-#include "manager.hpp"
+#include <troupe/manager.hpp>
 
-#include "instance.hpp"
-#include "isolated_adapter.hpp"
-#include "messages.hpp"
-#include "remote.hpp"
-#include "restart_tracker.hpp"
-#include "slot_phase.hpp"
+#include <troupe/instance.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/remote.hpp>
+#include <troupe/restart_tracker.hpp>
+#include <troupe/slot_phase.hpp>
 
 #include <caf/all.hpp>
 

@@ -1,7 +1,7 @@
-#include "manifest.hpp"
+#include <troupe/manifest.hpp>
 
-#include "nearest.hpp"
-#include "yaml_util.hpp"
+#include <troupe/nearest.hpp>
+#include <troupe/yaml_util.hpp>
 
 #include <troupe/plugin.h>
 

@@ -1,7 +1,7 @@
-#include "pipeline.hpp"
+#include <troupe/pipeline.hpp>
 
-#include "nearest.hpp"
-#include "yaml_util.hpp"
+#include <troupe/nearest.hpp>
+#include <troupe/yaml_util.hpp>
 
 #include <algorithm>
 #include <cctype>

@@ -1,4 +1,4 @@
-#include "plugin_library.hpp"
+#include <troupe/plugin_library.hpp>
 
 #include <dlfcn.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
-#include "remote.hpp"
+#include <troupe/remote.hpp>
 
-#include "router.hpp"
+#include <troupe/router.hpp>
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>

@@ -1,4 +1,4 @@
-#include "restart_tracker.hpp"
+#include <troupe/restart_tracker.hpp>
 
 #include <algorithm>
 #include <cmath>

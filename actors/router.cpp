@@ -1,4 +1,4 @@
-#include "router.hpp"
+#include <troupe/router.hpp>
 
 #include <algorithm>
 #include <deque>

@@ -1,4 +1,4 @@
-#include "stats.hpp"
+#include <troupe/stats.hpp>
 
 #include <troupe/plugin.h>
 

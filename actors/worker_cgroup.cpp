@@ -1,4 +1,4 @@
-#include "worker_cgroup.hpp"
+#include <troupe/worker_cgroup.hpp>
 
 #include <fcntl.h>
 #include <signal.h>

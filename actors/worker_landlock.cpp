@@ -1,4 +1,4 @@
-#include "worker_landlock.hpp"
+#include <troupe/worker_landlock.hpp>
 
 #include <linux/landlock.h>
 

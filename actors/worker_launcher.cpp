@@ -1,4 +1,4 @@
-#include "worker_launcher.hpp"
+#include <troupe/worker_launcher.hpp>
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "yaml_util.hpp"
+#include <troupe/yaml_util.hpp>
 
 #include <algorithm>
 #include <fstream>

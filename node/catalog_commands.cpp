@@ -2,12 +2,12 @@
 #include "commands.hpp"
 #include "loading.hpp"
 
-#include <admission.hpp>
+#include <troupe/admission.hpp>
 
-#include <catalog.hpp>
-#include <manager.hpp>
-#include <nearest.hpp>
-#include <pipeline.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/nearest.hpp>
+#include <troupe/pipeline.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>

@@ -3,7 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <worker_landlock.hpp>
+#include <troupe/worker_landlock.hpp>
 
 #include <string>
 #include <vector>

@@ -15,10 +15,10 @@
 #include "commands.hpp"
 #include "loading.hpp"
 
-#include <catalog.hpp>
-#include <embedded_adapter.hpp>
-#include <isolated_adapter.hpp>
-#include <plugin_library.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/embedded_adapter.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/plugin_library.hpp>
 
 #include <unistd.h>
 

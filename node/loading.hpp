@@ -3,10 +3,10 @@
 
 #include "commands.hpp"
 
-#include <catalog.hpp>
-#include <pipeline.hpp>
-#include <plugin_library.hpp>
-#include <worker_launcher.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/pipeline.hpp>
+#include <troupe/plugin_library.hpp>
+#include <troupe/worker_launcher.hpp>
 
 #include <memory>
 #include <vector>

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <nearest.hpp>
+#include <troupe/nearest.hpp>
 
 namespace {
 

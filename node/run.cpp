@@ -4,14 +4,14 @@
 
 #include <cluster/metrics_endpoint.hpp>
 
-#include <admission.hpp>
-#include <dead_letters.hpp>
-#include <events.hpp>
-#include <executor.hpp>
-#include <manager.hpp>
-#include <messages.hpp>
-#include <stats.hpp>
-#include <system_config.hpp>
+#include <troupe/admission.hpp>
+#include <troupe/dead_letters.hpp>
+#include <troupe/events.hpp>
+#include <troupe/executor.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/stats.hpp>
+#include <troupe/system_config.hpp>
 
 #include <prometheus/exposer.h>
 #include <spdlog/spdlog.h>

@@ -12,11 +12,11 @@
 #include "commands.hpp"
 #include "worker_seccomp.hpp"
 
-#include <embedded_adapter.hpp>
-#include <manifest.hpp>
-#include <plugin_library.hpp>
-#include <worker_cgroup.hpp>
-#include <worker_protocol.hpp>
+#include <troupe/embedded_adapter.hpp>
+#include <troupe/manifest.hpp>
+#include <troupe/plugin_library.hpp>
+#include <troupe/worker_cgroup.hpp>
+#include <troupe/worker_protocol.hpp>
 
 #include <kj/exception.h>
 #include <kj/io.h>

@@ -114,7 +114,7 @@ enum ExecMode {
   isolated @1;
 }
 
-# An instance's state (actors/lifecycle.hpp: instance_status), in the same order.
+# An instance's state (actors/troupe/lifecycle.hpp: instance_status), in the same order.
 enum InstanceStatus {
   loaded @0;
   started @1;

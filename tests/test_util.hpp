@@ -1,7 +1,7 @@
 // Helpers shared by the runtime tests: temporary files and directories that clean up.
 #pragma once
 
-#include <error.hpp>
+#include <troupe/error.hpp>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

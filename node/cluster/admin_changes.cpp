@@ -6,7 +6,7 @@
 #include "placement.hpp"
 #include "rpc.hpp"
 
-#include <manifest.hpp>
+#include <troupe/manifest.hpp>
 
 #include <spdlog/spdlog.h>
 

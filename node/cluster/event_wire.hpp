@@ -1,10 +1,10 @@
-// An event (actors/events.hpp) on the admin interface (schema/node.capnp Event), and back.
+// An event (actors/troupe/events.hpp) on the admin interface (schema/node.capnp Event), and back.
 // Its kind travels as text: kinds a newer node knows pass through an older one as they came.
 #pragma once
 
 #include <node.capnp.h>
 
-#include <events.hpp>
+#include <troupe/events.hpp>
 
 #include <string>
 

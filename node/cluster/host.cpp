@@ -3,16 +3,16 @@
 #include <prometheus/client_metric.h>
 #include <prometheus/metric_family.h>
 
-#include <catalog.hpp>
-#include <dead_letters.hpp>
-#include <events.hpp>
-#include <executor.hpp>
-#include <link.hpp>
-#include <manager.hpp>
-#include <messages.hpp>
-#include <pipeline.hpp>
-#include <stats.hpp>
-#include <system_config.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/dead_letters.hpp>
+#include <troupe/events.hpp>
+#include <troupe/executor.hpp>
+#include <troupe/link.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/pipeline.hpp>
+#include <troupe/stats.hpp>
+#include <troupe/system_config.hpp>
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>

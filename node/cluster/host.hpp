@@ -3,11 +3,11 @@
 // never an actor (the network side of a node keeps out of CAF's actors).
 #pragma once
 
-#include <admission.hpp>
-#include <lifecycle.hpp>
+#include <troupe/admission.hpp>
+#include <troupe/lifecycle.hpp>
 
-#include "error.hpp"
-#include "pipeline.hpp"
+#include <troupe/error.hpp>
+#include <troupe/pipeline.hpp>
 
 #include <prometheus/registry.h>
 

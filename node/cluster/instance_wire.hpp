@@ -1,12 +1,12 @@
 // An instance's mode, status and last failure on the admin interface (schema/node.capnp
-// InstanceState), and back. The wire enums list the values of actors/lifecycle.hpp in their
+// InstanceState), and back. The wire enums list the values of actors/troupe/lifecycle.hpp in their
 // order; a value this node does not know (a malformed reply) reads as nullopt.
 #pragma once
 
 #include <node.capnp.h>
 
-#include <lifecycle.hpp>
-#include <manifest.hpp>
+#include <troupe/lifecycle.hpp>
+#include <troupe/manifest.hpp>
 
 #include <cstdint>
 #include <optional>

@@ -5,8 +5,8 @@
 #include "rpc.hpp"
 
 #include <spdlog/spdlog.h>
-#include <events.hpp>
-#include <secret.hpp>
+#include <troupe/events.hpp>
+#include <troupe/secret.hpp>
 
 #include <algorithm>
 #include <cmath>

@@ -2,8 +2,8 @@
 
 #include "metrics_endpoint.hpp"
 
-#include <link_tls.hpp>
-#include <yaml_util.hpp>
+#include <troupe/link_tls.hpp>
+#include <troupe/yaml_util.hpp>
 
 #include <unistd.h>
 

@@ -1,9 +1,9 @@
 // node.yaml: the settings of one cluster member, read and checked.
 #pragma once
 
-#include <admission.hpp>
+#include <troupe/admission.hpp>
 
-#include <error.hpp>
+#include <troupe/error.hpp>
 
 #include <cstdint>
 #include <optional>

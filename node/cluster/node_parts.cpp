@@ -9,7 +9,7 @@
 #include "rpc.hpp"
 
 #include <spdlog/spdlog.h>
-#include <events.hpp>
+#include <troupe/events.hpp>
 
 #include <algorithm>
 

@@ -11,7 +11,7 @@
 
 #include "records.hpp"
 
-#include <error.hpp>
+#include <troupe/error.hpp>
 
 #include <map>
 #include <optional>

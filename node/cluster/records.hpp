@@ -17,7 +17,7 @@
 
 #include "etcd.hpp"
 
-#include <error.hpp>
+#include <troupe/error.hpp>
 
 #include <cstdint>
 #include <map>

@@ -6,7 +6,7 @@
 #include "services.hpp"
 #include "tls.hpp"
 
-#include <link.hpp>
+#include <troupe/link.hpp>
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>

@@ -6,8 +6,8 @@
 #include "placement.hpp"
 #include "rpc.hpp"
 
-#include <events.hpp>
-#include <manifest.hpp>
+#include <troupe/events.hpp>
+#include <troupe/manifest.hpp>
 
 #include <spdlog/spdlog.h>
 

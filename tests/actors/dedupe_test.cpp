@@ -1,4 +1,4 @@
-#include <dedupe.hpp>
+#include <troupe/dedupe.hpp>
 
 #include <gtest/gtest.h>
 

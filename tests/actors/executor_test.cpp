@@ -1,6 +1,6 @@
 // The executor's watchdog: a call past its deadline is reported once and its thread is
 // replaced; a pool whose threads all block grows so that other jobs still run.
-#include <executor.hpp>
+#include <troupe/executor.hpp>
 
 #include <gtest/gtest.h>
 

@@ -6,11 +6,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <catalog.hpp>
-#include <isolated_adapter.hpp>
-#include <manager.hpp>
-#include <worker_cgroup.hpp>
-#include <worker_landlock.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/worker_cgroup.hpp>
+#include <troupe/worker_landlock.hpp>
 
 #include <fcntl.h>
 #include <signal.h>

@@ -3,8 +3,8 @@
 // run gives it, each frame once, also when the connections drop under it.
 #include "pipeline_runner.hpp"
 
-#include <link.hpp>
-#include <remote.hpp>
+#include <troupe/link.hpp>
+#include <troupe/remote.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,6 +1,6 @@
 // The data link's wire format judged without sockets: what a prefix may claim, before and
 // after the hello, and how a batch is checked against its payload section.
-#include <link_wire.hpp>
+#include <troupe/link_wire.hpp>
 
 #include <capnp/message.h>
 #include <gmock/gmock.h>

@@ -3,7 +3,7 @@
 // moves only when the test moves it. No sleeps, no polling, no threads.
 #include "pipeline_runner.hpp"
 
-#include <admission.hpp>
+#include <troupe/admission.hpp>
 
 #include <caf/scheduler/test_coordinator.hpp>
 

@@ -1,10 +1,10 @@
 #include "../test_util.hpp"
 
-#include <catalog.hpp>
-#include <embedded_adapter.hpp>
-#include <frame.hpp>
-#include <manifest.hpp>
-#include <plugin_library.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/embedded_adapter.hpp>
+#include <troupe/frame.hpp>
+#include <troupe/manifest.hpp>
+#include <troupe/plugin_library.hpp>
 
 #include <cstring>
 

@@ -3,14 +3,14 @@
 
 #include "../test_util.hpp"
 
-#include <catalog.hpp>
-#include <executor.hpp>
-#include <instance.hpp>
-#include <manager.hpp>
-#include <messages.hpp>
-#include <pipeline.hpp>
-#include <stats.hpp>
-#include <worker_launcher.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/executor.hpp>
+#include <troupe/instance.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/pipeline.hpp>
+#include <troupe/stats.hpp>
+#include <troupe/worker_launcher.hpp>
 
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>

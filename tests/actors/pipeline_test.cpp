@@ -1,7 +1,7 @@
 #include "../test_util.hpp"
 
-#include <catalog.hpp>
-#include <pipeline.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/pipeline.hpp>
 
 using namespace troupe;
 using ::testing::HasSubstr;

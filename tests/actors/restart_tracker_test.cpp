@@ -1,5 +1,5 @@
 // The restart policy, step by step on a clock the test moves.
-#include "restart_tracker.hpp"
+#include <troupe/restart_tracker.hpp>
 
 #include <gtest/gtest.h>
 

@@ -1,8 +1,8 @@
 // The router's policies, credit window and resend of unacknowledged frames.
 #include "pipeline_runner.hpp"
 
-#include <ring.hpp>
-#include <router.hpp>
+#include <troupe/ring.hpp>
+#include <troupe/router.hpp>
 
 #include <map>
 #include <set>

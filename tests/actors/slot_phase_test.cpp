@@ -1,5 +1,5 @@
 // The manager's slot phases: what can follow what.
-#include "slot_phase.hpp"
+#include <troupe/slot_phase.hpp>
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // What the node takes of an isolated worker's results: payloads it names are checked against
 // the input and the output region, and a Result is read in proportion to its own size.
-#include <worker_protocol.hpp>
+#include <troupe/worker_protocol.hpp>
 
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>

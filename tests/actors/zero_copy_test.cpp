@@ -1,5 +1,5 @@
 // A frame crosses two local stages without its payload being copied.
-#include "handover.hpp"
+#include <troupe/handover.hpp>
 #include "pipeline_runner.hpp"
 
 using namespace troupe;

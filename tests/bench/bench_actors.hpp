@@ -2,7 +2,7 @@
 // credits a stage would, and a sink that acknowledges like a sink stage.
 #pragma once
 
-#include <messages.hpp>
+#include <troupe/messages.hpp>
 
 #include <caf/all.hpp>
 

@@ -6,13 +6,13 @@
 // Usage: chain_bench [frames_small] [frames_large]
 #include "bench_actors.hpp"
 
-#include <catalog.hpp>
-#include <executor.hpp>
-#include <instance.hpp>
-#include <isolated_adapter.hpp>
-#include <manager.hpp>
-#include <messages.hpp>
-#include <pipeline.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/executor.hpp>
+#include <troupe/instance.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/pipeline.hpp>
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>

@@ -11,11 +11,11 @@
 //   build/tests/bench/isolated_bench [seconds per figure, default 1] [batch, default 32]
 #include "bench_actors.hpp"
 
-#include <catalog.hpp>
-#include <embedded_adapter.hpp>
-#include <isolated_adapter.hpp>
-#include <plugin_library.hpp>
-#include <worker_cgroup.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/embedded_adapter.hpp>
+#include <troupe/isolated_adapter.hpp>
+#include <troupe/plugin_library.hpp>
+#include <troupe/worker_cgroup.hpp>
 
 #include <fcntl.h>
 #include <spawn.h>

@@ -12,12 +12,12 @@
 //                                [window for 6 MB, default 16]
 #include "bench_actors.hpp"
 
-#include <catalog.hpp>
-#include <executor.hpp>
-#include <instance.hpp>
-#include <link.hpp>
-#include <manager.hpp>
-#include <remote.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/executor.hpp>
+#include <troupe/instance.hpp>
+#include <troupe/link.hpp>
+#include <troupe/manager.hpp>
+#include <troupe/remote.hpp>
 
 #include <caf/all.hpp>
 

@@ -2,7 +2,7 @@
 // anything is allocated (the first as a hello), a flat header, a payload section, then the
 // message decoded (a batch of frames against its payloads). Any input must be refused with a
 // reason or taken, never a crash, a leak or a read past what arrived.
-#include <link_wire.hpp>
+#include <troupe/link_wire.hpp>
 
 #include <capnp/serialize.h>
 

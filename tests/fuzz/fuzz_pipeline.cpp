@@ -3,8 +3,8 @@
 // a leak or a hang.
 #include "fuzz_input.hpp"
 
-#include <catalog.hpp>
-#include <pipeline.hpp>
+#include <troupe/catalog.hpp>
+#include <troupe/pipeline.hpp>
 
 #include <filesystem>
 #include <fstream>

@@ -3,7 +3,7 @@
 // payloads each output names. The worker runs a plugin and is not trusted: any input must give
 // outputs whose payloads lie within the input or the output region, or a refusal with a
 // reason, never a crash, a leak or a read out of bounds.
-#include <worker_protocol.hpp>
+#include <troupe/worker_protocol.hpp>
 
 #include <capnp/serialize.h>
 

@@ -4,9 +4,9 @@
 
 #include "../test_util.hpp"
 
-#include <embedded_adapter.hpp>
-#include <manifest.hpp>
-#include <plugin_library.hpp>
+#include <troupe/embedded_adapter.hpp>
+#include <troupe/manifest.hpp>
+#include <troupe/plugin_library.hpp>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -5,8 +5,8 @@
 // read by anyone (status, summary, /metrics): every field is atomic or guarded.
 #pragma once
 
-#include "lifecycle.hpp"
-#include "manifest.hpp"
+#include <troupe/lifecycle.hpp>
+#include <troupe/manifest.hpp>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>

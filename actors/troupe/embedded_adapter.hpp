@@ -5,8 +5,8 @@
 // or inside a buffer from alloc, is shared, never copied.
 #pragma once
 
-#include "adapter.hpp"
-#include "plugin_library.hpp"
+#include <troupe/adapter.hpp>
+#include <troupe/plugin_library.hpp>
 
 #include <troupe/plugin.h>
 

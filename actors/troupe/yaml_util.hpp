@@ -2,7 +2,7 @@
 // Internal to actors/; callers outside see only the typed results.
 #pragma once
 
-#include "error.hpp"
+#include <troupe/error.hpp>
 
 #include <yaml-cpp/yaml.h>
 

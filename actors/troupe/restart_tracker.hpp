@@ -11,7 +11,7 @@
 // happen and supplies the jitter, so that the policy can be tested step by step.
 #pragma once
 
-#include "pipeline.hpp"
+#include <troupe/pipeline.hpp>
 
 #include <chrono>
 #include <cstdint>

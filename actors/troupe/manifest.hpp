@@ -5,7 +5,7 @@
 // both name the file, line and field in their errors.
 #pragma once
 
-#include "error.hpp"
+#include <troupe/error.hpp>
 
 #include <cstdint>
 #include <optional>

@@ -10,7 +10,7 @@
 // replicas (drained, as for scaling down; never below one), lowest priority first.
 #pragma once
 
-#include "error.hpp"
+#include <troupe/error.hpp>
 
 #include <algorithm>
 #include <cstdint>

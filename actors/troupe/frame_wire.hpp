@@ -3,7 +3,7 @@
 // them for either; payloads travel apart, as each protocol says.
 #pragma once
 
-#include "frame.hpp"
+#include <troupe/frame.hpp>
 
 #include <memory>
 

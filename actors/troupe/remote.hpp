@@ -14,9 +14,9 @@
 // reconnect) is not routed twice.
 #pragma once
 
-#include "instance.hpp"
-#include "link.hpp"
-#include "messages.hpp"
+#include <troupe/instance.hpp>
+#include <troupe/link.hpp>
+#include <troupe/messages.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

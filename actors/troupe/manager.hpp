@@ -35,15 +35,15 @@
 // version that does not start is stopped, and the error is errc::start_failed).
 #pragma once
 
-#include "dead_letters.hpp"
-#include "events.hpp"
-#include "executor.hpp"
-#include "instance.hpp"
-#include "link.hpp"
-#include "messages.hpp"
-#include "pipeline.hpp"
-#include "plugin_library.hpp"
-#include "stats.hpp"
+#include <troupe/dead_letters.hpp>
+#include <troupe/events.hpp>
+#include <troupe/executor.hpp>
+#include <troupe/instance.hpp>
+#include <troupe/link.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/pipeline.hpp>
+#include <troupe/plugin_library.hpp>
+#include <troupe/stats.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

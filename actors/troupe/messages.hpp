@@ -2,10 +2,10 @@
 // All are local (never serialised): frames cross nodes through the network layer instead.
 #pragma once
 
-#include "dead_letters.hpp"
-#include "frame.hpp"
-#include "pipeline.hpp"
-#include "stats.hpp"
+#include <troupe/dead_letters.hpp>
+#include <troupe/frame.hpp>
+#include <troupe/pipeline.hpp>
+#include <troupe/stats.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>

@@ -2,8 +2,8 @@
 // headers are written and read, and how messages cross the socket.
 #pragma once
 
-#include "frame.hpp"
-#include "frame_wire.hpp"
+#include <troupe/frame.hpp>
+#include <troupe/frame_wire.hpp>
 
 #include <worker.capnp.h>
 

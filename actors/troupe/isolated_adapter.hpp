@@ -14,10 +14,10 @@
 // the exit status, or the resource limit that was broken.
 #pragma once
 
-#include "adapter.hpp"
-#include "worker_cgroup.hpp"
-#include "worker_landlock.hpp"
-#include "worker_launcher.hpp"
+#include <troupe/adapter.hpp>
+#include <troupe/worker_cgroup.hpp>
+#include <troupe/worker_landlock.hpp>
+#include <troupe/worker_launcher.hpp>
 
 #include <worker.capnp.h>
 

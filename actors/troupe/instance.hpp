@@ -11,12 +11,12 @@
 // Its protocol is instance_actor, below.
 #pragma once
 
-#include "executor.hpp"
-#include "messages.hpp"
-#include "pipeline.hpp"
-#include "plugin_library.hpp"
-#include "stats.hpp"
-#include "worker_launcher.hpp"
+#include <troupe/executor.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/pipeline.hpp>
+#include <troupe/plugin_library.hpp>
+#include <troupe/stats.hpp>
+#include <troupe/worker_launcher.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

@@ -5,8 +5,8 @@
 // order (consumers before producers, dependencies before dependents) with cycles named.
 #pragma once
 
-#include "catalog.hpp"
-#include "manifest.hpp"
+#include <troupe/catalog.hpp>
+#include <troupe/manifest.hpp>
 
 #include <cstdint>
 #include <map>

@@ -2,7 +2,7 @@
 // isolated_adapter.cpp and isolated_spawn.cpp.
 #pragma once
 
-#include "isolated_adapter.hpp"
+#include <troupe/isolated_adapter.hpp>
 
 #include <sys/mman.h>
 #include <unistd.h>

@@ -7,8 +7,8 @@
 // deadline.
 #pragma once
 
-#include "frame.hpp"
-#include "manifest.hpp"
+#include <troupe/frame.hpp>
+#include <troupe/manifest.hpp>
 
 #include <troupe/plugin.h>
 

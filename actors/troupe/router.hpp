@@ -9,9 +9,9 @@
 // list. A draining receiver gets nothing new. Not thread-safe: owned by one instance actor.
 #pragma once
 
-#include "frame.hpp"
-#include "messages.hpp"
-#include "ring.hpp"
+#include <troupe/frame.hpp>
+#include <troupe/messages.hpp>
+#include <troupe/ring.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>

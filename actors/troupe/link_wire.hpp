@@ -3,7 +3,7 @@
 // against the payload section it came with. No sockets here: the plane reads, this judges.
 #pragma once
 
-#include "frame.hpp"
+#include <troupe/frame.hpp>
 
 #include <link.capnp.h>
 

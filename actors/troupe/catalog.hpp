@@ -8,7 +8,7 @@
 // the same name found later, which takes its place.
 #pragma once
 
-#include "manifest.hpp"
+#include <troupe/manifest.hpp>
 
 #include <string>
 #include <vector>

@@ -22,9 +22,9 @@
 // batches it sends under a revision at or below its fence.
 #pragma once
 
-#include "error.hpp"
-#include "frame.hpp"
-#include "link_tls.hpp"
+#include <troupe/error.hpp>
+#include <troupe/frame.hpp>
+#include <troupe/link_tls.hpp>
 
 #include <prometheus/registry.h>
 #include <caf/actor.hpp>

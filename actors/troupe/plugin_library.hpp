@@ -2,7 +2,7 @@
 // last instance that uses it is gone.
 #pragma once
 
-#include "manifest.hpp"
+#include <troupe/manifest.hpp>
 
 #include <troupe/plugin.h>
 
