@@ -77,6 +77,9 @@ check "audio decoding finishes" [ "$rc" -eq 0 ]
 pcm=$(ff -i clip.mp4 -map 0:a -f s16le - | wc -c)
 check "it gives as many bytes of s16 as ffmpeg decodes ($pcm)" grep -q "^total frames [0-9]* bytes $pcm " audio.txt
 check "in 20 ms blocks of 882 samples (44.1 kHz)" grep -q "^total frames $(((pcm / 2 + 881) / 882)) " audio.txt
+# The encoder's window holds the whole clip (100 frames, 200 blocks): on a loaded machine one
+# decoder may run far ahead of the other, and what comes after later frames were encoded is
+# refused as late.
 cat > muxed.yaml <<Y
 pipeline: muxed
 window: 8
@@ -84,7 +87,7 @@ stages:
   - {name: video, plugin: video_decode, config: {path: $work/clip.mp4}}
   - {name: audio, plugin: audio_decode, config: {path: $work/clip.mp4}}
   - {name: blur, plugin: blur, config: {radius: 2}, replicas: 2, routing: round_robin}
-  - {name: encode, plugin: video_encode, config: {output: $work/muxed.mkv, audio: true}}
+  - {name: encode, plugin: video_encode, config: {output: $work/muxed.mkv, audio: true, window: 512}}
 edges: ["video -> blur -> encode", "audio -> encode"]
 Y
 out=$(run --report muxed.json muxed.yaml 2>&1); rc=$?
@@ -192,10 +195,13 @@ check "a file that is not video fails the run" [ "$rc" -ne 0 ]
 check "the error names the file" contains "$out" "video_decode: cannot open '$work/text.mkv'"
 
 # kill -9 of an isolated decoder mid-run: its next generation decodes again from the start;
-# what the encoder already has is recognised as seen, so the file has every frame once.
+# what the encoder already has is recognised as seen, so the file has every frame once. A
+# window of 8 frames keeps the decoder at the blur's pace, so that it is still running when it
+# is killed (with the default window it could decode all 300 frames in a fraction of a second).
 ff -f lavfi -i testsrc2=size=640x360:rate=25:duration=12 -c:v libx264 -preset veryfast -pix_fmt yuv420p long.mp4
 cat > killed.yaml <<Y
 pipeline: killed
+window: 8
 stages:
   - {name: decode, plugin: video_decode, mode: isolated, config: {path: $work/long.mp4, threads: 1}}
   - {name: blur, plugin: blur, config: {radius: 6}}
@@ -211,7 +217,7 @@ for _ in $(seq 1 200); do
   [ -n "$worker" ] && grep -q "video_decode: '" killed.log && break
   sleep 0.05
 done
-sleep 0.5
+sleep 0.1  # a few frames in: the run takes about half a second
 [ -n "$worker" ] && kill -9 "$worker"
 wait "$runner"; rc=$?
 check "a decoder killed mid-run was found and killed" [ -n "$worker" ]
