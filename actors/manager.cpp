@@ -452,10 +452,9 @@ void manager_impl::complete(bool ok, std::string reason) {
 
 void manager_impl::begin_stop() {
   if (phase_ == phase::stopping || phase_ == phase::stopped) return;
-  for (auto& [req, rp] : queued_reloads_)
-    rp.deliver(make_error(errc::not_running,
-                          "pipeline '" + s_.plan->name + "' is stopping: stage '" + req.stage + "' is not reloaded"));
-  queued_reloads_.clear();
+  for (auto& w : reloads_.take_waiting())
+    w.promise.deliver(make_error(errc::not_running, "pipeline '" + s_.plan->name + "' is stopping: stage '" +
+                                                        w.request.stage + "' is not reloaded"));
   abort_reload("the pipeline is stopping");
   phase_ = phase::stopping;
   next_stop_ = 0;

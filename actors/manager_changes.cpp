@@ -43,9 +43,9 @@ caf::error manager_impl::not_running() const {
 }
 
 caf::error manager_impl::reload_under_way() const {
-  if (!reload_) return {};
+  if (!reloads_.under_way()) return {};
   return make_error(errc::busy,
-                    "stage '" + s_.plan->stages[reload_->stage].spec.name + "' is being reloaded; try again");
+                    "stage '" + s_.plan->stages[reloads_.current().stage].spec.name + "' is being reloaded; try again");
 }
 
 expected<void> manager_impl::scale(const std::string& name, uint32_t n) {
@@ -111,10 +111,10 @@ void manager_impl::set_paused(size_t stage, bool on, const std::string& why) {
 
 caf::result<void> manager_impl::reload(const reload_request& req) {
   auto rp = make_response_promise();
-  if (reload_) {
+  if (reloads_.under_way()) {
     spdlog::info("[node={} stage={}] reload queued behind the reload of stage '{}'", s_.node, req.stage,
-                 s_.plan->stages[reload_->stage].spec.name);
-    queued_reloads_.push_back({req, rp});
+                 s_.plan->stages[reloads_.current().stage].spec.name);
+    reloads_.wait(req, rp);
     return rp;
   }
   if (auto e = start_reload(req, rp)) rp.deliver(e);
@@ -122,11 +122,8 @@ caf::result<void> manager_impl::reload(const reload_request& req) {
 }
 
 void manager_impl::next_reload() {
-  while (!reload_ && !queued_reloads_.empty()) {
-    auto [req, rp] = std::move(queued_reloads_.front());
-    queued_reloads_.pop_front();
-    if (auto e = start_reload(req, rp)) rp.deliver(e);
-  }
+  while (auto w = reloads_.next())
+    if (auto e = start_reload(w->request, w->promise)) w->promise.deliver(e);
 }
 
 caf::error manager_impl::start_reload(const reload_request& req, caf::response_promise& rp) {
@@ -151,45 +148,24 @@ caf::error manager_impl::start_reload(const reload_request& req, caf::response_p
   if (old.empty() || st.finished)
     return make_error(errc::not_running, "stage '" + req.stage + "' has no replica serving");
   // The new version: its manifest, its config (the stage's, with the changes), its library.
-  auto what = "reload of stage '" + req.stage + "'";
-  auto path = req.manifest.empty() ? ps.manifest.path : req.manifest;
-  auto m = load_manifest(path);
-  if (!m) return in(what, m.error());
-  if (m->name != ps.manifest.name)
-    return make_error(errc::refused,
-                      what + ": " + path + " is plugin '" + m->name + "', the stage runs '" + ps.manifest.name + "'");
-  auto entries = ps.spec.config;
-  for (auto& [key, value] : req.config) {
-    auto it = std::find_if(entries.begin(), entries.end(), [&](auto& e) { return e.key == key; });
-    if (it != entries.end())
-      it->value = value;
-    else
-      entries.push_back({key, value, 0});
-  }
-  auto config = validate_config(*m, entries, what);
-  if (!config) return config.error();
+  auto found_next = next_version(*s_.plan, stage, req);
+  if (!found_next) return found_next.error();
+  std::shared_ptr<const troupe::plan> next = std::move(*found_next);
+  auto& ns = next->stages[stage];
   std::shared_ptr<plugin_library> lib;
   if (ps.mode == exec_mode::embedded) {
-    auto l = plugin_library::open(*m, true);
-    if (!l) return in(what, l.error());
+    auto l = plugin_library::open(ns.manifest, true);
+    if (!l) return in("reload of stage '" + req.stage + "'", l.error());
     lib = *l;
   } else {
     lib = s_.libraries[stage];  // the worker loads the new library itself
   }
-  auto next = std::make_shared<troupe::plan>(*s_.plan);
-  auto& ns = next->stages[stage];
-  ns.manifest = std::move(*m);
-  if (auto why = tighten(ns.manifest.resources, ns.spec.resources, ns.spec.resources_given); !why.empty())
-    return make_error(errc::invalid_config, what + ": stage '" + req.stage + "': " + why);
-  ns.config = std::move(*config);
-  ns.spec.config = std::move(entries);
-  if (!ns.spec.deadline_ms) ns.deadline_ms = ns.manifest.resources.deadline_ms;
   spdlog::info("[node={} stage={}] reloading: {} {} beside {} {}", s_.node, req.stage, ns.manifest.name,
                ns.manifest.version.to_string(), ps.manifest.name, ps.manifest.version.to_string());
   note_stage(event_kind::reload, req.stage, "reloading",
              ns.manifest.name + " " + ns.manifest.version.to_string() + " beside " + ps.manifest.name + " " +
                  ps.manifest.version.to_string());
-  reload_state rs;
+  reload_coordinator::reload rs;
   rs.stage = stage;
   rs.plan = next;
   rs.library = lib;
@@ -209,14 +185,13 @@ caf::error manager_impl::start_reload(const reload_request& req, caf::response_p
     rs.incoming.push_back(slots_.size() - 1);
     spawn_slot(slots_.size() - 1);
   }
-  reload_ = std::move(rs);
+  reloads_.begin(std::move(rs));
   return {};
 }
 
 void manager_impl::incoming_running() {
-  auto& rs = *reload_;
-  for (auto i : rs.incoming)
-    if (!slots_[i].running()) return;
+  if (!reloads_.serves([this](size_t i) { return slots_[i].running(); })) return;
+  auto rs = reloads_.end();
   auto& st = stages_[rs.stage];
   for (auto i : rs.incoming) {
     slots_[i].role = slot_role::serving;
@@ -241,13 +216,12 @@ void manager_impl::incoming_running() {
   note_stage(event_kind::reload, ps.spec.name, "reloaded",
              ps.manifest.name + " " + ps.manifest.version.to_string() + " serves");
   rs.promise.deliver(caf::unit);
-  reload_.reset();
   next_reload();
 }
 
 void manager_impl::abort_reload(const std::string& why) {
-  if (!reload_) return;
-  auto& rs = *reload_;
+  if (!reloads_.under_way()) return;
+  auto rs = reloads_.end();
   for (auto i : rs.incoming) {
     auto& sl = slots_[i];
     if (sl.actor && !sl.done()) send<caf::message_priority::high>(sl.actor, stop_atom::value);
@@ -258,7 +232,6 @@ void manager_impl::abort_reload(const std::string& why) {
   note_stage(event_kind::reload, s_.plan->stages[rs.stage].spec.name, "failed",
              "the old version goes on serving: " + why);
   rs.promise.deliver(make_error(errc::start_failed, "start_failed: " + why));
-  reload_.reset();
   next_reload();
 }
 

@@ -11,6 +11,7 @@
 #include <troupe/instance.hpp>
 #include <troupe/isolated_adapter.hpp>
 #include <troupe/messages.hpp>
+#include <troupe/reload_coordinator.hpp>
 #include <troupe/remote.hpp>
 #include <troupe/restart_tracker.hpp>
 #include <troupe/slot_phase.hpp>
@@ -246,7 +247,8 @@ class manager_impl : public manager_self_actor::base {
   // cannot start.
   caf::error start_reload(const reload_request& req, caf::response_promise& rp);
 
-  // Every new version runs: the routes switch to them, and the old ones drain.
+  // An incoming slot runs; once every new version runs, the routes switch to them and the old
+  // ones drain.
   void incoming_running();
 
   // A new version did not come up: it is stopped, and the old one goes on serving.
@@ -276,15 +278,7 @@ class manager_impl : public manager_self_actor::base {
 
   static constexpr uint32_t max_replicas = 256;
 
-  struct reload_state {
-    size_t stage = 0;
-    std::shared_ptr<const troupe::plan> plan;
-    std::shared_ptr<plugin_library> library;
-    std::vector<size_t> old, incoming;  // slots
-    caf::response_promise promise;      // answers the reload request: nothing, or an error
-  };
-  std::optional<reload_state> reload_;
-  std::deque<std::pair<reload_request, caf::response_promise>> queued_reloads_;  // waiting for reload_
+  reload_coordinator reloads_;
 
   manager_setup s_;
   std::unique_ptr<metrics> hidden_;          // series of the slots of stages on other nodes
