@@ -66,9 +66,9 @@ call_result embedded_adapter::process(const frame* in, std::vector<frame>& out) 
     if (in->meta)
       for (auto& [k, v] : *in->meta) input_meta_.push_back({k.c_str(), v.c_str()});
     view = troupe_frame_view{
-        in->stream,       in->seq,          in->part,           in->generation,
-        in->timestamp_ns, in->type.c_str(), input_meta_.data(), static_cast<uint32_t>(input_meta_.size()),
-        in->data,         in->size};
+        in->stream,         in->seq,           in->part,           in->generation,
+        in->timestamp_ns,   in->type.c_str(),  input_meta_.data(), static_cast<uint32_t>(input_meta_.size()),
+        in->payload.data(), in->payload.size()};
   }
   input_ = in;
   out_ = &out;
@@ -160,23 +160,17 @@ troupe_status embedded_adapter::emit(embedded_adapter& self, const troupe_output
     f.meta = std::move(m);
   }
   if (o->size > 0) {
-    if (in != nullptr && in->payload && in->payload->contains(o->data, o->size)) {
-      f.payload = in->payload;  // zero copy: a view of the input
+    std::optional<payload_slice> view;
+    if (in != nullptr) view = payload_slice::within(in->payload.buffer(), o->data, o->size);  // zero copy
+    for (size_t i = 0; !view && i < self.allocs_.size(); ++i)
+      view = payload_slice::within(self.allocs_[i], o->data, o->size);
+    if (view) {
+      f.payload = std::move(*view);
     } else {
-      for (auto& b : self.allocs_)
-        if (b->contains(o->data, o->size)) {
-          f.payload = b;
-          break;
-        }
-      if (!f.payload) {
-        auto b = buffer::allocate(o->size);
-        std::memcpy(b->data(), o->data, o->size);
-        f.payload = std::move(b);
-      }
+      auto b = buffer::allocate(o->size);
+      std::memcpy(b->data(), o->data, o->size);
+      f.payload = payload_slice(std::move(b));
     }
-    f.data = o->data;
-    if (!f.payload->contains(f.data, o->size)) f.data = f.payload->data();  // the copied case
-    f.size = o->size;
   }
   self.out_->push_back(std::move(f));
   return TROUPE_OK;

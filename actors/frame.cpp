@@ -1,6 +1,8 @@
 #include <troupe/frame.hpp>
 
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 
 namespace troupe {
@@ -79,6 +81,30 @@ std::shared_ptr<buffer> buffer::allocate(size_t size) {
 
 std::shared_ptr<buffer> buffer::view(uint8_t* p, size_t size, std::shared_ptr<const void> keeper) {
   return std::make_shared<buffer>(p, size, std::move(keeper));
+}
+
+payload_slice::payload_slice(std::shared_ptr<const troupe::buffer> b, size_t offset, size_t size) {
+  const size_t have = b ? b->size() : 0;
+  if (offset > have || size > have - offset)
+    throw std::out_of_range("a payload slice of " + std::to_string(size) + " bytes at " + std::to_string(offset) +
+                            " does not lie inside its buffer of " + std::to_string(have) + " bytes");
+  offset_ = offset;
+  size_ = size;
+  buffer_ = std::move(b);
+}
+
+std::optional<payload_slice> payload_slice::within(std::shared_ptr<const troupe::buffer> b, const uint8_t* p,
+                                                   size_t n) {
+  if (!b || !b->contains(p, n)) return std::nullopt;
+  const auto offset = static_cast<size_t>(p - b->data());
+  return payload_slice(std::move(b), offset, n);
+}
+
+payload_slice payload_slice::sub(size_t offset, size_t size) const {
+  if (offset > size_ || size > size_ - offset)
+    throw std::out_of_range("a slice of " + std::to_string(size) + " bytes at " + std::to_string(offset) +
+                            " does not lie inside a payload of " + std::to_string(size_) + " bytes");
+  return payload_slice(buffer_, offset_ + offset, size);
 }
 
 }  // namespace troupe

@@ -16,7 +16,7 @@ void instance_impl::take(std::span<frame> fs) {
     } else {
       if (!s_.dead.empty() && s_.dead.count(key)) kind = input_kind::dead;
       ++fresh;
-      bytes += f.size;
+      bytes += f.payload.size();
       ++held_;
     }
     inbox_.push_back({std::move(f), key, sender, kind});
@@ -161,7 +161,7 @@ void instance_impl::handle_results(batch_result& r) {
     for (auto& [seq, msg] : r.errors) spdlog::warn("[{}] frame seq {} failed: {}", tag_, seq, msg);
   }
   uint64_t bytes_out = 0;
-  for (auto& f : r.outputs) bytes_out += f.size;
+  for (auto& f : r.outputs) bytes_out += f.payload.size();
   st.frames_out.Increment(static_cast<double>(r.outputs.size()));
   st.bytes_out.Increment(static_cast<double>(bytes_out));
   if (s_.end_to_end)  // each input's outputs are counted until acknowledged

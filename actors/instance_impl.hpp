@@ -113,8 +113,9 @@ using namespace instance_detail;
 
 }  // namespace troupe
 
+// An instance's own message about a batch on the executor: it shares the batch's state with
+// the executor's threads, which means nothing outside this process.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::batch_ptr)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::call_result)
 
 namespace troupe {
 

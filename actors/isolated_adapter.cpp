@@ -268,20 +268,17 @@ call_result isolated_adapter::read_outputs(wire::Result::Reader r, size_t words,
     if (in != nullptr && in->meta && f.meta && *f.meta == *in->meta) f.meta = in->meta;  // shared, as embedded
     if (size > 0) {
       wp::payload_place at;
-      auto why =
-          wp::locate_payload(p.getRegion(), off, size, in != nullptr, in_offset, in ? in->size : 0, region_bytes_, at);
+      auto why = wp::locate_payload(p.getRegion(), off, size, in != nullptr, in_offset, in ? in->payload.size() : 0,
+                                    region_bytes_, at);
       if (!why.empty()) return {TROUPE_FATAL, why};
       if (at.in_input) {
         // A view of the input: the node's own buffer serves, no copy.
-        f.payload = in->payload;
-        f.data = in->data + at.at;
+        f.payload = in->payload.sub(at.at, size);
       } else {
         auto b = buffer::allocate(size);
         std::memcpy(b->data(), ch_->region[1] + at.at, size);  // the one copy out
-        f.data = b->data();
-        f.payload = std::move(b);
+        f.payload = payload_slice(std::move(b));
       }
-      f.size = size;
     }
     out.push_back(std::move(f));
   }
@@ -322,9 +319,9 @@ void isolated_adapter::process_batch(const std::vector<frame>& in, batch_sink& s
       sink.done(next, r, none, {});
       return;
     }
-    if (in[next].size > room) {
+    if (in[next].payload.size() > room) {
       sink.begin(next, std::chrono::steady_clock::now());
-      call_result r{TROUPE_ERROR, "frame of " + std::to_string(in[next].size) +
+      call_result r{TROUPE_ERROR, "frame of " + std::to_string(in[next].payload.size()) +
                                       " bytes is larger than the worker's input region (" + std::to_string(room) +
                                       " bytes)"};
       if (!sink.done(next, r, none, {})) return;
@@ -336,17 +333,18 @@ void isolated_adapter::process_batch(const std::vector<frame>& in, batch_sink& s
     std::vector<uint64_t> offsets;
     for (; end < in.size() && end - next < max_request_frames; ++end) {
       size_t at = wp::aligned(used);
-      if (in[end].size > room - std::min(room, at)) break;
-      if (end > next && at + in[end].size > max_request_bytes) break;
+      if (in[end].payload.size() > room - std::min(room, at)) break;
+      if (end > next && at + in[end].payload.size() > max_request_bytes) break;
       offsets.push_back(wp::control_bytes + at);
-      used = at + in[end].size;
+      used = at + in[end].payload.size();
     }
     const auto count = static_cast<unsigned>(end - next);
     capnp::MallocMessageBuilder msg;
     auto list = msg.initRoot<wire::Request>().initProcess(count);
     for (unsigned k = 0; k < count; ++k) {
       auto& f = in[next + k];
-      if (f.size > 0) std::memcpy(ch_->region[0] + offsets[k], f.data, f.size);  // the one copy in
+      if (f.payload.size() > 0)
+        std::memcpy(ch_->region[0] + offsets[k], f.payload.data(), f.payload.size());  // the one copy in
       wp::write_header(list[k], f, wp::input_region, offsets[k]);
     }
     auto done = run_process(msg, &in[next], offsets.data(), count, next, sink);

@@ -175,7 +175,7 @@ void data_plane::impl::writer_loop(peer_link& l) {
     std::vector<item> items;
     uint64_t bytes = 0;
     while (!l.q.empty() && items.size() < max_batch_frames) {
-      auto size = l.q.front().f.size;
+      auto size = l.q.front().f.payload.size();
       if (!items.empty() && bytes + size > max_batch_bytes) break;  // it starts the next batch
       bytes += size;
       items.push_back(std::move(l.q.front()));
@@ -257,10 +257,10 @@ bool data_plane::impl::write_items(peer_link& l, stream& s, std::vector<item>& i
       auto b = list[static_cast<unsigned>(k - r.from)];
       b.setId(items[k].id);
       write_frame_fields(b, f);
-      b.setSize(f.size);
-      if (f.size > 0) {
-        pieces.push_back({const_cast<uint8_t*>(f.data), f.size});
-        payload += f.size;
+      b.setSize(f.payload.size());
+      if (f.payload.size() > 0) {
+        pieces.push_back({const_cast<uint8_t*>(f.payload.data()), f.payload.size()});
+        payload += f.payload.size();
       }
     }
     auto m = finish(mb, payload);

@@ -31,9 +31,7 @@ std::string decode_frames(capnp::List<wire::LinkFrame>::Reader batch, const std:
     if (size > payload_bytes - at) return "frame payloads overrun the message's payload section";
     auto f = read_frame_fields(lf);
     if (size > 0) {
-      f.payload = payload;
-      f.data = payload->data() + at;
-      f.size = size;
+      f.payload = payload_slice(payload, at, size);
     }
     at += size;
     frames.emplace_back(lf.getId(), std::move(f));

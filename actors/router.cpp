@@ -50,7 +50,7 @@ size_t router::set_routes(const route_table& routes) {
     for (auto& r : e.receivers) {
       in_flight_ += r.unacked.size();
       r.unacked_bytes = 0;
-      for (auto& f : r.unacked) r.unacked_bytes += f.size;
+      for (auto& f : r.unacked) r.unacked_bytes += f.payload.size();
     }
   for (auto& e : edges_) {
     flush(e);
@@ -84,7 +84,7 @@ int router::pick(edge& e, const frame& f) {
   auto has_credit = [&](size_t i) {
     auto& r = e.receivers[i];
     return r.handle && !r.draining && r.unacked.size() < window_ &&
-           (r.unacked.empty() || r.unacked_bytes + f.size <= window_bytes_);
+           (r.unacked.empty() || r.unacked_bytes + f.payload.size() <= window_bytes_);
   };
   switch (e.policy) {
     case route_policy::by_stream: {
@@ -128,7 +128,7 @@ void router::flush(edge& e) {
     if (i < 0) break;
     auto& r = e.receivers[static_cast<size_t>(i)];
     r.unacked.push_back(std::move(e.pending.front()));
-    r.unacked_bytes += r.unacked.back().size;
+    r.unacked_bytes += r.unacked.back().payload.size();
     e.pending.pop_front();
     ++in_flight_;
     auto it = std::find_if(out.begin(), out.end(), [&](auto& o) { return o.first == static_cast<size_t>(i); });
@@ -154,7 +154,7 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
       if (r.handle && r.handle.address() == from) {
         auto k = std::min<size_t>(n, r.unacked.size());
         for (size_t j = 0; j < k; ++j) {
-          r.unacked_bytes -= r.unacked[j].size;
+          r.unacked_bytes -= r.unacked[j].payload.size();
           if (acked_) acked_(r.unacked[j]);
         }
         r.unacked.pop_front(k);

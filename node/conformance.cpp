@@ -50,7 +50,7 @@ uint64_t fnv1a64(const uint8_t* p, size_t n) {
 std::string describe_frame(const frame& f) {
   std::ostringstream o;
   o << "stream " << f.stream << " seq " << f.seq << " part " << f.part << " gen " << f.generation << " type '" << f.type
-    << "' size " << f.size << " hash " << std::hex << fnv1a64(f.data, f.size) << std::dec;
+    << "' size " << f.payload.size() << " hash " << std::hex << fnv1a64(f.payload.data(), f.payload.size()) << std::dec;
   if (f.meta)
     for (auto& [k, v] : *f.meta) o << " " << k << "=" << v;
   return o.str();
@@ -156,13 +156,11 @@ expected<input_set> make_inputs(const catalog& cat, const std::string& source, c
   uint64_t seq = 1000000;
   auto first = in.known.front();
   frame truncated = first;
-  truncated.size = first.size / 2;
+  truncated.payload = first.payload.sub(0, first.payload.size() / 2);
   truncated.seq = seq++;
   in.bad.emplace_back("truncated payload", truncated);
   frame empty = first;
-  empty.payload = nullptr;
-  empty.data = nullptr;
-  empty.size = 0;
+  empty.payload = {};
   empty.seq = seq++;
   in.bad.emplace_back("empty payload", empty);
   auto junk = buffer::allocate(61);
@@ -171,9 +169,7 @@ expected<input_set> make_inputs(const catalog& cat, const std::string& source, c
   foreign.stream = first.stream;
   foreign.seq = seq++;
   foreign.type = "application/x-troupe-conformance";
-  foreign.data = junk->data();
-  foreign.size = junk->size();
-  foreign.payload = junk;
+  foreign.payload = payload_slice(std::move(junk));
   in.bad.emplace_back("foreign type, no metadata", foreign);
   return in;
 }

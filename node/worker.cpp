@@ -233,21 +233,23 @@ int serve_worker(const worker_options& o) {
               auto& f = outs[i];
               uint8_t reg = wp::output_region;
               const uint8_t* base = region[1];
-              if (f.size > 0 && f.data >= region[0] && f.data + f.size <= region[0] + o.region_bytes) {
+              const uint8_t* data = f.payload.data();
+              const size_t size = f.payload.size();
+              if (size > 0 && data >= region[0] && data + size <= region[0] + o.region_bytes) {
                 reg = wp::input_region, base = region[0];
-              } else if (f.size > 0 && !(f.data >= region[1] && f.data + f.size <= region[1] + o.region_bytes)) {
+              } else if (size > 0 && !(data >= region[1] && data + size <= region[1] + o.region_bytes)) {
                 // Emitted from the plugin's own memory: copied into the output region.
-                auto b = out_alloc(f.size);
+                auto b = out_alloc(size);
                 if (!(b->data() >= region[1] && b->data() < region[1] + o.region_bytes)) {
                   r = {TROUPE_FATAL,
                        "outputs do not fit the worker's output region of " + std::to_string(o.region_bytes) + " bytes"};
                   list = res.initOutputs(0);
                   break;
                 }
-                std::memcpy(b->data(), f.data, f.size);
-                f.data = b->data();
+                std::memcpy(b->data(), data, size);
+                f.payload = payload_slice(std::move(b));
               }
-              wp::write_header(list[i], f, reg, f.size > 0 ? static_cast<uint64_t>(f.data - base) : 0);
+              wp::write_header(list[i], f, reg, size > 0 ? static_cast<uint64_t>(f.payload.data() - base) : 0);
             }
             if (r.status != TROUPE_OK && memory_mb > 0 && r.error.find("bad_alloc") != std::string::npos)
               r = {TROUPE_FATAL, "memory limit " + std::to_string(memory_mb) + " MiB exceeded (" + r.error + ")"};
@@ -291,9 +293,7 @@ int serve_worker(const worker_options& o) {
                 spdlog::error("[{}] worker: the node named bytes outside the input region", o.tag);
                 return 1;
               }
-              in.payload = buffer::view(region[0] + p.getOffset(), p.getSize(), nullptr);
-              in.data = in.payload->data();
-              in.size = p.getSize();
+              in.payload = payload_slice(buffer::view(region[0] + p.getOffset(), p.getSize(), nullptr));
               ctl.progress.store(i, std::memory_order_relaxed);
               if (serve(&in) == TROUPE_FATAL) break;  // the rest stay undone
             }

@@ -12,7 +12,12 @@
 
 #include <troupe/plugin.h>
 
+#include <caf/error.hpp>
+#include <caf/meta/load_callback.hpp>
+#include <caf/meta/type_name.hpp>
+
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +28,16 @@ struct call_result {
   std::string error;
   bool ok() const { return status == TROUPE_OK; }
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, call_result& x) {
+  int32_t status = static_cast<int32_t>(x.status);  // a C enum: as its number
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    x.status = static_cast<troupe_status>(status);
+    return caf::none;
+  });
+  return f(caf::meta::type_name("call_result"), status, load, x.error);
+}
 
 /// Receives what process_batch does, input by input, in input order.
 class batch_sink {

@@ -5,12 +5,18 @@
 // with other frames (a pass-through output views its input's buffer).
 #pragma once
 
-#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/detail/stringification_inspector.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/load_callback.hpp>
+#include <caf/meta/type_name.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,6 +50,36 @@ class buffer {
   size_t size_;
 };
 
+/// The bytes a frame carries: a range of a shared buffer. That the range lies inside the
+/// buffer holds by construction; an empty slice may have no buffer. Copying shares the
+/// buffer.
+class payload_slice {
+ public:
+  payload_slice() = default;
+  /// The whole of b (null: an empty slice).
+  explicit payload_slice(std::shared_ptr<const troupe::buffer> b) : size_(b ? b->size() : 0), buffer_(std::move(b)) {}
+  /// size bytes from offset of b; throws std::out_of_range unless they lie inside it.
+  payload_slice(std::shared_ptr<const troupe::buffer> b, size_t offset, size_t size);
+  /// The n bytes at p, if they lie inside b (b may be null); nothing otherwise.
+  static std::optional<payload_slice> within(std::shared_ptr<const troupe::buffer> b, const uint8_t* p, size_t n);
+
+  const uint8_t* data() const { return buffer_ ? buffer_->data() + offset_ : nullptr; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  /// The buffer the bytes lie in (may be null when empty).
+  const std::shared_ptr<const troupe::buffer>& buffer() const { return buffer_; }
+  /// Where the bytes start in the buffer.
+  size_t offset() const { return offset_; }
+  /// size bytes from offset of this slice, sharing its buffer; throws std::out_of_range
+  /// unless they lie inside it.
+  payload_slice sub(size_t offset, size_t size) const;
+
+ private:
+  size_t offset_ = 0;
+  size_t size_ = 0;
+  std::shared_ptr<const troupe::buffer> buffer_;
+};
+
 /// A small, immutable metadata map; frames share it.
 using metadata = std::vector<std::pair<std::string, std::string>>;
 using metadata_ptr = std::shared_ptr<const metadata>;
@@ -57,10 +93,8 @@ struct frame {
   uint64_t generation = 0;  // of the instance that emitted it
   int64_t timestamp_ns = 0;
   std::string type;
-  metadata_ptr meta;                      // may be null: no metadata
-  std::shared_ptr<const buffer> payload;  // may be null for an empty payload
-  const uint8_t* data = nullptr;          // view into payload
-  size_t size = 0;
+  metadata_ptr meta;  // may be null: no metadata
+  payload_slice payload;
   uint64_t route_tag = 0;  // the ingress's note on a frame it routes (remote.cpp); nothing else reads it
 
   /// Value of a metadata key, or nullptr.
@@ -72,6 +106,41 @@ struct frame {
   }
 };
 
-}  // namespace troupe
+/// A payload's bytes, for CAF's inspectors: serialised whole and read back into a buffer of
+/// its own; printed (to_string) as its size only.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, payload_slice& x) {
+  if constexpr (std::is_same_v<Inspector, caf::detail::stringification_inspector>) {
+    return f(caf::meta::type_name("payload"), x.size());
+  } else {
+    std::vector<uint8_t> bytes;
+    if constexpr (Inspector::reads_state)
+      if (!x.empty()) bytes.assign(x.data(), x.data() + x.size());
+    auto load = caf::meta::load_callback([&]() -> caf::error {
+      std::shared_ptr<buffer> b;
+      if (!bytes.empty()) {
+        b = buffer::allocate(bytes.size());
+        std::memcpy(b->data(), bytes.data(), bytes.size());
+      }
+      x = payload_slice(std::move(b));
+      return caf::none;
+    });
+    return f(caf::meta::type_name("payload"), bytes, load);
+  }
+}
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame)
+/// A frame's fields, its metadata pairs and its payload (see above).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, frame& x) {
+  metadata meta;
+  if constexpr (Inspector::reads_state)
+    if (x.meta) meta = *x.meta;
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    x.meta = meta.empty() ? nullptr : std::make_shared<const metadata>(std::move(meta));
+    return caf::none;
+  });
+  return f(caf::meta::type_name("frame"), x.stream, x.seq, x.part, x.generation, x.timestamp_ns, x.type, meta, load,
+           x.payload, x.route_tag);
+}
+
+}  // namespace troupe

@@ -28,7 +28,6 @@
 
 #include <prometheus/registry.h>
 #include <caf/actor.hpp>
-#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/replies_to.hpp>
@@ -54,6 +53,11 @@ struct link_batch {
   uint64_t epoch = 0;  // the placement revision the sender acted on
   std::vector<std::pair<uint64_t, frame>> frames;
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, link_batch& x) {
+  return f(caf::meta::type_name("link_batch"), x.from, x.channel, x.epoch, x.frames);
+}
 
 /// Pipeline control between the nodes running parts of it.
 enum class control_kind : uint8_t {
@@ -168,5 +172,3 @@ class data_plane {
 };
 
 }  // namespace troupe
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::link_batch)

@@ -155,4 +155,6 @@ expected<void> pause_stage(caf::actor_system& sys, const manager_actor& manager,
 
 }  // namespace troupe
 
+// The one message type that is not inspectable: it hands over loaded plugin libraries and a
+// plan, which mean nothing outside this process.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::placement_update)

@@ -1,5 +1,6 @@
 // The messages between instance actors, the manager and whoever drives a pipeline.
 // All are local (never serialised): frames cross nodes through the network layer instead.
+// Each is inspectable all the same, so that CAF can print one (an unexpected message, a log).
 #pragma once
 
 #include <troupe/dead_letters.hpp>
@@ -8,8 +9,8 @@
 #include <troupe/stats.hpp>
 
 #include <caf/actor.hpp>
-#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -51,6 +52,11 @@ struct frame_batch {
   std::vector<frame> frames;
 };
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, frame_batch& x) {
+  return f(caf::meta::type_name("frame_batch"), x.frames);
+}
+
 /// Takes a stage's inputs: an instance, or another node's replica of the stage (a remote
 /// stage, which sends them there).
 ///   (frame_atom, frame), (frames_atom, frame_batch)
@@ -84,11 +90,31 @@ struct route_table {
   std::vector<edge_route> edges;
 };
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, route_receiver& x) {
+  return f(caf::meta::type_name("route_receiver"), x.handle, x.draining);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, edge_route& x) {
+  return f(caf::meta::type_name("edge_route"), x.stage, x.policy, x.receivers);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, route_table& x) {
+  return f(caf::meta::type_name("route_table"), x.edges);
+}
+
 /// Outputs an instance had not yet delivered (sent but unacknowledged, or not sent) when it
 /// was lost, per downstream stage, in order; its successor sends them on.
 struct carried_frames {
   std::vector<std::pair<size_t, std::vector<frame>>> per_stage;
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, carried_frames& x) {
+  return f(caf::meta::type_name("carried_frames"), x.per_stage);
+}
 
 /// An instance's lifecycle transition, for its manager.
 struct instance_report {
@@ -100,6 +126,19 @@ struct instance_report {
   carried_frames carry;
   std::optional<frame_key> culprit;  // the input being processed when it was lost
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, instance_report& x) {
+  // The culprit as a flag and a key.
+  bool has_culprit = x.culprit.has_value();
+  frame_key culprit = x.culprit.value_or(frame_key{});
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    x.culprit = has_culprit ? std::optional<frame_key>(culprit) : std::nullopt;
+    return caf::none;
+  });
+  return f(caf::meta::type_name("instance_report"), x.slot, x.generation, x.state, x.failure, x.error, x.carry,
+           has_culprit, culprit, load);
+}
 
 /// Which instance says something to its manager: its slot and generation.
 struct instance_ref {
@@ -148,8 +187,3 @@ typename Inspector::result_type inspect(Inspector& f, pipeline_outcome& x) {
 }
 
 }  // namespace troupe
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::route_table)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::frame_batch)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::carried_frames)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(troupe::instance_report)

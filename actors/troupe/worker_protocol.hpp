@@ -50,7 +50,7 @@ inline void write_header(wire::Frame::Builder b, const frame& f, uint8_t region,
   auto p = b.initPayload();
   p.setRegion(region);
   p.setOffset(offset);
-  p.setSize(f.size);
+  p.setSize(f.payload.size());
 }
 
 /// The frame a header describes, without its payload.

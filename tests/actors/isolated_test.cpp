@@ -762,9 +762,7 @@ TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
     frame f;
     f.seq = seq;
     f.type = "bytes";
-    f.data = b->data();
-    f.size = 64;
-    f.payload = std::move(b);
+    f.payload = payload_slice(std::move(b), 0, 64);
     inputs.push_back(std::move(f));
   }
   struct recorder final : batch_sink {
@@ -796,8 +794,8 @@ TEST(isolated, a_batch_keeps_what_the_worker_finished_before_it_crashed) {
   ASSERT_EQ(sink.outputs.size(), 60u);
   for (size_t i = 0; i < 60; ++i) {
     EXPECT_EQ(sink.outputs[i].seq, i);
-    ASSERT_EQ(sink.outputs[i].size, 64u);
-    EXPECT_EQ(sink.outputs[i].data[0], static_cast<uint8_t>(i));
+    ASSERT_EQ(sink.outputs[i].payload.size(), 64u);
+    EXPECT_EQ(sink.outputs[i].payload.data()[0], static_cast<uint8_t>(i));
   }
 }
 

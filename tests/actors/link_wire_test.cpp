@@ -51,10 +51,12 @@ TEST(link_wire, a_batch_takes_its_payloads_from_the_payload_section_in_order) {
   ASSERT_EQ(link_wire::decode_frames(b.reader(), payload, 8, out), "");
   ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[0].first, 1u);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[0].second.data), out[0].second.size), "abc");
-  EXPECT_EQ(out[1].second.size, 0u);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[2].second.data), out[2].second.size), "defgh");
-  EXPECT_EQ(out[2].second.payload, payload);  // views, not copies
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[0].second.payload.data()), out[0].second.payload.size()),
+            "abc");
+  EXPECT_EQ(out[1].second.payload.size(), 0u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[2].second.payload.data()), out[2].second.payload.size()),
+            "defgh");
+  EXPECT_EQ(out[2].second.payload.buffer(), payload);  // views, not copies
 }
 
 TEST(link_wire, a_batch_that_does_not_add_up_is_refused_and_nothing_is_taken) {

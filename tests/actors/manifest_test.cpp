@@ -251,9 +251,7 @@ TEST(plugin_library, a_plugin_of_an_older_minor_loads_and_runs) {
   in.stream = 7;
   in.seq = 9;
   in.type = "text/plain";
-  in.payload = payload;
-  in.data = payload->data();
-  in.size = 5;
+  in.payload = payload_slice(payload, 0, 5);
   std::vector<frame> out;
   auto r = a.process(&in, out);
   ASSERT_TRUE(r.ok()) << r.error;
@@ -261,8 +259,8 @@ TEST(plugin_library, a_plugin_of_an_older_minor_loads_and_runs) {
   EXPECT_EQ(out[0].seq, 9u);
   EXPECT_EQ(out[0].generation, 3u);
   EXPECT_EQ(out[0].type, "text/plain");
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[0].data), out[0].size), "hello");
-  EXPECT_EQ(out[0].payload, payload);  // its own input, passed on without a copy
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[0].payload.data()), out[0].payload.size()), "hello");
+  EXPECT_EQ(out[0].payload.buffer(), payload);  // its own input, passed on without a copy
   EXPECT_TRUE(a.stop().ok());
   // The example plugins are built against this host's ABI.
   auto examples = catalog::discover({TROUPE_PLUGIN_OUTPUT_DIR});

@@ -72,7 +72,7 @@ TEST(router, byte_limit_bounds_payload_in_flight_but_one_frame_always_goes) {
   r.set_routes(fx.table(route_policy::round_robin, {fx.a}));
   auto sized = [](uint64_t seq, size_t size) {
     auto f = make(0, seq);
-    f.size = size;
+    f.payload = payload_slice(buffer::allocate(size));
     return f;
   };
   r.route(sized(0, 40));

@@ -35,9 +35,7 @@ edges: ["src -> p1 -> p2 -> sink"]
   f.stream = 1;
   f.seq = 42;
   f.type = "video/rgb24";
-  f.payload = payload;
-  f.data = payload->data();
-  f.size = payload->size();
+  f.payload = payload_slice(payload);
   // The test stands in for an upstream stage, which hands what it wrote over before sending.
   handover::made();
   self->send(p1, frame_atom::value, f);
@@ -45,9 +43,9 @@ edges: ["src -> p1 -> p2 -> sink"]
   self->receive(
       [&](frame_atom, const frame& out) {
         got = true;
-        EXPECT_EQ(out.data, payload->data());
-        EXPECT_EQ(out.payload.get(), payload.get());
-        EXPECT_EQ(out.size, payload->size());
+        EXPECT_EQ(out.payload.data(), payload->data());
+        EXPECT_EQ(out.payload.buffer().get(), payload.get());
+        EXPECT_EQ(out.payload.size(), payload->size());
         EXPECT_EQ(out.seq, 42u);
         EXPECT_EQ(out.generation, 1u);
       },

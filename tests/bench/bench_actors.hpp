@@ -21,9 +21,7 @@ inline frame frame_over(const std::shared_ptr<const buffer>& payload, uint64_t s
   frame f;
   f.seq = seq;
   f.type = std::move(type);
-  f.payload = payload;
-  f.data = payload->data();
-  f.size = payload->size();
+  f.payload = payload_slice(payload);
   return f;
 }
 

@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
     // The same bytes copied in and out, as an isolated call must at least do.
     auto mid = buffer::allocate(size), out = buffer::allocate(size);
     double loop = rate([&] {
-      std::memcpy(mid->data(), f.data, size);
+      std::memcpy(mid->data(), f.payload.data(), size);
       std::memcpy(out->data(), mid->data(), size);
       asm volatile("" : : "r"(out->data()) : "memory");
     });

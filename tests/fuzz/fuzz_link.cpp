@@ -21,9 +21,11 @@ void take(capnp::FlatArrayMessageReader& r, const std::shared_ptr<buffer>& paylo
       auto why = link_wire::decode_frames(msg.getFrames().getBatch(), payload, payload_bytes, frames);
       uint64_t sum = 0;
       for (auto& [id, f] : frames) {
-        if (f.size > 0 && (f.data < payload->data() || f.data + f.size > payload->data() + payload_bytes))
+        const auto* d = f.payload.data();
+        const auto n = f.payload.size();
+        if (n > 0 && (f.payload.buffer() != payload || d < payload->data() || d + n > payload->data() + payload_bytes))
           __builtin_trap();  // a view outside the payload section
-        sum += f.size;
+        sum += n;
       }
       if (why.empty() && sum != payload_bytes) __builtin_trap();  // taken, yet bytes unaccounted for
       break;

@@ -11,8 +11,8 @@ TEST(passthrough, output_shares_the_input_payload) {
       4, 4, [](int x, int, int) { return uint8_t(x); }, 3, 9);
   ASSERT_TRUE(p.process(in).ok());
   ASSERT_EQ(p.outputs.size(), 1u);
-  EXPECT_EQ(p.outputs[0].data, in.data);
-  EXPECT_EQ(p.outputs[0].payload.get(), in.payload.get());
+  EXPECT_EQ(p.outputs[0].payload.data(), in.payload.data());
+  EXPECT_EQ(p.outputs[0].payload.buffer().get(), in.payload.buffer().get());
   EXPECT_EQ(p.outputs[0].stream, 3u);
   EXPECT_EQ(p.outputs[0].seq, 9u);
   EXPECT_EQ(p.outputs[0].generation, 1u);
@@ -26,9 +26,9 @@ TEST(invert, twice_is_identity_and_a_pixel_is_inverted) {
   ASSERT_TRUE(p.process(in).ok());
   auto once = p.outputs.at(0);
   EXPECT_EQ(px(once, 5, 2, 1, 0), 255 - (2 * 40 + 7));
-  EXPECT_NE(once.data, in.data);
+  EXPECT_NE(once.payload.data(), in.payload.data());
   ASSERT_TRUE(p.process(once).ok());
-  EXPECT_EQ(std::memcmp(p.outputs.at(0).data, in.data, in.size), 0);
+  EXPECT_EQ(std::memcmp(p.outputs.at(0).payload.data(), in.payload.data(), in.payload.size()), 0);
   frame doc = in;
   doc.type = "text/plain";
   auto r = p.process(doc);
@@ -42,7 +42,7 @@ TEST(blur, constant_image_stays_constant_and_a_point_spreads_over_the_box) {
   ASSERT_TRUE(p.create_result.ok() && p.start().ok());
   auto flat = rgb_frame(9, 7, [](int, int, int) { return uint8_t(77); });
   ASSERT_TRUE(p.process(flat).ok());
-  for (size_t i = 0; i < flat.size; ++i) ASSERT_EQ(p.outputs.at(0).data[i], 77);
+  for (size_t i = 0; i < flat.payload.size(); ++i) ASSERT_EQ(p.outputs.at(0).payload.data()[i], 77);
 
   auto dot = rgb_frame(9, 9, [](int x, int y, int) { return uint8_t(x == 4 && y == 4 ? 255 : 0); });
   ASSERT_TRUE(p.process(dot).ok());
@@ -65,7 +65,7 @@ TEST(blur, radius_zero_forwards_and_a_wrong_size_fails_the_frame) {
   ASSERT_TRUE(p.create_result.ok() && p.start().ok());
   auto in = rgb_frame(4, 4, [](int, int, int) { return uint8_t(1); });
   ASSERT_TRUE(p.process(in).ok());
-  EXPECT_EQ(p.outputs.at(0).data, in.data);
+  EXPECT_EQ(p.outputs.at(0).payload.data(), in.payload.data());
 
   plugin_fixture q("blur", {{"radius", "2"}});
   ASSERT_TRUE(q.create_result.ok() && q.start().ok());
@@ -82,7 +82,7 @@ TEST(watermark, changes_only_pixels_inside_the_mark_and_is_deterministic) {
   ASSERT_TRUE(p.process(in).ok());
   auto a = p.outputs.at(0);
   ASSERT_TRUE(p.process(in).ok());
-  EXPECT_EQ(std::memcmp(a.data, p.outputs.at(0).data, a.size), 0);
+  EXPECT_EQ(std::memcmp(a.payload.data(), p.outputs.at(0).payload.data(), a.payload.size()), 0);
   int changed = 0;
   // Two glyph cells of 5x7 scaled 2x, 12 pixels apart: x in [2, 2+12+10), y in [3, 3+14).
   for (int y = 0; y < 32; ++y)
@@ -106,9 +106,9 @@ TEST(detect, finds_a_bright_cell_where_it_is_and_nothing_on_black) {
   auto& d = p.outputs.at(0);
   EXPECT_EQ(d.type, "meta/detections");
   EXPECT_EQ(*d.find_meta("count"), "1");
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.data), d.size), "16 0 8 8\n");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.payload.data()), d.payload.size()), "16 0 8 8\n");
   auto black = rgb_frame(32, 16, [](int, int, int) { return uint8_t(0); });
   ASSERT_TRUE(p.process(black).ok());
   EXPECT_EQ(*p.outputs.at(0).find_meta("count"), "0");
-  EXPECT_EQ(p.outputs.at(0).size, 0u);
+  EXPECT_EQ(p.outputs.at(0).payload.size(), 0u);
 }

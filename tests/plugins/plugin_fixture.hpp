@@ -72,13 +72,11 @@ frame rgb_frame(int w, int h, F fn, uint64_t stream = 0, uint64_t seq = 0) {
   f.seq = seq;
   f.type = "video/rgb24";
   f.meta = std::make_shared<metadata>(metadata{{"width", std::to_string(w)}, {"height", std::to_string(h)}});
-  f.payload = b;
-  f.data = b->data();
-  f.size = b->size();
+  f.payload = payload_slice(b);
   return f;
 }
 
-inline uint8_t px(const frame& f, int w, int x, int y, int c) { return f.data[(y * w + x) * 3 + c]; }
+inline uint8_t px(const frame& f, int w, int x, int y, int c) { return f.payload.data()[(y * w + x) * 3 + c]; }
 
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p);

@@ -18,12 +18,13 @@ TEST(testsrc, same_stream_and_seq_give_the_same_bytes) {
     EXPECT_EQ(fa[i].stream, i % 2);
     EXPECT_EQ(fa[i].seq, i / 2);
     EXPECT_EQ(fa[i].type, "video/rgb24");
-    EXPECT_EQ(fa[i].size, 40u * 30 * 3);
+    EXPECT_EQ(fa[i].payload.size(), 40u * 30 * 3);
     EXPECT_EQ(*fa[i].find_meta("width"), "40");
-    EXPECT_EQ(std::memcmp(fa[i].data, fb[i].data, fa[i].size), 0) << i;
+    EXPECT_EQ(std::memcmp(fa[i].payload.data(), fb[i].payload.data(), fa[i].payload.size()), 0) << i;
   }
-  EXPECT_NE(std::memcmp(fa[0].data, fa[2].data, fa[0].size), 0);  // seq 0 vs 1 of stream 0
-  EXPECT_NE(std::memcmp(fa[0].data, fa[1].data, fa[0].size), 0);  // stream 0 vs 1
+  EXPECT_NE(std::memcmp(fa[0].payload.data(), fa[2].payload.data(), fa[0].payload.size()),
+            0);  // seq 0 vs 1 of stream 0
+  EXPECT_NE(std::memcmp(fa[0].payload.data(), fa[1].payload.data(), fa[0].payload.size()), 0);  // stream 0 vs 1
 }
 
 TEST(testsrc, ends_after_count_and_rate_paces_emission) {
