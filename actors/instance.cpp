@@ -20,7 +20,7 @@ instance_impl::instance_impl(caf::actor_config& cfg, instance_setup s)
   router_.limit_bytes(s_.plan->window_bytes);
   router_.set_routes(s_.routes);
   router_.add_carry(std::move(s_.carry));
-  router_.on_acked([this](const frame& f) {
+  router_.on_acked([this](const frame& f, uint64_t) {
     if (outstanding_.empty()) return;
     auto it = outstanding_.find({f.stream, f.seq});
     if (it != outstanding_.end() && --it->second == 0) outstanding_.erase(it);

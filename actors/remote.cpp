@@ -180,8 +180,8 @@ class ingress_impl : public ingress_actor::base {
     router_.limit_bytes(s_.window_bytes);
     router_.set_routes(s_.routes);
     s_.routes = {};
-    router_.on_acked([this](const frame& f) {
-      auto it = origins_.find(f.route_tag);
+    router_.on_acked([this](const frame&, uint64_t tag) {
+      auto it = origins_.find(tag);
       if (it == origins_.end()) return;
       auto o = it->second;
       acked_[{o.node, o.channel}].push_back(o.id);
@@ -210,17 +210,21 @@ class ingress_impl : public ingress_actor::base {
             return;
           }
           auto from = node_index(b.from);
+          // Each frame is routed with a tag of the ingress's own, which the router hands back
+          // with its acknowledgement: the tag says where to send it upstream.
           std::vector<frame> fresh;
+          std::vector<uint64_t> tags;
           fresh.reserve(b.frames.size());
+          tags.reserve(b.frames.size());
           for (auto& [id, f] : b.frames) {
             origin o{from, b.channel, id};
             if (!held_.insert(o).second) continue;  // sent again while it is still here
             auto tag = ++next_tag_;
             origins_.emplace(tag, o);
-            f.route_tag = tag;
             fresh.push_back(std::move(f));
+            tags.push_back(tag);
           }
-          router_.route_all(std::move(fresh));
+          router_.route_all(std::move(fresh), tags);
         },
         [this](ack_atom, uint32_t n) {
           router_.on_ack(caf::actor_cast<caf::actor_addr>(current_sender()), n);

@@ -28,7 +28,7 @@ size_t router::set_routes(const route_table& routes) {
       e.next = old->next;
       // A receiver still in place keeps its unacked frames; a replaced or removed one
       // gives them back, in order, ahead of what was pending.
-      std::deque<frame> resend;
+      std::deque<routed> resend;
       for (auto& o : old->receivers) {
         auto it = std::find_if(e.receivers.begin(), e.receivers.end(),
                                [&](const receiver& n) { return o.handle && n.handle == o.handle; });
@@ -36,7 +36,7 @@ size_t router::set_routes(const route_table& routes) {
           it->unacked = std::move(o.unacked);
           it->told_drained = o.told_drained && it->draining;
         } else {
-          for (auto& f : o.unacked) resend.push_back(std::move(f));
+          for (auto& u : o.unacked) resend.push_back(std::move(u));
         }
       }
       replayed += resend.size();
@@ -50,7 +50,7 @@ size_t router::set_routes(const route_table& routes) {
     for (auto& r : e.receivers) {
       in_flight_ += r.unacked.size();
       r.unacked_bytes = 0;
-      for (auto& f : r.unacked) r.unacked_bytes += f.payload.size();
+      for (auto& u : r.unacked) r.unacked_bytes += u.f.payload.size();
     }
   for (auto& e : edges_) {
     flush(e);
@@ -65,14 +65,15 @@ void router::tell_drained(receiver& r) {
   if (drained_) drained_(r.handle);
 }
 
-void router::route_all(std::vector<frame>&& fs) {
+void router::route_all(std::vector<frame>&& fs, const std::vector<uint64_t>& notes) {
   for (size_t i = 0; i < edges_.size(); ++i) {
     auto& e = edges_[i];
-    for (auto& f : fs) {
+    for (size_t j = 0; j < fs.size(); ++j) {
+      const uint64_t note = j < notes.size() ? notes[j] : 0;
       if (i + 1 == edges_.size())
-        e.pending.push_back(std::move(f));
+        e.pending.push_back(routed{std::move(fs[j]), note});
       else
-        e.pending.push_back(f);  // fan-out shares the payload
+        e.pending.push_back(routed{fs[j], note});  // fan-out shares the payload
     }
     flush(e);
   }
@@ -124,11 +125,11 @@ void router::flush(edge& e) {
   // What each receiver gets now, in order, sent once the credits are spent.
   std::vector<std::pair<size_t, std::vector<frame>>> out;
   while (!e.pending.empty()) {
-    int i = pick(e, e.pending.front());
+    int i = pick(e, e.pending.front().f);
     if (i < 0) break;
     auto& r = e.receivers[static_cast<size_t>(i)];
     r.unacked.push_back(std::move(e.pending.front()));
-    r.unacked_bytes += r.unacked.back().payload.size();
+    r.unacked_bytes += r.unacked.back().f.payload.size();
     e.pending.pop_front();
     ++in_flight_;
     auto it = std::find_if(out.begin(), out.end(), [&](auto& o) { return o.first == static_cast<size_t>(i); });
@@ -136,7 +137,7 @@ void router::flush(edge& e) {
       it = out.insert(out.end(), {static_cast<size_t>(i), {}});
       it->second.reserve(std::min<size_t>(e.pending.size(), window_));
     }
-    it->second.push_back(r.unacked.back());  // the copy shares the payload
+    it->second.push_back(r.unacked.back().f);  // the copy shares the payload
   }
   for (auto& [i, frames] : out) {
     auto& h = e.receivers[i].handle;
@@ -154,8 +155,8 @@ void router::on_ack(const caf::actor_addr& from, uint32_t n) {
       if (r.handle && r.handle.address() == from) {
         auto k = std::min<size_t>(n, r.unacked.size());
         for (size_t j = 0; j < k; ++j) {
-          r.unacked_bytes -= r.unacked[j].payload.size();
-          if (acked_) acked_(r.unacked[j]);
+          r.unacked_bytes -= r.unacked[j].f.payload.size();
+          if (acked_) acked_(r.unacked[j].f, r.unacked[j].note);
         }
         r.unacked.pop_front(k);
         in_flight_ -= k;
@@ -173,11 +174,11 @@ carried_frames router::take_carry() {
     // Unacknowledged frames may or may not have been taken: the successor sends them again
     // and receivers drop the ones they have (their acknowledgements came back here).
     for (auto& r : e.receivers) {
-      for (auto& f : r.unacked) frames.push_back(std::move(f));
+      for (auto& u : r.unacked) frames.push_back(std::move(u.f));
       r.unacked.clear();
       r.unacked_bytes = 0;
     }
-    for (auto& f : e.pending) frames.push_back(std::move(f));
+    for (auto& u : e.pending) frames.push_back(std::move(u.f));
     e.pending.clear();
     if (!frames.empty()) c.per_stage.emplace_back(e.stage, std::move(frames));
   }
@@ -189,7 +190,7 @@ void router::add_carry(carried_frames&& c) {
   for (auto& [stage, frames] : c.per_stage) {
     auto* e = find_edge(stage);
     if (e == nullptr) continue;
-    for (auto it = frames.rbegin(); it != frames.rend(); ++it) e->pending.push_front(std::move(*it));
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it) e->pending.push_front(routed{std::move(*it), 0});
     flush(*e);
   }
 }

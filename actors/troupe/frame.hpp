@@ -95,7 +95,6 @@ struct frame {
   std::string type;
   metadata_ptr meta;  // may be null: no metadata
   payload_slice payload;
-  uint64_t route_tag = 0;  // the ingress's note on a frame it routes (remote.cpp); nothing else reads it
 
   /// Value of a metadata key, or nullptr.
   const std::string* find_meta(const std::string& key) const {
@@ -140,7 +139,7 @@ typename Inspector::result_type inspect(Inspector& f, frame& x) {
     return caf::none;
   });
   return f(caf::meta::type_name("frame"), x.stream, x.seq, x.part, x.generation, x.timestamp_ns, x.type, meta, load,
-           x.payload, x.route_tag);
+           x.payload);
 }
 
 }  // namespace troupe

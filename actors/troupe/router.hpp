@@ -36,8 +36,10 @@ class router {
   /// many).
   size_t set_routes(const route_table& routes);
   /// Queues outputs, in order, for every downstream stage and sends what credits allow; what
-  /// one receiver gets at once goes in one batch (see on_batch).
-  void route_all(std::vector<frame>&& fs);
+  /// one receiver gets at once goes in one batch (see on_batch). notes, if not empty, holds
+  /// the caller's note on each frame (one per frame): the router keeps it beside the frame
+  /// and hands it back to on_acked; it is not sent.
+  void route_all(std::vector<frame>&& fs, const std::vector<uint64_t>& notes = {});
   void route(frame&& f) {
     std::vector<frame> one;
     one.push_back(std::move(f));
@@ -56,8 +58,9 @@ class router {
   /// Queues a predecessor's frames ahead of anything else.
   void add_carry(carried_frames&& c);
 
-  /// acked(f) is called for each frame a receiver acknowledges, before it is let go.
-  void on_acked(std::function<void(const frame&)> acked) { acked_ = std::move(acked); }
+  /// acked(f, note) is called for each frame a receiver acknowledges, before it is let go;
+  /// note is the one route_all took with it (0: none).
+  void on_acked(std::function<void(const frame&, uint64_t note)> acked) { acked_ = std::move(acked); }
 
   /// Drops every route and frame (and so every actor handle) the router holds.
   void clear() {
@@ -74,9 +77,14 @@ class router {
   uint64_t in_flight() const { return in_flight_; }
 
  private:
+  // A frame the router holds, with its caller's note.
+  struct routed {
+    frame f;
+    uint64_t note = 0;
+  };
   struct receiver {
     receiver_actor handle;
-    ring<frame> unacked;
+    ring<routed> unacked;
     uint64_t unacked_bytes = 0;
     bool draining = false;
     bool told_drained = false;
@@ -85,7 +93,7 @@ class router {
     size_t stage = 0;
     route_policy policy = route_policy::round_robin;
     std::vector<receiver> receivers;
-    ring<frame> pending;
+    ring<routed> pending;
     size_t next = 0;  // round robin position
   };
   // Index of the receiver that should get f now, or -1 if none can.
@@ -98,7 +106,7 @@ class router {
   uint64_t window_bytes_ = UINT64_MAX;
   send_fn send_;
   drained_fn drained_;
-  std::function<void(const frame&)> acked_;
+  std::function<void(const frame&, uint64_t)> acked_;
   std::function<void(const receiver_actor&, std::vector<frame>&&)> batch_;
   std::vector<edge> edges_;
   uint64_t in_flight_ = 0;  // sum of unacked over all receivers

@@ -150,6 +150,24 @@ TEST(router, replaced_receiver_gets_its_unacked_frames_again_in_order) {
   EXPECT_EQ(carry.per_stage[0].second.back().seq, 5u);
 }
 
+TEST(router, a_callers_note_comes_back_with_each_acknowledgement_and_is_not_sent) {
+  fixture fx;
+  auto r = fx.make_router(2);
+  r.set_routes(fx.table(route_policy::round_robin, {fx.a}));
+  std::vector<std::pair<uint64_t, uint64_t>> acked;  // (seq, note)
+  r.on_acked([&](const frame& f, uint64_t note) { acked.emplace_back(f.seq, note); });
+  std::vector<frame> fs;
+  for (uint64_t i = 0; i < 3; ++i) fs.push_back(make(0, i));
+  r.route_all(std::move(fs), {100, 101, 102});
+  r.route(make(0, 3));  // without a note
+  // The receiver is replaced before acknowledging: its frames go again, with their notes.
+  r.set_routes(fx.table(route_policy::round_robin, {fx.c}));
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.c), 2);
+  r.on_ack(caf::actor_cast<caf::actor_addr>(fx.c), 2);
+  EXPECT_EQ(acked, (std::vector<std::pair<uint64_t, uint64_t>>{{0, 100}, {1, 101}, {2, 102}, {3, 0}}));
+  EXPECT_TRUE(r.idle());
+}
+
 TEST(router, a_draining_receiver_gets_nothing_new_and_is_told_once_its_frames_are_acknowledged) {
   fixture fx;
   std::vector<receiver_actor> told;
