@@ -23,7 +23,6 @@ std::string cores(double c) {
 
 std::string gpus(uint32_t n) { return std::to_string(n) + (n == 1 ? " GPU" : " GPUs"); }
 
-// Why `need` does not fit beside `held` in `cap`; empty if it does.
 // Which of need's resources do not fit beside held in cap (memory and cores of 0 are not
 // counted; 0 GPUs are none).
 struct shortage {
@@ -36,25 +35,29 @@ shortage short_of(const node_capacity& cap, const resources_amount& held, const 
           need.gpus > 0 && held.gpus + need.gpus > t.gpus};
 }
 
-std::string shortfall(const node_capacity& cap, const resources_amount& held, const resources_amount& need,
-                      const std::string& what, const std::string& node) {
+// Why `need` does not fit beside `held` in `cap`: an error with errc::no_room that names the
+// node, what it cannot take and the resource short; nothing if it fits.
+expected<void> shortfall(const node_capacity& cap, const resources_amount& held, const resources_amount& need,
+                         const std::string& what, const std::string& node) {
   auto& t = cap.total;
   auto is = short_of(cap, held, need);
   if (is.memory) {
     auto free = held.memory_mb < t.memory_mb ? t.memory_mb - held.memory_mb : 0;
-    return "node " + node + " cannot take " + what + ": it needs " + std::to_string(need.memory_mb) +
-           " MiB of memory, " + std::to_string(free) + " MiB free of " + std::to_string(t.memory_mb) + " MiB (" +
-           cap.source + ")";
+    return make_error(errc::no_room, "node " + node + " cannot take " + what + ": it needs " +
+                                         std::to_string(need.memory_mb) + " MiB of memory, " + std::to_string(free) +
+                                         " MiB free of " + std::to_string(t.memory_mb) + " MiB (" + cap.source + ")");
   }
   if (is.cores) {
     auto free = held.cpu_cores < t.cpu_cores ? t.cpu_cores - held.cpu_cores : 0;
-    return "node " + node + " cannot take " + what + ": it needs " + cores(need.cpu_cores) + " cores, " + cores(free) +
-           " free of " + cores(t.cpu_cores) + " (" + cap.source + ")";
+    return make_error(errc::no_room, "node " + node + " cannot take " + what + ": it needs " + cores(need.cpu_cores) +
+                                         " cores, " + cores(free) + " free of " + cores(t.cpu_cores) + " (" +
+                                         cap.source + ")");
   }
   if (is.gpus) {
     auto free = held.gpus < t.gpus ? t.gpus - held.gpus : 0;
-    return "node " + node + " cannot take " + what + ": it needs " + gpus(need.gpus) + ", " + std::to_string(free) +
-           " free of " + std::to_string(t.gpus) + " (" + cap.source + ")";
+    return make_error(errc::no_room, "node " + node + " cannot take " + what + ": it needs " + gpus(need.gpus) + ", " +
+                                         std::to_string(free) + " free of " + std::to_string(t.gpus) + " (" +
+                                         cap.source + ")");
   }
   return {};
 }
@@ -152,7 +155,7 @@ expected<void> admit(const node_capacity& cap, resources_amount& held, const pla
     auto n = s.spec.replicas;
     auto what = "pipeline '" + p.name + "': stage '" + s.spec.name + "' (" + std::to_string(n) +
                 (n == 1 ? " replica of " : " replicas of ") + each(s) + ")";
-    if (auto why = shortfall(cap, held, need, what, node); !why.empty()) return make_error(errc::no_room, why);
+    if (auto fits = shortfall(cap, held, need, what, node); !fits) return fits;
     held += need;
   }
   return {};
@@ -162,9 +165,7 @@ expected<void> admit_replicas(const node_capacity& cap, const resources_amount& 
                               uint32_t more, const std::string& node) {
   auto what = std::to_string(more) + (more == 1 ? " more replica" : " more replicas") + " of stage '" + s.spec.name +
               "' (" + each(s) + " each)";
-  if (auto why = shortfall(cap, held, times(request_of(s), more), what, node); !why.empty())
-    return make_error(errc::no_room, why);
-  return {};
+  return shortfall(cap, held, times(request_of(s), more), what, node);
 }
 
 admission admit_evicting(const node_capacity& cap, const resources_amount& held, const plan& p, const std::string& node,

@@ -146,8 +146,8 @@ inline read_status read_message(stream& s, in_message& m, std::string& why, bool
     }
     return read_status::closed;
   }
-  why = link_wire::check_prefix(p, hello);
-  if (!why.empty()) {
+  if (auto refused = link_wire::check_prefix(p, hello)) {
+    why = std::move(*refused);
     auto* first = reinterpret_cast<const uint8_t*>(&p);
     if (hello && first[0] == 0x16 && first[1] == 0x03)  // a TLS record of type handshake
       why = "a TLS handshake, but this data port takes plain connections (no 'tls' in this node's config)";

@@ -236,8 +236,10 @@ bool data_plane::impl::dispatch(inbound& in, in_message& m, std::string& why) {
         b.from = in.from;
         b.channel = fr.getChannel();
         b.epoch = fr.getEpoch();
-        why = link_wire::decode_frames(fr.getBatch(), m.payload, m.payload_bytes, b.frames);
-        if (!why.empty()) return false;
+        if (auto bad = link_wire::decode_frames(fr.getBatch(), m.payload, m.payload_bytes, b.frames)) {
+          why = std::move(*bad);
+          return false;
+        }
         if (in.frames) {
           in.frames->Increment(static_cast<double>(b.frames.size()));
           in.bytes->Increment(static_cast<double>(m.payload_bytes));

@@ -4,7 +4,7 @@
 
 namespace troupe::link_wire {
 
-std::string check_prefix(const prefix& p, bool hello) {
+std::optional<std::string> check_prefix(const prefix& p, bool hello) {
   if (p.magic != magic) return "not a data link message (bad magic)";
   const uint64_t header_bytes = uint64_t{p.header_words} * 8;
   if (p.header_words == 0 || header_bytes > max_header_bytes)
@@ -16,11 +16,12 @@ std::string check_prefix(const prefix& p, bool hello) {
   if (p.payload_bytes > max_payload_bytes)
     return "message payload of " + std::to_string(p.payload_bytes) + " bytes (at most " +
            std::to_string(max_payload_bytes) + ")";
-  return {};
+  return std::nullopt;
 }
 
-std::string decode_frames(capnp::List<wire::LinkFrame>::Reader batch, const std::shared_ptr<buffer>& payload,
-                          uint64_t payload_bytes, std::vector<std::pair<uint64_t, frame>>& out) {
+std::optional<std::string> decode_frames(capnp::List<wire::LinkFrame>::Reader batch,
+                                         const std::shared_ptr<buffer>& payload, uint64_t payload_bytes,
+                                         std::vector<std::pair<uint64_t, frame>>& out) {
   if (batch.size() > max_batch_frames)
     return "a batch of " + std::to_string(batch.size()) + " frames (at most " + std::to_string(max_batch_frames) + ")";
   std::vector<std::pair<uint64_t, frame>> frames;
@@ -38,7 +39,7 @@ std::string decode_frames(capnp::List<wire::LinkFrame>::Reader batch, const std:
   }
   if (at != payload_bytes) return "the message's payload section is longer than its frames";
   out = std::move(frames);
-  return {};
+  return std::nullopt;
 }
 
 capnp::ReaderOptions reader_options(size_t words) {

@@ -4,6 +4,7 @@
 #include <troupe/yaml_util.hpp>
 
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -89,9 +90,10 @@ caf::error read_resources(const std::string& path, const YAML::Node& res, const 
   return {};
 }
 
-std::string tighten(resource_limits& plugin, const resource_limits& stage, const std::set<std::string>& given) {
-  auto tighter = [&](const char* key, auto& mine, auto theirs) -> std::string {
-    if (!given.count(key)) return {};
+std::optional<std::string> tighten(resource_limits& plugin, const resource_limits& stage,
+                                   const std::set<std::string>& given) {
+  auto tighter = [&](const char* key, auto& mine, auto theirs) -> std::optional<std::string> {
+    if (!given.count(key)) return std::nullopt;
     auto text = [](auto v) {
       std::ostringstream s;
       s << v;
@@ -102,14 +104,14 @@ std::string tighten(resource_limits& plugin, const resource_limits& stage, const
     if (mine != 0 && theirs > mine)
       return std::string("resources.") + key + " " + text(theirs) + " is above the plugin's limit of " + text(mine);
     mine = theirs;
-    return {};
+    return std::nullopt;
   };
   for (auto e : {tighter("memory_mb", plugin.memory_mb, stage.memory_mb),
                  tighter("cpu_seconds", plugin.cpu_seconds, stage.cpu_seconds),
                  tighter("cpu_cores", plugin.cpu_cores, stage.cpu_cores),
                  tighter("open_files", plugin.open_files, stage.open_files),
                  tighter("processes", plugin.processes, stage.processes)})
-    if (!e.empty()) return e + " (a stage may only tighten its plugin's resources)";
+    if (e) return *e + " (a stage may only tighten its plugin's resources)";
   // Where a plugin may read and write depends on where it is deployed: a stage adds to it.
   for (auto& p : stage.fs_read) plugin.fs_read.push_back(p);
   for (auto& p : stage.fs_write) plugin.fs_write.push_back(p);
@@ -119,7 +121,7 @@ std::string tighten(resource_limits& plugin, const resource_limits& stage, const
              "plugin's resources)";
     plugin.network = stage.network;
   }
-  return {};
+  return std::nullopt;
 }
 
 }  // namespace troupe

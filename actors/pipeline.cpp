@@ -471,9 +471,9 @@ expected<plan> plan_pipeline(const pipeline_spec& spec, const catalog& plugins, 
       return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
                                                   "': idle_release_s ends an isolated worker when idle; this stage "
                                                   "runs embedded, in the node's process (set mode: isolated)");
-    if (auto why = tighten(ps.manifest.resources, s.resources, s.resources_given); !why.empty())
+    if (auto why = tighten(ps.manifest.resources, s.resources, s.resources_given))
       return make_error(errc::invalid_config, spec.path + ":" + std::to_string(s.line) + ": stage '" + s.name +
-                                                  "': " + why + " (" + ps.manifest.path + ")");
+                                                  "': " + *why + " (" + ps.manifest.path + ")");
     ps.deadline_ms = s.deadline_ms.value_or(ps.manifest.resources.deadline_ms);
     ps.nodes = std::move(nodes);
     ps.elsewhere = std::move(elsewhere);

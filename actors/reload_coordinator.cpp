@@ -28,8 +28,8 @@ expected<std::shared_ptr<plan>> next_version(const plan& current, size_t stage, 
   auto next = std::make_shared<plan>(current);
   auto& ns = next->stages[stage];
   ns.manifest = std::move(*m);
-  if (auto why = tighten(ns.manifest.resources, ns.spec.resources, ns.spec.resources_given); !why.empty())
-    return make_error(errc::invalid_config, what + ": " + why);
+  if (auto why = tighten(ns.manifest.resources, ns.spec.resources, ns.spec.resources_given))
+    return make_error(errc::invalid_config, what + ": " + *why);
   ns.config = std::move(*config);
   ns.spec.config = std::move(entries);
   if (!ns.spec.deadline_ms) ns.deadline_ms = ns.manifest.resources.deadline_ms;

@@ -7,6 +7,7 @@
 
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -199,14 +200,14 @@ class ingress_impl : public ingress_actor::base {
         [this](routes_atom, const route_table& rt) { router_.set_routes(rt); },
         [this](fence_atom, ingress_fence& f) { s_.fence = std::move(f); },
         [this](link_frames_atom, link_batch& b) {
-          if (auto why = fenced(b); !why.empty()) {
+          if (auto why = fenced(b)) {
             // Asked for again: once its node reads the placement it acts on now, it sends
             // them again if they are still its to send.
-            s_.plane->fenced(b.from, s_.run, b.frames.size(), why);
+            s_.plane->fenced(b.from, s_.run, b.frames.size(), *why);
             std::vector<uint64_t> ids;
             ids.reserve(b.frames.size());
             for (auto& [id, f] : b.frames) ids.push_back(id);
-            s_.plane->refuse(b.from, b.channel, std::move(ids), why);
+            s_.plane->refuse(b.from, b.channel, std::move(ids), *why);
             return;
           }
           auto from = node_index(b.from);
@@ -237,15 +238,15 @@ class ingress_impl : public ingress_actor::base {
   }
 
  private:
-  // Why a batch is not taken (empty: it is): its node no longer runs a stage feeding this
+  // Why a batch is not taken (nothing: it is): its node no longer runs a stage feeding this
   // one, or it sent the batch under a placement it lost stages in.
-  std::string fenced(const link_batch& b) const {
+  std::optional<std::string> fenced(const link_batch& b) const {
     if (!s_.fence.senders.count(b.from)) return "it no longer runs the stage that sent them";
     auto e = s_.fence.epochs.find(b.from);
     if (e != s_.fence.epochs.end() && b.epoch <= e->second)
       return "they were sent under placement revision " + std::to_string(b.epoch) +
              ", and stages moved away from it at " + std::to_string(e->second);
-    return {};
+    return std::nullopt;
   }
 
   // Where a frame came from: the sending node (an index into nodes_), its channel, its number.

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,13 +34,15 @@ struct prefix {
 static_assert(sizeof(prefix) == 16);
 
 /// Why a message with this prefix is refused (hello: the first of its connection, before
-/// its token is checked); empty if its header and payload may be read.
-std::string check_prefix(const prefix& p, bool hello);
+/// its token is checked); nothing if its header and payload may be read.
+std::optional<std::string> check_prefix(const prefix& p, bool hello);
 
 /// The frames of a batch, each with its id, their payloads views of `payload` (the message's
-/// payload section of payload_bytes); or why the batch is malformed (then out is unchanged).
-std::string decode_frames(capnp::List<wire::LinkFrame>::Reader batch, const std::shared_ptr<buffer>& payload,
-                          uint64_t payload_bytes, std::vector<std::pair<uint64_t, frame>>& out);
+/// payload section of payload_bytes) go to out, and nothing is returned; or why the batch is
+/// malformed (then out is unchanged).
+std::optional<std::string> decode_frames(capnp::List<wire::LinkFrame>::Reader batch,
+                                         const std::shared_ptr<buffer>& payload, uint64_t payload_bytes,
+                                         std::vector<std::pair<uint64_t, frame>>& out);
 
 /// Bounds for reading a header of `words` words: a crafted one cannot make the reader walk
 /// far past its size.

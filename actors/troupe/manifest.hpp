@@ -133,8 +133,9 @@ caf::error read_resources(const std::string& path, const YAML::Node& res, const 
                           resource_limits& r, std::set<std::string>& given, errc code);
 
 /// Applies a stage's resources (the fields given) to its plugin's: each may only be tighter.
-/// Empty, or what is not.
-std::string tighten(resource_limits& plugin, const resource_limits& stage, const std::set<std::string>& given);
+/// Nothing, or what is not.
+std::optional<std::string> tighten(resource_limits& plugin, const resource_limits& stage,
+                                   const std::set<std::string>& given);
 
 /// A config value as a user wrote it, with where they wrote it.
 struct config_entry {

@@ -10,6 +10,7 @@
 
 using namespace troupe;
 using ::testing::HasSubstr;
+using ::testing::Optional;
 
 namespace {
 
@@ -29,8 +30,8 @@ struct batch_of {
 
 TEST(link_wire, a_prefix_is_judged_before_anything_is_allocated) {
   using link_wire::check_prefix;
-  EXPECT_EQ(check_prefix({link_wire::magic, 8, 0}, true), "");
-  EXPECT_EQ(check_prefix({link_wire::magic, 8, 1 << 20}, false), "");
+  EXPECT_EQ(check_prefix({link_wire::magic, 8, 0}, true), std::nullopt);
+  EXPECT_EQ(check_prefix({link_wire::magic, 8, 1 << 20}, false), std::nullopt);
   EXPECT_EQ(check_prefix({0x1234, 8, 0}, false), "not a data link message (bad magic)");
   EXPECT_EQ(check_prefix({link_wire::magic, 0, 0}, false), "message header of 0 bytes (at most 16777216)");
   EXPECT_EQ(check_prefix({link_wire::magic, 1u << 27, 0}, false),
@@ -48,7 +49,7 @@ TEST(link_wire, a_batch_takes_its_payloads_from_the_payload_section_in_order) {
   auto payload = buffer::allocate(8);
   std::memcpy(payload->data(), "abcdefgh", 8);
   std::vector<std::pair<uint64_t, frame>> out;
-  ASSERT_EQ(link_wire::decode_frames(b.reader(), payload, 8, out), "");
+  ASSERT_EQ(link_wire::decode_frames(b.reader(), payload, 8, out), std::nullopt);
   ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[0].first, 1u);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(out[0].second.payload.data()), out[0].second.payload.size()),
@@ -73,7 +74,7 @@ TEST(link_wire, a_batch_that_does_not_add_up_is_refused_and_nothing_is_taken) {
             "frame payloads overrun the message's payload section");
   batch_of many(std::vector<uint64_t>(link_wire::max_batch_frames + 1, 0));
   EXPECT_THAT(link_wire::decode_frames(many.reader(), payload, 0, out),
-              HasSubstr("a batch of 4097 frames (at most 4096)"));
+              Optional(HasSubstr("a batch of 4097 frames (at most 4096)")));
   EXPECT_TRUE(out.empty());
 }
 
