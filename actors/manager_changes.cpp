@@ -58,26 +58,20 @@ expected<void> manager_impl::scale(const std::string& name, uint32_t n) {
     return make_error(errc::refused, "stage '" + name + "' runs on " + nodes_text(ps) + ": scale it there");
   if (ps.is_source())
     return make_error(errc::refused, "stage '" + name + "' is a source: its replicas are fixed while it runs");
-  if (n < 1 || n > max_replicas)
-    return make_error(errc::refused, "replicas must be between 1 and " + std::to_string(max_replicas));
   if (auto e = reload_under_way()) return e;
   auto& st = stages_[stage];
-  std::vector<size_t> active;
-  for (auto i : st.slots) {
-    if (!slots_[i].node.empty()) continue;  // other nodes' shares: scaled there
-    if (slots_[i].retiring())
-      return make_error(errc::busy, "stage '" + name + "' is still draining a replica scaled away; try again");
-    if (!slots_[i].quarantined()) active.push_back(i);
-  }
+  std::vector<replica_view> replicas;
+  for (auto i : st.slots)
+    replicas.push_back({i, slots_[i].node.empty(), slots_[i].retiring(), slots_[i].quarantined()});
+  auto step = scale_step(name, replicas, n);
+  if (!step) return step.error();
   if (st.finished) return make_error(errc::not_running, "stage '" + name + "' has finished");
-  if (active.size() == n) return {};
-  spdlog::info("[node={} stage={}] scaling from {} to {} replicas", s_.node, name, active.size(), n);
+  if (step->from == n) return {};
+  spdlog::info("[node={} stage={}] scaling from {} to {} replicas", s_.node, name, step->from, n);
   note_stage(event_kind::scale, name, {},
-             "from " + std::to_string(active.size()) + " to " + std::to_string(n) + " replicas");
-  for (auto k = active.size(); k < n; ++k) add_replica(stage);
-  // The newest replicas go first.
-  for (auto k = active.size(); k > n; --k) {
-    auto i = active[k - 1];
+             "from " + std::to_string(step->from) + " to " + std::to_string(n) + " replicas");
+  for (uint32_t k = 0; k < step->add; ++k) add_replica(stage);
+  for (auto i : step->retire) {
     slots_[i].role = slot_role::retiring;
     if (slots_[i].running()) begin_drain(i);  // otherwise once it runs
   }

@@ -14,6 +14,8 @@
 #include <troupe/reload_coordinator.hpp>
 #include <troupe/remote.hpp>
 #include <troupe/restart_tracker.hpp>
+#include <troupe/scaling.hpp>
+#include <troupe/shares.hpp>
 #include <troupe/slot_phase.hpp>
 
 #include <caf/all.hpp>
@@ -275,8 +277,6 @@ class manager_impl : public manager_self_actor::base {
   void continue_stop() {
     if (phase_ == phase::stopping) stop_next_stage();
   }
-
-  static constexpr uint32_t max_replicas = 256;
 
   reload_coordinator reloads_;
 

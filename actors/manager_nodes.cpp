@@ -92,18 +92,14 @@ void manager_impl::adopt(placement_update& u) {
   s_.epoch = std::max(s_.epoch, u.epoch);
   for (auto& [node, epoch] : u.fences) s_.fences[node] = std::max(s_.fences[node], epoch);
   publish_epoch();
-  participants_.clear();
-  for (auto& ps : next.stages)
-    for (auto& n : ps.elsewhere) participants_.insert(n);
-  for (size_t i = 0; i < next.stages.size(); ++i) {
-    auto &o = old->stages[i], &n = next.stages[i];
+  participants_ = participants(next);
+  for (auto& c : share_changes(*old, next, u.moves)) {
+    const size_t i = c.stage;
+    auto& n = next.stages[i];
     auto& st = stages_[i];
-    bool changed = false;
-    uint64_t generation = 0;
-    if (auto mv = u.moves.find(n.spec.name); mv != u.moves.end()) generation = mv->second;
+    uint64_t generation = c.generation;
     // Shares of nodes that no longer run it: what they did not acknowledge goes to the rest.
-    for (auto& gone : o.elsewhere) {
-      if (std::find(n.elsewhere.begin(), n.elsewhere.end(), gone) != n.elsewhere.end()) continue;
+    for (auto& gone : c.gone) {
       spdlog::warn("[node={}] stage '{}' runs no more on node {}: what it did not acknowledge goes to {}", s_.node,
                    n.spec.name, gone, nodes_text(n));
       for (auto j : st.slots) {
@@ -114,15 +110,11 @@ void manager_impl::adopt(placement_update& u) {
         enter(j, slot_phase::done);
       }
       std::erase_if(st.slots, [&](size_t j) { return slots_[j].node == gone; });
-      changed = true;
     }
     // Nodes that run it now.
-    for (auto& added : n.elsewhere) {
-      if (std::find(o.elsewhere.begin(), o.elsewhere.end(), added) != o.elsewhere.end()) continue;
+    for (auto& added : c.added)
       for (auto j : add_remote_slots(i, added, generation)) spawn_slot(j);
-      changed = true;
-    }
-    if (o.remote && !n.remote) {  // it runs here now
+    if (c.arrives) {  // it runs here now
       s_.libraries[i] = u.libraries[i];
       if (st.finished) {  // it finished where it ran: the others hear it from here
         tell_participants(control_kind::finished, n.spec.name);
@@ -131,8 +123,7 @@ void manager_impl::adopt(placement_update& u) {
                      next.name, n.spec.replicas, n.spec.replicas == 1 ? "" : "s");
         for (uint32_t r = 0; r < n.spec.replicas; ++r) add_replica(i, generation);
       }
-      changed = true;
-    } else if (!o.remote && n.remote) {
+    } else if (c.leaves) {
       // Placed elsewhere (or, while this node cannot keep its lease, nowhere for now): the
       // instances here stop. What they did not acknowledge their senders send again where
       // the stage runs now; what they made was not acknowledged upstream either (every hop
@@ -146,9 +137,8 @@ void manager_impl::adopt(placement_update& u) {
         enter(j, slot_phase::done);
       }
       std::erase_if(st.slots, [&](size_t j) { return slots_[j].node.empty(); });
-      changed = true;
     }
-    if (changed) publish_routes(i);
+    publish_routes(i);
   }
   // Ingresses: who feeds them now (and whose drained they wait for).
   for (size_t i = 0; i < next.stages.size(); ++i)
