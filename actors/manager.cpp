@@ -182,7 +182,8 @@ void manager_impl::spawn_slot(size_t i) {
                     sl.node, s_.plan->stages[sl.stage].spec.name);
     rs.pipeline = s_.run;
     rs.stage = s_.plan->stages[sl.stage].spec.name;
-    sl.actor = spawn_remote_stage(system(), std::move(rs));
+    sl.actor = s_.spawn_remote_stage ? s_.spawn_remote_stage(system(), std::move(rs))
+                                     : spawn_remote_stage(system(), std::move(rs));
   } else {
     instance_setup is;
     is.slot = i;

@@ -43,6 +43,7 @@
 #include <troupe/messages.hpp>
 #include <troupe/pipeline.hpp>
 #include <troupe/plugin_library.hpp>
+#include <troupe/remote.hpp>
 #include <troupe/stats.hpp>
 
 #include <caf/actor.hpp>
@@ -88,6 +89,9 @@ struct manager_setup {
   // Spawns the instance actor of a slot here; empty: troupe::spawn_instance. Tests put
   // stand-ins here to drive the manager step by step.
   std::function<instance_actor(caf::actor_system&, instance_setup)> spawn_instance;
+  // Likewise for a slot that is another node's share of a stage; empty:
+  // troupe::spawn_remote_stage.
+  std::function<instance_actor(caf::actor_system&, remote_stage_setup)> spawn_remote_stage;
 };
 
 using place_atom = caf::atom_constant<caf::atom("place")>;

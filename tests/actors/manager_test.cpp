@@ -81,6 +81,43 @@ instance_actor::behavior_type stand_in(instance_actor::pointer self, instance_se
   };
 }
 
+// Another node's share of a stage, as the manager runs it here: it reports running once
+// started and stopped when stopped, as troupe::spawn_remote_stage does, and carries nothing.
+instance_actor::behavior_type remote_stand_in(instance_actor::pointer self, remote_stage_setup s,
+                                              std::shared_ptr<stand_ins> log) {
+  auto tag = s.stage + "@" + s.node + " gen " + std::to_string(s.generation);
+  auto tell = [=](instance_state st) {
+    instance_report r;
+    r.slot = s.slot;
+    r.generation = s.generation;
+    r.state = st;
+    self->send(s.manager, report_atom::value, std::move(r));
+  };
+  return {
+      [=](start_atom) {
+        log->events.push_back("start " + tag);
+        tell(instance_state::started);
+        tell(instance_state::running);
+      },
+      [=](stop_atom) {
+        log->events.push_back("stop " + tag);
+        tell(instance_state::stopping);
+        tell(instance_state::stopped);
+        self->quit();
+      },
+      [=](drain_atom, std::vector<size_t>&) {},
+      [=](routes_atom, route_table&) {},
+      [=](upstream_done_atom) {},
+      [=](end_atom) {},
+      [=](skip_atom, frame_key&) {},
+      [=](drained_atom, size_t) {},
+      [=](pause_atom, bool) {},
+      [=](frame_atom, frame&) {},
+      [=](frames_atom, frame_batch&) {},
+      [=](ack_atom, uint32_t) {},
+  };
+}
+
 // Asks the manager to scale a stage, and keeps its answer (no error: yes). (Function-based
 // actors here take an argument: CAF 0.17 binds a reference to a null empty tuple otherwise,
 // which UBSan reports.)
@@ -123,20 +160,41 @@ struct manager_fixture : ::testing::Test {
     log->spawned.clear();  // the stand-ins' handles: each stand-in holds the log in turn
   }
 
-  // src -> f -> sink with f's restart policy as given.
-  void start(const std::string& f_fields = "") {
-    auto p = plan_yaml(dir,
-                       "pipeline: steps\n"
-                       "restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 100, backoff_max_ms: 400}\n"
-                       "stages:\n"
-                       "  - {name: src, plugin: testsrc, config: {count: 10}}\n"
-                       "  - {name: f, plugin: passthrough" +
-                           f_fields +
-                           "}\n"
-                           "  - {name: sink, plugin: checksum, config: {output: \"{dir}/sum.txt\"}}\n"
-                           "edges: [\"src -> f -> sink\"]\n");
-    ASSERT_TRUE(p) << describe(p.error());
-    plan = *p;
+  // src -> f -> sink with f's restart policy as given; placed across nodes as `where` says
+  // (seen from node n1), or all here.
+  std::shared_ptr<const troupe::plan> make_plan(const std::string& f_fields = "", const placement* where = nullptr) {
+    std::string yaml =
+        "pipeline: steps\n"
+        "restart: {max_restarts: 2, period_s: 60, backoff_initial_ms: 100, backoff_max_ms: 400}\n"
+        "stages:\n"
+        "  - {name: src, plugin: testsrc, config: {count: 10}}\n"
+        "  - {name: f, plugin: passthrough" +
+        f_fields +
+        "}\n"
+        "  - {name: sink, plugin: checksum, config: {output: \"" +
+        dir.path().string() +
+        "/sum.txt\"}}\n"
+        "edges: [\"src -> f -> sink\"]\n";
+    auto spec = load_pipeline(dir.write("pipeline.yaml", yaml));
+    EXPECT_TRUE(spec) << describe(spec.error());
+    if (!spec) return nullptr;
+    auto p = plan_pipeline(*spec, catalog::discover({plugin_dir()}), where);
+    EXPECT_TRUE(p) << describe(p.error());
+    if (!p) return nullptr;
+    return std::make_shared<const troupe::plan>(std::move(*p));
+  }
+
+  void start(const std::string& f_fields = "") { launch(make_plan(f_fields)); }
+
+  // f runs on node n2: this node (n1) sends to it there.
+  void start_placed() {
+    placement where{"n1", {{"f", {"n2"}}}};
+    launch(make_plan("", &where));
+  }
+
+  void launch(std::shared_ptr<const troupe::plan> p) {
+    ASSERT_TRUE(p);
+    plan = p;
     registry = std::make_shared<slot_registry>(m, make_slots(*plan, m));
     manager_setup ms;
     ms.plan = plan;
@@ -150,7 +208,24 @@ struct manager_fixture : ::testing::Test {
       log->spawned.push_back({std::move(setup), a});
       return a;
     };
+    ms.spawn_remote_stage = [log = log](caf::actor_system& s, remote_stage_setup rs) {
+      return s.spawn(remote_stand_in, std::move(rs), log);
+    };
     manager = spawn_manager(sys, std::move(ms));
+    run();
+  }
+
+  // The pipeline placed anew: `next` from the node, with the stages that moved and the
+  // placement's revision.
+  void place(std::shared_ptr<const troupe::plan> next, std::map<std::string, uint32_t> moves, uint64_t epoch,
+             std::map<std::string, uint64_t> fences) {
+    placement_update u;
+    u.libraries.resize(next->stages.size());  // stand-ins load nothing
+    u.plan = std::move(next);
+    u.moves = std::move(moves);
+    u.epoch = epoch;
+    u.fences = std::move(fences);
+    caf::anon_send(manager, place_atom::value, std::move(u));
     run();
   }
 
@@ -383,6 +458,44 @@ TEST_F(manager_fixture, a_new_version_that_does_not_start_is_stopped_and_the_old
   running("f", 2);
   ASSERT_TRUE(answer);
   EXPECT_FALSE(*answer) << describe(*answer);
+}
+
+TEST_F(manager_fixture, a_stage_whose_node_is_lost_moves_here_past_the_generations_it_ran_there) {
+  start_placed();
+  // Consumers first: the sink here, then f's share on n2 (it runs once started), then src.
+  EXPECT_EQ(count("start f@n2 gen 1"), 0u) << "started before its consumer runs; " << events();
+  running("sink");
+  EXPECT_EQ(count("start f@n2 gen 1"), 1u) << events();
+  running("src");
+  // n2 is lost; f is placed here at a generation past any n2 ran (it moved 3 times).
+  place(make_plan(), {{"f", 3}}, 2, {{"n2", 2}});
+  EXPECT_EQ(count("stop f@n2 gen 1"), 1u) << events();
+  EXPECT_EQ(count("start f gen 4"), 1u) << events();
+  // src sends to the new instance once it runs; nothing is sent to n2 any more.
+  EXPECT_EQ(log->routes.back(), "src gen 1 -> -");
+  running("f");
+  EXPECT_EQ(log->routes.back(), "src gen 1 -> l");
+  EXPECT_EQ(stats("f").generation.load(), 4u);
+  EXPECT_FALSE(outcome) << "a move is no end of the pipeline";
+}
+
+TEST_F(manager_fixture, a_stage_placed_elsewhere_stops_here_and_its_senders_send_to_its_new_node) {
+  start();
+  all_running();
+  placement on_n2{"n1", {{"f", {"n2"}}}};
+  place(make_plan("", &on_n2), {}, 2, {});
+  EXPECT_EQ(count("stop f gen 1"), 1u) << events();
+  EXPECT_EQ(count("start f@n2 gen 1"), 1u) << events();
+  // The share on n2 runs as soon as it starts: src sends there.
+  EXPECT_EQ(log->routes.back(), "src gen 1 -> l");
+  EXPECT_EQ(count("stop src"), 0u);
+  EXPECT_EQ(count("stop sink"), 0u);
+  // And back: n2's share stops, and f starts here again as a replica of its own (its own
+  // series), a newer generation than both.
+  place(make_plan(), {{"f", 1}}, 3, {{"n2", 3}});
+  EXPECT_EQ(count("stop f@n2 gen 1"), 1u) << events();
+  EXPECT_EQ(count("start f#1 gen 2"), 1u) << events();
+  EXPECT_FALSE(outcome);
 }
 
 // Messages that carry only values are inspectable (printed in logs and by CAF as values, and
