@@ -1,6 +1,12 @@
 // checksum: a sink. Counts frames and bytes per stream and keeps an order-independent
 // digest (a sum of per-frame hashes), so replicas and arrival order do not change it; a
 // frame seen twice is counted as a duplicate. On stop it writes a summary file.
+//
+// What it remembers of the frames it saw is bounded, so that a sink of a run that never ends
+// does not grow: per stream the `recent` most recent frame keys (by stream order), and a
+// floor at the highest key let go; a frame at or below the floor counts as seen. Frames of a
+// stream reach a sink out of order by far less than that (the runtime's own window of seen
+// inputs is 4096 seqs).
 #include <troupe/plugin.hpp>
 
 #include <cerrno>
@@ -8,9 +14,10 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
-#include <tuple>
+#include <utility>
 
 namespace {
 
@@ -38,7 +45,7 @@ class checksum : public troupe::plugin {
   void process(const troupe::frame_in& in) override {
     uint64_t h = fnv1a64(in.data(), in.size());
     auto& s = streams_[in.stream()];
-    if (!seen_.insert({in.stream(), in.seq(), in.part()}).second) {
+    if (!s.admit({in.seq(), in.part()})) {
       ++s.duplicates;
       return;
     }
@@ -71,8 +78,24 @@ class checksum : public troupe::plugin {
   }
 
  private:
+  static constexpr size_t recent = 16384;
+
   struct stream_stats {
+    using key = std::pair<uint64_t, uint32_t>;  // seq, part
     uint64_t frames = 0, bytes = 0, duplicates = 0, digest = 0;
+    std::set<key> seen;        // the most recent keys, at most `recent`
+    std::optional<key> floor;  // the highest key let go: it and all below count as seen
+
+    // True for a frame not seen before, which is remembered.
+    bool admit(key k) {
+      if (floor && k <= *floor) return false;
+      if (!seen.insert(k).second) return false;
+      if (seen.size() > recent) {
+        floor = *seen.begin();
+        seen.erase(seen.begin());
+      }
+      return true;
+    }
   };
 
   static void write_atomically(const std::string& path, const std::string& text) {
@@ -89,7 +112,6 @@ class checksum : public troupe::plugin {
 
   const std::string output_, frames_log_path_;
   std::map<uint64_t, stream_stats> streams_;
-  std::set<std::tuple<uint64_t, uint64_t, uint32_t>> seen_;
   std::string frames_log_;
 };
 

@@ -57,3 +57,21 @@ TEST(checksum, unwritable_output_fails_stop_naming_the_path) {
   EXPECT_EQ(r.status, TROUPE_FATAL);
   EXPECT_THAT(r.error, HasSubstr("/nonexistent-dir/sum.txt"));
 }
+
+TEST(checksum, a_long_stream_is_counted_exactly_while_only_recent_keys_are_kept) {
+  temp_dir d;
+  std::vector<frame> frames;
+  const uint64_t n = 40000;  // more than the 16384 keys a stream keeps
+  for (uint64_t q = 0; q < n; ++q) {
+    // Out of order by a little, as replicas deliver: pairs swapped.
+    uint64_t seq = q % 2 == 0 ? q + 1 : q - 1;
+    frames.push_back(rgb_frame(
+        1, 1, [&](int, int, int c) { return uint8_t(seq + c); }, 0, seq));
+  }
+  // Sent again: one long ago (below what is kept: still seen), one recent.
+  frames.push_back(frames[10]);
+  frames.push_back(frames[n - 3]);
+  auto text = run_checksum(d, "long.txt", frames);
+  EXPECT_THAT(text, HasSubstr("stream 0 frames 40000 bytes 120000 digest "));
+  EXPECT_THAT(text, HasSubstr("duplicates 2\n"));
+}
