@@ -154,10 +154,19 @@ class instance_impl : public instance_self_actor::base {
   const char* name() const override { return "troupe.instance"; }
 
   // Handles to the manager, to receivers (routes) and to senders (inbox) would otherwise
-  // keep each other's actors alive after they all quit.
+  // keep each other's actors alive after they all quit. The rest goes too, storage included:
+  // a timer the instance set (a heartbeat, every few seconds) keeps the actor object itself
+  // alive until it fires, and in a burst of restarts thousands of quit generations would
+  // otherwise keep their inboxes.
   void on_exit() override {
-    inbox_.clear();
-    deferred_.clear();
+    inbox_ = {};
+    deferred_ = {};
+    outstanding_ = {};
+    dedupe_ = dedupe_window(1);
+    drain_from_ = {};
+    drained_by_ = {};
+    s_.dead = {};
+    s_.library = nullptr;
     router_.clear();
     s_.manager = nullptr;
     s_.routes = {};

@@ -220,6 +220,7 @@ void manager_impl::abort_reload(const std::string& why) {
     auto& sl = slots_[i];
     if (sl.actor && !sl.done()) send<caf::message_priority::high>(sl.actor, stop_atom::value);
     enter(i, slot_phase::done);  // it never joined its stage
+    release_version(i);
   }
   spdlog::error("[node={} stage={}] reload failed, the old version goes on serving: {}", s_.node,
                 s_.plan->stages[rs.stage].spec.name, why);
@@ -246,10 +247,18 @@ void manager_impl::tell_drained_for(size_t i) {
         send<caf::message_priority::high>(slots_[j].actor, drained_atom::value, i);
 }
 
+void manager_impl::release_version(size_t i) {
+  auto& sl = slots_[i];
+  sl.plan.reset();
+  sl.library.reset();
+  sl.carry = {};
+}
+
 void manager_impl::retire(size_t i) {
   auto& sl = slots_[i];
   auto& st = stages_[sl.stage];
   st.slots.erase(std::remove(st.slots.begin(), st.slots.end(), i), st.slots.end());
+  release_version(i);
   spdlog::info("[node={} stage={} instance={}] scaled away", s_.node, stats(i).stage, sl.replica);
   note(event_kind::instance, i, "scaled_away");
   publish_routes(sl.stage);

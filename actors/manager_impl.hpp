@@ -249,6 +249,11 @@ class manager_impl : public manager_self_actor::base {
   // cannot start.
   caf::error start_reload(const reload_request& req, caf::response_promise& rp);
 
+  // A slot that is never spawned again lets go of its version's plan and library: after a
+  // reload it is the last holder of the old version's library (and of the private copy a
+  // fresh load is made from), which closes with it.
+  void release_version(size_t i);
+
   // An incoming slot runs; once every new version runs, the routes switch to them and the old
   // ones drain.
   void incoming_running();
