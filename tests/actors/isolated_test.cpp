@@ -514,13 +514,15 @@ TEST(isolated, a_worker_past_its_cpu_cores_is_throttled_not_killed) {
               held.held, held.used, held.seconds);
   EXPECT_EQ(limited, (std::set<std::string>{v2 ? "20000 100000" : "20000"}));
   EXPECT_GT(held.held, 0.0);  // ~2.4 s on an idle machine
-  EXPECT_GE(held.used, 0.6);  // the work was done, throttled, not cut short
+  // The work was done, throttled, not cut short: two spins of 0.3 s. The worker's CPU time
+  // is read from its cgroup while it runs, so the last few milliseconds may not be counted.
+  EXPECT_GE(held.used, 0.55);
   // 0.6 s of CPU at a fifth of a core takes 3 s; a first period's burst may come early.
   EXPECT_GT(held.seconds, 2.5);
   auto free = run("", unlimited);
   std::printf("unlimited: held back %.2f s, used %.2f s of CPU, took %.2f s\n", free.held, free.used, free.seconds);
   EXPECT_EQ(free.held, 0);
-  EXPECT_GE(free.used, 0.6);
+  EXPECT_GE(free.used, 0.55);
   EXPECT_EQ(unlimited, (std::set<std::string>{v2 ? "max 100000" : "-1"}));
   EXPECT_TRUE(worker_groups().empty());
 }
