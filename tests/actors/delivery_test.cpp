@@ -421,6 +421,63 @@ edges: ["src -> f -> g -> sink"]
   for (auto& s : r.slots) expect_books_balance(*s);
 }
 
+// Each reload loads the plugin anew from a private copy; once the old version's replicas
+// have drained and stopped, its library and the copy are let go: after five reloads one copy
+// is open, not five.
+TEST(delivery, reloads_let_go_of_the_old_versions_libraries) {
+  auto copies_open = [] {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      auto target = std::filesystem::read_symlink(e.path(), ec);
+      if (!ec && target.string().find("troupe-plugin") != std::string::npos) ++n;
+    }
+    return n;
+  };
+  temp_dir d;
+  auto p = plan_yaml(d, R"(pipeline: versions
+stages:
+  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 100000, streams: 1, rate: 2000}}
+  - {name: f, plugin: passthrough}
+  - {name: sink, plugin: checksum, config: {output: "{dir}/sum.txt"}}
+edges: ["src -> f -> sink"]
+)");
+  ASSERT_OK(p);
+  std::thread asks;
+  std::atomic<bool> done{false};
+  std::vector<caf::error> answers;
+  size_t open_after = SIZE_MAX;
+  // The pipeline is stopped once the copies are counted (it would run for 50 s).
+  auto stop_when = [&](const slot_table&) { return done.load(); };
+  auto r = run_pipeline(*p, 60s, {}, {}, stop_when, [&](const slot_table& slots, const pipeline_controls& c) {
+    if (!asks.joinable()) {
+      if (completed(slots, "f") < 20) return true;
+      asks = std::thread([&, c] {
+        for (int k = 0; k < 5; ++k) {
+          // While the last old version still drains, a reload is refused as busy: try again.
+          auto a = c.reload({"f", "", {}});
+          for (int t = 0; t < 200 && code_of(a) == errc::busy; ++t) {
+            std::this_thread::sleep_for(10ms);
+            a = c.reload({"f", "", {}});
+          }
+          answers.push_back(a);
+        }
+        // The old versions drain and stop after the answers: give them a few seconds.
+        for (int wait = 0; wait < 100 && copies_open() > 1; ++wait) std::this_thread::sleep_for(50ms);
+        open_after = copies_open();
+        done = true;
+      });
+      return true;
+    }
+    return !done;
+  });
+  if (asks.joinable()) asks.join();
+  ASSERT_EQ(answers.size(), 5u);
+  for (auto& a : answers) EXPECT_FALSE(a) << describe(a);
+  EXPECT_EQ(open_after, 1u) << "the copies of old versions are still open";
+  EXPECT_FALSE(r.completed && !r.outcome.ok) << r.outcome.reason;
+}
+
 // A paused stage holds what its credits let in and processes nothing; its producers wait.
 // Resumed, it goes on: every frame reaches the sink once, and the pause is no failure.
 TEST(delivery, a_paused_stage_holds_its_inputs_under_credits_and_resume_loses_none) {
