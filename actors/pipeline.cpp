@@ -194,9 +194,9 @@ expected<pipeline_spec> load_pipeline(const std::string& path) {
     if (s["replicas"]) {
       auto r = yaml::scalar<uint32_t>(path, s["replicas"], "replicas", "a positive integer", code);
       if (!r) return r.error();
-      if (*r == 0 || *r > 1024)
-        return make_error(
-            code, yaml::where(path, s["replicas"]) + ": stage '" + st.name + "': field 'replicas': expected 1 to 1024");
+      if (*r == 0 || *r > max_replicas)
+        return make_error(code, yaml::where(path, s["replicas"]) + ": stage '" + st.name +
+                                    "': field 'replicas': expected 1 to " + std::to_string(max_replicas));
       st.replicas = *r;
     }
     if (auto m = s["mode"]) {

@@ -29,6 +29,10 @@ struct restart_policy {
 enum class route_policy { round_robin, least_loaded, by_stream };
 const char* to_string(route_policy p);
 
+/// The most replicas a stage may have on one node: in a pipeline file, and scaled while it
+/// runs.
+constexpr uint32_t max_replicas = 1024;
+
 struct stage_spec {
   std::string name;
   std::string plugin;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <troupe/error.hpp>
+#include <troupe/pipeline.hpp>  // max_replicas
 
 #include <cstddef>
 #include <cstdint>
@@ -31,9 +32,6 @@ struct scale_plan {
   uint32_t add = 0;            // replicas to start
   std::vector<size_t> retire;  // slots to drain and stop, newest first
 };
-
-/// The most replicas a stage may have on one node.
-constexpr uint32_t max_replicas = 256;
 
 /// The step from `replicas` (in the order they were added) to n active replicas here;
 /// errc::refused for n outside [1, max_replicas], errc::busy while one still drains. The

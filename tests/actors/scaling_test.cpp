@@ -56,7 +56,7 @@ TEST(scaling, a_replica_still_draining_or_a_count_out_of_range_is_refused_by_nam
     auto bad = scale_step("blur", {here(0)}, n);
     ASSERT_FALSE(bad);
     EXPECT_EQ(code_of(bad.error()), errc::refused);
-    EXPECT_THAT(describe(bad.error()), HasSubstr("replicas must be between 1 and 256"));
+    EXPECT_THAT(describe(bad.error()), HasSubstr("replicas must be between 1 and 1024"));
   }
   EXPECT_TRUE(scale_step("blur", {here(0)}, max_replicas));
 }
