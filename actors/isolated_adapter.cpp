@@ -260,7 +260,7 @@ void isolated_adapter::destroy() {
 call_result isolated_adapter::read_outputs(wire::Result::Reader r, size_t words, const frame* in, uint64_t in_offset,
                                            std::vector<frame>& out) {
   auto outputs = r.getOutputs();
-  if (auto why = wp::check_output_count(outputs.size(), words); !why.empty()) return {TROUPE_FATAL, why};
+  if (auto why = wp::check_output_count(outputs.size(), words)) return {TROUPE_FATAL, *why};
   for (auto o : outputs) {
     frame f = wp::read_header(o);
     auto p = o.getPayload();
@@ -268,9 +268,9 @@ call_result isolated_adapter::read_outputs(wire::Result::Reader r, size_t words,
     if (in != nullptr && in->meta && f.meta && *f.meta == *in->meta) f.meta = in->meta;  // shared, as embedded
     if (size > 0) {
       wp::payload_place at;
-      auto why = wp::locate_payload(p.getRegion(), off, size, in != nullptr, in_offset, in ? in->payload.size() : 0,
-                                    region_bytes_, at);
-      if (!why.empty()) return {TROUPE_FATAL, why};
+      if (auto why = wp::locate_payload(p.getRegion(), off, size, in != nullptr, in_offset, in ? in->payload.size() : 0,
+                                        region_bytes_, at))
+        return {TROUPE_FATAL, *why};
       if (at.in_input) {
         // A view of the input: the node's own buffer serves, no copy.
         f.payload = in->payload.sub(at.at, size);

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <optional>
 #include <string>
 
 namespace troupe::worker_protocol {
@@ -65,20 +66,21 @@ struct payload_place {
 
 /// Checks a payload a worker named (region, offset, size) against what it may name: the input
 /// it worked on (in_size bytes at in_offset of the input region; none when has_input is false)
-/// or the output region of region_bytes. Empty with the place, or why not: a worker is not
-/// trusted to stay within bounds.
-inline std::string locate_payload(uint8_t region, uint64_t offset, uint64_t size, bool has_input, uint64_t in_offset,
-                                  uint64_t in_size, uint64_t region_bytes, payload_place& out) {
+/// or the output region of region_bytes. Nothing, with the place in out; or why not: a worker
+/// is not trusted to stay within bounds.
+inline std::optional<std::string> locate_payload(uint8_t region, uint64_t offset, uint64_t size, bool has_input,
+                                                 uint64_t in_offset, uint64_t in_size, uint64_t region_bytes,
+                                                 payload_place& out) {
   if (region == input_region) {
     if (!has_input || offset < in_offset || offset - in_offset > in_size || size > in_size - (offset - in_offset))
       return "worker named bytes outside its input";
     out = {true, offset - in_offset, size};
-    return {};
+    return std::nullopt;
   }
   if (region != output_region) return "worker named region " + std::to_string(region);
   if (offset > region_bytes || size > region_bytes - offset) return "worker named bytes outside its output region";
   out = {false, offset, size};
-  return {};
+  return std::nullopt;
 }
 
 /// Writes a whole message; false if the peer is gone (never raises SIGPIPE).
@@ -112,12 +114,12 @@ inline capnp::ReaderOptions reader_options(size_t words) {
   return o;
 }
 
-/// Why a result cannot hold `outputs` outputs in `words` words, or empty. Each output a worker
+/// Why a result cannot hold `outputs` outputs in `words` words; nothing if it can. Each output a worker
 /// writes is a Frame struct of several words; a longer list is bytes or bits read as structs
 /// (8 or 64 to a word), which would turn a few bytes of the results area into millions of
 /// frames for the node to allocate.
-inline std::string check_output_count(size_t outputs, size_t words) {
-  if (outputs <= words) return {};
+inline std::optional<std::string> check_output_count(size_t outputs, size_t words) {
+  if (outputs <= words) return std::nullopt;
   return "worker claimed " + std::to_string(outputs) + " outputs in a result of " + std::to_string(words) + " words";
 }
 

@@ -14,10 +14,10 @@ namespace {
 
 TEST(worker_protocol, a_named_payload_must_lie_within_the_input_or_the_output_region) {
   wp::payload_place at;
-  EXPECT_EQ(wp::locate_payload(wp::input_region, 128, 32, true, 64, 100, 4096, at), "");
+  EXPECT_EQ(wp::locate_payload(wp::input_region, 128, 32, true, 64, 100, 4096, at), std::nullopt);
   EXPECT_TRUE(at.in_input);
   EXPECT_EQ(at.at, 64u);
-  EXPECT_EQ(wp::locate_payload(wp::output_region, 4000, 96, true, 0, 0, 4096, at), "");
+  EXPECT_EQ(wp::locate_payload(wp::output_region, 4000, 96, true, 0, 0, 4096, at), std::nullopt);
   EXPECT_FALSE(at.in_input);
   EXPECT_EQ(at.at, 4000u);
   const std::string outside_input = "worker named bytes outside its input";
@@ -88,7 +88,7 @@ TEST(worker_protocol, the_outputs_a_worker_writes_pass_the_count_check) {
   kj::ArrayPtr<const capnp::word> area = flat;
   const size_t words = wp::message_words(area);
   capnp::FlatArrayMessageReader reader(area, wp::reader_options(words));
-  EXPECT_EQ(wp::check_output_count(reader.getRoot<wire::Result>().getOutputs().size(), words), "");
+  EXPECT_EQ(wp::check_output_count(reader.getRoot<wire::Result>().getOutputs().size(), words), std::nullopt);
 }
 
 }  // namespace

@@ -32,15 +32,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       auto res = reader.getRoot<wire::Result>();
       (void)res.getError().size();
       auto outputs = res.getOutputs();
-      if (!wp::check_output_count(outputs.size(), words).empty()) return 0;  // the node fails the call
-      if (outputs.size() > area.size()) __builtin_trap();                    // more frames than the worker wrote words
+      if (wp::check_output_count(outputs.size(), words)) return 0;  // the node fails the call
+      if (outputs.size() > area.size()) __builtin_trap();           // more frames than the worker wrote words
       for (auto o : outputs) {
         frame f = wp::read_header(o);
         auto p = o.getPayload();
         wp::payload_place at;
         auto why = wp::locate_payload(p.getRegion(), p.getOffset(), p.getSize(), has_input, in_offset, in_size,
                                       region_bytes, at);
-        if (!why.empty()) break;  // the node fails the call
+        if (why) break;  // the node fails the call
         const uint64_t bound = at.in_input ? in_size : region_bytes;
         if (at.at > bound || at.size > bound - at.at) __builtin_trap();  // a view out of bounds
       }
