@@ -162,8 +162,11 @@ troupe_status embedded_adapter::emit(embedded_adapter& self, const troupe_output
   if (o->size > 0) {
     std::optional<payload_slice> view;
     if (in != nullptr) view = payload_slice::within(in->payload.buffer(), o->data, o->size);  // zero copy
-    for (size_t i = 0; !view && i < self.allocs_.size(); ++i)
-      view = payload_slice::within(self.allocs_[i], o->data, o->size);
+    for (auto& b : self.allocs_)
+      if (b->contains(o->data, o->size)) {  // a buffer the plugin asked for
+        view = payload_slice::within(b, o->data, o->size);
+        break;
+      }
     if (view) {
       f.payload = std::move(*view);
     } else {

@@ -93,11 +93,10 @@ payload_slice::payload_slice(std::shared_ptr<const troupe::buffer> b, size_t off
   buffer_ = std::move(b);
 }
 
-std::optional<payload_slice> payload_slice::within(std::shared_ptr<const troupe::buffer> b, const uint8_t* p,
+std::optional<payload_slice> payload_slice::within(const std::shared_ptr<const troupe::buffer>& b, const uint8_t* p,
                                                    size_t n) {
   if (!b || !b->contains(p, n)) return std::nullopt;
-  const auto offset = static_cast<size_t>(p - b->data());
-  return payload_slice(std::move(b), offset, n);
+  return payload_slice(b, static_cast<size_t>(p - b->data()), n);
 }
 
 payload_slice payload_slice::sub(size_t offset, size_t size) const {

@@ -60,8 +60,10 @@ class payload_slice {
   explicit payload_slice(std::shared_ptr<const troupe::buffer> b) : size_(b ? b->size() : 0), buffer_(std::move(b)) {}
   /// size bytes from offset of b; throws std::out_of_range unless they lie inside it.
   payload_slice(std::shared_ptr<const troupe::buffer> b, size_t offset, size_t size);
-  /// The n bytes at p, if they lie inside b (b may be null); nothing otherwise.
-  static std::optional<payload_slice> within(std::shared_ptr<const troupe::buffer> b, const uint8_t* p, size_t n);
+  /// The n bytes at p, if they lie inside b (b may be null); nothing otherwise. b is shared
+  /// only when they do (a plugin's output is looked for in several buffers, per frame).
+  static std::optional<payload_slice> within(const std::shared_ptr<const troupe::buffer>& b, const uint8_t* p,
+                                             size_t n);
 
   const uint8_t* data() const { return buffer_ ? buffer_->data() + offset_ : nullptr; }
   size_t size() const { return size_; }
