@@ -125,16 +125,18 @@ std::string restrict_self(const grants& g) {
   return why;
 }
 
-std::string scratch_dir(int pid) {
+std::string temp_dir() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string base = tmp && *tmp == '/' ? tmp : "/tmp";
-  return base + "/troupe-worker-" + std::to_string(pid);
+  return tmp && *tmp == '/' ? tmp : "/tmp";
 }
 
-void remove_orphaned_scratch_dirs() {
+std::string scratch_dir(int pid) { return temp_dir() + "/troupe-worker-" + std::to_string(pid); }
+
+void remove_orphaned_scratch_dirs() { remove_orphaned_dirs("troupe-worker-"); }
+
+void remove_orphaned_dirs(const std::string& prefix) {
   namespace fs = std::filesystem;
-  auto base = fs::path(scratch_dir(0)).parent_path();
-  const std::string prefix = "troupe-worker-";
+  auto base = fs::path(temp_dir());
   std::error_code ec;
   for (auto it = fs::directory_iterator(base, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     auto name = it->path().filename().string();

@@ -33,11 +33,16 @@ const std::vector<std::string>& system_read_paths();
 /// it could not. Needs no_new_privs set first.
 std::string restrict_self(const grants& g);
 
+/// Where temporary directories go: TMPDIR if it is an absolute path, else /tmp.
+std::string temp_dir();
 /// The scratch directory of the worker with this pid (made by the worker, removed by the node
 /// when it has reaped it).
 std::string scratch_dir(int pid);
 /// Removes the scratch directories of this user's workers that are gone (a node killed with its
 /// workers could not).
 void remove_orphaned_scratch_dirs();
+/// Removes the directories in temp_dir() named PREFIX<pid>... that this user owns and
+/// whose process is gone: what processes killed with -9 left behind.
+void remove_orphaned_dirs(const std::string& prefix);
 
 }  // namespace troupe::landlock

@@ -13,6 +13,7 @@
 #include <troupe/pipeline.hpp>
 #include <troupe/stats.hpp>
 #include <troupe/system_config.hpp>
+#include <troupe/worker_landlock.hpp>
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
@@ -21,11 +22,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 namespace troupe::cluster {
@@ -89,9 +93,7 @@ struct pipeline_host::impl {
         sys(configure(cfg, cores)),
         ex(cores),
         m(node),
-        dir(fs::temp_directory_path() / ("troupe-node-" + node + "-" + std::to_string(getpid()))) {
-    fs::create_directories(dir);
-  }
+        dir(make_dir()) {}
   ~impl() {
     std::vector<manager_actor> managers;
     {
@@ -104,6 +106,17 @@ struct pipeline_host::impl {
     for (auto& m : managers) self->wait_for(m);
     std::error_code ec;
     fs::remove_all(dir, ec);
+  }
+
+  // A directory of this node's own for the copies of the pipeline files it reads. Its name is
+  // unique (mkdtemp): one that a node of the same pid left behind when killed, perhaps under
+  // another uid, is never taken for it. Those of this user's nodes that are gone are removed.
+  static fs::path make_dir() {
+    landlock::remove_orphaned_dirs("troupe-node-");
+    auto path = landlock::temp_dir() + "/troupe-node-" + std::to_string(getpid()) + "-XXXXXX";
+    if (::mkdtemp(path.data()) == nullptr)
+      throw std::runtime_error("cannot make a directory for pipeline files (" + path + "): " + std::strerror(errno));
+    return path;
   }
 
   // The host's own actor system config: it outlives the system (declared before it).
@@ -264,10 +277,14 @@ namespace {
 // Reads a pipeline file's text as the file it came from: messages name that file.
 struct read_text {
   std::string path, source;
+  std::optional<std::string> unwritten;  // why the copy could not be written, if it could not
   read_text(const fs::path& dir, const std::string& text, const std::string& src) : source(src) {
     auto base = fs::path(source).filename().string();
     path = (dir / (base.empty() ? "pipeline.yaml" : base)).string();
-    std::ofstream(path) << text;
+    std::ofstream out(path, std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) unwritten = source + ": cannot keep a copy of the pipeline file at " + path + ": " + std::strerror(errno);
   }
   std::string named(std::string e) const {
     for (size_t at; (at = e.find(path)) != std::string::npos;) e.replace(at, path.size(), source);
@@ -283,6 +300,7 @@ struct read_text {
 
 expected<pipeline_host::outline> pipeline_host::read_placement(const std::string& text, const std::string& source) {
   read_text in(impl_->dir, text, source);
+  if (in.unwritten) return make_error(errc::io_error, "node " + impl_->node + ": " + *in.unwritten);
   auto spec = load_pipeline(in.path);
   if (!spec) return in.named(spec.error());
   outline out;
@@ -294,6 +312,7 @@ expected<pipeline_host::outline> pipeline_host::read_placement(const std::string
 std::string pipeline_host::check_edges(const std::string& text, const std::string& source,
                                        const std::map<std::string, std::vector<stage_part>>& by_node) {
   read_text in(impl_->dir, text, source);
+  if (in.unwritten) return "node " + impl_->node + ": " + *in.unwritten;
   auto spec = load_pipeline(in.path);
   if (!spec) return describe(in.named(spec.error()));
   std::map<std::string, stage_types> types;
@@ -326,6 +345,7 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
                                             std::vector<stage_part>* parts) {
   auto& d = *impl_;
   read_text in(d.dir, text, source);
+  if (in.unwritten) return make_error(errc::io_error, "node " + d.node + ": " + *in.unwritten);
   auto spec = load_pipeline(in.path);
   if (!spec) return in.named(spec.error());
   auto paths = d.plugin_paths;

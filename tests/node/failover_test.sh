@@ -59,6 +59,8 @@ pipeline killed "" ", node: n2" ", nodes: [n2, n3], routing: by_stream" > killed
 out=$("$troupe" deploy killed.yaml $admin 2>&1)
 check "the pipeline is deployed with mid on n2 and n3" contains "$out" "pipeline 'killed' deployed"
 check "mid runs on n3 and frames flow" wait_for 10 flowing killed mid n3
+killed_n3=${pids[2]}
+check "n3 keeps pipeline files in a directory of its own" compgen -G "${TMPDIR:-/tmp}/troupe-node-$killed_n3-*"
 kill -9 "${pids[2]}"
 wait "${pids[2]}" 2>/dev/null
 check "n1 leads: once n3's lease ends, mid runs on n2 alone" \
@@ -82,6 +84,7 @@ check "events: the leader n1 tells the new placement" grep -qE \
 # -- a pinned stage's node frozen past its lease, then thawed ---------------------------------
 start_node n3 3  # a fresh n3
 check "the restarted n3 is up" wait_for 10 bash -c "\"$troupe\" status $admin | grep -qE '^n3 +up '"
+check "... and the directory the killed n3 left behind is gone" bash -c "! compgen -G '${TMPDIR:-/tmp}/troupe-node-$killed_n3-*'"
 pipeline frozen "" ", node: n2" ", nodes: [n2, n3], routing: by_stream" 1500 > frozen.yaml
 out=$("$troupe" deploy frozen.yaml $admin 2>&1)
 check "a pipeline with pre pinned to n2 and mid on n2 and n3 is deployed" contains "$out" "pipeline 'frozen' deployed"

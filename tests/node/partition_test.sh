@@ -36,7 +36,7 @@ check "the single-node run takes every frame" grep -q "total frames 4500 bytes" 
 # -- the node of a middle stage is cut off --------------------------------------------------------
 slow_mid_pipeline middle ", node: any" > middle.yaml
 out=$("$troupe" deploy middle.yaml $admin 2>&1)
-check "mid goes to any node: n2, which runs none of the pipeline" contains "$out" "pipeline 'middle' deployed"
+check "mid goes to any node: n2, which runs none of the pipeline" contains "$out" "pipeline 'middle' deployed" || echo "$out"
 check "frames flow through n2" wait_for 10 flowing middle mid n2
 cut_node 2
 cut_at=$SECONDS
@@ -59,7 +59,8 @@ check "no frame reached the sink twice" grep -q "total frames 4500 bytes [0-9]* 
 # -- the leader, running the source and the sink, is cut off -----------------------------------
 slow_mid_pipeline leader ", nodes: [n2, n3], routing: by_stream" > leader.yaml
 out=$("$troupe" deploy leader.yaml $admin 2>&1)
-check "a pipeline led by n1, with its source and sink there, is deployed" contains "$out" "pipeline 'leader' deployed"
+check "a pipeline led by n1, with its source and sink there, is deployed" contains "$out" "pipeline 'leader' deployed" ||
+  echo "$out"
 check "frames flow" wait_for 10 flowing leader mid n3
 cut_node 1
 cut_at=$SECONDS

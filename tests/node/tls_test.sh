@@ -33,7 +33,7 @@ for ca in ca rogue-ca; do
 done
 for n in n1 n2 n3; do certificate "$n" ca "DNS:$n,DNS:localhost,IP:127.0.0.1"; done
 certificate impostor rogue-ca "DNS:n2,DNS:localhost"
-check "the test's certificates were made" [ -s n1.pem ] && [ -s n2.key ] && [ -s impostor.pem ]
+check "the test's certificates were made" bash -c "[ -s n1.pem ] && [ -s n2.key ] && [ -s impostor.pem ]"
 
 tls_node() {  # NAME INDEX: a node config with TLS, its files next to it, and an admin token
   node_yaml "$1" "$2"
