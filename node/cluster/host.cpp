@@ -212,7 +212,7 @@ void pipeline_host::reset_links() {
   if (impl_->plane) impl_->plane->cut_connections();
 }
 
-std::shared_ptr<prometheus::Registry> pipeline_host::registry() const { return impl_->m.registry(); }
+std::shared_ptr<prometheus::Collectable> pipeline_host::instance_metrics() const { return impl_->m.collectable(); }
 
 namespace {
 

@@ -106,7 +106,8 @@ class pipeline_host {
   /// Drains the pipeline's part here, then stops it: errc::not_found if none runs here.
   expected<void> stop(const std::string& pipeline);
   std::vector<hosted_instance> instances() const;
-  std::shared_ptr<prometheus::Registry> registry() const;
+  /// Its instances' series (and troupe_build_info), for the node's exposer.
+  std::shared_ptr<prometheus::Collectable> instance_metrics() const;
   /// The node's capacity and what its pipelines hold of it, read at each scrape:
   /// troupe_node_capacity_{memory_bytes,cpu_cores} and troupe_node_requested_{memory_bytes,cpu_cores}.
   std::shared_ptr<prometheus::Collectable> capacity_metrics() const;

@@ -279,7 +279,7 @@ int serve(const node_config& config) {
       try {
         exposer = serve_metrics(c.metrics);
         exposer->RegisterCollectable(registry);
-        exposer->RegisterCollectable(host.registry());
+        exposer->RegisterCollectable(host.instance_metrics());
         exposer->RegisterCollectable(capacity_metrics);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "troupe node: %s: metrics %s: cannot listen: %s\n", c.path.c_str(), c.metrics.c_str(),

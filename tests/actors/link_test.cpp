@@ -37,7 +37,7 @@ std::string chain(int count, int rate, int replicas = 2) {
 }
 
 // The sum of a family's series (those with label stage=`stage`, if given).
-double family_total(const prometheus::Registry& r, const std::string& name, const std::string& stage = {}) {
+double family_total(const prometheus::Collectable& r, const std::string& name, const std::string& stage = {}) {
   double total = 0;
   for (auto& f : r.Collect())
     if (f.name == name)
@@ -67,6 +67,7 @@ struct across_result {
   bool completed_a = false, completed_b = false, ok = true, stopped = true;
   std::shared_ptr<prometheus::Registry> registry_a, registry_b;  // the data planes'
   std::vector<std::shared_ptr<metrics>> instances;               // per node, the instances'
+  std::vector<std::shared_ptr<slot_registry>> slots;             // per node (their series live as long)
 };
 
 using nodes_map = std::map<std::string, std::vector<std::string>>;
@@ -107,6 +108,7 @@ across_result run_across(const temp_dir& dir, std::string yaml,
       manager_setup s;
       s.plan = p;
       s.slots = std::make_shared<slot_registry>(*ms.back(), make_slots(*p, *ms.back()));
+      r.slots.push_back(s.slots);
       auto libs = load_libraries(*p, test_launcher());
       if (!libs) throw std::runtime_error(describe(libs.error()));
       s.libraries = *libs;
@@ -294,8 +296,8 @@ TEST(link, a_stage_on_two_nodes_shares_the_frames_and_loses_none) {
   auto got = read_frames_log((d.path() / "frames.txt").string());
   EXPECT_EQ(got.hashes, want.hashes);
   EXPECT_EQ(got.repeated, 0u);
-  auto on_a = family_total(*r.instances[0]->registry(), "troupe_instance_frames_in_total", "invert");
-  auto on_b = family_total(*r.instances[1]->registry(), "troupe_instance_frames_in_total", "invert");
+  auto on_a = family_total(*r.instances[0]->collectable(), "troupe_instance_frames_in_total", "invert");
+  auto on_b = family_total(*r.instances[1]->collectable(), "troupe_instance_frames_in_total", "invert");
   EXPECT_EQ(on_a + on_b, 200);
   EXPECT_EQ(on_a, 100) << "two of the four streams stay on node a";
   EXPECT_EQ(on_b, 100) << "and two go to node b";
