@@ -136,11 +136,25 @@ edge_route manager_impl::edge_to(size_t d, bool here_only) const {
   edge_route e;
   e.stage = d;
   e.policy = s_.plan->stages[d].spec.routing;
+  auto receivers = std::make_shared<route_receivers>();
+  receivers->reserve(stages_[d].slots.size());
   for (auto i : stages_[d].slots) {
     auto& sl = slots_[i];
     if (here_only && !sl.node.empty()) continue;
-    e.receivers.push_back({sl.live() ? receiver_actor{sl.actor} : receiver_actor{}, sl.retiring()});
+    receivers->push_back({sl.live() ? receiver_actor{sl.actor} : receiver_actor{}, sl.retiring()});
   }
+  if (here_only) {
+    e.receivers = std::move(receivers);
+    return e;
+  }
+  if (receivers_sent_.size() < stages_.size()) receivers_sent_.resize(stages_.size());
+  auto& last = receivers_sent_[d];
+  auto same = [](const route_receiver& a, const route_receiver& b) {
+    return a.handle == b.handle && a.draining == b.draining;
+  };
+  if (!last || !std::equal(last->begin(), last->end(), receivers->begin(), receivers->end(), same))
+    last = std::move(receivers);
+  e.receivers = last;
   return e;
 }
 
@@ -244,9 +258,11 @@ void manager_impl::publish_routes(size_t stage) {
     rt.edges.push_back(edge_to(stage, true));
     send<caf::message_priority::high>(it->second, routes_atom::value, std::move(rt));
   }
-  for (auto u : s_.plan->stages[stage].upstream)
+  for (auto u : s_.plan->stages[stage].upstream) {
+    auto routes = routes_for(u);  // one table (and list of receivers) for all of u's replicas
     for (auto i : stages_[u].slots)
-      if (slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, routes_atom::value, routes_for(u));
+      if (slots_[i].actor) send<caf::message_priority::high>(slots_[i].actor, routes_atom::value, routes);
+  }
 }
 
 void manager_impl::on_report(instance_report& r) {

@@ -292,6 +292,9 @@ class manager_impl : public manager_self_actor::base {
   slot_table stats_;                         // per slot, as slots_
   std::vector<slot> slots_;
   std::vector<stage_state> stages_;
+  // Per stage, the last list of its receivers handed out (edge_to): the same list again is
+  // shared, not made anew, by the routers of every replica upstream.
+  mutable std::vector<std::shared_ptr<const route_receivers>> receivers_sent_;
   phase phase_ = phase::starting;
   size_t next_start_ = 0;
   size_t next_stop_ = 0;

@@ -11,6 +11,14 @@ router::edge* router::find_edge(size_t stage) {
   return nullptr;
 }
 
+std::vector<size_t> router::edge::sent_in_order() const {
+  std::vector<size_t> out;
+  out.reserve(sent.size());
+  for (auto& [i, s] : sent) out.push_back(i);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 size_t router::set_routes(const route_table& routes) {
   std::vector<edge> next;
   size_t replayed = 0;
@@ -18,23 +26,27 @@ size_t router::set_routes(const route_table& routes) {
     edge e;
     e.stage = r.stage;
     e.policy = r.policy;
-    e.receivers.resize(r.receivers.size());
-    for (size_t i = 0; i < r.receivers.size(); ++i) {
-      e.receivers[i].handle = r.receivers[i].handle;
-      e.receivers[i].draining = r.receivers[i].draining;
-    }
+    e.receivers = r.receivers;
+    auto& list = *e.receivers;
     if (auto* old = find_edge(r.stage)) {
       e.pending = std::move(old->pending);
       e.next = old->next;
       // A receiver still in place keeps its unacked frames; a replaced or removed one
       // gives them back, in order, ahead of what was pending.
+      std::unordered_map<caf::actor_addr, size_t> index;
+      if (!old->sent.empty())
+        for (size_t i = 0; i < list.size(); ++i)
+          if (list[i].handle) index.emplace(list[i].handle.address(), i);
       std::deque<routed> resend;
-      for (auto& o : old->receivers) {
-        auto it = std::find_if(e.receivers.begin(), e.receivers.end(),
-                               [&](const receiver& n) { return o.handle && n.handle == o.handle; });
-        if (it != e.receivers.end()) {
-          it->unacked = std::move(o.unacked);
-          it->told_drained = o.told_drained && it->draining;
+      for (auto oi : old->sent_in_order()) {
+        auto& o = old->sent[oi];
+        auto& handle = (*old->receivers)[oi].handle;
+        auto it = handle ? index.find(handle.address()) : index.end();
+        if (it != index.end()) {
+          if (o.unacked.empty() && !o.told_drained) continue;  // nothing to keep
+          auto& n = e.sent[it->second];
+          n.unacked = std::move(o.unacked);
+          n.told_drained = o.told_drained && list[it->second].draining;
         } else {
           for (auto& u : o.unacked) resend.push_back(std::move(u));
         }
@@ -47,21 +59,24 @@ size_t router::set_routes(const route_table& routes) {
   edges_ = std::move(next);
   in_flight_ = 0;
   for (auto& e : edges_)
-    for (auto& r : e.receivers) {
-      in_flight_ += r.unacked.size();
-      r.unacked_bytes = 0;
-      for (auto& u : r.unacked) r.unacked_bytes += u.f.payload.size();
+    for (auto& [i, s] : e.sent) {
+      in_flight_ += s.unacked.size();
+      s.unacked_bytes = 0;
+      for (auto& u : s.unacked) s.unacked_bytes += u.f.payload.size();
     }
   for (auto& e : edges_) {
     flush(e);
-    for (auto& r : e.receivers) tell_drained(r);
+    auto& list = *e.receivers;
+    for (size_t i = 0; i < list.size(); ++i)
+      if (list[i].draining && list[i].handle) tell_drained(e, i, e.sent[i]);
   }
   return replayed;
 }
 
-void router::tell_drained(receiver& r) {
-  if (!r.draining || r.told_drained || !r.handle || !r.unacked.empty()) return;
-  r.told_drained = true;
+void router::tell_drained(const edge& e, size_t i, sent_to& s) {
+  auto& r = (*e.receivers)[i];
+  if (!r.draining || s.told_drained || !r.handle || !s.unacked.empty()) return;
+  s.told_drained = true;
   if (drained_) drained_(r.handle);
 }
 
@@ -81,31 +96,41 @@ void router::route_all(std::vector<frame>&& fs, const std::vector<uint64_t>& not
 }
 
 int router::pick(edge& e, const frame& f) {
-  auto n = e.receivers.size();
+  auto& list = *e.receivers;
+  auto n = list.size();
   auto has_credit = [&](size_t i) {
-    auto& r = e.receivers[i];
-    return r.handle && !r.draining && r.unacked.size() < window_ &&
-           (r.unacked.empty() || r.unacked_bytes + f.payload.size() <= window_bytes_);
+    auto& r = list[i];
+    if (!r.handle || r.draining) return false;
+    auto it = e.sent.find(i);
+    if (it == e.sent.end()) return true;
+    auto& s = it->second;
+    return s.unacked.size() < window_ && (s.unacked.empty() || s.unacked_bytes + f.payload.size() <= window_bytes_);
   };
   switch (e.policy) {
     case route_policy::by_stream: {
       // Among live receivers, the stream decides; order per stream holds while the set of
       // live receivers does not change.
       size_t live = 0;
-      for (auto& r : e.receivers) live += r.handle && !r.draining ? 1 : 0;
+      for (auto& r : list) live += r.handle && !r.draining ? 1 : 0;
       if (live == 0) return -1;
       size_t k = f.stream % live;
       for (size_t i = 0; i < n; ++i) {
-        if (!e.receivers[i].handle || e.receivers[i].draining) continue;
+        if (!list[i].handle || list[i].draining) continue;
         if (k-- == 0) return has_credit(i) ? static_cast<int>(i) : -1;
       }
       return -1;
     }
     case route_policy::least_loaded: {
       int best = -1;
+      size_t best_load = 0;
       for (size_t i = 0; i < n; ++i)
-        if (has_credit(i) && (best < 0 || e.receivers[i].unacked.size() < e.receivers[best].unacked.size()))
-          best = static_cast<int>(i);
+        if (has_credit(i)) {
+          auto load = e.unacked(i);
+          if (best < 0 || load < best_load) {
+            best = static_cast<int>(i);
+            best_load = load;
+          }
+        }
       return best;
     }
     case route_policy::round_robin:
@@ -127,9 +152,9 @@ void router::flush(edge& e) {
   while (!e.pending.empty()) {
     int i = pick(e, e.pending.front().f);
     if (i < 0) break;
-    auto& r = e.receivers[static_cast<size_t>(i)];
-    r.unacked.push_back(std::move(e.pending.front()));
-    r.unacked_bytes += r.unacked.back().f.payload.size();
+    auto& s = e.sent[static_cast<size_t>(i)];
+    s.unacked.push_back(std::move(e.pending.front()));
+    s.unacked_bytes += s.unacked.back().f.payload.size();
     e.pending.pop_front();
     ++in_flight_;
     auto it = std::find_if(out.begin(), out.end(), [&](auto& o) { return o.first == static_cast<size_t>(i); });
@@ -137,10 +162,10 @@ void router::flush(edge& e) {
       it = out.insert(out.end(), {static_cast<size_t>(i), {}});
       it->second.reserve(std::min<size_t>(e.pending.size(), window_));
     }
-    it->second.push_back(r.unacked.back().f);  // the copy shares the payload
+    it->second.push_back(s.unacked.back().f);  // the copy shares the payload
   }
   for (auto& [i, frames] : out) {
-    auto& h = e.receivers[i].handle;
+    auto& h = (*e.receivers)[i].handle;
     if (frames.size() > 1 && batch_) {
       batch_(h, std::move(frames));
       continue;
@@ -151,20 +176,23 @@ void router::flush(edge& e) {
 
 void router::on_ack(const caf::actor_addr& from, uint32_t n) {
   for (auto& e : edges_)
-    for (auto& r : e.receivers)
-      if (r.handle && r.handle.address() == from) {
-        auto k = std::min<size_t>(n, r.unacked.size());
+    for (auto& [i, s] : e.sent) {
+      auto& h = (*e.receivers)[i].handle;
+      if (h && h.address() == from) {
+        auto k = std::min<size_t>(n, s.unacked.size());
         for (size_t j = 0; j < k; ++j) {
-          r.unacked_bytes -= r.unacked[j].f.payload.size();
-          if (acked_) acked_(r.unacked[j].f, r.unacked[j].note);
+          s.unacked_bytes -= s.unacked[j].f.payload.size();
+          if (acked_) acked_(s.unacked[j].f, s.unacked[j].note);
         }
-        r.unacked.pop_front(k);
+        s.unacked.pop_front(k);
         in_flight_ -= k;
-        tell_drained(r);
+        tell_drained(e, i, s);
         flush(e);
         return;
       }
-  // From a receiver that has been replaced since: its frames were queued again already.
+    }
+  // From a receiver that has been replaced since (its frames were queued again already), or
+  // one this router has sent nothing to.
 }
 
 carried_frames router::take_carry() {
@@ -173,10 +201,11 @@ carried_frames router::take_carry() {
     std::vector<frame> frames;
     // Unacknowledged frames may or may not have been taken: the successor sends them again
     // and receivers drop the ones they have (their acknowledgements came back here).
-    for (auto& r : e.receivers) {
-      for (auto& u : r.unacked) frames.push_back(std::move(u.f));
-      r.unacked.clear();
-      r.unacked_bytes = 0;
+    for (auto i : e.sent_in_order()) {
+      auto& s = e.sent[i];
+      for (auto& u : s.unacked) frames.push_back(std::move(u.f));
+      s.unacked.clear();
+      s.unacked_bytes = 0;
     }
     for (auto& u : e.pending) frames.push_back(std::move(u.f));
     e.pending.clear();
@@ -202,8 +231,8 @@ bool router::blocked() const {
 bool router::idle() const {
   for (auto& e : edges_) {
     if (!e.pending.empty()) return false;
-    for (auto& r : e.receivers)
-      if (!r.unacked.empty()) return false;
+    for (auto& [i, s] : e.sent)
+      if (!s.unacked.empty()) return false;
   }
   return true;
 }

@@ -79,12 +79,21 @@ struct route_receiver {
   bool draining = false;
 };
 
-/// Where one downstream stage's frames go: its receivers, by replica index.
+using route_receivers = std::vector<route_receiver>;
+
+/// Where one downstream stage's frames go: its receivers, by replica index. The list is shared
+/// by every sender it goes to (and kept by their routers): a stage of a thousand replicas
+/// behind one of a thousand holds one list, not a thousand.
 struct edge_route {
   size_t stage = 0;
   route_policy policy = route_policy::round_robin;
-  std::vector<route_receiver> receivers;
+  std::shared_ptr<const route_receivers> receivers = std::make_shared<const route_receivers>();
 };
+
+/// An edge to these receivers, in a list of its own.
+inline edge_route make_edge(size_t stage, route_policy policy, route_receivers receivers) {
+  return {stage, policy, std::make_shared<const route_receivers>(std::move(receivers))};
+}
 
 struct route_table {
   std::vector<edge_route> edges;
@@ -97,7 +106,14 @@ typename Inspector::result_type inspect(Inspector& f, route_receiver& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, edge_route& x) {
-  return f(caf::meta::type_name("edge_route"), x.stage, x.policy, x.receivers);
+  // The list goes by value; a loaded one is shared from then on.
+  route_receivers receivers;
+  if constexpr (Inspector::reads_state) receivers = *x.receivers;
+  return f(caf::meta::type_name("edge_route"), x.stage, x.policy, receivers,
+           caf::meta::load_callback([&]() -> caf::error {
+             x.receivers = std::make_shared<const route_receivers>(std::move(receivers));
+             return caf::none;
+           }));
 }
 
 template <class Inspector>

@@ -7,6 +7,10 @@
 // replaced (a new generation) or removed, its unacked frames go back to the front of
 // pending and are sent again. A receiver is known by its handle, wherever it sits in the
 // list. A draining receiver gets nothing new. Not thread-safe: owned by one instance actor.
+//
+// The list of receivers is the route table's, shared with the other senders of the stage;
+// the router keeps state only for the receivers it has sent to. A sender among a thousand
+// replicas sending to a thousand costs a thousand lists of nothing, not a million entries.
 #pragma once
 
 #include <troupe/frame.hpp>
@@ -18,6 +22,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace troupe {
@@ -82,25 +88,31 @@ class router {
     frame f;
     uint64_t note = 0;
   };
-  struct receiver {
-    receiver_actor handle;
+  // What this router keeps of a receiver it has sent to.
+  struct sent_to {
     ring<routed> unacked;
     uint64_t unacked_bytes = 0;
-    bool draining = false;
     bool told_drained = false;
   };
   struct edge {
     size_t stage = 0;
     route_policy policy = route_policy::round_robin;
-    std::vector<receiver> receivers;
+    std::shared_ptr<const route_receivers> receivers = std::make_shared<const route_receivers>();
+    std::unordered_map<size_t, sent_to> sent;  // by index in receivers
     ring<routed> pending;
     size_t next = 0;  // round robin position
+    size_t unacked(size_t i) const {
+      auto it = sent.find(i);
+      return it == sent.end() ? 0 : it->second.unacked.size();
+    }
+    // The indices of sent, in order.
+    std::vector<size_t> sent_in_order() const;
   };
   // Index of the receiver that should get f now, or -1 if none can.
   int pick(edge& e, const frame& f);
   void flush(edge& e);
   edge* find_edge(size_t stage);
-  void tell_drained(receiver& r);
+  void tell_drained(const edge& e, size_t i, sent_to& s);
 
   uint32_t window_;
   uint64_t window_bytes_ = UINT64_MAX;

@@ -4,6 +4,8 @@
 #include <troupe/link.hpp>
 #include <troupe/messages.hpp>
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
 #include <caf/deep_to_string.hpp>
@@ -150,6 +152,28 @@ TEST(messages, a_link_batch_survives_the_serialiser) {
   ASSERT_EQ(c.frames.size(), 1u);
   EXPECT_EQ(c.frames[0].first, 100u);
   EXPECT_EQ(text_of(c.frames[0].second.payload), "23456");
+}
+
+TEST(messages, a_route_table_survives_the_serialiser_and_its_list_stays_shared) {
+  route_table t;
+  t.edges.push_back(make_edge(4, route_policy::by_stream, {{{}, false}, {{}, true}}));
+  // Handles go through the serialiser with an actor system at hand, as in a message.
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  std::vector<char> bytes;
+  caf::binary_serializer sink{sys, bytes};
+  ASSERT_FALSE(sink(t));
+  route_table u;
+  caf::binary_deserializer source{sys, bytes};
+  ASSERT_FALSE(source(u));
+  ASSERT_EQ(u.edges.size(), 1u);
+  EXPECT_EQ(u.edges[0].stage, 4u);
+  EXPECT_EQ(u.edges[0].policy, route_policy::by_stream);
+  ASSERT_EQ(u.edges[0].receivers->size(), 2u);
+  EXPECT_FALSE((*u.edges[0].receivers)[0].draining);
+  EXPECT_TRUE((*u.edges[0].receivers)[1].draining);
+  auto copy = u;  // as each sender's copy of one table: the list is not copied
+  EXPECT_EQ(copy.edges[0].receivers.get(), u.edges[0].receivers.get());
 }
 
 TEST(messages, a_frame_prints_its_payload_size_not_its_bytes) {

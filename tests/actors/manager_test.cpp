@@ -67,7 +67,7 @@ instance_actor::behavior_type stand_in(instance_actor::pointer self, instance_se
       [=](routes_atom, route_table& rt) {
         std::string to;
         for (auto& e : rt.edges)
-          for (auto& r : e.receivers) to += !r.handle ? '-' : r.draining ? 'd' : 'l';
+          for (auto& r : *e.receivers) to += !r.handle ? '-' : r.draining ? 'd' : 'l';
         log->routes.push_back(tag + " -> " + to);
       },
       [=](upstream_done_atom) {},

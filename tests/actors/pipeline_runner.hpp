@@ -207,7 +207,7 @@ instance_actor spawn_started_instance(caf::actor_system& sys, std::shared_ptr<co
   s.executor = &ex;
   s.launcher = test_launcher();
   s.manager = caf::actor_cast<supervisor_actor>(manager);
-  s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {{caf::actor_cast<receiver_actor>(next)}}});
+  s.routes.edges.push_back(make_edge(stage + 1, route_policy::round_robin, {{caf::actor_cast<receiver_actor>(next)}}));
   auto a = spawn_instance(sys, std::move(s));
   caf::anon_send(a, start_atom::value);
   return a;

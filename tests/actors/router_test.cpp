@@ -37,9 +37,9 @@ struct fixture {
   }
   route_table table(route_policy p, std::vector<receiver_actor> rs) {
     route_table t;
-    edge_route e{7, p, {}};
-    for (auto& r : rs) e.receivers.push_back({r});
-    t.edges.push_back(std::move(e));
+    route_receivers list;
+    for (auto& r : rs) list.push_back({r});
+    t.edges.push_back(make_edge(7, p, std::move(list)));
     return t;
   }
 };
@@ -178,7 +178,9 @@ TEST(router, a_draining_receiver_gets_nothing_new_and_is_told_once_its_frames_ar
   for (uint64_t i = 0; i < 4; ++i) r.route(make(0, i));  // a: 0, 2; b: 1, 3
   ASSERT_EQ(fx.log.count_to(fx.b), 2u);
   auto t = fx.table(route_policy::round_robin, {fx.a, fx.b});
-  t.edges[0].receivers[1].draining = true;
+  auto list = *t.edges[0].receivers;
+  list[1].draining = true;
+  t.edges[0].receivers = std::make_shared<const route_receivers>(std::move(list));
   r.set_routes(t);
   EXPECT_TRUE(told.empty());  // b still holds two frames
   r.on_ack(caf::actor_cast<caf::actor_addr>(fx.a), 2);

@@ -98,7 +98,7 @@ double troupe_chain(caf::actor_system& sys, const std::shared_ptr<const plan>& p
     s.executor = &ex;
     s.launcher = launcher();
     s.manager = caf::actor_cast<supervisor_actor>(self);
-    s.routes.edges.push_back(edge_route{stage + 1, route_policy::round_robin, {{next}}});
+    s.routes.edges.push_back(make_edge(stage + 1, route_policy::round_robin, {{next}}));
     auto a = spawn_instance(sys, std::move(s));
     self->send(a, start_atom::value);
     instances.push_back(a);

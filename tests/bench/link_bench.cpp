@@ -248,7 +248,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   is.manager = caf::actor_cast<supervisor_actor>(self);
   is.node = "b";
   is.end_to_end = true;  // as a node's manager runs it: inputs from another node are held until their outputs are acked
-  is.routes.edges.push_back(edge_route{2, route_policy::round_robin, {{caf::actor_cast<receiver_actor>(sink)}}});
+  is.routes.edges.push_back(make_edge(2, route_policy::round_robin, {{caf::actor_cast<receiver_actor>(sink)}}));
   auto pass = spawn_instance(sys, std::move(is));
   self->send(pass, start_atom::value);
   int reports = 0;
@@ -258,7 +258,7 @@ figure runtime_figure(caf::actor_system& sys, size_t frame_size, uint32_t runtim
   ig.window = pl->window;
   ig.run = "bench";
   ig.fence.senders = {"a"};
-  ig.routes.edges.push_back(edge_route{1, route_policy::round_robin, {{pass}}});
+  ig.routes.edges.push_back(make_edge(1, route_policy::round_robin, {{pass}}));
   auto ingress = spawn_ingress(sys, std::move(ig));
   b->serve("bench", "pass", ingress);
   // Node a: the remote stage, fed by an upstream sender.
