@@ -24,6 +24,7 @@ struct run_options {
   bool progress = true;         // live progress when stdout is a terminal
   std::string scale_stage;      // SIGUSR1 adds a replica to it, SIGUSR2 removes one
   bool fail_on_errors = false;  // exit 3 if a frame failed or was given up on
+  bool instances = false;       // a line per instance in the summary, however many there are
 };
 
 /// `troupe worker`: started by a node for an isolated instance, never by users.

@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
       "SIGTERM); 1 failed (load error, quarantine, failed stop, --timeout, unwritable --report); 2 usage error; "
       "3 frames failed (--fail-on-errors); 128+N stopped without draining by a second signal N (130: SIGINT).");
   run_cmd->add_option("--report", run_opts.report_path, "Write the summary as JSON to this file");
+  run_cmd->add_flag("--instances", run_opts.instances,
+                    "A line per instance in the summary and the progress view, however many (past 64 instances "
+                    "they show one line per stage)");
   run_cmd->add_option("--events", run_opts.events_path,
                       "Append every event (instance states, restarts, quarantines, dead letters, scaling, reloads) to "
                       "this file as JSON lines, as they happen");

@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -94,7 +95,7 @@ double throughput_count(const slot_stats& s) {
 }
 
 struct rate_tracker {
-  std::map<const slot_stats*, double> last_count;
+  std::map<std::string, double> last_count;  // per line
   clock::time_point last = clock::now();
   size_t lines = 0;  // drawn last time (scaling changes the number of instances)
 };
@@ -107,22 +108,81 @@ std::string state_text(const slot_stats& s) {
   return t;
 }
 
-void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, bool redraw) {
+// One line of the progress view or the summary: an instance, or a stage's instances together.
+struct summary_row {
+  std::string name, plugin, mode, state, last_error;
+  uint64_t generation = 0;
+  size_t instances = 0;
+  double in = 0, done = 0, filtered = 0, failed = 0, dead = 0, resent = 0, held = 0, out = 0, restarts = 0, stale = 0,
+         duplicates = 0, throughput = 0;
+};
+
+// Up to this many instances, the progress view and the summary show each; past it, one line per
+// stage (`troupe run --instances` shows each whatever their number).
+constexpr size_t instances_shown = 64;
+
+// The lines to show of these slots: one per slot, or one per stage (in the order of their
+// first slots) with the counts added up, the highest generation, and the state all share (else
+// the most common one, with how many are in it).
+std::vector<summary_row> summary_rows(const slot_table& slots, bool per_instance) {
+  std::vector<summary_row> rows;
+  std::map<std::string, size_t> row_of;
+  std::map<std::string, std::map<std::string, size_t>> states;  // per row: instances per state
+  for (auto& s : slots) {
+    auto key = per_instance ? s->name() : s->stage;
+    auto [it, fresh] = row_of.emplace(key, rows.size());
+    if (fresh) {
+      rows.emplace_back();
+      rows.back().name = key;
+      rows.back().plugin = s->plugin;
+      rows.back().mode = to_string(s->mode);
+    }
+    auto& r = rows[it->second];
+    ++r.instances;
+    ++states[key][state_text(*s)];
+    if (r.mode != to_string(s->mode)) r.mode = "mixed";
+    r.generation = std::max(r.generation, s->generation.load());
+    r.in += s->frames_in.Value();
+    r.done += s->frames_completed.Value();
+    r.filtered += s->frames_filtered.Value();
+    r.failed += s->errors.Value();
+    r.dead += s->dead_letters.Value();
+    r.resent += s->frames_abandoned.Value();
+    r.held += s->queue_depth.Value();
+    r.out += s->frames_out.Value();
+    r.restarts += s->restarts.Value();
+    r.stale += s->stale_dropped.Value();
+    r.duplicates += s->duplicates.Value();
+    r.throughput += throughput_count(*s);
+    auto err = s->last_error();
+    if (r.last_error.empty() && !err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
+      r.last_error = per_instance ? err : s->name() + ": " + err;
+  }
+  for (auto& r : rows) {
+    auto& by_state = states[r.name];
+    auto most =
+        std::max_element(by_state.begin(), by_state.end(), [](auto& a, auto& b) { return a.second < b.second; });
+    r.state = most->first;
+    if (by_state.size() > 1) r.state += " " + std::to_string(most->second) + "/" + std::to_string(r.instances);
+    if (!per_instance) r.name += " (" + std::to_string(r.instances) + ")";
+  }
+  return rows;
+}
+
+void print_progress(const slot_table& slots, rate_tracker& rt, double elapsed, bool redraw, bool per_instance) {
   auto now = clock::now();
   double dt = std::chrono::duration<double>(now - rt.last).count();
   rt.last = now;
   if (redraw) std::printf("\x1b[%zuA", rt.lines);
-  rt.lines = slots.size() + 1;
+  auto rows = summary_rows(slots, per_instance || slots.size() <= instances_shown);
+  rt.lines = rows.size() + 1;
   std::printf("\x1b[K%8.1fs  %-18s %-12s %4s %10s %10s %9s %8s\n", elapsed, "INSTANCE", "STATE", "GEN", "IN", "OUT",
               "FRAMES/s", "RESTARTS");
-  for (auto& s : slots) {
-    double count = throughput_count(*s);
-    double rate = dt > 0 ? (count - rt.last_count[s.get()]) / dt : 0;
-    rt.last_count[s.get()] = count;
-    double out = s->frames_out.Value();
-    std::printf("\x1b[K          %-18s %-12s %4llu %10.0f %10.0f %9.1f %8.0f\n", s->name().c_str(),
-                state_text(*s).c_str(), static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(),
-                out, rate, s->restarts.Value());
+  for (auto& r : rows) {
+    double rate = dt > 0 ? (r.throughput - rt.last_count[r.name]) / dt : 0;
+    rt.last_count[r.name] = r.throughput;
+    std::printf("\x1b[K          %-18s %-12s %4llu %10.0f %10.0f %9.1f %8.0f\n", r.name.c_str(), r.state.c_str(),
+                static_cast<unsigned long long>(r.generation), r.in, r.out, rate, r.restarts);
   }
   std::fflush(stdout);
 }
@@ -152,26 +212,26 @@ double failed_frames(const slot_table& slots) {
 }
 
 void print_summary(const plan& p, const slot_table& slots, double wall, const run_end& end,
-                   const std::vector<dead_letter>& dead) {
+                   const std::vector<dead_letter>& dead, bool per_instance) {
   std::string how = end.drained.empty() ? "" : " (drained on " + end.drained + ")";
   std::printf("\npipeline '%s' %s in %.2f s%s%s%s\n", p.name.c_str(), end.ok ? "finished" : "FAILED", wall, how.c_str(),
               end.reason.empty() ? "" : ": ", end.reason.c_str());
-  // The books per instance: IN = DONE + FILT + FAIL + DEAD + RESENT + HELD. OUT counts outputs.
-  std::printf("%-18s %-12s %-9s %-13s %4s %8s %8s %6s %5s %5s %6s %5s %8s %8s %6s %5s %9s\n", "INSTANCE", "PLUGIN",
-              "MODE", "STATE", "GEN", "IN", "DONE", "FILT", "FAIL", "DEAD", "RESENT", "HELD", "OUT", "RESTARTS",
-              "STALE", "DUPS", "FRAMES/s");
-  for (auto& s : slots) {
+  // The books per instance (or stage): IN = DONE + FILT + FAIL + DEAD + RESENT + HELD. OUT
+  // counts outputs.
+  per_instance = per_instance || slots.size() <= instances_shown;
+  std::printf("%-18s %-12s %-9s %-13s %4s %8s %8s %6s %5s %5s %6s %5s %8s %8s %6s %5s %9s\n",
+              per_instance ? "INSTANCE" : "STAGE (INSTANCES)", "PLUGIN", "MODE", "STATE", "GEN", "IN", "DONE", "FILT",
+              "FAIL", "DEAD", "RESENT", "HELD", "OUT", "RESTARTS", "STALE", "DUPS", "FRAMES/s");
+  for (auto& r : summary_rows(slots, per_instance)) {
     std::printf(
         "%-18s %-12s %-9s %-13s %4llu %8.0f %8.0f %6.0f %5.0f %5.0f %6.0f %5.0f %8.0f %8.0f %6.0f %5.0f %9.1f\n",
-        s->name().c_str(), s->plugin.c_str(), to_string(s->mode), state_text(*s).c_str(),
-        static_cast<unsigned long long>(s->generation.load()), s->frames_in.Value(), s->frames_completed.Value(),
-        s->frames_filtered.Value(), s->errors.Value(), s->dead_letters.Value(), s->frames_abandoned.Value(),
-        s->queue_depth.Value(), s->frames_out.Value(), s->restarts.Value(), s->stale_dropped.Value(),
-        s->duplicates.Value(), wall > 0 ? throughput_count(*s) / wall : 0.0);
-    auto err = s->last_error();
-    if (!err.empty() && (s->failure.load() != failure_class::none || s->quarantined.load()))
-      std::printf("%-18s last error: %s\n", "", err.c_str());
+        r.name.c_str(), r.plugin.c_str(), r.mode.c_str(), r.state.c_str(),
+        static_cast<unsigned long long>(r.generation), r.in, r.done, r.filtered, r.failed, r.dead, r.resent, r.held,
+        r.out, r.restarts, r.stale, r.duplicates, wall > 0 ? r.throughput / wall : 0.0);
+    if (!r.last_error.empty()) std::printf("%-18s last error: %s\n", "", r.last_error.c_str());
   }
+  if (!per_instance)
+    std::printf("%zu instances, one line per stage (troupe run --instances shows each)\n", slots.size());
   double sink_in = sinks_took(p, slots);
   std::printf("sinks took %.0f frames: %.1f frames/s\n", sink_in, wall > 0 ? sink_in / wall : 0.0);
   if (!dead.empty()) {
@@ -291,7 +351,7 @@ int run(const common_options& common, const run_options& opts) {
   if (!opts.metrics_address.empty()) {
     try {
       exposer = cluster::serve_metrics(opts.metrics_address);
-      exposer->RegisterCollectable(m.registry());
+      exposer->RegisterCollectable(m.collectable());
       spdlog::info("serving metrics on http://{}/metrics", cluster::metrics_bind_address(opts.metrics_address));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "troupe: --metrics %s: cannot listen: %s\n", opts.metrics_address.c_str(), e.what());
@@ -439,14 +499,14 @@ int run(const common_options& common, const run_options& opts) {
         scale(opts.scale_stage, static_cast<uint32_t>(std::max(0, now_serving + k)));
       }
       if (live && now >= next_draw) {
-        print_progress(registry->snapshot(), rt, elapsed, drawn);
+        print_progress(registry->snapshot(), rt, elapsed, drawn, opts.instances);
         drawn = true;
         next_draw = now + std::chrono::milliseconds(500);
       }
     }
     for (auto& t : reloads) t.join();
     wall = std::chrono::duration<double>(clock::now() - start).count();
-    if (live) print_progress(registry->snapshot(), rt, wall, drawn);
+    if (live) print_progress(registry->snapshot(), rt, wall, drawn, opts.instances);
     end.ok = end.finished;
     auto slots = registry->snapshot();
     for (auto& s : slots)
@@ -456,7 +516,7 @@ int run(const common_options& common, const run_options& opts) {
   end.reason = outcome.reason;
   auto slots = registry->snapshot();
   auto dead_letters = dead->records();
-  print_summary(*plan, slots, wall, end, dead_letters);
+  print_summary(*plan, slots, wall, end, dead_letters, opts.instances);
   int status = end.cut_by ? 128 + end.cut_by : end.ok ? 0 : 1;
   if (status == 0 && opts.fail_on_errors && failed_frames(slots) > 0) {
     std::fprintf(stderr, "troupe: %.0f frames failed or were given up on (--fail-on-errors)\n", failed_frames(slots));

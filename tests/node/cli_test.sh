@@ -175,6 +175,24 @@ check "run prints a summary" contains "$out" "pipeline 'tiny' finished"
 check "the summary counts the sink's frames" contains "$out" "sinks took 36 frames"
 check "the checksum plugin wrote its summary" grep -q "total frames 36" sum.txt
 check "the JSON report says ok" python3 -c 'import json,sys; assert json.load(open("report.json"))["ok"] is True'
+# Many instances: one line per stage, with the counts of its replicas added up; --instances
+# shows each.
+cat > many.yaml <<Y
+pipeline: many
+stages:
+  - {name: src, plugin: testsrc, config: {width: 8, height: 8, count: 50, streams: 2}}
+  - {name: a, plugin: passthrough, replicas: 40, routing: round_robin}
+  - {name: b, plugin: faulty, replicas: 30, config: {action: error, every: 7}}
+  - {name: sink, plugin: checksum, config: {output: many-sum.txt}}
+edges: ["src -> a -> b -> sink"]
+Y
+out=$("$troupe" run many.yaml --no-progress 2>/dev/null)
+check "past 64 instances the summary shows one line per stage" \
+  grep -qE "^a \(40\) +passthrough +embedded +stopped +1 +100 +100 " <<<"$out"
+check "... its replicas' counts added up" grep -qE "^b \(30\) +faulty +embedded +stopped +1 +100 +88 +0 +12 " <<<"$out"
+check "... and says how to see each" contains "$out" "72 instances, one line per stage (troupe run --instances shows each)"
+out=$("$troupe" run many.yaml --no-progress --instances 2>/dev/null)
+check "--instances shows each instance" test "$(grep -cE '^(a|b)(#[0-9]+)? ' <<<"$out")" -eq 70
 # The report's names are the table's; its counts are integers.
 check "the report counts as the table does" test "$(field report.json sink in)" = 36 -a "$(field report.json src out)" = 36
 check "the report's counts are integers" python3 -c '
