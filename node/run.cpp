@@ -30,6 +30,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -409,16 +410,31 @@ int run(const common_options& common, const run_options& opts) {
         spdlog::error("cannot scale stage '{}' to {}: {}", stage, n, describe(answer.error()));
     };
     // A reload answers once the new version serves (or failed): it waits on a thread of
-    // its own, so the run goes on meanwhile.
-    std::vector<std::thread> reloads;
+    // its own, so the run goes on meanwhile. A finished thread is joined at the next reload
+    // (until then it keeps its stack: a run reloaded a thousand times would keep a thousand).
+    struct reload_thread {
+      std::thread thread;
+      std::shared_ptr<std::atomic<bool>> done;
+    };
+    std::vector<reload_thread> reloads;
     auto reload = [&](reload_request req) {
-      reloads.emplace_back([&sys, manager, req = std::move(req)]() mutable {
-        auto stage = req.stage;
-        if (auto answer = reload_stage(sys, manager, std::move(req)))
-          spdlog::info("stage '{}' reloaded", stage);
-        else
-          spdlog::error("stage '{}' not reloaded: {}", stage, describe(answer.error()));
-      });
+      reloads.erase(std::remove_if(reloads.begin(), reloads.end(),
+                                   [](reload_thread& t) {
+                                     if (!t.done->load()) return false;
+                                     t.thread.join();
+                                     return true;
+                                   }),
+                    reloads.end());
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      reloads.push_back({std::thread([&sys, manager, done, req = std::move(req)]() mutable {
+                           auto stage = req.stage;
+                           if (auto answer = reload_stage(sys, manager, std::move(req)))
+                             spdlog::info("stage '{}' reloaded", stage);
+                           else
+                             spdlog::error("stage '{}' not reloaded: {}", stage, describe(answer.error()));
+                           done->store(true);
+                         }),
+                         done});
     };
     bool live = opts.progress && isatty(STDOUT_FILENO);
     bool drawn = false, stop_sent = false, stopped = false;
@@ -504,7 +520,7 @@ int run(const common_options& common, const run_options& opts) {
         next_draw = now + std::chrono::milliseconds(500);
       }
     }
-    for (auto& t : reloads) t.join();
+    for (auto& t : reloads) t.thread.join();
     wall = std::chrono::duration<double>(clock::now() - start).count();
     if (live) print_progress(registry->snapshot(), rt, wall, drawn, opts.instances);
     end.ok = end.finished;

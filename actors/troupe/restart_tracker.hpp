@@ -12,10 +12,10 @@
 #pragma once
 
 #include <troupe/pipeline.hpp>
+#include <troupe/ring.hpp>
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <optional>
 
 namespace troupe {
@@ -44,7 +44,7 @@ class restart_tracker {
   size_t recent() const { return restarts_.size(); }
 
  private:
-  std::deque<clock::time_point> restarts_;
+  ring<clock::time_point> restarts_;  // nothing allocated until the first failure
   uint32_t consecutive_ = 0;
   std::optional<clock::time_point> running_since_;  // since the last failure, if it ran
 };
