@@ -101,14 +101,22 @@ void instance_impl::submit_batch() {
 
 void instance_impl::submit_source_turn() {
   submit_job([](plugin_adapter& adapter, batch_state& b, executor::worker& w, call_site&,
-                std::chrono::milliseconds deadline, slot_stats&) {
+                std::chrono::milliseconds deadline, slot_stats& stats) {
     std::vector<frame> outs;
     size_t emitted = 0;
+    call_timings timings;  // each call of the source, in its processing histogram
+    struct flush_at_end {
+      call_timings& t;
+      slot_stats& s;
+      ~flush_at_end() { t.flush_to(s.processing); }
+    } flush{timings, stats};
     while (emitted < max_source_outputs && !b.cancel.load(std::memory_order_relaxed)) {
       call_result cr;
       {
         executor::call_scope scope(w, deadline);
+        auto start = std::chrono::steady_clock::now();
         cr = guarded([&] { return adapter.process(nullptr, outs); });
+        timings.add(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       }
       auto n = outs.size();
       std::lock_guard<std::mutex> lock(b.mutex);

@@ -122,7 +122,8 @@ const gauge_family gauges[] = {
 };
 
 const char* const processing_name = "troupe_instance_processing_seconds";
-const char* const processing_help = "Time the plugin spent on one input frame.";
+const char* const processing_help =
+    "Time the plugin spent on one call: an input frame, or one call of a source for the frames it has ready.";
 
 }  // namespace
 

@@ -278,6 +278,7 @@ expected<void> write_report(const std::string& path, const plan& p, const slot_t
                          {"frames_per_s", wall > 0 ? throughput_count(s) / wall : 0.0},
                          {"bytes_in", total(s.bytes_in)},
                          {"bytes_out", total(s.bytes_out)},
+                         {"processing_seconds", s.processing.sum()},
                          {"last_error", s.last_error()}});
   }
   json letters = json::array();

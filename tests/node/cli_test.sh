@@ -195,6 +195,9 @@ out=$("$troupe" run many.yaml --no-progress --instances 2>/dev/null)
 check "--instances shows each instance" test "$(grep -cE '^(a|b)(#[0-9]+)? ' <<<"$out")" -eq 70
 # The report's names are the table's; its counts are integers.
 check "the report counts as the table does" test "$(field report.json sink in)" = 36 -a "$(field report.json src out)" = 36
+check "the report has the time each instance spent in plugin calls, a source's included" python3 -c '
+import json; r = json.load(open("report.json"))
+assert all(i["processing_seconds"] > 0 for i in r["instances"]), r["instances"]'
 check "the report's counts are integers" python3 -c '
 import json
 r = json.load(open("report.json"))
