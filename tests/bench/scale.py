@@ -21,30 +21,18 @@ TROUPE_SCALE_STAGES (default 100) and TROUPE_SCALE_REPLICAS (default 1000) set t
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import free_port, usage_of  # noqa: E402
+
 GOAL_INSTANCES = 100_000
 GOAL_RSS_GIB = 2
 GOAL_START_S = 10
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def pipeline(work, stages, replicas):
@@ -99,7 +87,7 @@ def one(troupe, plugins, stages, replicas, scrape):
                 time.sleep(0.01)
             started = time.time() - t0
             time.sleep(1)  # settled: the first frames went through
-            rss = rss_kib(p.pid)
+            rss = usage_of(p.pid)[0]
             scrape_s, scrape_bytes = 0.0, 0
             if scrape:
                 t = time.time()

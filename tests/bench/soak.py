@@ -21,33 +21,17 @@ more; the difference over those N is what each one kept.
 TROUPE_SOAK_RESTARTS (default 10000) and TROUPE_SOAK_RELOADS (default 1000) set the counts.
 """
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import free_port, usage_of  # noqa: E402
+
 GOAL_KIB = 1024  # resident memory within 1 MiB of the baseline
 WARM_S = 8
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def usage_of(pid):
-    """(resident KiB, open files, threads) of a process."""
-    rss = threads = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
-    return rss, len(os.listdir(f"/proc/{pid}/fd")), threads
 
 
 def metric(port, name, stage):
