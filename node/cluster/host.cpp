@@ -294,15 +294,21 @@ struct read_text {
   caf::error named(const caf::error& e, const std::string& prefix = {}) const {
     return make_error(code_of(e).value_or(errc::invalid_pipeline), named(prefix + describe(e)));
   }
+  // The pipeline file read from the copy, with errors named as the user knows the file; node:
+  // this node's name, for a copy it could not write.
+  expected<pipeline_spec> load(const std::string& node) const {
+    if (unwritten) return make_error(errc::io_error, "node " + node + ": " + *unwritten);
+    auto spec = load_pipeline(path);
+    if (!spec) return named(spec.error());
+    return spec;
+  }
 };
 
 }  // namespace
 
 expected<pipeline_host::outline> pipeline_host::read_placement(const std::string& text, const std::string& source) {
-  read_text in(impl_->dir, text, source);
-  if (in.unwritten) return make_error(errc::io_error, "node " + impl_->node + ": " + *in.unwritten);
-  auto spec = load_pipeline(in.path);
-  if (!spec) return in.named(spec.error());
+  auto spec = read_text(impl_->dir, text, source).load(impl_->node);
+  if (!spec) return spec.error();
   outline out;
   out.name = spec->name;
   for (auto& s : spec->stages) out.stages.emplace_back(s.name, s.nodes);
@@ -312,9 +318,8 @@ expected<pipeline_host::outline> pipeline_host::read_placement(const std::string
 std::string pipeline_host::check_edges(const std::string& text, const std::string& source,
                                        const std::map<std::string, std::vector<stage_part>>& by_node) {
   read_text in(impl_->dir, text, source);
-  if (in.unwritten) return "node " + impl_->node + ": " + *in.unwritten;
-  auto spec = load_pipeline(in.path);
-  if (!spec) return describe(in.named(spec.error()));
+  auto spec = in.load(impl_->node);
+  if (!spec) return describe(spec.error());
   std::map<std::string, stage_types> types;
   for (auto& [node, parts] : by_node)
     for (auto& p : parts) types.emplace(p.stage, p.types);  // a stage on several nodes: the first
@@ -345,9 +350,8 @@ expected<std::string> pipeline_host::deploy(const std::string& text, const std::
                                             std::vector<stage_part>* parts) {
   auto& d = *impl_;
   read_text in(d.dir, text, source);
-  if (in.unwritten) return make_error(errc::io_error, "node " + d.node + ": " + *in.unwritten);
-  auto spec = load_pipeline(in.path);
-  if (!spec) return in.named(spec.error());
+  auto spec = in.load(d.node);
+  if (!spec) return spec.error();
   auto paths = d.plugin_paths;
   for (auto& p : catalog::default_search_paths()) paths.push_back(p);
   auto cat = catalog::discover(paths);
